@@ -1,0 +1,104 @@
+"""Encoder speed: ours vs transformers.BertModel (eager and sdpa), same weights, same batches.
+
+Prints sentences/s for training steps (train mode, dropout on, forward + backward) and for
+inference, the ratio ours/HF, and our achieved GFLOP/s as a fraction of a 2048x2048 fp32
+matmul timed in the same run.
+
+    python benchmarks/encoder.py [--rounds 7] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import random
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import data_dir, encoder_flops, interleaved, matmul_gflops  # noqa: E402
+
+from bertmtl.model import BertModel  # noqa: E402
+from bertmtl.tokenizer import WordPieceTokenizer  # noqa: E402
+from bertmtl.weights import pretrained_dir  # noqa: E402
+
+
+def sst_sentences() -> list[str]:
+    with open(data_dir() / "ids-sst-train.csv", newline="", encoding="utf-8") as f:
+        return [r["sentence"].strip() for r in csv.DictReader(f, delimiter="\t")]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    import transformers
+
+    torch.manual_seed(0)
+    d = pretrained_dir()
+    dev = torch.device(args.device)
+    ours = BertModel.from_pretrained(d).to(dev)
+    hf = {impl: transformers.BertModel.from_pretrained(str(d), attn_implementation=impl).to(dev)
+          for impl in ("eager", "sdpa")}
+    tok = WordPieceTokenizer.from_dir(d)
+
+    rng = random.Random(0)
+    sents = sst_sentences()
+    fixed = tok.pad([e for e in tok.encode(rng.sample(sents, args.batch * 4))])  # cut to 32 tokens below
+    fixed_batch = (fixed.input_ids[: args.batch, :32].clone(), torch.ones(args.batch, 32, dtype=torch.long))
+    fixed_batch[0][:, -1] = tok.sep_id
+    mix = tok(rng.sample(sents, args.batch))  # realistic: random SST sentences padded to the longest
+    shapes = {"32x32": fixed_batch, f"mix (max {mix.input_ids.shape[1]} tok, "
+              f"{mix.attention_mask.float().mean():.0%} real)": (mix.input_ids, mix.attention_mask)}
+
+    mm = matmul_gflops(device=args.device)
+    print(f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"2048^2 fp32 matmul: {mm:.1f} GFLOP/s")
+    cols = ("ours", "ours-unpad", "HF-eager", "HF-sdpa")
+    print(f"{'batch':<32}{'mode':<6}" + "".join(f"{c:>11}" for c in cols)
+          + f"{'ours/eager':>11}{'ours/sdpa':>10}{'unpad/best':>11}{'GF/s':>7}{'of mm':>6}")
+    for label, (ids, mask) in shapes.items():
+        ids, mask = ids.to(dev), mask.to(dev)
+        b, t = ids.shape
+
+        def call(m, hf_model, unpad):
+            return m(input_ids=ids, attention_mask=mask) if hf_model else m(ids, mask, unpad=unpad)
+
+        def train_step(m, hf_model=False, unpad=False):
+            def run():
+                out = call(m, hf_model, unpad)
+                (out.last_hidden_state.float().mean() + out.pooler_output.float().mean()).backward()
+                m.zero_grad(set_to_none=True)
+            return run
+
+        def infer(m, hf_model=False, unpad=False):
+            def run():
+                with torch.inference_mode():
+                    call(m, hf_model, unpad)
+            return run
+
+        for mode, make in (("train", train_step), ("infer", infer)):
+            for m in (ours, *hf.values()):
+                m.train(mode == "train")
+            times = interleaved({"ours": make(ours), "ours-unpad": make(ours, unpad=True),
+                                 "HF-eager": make(hf["eager"], True), "HF-sdpa": make(hf["sdpa"], True)},
+                                rounds=args.rounds, warmup=2, device=args.device)
+            rate = {k: b / v for k, v in times.items()}
+            # Useful work only: FLOPs of the real tokens, so padding skipped is not counted as speed.
+            flops = encoder_flops(ours.config, b, t, tokens=int(mask.sum())) * (3 if mode == "train" else 1)
+            gf = flops / times["ours-unpad"] / 1e9
+            best_hf = max(rate["HF-eager"], rate["HF-sdpa"])
+            print(f"{label:<32}{mode:<6}" + "".join(f"{rate[c]:>11.1f}" for c in cols)
+                  + f"{rate['ours'] / rate['HF-eager']:>11.3f}{rate['ours'] / rate['HF-sdpa']:>10.3f}"
+                  f"{rate['ours-unpad'] / best_hf:>11.3f}{gf:>7.0f}{gf / mm:>6.0%}")
+    print("sentences/s; ratios > 1 mean ours is faster. ours = the HF-identical padded path;\n"
+          "ours-unpad = what bertmtl train/predict run (dense layers skip padding tokens);\n"
+          "GF/s = useful (real-token) FLOP rate of ours-unpad, 'of mm' = as a fraction of the matmul.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+"""The one error type users see: a clear message, exit code 2, no traceback."""
+
+import click
+
+
+class UserError(click.ClickException):
+    """A problem with the user's input or environment (bad file, missing weights, ...).
+
+    Subclassing ClickException lets library code raise it and every CLI surface print it
+    as `Error: <message>` with exit code 2, without a traceback.
+    """
+
+    exit_code = 2

@@ -1,0 +1,322 @@
+"""A from-scratch BERT encoder whose parameter names match Hugging Face checkpoints.
+
+Module and parameter names follow HF's modeling_bert.py (`embeddings.word_embeddings`,
+`encoder.layer.N.attention.self.query`, ...) so loading a checkpoint is a plain mapping.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import BertConfig
+
+# Which attention kernel is faster, by device type, as measured by benchmarks/encoder.py:
+# on the 2-core CPU the explicit softmax(QK^T)V path beats SDPA's CPU kernels at BERT
+# sentence lengths; on CUDA SDPA's fused (flash / memory-efficient) kernels win.
+FASTEST_ATTENTION = {"cpu": "eager", "cuda": "sdpa"}
+
+
+class _KeepMaskDropout(torch.autograd.Function):
+    """x * keep / (1 - p), saving the 1-byte keep mask for backward."""
+
+    @staticmethod
+    def forward(ctx, x, keep, scale):
+        ctx.save_for_backward(keep)
+        ctx.scale = scale
+        return x.mul(keep).mul_(scale)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (keep,) = ctx.saved_tensors
+        return grad.mul(keep).mul_(ctx.scale), None, None
+
+
+class Dropout(nn.Module):
+    """Dropout with a fast CPU mask.
+
+    On the CPU, torch's bernoulli_ draws one random number per element and took ~8% of a
+    training step. Here one 64-bit draw makes four uniform 16-bit lanes, compared against a
+    threshold: the drop probability is p rounded to 1/65536. Elsewhere (CUDA) the fused
+    F.dropout kernel is already fast and is used as is.
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if x.device.type != "cpu":
+            return F.dropout(x, self.p, True)
+        n = x.numel()
+        bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
+        keep = bits.view(torch.int16)[:n].view(x.shape) >= -32768 + round(self.p * 65536)
+        return _KeepMaskDropout.apply(x, keep, 1.0 / (1.0 - self.p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class Packing:
+    """Where the real (non-padding) tokens of a padded (batch, seq) input are.
+
+    The dense layers (QKV, output projection, feed-forward: nearly all the FLOPs) then run on
+    the packed (tokens, hidden) matrix and skip padding; attention runs padded, per sequence.
+    """
+
+    def __init__(self, attention_mask: torch.Tensor):
+        self.batch, self.seq = attention_mask.shape
+        self.index = attention_mask.reshape(-1).nonzero().squeeze(1)
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(self.batch * self.seq, -1).index_select(0, self.index)
+
+    def unpack(self, x: torch.Tensor) -> torch.Tensor:
+        out = x.new_zeros(self.batch * self.seq, x.shape[-1]).index_copy(0, self.index, x)
+        return out.view(self.batch, self.seq, -1)
+
+
+@dataclass
+class EncoderOutput:
+    """What the encoder returns (HF-compatible attribute names)."""
+
+    last_hidden_state: torch.Tensor
+    pooler_output: torch.Tensor | None
+
+
+def _activation(name: str):
+    if name == "gelu":
+        return F.gelu
+    if name in ("gelu_new", "gelu_pytorch_tanh"):
+        return lambda x: F.gelu(x, approximate="tanh")
+    return F.relu
+
+
+class BertEmbeddings(nn.Module):
+    """Word + position + token-type embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        seq_len = input_ids.shape[1]
+        x = self.word_embeddings(input_ids) + self.position_embeddings.weight[:seq_len]
+        if token_type_ids is None:
+            x = x + self.token_type_embeddings.weight[0]
+        else:
+            x = x + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.LayerNorm(x))
+
+
+class BertSelfAttention(nn.Module):
+    """Multi-head self-attention; Q, K and V are computed by one fused matmul."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        h = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.head_dim
+        self.query = nn.Linear(h, h)
+        self.key = nn.Linear(h, h)
+        self.value = nn.Linear(h, h)
+        self.dropout = Dropout(config.attention_probs_dropout_prob)
+        self.impl = "auto"  # "auto" | "eager" | "sdpa"
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, packing: Packing | None = None) -> torch.Tensor:
+        impl = self.impl if self.impl != "auto" else FASTEST_ATTENTION.get(x.device.type, "sdpa")
+        scale = 1.0 / math.sqrt(self.head_dim)
+        # One (h -> 3h) matmul is faster than three (h -> h) ones, and keeping three Linear
+        # modules keeps the HF parameter names. The eager path folds the 1/sqrt(d) scale into
+        # the query weights, which costs h*h multiplies instead of b*heads*t*t.
+        q_w, q_b = (self.query.weight * scale, self.query.bias * scale) if impl == "eager" else (self.query.weight, self.query.bias)
+        w = torch.cat([q_w, self.key.weight, self.value.weight])
+        bias = torch.cat([q_b, self.key.bias, self.value.bias])
+        qkv = F.linear(x, w, bias)
+        if packing is not None:
+            qkv = packing.unpack(qkv)
+        b, t, h3 = qkv.shape
+        qkv = qkv.view(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        p = self.dropout.p if self.training else 0.0
+        if impl == "sdpa":
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        else:
+            scores = q @ k.transpose(-1, -2)
+            if mask is not None:
+                scores = scores + mask
+            probs = scores.softmax(dim=-1)
+            if p:
+                probs = self.dropout(probs)
+            ctx = probs @ v
+        ctx = ctx.transpose(1, 2).reshape(b, t, h3 // 3)
+        return packing.pack(ctx) if packing is not None else ctx
+
+
+class BertSelfOutput(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = Dropout(config.hidden_dropout_prob)
+
+    def forward(self, ctx: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(ctx)) + residual)
+
+
+class BertAttention(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.self = BertSelfAttention(config)
+        self.output = BertSelfOutput(config)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, packing: Packing | None = None) -> torch.Tensor:
+        return self.output(self.self(x, mask, packing), x)
+
+
+class BertIntermediate(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.act = _activation(config.hidden_act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.dense(x))
+
+
+class BertOutput(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+
+
+class BertLayer(nn.Module):
+    """Post-LN transformer layer: attention, add & norm, GELU feed-forward, add & norm."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.attention = BertAttention(config)
+        self.intermediate = BertIntermediate(config)
+        self.output = BertOutput(config)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, packing: Packing | None = None) -> torch.Tensor:
+        a = self.attention(x, mask, packing)
+        return self.output(self.intermediate(a), a)
+
+
+class BertEncoder(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, packing: Packing | None = None) -> torch.Tensor:
+        for layer in self.layer:
+            x = layer(x, mask, packing)
+        return x
+
+
+class BertPooler(nn.Module):
+    """tanh(dense(h_[CLS])), as pretrained with next-sentence prediction."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(hidden[:, 0]))
+
+
+class BertModel(nn.Module):
+    """The BERT encoder: `model(input_ids, attention_mask, token_type_ids=None)`."""
+
+    def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
+        super().__init__()
+        self.config = config
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = BertEncoder(config)
+        self.pooler = BertPooler(config) if add_pooling_layer else None
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # BERT's initialisation: N(0, 0.02) weights, zero biases, identity LayerNorms.
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=std)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def set_attention(self, impl: str) -> None:
+        """Choose the attention kernel: "auto" (fastest measured per device), "eager" or "sdpa"."""
+        if impl not in ("auto", "eager", "sdpa"):
+            raise ValueError(f"unknown attention implementation {impl!r}")
+        for layer in self.encoder.layer:
+            layer.attention.self.impl = impl
+
+    @staticmethod
+    def extended_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+        """(batch, seq) 1/0 mask -> additive (batch, 1, 1, seq) mask; None when nothing is padded."""
+        if attention_mask is None:
+            return None
+        m = attention_mask[:, None, None, :].to(dtype)
+        return (1.0 - m) * torch.finfo(dtype).min
+
+    def encode(self, embedding_output: torch.Tensor, attention_mask: torch.Tensor | None,
+               unpad: bool = False) -> EncoderOutput:
+        """Run the transformer layers (and pooler) on embedding outputs.
+
+        Split out of `forward` so that SMART can perturb the embeddings and re-encode.
+        With `unpad`, the dense layers skip padding tokens; `last_hidden_state` is then zero
+        at padded positions (HF computes values there that nothing should use), and every
+        real position is the same as without it.
+        """
+        mask = self.extended_mask(attention_mask, embedding_output.dtype)
+        if unpad and attention_mask is not None and not bool(attention_mask.all()):
+            packing = Packing(attention_mask)
+            hidden = packing.unpack(self.encoder(packing.pack(embedding_output), mask, packing))
+        else:
+            hidden = self.encoder(embedding_output, mask)
+        pooled = self.pooler(hidden) if self.pooler is not None else None
+        return EncoderOutput(last_hidden_state=hidden, pooler_output=pooled)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        unpad: bool = False,
+    ) -> EncoderOutput:
+        return self.encode(self.embeddings(input_ids, token_type_ids), attention_mask, unpad=unpad)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device | None = None,
+    ) -> "BertModel":
+        """Load an HF-format BERT directory (None = the default all-MiniLM-L6-v2 weights)."""
+        from ..weights import load_encoder
+
+        return load_encoder(path, dtype=dtype, device=device)

@@ -1,0 +1,113 @@
+"""AdamW and AdamaxW with decoupled weight decay, vectorised with torch._foreach_* ops.
+
+Both follow Loshchilov & Hutter's decoupled decay: parameters shrink by lr * weight_decay
+before the adaptive step, instead of adding weight_decay * p to the gradient.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.optim import Optimizer
+
+
+class _DecoupledAdamBase(Optimizer):
+    """Shared plumbing: groups, lazy state, decoupled decay; subclasses supply `_step_group`."""
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 1e-2):
+        if lr < 0 or eps < 0 or weight_decay < 0:
+            raise ValueError("lr, eps and weight_decay must be non-negative")
+        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+            raise ValueError(f"betas must be in [0, 1): {betas}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+
+    _state_keys: tuple[str, ...] = ()
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, grads, states = [], [], []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+                st = self.state[p]
+                if not st:
+                    st["step"] = torch.tensor(0.0)
+                    for k in self._state_keys:
+                        st[k] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                params.append(p)
+                grads.append(p.grad)
+                states.append(st)
+            if not params:
+                continue
+            # All parameters of a group are stepped together, so one step count serves them all.
+            for st in states:
+                st["step"] += 1
+            step = int(states[0]["step"].item())
+            if group["weight_decay"]:
+                torch._foreach_mul_(params, 1.0 - group["lr"] * group["weight_decay"])
+            self._step_group(group, params, grads, states, step)
+        return loss
+
+    def _step_group(self, group, params, grads, states, step: int) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+
+class AdamW(_DecoupledAdamBase):
+    """Adam (Kingma & Ba, with bias correction) plus decoupled weight decay."""
+
+    _state_keys = ("exp_avg", "exp_avg_sq")
+
+    def _step_group(self, group, params, grads, states, step):
+        beta1, beta2 = group["betas"]
+        m = [s["exp_avg"] for s in states]
+        v = [s["exp_avg_sq"] for s in states]
+        torch._foreach_lerp_(m, grads, 1.0 - beta1)
+        torch._foreach_mul_(v, beta2)
+        torch._foreach_addcmul_(v, grads, grads, 1.0 - beta2)
+        bias1 = 1.0 - beta1 ** step
+        bias2_sqrt = math.sqrt(1.0 - beta2 ** step)
+        denom = torch._foreach_sqrt(v)
+        torch._foreach_div_(denom, bias2_sqrt)
+        torch._foreach_add_(denom, group["eps"])
+        torch._foreach_addcdiv_(params, m, denom, -group["lr"] / bias1)
+
+
+class AdamaxW(_DecoupledAdamBase):
+    """Adamax (the infinity-norm Adam variant) plus decoupled weight decay."""
+
+    _state_keys = ("exp_avg", "exp_inf")
+
+    def __init__(self, params, lr: float = 2e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 1e-2):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+    def _step_group(self, group, params, grads, states, step):
+        beta1, beta2 = group["betas"]
+        m = [s["exp_avg"] for s in states]
+        u = [s["exp_inf"] for s in states]
+        torch._foreach_lerp_(m, grads, 1.0 - beta1)
+        torch._foreach_mul_(u, beta2)
+        abs_g = torch._foreach_abs(grads)
+        torch._foreach_add_(abs_g, group["eps"])
+        torch._foreach_maximum_(u, abs_g)
+        torch._foreach_addcdiv_(params, m, u, -group["lr"] / (1.0 - beta1 ** step))
+
+
+OPTIMIZERS = {"adamw": AdamW, "adamaxw": AdamaxW}
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Decay matrices only: biases and LayerNorm weights are exempt, as in BERT's recipe."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

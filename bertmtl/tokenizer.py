@@ -1,0 +1,138 @@
+"""WordPiece tokenisation from a checkpoint's vocab.txt (the `tokenizers` library does the work)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+from .errors import UserError
+
+DEFAULT_MAX_LENGTH = 128
+
+
+@dataclass
+class Encoded:
+    """One tokenised input: word-piece ids, token types, and whether it was truncated."""
+
+    ids: list[int]
+    type_ids: list[int]
+    truncated: bool = False
+
+
+@dataclass
+class Batch:
+    """Padded tensors for the encoder."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    token_type_ids: torch.Tensor
+
+    def to(self, device, non_blocking: bool = False) -> "Batch":
+        return Batch(*(t.to(device, non_blocking=non_blocking) for t in (self.input_ids, self.attention_mask, self.token_type_ids)))
+
+    def pin_memory(self) -> "Batch":
+        return Batch(*(t.pin_memory() for t in (self.input_ids, self.attention_mask, self.token_type_ids)))
+
+
+def _vocab_is_uncased(vocab: dict[str, int]) -> bool:
+    return not any(t != t.lower() for t in vocab if not (t.startswith("[") and t.endswith("]")))
+
+
+class WordPieceTokenizer:
+    """BERT's tokenizer: basic splitting + WordPiece, [CLS] a [SEP] (b [SEP]), truncation, padding."""
+
+    def __init__(self, vocab_file: str | Path, lowercase: bool | None = None,
+                 max_length: int = DEFAULT_MAX_LENGTH, model_max_length: int = 512):
+        vocab_file = Path(vocab_file)
+        try:
+            vocab = models.WordPiece.read_file(str(vocab_file))
+        except Exception as e:  # noqa: BLE001 - tokenizers raises plain Exception on a bad file
+            raise UserError(f"{vocab_file}: cannot read vocabulary ({e})") from None
+        for special in ("[CLS]", "[SEP]", "[PAD]", "[UNK]"):
+            if special not in vocab:
+                raise UserError(f"{vocab_file}: vocabulary lacks {special}")
+        self.vocab_file = vocab_file
+        self.vocab = vocab
+        self.lowercase = _vocab_is_uncased(vocab) if lowercase is None else lowercase
+        # BERT's input cannot be longer than its position table.
+        self.max_length = max(8, min(max_length, model_max_length))
+        self.pad_id, self.cls_id, self.sep_id = vocab["[PAD]"], vocab["[CLS]"], vocab["[SEP]"]
+        self.mask_id = vocab.get("[MASK]")
+        tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+        tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                                    strip_accents=None, lowercase=self.lowercase)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", self.cls_id), ("[SEP]", self.sep_id)],
+        )
+        tok.enable_truncation(self.max_length)  # "longest_first" for pairs, as HF does
+        self._tok = tok
+
+    @classmethod
+    def from_dir(cls, directory: str | Path, max_length: int = DEFAULT_MAX_LENGTH) -> "WordPieceTokenizer":
+        """The tokenizer of an HF-format directory (vocab.txt, optional tokenizer_config.json)."""
+        directory = Path(directory)
+        lowercase = None
+        model_max = 512
+        cfg = directory / "tokenizer_config.json"
+        if cfg.is_file():
+            try:
+                d = json.loads(cfg.read_text(encoding="utf-8"))
+                lowercase = d.get("do_lower_case")
+                model_max = min(int(d.get("model_max_length", 512)), 512) or 512
+            except (ValueError, TypeError, OSError):
+                pass  # fall back to what the vocabulary says
+        conf = directory / "config.json"
+        if conf.is_file():
+            try:
+                model_max = min(model_max, int(json.loads(conf.read_text(encoding="utf-8")).get("max_position_embeddings", 512)))
+            except (ValueError, TypeError, OSError, AttributeError):
+                pass
+        return cls(directory / "vocab.txt", lowercase=lowercase, max_length=max_length, model_max_length=model_max)
+
+    def save(self, directory: str | Path) -> None:
+        """Write vocab.txt and tokenizer_config.json into `directory` (HF layout)."""
+        directory = Path(directory)
+        inv = sorted(self.vocab.items(), key=lambda kv: kv[1])
+        (directory / "vocab.txt").write_text("".join(t + "\n" for t, _ in inv), encoding="utf-8")
+        (directory / "tokenizer_config.json").write_text(json.dumps(
+            {"do_lower_case": self.lowercase, "model_max_length": self.max_length,
+             "tokenizer_class": "BertTokenizer"}), encoding="utf-8")
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def encode(self, texts: list[str], pairs: list[str] | None = None) -> list[Encoded]:
+        """Tokenise sentences (or sentence pairs) without padding."""
+        inputs = texts if pairs is None else list(zip(texts, pairs))
+        out = self._tok.encode_batch(inputs, add_special_tokens=True)
+        return [Encoded(e.ids, e.type_ids, bool(e.overflowing)) for e in out]
+
+    def pad(self, items: list[Encoded]) -> Batch:
+        """Pad to the longest item (dynamic padding)."""
+        n, t = len(items), max(len(e.ids) for e in items)
+        ids = torch.full((n, t), self.pad_id, dtype=torch.long)
+        types = torch.zeros((n, t), dtype=torch.long)
+        mask = torch.zeros((n, t), dtype=torch.long)
+        for i, e in enumerate(items):
+            k = len(e.ids)
+            ids[i, :k] = torch.tensor(e.ids)
+            types[i, :k] = torch.tensor(e.type_ids)
+            mask[i, :k] = 1
+        return Batch(ids, mask, types)
+
+    def __call__(self, texts: list[str], pairs: list[str] | None = None) -> Batch:
+        """Tokenise and pad in one go."""
+        return self.pad(self.encode(texts, pairs))
+
+    def decode(self, ids: list[int]) -> str:
+        return self._tok.decode(ids)
+
+    def id_to_token(self, i: int) -> str | None:
+        return self._tok.id_to_token(i)

