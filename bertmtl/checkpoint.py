@@ -1,0 +1,266 @@
+"""Checkpoints: one directory of safetensors + JSON, written atomically; no pickle anywhere.
+
+Layout of a checkpoint directory (RUN/last, RUN/best):
+  bertmtl.json          format version, bertmtl version, step, epoch
+  model.safetensors     encoder + heads
+  config.json           encoder config (Hugging Face format)
+  heads.json            head configuration and the tasks trained
+  train_args.json       the training options
+  metrics.json          dev metrics at this step
+  vocab.txt, tokenizer_config.json
+and, for resuming (last/ only):
+  optimizer.safetensors optimizer moments and RNG states
+  trainer_state.json    optimizer hyper-parameters, data position, best score so far
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .config import BertConfig
+from .errors import UserError
+
+FORMAT = 1
+REQUIRED_FILES = ("bertmtl.json", "model.safetensors", "config.json", "heads.json", "vocab.txt")
+
+
+# -- atomic directory replacement ---------------------------------------------------------
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with renameat2(RENAME_EXCHANGE); False where unsupported."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def replace_dir(staging: Path, target: Path) -> None:
+    """Make `staging` become `target` so that readers always see a complete old or new one."""
+    _fsync_dir(staging)
+    if target.exists() and _exchange(staging, target):
+        shutil.rmtree(staging, ignore_errors=True)  # staging now holds the previous version
+    else:
+        old = target.with_name(target.name + ".old")
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)  # recover_dir() restores it if we die right here
+        os.replace(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(target.parent)
+
+
+def recover_dir(target: Path) -> None:
+    """Undo an interrupted non-atomic replace (only on systems without renameat2)."""
+    old = target.with_name(target.name + ".old")
+    if not target.exists() and old.is_dir():
+        os.replace(old, target)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def write_json(path: Path, obj) -> None:
+    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def read_json(path: Path) -> dict:
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing (an incomplete or foreign checkpoint)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: damaged JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    return d
+
+
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path), metadata={"format": "pt"})
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
+
+
+def _load_tensors(path: Path, device="cpu") -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise UserError(f"{path}: missing")
+    try:
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise UserError(f"{path}: damaged or truncated safetensors file ({e})") from None
+
+
+# -- saving -------------------------------------------------------------------------------
+
+def save_checkpoint(target: Path, model, tokenizer, *, step: int, epoch: float, train_args: dict,
+                    metrics: dict | None, tasks: list[str], resume: dict | None = None) -> None:
+    """Write a complete checkpoint to `target` atomically (build beside it, then swap in)."""
+    target = Path(target)
+    staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        _save_tensors(staging / "model.safetensors", model.state_dict())
+        write_json(staging / "config.json", model.encoder.config.to_dict())
+        write_json(staging / "heads.json", {**model.cfg.to_dict(), "tasks": tasks})
+        write_json(staging / "train_args.json", train_args)
+        write_json(staging / "metrics.json", metrics or {})
+        tokenizer.save(staging)
+        if resume is not None:
+            _save_tensors(staging / "optimizer.safetensors", resume.pop("tensors"))
+            write_json(staging / "trainer_state.json", resume)
+        # Written last: a directory without it is never taken for a checkpoint.
+        write_json(staging / "bertmtl.json", {"format": FORMAT, "version": __version__, "step": step,
+                                              "epoch": epoch, "resumable": resume is not None})
+        replace_dir(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def optimizer_state(optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """An optimizer's state as (tensors for safetensors, JSON-able rest)."""
+    sd = optimizer.state_dict()
+    tensors, steps = {}, {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            tensors[f"state.{idx}.{k}"] = v if isinstance(v, torch.Tensor) else torch.tensor(v)
+    return tensors, {"param_groups": sd["param_groups"]}
+
+
+def load_optimizer_state(optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        if key.startswith("state."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = v
+    groups = meta["param_groups"]
+    for g in groups:
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def rng_state(generators: dict[str, torch.Generator]) -> dict[str, torch.Tensor]:
+    """Every random state the training loop draws from, as tensors."""
+    out = {"rng.cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"rng.cuda.{i}"] = s
+    for name, g in generators.items():
+        out[f"rng.gen.{name}"] = g.get_state()
+    return out
+
+
+def load_rng_state(tensors: dict[str, torch.Tensor], generators: dict[str, torch.Generator]) -> None:
+    if "rng.cpu" in tensors:
+        torch.set_rng_state(tensors["rng.cpu"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+    for name, g in generators.items():
+        if f"rng.gen.{name}" in tensors:
+            g.set_state(tensors[f"rng.gen.{name}"])
+
+
+# -- loading ------------------------------------------------------------------------------
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the model, its tokenizer, and its JSON files."""
+
+    path: Path
+    model: "torch.nn.Module"
+    tokenizer: "object"
+    info: dict
+    heads: dict
+    train_args: dict
+    metrics: dict
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.heads.get("tasks", ["sst", "para", "sts"]))
+
+
+def check_checkpoint_dir(path: Path) -> dict:
+    """Validate that `path` is a bertmtl checkpoint of a format we read; return bertmtl.json."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path}: no such checkpoint directory")
+    if not (path / "bertmtl.json").is_file() and (path / "best" / "bertmtl.json").is_file():
+        raise UserError(f"{path} is a run directory; use {path / 'best'} (or {path / 'last'})")
+    info = read_json(path / "bertmtl.json")
+    if info.get("format") != FORMAT:
+        raise UserError(f"{path}: checkpoint format {info.get('format')!r} is not {FORMAT} "
+                        f"(written by bertmtl {info.get('version', '?')}; this is {__version__})")
+    missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]
+    if missing:
+        raise UserError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
+    return info
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", max_length: int | None = None) -> Checkpoint:
+    """Load a checkpoint directory for prediction, evaluation or resuming."""
+    from .model.bert import BertModel
+    from .model.heads import HeadConfig, MultitaskBert
+    from .tokenizer import DEFAULT_MAX_LENGTH, WordPieceTokenizer
+    from .weights import load_into
+
+    path = Path(path)
+    info = check_checkpoint_dir(path)
+    config = BertConfig.from_json(path / "config.json")
+    heads = read_json(path / "heads.json")
+    try:
+        head_cfg = HeadConfig(**{k: v for k, v in heads.items() if k != "tasks"})
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{path / 'heads.json'}: unexpected content ({e})") from None
+    train_args = read_json(path / "train_args.json") if (path / "train_args.json").is_file() else {}
+    metrics = read_json(path / "metrics.json") if (path / "metrics.json").is_file() else {}
+    tokenizer = WordPieceTokenizer.from_dir(path, max_length=max_length or train_args.get("max_length", DEFAULT_MAX_LENGTH))
+    model = MultitaskBert(BertModel(config), head_cfg)
+    load_into(model, _load_tensors(path / "model.safetensors"), source=path / "model.safetensors")
+    model.to(device).eval()
+    return Checkpoint(path, model, tokenizer, info, heads, train_args, metrics)
+
+
+def load_resume_state(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The optimizer / RNG tensors and trainer_state.json of a resumable checkpoint."""
+    return _load_tensors(path / "optimizer.safetensors"), read_json(path / "trainer_state.json")

@@ -1,0 +1,348 @@
+"""Task files in, validated examples out; tokenised datasets, length buckets, round-robin steps.
+
+The CS224N files are tab-separated with a header and CSV quoting, so they are read with the
+csv module. Rows that cannot be used are skipped with a warning that names file, line and
+reason, and counted; `strict` turns the first such row into an error.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+from .tokenizer import Batch, Encoded, WordPieceTokenizer
+
+# A stray quote can make one field swallow the rest of the file; let it be read (and then
+# truncated by the tokenizer) rather than crash the reader.
+csv.field_size_limit(64 * 1024 * 1024)
+
+SPLITS = ("train", "dev", "test")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One of the three tasks and how its files look."""
+
+    name: str  # "sst" | "para" | "sts"
+    title: str
+    prefix: str  # file name prefix
+    text_columns: tuple[str, ...]
+    label_column: str
+
+    @property
+    def pair(self) -> bool:
+        return len(self.text_columns) == 2
+
+    def filename(self, split: str) -> str:
+        return f"{self.prefix}-{'test-student' if split == 'test' else split}.csv"
+
+    def parse_label(self, raw: str | None):
+        """The label as a number, or raise ValueError with the reason the row is unusable."""
+        if raw is None or not raw.strip():
+            raise ValueError(f"{self.label_column} is empty")
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"{self.label_column} {raw.strip()[:40]!r} is not a number") from None
+        if not math.isfinite(value):
+            raise ValueError(f"{self.label_column} {raw.strip()!r} is not finite")
+        if self.name == "sts":
+            if not 0.0 <= value <= 5.0:
+                raise ValueError(f"{self.label_column} {value:g} is outside 0-5")
+            return value
+        allowed = range(5) if self.name == "sst" else range(2)
+        if value != int(value) or int(value) not in allowed:
+            raise ValueError(f"{self.label_column} {value:g} is not one of {', '.join(map(str, allowed))}")
+        return int(value)
+
+
+TASKS: dict[str, Task] = {
+    "sst": Task("sst", "SST", "ids-sst", ("sentence",), "sentiment"),
+    "para": Task("para", "Quora", "quora", ("sentence1", "sentence2"), "is_duplicate"),
+    "sts": Task("sts", "STS", "sts", ("sentence1", "sentence2"), "similarity"),
+}
+TASK_ALIASES = {"sentiment": "sst", "paraphrase": "para", "quora": "para", "similarity": "sts"}
+
+
+def parse_tasks(spec: str) -> list[str]:
+    """'sst,para' -> ['sst', 'para'] in canonical order (also accepts full names)."""
+    names = [TASK_ALIASES.get(t.strip().lower(), t.strip().lower()) for t in re.split(r"[,\s]+", spec) if t.strip()]
+    bad = [n for n in names if n not in TASKS]
+    if bad or not names:
+        raise ValueError(f"unknown task(s) {', '.join(bad) or spec!r}; choose from sst, para, sts")
+    return [t for t in TASKS if t in names]
+
+
+@dataclass
+class Example:
+    id: str
+    text_a: str
+    text_b: str | None
+    label: float | int | None
+    line: int
+
+
+@dataclass
+class SkippedRow:
+    file: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: skipped row ({self.reason})"
+
+
+@dataclass
+class TaskFile:
+    """The usable examples of one file and the rows that were skipped."""
+
+    task: Task
+    path: Path
+    examples: list[Example]
+    skipped: list[SkippedRow] = field(default_factory=list)
+
+
+def _bad_text(s: str) -> str | None:
+    if any("\udc80" <= ch <= "\udcff" for ch in s):
+        return "invalid UTF-8"
+    return None
+
+
+def read_task_file(path: str | Path, task: Task, labelled: bool = True, strict: bool = False,
+                   warn=None) -> TaskFile:
+    """Read one CS224N task file; `warn(SkippedRow)` is called for each skipped row."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file (the {task.title} {('labelled' if labelled else 'test')} data)")
+    required = ("id", *task.text_columns) + ((task.label_column,) if labelled else ())
+    out = TaskFile(task, path, [])
+    # surrogateescape keeps undecodable bytes as lone surrogates, so a bad byte costs one row
+    # (reported), not the whole file.
+    try:
+        fh = open(path, newline="", encoding="utf-8-sig", errors="surrogateescape")
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror})") from None
+    with fh:
+        reader = csv.reader(fh, delimiter="\t")
+        try:
+            header = next(reader, None)
+        except csv.Error as e:
+            raise UserError(f"{path}:1: unreadable header ({e})") from None
+        if header is None:
+            raise UserError(f"{path}: empty file (expected a tab-separated header with {', '.join(required)})")
+        header = [h.strip() for h in header]
+        missing = [c for c in required if c not in header]
+        if missing:
+            found = ", ".join(repr(h) for h in header[:8] if h) or "nothing"
+            hint = " Is it tab-separated?" if len(header) == 1 else ""
+            raise UserError(f"{path}:1: missing column(s) {', '.join(missing)} (header has {found}).{hint}")
+        col = {c: header.index(c) for c in required}
+        width = len(header)
+        line = reader.line_num
+        while True:
+            start = line + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as e:
+                raise UserError(f"{path}:{reader.line_num}: unreadable CSV ({e})") from None
+            line = reader.line_num
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # blank line
+            reason = None
+            if len(row) > width:
+                reason = f"{len(row)} fields, the header has {width}"
+            elif len(row) < width:
+                reason = f"{len(row)} fields, the header has {width}"
+                # A short row whose label is simply empty is reported as such below.
+                if len(row) > max(col.values()) - (1 if labelled else 0):
+                    reason = None
+            get = lambda c: row[col[c]] if col[c] < len(row) else None  # noqa: E731
+            texts = [get(c) for c in task.text_columns]
+            label = None
+            if reason is None:
+                for c, t in zip(task.text_columns, texts):
+                    if t is None or not t.strip():
+                        reason = f"{c} is empty"
+                        break
+                    if bad := _bad_text(t):
+                        reason = f"{c} has {bad}"
+                        break
+            if reason is None and labelled:
+                try:
+                    label = task.parse_label(get(task.label_column))
+                except ValueError as e:
+                    reason = str(e)
+            if reason is None and (get("id") is None or not get("id").strip() or _bad_text(get("id"))):
+                reason = "id is empty or invalid"
+            if reason is not None:
+                skipped = SkippedRow(path.name, start, reason)
+                if strict:
+                    raise UserError(f"{path}:{start}: unusable row ({reason}); --strict stops here")
+                out.skipped.append(skipped)
+                if warn is not None:
+                    warn(skipped)
+                continue
+            out.examples.append(Example(get("id").strip(), texts[0].strip(),
+                                        texts[1].strip() if task.pair else None, label, start))
+    if not out.examples:
+        raise UserError(f"{path}: no usable rows" + (f" ({len(out.skipped)} skipped)" if out.skipped else ""))
+    return out
+
+
+def task_path(data_dir: str | Path, task: Task, split: str, overrides: dict[str, Path] | None = None) -> Path:
+    """Where a task's file for a split is: an explicit override, else DATA_DIR/<CS224N name>."""
+    if overrides and (p := overrides.get(f"{task.name}_{split}")):
+        return Path(p)
+    return Path(data_dir) / task.filename(split)
+
+
+# ----------------------------------------------------------------------------------------
+# Tokenised datasets and batching
+
+
+@dataclass
+class TaskBatch:
+    """A batch for one task.
+
+    `inputs` holds one row per sentence: B rows for single sentences and cross-encoded pairs,
+    2B rows for bi-encoded pairs (all first sentences, then all second ones), so the encoder
+    runs once per task batch with twice the rows instead of twice.
+    """
+
+    task: str
+    inputs: Batch
+    labels: torch.Tensor | None
+    index: list[int]
+    bi_pair: bool = False
+
+    def to(self, device, non_blocking: bool = False) -> "TaskBatch":
+        labels = self.labels.to(device, non_blocking=non_blocking) if self.labels is not None else None
+        return TaskBatch(self.task, self.inputs.to(device, non_blocking), labels, self.index, self.bi_pair)
+
+    def pin_memory(self) -> "TaskBatch":
+        return TaskBatch(self.task, self.inputs.pin_memory(),
+                         self.labels.pin_memory() if self.labels is not None else None, self.index, self.bi_pair)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+class TaskDataset:
+    """Examples of one task, tokenised once up front; batches are padded on demand."""
+
+    def __init__(self, task: Task, examples: list[Example], tokenizer: WordPieceTokenizer, pair_mode: str = "bi"):
+        self.task = task
+        self.examples = examples
+        self.tokenizer = tokenizer
+        self.cross = task.pair and pair_mode == "cross"
+        a = [e.text_a for e in examples]
+        if not task.pair:
+            self.encoded: list[list[Encoded]] = [tokenizer.encode(a)]
+        elif self.cross:
+            self.encoded = [tokenizer.encode(a, [e.text_b for e in examples])]
+        else:
+            self.encoded = [tokenizer.encode(a), tokenizer.encode([e.text_b for e in examples])]
+        self.lengths = [max(len(enc[i].ids) for enc in self.encoded) for i in range(len(examples))]
+        labelled = all(e.label is not None for e in examples)
+        if not labelled:
+            self.labels = None
+        elif task.name == "sst":
+            self.labels = torch.tensor([e.label for e in examples], dtype=torch.long)
+        else:
+            self.labels = torch.tensor([e.label for e in examples], dtype=torch.float32)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def batch(self, index: list[int]) -> TaskBatch:
+        inputs = self.tokenizer.pad([enc[i] for enc in self.encoded for i in index])
+        labels = self.labels[index] if self.labels is not None else None
+        return TaskBatch(self.task.name, inputs, labels, list(index), bi_pair=len(self.encoded) == 2)
+
+    def truncated(self, i: int) -> bool:
+        return any(enc[i].truncated for enc in self.encoded)
+
+
+def bucketed_batches(lengths: list[int], batch_size: int, generator: torch.Generator | None,
+                     bucket: bool = True, window: int = 50) -> list[list[int]]:
+    """Batches of similar length, in random order.
+
+    Examples are shuffled, then sorted by length inside windows of `window` batches and cut
+    into batches, and the batches are shuffled again: padding drops while every epoch still
+    sees a different random grouping. With generator=None nothing is shuffled (evaluation).
+    """
+    n = len(lengths)
+    order = torch.randperm(n, generator=generator).tolist() if generator is not None else list(range(n))
+    if bucket:
+        span = batch_size * window
+        chunks = [sorted(order[i:i + span], key=lambda j: lengths[j]) for i in range(0, n, span)]
+        order = [j for c in chunks for j in c]
+    batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    if generator is not None:
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+    return batches
+
+
+class RoundRobin:
+    """Each step takes one batch from every task; shorter datasets cycle.
+
+    The order of each pass over a task is a pure function of (seed, task, pass number), so the
+    position (pass, batch) is the whole state: saved as JSON, it resumes the exact data order.
+    """
+
+    def __init__(self, datasets: dict[str, TaskDataset], batch_size: int, seed: int, bucket: bool = True,
+                 shard: tuple[int, int] = (0, 1)):
+        self.datasets = datasets
+        self.batch_size = batch_size
+        self.seed = seed
+        self.bucket = bucket
+        self.rank, self.world = shard
+        self.state = {t: {"pass": 0, "pos": 0} for t in datasets}
+        self._cache: dict[str, tuple[int, list[list[int]]]] = {}
+
+    def _batches(self, task: str, n_pass: int) -> list[list[int]]:
+        cached = self._cache.get(task)
+        if cached and cached[0] == n_pass:
+            return cached[1]
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + list(TASKS).index(task) * 7_919 + n_pass)
+        # Every rank draws the same global batches (global batch = per-rank batch x world) and
+        # takes its own slice, so N ranks see exactly what one process with the global batch sees.
+        batches = bucketed_batches(self.datasets[task].lengths, self.batch_size * self.world, g, self.bucket)
+        if self.world > 1:
+            batches = [b[self.rank::self.world] for b in batches if len(b) >= self.world]
+        self._cache[task] = (n_pass, batches)
+        return batches
+
+    def batches_per_pass(self, task: str) -> int:
+        return len(self._batches(task, 0))
+
+    def steps_per_epoch(self) -> int:
+        """One pass over the largest task."""
+        return max(self.batches_per_pass(t) for t in self.datasets)
+
+    def next(self) -> dict[str, TaskBatch]:
+        out = {}
+        for task, st in self.state.items():
+            batches = self._batches(task, st["pass"])
+            if st["pos"] >= len(batches):
+                st["pass"], st["pos"] = st["pass"] + 1, 0
+                batches = self._batches(task, st["pass"])
+            out[task] = self.datasets[task].batch(batches[st["pos"]])
+            st["pos"] += 1
+        return out
+
+    def state_dict(self) -> dict:
+        return {t: dict(s) for t, s in self.state.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for t in self.state:
+            if t in state:
+                self.state[t] = {"pass": int(state[t]["pass"]), "pos": int(state[t]["pos"])}

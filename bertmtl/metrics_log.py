@@ -1,0 +1,53 @@
+"""RUN/metrics.jsonl: one JSON object per line, appended as training goes (the TUI's feed)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+class MetricsLog:
+    """Append-only JSON-lines writer; each record is flushed so readers see whole lines quickly."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        # One write() per line, so a concurrent reader sees at most one partial line at the end.
+        # (A non-finite loss is written as NaN, which Python's json reads back.)
+        self._fh.write(json.dumps(record, default=str) + "\n")
+        self._fh.flush()
+        if record.get("type") in ("eval", "end", "start", "resume"):
+            os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+
+def read_records(path: str | Path, offset: int = 0) -> tuple[list[dict], int]:
+    """Complete, valid records from byte `offset` on, and the offset to continue from.
+
+    A last line without its newline is left for the next call (it is still being written);
+    a garbage line is skipped.
+    """
+    records = []
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        data = fh.read()
+    end = data.rfind(b"\n")
+    if end < 0:
+        return records, offset
+    for line in data[: end + 1].splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(rec, dict):
+            records.append(rec)
+    return records, offset + end + 1

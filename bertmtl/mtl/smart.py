@@ -1,0 +1,74 @@
+"""SMART's smoothness-inducing adversarial regulariser (Jiang et al. 2020).
+
+Perturb the embedding-layer outputs with small Gaussian noise, take K ascent steps on the
+divergence between the clean and perturbed outputs (each step along the gradient normalised
+by its per-token max norm), then return the symmetric divergence at the final perturbation.
+The task loss adds weight x this term, which penalises outputs that change sharply within a
+small neighbourhood of the input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+# The paper's per-task weights: on for sentiment and similarity, off for paraphrase.
+DEFAULT_WEIGHTS = {"sst": 0.5, "para": 0.0, "sts": 0.5}
+
+
+@dataclass
+class SmartConfig:
+    """SMART hyper-parameters (defaults from the paper)."""
+
+    weights: dict = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    noise: float = 1e-5  # std of the initial Gaussian perturbation
+    step: float = 1e-3  # ascent step size
+    epsilon: float = 1e-6  # keeps the gradient normalisation finite
+    steps: int = 1  # K, ascent steps
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) for categorical logits, averaged over the batch."""
+    return F.kl_div(F.log_softmax(q_logits, -1), F.log_softmax(p_logits, -1), log_target=True, reduction="batchmean")
+
+
+def _as_categorical(task: str, out: torch.Tensor) -> torch.Tensor:
+    # A paraphrase logit is a Bernoulli distribution: logits [0, z] over (no, yes).
+    return torch.stack([torch.zeros_like(out), out], -1) if task == "para" else out
+
+
+def divergence(task: str, adv: torch.Tensor, clean: torch.Tensor, symmetric: bool) -> torch.Tensor:
+    """Symmetric KL for classification, squared error for regression (STS)."""
+    adv, clean = adv.float(), clean.float()
+    if task == "sts":
+        return F.mse_loss(adv, clean.detach()) + (F.mse_loss(clean, adv.detach()) if symmetric else 0.0)
+    a, c = _as_categorical(task, adv), _as_categorical(task, clean)
+    if not symmetric:
+        return _kl(c.detach(), a)
+    # Each direction pulls one side only, the other held fixed (as in the reference MT-DNN code).
+    return _kl(c.detach(), a) + _kl(a.detach(), c)
+
+
+def smart_loss(model, batch, embeds: torch.Tensor, clean: torch.Tensor, cfg: SmartConfig) -> torch.Tensor:
+    """The adversarial divergence for one task batch (multiply by the task's weight).
+
+    `model.head(batch, embeds)` maps embedding outputs to the task output; `clean` is that
+    output for the unperturbed `embeds`.
+    """
+    task = batch.task
+    noise = torch.randn_like(embeds) * cfg.noise
+    for _ in range(cfg.steps):
+        noise.requires_grad_(True)
+        adv = model.head(batch, embeds.detach() + noise)
+        div = divergence(task, adv, clean.detach(), symmetric=False)
+        (grad,) = torch.autograd.grad(div, noise)
+        grad = torch.nan_to_num(grad)
+        # Ascent along the gradient normalised by its largest entry per token (the inf-norm).
+        noise = (noise + cfg.step * grad / (grad.abs().amax(-1, keepdim=True) + cfg.epsilon)).detach()
+    adv = model.head(batch, embeds + noise)
+    return divergence(task, adv, clean, symmetric=True)

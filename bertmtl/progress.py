@@ -1,0 +1,107 @@
+"""How a training run reports itself: a Rich progress bar on a terminal, log lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+def _fmt_losses(rec: dict) -> str:
+    parts = [f"{t} {v:.3f}" for t, v in rec.get("loss", {}).items()]
+    smart = {t: v for t, v in rec.get("smart", {}).items() if v}
+    if smart:
+        parts.append("smart " + "/".join(f"{v:.2g}" for v in smart.values()))
+    return "  ".join(parts)
+
+
+def format_metrics(m: dict) -> str:
+    keys = (("sst_acc", "SST acc"), ("sst_f1", "SST F1"), ("para_acc", "Quora acc"), ("sts_corr", "STS r"), ("overall", "overall"))
+    return "  ".join(f"{label} {m[k]:.3f}" for k, label in keys if m.get(k) is not None)
+
+
+class PlainReporter:
+    """One line per logged step and per evaluation, to stderr (pipes and logs stay readable)."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def start(self, total_steps: int, start_step: int, steps_per_epoch: int) -> None:
+        self.total = total_steps
+        self.message(f"training for {total_steps} steps ({steps_per_epoch} per epoch), starting at step {start_step}")
+
+    def step(self, rec: dict) -> None:
+        self.message(f"step {rec['step']}/{self.total}  epoch {rec['epoch']:.2f}  {_fmt_losses(rec)}  "
+                     f"lr {rec['lr']:.2e}  {rec['examples_per_s']:.0f} ex/s")
+
+    def evaluation(self, rec: dict) -> None:
+        self.message(f"eval @ step {rec['step']}: {format_metrics(rec)}" + ("  (best)" if rec.get("best") else ""))
+
+    def message(self, text: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {text}", file=self.stream, flush=True)
+
+
+class RichReporter(PlainReporter):
+    """A live progress bar with per-task losses; evaluations and warnings print above it."""
+
+    def __init__(self):
+        from rich.console import Console
+
+        super().__init__()
+        self.console = Console(stderr=True)
+        self.progress = None
+
+    def __enter__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("epoch {task.fields[epoch]:.2f}"), TextColumn("{task.fields[losses]}"),
+                                 TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), TextColumn("eta"),
+                                 TimeRemainingColumn(), console=self.console, transient=False)
+        self.progress.__enter__()
+        self.task = None
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+        return False
+
+    def start(self, total_steps: int, start_step: int, steps_per_epoch: int) -> None:
+        self.total = total_steps
+        self.task = self.progress.add_task("train", total=total_steps, completed=start_step, epoch=0.0,
+                                           losses="", speed="")
+
+    def step(self, rec: dict) -> None:
+        self.progress.update(self.task, completed=rec["step"], epoch=rec["epoch"], losses=_fmt_losses(rec),
+                             speed=f"{rec['examples_per_s']:.0f} ex/s")
+
+    def evaluation(self, rec: dict) -> None:
+        self.console.print(f"eval @ step {rec['step']}: {format_metrics(rec)}" + ("  [green](best)" if rec.get("best") else ""))
+
+    def message(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False)
+
+
+class SilentReporter(PlainReporter):
+    """Reports nothing (tests, non-zero ranks)."""
+
+    def message(self, text: str) -> None:
+        pass
+
+    def start(self, *a) -> None:
+        self.total = a[0]
+
+    def step(self, rec: dict) -> None:
+        pass
+
+    def evaluation(self, rec: dict) -> None:
+        pass
+
+
+def default_reporter():
+    return RichReporter() if sys.stderr.isatty() else PlainReporter()

@@ -1,0 +1,465 @@
+"""The one training loop: `bertmtl train`, the TUI and torchrun all end up in `train()`.
+
+Each step takes one batch per task (round-robin), computes each task's loss (plus its SMART
+term), backpropagates each task into its own flat gradient buffer of the shared encoder, and
+combines the buffers (sum, or PCGrad surgery) into one update.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import checkpoint as ckpt
+from .data import TASKS, RoundRobin, TaskDataset, parse_tasks, read_task_file, task_path
+from .distributed import Dist
+from .errors import UserError
+from .evaluate import evaluate
+from .metrics_log import MetricsLog
+from .model.bert import BertModel
+from .model.heads import HeadConfig, MultitaskBert, task_loss
+from .mtl import SmartConfig, pcgrad, smart_loss
+from .optim import OPTIMIZERS, parameter_groups
+from .progress import SilentReporter, default_reporter
+from .tokenizer import DEFAULT_MAX_LENGTH, WordPieceTokenizer
+from .weights import resolve
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run (saved as train_args.json)."""
+
+    data_dir: str = "data"
+    out: str | None = None
+    pretrained: str | None = None
+    tasks: list = field(default_factory=lambda: ["sst", "para", "sts"])
+    files: dict = field(default_factory=dict)  # per-task file overrides, e.g. {"sst_train": path}
+    epochs: float = 3.0
+    steps_per_epoch: int | None = None
+    max_steps: int | None = None
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup: float = 0.06  # fraction of all steps
+    schedule: str = "linear"  # linear decay to 0 | constant
+    clip: float = 1.0
+    dropout: float = 0.1
+    combine: str = "pcgrad"
+    smart: bool = True
+    smart_weights: dict = field(default_factory=lambda: dict(SmartConfig().weights))
+    smart_noise: float = 1e-5
+    smart_step: float = 1e-3
+    smart_epsilon: float = 1e-6
+    smart_steps: int = 1
+    optimizer: str = "adamw"
+    seed: int = 42
+    device: str = "auto"
+    precision: str = "fp32"
+    compile: bool = False
+    eval_every: int | None = None
+    save_every: int | None = None
+    log_every: int = 10
+    pooling: str = "mean"
+    pair_mode: str = "bi"
+    sts_loss: str = "pearson"
+    mlp_hidden: int = 256
+    max_length: int = DEFAULT_MAX_LENGTH
+    bucket: bool = True
+    strict: bool = False
+    max_nonfinite: int = 5
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def head_config(self) -> HeadConfig:
+        return HeadConfig(pooling=self.pooling, pair_mode=self.pair_mode, mlp_hidden=self.mlp_hidden,
+                          dropout=self.dropout, sts_loss=self.sts_loss)
+
+    def smart_config(self) -> SmartConfig:
+        return SmartConfig(weights=dict(self.smart_weights), noise=self.smart_noise, step=self.smart_step,
+                           epsilon=self.smart_epsilon, steps=self.smart_steps)
+
+    def validate(self) -> None:
+        self.tasks = parse_tasks(",".join(self.tasks)) if not isinstance(self.tasks, str) else parse_tasks(self.tasks)
+        checks = [
+            (self.combine in ("sum", "pcgrad"), "combine must be sum or pcgrad"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
+            (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
+            (self.schedule in ("linear", "constant"), "schedule must be linear or constant"),
+            (self.batch_size >= 1 and self.eval_batch_size >= 1, "batch sizes must be >= 1"),
+            (self.epochs > 0, "epochs must be > 0"),
+            (self.lr > 0 and math.isfinite(self.lr), "lr must be a positive number"),
+            (0 <= self.warmup < 1, "warmup is a fraction of the run, in [0, 1)"),
+            (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
+            (self.max_length >= 8, "max_length must be >= 8"),
+            (self.log_every >= 1, "log_every must be >= 1"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise UserError(msg)
+
+
+def pick_device(name: str) -> torch.device:
+    """'auto' -> CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for, but no CUDA device is available (try --device cpu)")
+    return dev
+
+
+def new_run_dir(root: Path = Path("checkpoints")) -> Path:
+    """checkpoints/YYYYmmdd-HHMMSS (with a suffix if that exists)."""
+    base = root / time.strftime("%Y%m%d-%H%M%S")
+    cand, n = base, 1
+    while cand.exists():
+        n += 1
+        cand = base.with_name(f"{base.name}-{n}")
+    return cand
+
+
+def _check_writable(run: Path, need_bytes: int) -> None:
+    """Fail before training, not at the first save, when --out cannot hold checkpoints."""
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+        probe = run / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"{run}: cannot write there ({e.strerror or e})") from None
+    free = shutil.disk_usage(run).free
+    if free < need_bytes:
+        raise UserError(f"{run}: {free / 2**20:.0f} MiB free, but checkpoints need about "
+                        f"{need_bytes / 2**20:.0f} MiB; free some space or choose another --out")
+
+
+class _StopFlag:
+    """SIGINT / SIGTERM set a flag; the loop saves a checkpoint and stops at the step's end."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._old = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        return False
+
+
+class GradBuffers:
+    """Flat gradient buffers for the shared encoder; parameters' .grad are views into them.
+
+    Autograd accumulates into an existing .grad in place, so pointing .grad at a slice of a
+    flat buffer before a task's backward collects that task's gradient as one vector without
+    copying; PCGrad then works on whole vectors, and DDP reduces one tensor per task.
+    """
+
+    def __init__(self, params: list[torch.nn.Parameter], names: list[str]):
+        self.params = params
+        numel = sum(p.numel() for p in params)
+        self.buffers = {n: torch.zeros(numel, device=params[0].device) for n in names}
+
+    def point(self, name: str) -> None:
+        buf, o = self.buffers[name], 0
+        for p in self.params:
+            n = p.numel()
+            p.grad = buf[o:o + n].view_as(p)
+            o += n
+
+    def zero(self) -> None:
+        for b in self.buffers.values():
+            b.zero_()
+
+
+def _lr_at(cfg: TrainConfig, step: int, total: int) -> float:
+    warm = int(cfg.warmup * total)
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    if cfg.schedule == "constant":
+        return cfg.lr
+    return cfg.lr * max(0.0, (total - step) / max(1, total - warm))
+
+
+def load_datasets(cfg: TrainConfig, tokenizer: WordPieceTokenizer, warn) -> tuple[dict, dict, dict]:
+    """Train datasets of the chosen tasks, dev datasets of every task with a dev file, skip counts."""
+    train, dev, skipped = {}, {}, {}
+    for name, task in TASKS.items():
+        for split, target in (("train", train), ("dev", dev)):
+            if split == "train" and name not in cfg.tasks:
+                continue
+            path = task_path(cfg.data_dir, task, split, cfg.files)
+            if split == "dev" and name not in cfg.tasks and not path.is_file():
+                continue  # untrained heads are evaluated only when their dev file is there
+            f = read_task_file(path, task, labelled=True, strict=cfg.strict, warn=warn)
+            if f.skipped:
+                skipped[str(path)] = len(f.skipped)
+            target[name] = TaskDataset(task, f.examples, tokenizer, cfg.pair_mode)
+    return train, dev, skipped
+
+
+def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dist: Dist | None = None) -> dict:
+    """Train (or resume) a run; returns the run summary (also in RUN/summary.json)."""
+    dist = dist or Dist.from_env()
+    cfg.validate()
+    device = pick_device(cfg.device) if not dist.enabled else dist.device(cfg.device)
+    if reporter is None:
+        reporter = default_reporter() if dist.is_main else SilentReporter()
+    run = Path(resume) if resume is not None else Path(cfg.out) if cfg.out else None
+    resume_ckpt = None
+    if resume is not None:
+        ckpt.recover_dir(run / "last")
+        if not (run / "last" / "trainer_state.json").is_file():
+            raise UserError(f"{run}: nothing to resume (no {run / 'last'} checkpoint with resume state)")
+        resume_ckpt = run / "last"
+    elif run is None:
+        run = dist.broadcast_object(new_run_dir() if dist.is_main else None)
+    elif run.exists() and any(run.iterdir()) and dist.is_main:
+        raise UserError(f"{run} already holds a run; continue it with `bertmtl train --resume {run}` "
+                        f"or choose another --out")
+
+    torch.manual_seed(cfg.seed)
+    pretrained = resolve(cfg.pretrained) if resume_ckpt is None else resume_ckpt
+    tokenizer = WordPieceTokenizer.from_dir(pretrained, max_length=cfg.max_length)
+    warnings = []
+
+    def warn(row):
+        warnings.append(row)
+        reporter.message(f"warning: {row}")
+
+    train_sets, dev_sets, skipped = load_datasets(cfg, tokenizer, warn)
+    if resume_ckpt is None:
+        encoder = BertModel.from_pretrained(pretrained)
+        model = MultitaskBert(encoder, cfg.head_config())
+    else:
+        model = ckpt.load_checkpoint(resume_ckpt, max_length=cfg.max_length).model
+    for m in model.modules():  # --dropout applies to the encoder as well as the heads
+        if hasattr(m, "p") and type(m).__name__ == "Dropout":
+            m.p = cfg.dropout
+    model.to(device)
+
+    params_bytes = sum(p.numel() for p in model.parameters()) * 4
+    if dist.is_main:
+        _check_writable(run, need_bytes=params_bytes * 5)
+
+    rr = RoundRobin(train_sets, cfg.batch_size, cfg.seed, bucket=cfg.bucket, shard=(dist.rank, dist.world))
+    steps_per_epoch = cfg.steps_per_epoch or rr.steps_per_epoch()
+    total_steps = max(1, int(round(cfg.epochs * steps_per_epoch)))
+    stop_at = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
+    eval_every = cfg.eval_every or steps_per_epoch
+
+    shared = [p for p in model.encoder.parameters() if p.requires_grad]
+    head_params = [p for n, p in model.named_parameters() if not n.startswith("encoder.") and p.requires_grad]
+    tasks = list(train_sets)
+    grads = GradBuffers(shared, tasks + ["combined"] if cfg.combine == "pcgrad" else ["combined"])
+    # The flat buffers already hold a dense gradient, so the word embeddings can hand autograd
+    # a sparse one (only the rows in the batch) that is added into the buffer in place, instead
+    # of materialising a dense vocab x hidden tensor per task per step.
+    model.encoder.embeddings.word_embeddings.sparse = True
+    optimizer = OPTIMIZERS[cfg.optimizer](parameter_groups(model, cfg.weight_decay), lr=cfg.lr)
+    pc_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    autocast_dtype = PRECISIONS[cfg.precision]
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+    smart_cfg = cfg.smart_config()
+    if cfg.compile:
+        from .accel import compile_encoder
+
+        compile_encoder(model, reporter.message)
+
+    step, best, nonfinite, epoch_done = 0, None, 0, 0
+    if resume_ckpt is not None:
+        tensors, state = ckpt.load_resume_state(resume_ckpt)
+        ckpt.load_optimizer_state(optimizer, {k: v.to(device) if k.startswith("state.") and not k.endswith(".step") else v
+                                              for k, v in tensors.items()}, state["optimizer"])
+        ckpt.load_rng_state(tensors, {"pcgrad": pc_gen})
+        rr.load_state_dict(state["data"])
+        step, best, nonfinite = state["step"], state.get("best"), state.get("nonfinite", 0)
+        if "scaler" in state and cfg.precision == "fp16":
+            scaler.load_state_dict(state["scaler"])
+
+    log = MetricsLog(run / "metrics.jsonl") if dist.is_main else None
+    summary = {"run": str(run), "status": "running"}
+    if dist.is_main:
+        ckpt.write_json(run / "train_args.json", cfg.to_dict())
+        log.write({"type": "resume" if resume_ckpt else "start", "step": step, "config": cfg.to_dict(),
+                   "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
+                   "examples": {t: len(d) for t, d in train_sets.items()},
+                   "dev_examples": {t: len(d) for t, d in dev_sets.items()}, "skipped": skipped,
+                   "world_size": dist.world, "device": str(device)})
+
+    def save(name: str, metrics: dict | None, with_resume: bool) -> None:
+        if not dist.is_main:
+            return
+        resume_state = None
+        if with_resume:
+            opt_tensors, opt_meta = ckpt.optimizer_state(optimizer)
+            opt_tensors.update(ckpt.rng_state({"pcgrad": pc_gen}))
+            resume_state = {"tensors": opt_tensors, "optimizer": opt_meta, "step": step, "best": best,
+                            "nonfinite": nonfinite, "data": rr.state_dict(), "total_steps": total_steps}
+            if cfg.precision == "fp16":
+                resume_state["scaler"] = scaler.state_dict()
+        try:
+            ckpt.save_checkpoint(run / name, model, tokenizer, step=step, epoch=step / steps_per_epoch,
+                                 train_args=cfg.to_dict(), metrics=metrics, tasks=tasks, resume=resume_state)
+        except OSError as e:
+            raise UserError(f"could not save {run / name} ({e.strerror or e}); the previous checkpoint "
+                            f"there is intact. Resume with `bertmtl train --resume {run}` once fixed.") from None
+
+    def run_eval() -> dict:
+        nonlocal best
+        metrics = evaluate(model, dev_sets, cfg.eval_batch_size, device, autocast_dtype) if dist.is_main else {}
+        metrics = dist.broadcast_object(metrics)
+        is_best = metrics.get("overall") is not None and (best is None or metrics["overall"] > best)
+        if is_best:
+            best = metrics["overall"]
+        rec = {"type": "eval", "split": "dev", "step": step, "epoch": step / steps_per_epoch, **metrics,
+               "best": is_best, "best_overall": best}
+        if dist.is_main:
+            log.write(rec)
+            reporter.evaluation(rec)
+            if is_best:
+                save("best", metrics, with_resume=False)
+        return metrics
+
+    window = {"loss": {t: 0.0 for t in tasks}, "smart": {t: 0.0 for t in tasks}, "n": 0, "examples": 0,
+              "t0": time.perf_counter()}
+    last_metrics = None
+    status = "finished"
+    with reporter, _StopFlag() as stop:
+        reporter.start(stop_at, step, steps_per_epoch)
+        if warnings:
+            reporter.message(f"{len(warnings)} unusable row(s) skipped: " +
+                             ", ".join(f"{Path(p).name}: {n}" for p, n in skipped.items()))
+        model.train()
+        while step < stop_at:
+            batches = rr.next()
+            lr = _lr_at(cfg, step, total_steps)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            for p in head_params:
+                p.grad = None
+            grads.zero()
+            losses, smart_terms, finite = {}, {}, True
+            for task, batch in batches.items():
+                batch = batch.to(device, non_blocking=True)
+                grads.point(task if cfg.combine == "pcgrad" else "combined")
+                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                    embeds = model.embed(batch)
+                    out = model.head(batch, embeds)
+                    loss = task_loss(model, task, out, batch.labels)
+                    total = loss
+                    w = smart_cfg.weights.get(task, 0.0) if cfg.smart else 0.0
+                    if w > 0:
+                        s_term = smart_loss(model, batch, embeds, out, smart_cfg)
+                        total = loss + w * s_term
+                        smart_terms[task] = s_term.detach()
+                scaler.scale(total).backward()
+                losses[task] = loss.detach()
+            loss_values = {t: v.item() for t, v in losses.items()}
+            smart_values = {t: v.item() for t, v in smart_terms.items()}
+            finite = all(math.isfinite(v) for v in (*loss_values.values(), *smart_values.values()))
+            finite = dist.all_true(finite)
+            if not finite:
+                nonfinite += 1
+                bad = ", ".join(f"{t}={v}" for t, v in {**loss_values, **smart_values}.items() if not math.isfinite(v))
+                if dist.is_main:
+                    log.write({"type": "nonfinite", "step": step + 1, "losses": loss_values, "consecutive": nonfinite})
+                    reporter.message(f"warning: step {step + 1} skipped, non-finite loss ({bad})")
+                if nonfinite >= cfg.max_nonfinite:
+                    status = "nonfinite"
+                    break
+                step += 1  # the batch is consumed; the parameters are not updated
+                continue
+            nonfinite = 0
+            if cfg.combine == "pcgrad":
+                for t in tasks:
+                    dist.all_reduce_mean(grads.buffers[t])
+                pcgrad([grads.buffers[t] for t in tasks], pc_gen, out=grads.buffers["combined"])
+            else:
+                dist.all_reduce_mean(grads.buffers["combined"])
+            for p in head_params:
+                if p.grad is not None:
+                    dist.all_reduce_mean(p.grad)
+            grads.point("combined")
+            scaler.unscale_(optimizer)
+            if cfg.clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+
+            window["n"] += 1
+            window["examples"] += sum(len(b) for b in batches.values()) * dist.world
+            for t in tasks:
+                window["loss"][t] += loss_values[t]
+                window["smart"][t] += smart_values.get(t, 0.0)
+            if step % cfg.log_every == 0 or step == stop_at:
+                elapsed = time.perf_counter() - window["t0"]
+                rec = {"type": "train", "step": step, "epoch": step / steps_per_epoch, "lr": lr,
+                       "loss": {t: v / window["n"] for t, v in window["loss"].items()},
+                       "smart": {t: v / window["n"] for t, v in window["smart"].items()},
+                       "examples_per_s": window["examples"] / max(elapsed, 1e-9), "time": time.time()}
+                if dist.is_main:
+                    log.write(rec)
+                    reporter.step(rec)
+                window = {"loss": {t: 0.0 for t in tasks}, "smart": {t: 0.0 for t in tasks}, "n": 0,
+                          "examples": 0, "t0": time.perf_counter()}
+            stopping = dist.any_true(stop.signal is not None)
+            if step % eval_every == 0 and step < stop_at and not stopping:
+                last_metrics = run_eval()
+                save("last", last_metrics, with_resume=True)
+                model.train()
+            elif cfg.save_every and step % cfg.save_every == 0 and not stopping:
+                save("last", last_metrics, with_resume=True)
+            if stopping:
+                status = "stopped"
+                break
+        if status == "finished":
+            last_metrics = run_eval()
+        save("last", last_metrics, with_resume=True)
+
+    summary.update(status=status, step=step, total_steps=total_steps, best_overall=best, last_metrics=last_metrics,
+                   skipped_rows=sum(skipped.values()), skipped=skipped, world_size=dist.world)
+    if dist.is_main:
+        log.write({"type": "end", "status": status, "step": step, "best_overall": best})
+        log.close()
+        ckpt.write_json(run / "summary.json", summary)
+        if status == "stopped":
+            reporter.message(f"stopped at step {step}; checkpoint saved. Resume with: bertmtl train --resume {run}")
+        elif status == "nonfinite":
+            raise UserError(f"stopped after {nonfinite} consecutive non-finite losses at step {step}; the last "
+                            f"good weights are in {run / 'last'} (try a lower --lr, or --precision fp32)")
+    return summary
+
+
+def summary_json(summary: dict) -> str:
+    return json.dumps(summary, indent=2, default=str)
