@@ -111,6 +111,8 @@ class TaskFile:
 def _bad_text(s: str) -> str | None:
     if any("\udc80" <= ch <= "\udcff" for ch in s):
         return "invalid UTF-8"
+    if "\x00" in s:
+        return "a NUL byte (binary data?)"
     return None
 
 

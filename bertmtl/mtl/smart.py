@@ -66,8 +66,8 @@ def smart_loss(model, batch, embeds: torch.Tensor, clean: torch.Tensor, cfg: Sma
         noise.requires_grad_(True)
         adv = model.head(batch, embeds.detach() + noise)
         div = divergence(task, adv, clean.detach(), symmetric=False)
-        (grad,) = torch.autograd.grad(div, noise)
-        grad = torch.nan_to_num(grad)
+        (grad,) = torch.autograd.grad(div, noise, allow_unused=True)
+        grad = torch.zeros_like(noise) if grad is None else torch.nan_to_num(grad)
         # Ascent along the gradient normalised by its largest entry per token (the inf-norm).
         noise = (noise + cfg.step * grad / (grad.abs().amax(-1, keepdim=True) + cfg.epsilon)).detach()
     adv = model.head(batch, embeds + noise)
