@@ -26,7 +26,7 @@ from .distributed import Dist
 from .errors import UserError
 from .evaluate import evaluate
 from .metrics_log import MetricsLog
-from .model.bert import BertModel
+from .model.bert import BertModel, Dropout
 from .model.heads import HeadConfig, MultitaskBert, task_loss
 from .mtl import SmartConfig, pcgrad, smart_loss
 from .optim import OPTIMIZERS, parameter_groups
@@ -201,6 +201,79 @@ class GradBuffers:
             b.zero_()
 
 
+class MultitaskStep:
+    """One round-robin training step: per-task losses and backward, gradient combination, update.
+
+    Shared by the training loop and benchmarks/mtl_step.py, so the benchmark times exactly
+    what training runs.
+    """
+
+    def __init__(self, model: MultitaskBert, cfg: TrainConfig, tasks: list[str], device: torch.device,
+                 dist: Dist | None = None):
+        self.model, self.cfg, self.tasks, self.device = model, cfg, tasks, device
+        self.dist = dist or Dist()
+        self.shared = [p for p in model.encoder.parameters() if p.requires_grad]
+        self.head_params = [p for n, p in model.named_parameters() if not n.startswith("encoder.") and p.requires_grad]
+        self.grads = GradBuffers(self.shared, tasks + ["combined"] if cfg.combine == "pcgrad" else ["combined"])
+        # The flat buffers already hold a dense gradient, so the word embeddings can hand autograd
+        # a sparse one (only the rows in the batch) that is added into the buffer in place,
+        # instead of materialising a dense vocab x hidden tensor per task per step.
+        model.encoder.embeddings.word_embeddings.sparse = True
+        self.optimizer = OPTIMIZERS[cfg.optimizer](parameter_groups(model, cfg.weight_decay), lr=cfg.lr)
+        self.pc_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.autocast_dtype = PRECISIONS[cfg.precision]
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+        self.smart = cfg.smart_config()
+
+    def backward(self, batches: dict) -> tuple[dict[str, float], dict[str, float]]:
+        """Forward and backward every task's batch into its gradient buffer; (losses, SMART terms)."""
+        model, cfg = self.model, self.cfg
+        for p in self.head_params:
+            p.grad = None
+        self.grads.zero()
+        losses, smart_terms = {}, {}
+        for task, batch in batches.items():
+            if self.device.type == "cuda":  # pinned host memory lets the copy overlap compute
+                batch = batch.pin_memory()
+            batch = batch.to(self.device, non_blocking=True)
+            self.grads.point(task if cfg.combine == "pcgrad" else "combined")
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+                embeds = model.embed(batch)
+                out = model.head(batch, embeds)
+                loss = task_loss(model, task, out, batch.labels)
+                total = loss
+                w = self.smart.weights.get(task, 0.0) if cfg.smart else 0.0
+                if w > 0:
+                    s_term = smart_loss(model, batch, embeds, out, self.smart)
+                    total = loss + w * s_term
+                    smart_terms[task] = s_term.detach()
+            self.scaler.scale(total).backward()
+            losses[task] = loss.detach()
+        return ({t: v.item() for t, v in losses.items()}, {t: v.item() for t, v in smart_terms.items()})
+
+    def apply(self, lr: float) -> None:
+        """Reduce across ranks, combine (sum or PCGrad), clip, and step the optimizer."""
+        dist, grads = self.dist, self.grads
+        if self.cfg.combine == "pcgrad":
+            # PCGrad needs each task's global gradient: reduce per task, then project identically everywhere.
+            for t in self.tasks:
+                dist.all_reduce_mean(grads.buffers[t])
+            pcgrad([grads.buffers[t] for t in self.tasks], self.pc_gen, out=grads.buffers["combined"])
+        else:
+            dist.all_reduce_mean(grads.buffers["combined"])
+        for p in self.head_params:
+            if p.grad is not None:
+                dist.all_reduce_mean(p.grad)
+        grads.point("combined")
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        self.scaler.unscale_(self.optimizer)
+        if self.cfg.clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+
 def _lr_at(cfg: TrainConfig, step: int, total: int) -> float:
     warm = int(cfg.warmup * total)
     if step < warm:
@@ -263,7 +336,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
     else:
         model = ckpt.load_checkpoint(resume_ckpt, max_length=cfg.max_length).model
     for m in model.modules():  # --dropout applies to the encoder as well as the heads
-        if hasattr(m, "p") and type(m).__name__ == "Dropout":
+        if isinstance(m, Dropout):
             m.p = cfg.dropout
     model.to(device)
 
@@ -277,19 +350,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
     stop_at = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
     eval_every = cfg.eval_every or steps_per_epoch
 
-    shared = [p for p in model.encoder.parameters() if p.requires_grad]
-    head_params = [p for n, p in model.named_parameters() if not n.startswith("encoder.") and p.requires_grad]
     tasks = list(train_sets)
-    grads = GradBuffers(shared, tasks + ["combined"] if cfg.combine == "pcgrad" else ["combined"])
-    # The flat buffers already hold a dense gradient, so the word embeddings can hand autograd
-    # a sparse one (only the rows in the batch) that is added into the buffer in place, instead
-    # of materialising a dense vocab x hidden tensor per task per step.
-    model.encoder.embeddings.word_embeddings.sparse = True
-    optimizer = OPTIMIZERS[cfg.optimizer](parameter_groups(model, cfg.weight_decay), lr=cfg.lr)
-    pc_gen = torch.Generator().manual_seed(cfg.seed + 1)
-    autocast_dtype = PRECISIONS[cfg.precision]
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
-    smart_cfg = cfg.smart_config()
+    stepper = MultitaskStep(model, cfg, tasks, device, dist)
+    optimizer, scaler, pc_gen, autocast_dtype = stepper.optimizer, stepper.scaler, stepper.pc_gen, stepper.autocast_dtype
     if cfg.compile:
         from .accel import compile_encoder
 
@@ -363,31 +426,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
         while step < stop_at:
             batches = rr.next()
             lr = _lr_at(cfg, step, total_steps)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            for p in head_params:
-                p.grad = None
-            grads.zero()
-            losses, smart_terms, finite = {}, {}, True
-            for task, batch in batches.items():
-                batch = batch.to(device, non_blocking=True)
-                grads.point(task if cfg.combine == "pcgrad" else "combined")
-                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    embeds = model.embed(batch)
-                    out = model.head(batch, embeds)
-                    loss = task_loss(model, task, out, batch.labels)
-                    total = loss
-                    w = smart_cfg.weights.get(task, 0.0) if cfg.smart else 0.0
-                    if w > 0:
-                        s_term = smart_loss(model, batch, embeds, out, smart_cfg)
-                        total = loss + w * s_term
-                        smart_terms[task] = s_term.detach()
-                scaler.scale(total).backward()
-                losses[task] = loss.detach()
-            loss_values = {t: v.item() for t, v in losses.items()}
-            smart_values = {t: v.item() for t, v in smart_terms.items()}
-            finite = all(math.isfinite(v) for v in (*loss_values.values(), *smart_values.values()))
-            finite = dist.all_true(finite)
+            loss_values, smart_values = stepper.backward(batches)
+            finite = dist.all_true(all(math.isfinite(v) for v in (*loss_values.values(), *smart_values.values())))
             if not finite:
                 nonfinite += 1
                 bad = ", ".join(f"{t}={v}" for t, v in {**loss_values, **smart_values}.items() if not math.isfinite(v))
@@ -400,21 +440,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
                 step += 1  # the batch is consumed; the parameters are not updated
                 continue
             nonfinite = 0
-            if cfg.combine == "pcgrad":
-                for t in tasks:
-                    dist.all_reduce_mean(grads.buffers[t])
-                pcgrad([grads.buffers[t] for t in tasks], pc_gen, out=grads.buffers["combined"])
-            else:
-                dist.all_reduce_mean(grads.buffers["combined"])
-            for p in head_params:
-                if p.grad is not None:
-                    dist.all_reduce_mean(p.grad)
-            grads.point("combined")
-            scaler.unscale_(optimizer)
-            if cfg.clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            scaler.step(optimizer)
-            scaler.update()
+            stepper.apply(lr)
             step += 1
 
             window["n"] += 1

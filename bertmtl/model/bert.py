@@ -150,6 +150,8 @@ class BertSelfAttention(nn.Module):
         qkv = qkv.view(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         p = self.dropout.p if self.training else 0.0
+        if mask is not None and mask.dtype != q.dtype:  # under autocast q is bf16 / fp16
+            mask = mask.to(q.dtype)
         if impl == "sdpa":
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         else:

@@ -99,7 +99,9 @@ class MultitaskBert(nn.Module):
 
     def pool(self, embeds: torch.Tensor, inputs: Batch) -> torch.Tensor:
         """Encode embedding outputs and pool them into one vector per sequence."""
-        out = self.encoder.encode(embeds, inputs.attention_mask, unpad=True)
+        # Skipping padding pays on the CPU; on a GPU padded tokens cost little, and finding the
+        # real ones (nonzero) would stall the host on every forward.
+        out = self.encoder.encode(embeds, inputs.attention_mask, unpad=embeds.device.type == "cpu")
         if self.cfg.pooling == "pooler":
             return out.pooler_output
         h = out.last_hidden_state

@@ -1,0 +1,105 @@
+"""GPU benchmark (run where a CUDA device is present), ratios measured in one run:
+
+1. encoder training throughput (forward + backward, train mode) in bf16 autocast: ours vs
+   transformers.BertModel with attn_implementation="sdpa", same weights, same batches;
+2. one full default multi-task epoch (`bertmtl train` defaults, --epochs 1): wall time in
+   fp32 vs bf16.
+
+    python benchmarks/gpu.py [--pretrained DIR] [--data-dir DIR] [--rounds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import data_dir, encoder_flops, interleaved, matmul_gflops  # noqa: E402
+
+from bertmtl.model import BertModel  # noqa: E402
+from bertmtl.tokenizer import WordPieceTokenizer  # noqa: E402
+from bertmtl.weights import resolve  # noqa: E402
+
+
+def encoder_throughput(pretrained: Path, data: Path, rounds: int) -> None:
+    import csv
+
+    import transformers
+
+    dev = torch.device("cuda")
+    ours = BertModel.from_pretrained(pretrained).to(dev).train()
+    hf = transformers.BertModel.from_pretrained(str(pretrained), attn_implementation="sdpa").to(dev).train()
+    tok = WordPieceTokenizer.from_dir(pretrained)
+    with open(data / "ids-sst-train.csv", newline="", encoding="utf-8") as f:
+        sents = [r["sentence"] for r in csv.DictReader(f, delimiter="\t")]
+    rng = random.Random(0)
+    mm = matmul_gflops(8192, device="cuda", dtype=torch.bfloat16)
+    print(f"GPU {torch.cuda.get_device_name()}, torch {torch.__version__}; 8192^3 bf16 matmul {mm / 1000:.0f} TFLOP/s")
+    print(f"{'batch':<28}{'ours sent/s':>12}{'HF sdpa':>10}{'ours/HF':>9}{'ours TF/s':>10}")
+    for label, n, fixed in (("64 x 128 tokens", 64, 128), ("256 SST sentences (mix)", 256, None),
+                            ("32 SST sentences (mix)", 32, None)):
+        if fixed:
+            ids = torch.randint(1000, 20000, (n, fixed), device=dev)
+            mask = torch.ones_like(ids)
+        else:
+            b = tok(rng.sample(sents, n))
+            ids, mask = b.input_ids.to(dev), b.attention_mask.to(dev)
+
+        def step(m, is_hf):
+            def run():
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    out = m(input_ids=ids, attention_mask=mask) if is_hf else m(ids, mask)
+                    loss = out.last_hidden_state.float().mean() + out.pooler_output.float().mean()
+                loss.backward()
+                m.zero_grad(set_to_none=True)
+            return run
+
+        t = interleaved({"ours": step(ours, False), "hf": step(hf, True)}, rounds=rounds, inner=5, warmup=3, device="cuda")
+        flops = 3 * encoder_flops(ours.config, ids.shape[0], ids.shape[1])
+        print(f"{label:<28}{n / t['ours']:>12.0f}{n / t['hf']:>10.0f}{t['hf'] / t['ours']:>9.3f}{flops / t['ours'] / 1e12:>10.1f}")
+
+
+def epoch_times(pretrained: Path, data: Path) -> None:
+    from bertmtl.progress import SilentReporter
+    from bertmtl.train import TrainConfig, train
+
+    times = {}
+    for precision in ("fp32", "bf16"):
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = TrainConfig(data_dir=str(data), out=str(Path(tmp) / "run"), pretrained=str(pretrained),
+                              epochs=1, precision=precision, device="cuda")
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            s = train(cfg, reporter=SilentReporter())
+            torch.cuda.synchronize()
+            times[precision] = time.perf_counter() - t0
+            m = s["last_metrics"]
+            print(f"default epoch, {precision}: {times[precision]:.1f} s ({s['step']} steps, dev overall "
+                  f"{m['overall']:.3f}: SST {m['sst_acc']:.3f} Quora {m['para_acc']:.3f} STS {m['sts_corr']:.3f})", flush=True)
+    print(f"bf16 speed-up over fp32 for a default epoch: {times['fp32'] / times['bf16']:.2f}x")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pretrained", default=None)
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--skip-epochs", action="store_true")
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("no CUDA device here: this benchmark needs a GPU (see the device notes in DEVELOPERS.md)")
+    pretrained = resolve(args.pretrained)
+    data = Path(args.data_dir) if args.data_dir else data_dir()
+    encoder_throughput(pretrained, data, args.rounds)
+    if not args.skip_epochs:
+        epoch_times(pretrained, data)
+
+
+if __name__ == "__main__":
+    main()
