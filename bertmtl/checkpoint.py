@@ -134,8 +134,10 @@ def save_checkpoint(target: Path, model, tokenizer, *, step: int, epoch: float, 
                     metrics: dict | None, tasks: list[str], resume: dict | None = None) -> None:
     """Write a complete checkpoint to `target` atomically (build beside it, then swap in)."""
     target = Path(target)
+    # Leftovers of a writer killed mid-save: incomplete by construction, never read.
+    for stale in target.parent.glob(f".{target.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
         _save_tensors(staging / "model.safetensors", model.state_dict())
@@ -255,8 +257,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", max_le
     train_args = read_json(path / "train_args.json") if (path / "train_args.json").is_file() else {}
     metrics = read_json(path / "metrics.json") if (path / "metrics.json").is_file() else {}
     tokenizer = WordPieceTokenizer.from_dir(path, max_length=max_length or train_args.get("max_length", DEFAULT_MAX_LENGTH))
-    model = MultitaskBert(BertModel(config), head_cfg)
-    load_into(model, _load_tensors(path / "model.safetensors"), source=path / "model.safetensors")
+    # Built on the meta device: no time spent initialising weights that are loaded next.
+    with torch.device("meta"):
+        model = MultitaskBert(BertModel(config), head_cfg)
+    load_into(model, _load_tensors(path / "model.safetensors"), source=path / "model.safetensors", assign=True)
     model.to(device).eval()
     return Checkpoint(path, model, tokenizer, info, heads, train_args, metrics)
 

@@ -206,6 +206,8 @@ def train(ctx: click.Context, resume: str | None, **opts) -> None:
     if summary.get("skipped_rows"):
         lines.append(f"skipped unusable rows: {summary['skipped_rows']} (see warnings above and metrics.jsonl)")
     click.echo("\n".join(lines))
+    if summary["status"] == "stopped":
+        raise SystemExit(130)  # interrupted (checkpoint saved): the shell convention for Ctrl-C
 
 
 # -- evaluate ------------------------------------------------------------------------------
@@ -283,3 +285,167 @@ def evaluate(checkpoint_path, data_dir, split, tasks, pred_dir, as_json, batch_s
         console.print(table)
     for w in result.get("predictions", []):
         console.print(f"wrote {w}")
+
+
+# -- predict -------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("texts", nargs=-1)
+@click.option("--checkpoint", "checkpoint_path", type=click.Path(path_type=str), default=None,
+              help="Checkpoint or run directory [default: the best checkpoint of the latest run under checkpoints/].")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "tsv"]), default="jsonl", show_default=True,
+              help="Output format when reading stdin.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Sentences per forward pass.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True, help="Device.")
+def predict(texts: tuple[str, ...], checkpoint_path, as_json, fmt, batch_size, device) -> None:
+    """Predict with a trained model: one sentence, a pair, or lines from stdin.
+
+    \b
+      bertmtl predict "A gorgeous, witty film."           sentiment of one sentence
+      bertmtl predict "How do I learn Python?" "What is the best way to learn Python?"
+                                                          all three heads for a pair
+      cat pairs.tsv | bertmtl predict -                   one JSON object per input line
+
+    Each stdin line is a sentence, two tab-separated sentences, or a JSON object with
+    "sentence" or "sentence1"/"sentence2" (and an optional "id", echoed back).
+    """
+    import sys
+
+    stdin_mode = texts == ("-",) or (not texts and not sys.stdin.isatty())
+    if not stdin_mode and len(texts) not in (1, 2):
+        raise click.UsageError("give one sentence, two sentences (a pair), or - to read lines from stdin")
+    if not stdin_mode and any(not t.strip() for t in texts):
+        raise click.BadParameter("sentences must not be empty", param_hint="TEXTS")
+    from .predict import Predictor
+    from .train import pick_device
+
+    predictor = Predictor(checkpoint_path, device=str(pick_device(device)), batch_size=batch_size)
+    if stdin_mode:
+        raise SystemExit(_predict_stdin(predictor, fmt))
+    res = predictor.sentence(texts[0]) if len(texts) == 1 else predictor.pair(texts[0], texts[1])
+    if as_json:
+        import json
+
+        click.echo(json.dumps(res))
+        return
+    _print_prediction(res, texts)
+
+
+def _predict_stdin(predictor, fmt: str) -> int:
+    """Answer stdin line by line (streaming); exit status 1 if any line failed."""
+    import json
+    import sys
+
+    from .predict import TSV_COLUMNS, parse_line, read_lines, to_tsv
+
+    lines, ready = read_lines(sys.stdin.fileno())
+    items = (parse_line(n, raw) for n, raw in lines)
+    failed = 0
+    out = sys.stdout
+    if fmt == "tsv":
+        out.write("\t".join(TSV_COLUMNS) + "\n")
+    line = 0
+    try:
+        for res in predictor.stream(items, ready=ready):
+            line += 1
+            if "error" in res:
+                failed += 1
+            out.write((json.dumps(res) if fmt == "jsonl" else to_tsv(res, res.get("line", line))) + "\n")
+            if not ready():  # nothing more waiting: let the reader see what we have
+                out.flush()
+        out.flush()
+    except BrokenPipeError:  # e.g. `| head`: the reader is gone, which is not an error
+        sys.stderr.close()
+        return 0
+    if failed:
+        click.echo(f"{failed} of {line} input line(s) could not be answered (see the error objects)", err=True)
+    return 1 if failed else 0
+
+
+def _print_prediction(res: dict, texts: tuple[str, ...]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("")
+    table.add_column("prediction")
+    table.add_column("details", overflow="fold")
+
+    def sent_row(name, s):
+        probs = "  ".join(f"{p:.2f}" for p in s["probabilities"])
+        table.add_row(name, f"{s['label']} ({s['index']})", f"p = {probs}")
+
+    if "sentiment" in res:
+        sent_row("sentiment", res["sentiment"])
+    else:
+        sent_row("sentiment 1", res["sentiment1"])
+        sent_row("sentiment 2", res["sentiment2"])
+        table.add_row("paraphrase", "yes" if res["is_paraphrase"] else "no", f"p = {res['paraphrase_prob']:.3f}")
+        table.add_row("similarity", f"{res['similarity']:.2f} / 5", "")
+    console.print(table)
+    if "truncated" in res:
+        console.print(f"[yellow]note:[/] {res['truncated']}")
+
+
+# -- tui -----------------------------------------------------------------------------------
+
+@main.command(context_settings={"ignore_unknown_options": False})
+@click.argument("run", required=False, type=click.Path(file_okay=False, path_type=str))
+@click.option("--checkpoint", "checkpoint_path", type=click.Path(path_type=str), default=None,
+              help="Checkpoint for the playground [default: the run's best/].")
+@click.option("--train", "start_training", is_flag=True,
+              help="Start a training run (with the train options below) in the background and watch it.")
+@train_options
+@click.pass_context
+def tui(ctx: click.Context, run: str | None, checkpoint_path: str | None, start_training: bool, **opts) -> None:
+    """Watch a run live (loss curves, dev metrics, progress) and try its model in a playground.
+
+    \b
+      bertmtl tui                          the latest run under checkpoints/
+      bertmtl tui checkpoints/20261126-1015
+      bertmtl tui --train --data-dir data  start training and watch it (s stops it cleanly)
+    """
+    import sys
+
+    from click.core import ParameterSource
+
+    from .errors import UserError
+    from .runs import latest_run
+
+    train_argv = None
+    if start_training:
+        if run is not None and (Path(run) / "metrics.jsonl").exists():
+            raise click.UsageError("with --train, give a new run directory through --out (or none)")
+        from .train import new_run_dir
+
+        out = opts.get("out") or run or str(new_run_dir())
+        opts["out"] = out
+        train_argv = [sys.executable, "-m", "bertmtl", "train"]
+        for param in ctx.command.params:
+            name = param.name
+            if name in ("run", "checkpoint_path", "start_training") or not isinstance(param, click.Option):
+                continue
+            if name != "out" and ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE:
+                continue  # the child uses its own defaults for options not given
+            value = opts.get(name)
+            if param.is_flag and param.secondary_opts:
+                train_argv.append(param.opts[0] if value else param.secondary_opts[0])
+            elif param.is_flag:
+                if value:
+                    train_argv.append(param.opts[0])
+            elif value is not None:
+                train_argv += [param.opts[0], str(value)]
+        run = out
+    elif run is None:
+        latest = latest_run()
+        if latest is None:
+            raise UserError("no runs under checkpoints/ yet. Start one and watch it with "
+                            "`bertmtl tui --train --data-dir DATA`, or train with `bertmtl train` first")
+        run = str(latest)
+    elif not Path(run).is_dir():
+        raise UserError(f"{run}: no such run directory")
+    from .tui.app import run_tui
+
+    run_tui(Path(run), checkpoint=checkpoint_path, train_argv=train_argv)

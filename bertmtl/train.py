@@ -225,7 +225,7 @@ class MultitaskStep:
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         self.smart = cfg.smart_config()
 
-    def backward(self, batches: dict) -> tuple[dict[str, float], dict[str, float]]:
+    def backward(self, batches: dict, step: int = 0) -> tuple[dict[str, float], dict[str, float]]:
         """Forward and backward every task's batch into its gradient buffer; (losses, SMART terms)."""
         model, cfg = self.model, self.cfg
         for p in self.head_params:
@@ -244,7 +244,7 @@ class MultitaskStep:
                 total = loss
                 w = self.smart.weights.get(task, 0.0) if cfg.smart else 0.0
                 if w > 0:
-                    s_term = smart_loss(model, batch, embeds, out, self.smart)
+                    s_term = smart_loss(model, batch, embeds, out, self.smart, key=cfg.seed * 100_003 + step)
                     total = loss + w * s_term
                     smart_terms[task] = s_term.detach()
             self.scaler.scale(total).backward()
@@ -426,7 +426,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
         while step < stop_at:
             batches = rr.next()
             lr = _lr_at(cfg, step, total_steps)
-            loss_values, smart_values = stepper.backward(batches)
+            loss_values, smart_values = stepper.backward(batches, step)
             finite = dist.all_true(all(math.isfinite(v) for v in (*loss_values.values(), *smart_values.values())))
             if not finite:
                 nonfinite += 1
@@ -434,10 +434,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
                 if dist.is_main:
                     log.write({"type": "nonfinite", "step": step + 1, "losses": loss_values, "consecutive": nonfinite})
                     reporter.message(f"warning: step {step + 1} skipped, non-finite loss ({bad})")
+                step += 1  # the batch is consumed; the parameters are not updated
                 if nonfinite >= cfg.max_nonfinite:
                     status = "nonfinite"
                     break
-                step += 1  # the batch is consumed; the parameters are not updated
                 continue
             nonfinite = 0
             stepper.apply(lr)
@@ -471,7 +471,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
                 break
         if status == "finished":
             last_metrics = run_eval()
-        save("last", last_metrics, with_resume=True)
+        if status != "nonfinite":  # never replace the last good checkpoint with diverged weights
+            save("last", last_metrics, with_resume=True)
 
     summary.update(status=status, step=step, total_steps=total_steps, best_overall=best, last_metrics=last_metrics,
                    skipped_rows=sum(skipped.values()), skipped=skipped, world_size=dist.world)

@@ -191,8 +191,12 @@ def load_encoder(path: str | Path | None = None, dtype: torch.dtype = torch.floa
     return model.to(device=device, dtype=dtype) if device is not None else model.to(dtype)
 
 
-def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
-    """Copy `state` into `model`, with an error that lists missing / unexpected / misshapen keys."""
+def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str | Path, assign: bool = False) -> None:
+    """Copy `state` into `model`, with an error that lists missing / unexpected / misshapen keys.
+
+    With `assign`, the tensors become the parameters (no copy): for a model built on the meta
+    device, which skips random initialisation of weights about to be replaced.
+    """
     own = model.state_dict()
     useful = {k: v for k, v in state.items() if not k.startswith(_IGNORED_PREFIXES)}
     missing = sorted(set(own) - set(useful))
@@ -215,4 +219,4 @@ def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: st
         import warnings
 
         warnings.warn(f"{source}: no pooler weights; the pooler stays randomly initialised", stacklevel=3)
-    model.load_state_dict({k: v for k, v in useful.items() if k in own}, strict=False)
+    model.load_state_dict({k: v for k, v in useful.items() if k in own}, strict=False, assign=assign)

@@ -62,9 +62,7 @@ def test_ascent_increases_the_divergence():
     model = ToyModel(5)
     embeds = torch.randn(4, 5, 8) * 0.01
     clean = model.head(_batch("sst"), embeds)
-    torch.manual_seed(1)
     zero_steps = smart_loss(model, _batch("sst"), embeds, clean, SmartConfig(steps=1, step=0.0)).item()
-    torch.manual_seed(1)
     one_step = smart_loss(model, _batch("sst"), embeds, clean, SmartConfig(steps=1, step=1e-2)).item()
     assert one_step > 10 * zero_steps
 
@@ -79,3 +77,16 @@ def test_divergences():
     z1, z2 = torch.tensor([1.0]), torch.tensor([-1.0])
     assert torch.allclose(divergence("para", z1, z2, True),
                           divergence("sst", torch.tensor([[0.0, 1.0]]), torch.tensor([[0.0, -1.0]]), True))
+
+
+def test_noise_is_per_example_whatever_the_batch():
+    from bertmtl.mtl.smart import example_noise
+
+    full = _batch("sst", 4)
+    half = TaskBatch("sst", full.inputs, None, [2, 3])
+    a = example_noise(full, torch.Size([4, 5, 8]), 1.0, key=9, device="cpu")
+    b = example_noise(half, torch.Size([2, 5, 8]), 1.0, key=9, device="cpu")
+    assert torch.equal(a[2:], b)
+    assert not torch.equal(a[0], a[1])
+    c = example_noise(full, torch.Size([4, 5, 8]), 1.0, key=10, device="cpu")
+    assert not torch.equal(a, c)

@@ -32,9 +32,10 @@ class SmartConfig:
         return asdict(self)
 
 
-def _kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
-    """KL(p || q) for categorical logits, averaged over the batch."""
-    return F.kl_div(F.log_softmax(q_logits, -1), F.log_softmax(p_logits, -1), log_target=True, reduction="batchmean")
+def _kl(p_logits: torch.Tensor, q_logits: torch.Tensor, reduction: str) -> torch.Tensor:
+    """KL(p || q) for categorical logits, summed over classes; batch mean or sum."""
+    return F.kl_div(F.log_softmax(q_logits, -1), F.log_softmax(p_logits, -1), log_target=True,
+                    reduction="batchmean" if reduction == "mean" else "sum")
 
 
 def _as_categorical(task: str, out: torch.Tensor) -> torch.Tensor:
@@ -42,30 +43,52 @@ def _as_categorical(task: str, out: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.zeros_like(out), out], -1) if task == "para" else out
 
 
-def divergence(task: str, adv: torch.Tensor, clean: torch.Tensor, symmetric: bool) -> torch.Tensor:
-    """Symmetric KL for classification, squared error for regression (STS)."""
+def divergence(task: str, adv: torch.Tensor, clean: torch.Tensor, symmetric: bool, reduction: str = "mean") -> torch.Tensor:
+    """Symmetric KL for classification, squared error for regression (STS); mean or sum over the batch."""
     adv, clean = adv.float(), clean.float()
     if task == "sts":
-        return F.mse_loss(adv, clean.detach()) + (F.mse_loss(clean, adv.detach()) if symmetric else 0.0)
+        d = F.mse_loss(adv, clean.detach(), reduction=reduction)
+        return d + F.mse_loss(clean, adv.detach(), reduction=reduction) if symmetric else d
     a, c = _as_categorical(task, adv), _as_categorical(task, clean)
     if not symmetric:
-        return _kl(c.detach(), a)
+        return _kl(c.detach(), a, reduction)
     # Each direction pulls one side only, the other held fixed (as in the reference MT-DNN code).
-    return _kl(c.detach(), a) + _kl(a.detach(), c)
+    return _kl(c.detach(), a, reduction) + _kl(a.detach(), c, reduction)
 
 
-def smart_loss(model, batch, embeds: torch.Tensor, clean: torch.Tensor, cfg: SmartConfig) -> torch.Tensor:
+def example_noise(batch, shape: torch.Size, std: float, key: int, device) -> torch.Tensor:
+    """Initial perturbation, drawn per example from (key, task, example, side).
+
+    Keyed by example rather than drawn for the batch as a whole, so each example gets the same
+    noise whichever rank or batch it lands in: N data-parallel ranks compute exactly what one
+    process computes for the global batch.
+    """
+    rows, length, hidden = shape
+    task_id = {"sst": 1, "para": 2, "sts": 3}.get(batch.task, 0)
+    n = len(batch.index)
+    out = torch.empty(rows, length, hidden)
+    g = torch.Generator()
+    for r in range(rows):
+        side, i = divmod(r, n) if batch.bi_pair else (0, r)
+        g.manual_seed((key * 1_000_003 + task_id * 10_007 + batch.index[i] * 2 + side) % (2**63))
+        out[r] = torch.randn(length, hidden, generator=g)
+    return out.mul_(std).to(device)
+
+
+def smart_loss(model, batch, embeds: torch.Tensor, clean: torch.Tensor, cfg: SmartConfig, key: int = 0) -> torch.Tensor:
     """The adversarial divergence for one task batch (multiply by the task's weight).
 
     `model.head(batch, embeds)` maps embedding outputs to the task output; `clean` is that
-    output for the unperturbed `embeds`.
+    output for the unperturbed `embeds`; `key` (e.g. seed and step) seeds the initial noise.
     """
     task = batch.task
-    noise = torch.randn_like(embeds) * cfg.noise
+    noise = example_noise(batch, embeds.shape, cfg.noise, key, embeds.device).to(embeds.dtype)
     for _ in range(cfg.steps):
         noise.requires_grad_(True)
         adv = model.head(batch, embeds.detach() + noise)
-        div = divergence(task, adv, clean.detach(), symmetric=False)
+        # Summed, not averaged: each example's ascent direction then does not depend on how
+        # many examples share its batch (the epsilon below is not scale-free).
+        div = divergence(task, adv, clean.detach(), symmetric=False, reduction="sum")
         (grad,) = torch.autograd.grad(div, noise, allow_unused=True)
         grad = torch.zeros_like(noise) if grad is None else torch.nan_to_num(grad)
         # Ascent along the gradient normalised by its largest entry per token (the inf-norm).

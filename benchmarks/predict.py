@@ -1,0 +1,106 @@
+"""Prediction speed: cold start of `bertmtl predict "a" "b"`, and streaming pairs through stdin.
+
+Cold start = median wall time of the command minus that of `python -c "import torch"`,
+alternating the two. Streaming = 5,000 real Quora pairs piped through `bertmtl predict -`,
+printed beside our encoder's raw throughput on the same sentences (sorted batches of 64, no
+I/O, no parsing), so the overhead of the stdin path is visible.
+
+    python benchmarks/predict.py [--checkpoint DIR] [--pairs 5000] [--rounds 5]
+
+Without --checkpoint, a checkpoint of the default weights with fresh heads is written to a
+temporary directory (prediction cost does not depend on training).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import data_dir  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_checkpoint(out: Path) -> Path:
+    from bertmtl.checkpoint import save_checkpoint
+    from bertmtl.model.bert import BertModel
+    from bertmtl.model.heads import MultitaskBert
+    from bertmtl.tokenizer import WordPieceTokenizer
+    from bertmtl.weights import pretrained_dir
+
+    model = MultitaskBert(BertModel.from_pretrained(None))
+    save_checkpoint(out, model, WordPieceTokenizer.from_dir(pretrained_dir()), step=0, epoch=0.0, train_args={},
+                    metrics={}, tasks=["sst", "para", "sts"])
+    return out
+
+
+def timed(cmd: list[str], stdin: bytes | None = None) -> float:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, input=stdin, capture_output=True, env=env)
+    dt = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:4])} failed:\n{r.stderr.decode()[-2000:]}")
+    return dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--pairs", type=int, default=5000)
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    import torch
+
+    tmp = tempfile.mkdtemp(prefix="bertmtl-predict-bench-")
+    ckpt = args.checkpoint or str(make_checkpoint(Path(tmp) / "ckpt"))
+    py = sys.executable
+    bertmtl = [py, "-m", "bertmtl", "predict", "--checkpoint", ckpt]
+
+    base, cold = [], []
+    for _ in range(args.rounds):
+        base.append(timed([py, "-c", "import torch"]))
+        cold.append(timed([*bertmtl, "A man is playing a guitar.", "Someone plays the guitar."]))
+    b, c = statistics.median(base), statistics.median(cold)
+    print(f"cold start: `bertmtl predict \"a\" \"b\"` {c:.2f} s, `python -c \"import torch\"` {b:.2f} s, "
+          f"difference {c - b:.2f} s (target <= 1.0 s)")
+
+    with open(data_dir() / "quora-dev.csv", newline="", encoding="utf-8") as f:
+        rows = [(r["sentence1"], r["sentence2"]) for r in csv.DictReader(f, delimiter="\t")]
+    if len(rows) < args.pairs:
+        with open(data_dir() / "quora-train.csv", newline="", encoding="utf-8") as f:
+            rows += [(r["sentence1"], r["sentence2"]) for r in csv.DictReader(f, delimiter="\t")
+                     if r["sentence1"] and r["sentence2"]]
+    rows = [(a.replace("\t", " ").replace("\n", " "), c.replace("\t", " ").replace("\n", " ")) for a, c in rows[: args.pairs]]
+    stdin = "".join(f"{a}\t{c}\n" for a, c in rows).encode()
+    stream = timed([*bertmtl, "-"], stdin=stdin)
+    steady = stream - (c - b) - b
+
+    from bertmtl.predict import Predictor
+
+    p = Predictor(ckpt)
+    sents = list(dict.fromkeys(s for pair in rows for s in pair))
+    ids = [e.ids for e in p.tokenizer.encode(sents)]
+    with torch.inference_mode():
+        p._embed(ids[:256])
+        t0 = time.perf_counter()
+        p._embed(ids)
+        raw = time.perf_counter() - t0
+    print(f"stdin stream: {len(rows)} Quora pairs in {stream:.1f} s = {len(rows) / stream:.0f} pairs/s end to end "
+          f"(target >= 250); {len(rows) / steady:.0f} pairs/s without process start-up")
+    print(f"encoder alone on the same {len(sents)} distinct sentences: {len(sents) / raw:.0f} sentences/s "
+          f"= {len(rows) / raw:.0f} pairs/s (the ceiling; stdin path reaches "
+          f"{100 * (len(rows) / steady) / (len(rows) / raw):.0f}% of it)")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+
+if __name__ == "__main__":
+    main()

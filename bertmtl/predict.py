@@ -1,0 +1,265 @@
+"""The Predictor: load a checkpoint once, answer sentences, pairs and streams of them.
+
+`bertmtl predict`, stdin scripting and the TUI playground all go through this class.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import torch
+
+from .model.heads import SENTIMENT_LABELS
+
+# A stdin line is kept up to this many bytes (the rest is dropped, and the answer says the
+# input was truncated).
+MAX_LINE_BYTES = 1 << 20
+# Longer inputs are cut before tokenising (the model sees at most max_length tokens anyway):
+# tokenising a megabyte to keep 128 tokens would only cost time and memory.
+MAX_CHARS = 20_000
+
+
+@dataclass
+class Item:
+    """One thing to predict: a sentence, or a pair; `id` is echoed back; `error` if unusable."""
+
+    line: int
+    text_a: str | None = None
+    text_b: str | None = None
+    id: object = None
+    error: str | None = None
+
+
+@dataclass
+class _Encoded:
+    ids: list[int]
+    truncated: bool
+
+
+def sentiment_dict(probs: torch.Tensor) -> dict:
+    p = [round(float(x), 6) for x in probs]
+    i = max(range(len(p)), key=p.__getitem__)
+    return {"label": SENTIMENT_LABELS[i], "index": i, "probabilities": p}
+
+
+class Predictor:
+    """A trained multi-task model ready to answer; load once, call many times."""
+
+    def __init__(self, checkpoint: str | Path | None = None, device: str = "cpu", batch_size: int = 64):
+        from .checkpoint import load_checkpoint
+        from .runs import resolve_checkpoint
+
+        self.path = resolve_checkpoint(checkpoint)
+        self.device = torch.device(device)
+        ck = load_checkpoint(self.path, device=self.device)
+        self.model, self.tokenizer, self.metrics = ck.model, ck.tokenizer, ck.metrics
+        self.cross = self.model.cfg.pair_mode == "cross"
+        self.batch_size = batch_size
+
+    # -- the public calls ---------------------------------------------------------------
+
+    def sentence(self, text: str) -> dict:
+        """Sentiment of one sentence."""
+        return next(self.predict([Item(1, text)]))
+
+    def pair(self, a: str, b: str) -> dict:
+        """Sentiment of both sentences, paraphrase probability and similarity of the pair."""
+        return next(self.predict([Item(1, a, b)]))
+
+    @torch.inference_mode()
+    def predict(self, items: list[Item]) -> Iterator[dict]:
+        """Results for a list of items, in order (items with `error` give error objects)."""
+        good = [it for it in items if it.error is None]
+        singles: dict[str, int] = {}  # text -> row in the sentence-embedding batch
+        for it in good:
+            for t in (it.text_a, it.text_b):
+                if t is not None:
+                    singles.setdefault(t, len(singles))
+        texts = list(singles)
+        enc = self._encode(texts)
+        pooled = self._embed([e.ids for e in enc]) if texts else None
+        sst = self.model.sst(pooled).float().softmax(-1).cpu() if texts else None
+        pairs = [it for it in good if it.text_b is not None]
+        para = sim = None
+        if pairs:
+            if self.cross:
+                cross = self._encode([p.text_a for p in pairs], [p.text_b for p in pairs])
+                pooled_pairs = self._embed([e.ids for e in cross], [e.type_ids for e in cross])
+                para_raw, sts_raw = self.model.para(pooled_pairs), self.model.sts(pooled_pairs)
+                pair_trunc = [e.truncated for e in cross]
+            else:
+                ia = torch.tensor([singles[p.text_a] for p in pairs])
+                ib = torch.tensor([singles[p.text_b] for p in pairs])
+                u, v = pooled[ia.to(pooled.device)], pooled[ib.to(pooled.device)]
+                para_raw, sts_raw = self.model.para(u, v), self.model.sts(u, v)
+                pair_trunc = [False] * len(pairs)
+            para = para_raw.float().sigmoid().cpu()
+            sim = self.model.similarity(sts_raw.float()).cpu()
+            pair_row = {id(p): k for k, p in enumerate(pairs)}
+        for it in items:
+            if it.error is not None:
+                yield self._with_id({"line": it.line, "error": it.error}, it)
+                continue
+            ra = singles[it.text_a]
+            truncated = enc[ra].truncated
+            if it.text_b is None:
+                out = {"sentiment": sentiment_dict(sst[ra])}
+            else:
+                rb, k = singles[it.text_b], pair_row[id(it)]
+                truncated = truncated or enc[rb].truncated or pair_trunc[k]
+                p = float(para[k])
+                out = {"sentiment1": sentiment_dict(sst[ra]), "sentiment2": sentiment_dict(sst[rb]),
+                       "paraphrase_prob": round(p, 6), "is_paraphrase": p > 0.5, "similarity": round(float(sim[k]), 4)}
+            if truncated:
+                out["truncated"] = f"input longer than the model's maximum ({self.tokenizer.max_length} tokens); the rest was ignored"
+            yield self._with_id(out, it)
+
+    def stream(self, items: Iterable[Item], window: int = 256, ready=None) -> Iterator[dict]:
+        """Results for an iterable of items, in input order, a window at a time.
+
+        Memory stays bounded by `window` whatever the input length. `ready()` (optional) says
+        whether more input is waiting; when it is not, the partial window is answered at once,
+        so an interactive producer sees results without filling a window first.
+        """
+        buf: list[Item] = []
+        for it in items:
+            buf.append(it)
+            if len(buf) >= window or (ready is not None and not ready()):
+                yield from self.predict(buf)
+                buf = []
+        if buf:
+            yield from self.predict(buf)
+
+    # -- internals ----------------------------------------------------------------------
+
+    @staticmethod
+    def _with_id(out: dict, it: Item) -> dict:
+        return {"id": it.id, **out} if it.id is not None else out
+
+    def _encode(self, texts: list[str], pairs: list[str] | None = None):
+        cut = [t[:MAX_CHARS] for t in texts]
+        enc = self.tokenizer.encode(cut, None if pairs is None else [t[:MAX_CHARS] for t in pairs])
+        for i, t in enumerate(texts):
+            if len(t) > MAX_CHARS or (pairs is not None and len(pairs[i]) > MAX_CHARS):
+                enc[i].truncated = True
+        return enc
+
+    def _embed(self, ids: list[list[int]], type_ids: list[list[int]] | None = None) -> torch.Tensor:
+        """Pooled sentence embeddings, batched by length (less padding), in input order."""
+        from .tokenizer import Encoded
+
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out = [None] * len(ids)
+        for s in range(0, len(order), self.batch_size):
+            idx = order[s:s + self.batch_size]
+            batch = self.tokenizer.pad([Encoded(ids[i], type_ids[i] if type_ids else [0] * len(ids[i])) for i in idx])
+            batch = batch.to(self.device)
+            pooled = self.model.pool(self.model.encoder.embeddings(batch.input_ids, batch.token_type_ids), batch)
+            for i, row in zip(idx, pooled):
+                out[i] = row
+        return torch.stack(out)
+
+
+# -- reading stdin ------------------------------------------------------------------------
+
+def parse_line(line_no: int, raw: bytes) -> Item:
+    """A stdin line -> Item: a sentence, a tab-separated pair, or a JSON object."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if len(raw) < MAX_LINE_BYTES or e.start < MAX_LINE_BYTES - 4:
+            return Item(line_no, error=f"invalid UTF-8 at byte {e.start}")
+        text = raw[: e.start].decode("utf-8")  # a character cut in two at the length cap
+    text = text.rstrip("\r\n")
+    if not text.strip():
+        return Item(line_no, error="empty line")
+    if text.lstrip().startswith("{"):
+        try:
+            obj = json.loads(text)
+        except ValueError as e:
+            return Item(line_no, error=f"invalid JSON ({e.msg} at column {e.colno})")
+        if not isinstance(obj, dict):
+            return Item(line_no, error="a JSON line must be an object")
+        ident = obj.get("id")
+        if isinstance(ident, (dict, list)):
+            return Item(line_no, error="id must be a string or a number")
+        keys = set(obj) - {"id"}
+        if keys == {"sentence"} and isinstance(obj["sentence"], str) and obj["sentence"].strip():
+            return Item(line_no, obj["sentence"], None, ident)
+        if keys == {"sentence1", "sentence2"} and all(isinstance(obj[k], str) and obj[k].strip() for k in keys):
+            return Item(line_no, obj["sentence1"], obj["sentence2"], ident)
+        return Item(line_no, id=ident, error='expected {"sentence": "..."} or {"sentence1": "...", "sentence2": "..."} '
+                                             "with non-empty strings (and an optional id)")
+    parts = text.split("\t")
+    if len(parts) == 1:
+        return Item(line_no, parts[0])
+    if len(parts) == 2 and parts[0].strip() and parts[1].strip():
+        return Item(line_no, parts[0], parts[1])
+    return Item(line_no, error=f"expected one sentence or two tab-separated sentences, got {len(parts)} fields")
+
+
+def read_lines(fd: int) -> tuple[Iterator[tuple[int, bytes]], callable]:
+    """Lines of a file descriptor as they arrive, and a ready() that says if more is waiting.
+
+    Reads with os.read (not a buffered reader) so that select() tells the truth about whether
+    input is pending.
+    """
+    import os
+    import select
+
+    state = {"pending": []}
+
+    def ready() -> bool:
+        if state["pending"]:
+            return True
+        try:
+            r, _, _ = select.select([fd], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(r)
+
+    def lines() -> Iterator[tuple[int, bytes]]:
+        n, rest, overlong = 0, b"", False
+        while True:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            if overlong:  # drop the rest of an over-long line, up to its newline
+                cut = chunk.find(b"\n")
+                if cut < 0:
+                    continue
+                chunk, overlong = chunk[cut + 1:], False
+                state["pending"] = []
+                n += 1
+                yield n, rest
+                rest = b""
+            rest += chunk
+            parts = rest.split(b"\n")
+            rest = parts.pop()
+            if len(rest) > MAX_LINE_BYTES:  # keep memory bounded whatever one line holds
+                rest, overlong = rest[:MAX_LINE_BYTES], True
+            state["pending"] = parts
+            while state["pending"]:
+                n += 1
+                yield n, state["pending"].pop(0)
+        if rest:
+            n += 1
+            yield n, rest
+
+    return lines(), ready
+
+
+TSV_COLUMNS = ("line", "id", "sentiment1", "sentiment2", "paraphrase_prob", "is_paraphrase", "similarity", "error")
+
+
+def to_tsv(res: dict, line: int) -> str:
+    """One result as a TSV row (columns TSV_COLUMNS; empty where not applicable)."""
+    s1 = res.get("sentiment") or res.get("sentiment1")
+    s2 = res.get("sentiment2")
+    vals = [line, res.get("id", ""), s1["label"] if s1 else "", s2["label"] if s2 else "",
+            res.get("paraphrase_prob", ""), "" if "is_paraphrase" not in res else str(res["is_paraphrase"]).lower(),
+            res.get("similarity", ""), res.get("error", "")]
+    return "\t".join(str(v).replace("\t", " ").replace("\n", " ") for v in vals)

@@ -1,0 +1,176 @@
+"""The Monitor pane: loss and SMART curves, dev metrics, progress and configuration of a run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.reactive import reactive
+from textual.widgets import DataTable, Static
+
+from .bars import text_bar
+from .feed import RunState, format_duration
+from .lineplot import LinePlot
+
+# One colour per task, the same in every plot; mid tones that read on light and dark themes.
+TASK_COLORS = {"sst": "#e66100", "para": "#3584e4", "sts": "#26a269"}
+TASK_LABELS = {"sst": "SST", "para": "paraphrase", "sts": "STS"}
+BAR_WIDTH = 10
+
+
+def _metric(value) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "–"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What the status line shows; frozen so an unchanged value does not redraw."""
+
+    status: str
+    step: int
+    total_steps: int | None
+    epoch: float
+    epochs: float | None
+    examples_per_s: float | None
+    eta: str
+    fraction: float
+    note: str = ""  # a second line: stopping, how to resume, why training failed
+
+
+STATUS_STYLES = {"waiting": "dim", "running": "bold green", "finished": "bold", "stopped": "bold yellow",
+                 "stopping": "bold yellow", "nonfinite": "bold red", "failed": "bold red"}
+
+
+class RunStatus(Static):
+    """One or two lines: state, progress bar, step, epoch, speed, ETA; then any note."""
+
+    progress: reactive[Progress | None] = reactive(None)
+
+    def render(self) -> Text:
+        p = self.progress
+        if p is None:
+            return Text("waiting for metrics.jsonl…", style="dim")
+        line = Text()
+        line.append(f"● {p.status}", style=STATUS_STYLES.get(p.status, "bold"))
+        line.append(" ▕")
+        line.append(text_bar(p.fraction, BAR_WIDTH), style="green")
+        line.append(f"▏{p.fraction:4.0%}")
+        total = f"/{p.total_steps}" if p.total_steps else ""
+        epochs = f"/{p.epochs:g}" if p.epochs else ""
+        speed = f"{p.examples_per_s:,.0f} ex/s" if p.examples_per_s is not None else "– ex/s"
+        parts = [f"step {p.step}{total}", f"epoch {p.epoch:.2f}{epochs}", speed, f"ETA {p.eta}"]
+        # No-break spaces inside each part: a narrow terminal wraps between parts, not inside.
+        line.append(" · " + " · ".join(part.replace(" ", "\u00a0") for part in parts))
+        if p.note:
+            line.append("\n" + p.note, style="yellow" if p.status != "failed" else "red")
+        return line
+
+
+class DevTable(DataTable):
+    """Dev metrics, one row per evaluation, newest first; ★ marks the best overall so far."""
+
+    COLUMNS = ("", "step", "SST acc", "F1", "para", "STS r", "overall")
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        self.zebra_stripes = True
+        self.add_columns(*self.COLUMNS)
+
+    def show(self, state: RunState) -> None:
+        """Rebuild the rows from the run state (a new best moves the star, so rows change)."""
+        self.clear()
+        for e in reversed(state.evals):
+            star = Text("★", style="bold yellow") if e["step"] == state.best_step else ""
+            self.add_row(star, str(e["step"]), _metric(e["sst_acc"]), _metric(e["sst_f1"]), _metric(e["para_acc"]),
+                         _metric(e["sts_corr"]), _metric(e["overall"]))
+
+
+CONFIG_KEYS = (  # (label, how to show it from the start record's config), most telling first
+    ("tasks", lambda c: " ".join(c.get("tasks", []))),
+    ("epochs", lambda c: f"{c['epochs']:g} · batch {c.get('batch_size', '–')}"),
+    ("lr", lambda c: f"{c['lr']:g} {c.get('schedule', '')}"),
+    ("combine", lambda c: str(c["combine"])),
+    ("smart", lambda c: " ".join(f"{t}={w:g}" for t, w in (c.get("smart_weights") or {}).items() if w)
+                        if c.get("smart") else "off"),
+    ("model", lambda c: Path(c["pretrained"]).name if c.get("pretrained") else "all-MiniLM-L6-v2"),
+    ("heads", lambda c: f"{c['pooling']}, {c.get('pair_mode', '–')}, {c.get('sts_loss', '–')}"),
+    ("optim", lambda c: f"{c['optimizer']}, wd {c.get('weight_decay', 0):g}"),
+    ("warmup", lambda c: f"{c['warmup']:g}"),
+    ("max len", lambda c: str(c["max_length"])),
+    ("precision", lambda c: str(c["precision"])),
+    ("seed", lambda c: str(c["seed"])),
+    ("data", lambda c: str(c["data_dir"])),
+)
+
+
+class ConfigView(Static):
+    """The run's key training options, from its start record."""
+
+    config: reactive[dict] = reactive(dict)
+    details: reactive[str] = reactive("")  # device and examples, which are not options
+
+    def render(self) -> Table | Text:
+        if not self.config:
+            return Text("no start record yet", style="dim")
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(style="dim", no_wrap=True)
+        grid.add_column(overflow="fold")
+        for label, show in CONFIG_KEYS:
+            try:
+                grid.add_row(label, show(self.config))
+            except (TypeError, ValueError, KeyError):
+                continue  # an option this run's record does not have (an older or newer bertmtl)
+        if self.details:
+            grid.add_row("run", self.details)
+        return grid
+
+
+class MonitorPane(Vertical):
+    """Plots on top, then the dev table beside the configuration."""
+
+    def compose(self) -> ComposeResult:
+        yield RunStatus(id="run-status")
+        with Horizontal(id="plots"):
+            yield LinePlot(TASK_COLORS, TASK_LABELS, "waiting for training records…", id="loss-plot")
+            yield LinePlot(TASK_COLORS, TASK_LABELS, "waiting for training records…", id="smart-plot")
+        with Horizontal(id="lower"):
+            yield DevTable(id="dev-table")
+            with VerticalScroll(id="config-box"):
+                yield ConfigView(id="config")
+
+    def on_mount(self) -> None:
+        self.query_one("#loss-plot").border_title = "training loss"
+        self.query_one("#smart-plot").border_title = "SMART terms"
+        self.query_one("#dev-table").border_title = "dev metrics (★ best)"
+        self.query_one("#config-box").border_title = "configuration"
+
+    def show(self, state: RunState, status: str | None = None, note: str = "", evals_changed: bool = True) -> None:
+        """Redraw from the run state; `status`/`note` override what the records say (stopping, failed)."""
+        self.query_one("#loss-plot", LinePlot).set_series(state.loss)
+        smart = self.query_one("#smart-plot", LinePlot)
+        weights = state.config.get("smart_weights") or {}
+        if state.config and not state.config.get("smart", True):
+            smart.set_empty("SMART is off for this run (--no-smart)")
+            smart.set_series({})
+        else:
+            # A task with weight 0 has no SMART term; its flat zero line would only hide the others.
+            smart.set_series({t: pts for t, pts in state.smart.items() if weights.get(t, 1) > 0})
+        if evals_changed:
+            self.query_one(DevTable).show(state)
+        config = self.query_one(ConfigView)
+        config.config = state.config
+        if state.device:
+            examples = " ".join(f"{t}={n:,}" for t, n in state.examples.items())
+            world = f" ×{state.world_size}" if state.world_size and state.world_size > 1 else ""
+            config.details = f"{state.device}{world}; train examples {examples}"
+        if state.records == 0 and status is None:
+            self.query_one(RunStatus).progress = None
+            return
+        self.query_one(RunStatus).progress = Progress(
+            status=status or state.status, step=state.step, total_steps=state.total_steps, epoch=state.epoch,
+            epochs=state.epochs, examples_per_s=state.examples_per_s, eta=format_duration(state.eta_seconds),
+            fraction=state.fraction, note=note)

@@ -1,0 +1,263 @@
+"""The Playground pane: type one or two sentences, see what the three heads say.
+
+The model is loaded and called in thread workers, so the interface never waits for torch.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from time import perf_counter
+from typing import Callable
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.reactive import reactive
+from textual.timer import Timer
+from textual.widgets import Input, Static
+from textual.worker import get_current_worker
+
+from ..model.heads import SENTIMENT_LABELS
+from .bars import text_bar
+from .feed import checkpoint_identity
+
+SHORT_LABELS = ("neg", "some neg", "neutral", "some pos", "pos")
+SENTIMENT_COLORS = ("#c01c28", "#e66100", "#9a9996", "#2ec27e", "#26a269")
+# Wait this long after the last keystroke before predicting: typing stays smooth, and the
+# answer still shows up as soon as one pauses.
+DEBOUNCE_S = 0.15
+# A checkpoint replaced while we read it is read again, at most this many times.
+LOAD_TRIES = 3
+
+
+def default_predictor(path: Path):
+    """The Predictor of `bertmtl predict` (imported here: torch loads in the worker thread)."""
+    from ..predict import Predictor
+
+    return Predictor(path)
+
+
+class SentimentBars(Static):
+    """Predicted sentiment: the label, then one bar per class with its probability."""
+
+    sentiment: reactive[dict | None] = reactive(None)
+    hint: reactive[str] = reactive("")
+
+    def render(self) -> Text:
+        s = self.sentiment
+        if not s:
+            return Text(self.hint, style="dim")
+        width = self.content_size.width
+        labels = SENTIMENT_LABELS if width >= 36 else SHORT_LABELS
+        label_w = max(len(x) for x in labels)
+        bar_w = max(3, width - label_w - 6)
+        out = Text(no_wrap=True)
+        best = s["index"]
+        out.append(f"{SENTIMENT_LABELS[best]}", style=f"bold {SENTIMENT_COLORS[best]}")
+        out.append(f"  p={s['probabilities'][best]:.2f}", style="dim")
+        for i, (label, p) in enumerate(zip(labels, s["probabilities"])):
+            out.append("\n" + label.ljust(label_w) + " ", style="bold" if i == best else "")
+            out.append(text_bar(p, bar_w), style=SENTIMENT_COLORS[i])
+            out.append(f" {p:.2f}", style="bold" if i == best else "dim")
+        return out
+
+
+class PairScores(Static):
+    """Paraphrase probability and similarity (0-5) of the two sentences, as bars."""
+
+    scores: reactive[dict | None] = reactive(None)
+    hint: reactive[str] = reactive("")
+
+    def render(self) -> Text:
+        r = self.scores
+        if not r:
+            return Text(self.hint, style="dim")
+        bar_w = max(3, self.content_size.width - 12 - 11)
+        out = Text(no_wrap=True)
+        p = r["paraphrase_prob"]
+        out.append("paraphrase  ")
+        out.append(text_bar(p, bar_w), style="#3584e4")
+        out.append(f" {p:.2f} ")
+        out.append("yes" if r["is_paraphrase"] else "no", style="bold")
+        sim = r["similarity"]
+        out.append("\nsimilarity  ")
+        out.append(text_bar(sim / 5.0, bar_w), style="#26a269")
+        out.append(f" {sim:.2f} / 5", style="bold")
+        return out
+
+
+class PlaygroundPane(Vertical):
+    """Two inputs, the model's status, and the predictions of the three heads."""
+
+    status: reactive[str] = reactive("")
+
+    def __init__(self, run_dir: Path, checkpoint: str | None = None,
+                 predictor_factory: Callable[[Path], object] = default_predictor, *, id: str | None = None):
+        super().__init__(id=id)
+        self.run_dir = Path(run_dir)
+        self.checkpoint = checkpoint
+        self.follow_run = checkpoint is None  # reload when the run writes a new best/
+        self.predictor_factory = predictor_factory
+        self.predictor = None
+        self.model_info = ""
+        self.latency_ms: float | None = None
+        self.result: dict | None = None  # the answer on screen
+        self.result_for: tuple[str, str | None] | None = None  # ... and the input it answers
+        self._loaded_identity = None
+        self._loading = False
+        self._lock = threading.Lock()  # one forward pass at a time: stale workers wait, then skip
+        self._debounce: Timer | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Input(placeholder="Type a sentence…", id="sentence-a")
+        yield Input(placeholder="…and a second one to compare the pair (optional)", id="sentence-b")
+        yield Static(id="model-status")
+        with Horizontal(id="sentiments"):
+            yield SentimentBars(id="sentiment-a")
+            yield SentimentBars(id="sentiment-b")
+        yield PairScores(id="pair-scores")
+
+    def on_mount(self) -> None:
+        self.query_one("#sentiment-a").border_title = "sentiment"
+        self.query_one("#sentiment-b").border_title = "sentiment of sentence 2"
+        self.query_one("#pair-scores").border_title = "pair"
+        self._show_result(None)
+        self.load_model()
+
+    def watch_status(self, status: str) -> None:
+        self.query_one("#model-status", Static).update(status)
+
+    # -- the model -----------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
+    def load_model(self) -> None:
+        """Load (or reload) the checkpoint in a thread; predictions keep the old model meanwhile."""
+        from ..errors import UserError
+
+        self._loading = True
+        self.app.call_from_thread(self._set_loading)
+        path = Path(self.checkpoint) if self.checkpoint else self.run_dir
+        try:
+            for _ in range(LOAD_TRIES):
+                before = checkpoint_identity(self.run_dir) if self.follow_run else None
+                t0 = perf_counter()
+                predictor = self.predictor_factory(path)
+                load_s = perf_counter() - t0
+                if not self.follow_run or checkpoint_identity(self.run_dir) == before:
+                    break
+        except UserError as e:
+            self.app.call_from_thread(self._no_model, e.message)
+            return
+        except Exception as e:  # a half-written or foreign checkpoint: say so, keep the interface alive
+            self.app.call_from_thread(self._no_model, f"could not load the model: {e}")
+            return
+        finally:
+            self._loading = False
+        self.app.call_from_thread(self._model_ready, predictor, before, load_s)
+
+    def _set_loading(self) -> None:
+        if self.predictor is None:
+            self.status = "[dim]loading model…[/]"
+
+    def _no_model(self, message: str) -> None:
+        if self.predictor is not None:
+            self.notify(message, title="model not reloaded", severity="warning")
+            return
+        if self.follow_run:
+            self.status = (f"[yellow]No checkpoint to try yet.[/] [dim]{self.run_dir.name}/best/ appears after the "
+                           f"first dev evaluation; it is loaded as soon as it does.[/]")
+        else:
+            self.status = f"[red]{message}[/]"
+
+    def _model_ready(self, predictor, identity, load_s: float) -> None:
+        self.predictor = predictor
+        self._loaded_identity = identity
+        path = Path(getattr(predictor, "path", self.checkpoint or self.run_dir))
+        info = []
+        try:
+            meta = json.loads((path / "bertmtl.json").read_text())
+            info.append(f"step {meta['step']}")
+        except (OSError, ValueError, KeyError):
+            pass
+        overall = (getattr(predictor, "metrics", None) or {}).get("overall")
+        if isinstance(overall, (int, float)):
+            info.append(f"dev overall {overall:.3f}")
+        self.model_info = f"{path.parent.name}/{path.name}" + (f" ({', '.join(info)})" if info else "")
+        self._refresh_status()
+        self.request_prediction()  # answer what is already typed, with the new model
+
+    def checkpoint_seen(self, identity) -> None:
+        """The run offers this checkpoint now; reload when it is not the one loaded."""
+        if self.follow_run and identity is not None and identity != self._loaded_identity and not self._loading:
+            self.load_model()
+
+    def _refresh_status(self) -> None:
+        latency = f" · {self.latency_ms:.0f} ms" if self.latency_ms is not None else ""
+        self.status = f"[dim]model[/] {self.model_info}[dim]{latency}[/]"
+
+    # -- predictions ---------------------------------------------------------------------
+
+    @on(Input.Changed)
+    def _typed(self) -> None:
+        if self._debounce is not None:
+            self._debounce.stop()
+        self._debounce = self.set_timer(DEBOUNCE_S, self.request_prediction)
+
+    @on(Input.Submitted)
+    def _submitted(self) -> None:
+        if self._debounce is not None:
+            self._debounce.stop()
+        self.request_prediction()
+
+    def request_prediction(self) -> None:
+        """Predict for what the inputs hold now (nothing to do without text or a model)."""
+        a = self.query_one("#sentence-a", Input).value.strip()
+        b = self.query_one("#sentence-b", Input).value.strip()
+        if not a and b:
+            a, b = b, ""
+        if not a:
+            self._show_result(None)
+            return
+        if self.predictor is not None:
+            self.predict(a, b or None)
+
+    @work(thread=True, exclusive=True, group="predict", exit_on_error=False)
+    def predict(self, a: str, b: str | None) -> None:
+        """One forward pass in a thread; a newer request cancels this one's display."""
+        worker = get_current_worker()
+        with self._lock:
+            if worker.is_cancelled:
+                return
+            t0 = perf_counter()
+            try:
+                result = self.predictor.sentence(a) if b is None else self.predictor.pair(a, b)
+            except Exception as e:  # keep typing possible whatever one input does to the model
+                result = {"error": str(e)}
+            ms = (perf_counter() - t0) * 1000
+        if not worker.is_cancelled:
+            self.app.call_from_thread(self._show_result, result, ms, (a, b))
+
+    def _show_result(self, result: dict | None, ms: float | None = None,
+                     inputs: tuple[str, str | None] | None = None) -> None:
+        sa = self.query_one("#sentiment-a", SentimentBars)
+        sb = self.query_one("#sentiment-b", SentimentBars)
+        pair = self.query_one("#pair-scores", PairScores)
+        sa.hint = "Type a sentence above; the heads answer as you type."
+        sb.hint = "Type a second sentence to see its sentiment."
+        pair.hint = "With two sentences: paraphrase probability and similarity (0-5)."
+        if result is not None and "error" in result:
+            self.notify(result["error"], title="prediction failed", severity="error")
+            return
+        if ms is not None:
+            self.latency_ms = ms
+            self._refresh_status()
+        self.result, self.result_for = result, inputs
+        if result is None:
+            sa.sentiment = sb.sentiment = pair.scores = None
+        elif "sentiment" in result:
+            sa.sentiment, sb.sentiment, pair.scores = result["sentiment"], None, None
+        else:
+            sa.sentiment, sb.sentiment, pair.scores = result["sentiment1"], result["sentiment2"], result

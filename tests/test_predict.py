@@ -1,0 +1,177 @@
+"""`bertmtl predict`: single sentences, pairs, JSON, stdin streams with bad lines, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from bertmtl.cli import main
+from bertmtl.data import TASKS, TaskDataset, read_task_file
+from bertmtl.evaluate import predict as dataset_predict
+from bertmtl.predict import Item, Predictor, parse_line
+
+from .fixtures import write_task_data
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_bert_dir, tmp_path_factory):
+    data = write_task_data(tmp_path_factory.mktemp("pdata"))
+    run = tmp_path_factory.mktemp("prun") / "checkpoints" / "run1"
+    r = CliRunner().invoke(main, ["train", "--pretrained", str(tiny_bert_dir), "--data-dir", str(data), "--out", str(run),
+                                  "--epochs", "1", "--batch-size", "16", "--lr", "1e-3", "--seed", "0"])
+    assert r.exit_code == 0, r.output
+    return run
+
+
+def _cli(args, cwd=None, stdin=b"", timeout=120):
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    return subprocess.run([sys.executable, "-m", "bertmtl", "predict", *args], input=stdin, capture_output=True,
+                          cwd=cwd, env=env, timeout=timeout)
+
+
+def test_single_sentence_json(run_dir):
+    r = CliRunner().invoke(main, ["predict", "the movie is very good", "--checkpoint", str(run_dir), "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    s = out["sentiment"]
+    assert set(out) == {"sentiment"}
+    assert s["label"] in ("negative", "somewhat negative", "neutral", "somewhat positive", "positive")
+    assert s["index"] == max(range(5), key=lambda i: s["probabilities"][i])
+    assert sum(s["probabilities"]) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_pair_json_matches_the_evaluation_path(run_dir, tmp_path):
+    a, b = "the dog eat food ?", "the cat eat food ?"
+    r = CliRunner().invoke(main, ["predict", a, b, "--checkpoint", str(run_dir), "--json"])
+    out = json.loads(r.output)
+    assert set(out) == {"sentiment1", "sentiment2", "paraphrase_prob", "is_paraphrase", "similarity"}
+    assert out["is_paraphrase"] == (out["paraphrase_prob"] > 0.5)
+    # The same numbers as the dev-evaluation code path computes for this pair.
+    p = Predictor(run_dir)
+    (tmp_path / "q.csv").write_text(f"\tid\tsentence1\tsentence2\tis_duplicate\n0\tx\t{a}\t{b}\t1\n")
+    ex = read_task_file(tmp_path / "q.csv", TASKS["para"]).examples
+    para = dataset_predict(p.model, TaskDataset(TASKS["para"], ex, p.tokenizer))
+    sts = dataset_predict(p.model, TaskDataset(TASKS["sts"], ex, p.tokenizer))
+    assert out["paraphrase_prob"] == pytest.approx(para[0].item(), abs=1e-5)
+    assert out["similarity"] == pytest.approx(sts[0].item(), abs=1e-3)
+    single = p.sentence(a)["sentiment"]["probabilities"]
+    assert out["sentiment1"]["probabilities"] == pytest.approx(single, abs=1e-6)
+
+
+def test_human_table(run_dir):
+    r = CliRunner().invoke(main, ["predict", "good film", "bad film", "--checkpoint", str(run_dir)])
+    assert r.exit_code == 0
+    for word in ("sentiment 1", "sentiment 2", "paraphrase", "similarity"):
+        assert word in r.output
+
+
+def test_stdin_mixed_lines_in_order_with_errors(run_dir):
+    lines = [
+        b"the movie is good",
+        b"the dog ?\tthe cat ?",
+        b'{"id": "q1", "sentence1": "learn python ?", "sentence2": "learn code ?"}',
+        b'{"sentence": "boring plot", "id": 7}',
+        b"{not json",
+        b'{"text": "wrong field"}',
+        b"bad \xff utf8",
+        b"",
+        b"a\tb\tc",
+        b"the film is great",
+    ]
+    r = _cli(["-", "--checkpoint", str(run_dir)], stdin=b"\n".join(lines) + b"\n")
+    assert r.returncode == 1
+    assert b"5 of 10 input line(s) could not be answered" in r.stderr
+    outs = [json.loads(x) for x in r.stdout.decode().splitlines()]
+    assert len(outs) == 10
+    assert "sentiment" in outs[0] and "similarity" in outs[1]
+    assert outs[2]["id"] == "q1" and "paraphrase_prob" in outs[2]
+    assert outs[3]["id"] == 7 and "sentiment" in outs[3]
+    errors = {o["line"]: o["error"] for o in outs if "error" in o}
+    assert sorted(errors) == [5, 6, 7, 8, 9]
+    assert errors[5].startswith("invalid JSON") and "sentence1" in errors[6]
+    assert errors[7] == "invalid UTF-8 at byte 4" and errors[8] == "empty line"
+    single = Predictor(run_dir).sentence("the film is great")
+    assert outs[9] == single
+
+
+def test_stdin_all_good_exit_zero_and_tsv(run_dir):
+    r = _cli(["--checkpoint", str(run_dir), "--format", "tsv"], stdin=b"good\nbad\tworse\n")
+    assert r.returncode == 0, r.stderr
+    rows = [x.split("\t") for x in r.stdout.decode().splitlines()]
+    assert rows[0][:3] == ["line", "id", "sentiment1"] and len(rows) == 3
+    assert rows[1][0] == "1" and rows[1][3] == "" and rows[2][4] != ""
+
+
+def test_stdin_streams_before_input_ends(run_dir):
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen([sys.executable, "-m", "bertmtl", "predict", "-", "--checkpoint", str(run_dir)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        proc.stdin.write(b"the movie is good\n")
+        proc.stdin.flush()
+        t0 = time.time()
+        first = proc.stdout.readline()  # answered while stdin is still open
+        assert json.loads(first)["sentiment"]["label"]
+        assert time.time() - t0 < 60
+        proc.stdin.write(b"the plot is bad\n")
+        proc.stdin.close()
+        assert json.loads(proc.stdout.readline())["sentiment"]
+        assert proc.wait(60) == 0
+    finally:
+        proc.kill()
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    p = _cli(["hello"], cwd=tmp_path)
+    assert p.returncode == 2
+    assert b"train one first with `bertmtl train`" in p.stderr and b"Traceback" not in p.stderr
+
+
+def test_default_checkpoint_is_latest_runs_best(run_dir, tmp_path):
+    root = tmp_path / "w"
+    shutil.copytree(run_dir, root / "checkpoints" / "r1")
+    p = _cli(["--json", "good film"], cwd=root)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["sentiment"] == Predictor(run_dir / "best").sentence("good film")["sentiment"]
+
+
+def test_usage_errors():
+    r = CliRunner().invoke(main, ["predict", "a", "b", "c"])
+    assert r.exit_code == 2 and "one sentence, two sentences" in r.output
+    r = CliRunner().invoke(main, ["predict", "  "])
+    assert r.exit_code == 2
+
+
+def test_parse_line_forms():
+    assert parse_line(1, b"hi\r\n").text_a == "hi"
+    it = parse_line(2, '{"sentence1": "a", "sentence2": "b", "id": 3}'.encode())
+    assert (it.text_a, it.text_b, it.id, it.error) == ("a", "b", 3, None)
+    assert parse_line(3, b'["x"]').text_a == '["x"]'  # only a line starting with { is read as JSON
+    assert parse_line(3, b'{"sentence": 5}').error.startswith("expected")
+    assert parse_line(4, b'{"sentence": ""}').error.startswith("expected")
+
+
+def test_long_input_is_truncated_and_said_so(run_dir):
+    p = Predictor(run_dir)
+    res = p.sentence("good " * 10_000)
+    assert "truncated" in res and f"({p.tokenizer.max_length} tokens)" in res["truncated"]
+    assert "truncated" not in p.sentence("good")
+
+
+def test_stream_batches_and_keeps_order(run_dir):
+    p = Predictor(run_dir, batch_size=3)
+    texts = [("good " * (i % 7 + 1)).strip() for i in range(20)]
+    streamed = list(p.stream((Item(i + 1, t) for i, t in enumerate(texts)), window=8))
+    one_by_one = [p.sentence(t) for t in texts]
+    for a, b in zip(streamed, one_by_one):
+        assert a["sentiment"]["index"] == b["sentiment"]["index"]
+        assert a["sentiment"]["probabilities"] == pytest.approx(b["sentiment"]["probabilities"], abs=1e-5)
+    assert torch.is_inference_mode_enabled() is False

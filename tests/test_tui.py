@@ -1,0 +1,503 @@
+"""`bertmtl tui`: the metrics tail, the plot, and the app driven by Textual's pilot.
+
+App tests run the app headless with `App.run_test()` inside `asyncio.run` (no pytest-asyncio
+here); snapshot tests pin the layout of both panes with pytest-textual-snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from bertmtl.cli import main
+from bertmtl.tui import playground as playground_module
+from bertmtl.tui.app import BertmtlApp
+from bertmtl.tui.feed import MetricsTail, RunState, format_duration
+from bertmtl.tui.lineplot import plot_lines
+from bertmtl.tui.monitor import DevTable, RunStatus
+from bertmtl.tui.playground import PairScores, SentimentBars
+from bertmtl.tui.screens import HelpScreen, QuitScreen
+
+from .fixtures import write_task_data
+
+POLL = 0.02  # the app's poll interval in tests: fast, so waits are short
+
+
+# -- records ------------------------------------------------------------------------------
+
+CONFIG = {"data_dir": "data", "out": "checkpoints/run-snapshot", "pretrained": None, "tasks": ["sst", "para", "sts"],
+          "epochs": 3.0, "batch_size": 32, "lr": 5e-05, "schedule": "linear", "warmup": 0.06, "weight_decay": 0.01,
+          "optimizer": "adamw", "combine": "pcgrad", "smart": True, "smart_weights": {"sst": 0.5, "para": 0.0, "sts": 0.5},
+          "pooling": "mean", "pair_mode": "bi", "sts_loss": "pearson", "max_length": 128, "seed": 42,
+          "precision": "fp32", "log_every": 10}
+
+
+def start_record(total_steps=300, steps_per_epoch=100, **config) -> dict:
+    return {"type": "start", "step": 0, "config": {**CONFIG, **config}, "total_steps": total_steps,
+            "steps_per_epoch": steps_per_epoch, "examples": {"sst": 8544, "para": 3200, "sts": 6040},
+            "dev_examples": {"sst": 1101, "para": 400, "sts": 863}, "skipped": {}, "world_size": 1, "device": "cpu"}
+
+
+def train_record(step: int, steps_per_epoch=100, t0=1_700_000_000.0) -> dict:
+    """Smooth, deterministic losses (so plots and snapshots do not change between runs)."""
+    decay = math.exp(-step / 120)
+    return {"type": "train", "step": step, "epoch": step / steps_per_epoch, "lr": 5e-5 * (1 - step / 300),
+            "loss": {"sst": 1.2 + 0.4 * decay + 0.05 * math.sin(step / 7), "para": 0.35 + 0.3 * decay,
+                     "sts": 0.4 + 0.5 * decay + 0.03 * math.cos(step / 5)},
+            "smart": {"sst": 0.02 * decay + 0.004, "para": 0.0, "sts": 0.015 * decay + 0.003},
+            "examples_per_s": 480.0, "time": t0 + step * 0.2}
+
+
+def eval_record(step: int, overall: float, best: bool, best_overall: float) -> dict:
+    return {"type": "eval", "split": "dev", "step": step, "epoch": step / 100, "sst_acc": overall - 0.1,
+            "sst_f1": overall - 0.15, "para_acc": overall + 0.1, "sts_corr": overall + 0.05, "overall": overall,
+            "sst_n": 1101, "para_n": 400, "sts_n": 863, "best": best, "best_overall": best_overall}
+
+
+def jsonl(records) -> str:
+    return "".join(json.dumps(r) + "\n" for r in records)
+
+
+def snapshot_records() -> list[dict]:
+    """A run two thirds done: losses every 10 steps, dev evaluations at 100 and 200."""
+    recs = [start_record()]
+    for step in range(10, 201, 10):
+        recs.append(train_record(step))
+        if step == 100:
+            recs.append(eval_record(100, 0.612, True, 0.612))
+    recs.append(eval_record(200, 0.598, False, 0.612))
+    return recs
+
+
+def append(path: Path, text: str) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+# -- helpers for the pilot ----------------------------------------------------------------
+
+def drive(app: BertmtlApp, scenario, size=(80, 24)) -> None:
+    """Run `scenario(pilot)` against the app, headless."""
+
+    async def go():
+        async with app.run_test(size=size) as pilot:
+            await scenario(pilot)
+
+    asyncio.run(go())
+
+
+async def until(pilot, condition, timeout: float = 15.0, what: str = "condition") -> None:
+    """Let the app run until `condition()` holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.02)
+
+
+class FakePredictor:
+    """Fixed answers, for snapshots that must not depend on trained weights."""
+
+    def __init__(self, path):
+        self.path = Path(path) / "best"
+        self.metrics = {"overall": 0.612}
+
+    def sentence(self, text):
+        return {"sentiment": {"label": "somewhat positive", "index": 3,
+                              "probabilities": [0.04, 0.11, 0.20, 0.45, 0.20]}}
+
+    def pair(self, a, b):
+        return {"sentiment1": self.sentence(a)["sentiment"],
+                "sentiment2": {"label": "neutral", "index": 2, "probabilities": [0.10, 0.15, 0.40, 0.25, 0.10]},
+                "paraphrase_prob": 0.83, "is_paraphrase": True, "similarity": 3.62}
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_bert_dir, tmp_path_factory) -> Path:
+    """A tiny model trained for one epoch (a few seconds on CPU)."""
+    data = write_task_data(tmp_path_factory.mktemp("tui-data"))
+    run = tmp_path_factory.mktemp("tui-run") / "run1"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: threads only fight over the cores
+    try:
+        r = CliRunner().invoke(main, ["train", "--pretrained", str(tiny_bert_dir), "--data-dir", str(data), "--out",
+                                      str(run), "--epochs", "1", "--batch-size", "16", "--lr", "1e-3", "--seed", "0"])
+    finally:
+        torch.set_num_threads(threads)
+    assert r.exit_code == 0, r.output
+    return run
+
+
+# -- the tail and the state (no app) ------------------------------------------------------
+
+def test_tail_skips_garbage_and_waits_for_the_end_of_a_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    tail = MetricsTail(path)
+    assert tail.poll().records == []  # no file yet: nothing, no error
+    path.write_text(jsonl([start_record()]) + "this is not json\n{\"type\": \"train\", \"st")
+    first = tail.poll()
+    assert [r["type"] for r in first.records] == ["start"]
+    append(path, f"ep\": 10, \"loss\": {{\"sst\": 1.5}}, \"time\": 1.0}}\n")
+    second = tail.poll()
+    assert second.records == [{"type": "train", "step": 10, "loss": {"sst": 1.5}, "time": 1.0}]
+    assert tail.poll().records == []  # read once
+
+
+def test_tail_rereads_a_replaced_or_truncated_file(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(jsonl([start_record(), train_record(10), train_record(20)]))
+    tail = MetricsTail(path)
+    assert len(tail.poll().records) == 3
+    path.write_text(jsonl([start_record()]))  # shorter than what was read: a new file
+    poll = tail.poll()
+    assert poll.reset and [r["type"] for r in poll.records] == ["start"]
+
+
+def test_state_progress_eta_and_best():
+    state = RunState()
+    state.apply([start_record(), train_record(10), train_record(20), {"type": "train", "step": "bad"},
+                 eval_record(20, 0.5, True, 0.5), eval_record(30, 0.4, False, 0.5)])
+    assert state.step == 20 and state.total_steps == 300 and state.fraction == pytest.approx(20 / 300)
+    # 10 steps per 2 s -> 280 steps left take 56 s.
+    assert state.eta_seconds == pytest.approx(56.0)
+    assert format_duration(state.eta_seconds) == "56s" and format_duration(3725) == "1h 02m"
+    assert state.best_step == 20 and [e["step"] for e in state.evals] == [20, 30]
+    assert state.loss["sst"][-1] == (20, pytest.approx(train_record(20)["loss"]["sst"]))
+
+
+def test_state_resume_drops_points_after_the_saved_step():
+    state = RunState()
+    state.apply([start_record(), train_record(10), train_record(20), train_record(30), eval_record(30, 0.5, True, 0.5)])
+    state.apply([{**start_record(), "type": "resume", "step": 20}, train_record(30)])
+    assert [x for x, _ in state.loss["sst"]] == [10, 20, 30]
+    assert state.evals == [] and state.best_step is None and state.status == "running"
+
+
+def test_plot_fits_its_size_and_draws_every_series():
+    series = {"sst": [(s, 1 + 1 / s) for s in range(1, 200)], "para": [(s, 0.5) for s in range(1, 200)]}
+    for width, height in ((30, 6), (80, 12), (200, 50)):
+        lines = plot_lines(series, {"sst": "red", "para": "blue"}, width, height)
+        assert len(lines) == height
+        assert all(line.cell_len <= width for line in lines)
+        assert any(ch in "⠁⠂⠄⡀⠈⠐⠠⢀" or 0x2800 < ord(ch) <= 0x28FF for ch in lines[0].plain)  # the max is drawn
+        assert "sst" in lines[-1].plain and "para" in lines[-1].plain  # the legend
+        assert lines[-2].plain.rstrip().endswith("199")  # x axis: last step
+    empty = plot_lines({}, {}, 30, 6, empty="waiting")
+    assert "waiting" in "".join(line.plain for line in empty)
+
+
+# -- the app: monitor ---------------------------------------------------------------------
+
+def test_appended_records_update_the_plots_and_the_table(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    metrics = run / "metrics.jsonl"
+    metrics.write_text(jsonl([start_record(), train_record(10), train_record(20)]))
+    app = BertmtlApp(run, poll_interval=POLL, predictor_factory=FakePredictor)
+
+    async def scenario(pilot):
+        loss = app.query_one("#loss-plot")
+        smart = app.query_one("#smart-plot")
+        table = app.query_one(DevTable)
+        await until(pilot, lambda: len(loss.series.get("sst", [])) == 2, what="the first train records")
+        assert [x for x, _ in loss.series["para"]] == [10, 20]
+        assert set(smart.series) == {"sst", "sts"}  # para's SMART weight is 0: no line for it
+        assert table.row_count == 0
+
+        append(metrics, jsonl([train_record(30), eval_record(30, 0.55, True, 0.55)]))
+        await until(pilot, lambda: table.row_count == 1, what="the eval row")
+        assert loss.series["sst"][-1] == (30, pytest.approx(train_record(30)["loss"]["sst"]))
+        assert [str(c) for c in table.get_row_at(0)] == ["★", "30", "0.450", "0.400", "0.650", "0.600", "0.550"]
+
+        append(metrics, jsonl([train_record(40), eval_record(40, 0.60, True, 0.60), train_record(50),
+                               eval_record(50, 0.58, False, 0.60)]))
+        await until(pilot, lambda: table.row_count == 3, what="two more eval rows")
+        rows = [[str(c) for c in table.get_row_at(i)] for i in range(3)]
+        assert [r[1] for r in rows] == ["50", "40", "30"]  # newest first
+        assert [r[0] for r in rows] == ["", "★", ""]  # the star moved to the new best
+        assert len(loss.series["sst"]) == 5
+        progress = app.query_one(RunStatus).progress
+        assert (progress.step, progress.total_steps, progress.status) == (50, 300, "running")
+        assert progress.eta == "50s"  # 250 steps at 5 steps/s
+
+    drive(app, scenario)
+
+
+def test_a_broken_metrics_file_is_survived(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    metrics = run / "metrics.jsonl"
+    app = BertmtlApp(run, poll_interval=POLL, predictor_factory=FakePredictor)
+
+    async def scenario(pilot):
+        loss = app.query_one("#loss-plot")
+        await pilot.pause(0.1)
+        assert app.query_one(RunStatus).progress is None  # no file yet: waiting
+        metrics.write_text(jsonl([start_record(), train_record(10)]) + "\x00garbage{{\n" + '["a list"]\n'
+                           + '{"type": "train", "step": "x"}\n' + '{"type": "train", "step": 20, "loss": {"sst"')
+        await until(pilot, lambda: len(loss.series.get("sst", [])) == 1, what="the good records")
+        await pilot.pause(0.1)
+        assert len(loss.series["sst"]) == 1  # the truncated line is not read yet
+        append(metrics, ': 1.0, "para": 0.5, "sts": 0.7}, "time": 1700000004.0}\n')
+        await until(pilot, lambda: len(loss.series["sst"]) == 2, what="the completed line")
+        assert loss.series["sst"][-1] == (20, 1.0)
+        await pilot.pause(0.1)
+        assert len(loss.series["sst"]) == 2  # once
+        metrics.write_text(jsonl([start_record()]))  # replaced by a new file: start again
+        await until(pilot, lambda: not loss.series.get("sst"), what="the reset")
+        assert app.is_running
+
+    drive(app, scenario)
+
+
+# -- the app: training started by the TUI --------------------------------------------------
+
+FAKE_TRAINING = r"""
+import json, pathlib, signal, sys, time
+run = pathlib.Path(sys.argv[1])
+run.mkdir(parents=True)
+log = open(run / "metrics.jsonl", "a")
+def write(rec):
+    log.write(json.dumps(rec) + "\n"); log.flush()
+stop = []
+signal.signal(signal.SIGINT, lambda *a: stop.append(a[0]))
+write({"type": "start", "step": 0, "config": {"epochs": 1}, "total_steps": 100000, "steps_per_epoch": 100000})
+step = 0
+while not stop and step < 2000:
+    step += 1
+    write({"type": "train", "step": step, "epoch": step / 100000, "loss": {"sst": 1.0 / step}, "time": time.time()})
+    time.sleep(0.02)
+time.sleep(0.5)  # saving the checkpoint
+(run / "last").mkdir()
+print(f"stopped at step {step}; checkpoint saved", flush=True)
+write({"type": "end", "status": "stopped", "step": step, "best_overall": None})
+"""
+
+
+def fake_training(run: Path) -> list[str]:
+    return [sys.executable, "-c", FAKE_TRAINING, str(run)]
+
+
+def test_s_stops_the_training_cleanly(tmp_path):
+    run = tmp_path / "runs" / "new"
+    app = BertmtlApp(run, train_argv=fake_training(run), poll_interval=POLL, predictor_factory=FakePredictor)
+
+    async def scenario(pilot):
+        status = app.query_one(RunStatus)
+        await until(pilot, lambda: app.state.step >= 3, what="training to start")
+        assert app.check_action("stop_training", ()) is True
+        await pilot.press("s")
+        assert app.training.stopping
+        assert status.progress.status == "stopping"
+        await until(pilot, lambda: app.state.status == "stopped" and app.training.returncode is not None,
+                    what="training to stop")
+        assert app.training.returncode == 0
+        await until(pilot, lambda: "Resume with: bertmtl train --resume" in status.progress.note, what="the note")
+        assert str(run) in status.progress.note
+        assert app.check_action("stop_training", ()) is None  # greyed out: nothing left to stop
+        await until(pilot, lambda: (run / "train.log").exists(), what="the log to move into the run")
+        assert app.is_running
+
+    drive(app, scenario)
+    assert (run / "last").is_dir()
+    assert "checkpoint saved" in (run / "train.log").read_text()
+    assert not (run.parent / ".new.train.log").exists()
+
+
+def test_quitting_asks_and_stops_the_training(tmp_path):
+    run = tmp_path / "new"
+    app = BertmtlApp(run, train_argv=fake_training(run), poll_interval=POLL, predictor_factory=FakePredictor)
+
+    async def scenario(pilot):
+        await until(pilot, lambda: app.state.step >= 1, what="training to start")
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(app.screen, QuitScreen), what="the question")
+        assert app.is_running
+        await pilot.press("s")  # stop it, then quit
+        await until(pilot, lambda: not app.is_running, what="the app to close")
+
+    drive(app, scenario)
+    assert app.training.returncode == 0
+    assert app.state.status == "stopped" or "stopped" in (run / "metrics.jsonl").read_text()
+
+
+def test_a_failing_training_is_explained(tmp_path):
+    run = tmp_path / "new"
+    argv = [sys.executable, "-c", "import sys; print('Error: data/ids-sst-train.csv: no such file'); sys.exit(2)"]
+    app = BertmtlApp(run, train_argv=argv, poll_interval=POLL, predictor_factory=FakePredictor)
+
+    async def scenario(pilot):
+        status = app.query_one(RunStatus)
+        await until(pilot, lambda: status.progress is not None and status.progress.status == "failed",
+                    what="the failure")
+        assert "code 2" in status.progress.note and "no such file" in status.progress.note
+
+    drive(app, scenario)
+
+
+# -- the app: keys ------------------------------------------------------------------------
+
+def test_tab_crosses_panes_and_keys_work(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    app = BertmtlApp(run, poll_interval=POLL, predictor_factory=FakePredictor)
+
+    async def scenario(pilot):
+        from textual.widgets import TabbedContent
+
+        tabs = app.query_one(TabbedContent)
+        seen = []
+        for _ in range(4):
+            seen.append((tabs.active, app.focused.id))
+            await pilot.press("tab")
+            await pilot.pause()
+        assert seen == [("monitor", "dev-table"), ("monitor", "config-box"), ("playground", "sentence-a"),
+                        ("playground", "sentence-b")]
+        assert (tabs.active, app.focused.id) == ("monitor", "dev-table")
+        await pilot.press("shift+tab")
+        await pilot.pause()
+        assert (tabs.active, app.focused.id) == ("playground", "sentence-b")
+        await pilot.press("escape", "m")
+        await pilot.pause()
+        assert tabs.active == "monitor"
+        await pilot.press("p")
+        await pilot.pause()
+        assert (tabs.active, app.focused.id) == ("playground", "sentence-a")
+        await pilot.press("escape")
+        theme = app.theme
+        await pilot.press("t")
+        assert app.theme != theme
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+        assert app.check_action("stop_training", ()) is False  # no training of ours: hidden
+        await pilot.press("q")
+        await until(pilot, lambda: not app.is_running, what="q to quit")
+
+    drive(app, scenario)
+
+
+# -- the app: playground ------------------------------------------------------------------
+
+def test_typing_a_sentence_shows_the_sentiment(trained_run):
+    app = BertmtlApp(trained_run, poll_interval=POLL)
+
+    async def scenario(pilot):
+        play = app.playground
+        await pilot.press("p")
+        await until(pilot, lambda: play.predictor is not None, what="the model to load")
+        await pilot.press(*"the movie is very good")
+        sa = app.query_one("#sentiment-a", SentimentBars)
+        # A pause while typing may show the answer for a prefix first: wait for the whole sentence.
+        await until(pilot, lambda: play.result_for == ("the movie is very good", None), what="a prediction")
+        expected = play.predictor.sentence("the movie is very good")["sentiment"]
+        assert sa.sentiment == expected
+        assert expected["label"] in sa.render().plain
+        assert "run1/best" in play.status
+        await pilot.press("tab", *"the film is bad")
+        pair = app.query_one("#pair-scores", PairScores)
+        await until(pilot, lambda: play.result_for == ("the movie is very good", "the film is bad"),
+                    what="a pair prediction")
+        assert pair.scores["similarity"] == pytest.approx(
+            play.predictor.pair("the movie is very good", "the film is bad")["similarity"])
+        assert "/ 5" in pair.render().plain
+        assert play.latency_ms is not None and play.latency_ms < 1000
+
+    drive(app, scenario)
+
+
+def test_the_playground_waits_for_the_first_checkpoint(trained_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "young"
+    run.mkdir()
+    app = BertmtlApp(run, poll_interval=POLL)
+
+    async def scenario(pilot):
+        play = app.playground
+        await until(pilot, lambda: "No checkpoint to try yet" in play.status, what="the explanation")
+        shutil.copytree(trained_run / "best", run / "best")  # the first evaluation wrote best/
+        await until(pilot, lambda: play.predictor is not None, what="the model to load")
+        assert "young/best" in play.status
+
+    drive(app, scenario)
+
+
+def test_prediction_latency_after_load(trained_run):
+    """A sentence, and a pair, answered in well under 100 ms once loaded, with the TUI's threads."""
+    from bertmtl.predict import Predictor
+    from bertmtl.tui.app import PLAYGROUND_THREADS
+
+    p = Predictor(trained_run)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(PLAYGROUND_THREADS)  # as run_tui does
+    try:
+        p.pair("warm up", "the cache")
+        sentence, pair = [], []
+        for i in range(10):
+            t0 = time.perf_counter()
+            p.sentence(f"the movie number {i} is very good")
+            t1 = time.perf_counter()
+            p.pair(f"the movie number {i} is very good", "a bad film")
+            sentence.append(t1 - t0)
+            pair.append(time.perf_counter() - t1)
+    finally:
+        torch.set_num_threads(threads)
+    assert statistics.median(sentence) < 0.1 and statistics.median(pair) < 0.1
+
+
+# -- snapshots ----------------------------------------------------------------------------
+
+def snapshot_run(tmp_path: Path) -> Path:
+    run = tmp_path / "run-snapshot"  # the name shows in the header: fixed, like the records
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(jsonl(snapshot_records()))
+    return run
+
+
+def wait_for_records(app: BertmtlApp, n: int):
+    async def run_before(pilot):
+        await until(pilot, lambda: app.state.records == n, what="the snapshot records")
+        await pilot.pause(0.1)
+
+    return run_before
+
+
+def test_snapshot_monitor(snap_compare, tmp_path):
+    app = BertmtlApp(snapshot_run(tmp_path), poll_interval=POLL, predictor_factory=FakePredictor)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=wait_for_records(app, len(snapshot_records())))
+
+
+def test_snapshot_monitor_large_light(snap_compare, tmp_path):
+    app = BertmtlApp(snapshot_run(tmp_path), poll_interval=POLL, predictor_factory=FakePredictor)
+
+    async def run_before(pilot):
+        await wait_for_records(app, len(snapshot_records()))(pilot)
+        await pilot.press("t")
+        await pilot.pause(0.1)
+
+    assert snap_compare(app, terminal_size=(140, 44), run_before=run_before)
+
+
+def test_snapshot_playground(snap_compare, tmp_path, monkeypatch):
+    monkeypatch.setattr(playground_module, "perf_counter", lambda: 0.0)  # latency shows as 0 ms
+    app = BertmtlApp(snapshot_run(tmp_path), poll_interval=POLL, predictor_factory=FakePredictor)
+
+    async def run_before(pilot):
+        await wait_for_records(app, len(snapshot_records()))(pilot)
+        await pilot.press("p", *"a gorgeous, witty film", "tab", *"a witty film", "enter")
+        await until(pilot, lambda: app.playground.result_for == ("a gorgeous, witty film", "a witty film"),
+                    what="the pair prediction")
+        await pilot.pause(0.1)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
