@@ -161,7 +161,7 @@ def save_checkpoint(target: Path, model, tokenizer, *, step: int, epoch: float, 
 def optimizer_state(optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     """An optimizer's state as (tensors for safetensors, JSON-able rest)."""
     sd = optimizer.state_dict()
-    tensors, steps = {}, {}
+    tensors = {}
     for idx, st in sd["state"].items():
         for k, v in st.items():
             tensors[f"state.{idx}.{k}"] = v if isinstance(v, torch.Tensor) else torch.tensor(v)

@@ -126,6 +126,8 @@ def train_options(f):
                      help="Maximum tokens per input (capped by the model's positions)."),
         click.option("--bucket/--no-bucket", default=d.bucket, show_default=True,
                      help="Length-bucketed batches (less padding)."),
+        click.option("--augment", type=click.Path(file_okay=False, path_type=str), default=None,
+                     help="Also train on the augmented copies in this directory (from `bertmtl augment`)."),
         click.option("--strict", is_flag=True, help="Stop at the first unusable data row instead of skipping it."),
         click.option("--sst-train", "sst_train", type=click.Path(dir_okay=False), default=None, help="Override the SST train file."),
         click.option("--sst-dev", "sst_dev", type=click.Path(dir_okay=False), default=None, help="Override the SST dev file."),
@@ -449,3 +451,8 @@ def tui(ctx: click.Context, run: str | None, checkpoint_path: str | None, start_
     from .tui.app import run_tui
 
     run_tui(Path(run), checkpoint=checkpoint_path, train_argv=train_argv)
+
+
+# The optional stages (augment, pretrain, ablate) live in their own module; importing it
+# registers their commands on the group.
+from . import cli_stages  # noqa: E402,F401

@@ -32,7 +32,7 @@ def _train(args, env=None):
 def trained_run(tiny_bert_dir, data_dir, tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "run"
     _train(["--pretrained", str(tiny_bert_dir), "--data-dir", str(data_dir), "--out", str(run),
-            "--epochs", "2", "--lr", "1e-3", *FAST])
+            "--epochs", "2", "--lr", "1e-3", "--smart", *FAST])
     return run
 
 

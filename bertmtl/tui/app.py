@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from textual import on, work
 from textual.app import App, ComposeResult
@@ -48,6 +48,9 @@ class BertmtlApp(App):
 
     CSS_PATH = "bertmtl.tcss"
     TITLE = "bertmtl"
+    # Focused when the screen starts. (A focus() from on_mount would run late, and could undo
+    # a `p` pressed at once.)
+    AUTO_FOCUS = "#dev-table"
     # Screen classes for the stylesheet: a tall terminal shows more rows of the dev table.
     VERTICAL_BREAKPOINTS = [(0, "-short"), (40, "-tall")]
     BINDINGS = [
@@ -74,6 +77,7 @@ class BertmtlApp(App):
         self.tail = MetricsTail(self.run_dir / "metrics.jsonl")
         self.training = TrainingProcess(train_argv, self.run_dir) if train_argv else None
         self._quit_when_stopped = False
+        self.keep_training = False  # the user chose to quit and leave the training running
         self._training_rc: int | None = None
         self._evals_seen = None
         self.sub_title = self.run_dir.name
@@ -101,7 +105,6 @@ class BertmtlApp(App):
             self.set_interval(CHILD_CHECK_S, self._check_training)
         self.refresh_monitor()
         self.follow_metrics()
-        self.query_one("#dev-table").focus()
 
     # -- following the metrics file ------------------------------------------------------
 
@@ -111,8 +114,6 @@ class BertmtlApp(App):
         worker = get_current_worker()
         last_checkpoint = object()  # nothing seen yet
         while not worker.is_cancelled:
-            if self.training is not None:
-                self.training.settle_log()
             poll = self.tail.poll()
             if poll.records or poll.reset:
                 self.post_message(MetricsRead(poll))
@@ -135,7 +136,7 @@ class BertmtlApp(App):
 
     def refresh_monitor(self) -> None:
         """Show the run state, with what we know of our own training process on top."""
-        evals = (len(self.state.evals), self.state.best_step, self.state.evals[-1]["step"] if self.state.evals else None)
+        evals = [e["step"] for e in self.state.evals], self.state.best_step  # the table redraws only on change
         status, note = self._training_note()
         self.monitor.show(self.state, status=status, note=note, evals_changed=evals != self._evals_seen)
         self._evals_seen = evals
@@ -148,11 +149,10 @@ class BertmtlApp(App):
             if t.stopping:
                 return "stopping", "stopping… training saves a checkpoint (RUN/last) and exits"
             if self.state.records == 0:
-                return "starting", f"starting training in the background (log: {t.log_path.name}) · s stops it"
+                return "starting", f"starting training in the background (log: {self.run_dir.name}/train.log)"
             return None, ""
         if t is not None and self._training_rc != 0 and self.state.status not in ("stopped", "finished"):
-            tail = t.log_tail().replace("[", "\\[")
-            return "failed", f"training exited with code {self._training_rc} (log: {t.log_path}):\n{tail}"
+            return "failed", f"training exited with code {self._training_rc} (log: {t.log_path}):\n{t.log_tail()}"
         if self.state.status == "stopped":
             return None, f"stopped at step {self.state.step}; checkpoint saved. {resume}"
         if self.state.status == "nonfinite":
@@ -167,15 +167,22 @@ class BertmtlApp(App):
         self.refresh_monitor()
         self.refresh_bindings()
         if self._quit_when_stopped:
-            self.exit(message=self._training_note()[1] or None)
+            self.exit(message=self._exit_message(rc))
+
+    def _exit_message(self, rc: int) -> str:
+        """What to print after quitting once our training has stopped."""
+        if rc == 0:
+            return (f"training stopped; checkpoint saved in {self.run_dir / 'last'}. "
+                    f"Resume with: bertmtl train --resume {self.run_dir}")
+        return f"training exited with code {rc}; see {self.training.log_path}"
 
     # -- actions -------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "stop_training":
-            if self.training is None:
-                return False  # watching someone else's run: nothing of ours to stop
-            return True if self.training.running and not self.training.stopping else None
+            if self.training is None or not self.training.running:
+                return False  # someone else's run, or ours has ended: nothing to stop
+            return None if self.training.stopping else True  # greyed out while it saves
         if action == "leave_input":
             return isinstance(self.focused, Input)  # shown in the footer only where it means something
         return True
@@ -195,7 +202,7 @@ class BertmtlApp(App):
             self.exit(message=f"training is still saving its checkpoint; then resume with "
                               f"`bertmtl train --resume {self.run_dir}`")
         else:
-            self.push_screen(QuitScreen(self.run_dir.name), self._quit_choice)
+            self.push_screen(QuitScreen(self.run_dir.name, str(self.training.log_path)), self._quit_choice)
 
     def _quit_choice(self, choice: str | None) -> None:
         if choice == "stop":
@@ -205,6 +212,7 @@ class BertmtlApp(App):
                 self.refresh_bindings()
             self.notify("stopping… this closes once the checkpoint is saved (q: close now)", title="training")
         elif choice == "keep":
+            self.keep_training = True
             self.exit(message=f"training continues in the background (pid {self.training.proc.pid}, log "
                               f"{self.training.log_path}); watch it with `bertmtl tui {self.run_dir}`")
 
@@ -241,7 +249,10 @@ class BertmtlApp(App):
         places = [sel for p, sel in FOCUS_RING if p == pane]
 
         def focus_if_outside() -> None:
-            # Runs after _focus's own callback, so a Tab that chose a place in this pane wins.
+            # Tab, m and p have put the focus in the pane already; a click on the tab has not.
+            # The event may also be stale (the first pane's, at start-up): then leave it.
+            if self.query_one(TabbedContent).active != pane:
+                return
             if self.focused is None or f"#{self.focused.id}" not in places:
                 self.query_one(places[0]).focus()
 
@@ -261,4 +272,11 @@ def run_tui(run_dir: Path, checkpoint: str | None = None, train_argv: list[str] 
     # training (ours or another) keeps the cores busy their spin-waits made a pair take 200 ms
     # instead of 1 ms (tiny model, 2 busy cores).
     torch.set_num_threads(PLAYGROUND_THREADS)
-    BertmtlApp(run_dir, checkpoint=checkpoint, train_argv=train_argv).run()
+    app = BertmtlApp(run_dir, checkpoint=checkpoint, train_argv=train_argv)
+    try:
+        app.run()
+    finally:
+        # However the app ended (a crash included), our training is not left running unasked;
+        # SIGINT still lets it save a resumable checkpoint.
+        if app.training is not None and not app.keep_training:
+            app.training.stop()

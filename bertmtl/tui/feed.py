@@ -219,7 +219,7 @@ def format_duration(seconds: float | None) -> str:
     """1h 02m, 3m 20s, 45s; an en dash when unknown."""
     if seconds is None or not math.isfinite(seconds):
         return "–"
-    s = int(round(seconds))
+    s = round(seconds)
     if s >= 3600:
         return f"{s // 3600}h {s % 3600 // 60:02d}m"
     if s >= 60:

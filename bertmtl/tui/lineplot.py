@@ -179,5 +179,6 @@ class LinePlot(Widget):
 
     def render(self) -> Text:
         size = self.content_size
-        lines = plot_lines(self.series, self.series_colors, size.width, size.height, self.series_labels, empty=self.empty)
+        lines = plot_lines(self.series, self.series_colors, size.width, size.height, self.series_labels,
+                           empty=self.empty)
         return Text("\n").join(lines)

@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.geometry import Size
 from textual.reactive import reactive
 from textual.widgets import DataTable, Static
 
@@ -48,9 +49,19 @@ STATUS_STYLES = {"waiting": "dim", "running": "bold green", "finished": "bold", 
 class RunStatus(Static):
     """One or two lines: state, progress bar, step, epoch, speed, ETA; then any note."""
 
-    progress: reactive[Progress | None] = reactive(None)
+    # layout=True: the note comes and goes, and the height follows it.
+    progress: reactive[Progress | None] = reactive(None, layout=True)
 
     def render(self) -> Text:
+        return self.status_text(self.content_size.width)
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        # The packing depends on the width: count the lines at the width being laid out, not
+        # at the last rendered one (which, before the first layout, is zero).
+        return len(self.status_text(width).wrap(self.app.console, max(width, 1)))
+
+    def status_text(self, width: int) -> Text:
+        """The status at a given width: parts move to the next line whole."""
         p = self.progress
         if p is None:
             return Text("waiting for metrics.jsonl…", style="dim")
@@ -62,9 +73,10 @@ class RunStatus(Static):
         total = f"/{p.total_steps}" if p.total_steps else ""
         epochs = f"/{p.epochs:g}" if p.epochs else ""
         speed = f"{p.examples_per_s:,.0f} ex/s" if p.examples_per_s is not None else "– ex/s"
-        parts = [f"step {p.step}{total}", f"epoch {p.epoch:.2f}{epochs}", speed, f"ETA {p.eta}"]
-        # No-break spaces inside each part: a narrow terminal wraps between parts, not inside.
-        line.append(" · " + " · ".join(part.replace(" ", "\u00a0") for part in parts))
+        width = max(width, 20)
+        for part in (f"step {p.step}{total}", f"epoch {p.epoch:.2f}{epochs}", speed, f"ETA {p.eta}"):
+            current = len(line.plain) - line.plain.rfind("\n") - 1
+            line.append(" · " + part if current + 3 + len(part) <= width else "\n" + part)
         if p.note:
             line.append("\n" + p.note, style="yellow" if p.status != "failed" else "red")
         return line
@@ -110,8 +122,9 @@ CONFIG_KEYS = (  # (label, how to show it from the start record's config), most 
 class ConfigView(Static):
     """The run's key training options, from its start record."""
 
-    config: reactive[dict] = reactive(dict)
-    details: reactive[str] = reactive("")  # device and examples, which are not options
+    # layout=True: the height (auto) changes with the number of rows.
+    config: reactive[dict] = reactive(dict, layout=True)
+    details: reactive[str] = reactive("", layout=True)  # device and examples, which are not options
 
     def render(self) -> Table | Text:
         if not self.config:
@@ -150,8 +163,14 @@ class MonitorPane(Vertical):
 
     def show(self, state: RunState, status: str | None = None, note: str = "", evals_changed: bool = True) -> None:
         """Redraw from the run state; `status`/`note` override what the records say (stopping, failed)."""
-        self.query_one("#loss-plot", LinePlot).set_series(state.loss)
+        loss = self.query_one("#loss-plot", LinePlot)
         smart = self.query_one("#smart-plot", LinePlot)
+        if state.config.get("log_every") and state.status == "running":
+            # Otherwise slow first steps look like a hung run.
+            waiting = f"the first point comes after {state.config['log_every']} steps (--log-every)"
+            loss.set_empty(waiting)
+            smart.set_empty(waiting)
+        loss.set_series(state.loss)
         weights = state.config.get("smart_weights") or {}
         if state.config and not state.config.get("smart", True):
             smart.set_empty("SMART is off for this run (--no-smart)")

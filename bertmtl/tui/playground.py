@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from time import perf_counter
-from typing import Callable
 
+from rich.markup import escape
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -31,6 +32,9 @@ SENTIMENT_COLORS = ("#c01c28", "#e66100", "#9a9996", "#2ec27e", "#26a269")
 DEBOUNCE_S = 0.15
 # A checkpoint replaced while we read it is read again, at most this many times.
 LOAD_TRIES = 3
+# A checkpoint that fails to load is tried again after this long, doubling up to the maximum
+# (one still being copied in place completes; a broken one does not cost a load a second).
+RETRY_S, MAX_RETRY_S = 1.0, 60.0
 
 
 def default_predictor(path: Path):
@@ -38,6 +42,20 @@ def default_predictor(path: Path):
     from ..predict import Predictor
 
     return Predictor(path)
+
+
+def describe_checkpoint(predictor, fallback: Path) -> str:
+    """RUN/best (step N, dev overall X): which model answers, read from its files."""
+    path = Path(getattr(predictor, "path", fallback))
+    info = []
+    try:
+        info.append(f"step {json.loads((path / 'bertmtl.json').read_text())['step']}")
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    overall = (getattr(predictor, "metrics", None) or {}).get("overall")
+    if isinstance(overall, (int, float)):
+        info.append(f"dev overall {overall:.3f}")
+    return f"{path.parent.name}/{path.name}" + (f" ({', '.join(info)})" if info else "")
 
 
 class SentimentBars(Static):
@@ -107,7 +125,10 @@ class PlaygroundPane(Vertical):
         self.result: dict | None = None  # the answer on screen
         self.result_for: tuple[str, str | None] | None = None  # ... and the input it answers
         self._loaded_identity = None
+        self._offered_identity = None  # the run's checkpoint as last seen by the app's tail
+        self._failed_identity = None  # the last one that did not load (said once, not per retry)
         self._loading = False
+        self._retry_s = RETRY_S
         self._lock = threading.Lock()  # one forward pass at a time: stale workers wait, then skip
         self._debounce: Timer | None = None
 
@@ -124,7 +145,10 @@ class PlaygroundPane(Vertical):
         self.query_one("#sentiment-a").border_title = "sentiment"
         self.query_one("#sentiment-b").border_title = "sentiment of sentence 2"
         self.query_one("#pair-scores").border_title = "pair"
-        self._show_result(None)
+        self.query_one("#sentiment-a", SentimentBars).hint = "Type a sentence above; the heads answer as you type."
+        self.query_one("#sentiment-b", SentimentBars).hint = "Type a second sentence to see its sentiment."
+        self.query_one("#pair-scores", PairScores).hint = ("With two sentences: paraphrase probability and "
+                                                           "similarity (0-5).")
         self.load_model()
 
     def watch_status(self, status: str) -> None:
@@ -132,71 +156,71 @@ class PlaygroundPane(Vertical):
 
     # -- the model -----------------------------------------------------------------------
 
-    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
     def load_model(self) -> None:
         """Load (or reload) the checkpoint in a thread; predictions keep the old model meanwhile."""
+        self._loading = True
+        if self.predictor is None:
+            self.status = "[dim]loading model…[/]"
+        self._load_in_thread()
+
+    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
+    def _load_in_thread(self) -> None:
         from ..errors import UserError
 
-        self._loading = True
-        self.app.call_from_thread(self._set_loading)
         path = Path(self.checkpoint) if self.checkpoint else self.run_dir
         try:
             for _ in range(LOAD_TRIES):
                 before = checkpoint_identity(self.run_dir) if self.follow_run else None
-                t0 = perf_counter()
                 predictor = self.predictor_factory(path)
-                load_s = perf_counter() - t0
                 if not self.follow_run or checkpoint_identity(self.run_dir) == before:
                     break
+            description = describe_checkpoint(predictor, path)
         except UserError as e:
-            self.app.call_from_thread(self._no_model, e.message)
+            self.app.call_from_thread(self._no_model, e.message, checkpoint_identity(self.run_dir))
             return
         except Exception as e:  # a half-written or foreign checkpoint: say so, keep the interface alive
-            self.app.call_from_thread(self._no_model, f"could not load the model: {e}")
+            message = f"could not load the model: {e}"
+            self.app.call_from_thread(self._no_model, message, checkpoint_identity(self.run_dir))
             return
         finally:
             self._loading = False
-        self.app.call_from_thread(self._model_ready, predictor, before, load_s)
+        self.app.call_from_thread(self._model_ready, predictor, before, description)
 
-    def _set_loading(self) -> None:
-        if self.predictor is None:
-            self.status = "[dim]loading model…[/]"
-
-    def _no_model(self, message: str) -> None:
+    def _no_model(self, message: str, identity) -> None:
+        if self.follow_run and identity is not None:
+            self.set_timer(self._retry_s, self._retry_load)
+            self._retry_s = min(self._retry_s * 2, MAX_RETRY_S)
         if self.predictor is not None:
-            self.notify(message, title="model not reloaded", severity="warning")
-            return
-        if self.follow_run:
-            self.status = (f"[yellow]No checkpoint to try yet.[/] [dim]{self.run_dir.name}/best/ appears after the "
-                           f"first dev evaluation; it is loaded as soon as it does.[/]")
+            if identity != self._failed_identity:
+                self.notify(message, title="model not reloaded (retrying)", severity="warning")
+            self._failed_identity = identity
+        elif self.follow_run and identity is None:
+            self.status = (f"[yellow]No checkpoint to try yet.[/] [dim]{escape(self.run_dir.name)}/best/ appears "
+                           f"after the first dev evaluation; it is loaded as soon as it does.[/]")
         else:
-            self.status = f"[red]{message}[/]"
+            self.status = f"[red]{escape(message)}[/]"
 
-    def _model_ready(self, predictor, identity, load_s: float) -> None:
+    def _retry_load(self) -> None:
+        if not self._loading and self._offered_identity != self._loaded_identity:
+            self.load_model()
+
+    def _model_ready(self, predictor, identity, description: str) -> None:
+        self._retry_s = RETRY_S
         self.predictor = predictor
         self._loaded_identity = identity
-        path = Path(getattr(predictor, "path", self.checkpoint or self.run_dir))
-        info = []
-        try:
-            meta = json.loads((path / "bertmtl.json").read_text())
-            info.append(f"step {meta['step']}")
-        except (OSError, ValueError, KeyError):
-            pass
-        overall = (getattr(predictor, "metrics", None) or {}).get("overall")
-        if isinstance(overall, (int, float)):
-            info.append(f"dev overall {overall:.3f}")
-        self.model_info = f"{path.parent.name}/{path.name}" + (f" ({', '.join(info)})" if info else "")
+        self.model_info = description
         self._refresh_status()
         self.request_prediction()  # answer what is already typed, with the new model
 
     def checkpoint_seen(self, identity) -> None:
         """The run offers this checkpoint now; reload when it is not the one loaded."""
+        self._offered_identity = identity
         if self.follow_run and identity is not None and identity != self._loaded_identity and not self._loading:
             self.load_model()
 
     def _refresh_status(self) -> None:
         latency = f" · {self.latency_ms:.0f} ms" if self.latency_ms is not None else ""
-        self.status = f"[dim]model[/] {self.model_info}[dim]{latency}[/]"
+        self.status = f"[dim]model[/] {escape(self.model_info)}[dim]{latency}[/]"
 
     # -- predictions ---------------------------------------------------------------------
 
@@ -219,6 +243,7 @@ class PlaygroundPane(Vertical):
         if not a and b:
             a, b = b, ""
         if not a:
+            self.workers.cancel_group(self, "predict")  # an answer still on its way is for old text
             self._show_result(None)
             return
         if self.predictor is not None:
@@ -245,9 +270,6 @@ class PlaygroundPane(Vertical):
         sa = self.query_one("#sentiment-a", SentimentBars)
         sb = self.query_one("#sentiment-b", SentimentBars)
         pair = self.query_one("#pair-scores", PairScores)
-        sa.hint = "Type a sentence above; the heads answer as you type."
-        sb.hint = "Type a second sentence to see its sentiment."
-        pair.hint = "With two sentences: paraphrase probability and similarity (0-5)."
         if result is not None and "error" in result:
             self.notify(result["error"], title="prediction failed", severity="error")
             return

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
+from rich.table import Table
 from textual.app import ComposeResult
 from textual.binding import Binding
-from rich.table import Table
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
@@ -13,8 +14,8 @@ KEYS = (
     ("m / p", "Monitor / Playground"),
     ("Tab, Shift+Tab", "next / previous place, across both panes"),
     ("Esc", "leave an input (then the single keys work again)"),
-    ("s", "stop the training started with --train: it saves RUN/last, "
-          "resumable with `bertmtl train --resume RUN`"),
+    ("s", ("stop the training started with --train: it saves RUN/last, "
+           "resumable with `bertmtl train --resume RUN`")),
     ("t", "light / dark theme (Ctrl+P: more themes)"),
     ("?", "this help"),
     ("q", "quit (asks first while our training runs)"),
@@ -64,16 +65,17 @@ class QuitScreen(ModalScreen[str]):
         Binding("escape,c", "choose('cancel')", "cancel"),
     ]
 
-    def __init__(self, run_name: str):
+    def __init__(self, run_name: str, log_path: str):
         super().__init__()
         self.run_name = run_name
+        self.log_path = log_path
 
     def compose(self) -> ComposeResult:
         with Vertical(id="quit-box"):
             yield Static(
-                f"[b]Training of {self.run_name} is still running.[/b]\n\n"
+                f"[b]Training of {escape(self.run_name)} is still running.[/b]\n\n"
                 "[b]s[/b] / [b]Enter[/b]  stop it: a checkpoint is saved and the run can be resumed, then quit\n"
-                "[b]k[/b]          keep it training in the background (log in RUN/train.log) and quit\n"
+                f"[b]k[/b]          keep it training in the background (log: {escape(self.log_path)}) and quit\n"
                 "[b]Esc[/b]        cancel")
 
     def action_choose(self, choice: str) -> None:

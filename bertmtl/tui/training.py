@@ -21,26 +21,14 @@ class TrainingProcess:
         self.run_dir = Path(run_dir)
         self.proc: subprocess.Popen | None = None
         self.stopping = False
-        # `bertmtl train --out RUN` refuses a RUN that already holds files, so the log starts
-        # beside it and moves in once training has created RUN (the child keeps its handle).
-        self.log_path = self.run_dir.parent / f".{self.run_dir.name}.train.log"
+        self.log_path = self.run_dir / "train.log"
 
     def start(self) -> None:
         """Start the child process."""
-        self.run_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)
-
-    def settle_log(self) -> None:
-        """Move the log into the run directory once it exists (cheap to call often)."""
-        final = self.run_dir / "train.log"
-        if self.log_path != final and self.run_dir.is_dir() and self.log_path.exists():
-            try:
-                os.replace(self.log_path, final)
-                self.log_path = final
-            except OSError:
-                pass  # try again at the next poll
 
     @property
     def running(self) -> bool:

@@ -1,0 +1,259 @@
+"""The paper's ablation table (Table 1) with our stack: `bertmtl ablate`.
+
+Every row is one call of `train()` with a shared budget and seed, scored on dev with all three
+heads. Rows: the SST-only baseline, simple multi-task (summed losses), further MLM pretraining
++ SMART + PCGrad, the final recipe (SMART + PCGrad, AdamW), and the final recipe with AdamaxW.
+The paper's numbers are printed beside ours where we have them, never invented.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .data import TASKS
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: a name, its title, and how its training differs from the defaults."""
+
+    name: str
+    title: str
+    short: str  # for the terminal table
+    train: dict
+    pretrained_mlm: bool = False
+
+
+ROWS: dict[str, Row] = {r.name: r for r in (
+    Row("baseline", "Baseline: SST only (sum, no SMART)", "baseline (SST only)", {"tasks": ["sst"], "combine": "sum", "smart": False}),
+    Row("multitask", "Simple multi-task (sum, no SMART)", "multi-task (sum)", {"combine": "sum", "smart": False}),
+    Row("pretrain", "+ further MLM pretraining, SMART, PCGrad", "+ MLM pretraining", {"combine": "pcgrad", "smart": True}, pretrained_mlm=True),
+    Row("final", "Final: SMART + PCGrad (AdamW)", "final (AdamW)", {"combine": "pcgrad", "smart": True, "optimizer": "adamw"}),
+    Row("adamaxw", "Final with AdamaxW", "final (AdamaxW)", {"combine": "pcgrad", "smart": True, "optimizer": "adamaxw"}),
+)}
+
+METRICS = (("sst_acc", "SST acc"), ("para_acc", "Quora acc"), ("sts_corr", "STS r"), ("overall", "Overall"))
+
+# The CS224N report (bert-base) gives figures for its final model only; other cells are "—".
+PAPER = {"final": {"sst_acc": 0.514, "para_acc": 0.789, "sts_corr": 0.727, "overall": 0.677}}
+PAPER_NOTE = ("Paper: the CS224N report's Table 1 (bert-base). Only its final row (SMART + PCGrad, no further "
+              "pretraining) is available to us; \"—\" marks paper cells we do not have (not invented).")
+BASELINE_NOTE = ("The baseline trains on SST only; its paraphrase and similarity heads are untrained, so they score "
+                 "the cosine similarity of the encoder's sentence embeddings through the heads' initial scale and offset.")
+
+
+def parse_rows(spec: str) -> list[str]:
+    """'baseline,final' -> ['baseline', 'final'] in table order."""
+    names = [s.strip().lower() for s in spec.replace(" ", ",").split(",") if s.strip()]
+    bad = [n for n in names if n not in ROWS]
+    if bad or not names:
+        raise ValueError(f"unknown row(s) {', '.join(bad) or repr(spec)}; choose from {', '.join(ROWS)}")
+    return [r for r in ROWS if r in names]
+
+
+@dataclass
+class AblateConfig:
+    """The options of `bertmtl ablate` (saved in ablation.json)."""
+
+    data_dir: str = "data"
+    out: str = "ablation"
+    rows: list = field(default_factory=lambda: list(ROWS))
+    budget_steps: int | None = 300  # steps per row; None with `epochs` = full epochs
+    epochs: float | None = None
+    batch_size: int = 16
+    eval_batch_size: int = 128
+    max_length: int = 128
+    dev_limit: int | None = None  # score on a seeded subset of N dev examples per task
+    lr: float = 5e-5
+    pretrained: str | None = None
+    pretrained_mlm: str | None = None  # an existing `bertmtl pretrain` output for the "pretrain" row
+    pretrain_steps: int = 300
+    seed: int = 42
+    device: str = "auto"
+    keep_checkpoints: bool = False
+    overwrite: bool = False
+    command: str | None = None
+
+    def budget(self) -> dict:
+        """What limited the runs, in words and numbers (printed with the table)."""
+        if self.epochs is not None:
+            b = {"mode": "epochs", "epochs_per_row": self.epochs}
+            text = f"{self.epochs:g} epoch(s) per row"
+        else:
+            b = {"mode": "steps", "steps_per_row": self.budget_steps}
+            text = f"{self.budget_steps} steps per row (one step = one batch of each trained task)"
+        b.update(batch_size=self.batch_size, max_length=self.max_length, dev_limit=self.dev_limit,
+                 pretrain_steps=self.pretrain_steps if self.pretrained_mlm is None else None, seed=self.seed, lr=self.lr)
+        text += f", batch {self.batch_size}, max length {self.max_length}, seed {self.seed}, lr {self.lr:g}"
+        text += f", dev: {'all examples' if not self.dev_limit else f'a seeded subset of {self.dev_limit} per task'}"
+        if "pretrain" in self.rows:
+            text += (f", further pretraining: {self.pretrain_steps} MLM steps" if self.pretrained_mlm is None
+                     else f", further pretraining: taken from {self.pretrained_mlm}")
+        b["text"] = text
+        return b
+
+
+def machine() -> dict:
+    """Where the numbers were measured."""
+    import torch
+
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version()}
+    if torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def dev_subset(data_dir: str | Path, out: Path, n: int, seed: int) -> dict[str, Path]:
+    """Seeded subsets of n rows of each dev file (rows copied verbatim), as TrainConfig.files overrides."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, task in TASKS.items():
+        src = Path(data_dir) / task.filename("dev")
+        if not src.is_file():
+            continue
+        with open(src, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh, delimiter="\t"))
+        header, body = rows[0], rows[1:]
+        keep = sorted(random.Random(seed).sample(range(len(body)), min(n, len(body))))
+        dst = out / src.name
+        with open(dst, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh, delimiter="\t")
+            w.writerow(header)
+            w.writerows(body[i] for i in keep)
+        files[f"{name}_dev"] = str(dst)
+    return files
+
+
+def _fmt(v) -> str:
+    return "—" if v is None else f"{v:.3f}"
+
+
+def markdown(result: dict) -> str:
+    """The table as Markdown, with its budget, command, machine and notes."""
+    cols = [label for _, label in METRICS]
+    lines = ["# Ablation (the paper's Table 1 with bertmtl)", "",
+             "| Row | " + " | ".join(cols) + " | " + " | ".join(f"Paper {c}" for c in cols) + " | Wall time |",
+             "|---" * (2 * len(cols) + 2) + "|"]
+    for r in result["rows"]:
+        ours = [_fmt((r["metrics"] or {}).get(k)) for k, _ in METRICS]
+        paper = [_fmt((r["paper"] or {}).get(k)) for k, _ in METRICS]
+        lines.append(f"| {r['title']} | " + " | ".join(ours) + " | " + " | ".join(paper) + f" | {r['wall_s']:.0f} s |")
+    lines += ["", f"**Budget:** {result['budget']['text']}.", "",
+              f"**Command:** `{result['command']}`", "",
+              "**Machine:** " + ", ".join(f"{k} {v}" for k, v in result["machine"].items()) + f"; device {result['device']}.", "",
+              f"**Total wall time:** {result['wall_s']:.0f} s.", ""]
+    if result.get("pretrain"):
+        p = result["pretrain"]
+        lines += [f"**Further pretraining:** {p['source']}: held-out MLM perplexity "
+                  f"{_fmt(p.get('before_perplexity'))} before, {_fmt(p.get('after_perplexity'))} after "
+                  f"({p.get('steps', '?')} steps, {p.get('wall_s', 0):.0f} s).", ""]
+    lines += [f"Notes: {PAPER_NOTE} {BASELINE_NOTE} Overall = mean of SST accuracy, Quora accuracy and STS "
+              f"Pearson r, on dev.", ""]
+    return "\n".join(lines)
+
+
+def print_table(result: dict, console=None) -> None:
+    """The table in the terminal (Rich), ours beside the paper's."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title="Ablation: ours (paper)", show_header=True, header_style="bold")
+    table.add_column("Row")
+    for _, label in METRICS:
+        table.add_column(label, justify="right")
+    table.add_column("time", justify="right")
+    for r in result["rows"]:
+        cells = [f"{_fmt((r['metrics'] or {}).get(k))} ({_fmt((r['paper'] or {}).get(k))})" for k, _ in METRICS]
+        table.add_row(ROWS[r["name"]].short if r.get("name") in ROWS else r["title"], *cells, f"{r['wall_s']:.0f} s")
+    console.print(table)
+    console.print(f"budget: {result['budget']['text']}", markup=False, highlight=False)
+    console.print(PAPER_NOTE, markup=False, highlight=False)
+
+
+def ablate(cfg: AblateConfig, reporter_factory=None) -> dict:
+    """Train every chosen row, write OUT/ablation.md and OUT/ablation.json; returns the result."""
+    from . import checkpoint as ckpt
+    from .pretrain import PretrainConfig, pretrain
+    from .train import TrainConfig, pick_device, train
+
+    t0 = time.perf_counter()
+    rows = parse_rows(",".join(cfg.rows))
+    if cfg.epochs is None and (cfg.budget_steps is None or cfg.budget_steps < 1):
+        raise UserError("give a budget: --budget-steps N (>= 1) or --epochs E")
+    out = Path(cfg.out)
+    runs = out / "runs"
+    for name in rows:
+        if (runs / name).exists():
+            if not cfg.overwrite:
+                raise UserError(f"{runs / name} exists from an earlier ablation; pass --overwrite or another --out")
+            shutil.rmtree(runs / name)
+    out.mkdir(parents=True, exist_ok=True)
+    device = pick_device(cfg.device)
+    files = dev_subset(cfg.data_dir, out / "dev-subset", cfg.dev_limit, cfg.seed) if cfg.dev_limit else {}
+    new_reporter = reporter_factory or (lambda: None)
+
+    result: dict = {"budget": cfg.budget(), "command": cfg.command or "(called from Python)", "machine": machine(),
+                    "device": str(device), "config": asdict(cfg), "rows": [], "pretrain": None,
+                    "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+    mlm_dir = cfg.pretrained_mlm
+    if "pretrain" in rows and mlm_dir is None:
+        tp = time.perf_counter()
+        mlm_dir = str(out / "pretrained-mlm")
+        report = pretrain(PretrainConfig(data_dir=cfg.data_dir, out=mlm_dir, pretrained=cfg.pretrained,
+                                         steps=cfg.pretrain_steps, batch_size=max(cfg.batch_size, 16),
+                                         max_length=cfg.max_length, seed=cfg.seed, device=cfg.device, overwrite=True,
+                                         heldout_max=min(500, cfg.dev_limit or 500),
+                                         log_every=max(1, cfg.pretrain_steps // 20)), reporter=new_reporter())
+        result["pretrain"] = {"source": mlm_dir, "steps": report["steps"], "wall_s": time.perf_counter() - tp,
+                              "before_perplexity": report["before"]["perplexity"],
+                              "after_perplexity": report["after"]["perplexity"], "head": report["head"]}
+    elif "pretrain" in rows:
+        rep = Path(mlm_dir) / "pretrain.json"
+        info = json.loads(rep.read_text()) if rep.is_file() else {}
+        result["pretrain"] = {"source": mlm_dir, "steps": info.get("steps"), "wall_s": 0.0,
+                              "before_perplexity": info.get("before", {}).get("perplexity"),
+                              "after_perplexity": info.get("after", {}).get("perplexity"), "head": info.get("head")}
+
+    for name in rows:
+        row = ROWS[name]
+        overrides = dict(row.train)
+        tc = TrainConfig(data_dir=cfg.data_dir, out=str(runs / name),
+                         pretrained=mlm_dir if row.pretrained_mlm else cfg.pretrained, files=dict(files),
+                         batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size, max_length=cfg.max_length,
+                         lr=cfg.lr, seed=cfg.seed, device=cfg.device)
+        if cfg.epochs is not None:
+            tc.epochs = cfg.epochs
+        else:  # the whole schedule (warm-up, decay) fits the budget; one dev evaluation at its end
+            tc.epochs, tc.steps_per_epoch = 1.0, cfg.budget_steps
+            tc.log_every = max(1, cfg.budget_steps // 10)
+        for k, v in overrides.items():
+            setattr(tc, k, list(v) if isinstance(v, list) else v)
+        tr = time.perf_counter()
+        summary = train(tc, reporter=new_reporter())
+        wall = time.perf_counter() - tr
+        metrics = summary.get("last_metrics") or {}
+        result["rows"].append({"name": name, "title": row.title, "metrics": {k: metrics.get(k) for k, _ in METRICS},
+                               "dev_n": {k: metrics.get(k) for k in ("sst_n", "para_n", "sts_n")},
+                               "paper": PAPER.get(name), "wall_s": wall, "steps": summary.get("step"),
+                               "status": summary.get("status"), "train": {k: getattr(tc, k) for k in (
+                                   "tasks", "combine", "smart", "optimizer", "pretrained", "epochs", "steps_per_epoch")}})
+        if not cfg.keep_checkpoints:  # the metrics and logs stay; the weights are large
+            for sub in ("best", "last"):
+                shutil.rmtree(runs / name / sub, ignore_errors=True)
+    result["wall_s"] = time.perf_counter() - t0
+    ckpt.write_json(out / "ablation.json", result)
+    ckpt.write_bytes(out / "ablation.md", markdown(result).encode())
+    return result
