@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .data import TASKS
+from .data import TASKS, parse_choices
 from .errors import UserError
 
 
@@ -53,11 +53,7 @@ BASELINE_NOTE = ("The baseline trains on SST only; its paraphrase and similarity
 
 def parse_rows(spec: str) -> list[str]:
     """'baseline,final' -> ['baseline', 'final'] in table order."""
-    names = [s.strip().lower() for s in spec.replace(" ", ",").split(",") if s.strip()]
-    bad = [n for n in names if n not in ROWS]
-    if bad or not names:
-        raise ValueError(f"unknown row(s) {', '.join(bad) or repr(spec)}; choose from {', '.join(ROWS)}")
-    return [r for r in ROWS if r in names]
+    return parse_choices(spec, list(ROWS), "row")
 
 
 @dataclass

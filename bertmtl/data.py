@@ -70,13 +70,19 @@ TASKS: dict[str, Task] = {
 TASK_ALIASES = {"sentiment": "sst", "paraphrase": "para", "quora": "para", "similarity": "sts"}
 
 
+def parse_choices(spec: str, choices, what: str, aliases: dict | None = None) -> list[str]:
+    """'b, a' -> ['a', 'b']: a comma/space separated subset of `choices`, in their order."""
+    aliases = aliases or {}
+    names = [aliases.get(t.strip().lower(), t.strip().lower()) for t in re.split(r"[,\s]+", spec) if t.strip()]
+    bad = [n for n in names if n not in choices]
+    if bad or not names:
+        raise ValueError(f"unknown {what}(s) {', '.join(bad) or repr(spec)}; choose from {', '.join(choices)}")
+    return [c for c in choices if c in names]
+
+
 def parse_tasks(spec: str) -> list[str]:
     """'sst,para' -> ['sst', 'para'] in canonical order (also accepts full names)."""
-    names = [TASK_ALIASES.get(t.strip().lower(), t.strip().lower()) for t in re.split(r"[,\s]+", spec) if t.strip()]
-    bad = [n for n in names if n not in TASKS]
-    if bad or not names:
-        raise ValueError(f"unknown task(s) {', '.join(bad) or spec!r}; choose from sst, para, sts")
-    return [t for t in TASKS if t in names]
+    return parse_choices(spec, list(TASKS), "task", TASK_ALIASES)
 
 
 @dataclass
