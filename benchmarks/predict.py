@@ -89,7 +89,8 @@ def main() -> None:
     p = Predictor(ckpt)
     sents = list(dict.fromkeys(s for pair in rows for s in pair))
     ids = [e.ids for e in p.tokenizer.encode(sents)]
-    with torch.inference_mode():
+    # The same precision as the predictor itself uses (bf16 where the CPU has it natively).
+    with torch.inference_mode(), torch.autocast("cpu", dtype=p.autocast_dtype, enabled=p.autocast_dtype is not None):
         p._embed(ids[:256])
         t0 = time.perf_counter()
         p._embed(ids)
@@ -99,7 +100,8 @@ def main() -> None:
     print(f"encoder alone on the same {len(sents)} distinct sentences: {len(sents) / raw:.0f} sentences/s "
           f"= {len(rows) / raw:.0f} pairs/s (the ceiling; stdin path reaches "
           f"{100 * (len(rows) / steady) / (len(rows) / raw):.0f}% of it)")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, predictor precision "
+          f"{'bf16' if p.autocast_dtype is not None else 'fp32'} (bertmtl predict --precision auto)")
 
 
 if __name__ == "__main__":

@@ -241,7 +241,7 @@ def check_checkpoint_dir(path: Path) -> dict:
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", max_length: int | None = None) -> Checkpoint:
     """Load a checkpoint directory for prediction, evaluation or resuming."""
-    from .model.bert import BertModel
+    from .model.bert import BertModel, uninitialised
     from .model.heads import HeadConfig, MultitaskBert
     from .tokenizer import DEFAULT_MAX_LENGTH, WordPieceTokenizer
     from .weights import load_into
@@ -257,9 +257,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", max_le
     train_args = read_json(path / "train_args.json") if (path / "train_args.json").is_file() else {}
     metrics = read_json(path / "metrics.json") if (path / "metrics.json").is_file() else {}
     tokenizer = WordPieceTokenizer.from_dir(path, max_length=max_length or train_args.get("max_length", DEFAULT_MAX_LENGTH))
-    # Built on the meta device: no time spent initialising weights that are loaded next.
-    with torch.device("meta"):
-        model = MultitaskBert(BertModel(config), head_cfg)
+    with uninitialised():  # every parameter is loaded next
+        model = MultitaskBert(BertModel(config, init_weights=False), head_cfg)
     load_into(model, _load_tensors(path / "model.safetensors"), source=path / "model.safetensors", assign=True)
     model.to(device).eval()
     return Checkpoint(path, model, tokenizer, info, heads, train_args, metrics)

@@ -300,7 +300,10 @@ def evaluate(checkpoint_path, data_dir, split, tasks, pred_dir, as_json, batch_s
               help="Output format when reading stdin.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Sentences per forward pass.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True, help="Device.")
-def predict(texts: tuple[str, ...], checkpoint_path, as_json, fmt, batch_size, device) -> None:
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="auto = bf16 where the hardware multiplies bf16 natively (~2x faster on such CPUs; "
+                   "probabilities within ~0.01 of fp32), else fp32.")
+def predict(texts: tuple[str, ...], checkpoint_path, as_json, fmt, batch_size, device, precision) -> None:
     """Predict with a trained model: one sentence, a pair, or lines from stdin.
 
     \b
@@ -322,7 +325,7 @@ def predict(texts: tuple[str, ...], checkpoint_path, as_json, fmt, batch_size, d
     from .predict import Predictor
     from .train import pick_device
 
-    predictor = Predictor(checkpoint_path, device=str(pick_device(device)), batch_size=batch_size)
+    predictor = Predictor(checkpoint_path, device=str(pick_device(device)), batch_size=batch_size, precision=precision)
     if stdin_mode:
         raise SystemExit(_predict_stdin(predictor, fmt))
     res = predictor.sentence(texts[0]) if len(texts) == 1 else predictor.pair(texts[0], texts[1])

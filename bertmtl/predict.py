@@ -22,6 +22,33 @@ MAX_LINE_BYTES = 1 << 20
 MAX_CHARS = 20_000
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX): then bf16 matmuls run
+    ~3x faster than fp32 ones; elsewhere bf16 is emulated and slower."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def inference_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for prediction: "auto" = bf16 where the hardware does it natively."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision != "auto":
+        raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if cpu_has_native_bf16() else None
+
+
 @dataclass
 class Item:
     """One thing to predict: a sentence, or a pair; `id` is echoed back; `error` if unusable."""
@@ -48,12 +75,14 @@ def sentiment_dict(probs: torch.Tensor) -> dict:
 class Predictor:
     """A trained multi-task model ready to answer; load once, call many times."""
 
-    def __init__(self, checkpoint: str | Path | None = None, device: str = "cpu", batch_size: int = 64):
+    def __init__(self, checkpoint: str | Path | None = None, device: str = "cpu", batch_size: int = 64,
+                 precision: str = "auto"):
         from .checkpoint import load_checkpoint
         from .runs import resolve_checkpoint
 
         self.path = resolve_checkpoint(checkpoint)
         self.device = torch.device(device)
+        self.autocast_dtype = inference_dtype(precision, self.device)
         ck = load_checkpoint(self.path, device=self.device)
         self.model, self.tokenizer, self.metrics = ck.model, ck.tokenizer, ck.metrics
         self.cross = self.model.cfg.pair_mode == "cross"
@@ -69,9 +98,14 @@ class Predictor:
         """Sentiment of both sentences, paraphrase probability and similarity of the pair."""
         return next(self.predict([Item(1, a, b)]))
 
-    @torch.inference_mode()
     def predict(self, items: list[Item]) -> Iterator[dict]:
         """Results for a list of items, in order (items with `error` give error objects)."""
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.autocast_dtype,
+                                                    enabled=self.autocast_dtype is not None):
+            results = list(self._predict(items))
+        yield from results
+
+    def _predict(self, items: list[Item]) -> Iterator[dict]:
         good = [it for it in items if it.error is None]
         singles: dict[str, int] = {}  # text -> row in the sentence-embedding batch
         for it in good:
@@ -117,7 +151,7 @@ class Predictor:
                 out["truncated"] = f"input longer than the model's maximum ({self.tokenizer.max_length} tokens); the rest was ignored"
             yield self._with_id(out, it)
 
-    def stream(self, items: Iterable[Item], window: int = 256, ready=None) -> Iterator[dict]:
+    def stream(self, items: Iterable[Item], window: int = 1024, ready=None) -> Iterator[dict]:
         """Results for an iterable of items, in input order, a window at a time.
 
         Memory stays bounded by `window` whatever the input length. `ready()` (optional) says

@@ -181,12 +181,14 @@ _IGNORED_PREFIXES = ("embeddings.position_ids", "cls.")
 def load_encoder(path: str | Path | None = None, dtype: torch.dtype = torch.float32,
                  device: str | torch.device | None = None):
     """Build a BertModel from an HF-format directory and load its weights."""
-    from .model.bert import BertModel
+    from .model.bert import BertModel, uninitialised
 
     directory = resolve(path)
     config = BertConfig.from_json(directory / "config.json")
     state = read_state_dict(directory, dtype)
-    model = BertModel(config)
+    has_pooler = any(k.startswith("pooler.") for k in state)
+    with uninitialised() if has_pooler else contextlib.nullcontext():  # all of it is loaded next
+        model = BertModel(config, init_weights=not has_pooler)
     load_into(model, state, source=directory)
     return model.to(device=device, dtype=dtype) if device is not None else model.to(dtype)
 

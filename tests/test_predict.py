@@ -50,12 +50,12 @@ def test_single_sentence_json(run_dir):
 
 def test_pair_json_matches_the_evaluation_path(run_dir, tmp_path):
     a, b = "the dog eat food ?", "the cat eat food ?"
-    r = CliRunner().invoke(main, ["predict", a, b, "--checkpoint", str(run_dir), "--json"])
+    r = CliRunner().invoke(main, ["predict", a, b, "--checkpoint", str(run_dir), "--json", "--precision", "fp32"])
     out = json.loads(r.output)
     assert set(out) == {"sentiment1", "sentiment2", "paraphrase_prob", "is_paraphrase", "similarity"}
     assert out["is_paraphrase"] == (out["paraphrase_prob"] > 0.5)
     # The same numbers as the dev-evaluation code path computes for this pair.
-    p = Predictor(run_dir)
+    p = Predictor(run_dir, precision="fp32")
     (tmp_path / "q.csv").write_text(f"\tid\tsentence1\tsentence2\tis_duplicate\n0\tx\t{a}\t{b}\t1\n")
     ex = read_task_file(tmp_path / "q.csv", TASKS["para"]).examples
     para = dataset_predict(p.model, TaskDataset(TASKS["para"], ex, p.tokenizer))
@@ -167,7 +167,7 @@ def test_long_input_is_truncated_and_said_so(run_dir):
 
 
 def test_stream_batches_and_keeps_order(run_dir):
-    p = Predictor(run_dir, batch_size=3)
+    p = Predictor(run_dir, batch_size=3, precision="fp32")  # bf16 would differ with the padding of a batch
     texts = [("good " * (i % 7 + 1)).strip() for i in range(20)]
     streamed = list(p.stream((Item(i + 1, t) for i, t in enumerate(texts)), window=8))
     one_by_one = [p.sentence(t) for t in texts]
@@ -175,3 +175,21 @@ def test_stream_batches_and_keeps_order(run_dir):
         assert a["sentiment"]["index"] == b["sentiment"]["index"]
         assert a["sentiment"]["probabilities"] == pytest.approx(b["sentiment"]["probabilities"], abs=1e-5)
     assert torch.is_inference_mode_enabled() is False
+
+
+def test_bf16_predictions_stay_close_to_fp32(run_dir):
+    exact, fast = Predictor(run_dir, precision="fp32"), Predictor(run_dir, precision="bf16")
+    a, b = exact.pair("the dog eat food ?", "the cat eat food ?"), fast.pair("the dog eat food ?", "the cat eat food ?")
+    assert a["paraphrase_prob"] == pytest.approx(b["paraphrase_prob"], abs=0.02)
+    assert a["similarity"] == pytest.approx(b["similarity"], abs=0.1)
+    assert a["sentiment1"]["probabilities"] == pytest.approx(b["sentiment1"]["probabilities"], abs=0.02)
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch):
+    import bertmtl.predict as pr
+
+    monkeypatch.setattr(pr, "cpu_has_native_bf16", lambda: False)
+    assert pr.inference_dtype("auto", torch.device("cpu")) is None
+    monkeypatch.setattr(pr, "cpu_has_native_bf16", lambda: True)
+    assert pr.inference_dtype("auto", torch.device("cpu")) is torch.bfloat16
+    assert pr.inference_dtype("fp32", torch.device("cpu")) is None

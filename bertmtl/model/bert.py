@@ -6,6 +6,7 @@ Module and parameter names follow HF's modeling_bert.py (`embeddings.word_embedd
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,25 @@ class Packing:
         return out.view(self.batch, self.seq, -1)
 
 
+@contextlib.contextmanager
+def uninitialised():
+    """Build modules without initialising their parameters (they are about to be loaded).
+
+    Random initialisation of a BERT costs a few hundred milliseconds that `bertmtl predict`
+    would spend before every answer, only to overwrite the values; this is HF's
+    `no_init_weights` idea. Not thread-safe: construction happens on one thread.
+    """
+    classes = (nn.Linear, nn.Embedding, nn.LayerNorm)
+    saved = {cls: cls.reset_parameters for cls in classes}
+    try:
+        for cls in classes:
+            cls.reset_parameters = lambda self: None
+        yield
+    finally:
+        for cls, fn in saved.items():
+            cls.reset_parameters = fn
+
+
 @dataclass
 class EncoderOutput:
     """What the encoder returns (HF-compatible attribute names)."""
@@ -134,15 +154,37 @@ class BertSelfAttention(nn.Module):
         self.dropout = Dropout(config.attention_probs_dropout_prob)
         self.impl = "auto"  # "auto" | "eager" | "sdpa"
 
+    def _fused_qkv(self, fold_scale: bool, scale: float, device_type: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (3h x h) weight and (3h) bias of Q, K and V side by side.
+
+        Built on every call while gradients flow (they must reach the three Linear modules);
+        without gradients (prediction), built once and cached, in the autocast dtype if one is
+        active, until a parameter changes (its version counter moves) or is replaced.
+        """
+        parts = (self.query.weight, self.key.weight, self.value.weight, self.query.bias, self.key.bias, self.value.bias)
+        cacheable = not torch.is_grad_enabled()
+        dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+        if cacheable:
+            key = (fold_scale, dtype, tuple((t.data_ptr(), t._version) for t in parts))
+            cached = getattr(self, "_qkv_cache", None)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+        q_w, q_b = (parts[0] * scale, parts[3] * scale) if fold_scale else (parts[0], parts[3])
+        w = torch.cat([q_w, parts[1], parts[2]])
+        bias = torch.cat([q_b, parts[4], parts[5]])
+        if cacheable:
+            if dtype is not None:
+                w, bias = w.to(dtype), bias.to(dtype)
+            self._qkv_cache = (key, (w, bias))
+        return w, bias
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, packing: Packing | None = None) -> torch.Tensor:
         impl = self.impl if self.impl != "auto" else FASTEST_ATTENTION.get(x.device.type, "sdpa")
         scale = 1.0 / math.sqrt(self.head_dim)
         # One (h -> 3h) matmul is faster than three (h -> h) ones, and keeping three Linear
         # modules keeps the HF parameter names. The eager path folds the 1/sqrt(d) scale into
         # the query weights, which costs h*h multiplies instead of b*heads*t*t.
-        q_w, q_b = (self.query.weight * scale, self.query.bias * scale) if impl == "eager" else (self.query.weight, self.query.bias)
-        w = torch.cat([q_w, self.key.weight, self.value.weight])
-        bias = torch.cat([q_b, self.key.bias, self.value.bias])
+        w, bias = self._fused_qkv(impl == "eager", scale, x.device.type)
         qkv = F.linear(x, w, bias)
         if packing is not None:
             qkv = packing.unpack(qkv)
@@ -247,13 +289,14 @@ class BertPooler(nn.Module):
 class BertModel(nn.Module):
     """The BERT encoder: `model(input_ids, attention_mask, token_type_ids=None)`."""
 
-    def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
+    def __init__(self, config: BertConfig, add_pooling_layer: bool = True, init_weights: bool = True):
         super().__init__()
         self.config = config
         self.embeddings = BertEmbeddings(config)
         self.encoder = BertEncoder(config)
         self.pooler = BertPooler(config) if add_pooling_layer else None
-        self.apply(self._init_weights)
+        if init_weights:
+            self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
         # BERT's initialisation: N(0, 0.02) weights, zero biases, identity LayerNorms.
