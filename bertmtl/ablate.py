@@ -219,7 +219,7 @@ def ablate(cfg: AblateConfig, reporter_factory=None) -> dict:
     elif "pretrain" in rows:
         rep = Path(mlm_dir) / "pretrain.json"
         info = json.loads(rep.read_text()) if rep.is_file() else {}
-        result["pretrain"] = {"source": mlm_dir, "steps": info.get("steps"), "wall_s": 0.0,
+        result["pretrain"] = {"source": mlm_dir, "steps": info.get("steps"), "wall_s": info.get("wall_s", 0.0),
                               "before_perplexity": info.get("before", {}).get("perplexity"),
                               "after_perplexity": info.get("after", {}).get("perplexity"), "head": info.get("head")}
 
