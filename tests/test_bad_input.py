@@ -257,6 +257,7 @@ def test_100k_stdin_lines_in_bounded_memory(checkpoint):
     assert len(out) == n
     assert "similarity" in json.loads(out[1]) and "sentiment" in json.loads(out[0])
     max_rss_kb = int(r.stderr.strip().splitlines()[-1])
+    print(f"100,000 stdin lines: peak RSS {max_rss_kb / 1024:.0f} MiB")
     # The whole input is 3 MB, its answers ~40 MB: bounded means well below holding it all in memory
     # several times over, whatever n is; torch and the model alone take ~300 MB.
     assert max_rss_kb < 700_000, max_rss_kb

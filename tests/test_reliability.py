@@ -49,16 +49,21 @@ def _train_records(run: Path) -> int:
     return sum(r["type"] == "train" for r in read_records(run / "metrics.jsonl")[0])
 
 
-def _wait_for_training(run: Path, proc, timeout=120) -> None:
-    """Until the child logs a new training step (it is past start-up and inside the loop)."""
+def _wait_for_training(run: Path, proc, steps: int = 1, timeout=120) -> bool:
+    """Until the child logs `steps` new training steps (it is past start-up and inside the loop).
+
+    Counting steps rather than seconds keeps the kill points spread the same on a fast or slow machine.
+    False when the child finished first.
+    """
     before = _train_records(run)
     t0 = time.time()
     while time.time() - t0 < timeout:
-        if _train_records(run) > before:
-            return
+        if _train_records(run) >= before + steps:
+            return True
         if proc.poll() is not None:
-            raise AssertionError(f"child exited early: {proc.stderr.read().decode()[-2000:]}")
-        time.sleep(0.05)
+            assert proc.returncode == 0, f"child failed: {proc.stderr.read().decode()[-2000:]}"
+            return False
+        time.sleep(0.02)
     raise AssertionError("no training step logged in time")
 
 
@@ -75,7 +80,7 @@ def _assert_loadable_or_absent(run: Path) -> int | None:
 
 @pytest.mark.slow
 def test_kill9_at_random_points_then_resume_equals_uninterrupted(tiny_bert_dir, data_dir, tmp_path):
-    extra = ("--epochs", "5", "--save-every", "1", "--eval-every", "4")
+    extra = ("--epochs", "10", "--save-every", "1", "--eval-every", "20")
     # Every run in a child process with the same thread count, so float reductions match.
     ref = _spawn(_args(tiny_bert_dir, data_dir, tmp_path / "ref", *extra))
     assert ref.wait(300) == 0, ref.stderr.read().decode()[-2000:]
@@ -85,10 +90,11 @@ def test_kill9_at_random_points_then_resume_equals_uninterrupted(tiny_bert_dir, 
     while kills < 5:
         resuming = (run / "last").exists()
         proc = _spawn(["train", "--resume", str(run)] if resuming else _args(tiny_bert_dir, data_dir, run, *extra))
-        _wait_for_training(run, proc)
-        time.sleep(rng.uniform(0.0, 0.6))
-        if proc.poll() is not None:
+        if not _wait_for_training(run, proc, steps=rng.randint(1, 8)):
             break  # it finished before we could kill it: no more kill points left
+        time.sleep(rng.uniform(0.0, 0.05))  # and somewhere inside the step or its save
+        if proc.poll() is not None:
+            break
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1
@@ -98,6 +104,7 @@ def test_kill9_at_random_points_then_resume_equals_uninterrupted(tiny_bert_dir, 
             import shutil
 
             shutil.rmtree(run)
+    print(f"kill -9 points: {kills} kills, last saved step after each: {saved_steps}")
     assert kills >= 3, saved_steps
     assert len(set(saved_steps)) >= 2, saved_steps  # the kills really landed at different points
     if not (run / "summary.json").exists() or json.loads((run / "summary.json").read_text())["status"] != "finished":
@@ -113,8 +120,8 @@ def test_kill9_at_random_points_then_resume_equals_uninterrupted(tiny_bert_dir, 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_saves_checkpoint_and_says_how_to_resume(tiny_bert_dir, data_dir, tmp_path, sig):
     run = tmp_path / "run"
-    proc = _spawn(_args(tiny_bert_dir, data_dir, run, "--epochs", "200"))
-    _wait_for_training(run, proc)
+    proc = _spawn(_args(tiny_bert_dir, data_dir, run, "--epochs", "2000"))
+    assert _wait_for_training(run, proc)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err.decode()[-2000:]
