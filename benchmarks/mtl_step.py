@@ -1,4 +1,5 @@
-"""Cost of one multi-task training step: sum vs PCGrad vs PCGrad + SMART, bucketed vs not.
+"""Cost of one multi-task training step: sum vs PCGrad vs PCGrad + SMART, bucketed vs not,
+fp32 vs bf16 autocast (what `--precision auto` picks on CPUs that multiply bf16 natively).
 
 Every variant runs the training loop's own step (bertmtl.train.MultitaskStep) on the same
 real batches (default weights, ../shared/data), alternating variants round by round; prints
@@ -18,6 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import data_dir, interleaved  # noqa: E402
 
+from bertmtl.accel import cpu_has_native_bf16  # noqa: E402
 from bertmtl.data import RoundRobin  # noqa: E402
 from bertmtl.model.bert import BertModel  # noqa: E402
 from bertmtl.model.heads import MultitaskBert  # noqa: E402
@@ -32,7 +34,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     args = ap.parse_args()
     torch.manual_seed(0)
-    base = TrainConfig(data_dir=str(data_dir()), batch_size=args.batch_size)
+    # fp32 is the reference for every comparison but the last one.
+    base = TrainConfig(data_dir=str(data_dir()), batch_size=args.batch_size, precision="fp32")
     tok = WordPieceTokenizer.from_dir(pretrained_dir())
     train_sets, _, _ = load_datasets(base, tok, warn=lambda row: None)
     tasks = list(train_sets)
@@ -44,6 +47,7 @@ def main() -> None:
         "pcgrad": dict(combine="pcgrad", smart=False),
         "pcgrad+smart": dict(combine="pcgrad", smart=True),
         "pcgrad, unbucketed": dict(combine="pcgrad", smart=False),
+        "pcgrad, bf16": dict(combine="pcgrad", smart=False, precision="bf16"),
     }
     steppers = {}
     for name, kw in variants.items():
@@ -76,6 +80,8 @@ def main() -> None:
     print(f"PCGrad overhead over sum: {100 * (times['pcgrad'] / times['sum'] - 1):+.1f}% (target <= +15%)")
     print(f"padded tokens per step, bucketed vs unbucketed: {tokens['bucketed']} vs {tokens['unbucketed']}; "
           f"unbucketed/bucketed time {times['pcgrad, unbucketed'] / times['pcgrad']:.2f}x")
+    print(f"bf16 autocast vs fp32 step: {times['pcgrad'] / times['pcgrad, bf16']:.2f}x faster "
+          f"(native bf16 on this CPU: {cpu_has_native_bf16()}; --precision auto uses bf16 only then)")
 
 
 if __name__ == "__main__":

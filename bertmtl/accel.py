@@ -1,8 +1,22 @@
-"""Optional torch.compile of the encoder, falling back cleanly where it cannot work."""
+"""Hardware-dependent speed-ups: bf16 where the CPU has it, optional torch.compile of the encoder."""
 
 from __future__ import annotations
 
 import torch
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX): then bf16 matmuls run
+    ~3x faster than fp32 ones; elsewhere bf16 is emulated and slower."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
 
 
 def compile_encoder(model, message) -> bool:

@@ -94,6 +94,9 @@ def train_options(f):
                      help="Gradient norm clipping (0 = off)."),
         click.option("--dropout", type=click.FloatRange(min=0, max=1, max_open=True), default=d.dropout, show_default=True,
                      help="Dropout in the encoder and heads."),
+        click.option("--ema", type=click.FloatRange(min=0, max=1, max_open=True), default=d.ema, show_default=True,
+                     help="Evaluate and save an exponential moving average of the weights with this decay "
+                          "(e.g. 0.99; 0 = off)."),
         click.option("--combine", type=click.Choice(["sum", "pcgrad"]), default=d.combine, show_default=True,
                      help="How per-task gradients become one update."),
         click.option("--smart/--no-smart", default=d.smart, show_default=True, help="SMART adversarial regularisation."),
@@ -106,8 +109,10 @@ def train_options(f):
         click.option("--seed", type=int, default=d.seed, show_default=True, help="Random seed (CPU runs repeat exactly)."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=d.device, show_default=True,
                      help="auto = CUDA when available."),
-        click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=d.precision, show_default=True,
-                     help="Autocast precision (fp16 adds a gradient scaler)."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=d.precision,
+                     show_default=True,
+                     help="Autocast precision of training steps: auto = bf16 on CPUs that multiply it natively "
+                          "(AVX512-BF16, AMX), fp32 elsewhere; fp16 adds a gradient scaler. Evaluation is fp32."),
         click.option("--compile/--no-compile", default=d.compile, show_default=True,
                      help="torch.compile the encoder (falls back when unsupported)."),
         click.option("--eval-every", type=click.IntRange(min=1), default=None,

@@ -91,4 +91,8 @@ class Dist:
 
     def close(self) -> None:
         if self.enabled and torch.distributed.is_initialized():
+            # Wait for rank 0's last writes first: a gloo rank that tears its group down while a
+            # peer still holds the connection can abort the process ("terminate called without
+            # an active exception"), and torchrun then reports a finished run as failed.
+            torch.distributed.barrier()
             torch.distributed.destroy_process_group()

@@ -12,6 +12,7 @@ from typing import Iterable, Iterator
 
 import torch
 
+from .accel import cpu_has_native_bf16
 from .model.heads import SENTIMENT_LABELS
 
 # A stdin line is kept up to this many bytes (the rest is dropped, and the answer says the
@@ -20,20 +21,6 @@ MAX_LINE_BYTES = 1 << 20
 # Longer inputs are cut before tokenising (the model sees at most max_length tokens anyway):
 # tokenising a megabyte to keep 128 tokens would only cost time and memory.
 MAX_CHARS = 20_000
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX): then bf16 matmuls run
-    ~3x faster than fp32 ones; elsewhere bf16 is emulated and slower."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
 
 
 def inference_dtype(precision: str, device: torch.device) -> torch.dtype | None:

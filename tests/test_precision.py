@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from bertmtl.accel import compile_encoder
+from bertmtl.cli import main
 from bertmtl.data import RoundRobin
+from bertmtl.metrics_log import read_records
 from bertmtl.model import BertModel
 from bertmtl.model.heads import MultitaskBert
 from bertmtl.progress import SilentReporter
@@ -46,6 +51,28 @@ def test_bf16_run_end_to_end(tiny_bert_dir, tmp_path):
     assert s["status"] == "finished" and s["last_metrics"]["overall"] is not None
     w = load_file(str(tmp_path / "run" / "last" / "model.safetensors"))
     assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in w.values())
+    start = read_records(tmp_path / "run" / "metrics.jsonl")[0][0]
+    assert start["precision"] == "bf16"
+    # Steps in bf16, evaluation in fp32: the run's dev scores are exactly what `bertmtl evaluate`
+    # (fp32) computes for the saved checkpoint.
+    r = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(tmp_path / "run" / "last"), "--data-dir", str(data),
+                                  "--json"])
+    got = json.loads(r.output.strip().splitlines()[-1])
+    for k in ("sst_acc", "para_acc", "sts_corr", "overall"):
+        assert got[k] == pytest.approx(s["last_metrics"][k], abs=1e-7), k
+
+
+def test_auto_precision_is_bf16_only_on_cpus_that_have_it(monkeypatch):
+    import bertmtl.train as tr
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(tr, "cpu_has_native_bf16", lambda: True)
+    assert tr.training_dtype("auto", cpu) is torch.bfloat16
+    assert tr.training_dtype("auto", cuda) is None  # launch-bound at this size: bf16 measured slower
+    assert tr.training_dtype("fp32", cpu) is None
+    monkeypatch.setattr(tr, "cpu_has_native_bf16", lambda: False)
+    assert tr.training_dtype("auto", cpu) is None
+    assert tr.training_dtype("bf16", cpu) is torch.bfloat16 and tr.training_dtype("fp16", cuda) is torch.float16
 
 
 def test_compile_falls_back_cleanly(tiny_bert_dir, monkeypatch):

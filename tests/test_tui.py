@@ -284,7 +284,7 @@ while not stop and step < 2000:
     step += 1
     write({"type": "train", "step": step, "epoch": step / 100000, "loss": {"sst": 1.0 / step}, "time": time.time()})
     time.sleep(0.02)
-time.sleep(0.5)  # saving the checkpoint
+time.sleep(3.0)  # saving the checkpoint (long enough to see the "stopping" state on a busy machine)
 (run / "last").mkdir()
 print(f"stopped at step {step}; checkpoint saved", flush=True)
 write({"type": "end", "status": "stopped", "step": step, "best_overall": None})
