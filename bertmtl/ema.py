@@ -1,8 +1,9 @@
 """An exponential moving average of the weights (`bertmtl train --ema DECAY`).
 
 The average of the last few hundred steps' weights sits in a flatter part of the loss surface
-than the last step's weights, and usually generalises a little better; it costs one copy of the
-parameters and one fused lerp per step. When it is on, the run evaluates and saves the average:
+than the last step's weights and can generalise a little better (on the default run: +0.006 dev
+overall after epoch 1, +0.001 at the end, where the decayed learning rate leaves little to
+average); it costs one copy of the parameters and one fused lerp per step. When it is on, the run evaluates and saves the average:
 every checkpoint's model.safetensors holds the weights its metrics were measured with, and the
 raw training weights travel in last/'s resume state, so `--resume` continues exactly.
 """
@@ -21,7 +22,7 @@ class WeightAverage:
         if not 0.0 < decay < 1.0:
             raise ValueError("decay must be in (0, 1)")
         self.decay = decay
-        self.names, self.params = zip(*[(n, p) for n, p in model.named_parameters() if p.requires_grad], strict=True)
+        self.names, self.params = trainable(model)
         self.shadow = [p.detach().clone() for p in self.params]
         self.updates = 0
 
@@ -62,6 +63,12 @@ class WeightAverage:
         with torch.no_grad():
             self.shadow = [p.detach().clone() for p in self.params]
         self.updates = updates if restore_training_weights(self.names, self.params, tensors) else 0
+
+
+def trainable(model: torch.nn.Module) -> tuple[tuple[str, ...], tuple[torch.nn.Parameter, ...]]:
+    """Names and parameters that training updates, in a fixed order."""
+    names, params = zip(*[(n, p) for n, p in model.named_parameters() if p.requires_grad], strict=True)
+    return names, params
 
 
 def restore_training_weights(names, params, tensors: dict[str, torch.Tensor]) -> bool:

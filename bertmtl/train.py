@@ -24,7 +24,7 @@ from . import checkpoint as ckpt
 from .accel import cpu_has_native_bf16
 from .data import TASKS, RoundRobin, TaskDataset, parse_tasks, read_task_file, task_path
 from .distributed import Dist
-from .ema import WeightAverage, restore_training_weights
+from .ema import WeightAverage, restore_training_weights, trainable
 from .errors import UserError
 from .evaluate import evaluate
 from .metrics_log import MetricsLog
@@ -406,8 +406,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
             if averager is not None:
                 averager.resume(tensors, state.get("ema_updates", 0))
             else:  # a run saved with --ema, resumed with --ema 0: go on from its training weights
-                named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-                restore_training_weights([n for n, _ in named], [p for _, p in named], tensors)
+                restore_training_weights(*trainable(model), tensors)
         except ValueError as e:
             raise UserError(f"{resume_ckpt}: {e}") from None
 
