@@ -75,6 +75,7 @@ class AblateConfig:
     pretrain_steps: int = 300
     seed: int = 42
     device: str = "auto"
+    precision: str = "auto"  # of the training steps, as in TrainConfig
     keep_checkpoints: bool = False
     overwrite: bool = False
     command: str | None = None
@@ -229,7 +230,7 @@ def ablate(cfg: AblateConfig, reporter_factory=None) -> dict:
         tc = TrainConfig(data_dir=cfg.data_dir, out=str(runs / name),
                          pretrained=mlm_dir if row.pretrained_mlm else cfg.pretrained, files=dict(files),
                          batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size, max_length=cfg.max_length,
-                         lr=cfg.lr, seed=cfg.seed, device=cfg.device)
+                         lr=cfg.lr, seed=cfg.seed, device=cfg.device, precision=cfg.precision)
         if cfg.epochs is not None:
             tc.epochs = cfg.epochs
         else:  # the whole schedule (warm-up, decay) fits the budget; one dev evaluation at its end
@@ -245,7 +246,8 @@ def ablate(cfg: AblateConfig, reporter_factory=None) -> dict:
                                "dev_n": {k: metrics.get(k) for k in ("sst_n", "para_n", "sts_n")},
                                "paper": PAPER.get(name), "wall_s": wall, "steps": summary.get("step"),
                                "status": summary.get("status"), "train": {k: getattr(tc, k) for k in (
-                                   "tasks", "combine", "smart", "optimizer", "pretrained", "epochs", "steps_per_epoch")}})
+                                   "tasks", "combine", "smart", "optimizer", "pretrained", "epochs", "steps_per_epoch",
+                                   "precision")}})
         if not cfg.keep_checkpoints:  # the metrics and logs stay; the weights are large
             for sub in ("best", "last"):
                 shutil.rmtree(runs / name / sub, ignore_errors=True)

@@ -183,11 +183,13 @@ def pretrain(data_dir, out, pretrained, datasets, augmented, caps, upsample, epo
 @click.option("--seed", type=int, default=42, show_default=True, help="Random seed shared by every row.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto = CUDA when available.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
+              help="Training-step precision of every row, as in `bertmtl train`.")
 @click.option("--keep-checkpoints", is_flag=True, help="Keep each row's best/ and last/ weights (large).")
 @click.option("--overwrite", is_flag=True, help="Replace the runs of an earlier ablation in --out.")
 @click.pass_context
 def ablate(ctx, data_dir, out, rows, budget_steps, epochs, dev_limit, pretrain_steps, pretrained_mlm, pretrained,
-           batch_size, max_length, lr, seed, device, keep_checkpoints, overwrite) -> None:
+           batch_size, max_length, lr, seed, device, precision, keep_checkpoints, overwrite) -> None:
     """Reproduce the paper's ablation table with a shared budget; writes Markdown and JSON.
 
     \b
@@ -201,8 +203,8 @@ def ablate(ctx, data_dir, out, rows, budget_steps, epochs, dev_limit, pretrain_s
     cfg = AblateConfig(data_dir=data_dir, out=out, rows=_bad(parse_rows, rows, "--rows"), budget_steps=budget_steps,
                        epochs=epochs, dev_limit=dev_limit, pretrain_steps=pretrain_steps, pretrained_mlm=pretrained_mlm,
                        pretrained=pretrained, batch_size=batch_size, max_length=max_length, lr=lr, seed=seed,
-                       device=device, keep_checkpoints=keep_checkpoints, overwrite=overwrite,
-                       command=_command_line(ctx))
+                       device=device, precision=precision, keep_checkpoints=keep_checkpoints,
+                       overwrite=overwrite, command=_command_line(ctx))
     result = run_ablate(cfg)
     print_table(result)
     click.echo(f"wrote {out}/ablation.md and {out}/ablation.json")

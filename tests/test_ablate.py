@@ -23,7 +23,7 @@ def ablation(tiny_bert_dir, data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("ablation") / "out"
     args = ["ablate", "--data-dir", str(data_dir), "--out", str(out), "--pretrained", str(tiny_bert_dir),
             "--rows", "final,baseline,pretrain", "--budget-steps", "2", "--pretrain-steps", "2", "--budget-dev", "16",
-            "--batch-size", "8", "--seed", "0", "--device", "cpu"]
+            "--batch-size", "8", "--seed", "0", "--device", "cpu", "--precision", "fp32"]
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output + repr(r.exception)
     return out, r.output
@@ -45,6 +45,7 @@ def test_writes_markdown_and_json(ablation):
     rows = {r["name"]: r for r in res["rows"]}
     assert rows["baseline"]["train"]["tasks"] == ["sst"] and rows["baseline"]["train"]["combine"] == "sum"
     assert rows["final"]["train"]["combine"] == "pcgrad" and rows["final"]["train"]["smart"] is True
+    assert all(r["train"]["precision"] == "fp32" for r in res["rows"])
     assert rows["pretrain"]["train"]["pretrained"] == str(out / "pretrained-mlm")
     assert rows["final"]["paper"] == PAPER["final"] and rows["baseline"]["paper"] is None
     assert res["budget"]["steps_per_row"] == 2 and "2 steps per row" in res["budget"]["text"]
