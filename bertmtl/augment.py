@@ -20,9 +20,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .data import TASKS, Example, read_task_file
+from .data import TASKS, Example, read_task_file, stable_seed
 from .errors import UserError
-from .pretrain import progress_bar, stable_seed
+from .progress import progress_bar
 
 METHODS = ("swap", "delete", "synonym", "contextual")
 METHOD_ALIASES = {"random-swap": "swap", "random_swap": "swap", "deletion": "delete", "random-delete": "delete",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import math
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -354,3 +355,8 @@ class RoundRobin:
         for t in self.state:
             if t in state:
                 self.state[t] = {"pass": int(state[t]["pass"]), "pos": int(state[t]["pos"])}
+
+
+def stable_seed(*parts) -> int:
+    """A seed from values, the same in every process (Python's hash() of str is salted)."""
+    return zlib.crc32("|".join(map(str, parts)).encode())

@@ -111,3 +111,15 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             continue
         (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def scheduled_lr(step: int, total: int, peak: float, warmup: float, schedule: str = "linear") -> float:
+    """Learning rate of 0-based `step` of `total`: linear warm-up over the first `warmup`
+    fraction, then linear decay to 0 ("linear") or the peak held ("constant").
+    Shared by `bertmtl train` and `bertmtl pretrain`."""
+    warm = int(warmup * total)
+    if step < warm:
+        return peak * (step + 1) / warm
+    if schedule == "constant":
+        return peak
+    return peak * max(0.0, (total - step) / max(1, total - warm))

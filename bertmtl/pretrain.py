@@ -9,51 +9,28 @@ Masking follows BERT: 15% of the non-special tokens are chosen; 80% of those bec
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
 import random
 import shutil
-import sys
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from .data import TASKS, Task, read_task_file
+from .data import TASKS, Task, read_task_file, stable_seed
 from .errors import UserError
+from .optim import scheduled_lr
+from .progress import progress_bar
 from .tokenizer import DEFAULT_MAX_LENGTH, WordPieceTokenizer
 
 # Text sources, by the names the options use. IMDB reviews are extra movie-domain text only.
 IMDB = Task("imdb", "IMDB", "ids-cfimdb", ("sentence",), "sentiment")
 SOURCES: dict[str, Task] = {"sst": TASKS["sst"], "quora": TASKS["para"], "sts": TASKS["sts"], "imdb": IMDB}
 SOURCE_ALIASES = {"para": "quora", "paraphrase": "quora", "sentiment": "sst", "similarity": "sts", "cfimdb": "imdb"}
-
-
-# -- progress ------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def progress_bar(description: str, total: int, quiet: bool = False):
-    """A Rich bar on a terminal (nothing otherwise); yields `advance(n=1)`."""
-    if quiet or not sys.stderr.isatty():
-        yield lambda n=1: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    with Progress(TextColumn(f"[bold]{description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("eta"), TimeRemainingColumn(), console=Console(stderr=True), transient=True) as p:
-        task = p.add_task(description, total=total)
-        yield lambda n=1: p.advance(task, n)
-
-
-def stable_seed(*parts) -> int:
-    """A seed from values, the same in every process (Python's hash() of str is salted)."""
-    return zlib.crc32("|".join(map(str, parts)).encode())
 
 
 # -- options -------------------------------------------------------------------------------
@@ -332,13 +309,6 @@ def evaluate_mlm(model, data: MlmTexts, batch_size: int, device: torch.device, s
 
 # -- the run -------------------------------------------------------------------------------
 
-def _lr_at(step: int, total: int, peak: float, warmup: float) -> float:
-    warm = int(warmup * total)
-    if step < warm:
-        return peak * (step + 1) / warm
-    return peak * max(0.0, (total - step) / max(1, total - warm))
-
-
 def check_out_dir(out: Path, overwrite: bool) -> None:
     """Fail early when --out cannot take the output (or holds something, without --overwrite)."""
     if out.exists() and not out.is_dir():
@@ -457,7 +427,7 @@ def pretrain(cfg: PretrainConfig, reporter=None) -> dict:
                 head_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 for g in head_opt.param_groups:
-                    g["lr"] = _lr_at(s, head_steps, cfg.head_lr, 0.0)
+                    g["lr"] = scheduled_lr(s, head_steps, cfg.head_lr, 0.0)
                 head_opt.step()
                 advance()
         embeddings.requires_grad_(True)
@@ -483,7 +453,7 @@ def pretrain(cfg: PretrainConfig, reporter=None) -> dict:
             loss.backward()
             if cfg.clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            lr = _lr_at(step, total, cfg.lr, cfg.warmup)
+            lr = scheduled_lr(step, total, cfg.lr, cfg.warmup)
             for g in optimizer.param_groups:
                 g["lr"] = lr
             optimizer.step()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 
@@ -57,7 +58,14 @@ class RichReporter(PlainReporter):
         self.progress = None
 
     def __enter__(self):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("epoch {task.fields[epoch]:.2f}"), TextColumn("{task.fields[losses]}"),
@@ -105,3 +113,25 @@ class SilentReporter(PlainReporter):
 
 def default_reporter():
     return RichReporter() if sys.stderr.isatty() else PlainReporter()
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int, quiet: bool = False):
+    """A Rich bar on a terminal (nothing otherwise); yields `advance(n=1)`."""
+    if quiet or not sys.stderr.isatty():
+        yield lambda n=1: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(TextColumn(f"[bold]{description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("eta"), TimeRemainingColumn(), console=Console(stderr=True), transient=True) as p:
+        task = p.add_task(description, total=total)
+        yield lambda n=1: p.advance(task, n)

@@ -31,7 +31,7 @@ from .metrics_log import MetricsLog
 from .model.bert import BertModel, Dropout
 from .model.heads import HeadConfig, MultitaskBert, task_loss
 from .mtl import SmartConfig, pcgrad, smart_loss
-from .optim import OPTIMIZERS, parameter_groups
+from .optim import OPTIMIZERS, parameter_groups, scheduled_lr
 from .progress import SilentReporter, default_reporter
 from .tokenizer import DEFAULT_MAX_LENGTH, WordPieceTokenizer
 from .weights import resolve
@@ -295,15 +295,6 @@ class MultitaskStep:
         self.scaler.update()
 
 
-def _lr_at(cfg: TrainConfig, step: int, total: int) -> float:
-    warm = int(cfg.warmup * total)
-    if step < warm:
-        return cfg.lr * (step + 1) / warm
-    if cfg.schedule == "constant":
-        return cfg.lr
-    return cfg.lr * max(0.0, (total - step) / max(1, total - warm))
-
-
 def load_datasets(cfg: TrainConfig, tokenizer: WordPieceTokenizer, warn) -> tuple[dict, dict, dict]:
     """Train datasets of the chosen tasks, dev datasets of every task with a dev file, skip counts."""
     train, dev, skipped = {}, {}, {}
@@ -483,7 +474,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
         model.train()
         while step < stop_at:
             batches = rr.next()
-            lr = _lr_at(cfg, step, total_steps)
+            lr = scheduled_lr(step, total_steps, cfg.lr, cfg.warmup, cfg.schedule)
             loss_values, smart_values = stepper.backward(batches, step)
             finite = dist.all_true(all(math.isfinite(v) for v in (*loss_values.values(), *smart_values.values())))
             if not finite:

@@ -92,3 +92,13 @@ def test_bad_hyperparameters():
         AdamW(_model().parameters(), lr=-1)
     with pytest.raises(ValueError):
         AdamaxW(_model().parameters(), betas=(1.0, 0.9))
+
+
+def test_scheduled_lr_warms_up_then_decays_or_holds():
+    from bertmtl.optim import scheduled_lr
+
+    # 10 steps, 20% warm-up: steps 0-1 ramp to the peak, steps 2-9 decay linearly towards 0.
+    lrs = [scheduled_lr(s, 10, 1.0, 0.2) for s in range(10)]
+    assert lrs == pytest.approx([0.5, 1.0, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125])
+    assert [scheduled_lr(s, 10, 2.0, 0.2, "constant") for s in (0, 5, 9)] == [1.0, 2.0, 2.0]
+    assert scheduled_lr(0, 4, 3.0, 0.0) == 3.0  # no warm-up
