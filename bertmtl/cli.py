@@ -84,6 +84,10 @@ def train_options(f):
                      help="Examples per task per step (per process under torchrun)."),
         click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=d.lr, show_default=True,
                      help="Peak learning rate."),
+        click.option("--layer-decay", type=click.FloatRange(min=0, max=1, min_open=True), default=d.layer_decay,
+                     show_default=True,
+                     help="Layer-wise learning-rate decay: the heads train at --lr, transformer layer i of L "
+                          "at --lr x DECAY^(L-i), the embeddings lowest (1 = off)."),
         click.option("--weight-decay", type=click.FloatRange(min=0), default=d.weight_decay, show_default=True,
                      help="Decoupled weight decay (not applied to biases and LayerNorm)."),
         click.option("--warmup", type=click.FloatRange(min=0, max=1, max_open=True), default=d.warmup, show_default=True,
@@ -125,6 +129,10 @@ def train_options(f):
                      help="Sentence embedding: mean of tokens, [CLS] state, or the tanh pooler."),
         click.option("--pair-mode", type=click.Choice(["bi", "cross"]), default=d.pair_mode, show_default=True,
                      help="Pairs as two embeddings (cosine + MLP) or one [CLS] a [SEP] b [SEP] input."),
+        click.option("--pair-features", type=click.Choice(["concat", "symmetric"]), default=d.pair_features,
+                     show_default=True,
+                     help="Bi-encoder MLP input: [u, v, |u-v|, u*v], or [u+v, |u-v|, u*v], which scores "
+                          "(a, b) and (b, a) alike."),
         click.option("--sts-loss", type=click.Choice(["pearson", "mse"]), default=d.sts_loss, show_default=True,
                      help="STS loss: 1 - Pearson r over the batch, or squared error on the 0-5 scale."),
         click.option("--max-length", type=click.IntRange(min=8), default=d.max_length, show_default=True,
@@ -146,6 +154,8 @@ def train_options(f):
     return f
 
 
+# Options that shape the saved weights or the optimizer's parameter groups.
+FIXED_ON_RESUME = ("pooling", "pair_mode", "pair_features", "layer_decay", "weight_decay", "optimizer")
 FILE_KEYS = ("sst_train", "sst_dev", "para_train", "para_dev", "sts_train", "sts_dev")
 
 
@@ -173,6 +183,9 @@ def config_from_options(ctx: click.Context, opts: dict, base=None):
                 cfg.files.update(v)
             continue
         if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE:
+            if k in FIXED_ON_RESUME and v != getattr(cfg, k):
+                raise click.UsageError(f"--{k.replace('_', '-')} cannot change when resuming: the run was trained "
+                                       f"with {getattr(cfg, k)!r} (its weights or optimizer state depend on it)")
             setattr(cfg, k, v)
     if sw is not None:
         cfg.smart_weights.update(sw)

@@ -7,6 +7,7 @@ before the adaptive step, instead of adding weight_decay * p to the gradient.
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 from torch.optim import Optimizer
@@ -103,14 +104,37 @@ class AdamaxW(_DecoupledAdamBase):
 OPTIMIZERS = {"adamw": AdamW, "adamaxw": AdamaxW}
 
 
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Decay matrices only: biases and LayerNorm weights are exempt, as in BERT's recipe."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+_LAYER = re.compile(r"\.layer\.(\d+)\.")
+
+
+def _depth(name: str, num_layers: int) -> int:
+    """0 for embeddings, i + 1 for transformer layer i, num_layers + 1 for the rest (pooler, heads)."""
+    m = _LAYER.search(name)
+    if m:
+        return int(m.group(1)) + 1
+    return 0 if ".embeddings." in f".{name}" else num_layers + 1
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
+    """Decay matrices only: biases and LayerNorm weights are exempt, as in BERT's recipe.
+
+    With layer_decay < 1 (layer-wise learning-rate decay), a group's "lr_scale" is
+    layer_decay ** (distance from the top): the heads and the pooler train at the full rate,
+    transformer layer i of L at layer_decay ** (L - i), the embeddings at layer_decay ** (L + 1),
+    so the lower layers' pretrained features move least. The training loop multiplies the
+    scheduled rate by each group's lr_scale.
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    layers = {int(m.group(1)) for n, _ in named if (m := _LAYER.search(n))}
+    top = len(layers) + 1
+    groups: dict[tuple, dict] = {}
+    for name, p in named:
+        wd = 0.0 if p.ndim < 2 or "LayerNorm" in name else weight_decay
+        scale = 1.0 if layer_decay == 1.0 else layer_decay ** (top - _depth(name, len(layers)))
+        g = groups.setdefault((wd == 0.0, scale), {"params": [], "weight_decay": wd, "lr_scale": scale})
+        g["params"].append(p)
+    # Decayed groups first, then by depth (deterministic order: optimizer state is saved by index).
+    return [groups[k] for k in sorted(groups, key=lambda k: (k[0], -k[1]))]
 
 
 def scheduled_lr(step: int, total: int, peak: float, warmup: float, schedule: str = "linear") -> float:

@@ -71,6 +71,7 @@ class TrainConfig:
     batch_size: int = 64
     eval_batch_size: int = 128
     lr: float = 1e-4
+    layer_decay: float = 1.0  # layer-wise lr decay: layer i of L trains at lr * layer_decay ** (L - i)
     weight_decay: float = 0.01
     warmup: float = 0.06  # fraction of all steps
     schedule: str = "linear"  # linear decay to 0 | constant
@@ -94,6 +95,7 @@ class TrainConfig:
     log_every: int = 10
     pooling: str = "mean"
     pair_mode: str = "bi"
+    pair_features: str = "concat"
     sts_loss: str = "pearson"
     mlp_hidden: int = 256
     max_length: int = DEFAULT_MAX_LENGTH
@@ -110,8 +112,8 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def head_config(self) -> HeadConfig:
-        return HeadConfig(pooling=self.pooling, pair_mode=self.pair_mode, mlp_hidden=self.mlp_hidden,
-                          dropout=self.dropout, sts_loss=self.sts_loss)
+        return HeadConfig(pooling=self.pooling, pair_mode=self.pair_mode, pair_features=self.pair_features,
+                          mlp_hidden=self.mlp_hidden, dropout=self.dropout, sts_loss=self.sts_loss)
 
     def smart_config(self) -> SmartConfig:
         return SmartConfig(weights=dict(self.smart_weights), noise=self.smart_noise, step=self.smart_step,
@@ -130,6 +132,7 @@ class TrainConfig:
             (0 <= self.warmup < 1, "warmup is a fraction of the run, in [0, 1)"),
             (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
             (0 <= self.ema < 1, "ema must be in [0, 1)"),
+            (0 < self.layer_decay <= 1, "layer_decay must be in (0, 1]"),
             (self.max_length >= 8, "max_length must be >= 8"),
             (self.log_every >= 1, "log_every must be >= 1"),
         ]
@@ -240,7 +243,7 @@ class MultitaskStep:
         # a sparse one (only the rows in the batch) that is added into the buffer in place,
         # instead of materialising a dense vocab x hidden tensor per task per step.
         model.encoder.embeddings.word_embeddings.sparse = True
-        self.optimizer = OPTIMIZERS[cfg.optimizer](parameter_groups(model, cfg.weight_decay), lr=cfg.lr)
+        self.optimizer = OPTIMIZERS[cfg.optimizer](parameter_groups(model, cfg.weight_decay, cfg.layer_decay), lr=cfg.lr)
         self.pc_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.autocast_dtype = training_dtype(cfg.precision, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
@@ -287,7 +290,7 @@ class MultitaskStep:
                 dist.all_reduce_mean(p.grad)
         grads.point("combined")
         for g in self.optimizer.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_scale", 1.0)
         self.scaler.unscale_(self.optimizer)
         if self.cfg.clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip)

@@ -102,3 +102,28 @@ def test_scheduled_lr_warms_up_then_decays_or_holds():
     assert lrs == pytest.approx([0.5, 1.0, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125])
     assert [scheduled_lr(s, 10, 2.0, 0.2, "constant") for s in (0, 5, 9)] == [1.0, 2.0, 2.0]
     assert scheduled_lr(0, 4, 3.0, 0.0) == 3.0  # no warm-up
+
+
+def test_layer_decay_scales_lower_layers_down(tiny_bert_dir):
+    from bertmtl.model.heads import MultitaskBert
+    from bertmtl.weights import load_encoder
+
+    model = MultitaskBert(load_encoder(tiny_bert_dir))  # 2 transformer layers
+    groups = parameter_groups(model, 0.01, layer_decay=0.5)
+    scale_of = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
+    decay_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    expected = {
+        "sst.weight": 1.0, "para.mlp.0.weight": 1.0, "encoder.pooler.dense.weight": 1.0,
+        "encoder.encoder.layer.1.attention.self.query.weight": 0.5,
+        "encoder.encoder.layer.0.output.dense.bias": 0.25,
+        "encoder.embeddings.word_embeddings.weight": 0.125,
+        "encoder.embeddings.LayerNorm.weight": 0.125,
+    }
+    for name, scale in expected.items():
+        assert scale_of[id(named[name])] == scale, name
+    assert decay_of[id(named["encoder.embeddings.LayerNorm.weight"])] == 0.0
+    assert decay_of[id(named["encoder.encoder.layer.0.output.dense.weight"])] == 0.01
+    assert sum(len(g["params"]) for g in groups) == len(named)
+    # Off (the default): the two classic groups at full rate.
+    assert [g["lr_scale"] for g in parameter_groups(model, 0.01)] == [1.0, 1.0]
