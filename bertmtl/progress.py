@@ -58,19 +58,11 @@ class RichReporter(PlainReporter):
         self.progress = None
 
     def __enter__(self):
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from rich.progress import TextColumn
 
-        self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("epoch {task.fields[epoch]:.2f}"), TextColumn("{task.fields[losses]}"),
-                                 TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), TextColumn("eta"),
-                                 TimeRemainingColumn(), console=self.console, transient=False)
+        self.progress = _rich_progress("train", TextColumn("epoch {task.fields[epoch]:.2f}"),
+                                       TextColumn("{task.fields[losses]}"), TextColumn("{task.fields[speed]}"),
+                                       console=self.console, transient=False)
         self.progress.__enter__()
         self.task = None
         return self
@@ -122,16 +114,16 @@ def progress_bar(description: str, total: int, quiet: bool = False):
         yield lambda n=1: None
         return
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
 
-    with Progress(TextColumn(f"[bold]{description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("eta"), TimeRemainingColumn(), console=Console(stderr=True), transient=True) as p:
+    with _rich_progress(description, console=Console(stderr=True), transient=True) as p:
         task = p.add_task(description, total=total)
         yield lambda n=1: p.advance(task, n)
+
+
+def _rich_progress(description: str, *extra_columns, console, transient: bool):
+    """The one bar layout: name, bar, done/total, any extra columns, elapsed time, ETA."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn(f"[bold]{description}"), BarColumn(), MofNCompleteColumn(), *extra_columns,
+                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console,
+                    transient=transient)
