@@ -8,7 +8,6 @@ reason, and counted; `strict` turns the first such row into an error.
 from __future__ import annotations
 
 import csv
-import math
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
+from .tasks import TASK_ALIASES, TASKS, TaskSpec
 from .tokenizer import Batch, Encoded, WordPieceTokenizer
 
 # A stray quote can make one field swallow the rest of the file; let it be read (and then
@@ -26,49 +26,9 @@ csv.field_size_limit(64 * 1024 * 1024)
 SPLITS = ("train", "dev", "test")
 
 
-@dataclass(frozen=True)
-class Task:
-    """One of the three tasks and how its files look."""
-
-    name: str  # "sst" | "para" | "sts"
-    title: str
-    prefix: str  # file name prefix
-    text_columns: tuple[str, ...]
-    label_column: str
-
-    @property
-    def pair(self) -> bool:
-        return len(self.text_columns) == 2
-
-    def filename(self, split: str) -> str:
-        return f"{self.prefix}-{'test-student' if split == 'test' else split}.csv"
-
-    def parse_label(self, raw: str | None):
-        """The label as a number, or raise ValueError with the reason the row is unusable."""
-        if raw is None or not raw.strip():
-            raise ValueError(f"{self.label_column} is empty")
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError(f"{self.label_column} {raw.strip()[:40]!r} is not a number") from None
-        if not math.isfinite(value):
-            raise ValueError(f"{self.label_column} {raw.strip()!r} is not finite")
-        if self.name == "sts":
-            if not 0.0 <= value <= 5.0:
-                raise ValueError(f"{self.label_column} {value:g} is outside 0-5")
-            return value
-        allowed = range(5) if self.name == "sst" else range(2)
-        if value != int(value) or int(value) not in allowed:
-            raise ValueError(f"{self.label_column} {value:g} is not one of {', '.join(map(str, allowed))}")
-        return int(value)
-
-
-TASKS: dict[str, Task] = {
-    "sst": Task("sst", "SST", "ids-sst", ("sentence",), "sentiment"),
-    "para": Task("para", "Quora", "quora", ("sentence1", "sentence2"), "is_duplicate"),
-    "sts": Task("sts", "STS", "sts", ("sentence1", "sentence2"), "similarity"),
-}
-TASK_ALIASES = {"sentiment": "sst", "paraphrase": "para", "quora": "para", "similarity": "sts"}
+# A task's files, columns and label rules are its spec (tasks.py); `Task` is the name this
+# module's readers have always used for it.
+Task = TaskSpec
 
 
 def parse_choices(spec: str, choices, what: str, aliases: dict | None = None) -> list[str]:
@@ -129,7 +89,7 @@ def read_task_file(path: str | Path, task: Task, labelled: bool = True, strict: 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file (the {task.title} {('labelled' if labelled else 'test')} data)")
-    required = ("id", *task.text_columns) + ((task.label_column,) if labelled else ())
+    required = (task.id_column, *task.text_columns) + ((task.label_column,) if labelled else ())
     out = TaskFile(task, path, [])
     # surrogateescape keeps undecodable bytes as lone surrogates, so a bad byte costs one row
     # (reported), not the whole file.
@@ -189,8 +149,9 @@ def read_task_file(path: str | Path, task: Task, labelled: bool = True, strict: 
                     label = task.parse_label(get(task.label_column))
                 except ValueError as e:
                     reason = str(e)
-            if reason is None and (get("id") is None or not get("id").strip() or _bad_text(get("id"))):
-                reason = "id is empty or invalid"
+            ident = get(task.id_column)
+            if reason is None and (ident is None or not ident.strip() or _bad_text(ident)):
+                reason = f"{task.id_column} is empty or invalid"
             if reason is not None:
                 skipped = SkippedRow(path.name, start, reason)
                 if strict:
@@ -199,7 +160,7 @@ def read_task_file(path: str | Path, task: Task, labelled: bool = True, strict: 
                 if warn is not None:
                     warn(skipped)
                 continue
-            out.examples.append(Example(get("id").strip(), texts[0].strip(),
+            out.examples.append(Example(ident.strip(), texts[0].strip(),
                                         texts[1].strip() if task.pair else None, label, start))
     if not out.examples:
         raise UserError(f"{path}: no usable rows" + (f" ({len(out.skipped)} skipped)" if out.skipped else ""))
@@ -263,10 +224,9 @@ class TaskDataset:
         labelled = all(e.label is not None for e in examples)
         if not labelled:
             self.labels = None
-        elif task.name == "sst":
-            self.labels = torch.tensor([e.label for e in examples], dtype=torch.long)
         else:
-            self.labels = torch.tensor([e.label for e in examples], dtype=torch.float32)
+            dtype = torch.long if task.label_dtype == "int" else torch.float32
+            self.labels = torch.tensor([e.label for e in examples], dtype=dtype)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -321,7 +281,7 @@ class RoundRobin:
         cached = self._cache.get(task)
         if cached and cached[0] == n_pass:
             return cached[1]
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + list(TASKS).index(task) * 7_919 + n_pass)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.datasets[task].task.seed_index * 7_919 + n_pass)
         # Every rank draws the same global batches (global batch = per-rank batch x world) and
         # takes its own slice, so N ranks see exactly what one process with the global batch sees.
         batches = bucketed_batches(self.datasets[task].lengths, self.batch_size * self.world, g, self.bucket)

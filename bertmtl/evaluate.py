@@ -8,10 +8,11 @@ from pathlib import Path
 
 import torch
 
-from .data import TASKS, TaskDataset, bucketed_batches
+from .data import TaskDataset, bucketed_batches
 from .model.heads import MultitaskBert
+from .tasks import BUILTIN, TASKS, TaskSpec, overall_keys, spec_of
 
-METRIC_KEYS = ("sst_acc", "sst_f1", "para_acc", "sts_corr", "overall")
+METRIC_KEYS = (*(k for s in BUILTIN for k in s.metric_keys), "overall")
 
 
 def accuracy(pred: torch.Tensor, gold: torch.Tensor) -> float:
@@ -39,11 +40,8 @@ def pearson_r(x: torch.Tensor, y: torch.Tensor) -> float:
 @torch.inference_mode()
 def predict(model: MultitaskBert, dataset: TaskDataset, batch_size: int = 64, device="cpu",
             autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Model outputs for every example, in dataset order.
-
-    SST: class probabilities (N, 5); paraphrase: probability of duplicate (N,);
-    STS: similarity on 0-5 (N,).
-    """
+    """Model outputs for every example, in dataset order, as `model.postprocess` gives them:
+    class probabilities (N, classes), probability of the second label (N,), or a score (N,)."""
     was_training = model.training
     model.eval()
     out = [None] * len(dataset)
@@ -52,31 +50,40 @@ def predict(model: MultitaskBert, dataset: TaskDataset, batch_size: int = 64, de
         batch = dataset.batch(idx).to(device)
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             raw = model(batch)
-        raw = raw.float()
-        if batch.task == "sst":
-            res = raw.softmax(-1)
-        elif batch.task == "para":
-            res = raw.sigmoid()
-        else:
-            res = model.similarity(raw)
+        res = model.postprocess(batch.task, raw)
         for i, r in zip(idx, res.cpu()):
             out[i] = r
     model.train(was_training)
     return torch.stack(out)
 
 
-def task_metrics(task: str, outputs: torch.Tensor, labels: torch.Tensor) -> dict:
-    if task == "sst":
-        pred = outputs.argmax(-1)
-        return {"sst_acc": accuracy(pred, labels), "sst_f1": macro_f1(pred, labels), "sst_n": len(labels)}
-    if task == "para":
-        return {"para_acc": accuracy((outputs > 0.5).float(), labels), "para_n": len(labels)}
-    return {"sts_corr": pearson_r(outputs, labels), "sts_n": len(labels)}
+def decisions(task: str | TaskSpec, outputs: torch.Tensor) -> torch.Tensor:
+    """Post-processed outputs -> predictions: the most probable class, probability > 0.5 as
+    1.0 / 0.0 (the float labels BCE trains on), or the score itself."""
+    spec = spec_of(task)
+    if spec.activation == "softmax":
+        return outputs.argmax(-1)
+    if spec.activation == "sigmoid":
+        return (outputs > 0.5).float()
+    return outputs
 
 
-def overall(metrics: dict) -> float | None:
-    """Mean of SST accuracy, paraphrase accuracy and STS Pearson (the paper's Table 1 score)."""
-    parts = [metrics[k] for k in ("sst_acc", "para_acc", "sts_corr") if k in metrics]
+def task_metrics(task: str | TaskSpec, outputs: torch.Tensor, labels: torch.Tensor) -> dict:
+    """The task's metrics (keys like sst_acc) and the number of examples scored (sst_n)."""
+    spec = spec_of(task)
+    pred = decisions(spec, outputs)
+    scores = {"accuracy": lambda: accuracy(pred, labels),
+              "macro_f1": lambda: macro_f1(pred, labels, len(spec.labels)),
+              "pearson": lambda: pearson_r(outputs, labels)}
+    out = {spec.metric_key(m): scores[m]() for m in spec.metrics}
+    out[spec.count_key] = len(labels)
+    return out
+
+
+def overall(metrics: dict, specs=BUILTIN) -> float | None:
+    """Mean of each task's primary metric (for the CS224N tasks: SST accuracy, paraphrase
+    accuracy and STS Pearson, the paper's Table 1 score)."""
+    parts = [metrics[k] for k in overall_keys(specs) if k in metrics]
     return sum(parts) / len(parts) if parts else None
 
 
@@ -86,8 +93,8 @@ def evaluate(model: MultitaskBert, datasets: dict[str, TaskDataset], batch_size:
     metrics: dict = {}
     for task, ds in datasets.items():
         outputs = predict(model, ds, batch_size, device, autocast_dtype)
-        metrics.update(task_metrics(task, outputs, ds.labels))
-    metrics["overall"] = overall(metrics)
+        metrics.update(task_metrics(model.specs[task], outputs, ds.labels))
+    metrics["overall"] = overall(metrics, model.specs.values())
     return metrics
 
 
@@ -95,21 +102,17 @@ def write_predictions(model: MultitaskBert, datasets: dict[str, TaskDataset], ou
                       batch_size: int = 64, device="cpu") -> list[Path]:
     """CS224N-style prediction CSVs: `id,Predicted_...` per task, atomically written."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    header = {"sst": "Predicted_Sentiment", "para": "Predicted_Is_Paraphrase", "sts": "Predicted_Similarity"}
     written = []
     for task, ds in datasets.items():
-        outputs = predict(model, ds, batch_size, device)
-        if task == "sst":
-            values = outputs.argmax(-1).tolist()
-        elif task == "para":
-            values = [float(v) for v in (outputs > 0.5).float().tolist()]
-        else:
-            values = [round(v, 4) for v in outputs.tolist()]
+        spec = model.specs[task]
+        values = decisions(spec, predict(model, ds, batch_size, device)).tolist()
+        if spec.regression:
+            values = [round(v, 4) for v in values]
         path = out_dir / f"{task}-{split}-output.csv"
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
-            w.writerow(["id", header[task]])
+            w.writerow(["id", spec.prediction_header])
             for ex, v in zip(ds.examples, values):
                 w.writerow([ex.id, v])
             fh.flush()
@@ -119,4 +122,4 @@ def write_predictions(model: MultitaskBert, datasets: dict[str, TaskDataset], ou
     return written
 
 
-__all__ = ["METRIC_KEYS", "TASKS", "evaluate", "predict", "task_metrics", "overall", "write_predictions"]
+__all__ = ["METRIC_KEYS", "TASKS", "decisions", "evaluate", "predict", "task_metrics", "overall", "write_predictions"]

@@ -13,7 +13,7 @@ from typing import Iterable, Iterator
 import torch
 
 from .accel import cpu_has_native_bf16
-from .model.heads import SENTIMENT_LABELS
+from .tasks import BUILTIN, TaskSpec
 
 # A stdin line is kept up to this many bytes (the rest is dropped, and the answer says the
 # input was truncated).
@@ -53,10 +53,19 @@ class _Encoded:
     truncated: bool
 
 
-def sentiment_dict(probs: torch.Tensor) -> dict:
-    p = [round(float(x), 6) for x in probs]
-    i = max(range(len(p)), key=p.__getitem__)
-    return {"label": SENTIMENT_LABELS[i], "index": i, "probabilities": p}
+def answer(spec: TaskSpec, output: torch.Tensor, decision: torch.Tensor, suffix: str = "") -> dict:
+    """One task's answer for one input, under the task's JSON keys (+ suffix: sentence 1 or 2).
+
+    `output` is the post-processed output (model.postprocess) and `decision` what
+    evaluate.decisions makes of it, the same two that dev metrics are computed from.
+    """
+    keys = [k + suffix for k in spec.json_keys]
+    if spec.activation == "softmax":
+        i = int(decision)
+        return {keys[0]: {"label": spec.labels[i], "index": i, "probabilities": [round(float(x), 6) for x in output]}}
+    if spec.activation == "sigmoid":
+        return {keys[0]: round(float(output), 6), keys[1]: bool(decision)}
+    return {keys[0]: round(float(output), 4)}
 
 
 class Predictor:
@@ -93,6 +102,12 @@ class Predictor:
         yield from results
 
     def _predict(self, items: list[Item]) -> Iterator[dict]:
+        from .evaluate import decisions
+
+        model = self.model
+        specs = list(model.specs.values())
+        sentence_specs = [s for s in specs if not s.pair]
+        pair_specs = [s for s in specs if s.pair]
         good = [it for it in items if it.error is None]
         singles: dict[str, int] = {}  # text -> row in the sentence-embedding batch
         for it in good:
@@ -102,38 +117,48 @@ class Predictor:
         texts = list(singles)
         enc = self._encode(texts)
         pooled = self._embed([e.ids for e in enc]) if texts else None
-        sst = self.model.sst(pooled).float().softmax(-1).cpu() if texts else None
+
+        def outputs(spec: TaskSpec, u: torch.Tensor, v: torch.Tensor | None = None):
+            out = model.postprocess(spec.name, model.head_output(spec.name, u, v)).cpu()
+            return out, decisions(spec, out)
+
+        per_sentence = {s.name: outputs(s, pooled) for s in sentence_specs} if texts else {}
         pairs = [it for it in good if it.text_b is not None]
-        para = sim = None
-        if pairs:
+        per_pair: dict[str, tuple] = {}
+        pair_trunc = [False] * len(pairs)
+        if pairs and pair_specs:
             if self.cross:
                 cross = self._encode([p.text_a for p in pairs], [p.text_b for p in pairs])
                 pooled_pairs = self._embed([e.ids for e in cross], [e.type_ids for e in cross])
-                para_raw, sts_raw = self.model.para(pooled_pairs), self.model.sts(pooled_pairs)
+                per_pair = {s.name: outputs(s, pooled_pairs) for s in pair_specs}
                 pair_trunc = [e.truncated for e in cross]
             else:
                 ia = torch.tensor([singles[p.text_a] for p in pairs])
                 ib = torch.tensor([singles[p.text_b] for p in pairs])
                 u, v = pooled[ia.to(pooled.device)], pooled[ib.to(pooled.device)]
-                para_raw, sts_raw = self.model.para(u, v), self.model.sts(u, v)
-                pair_trunc = [False] * len(pairs)
-            para = para_raw.float().sigmoid().cpu()
-            sim = self.model.similarity(sts_raw.float()).cpu()
-            pair_row = {id(p): k for k, p in enumerate(pairs)}
+                per_pair = {s.name: outputs(s, u, v) for s in pair_specs}
+        pair_row = {id(p): k for k, p in enumerate(pairs)}
         for it in items:
             if it.error is not None:
                 yield self._with_id({"line": it.line, "error": it.error}, it)
                 continue
             ra = singles[it.text_a]
             truncated = enc[ra].truncated
+            out = {}
             if it.text_b is None:
-                out = {"sentiment": sentiment_dict(sst[ra])}
+                for s in sentence_specs:
+                    o, d = per_sentence[s.name]
+                    out.update(answer(s, o[ra], d[ra]))
             else:
                 rb, k = singles[it.text_b], pair_row[id(it)]
                 truncated = truncated or enc[rb].truncated or pair_trunc[k]
-                p = float(para[k])
-                out = {"sentiment1": sentiment_dict(sst[ra]), "sentiment2": sentiment_dict(sst[rb]),
-                       "paraphrase_prob": round(p, 6), "is_paraphrase": p > 0.5, "similarity": round(float(sim[k]), 4)}
+                for s in sentence_specs:
+                    o, d = per_sentence[s.name]
+                    out.update(answer(s, o[ra], d[ra], "1"))
+                    out.update(answer(s, o[rb], d[rb], "2"))
+                for s in pair_specs:
+                    o, d = per_pair[s.name]
+                    out.update(answer(s, o[k], d[k]))
             if truncated:
                 out["truncated"] = f"input longer than the model's maximum ({self.tokenizer.max_length} tokens); the rest was ignored"
             yield self._with_id(out, it)
@@ -273,14 +298,33 @@ def read_lines(fd: int) -> tuple[Iterator[tuple[int, bytes]], callable]:
     return lines(), ready
 
 
-TSV_COLUMNS = ("line", "id", "sentiment1", "sentiment2", "paraphrase_prob", "is_paraphrase", "similarity", "error")
+def tsv_columns(specs=BUILTIN) -> tuple[str, ...]:
+    """Columns of `--format tsv`: sentence tasks once per sentence, pair tasks' keys, errors."""
+    cols = []
+    for s in specs:
+        cols += [k + n for k in s.json_keys for n in ("1", "2")] if not s.pair else list(s.json_keys)
+    return ("line", "id", *cols, "error")
 
 
-def to_tsv(res: dict, line: int) -> str:
-    """One result as a TSV row (columns TSV_COLUMNS; empty where not applicable)."""
-    s1 = res.get("sentiment") or res.get("sentiment1")
-    s2 = res.get("sentiment2")
-    vals = [line, res.get("id", ""), s1["label"] if s1 else "", s2["label"] if s2 else "",
-            res.get("paraphrase_prob", ""), "" if "is_paraphrase" not in res else str(res["is_paraphrase"]).lower(),
-            res.get("similarity", ""), res.get("error", "")]
+TSV_COLUMNS = tsv_columns()
+
+
+def to_tsv(res: dict, line: int, specs=BUILTIN) -> str:
+    """One result as a TSV row (columns tsv_columns(specs); empty where not applicable).
+
+    A class shows as its label name, a yes/no as true/false."""
+    def cell(key: str):
+        value = res.get(key, "")
+        if isinstance(value, dict):
+            return value["label"]
+        return str(value).lower() if isinstance(value, bool) else value
+
+    vals = [line, res.get("id", "")]
+    for s in specs:
+        for k in s.json_keys:
+            if s.pair:
+                vals.append(cell(k))
+            else:  # a lone sentence answers under the bare key, a pair's sentences under key1, key2
+                vals += [cell(k + "1") if k + "1" in res else cell(k), cell(k + "2")]
+    vals.append(res.get("error", ""))
     return "\t".join(str(v).replace("\t", " ").replace("\n", " ") for v in vals)

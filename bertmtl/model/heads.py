@@ -1,7 +1,7 @@
-"""The three task heads on one shared encoder, and their losses.
+"""One head per task on one shared encoder, and their losses; each built from its TaskSpec.
 
-Sentiment: a linear layer over the sentence embedding -> 5 logits.
-Paraphrase / similarity, bi-encoder (default): the cosine similarity of the two sentence
+Single-sentence tasks: a linear layer over the sentence embedding -> one logit per class (or
+one logit / score). Sentence pairs, bi-encoder (default): the cosine similarity of the two sentence
 embeddings, scaled (a learned scale and offset), plus a small MLP over [u, v, |u-v|, u*v]
 (or, as an option, the order-free [u+v, |u-v|, u*v]).
 The MLP's output layer starts at zero, so training starts from the pretrained cosine
@@ -18,10 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import TaskBatch
+from ..tasks import BUILTIN, SENTIMENT_LABELS, TaskSpec
 from ..tokenizer import Batch
 from .bert import BertModel, Dropout
 
-SENTIMENT_LABELS = ("negative", "somewhat negative", "neutral", "somewhat positive", "positive")
+__all__ = ["SENTIMENT_LABELS", "HeadConfig", "PairHead", "MultitaskBert", "pearson", "task_loss"]
 POOLINGS = ("mean", "cls", "pooler")
 PAIR_MODES = ("bi", "cross")
 PAIR_FEATURES = ("concat", "symmetric")
@@ -40,7 +41,7 @@ class HeadConfig:
     pair_features: str = "concat"
     mlp_hidden: int = 256
     dropout: float = 0.1
-    sts_loss: str = "pearson"  # pearson | mse
+    sts_loss: str = "pearson"  # regression tasks' loss: pearson | mse
 
     def __post_init__(self):
         if self.pooling not in POOLINGS:
@@ -59,49 +60,67 @@ class HeadConfig:
 class PairHead(nn.Module):
     """scale * cos(u, v) + bias + MLP(pair features) for the bi-encoder; linear for cross."""
 
-    def __init__(self, hidden: int, cfg: HeadConfig, scale: float, bias: float):
+    def __init__(self, hidden: int, cfg: HeadConfig, scale: float, bias: float, outputs: int = 1):
         super().__init__()
         self.cross = cfg.pair_mode == "cross"
         self.dropout = Dropout(cfg.dropout)
+        self.outputs = outputs  # 1: a logit or score of shape (B,); more: (B, outputs) logits
         if self.cross:
-            self.out = nn.Linear(hidden, 1)
+            self.out = nn.Linear(hidden, outputs)
             return
         self.symmetric = cfg.pair_features == "symmetric"
         self.scale = nn.Parameter(torch.tensor(float(scale)))
         self.bias = nn.Parameter(torch.tensor(float(bias)))
         n_feats = 3 if self.symmetric else 4
         self.mlp = nn.Sequential(nn.Linear(n_feats * hidden, cfg.mlp_hidden), nn.GELU(), Dropout(cfg.dropout),
-                                 nn.Linear(cfg.mlp_hidden, 1))
+                                 nn.Linear(cfg.mlp_hidden, outputs))
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
 
     def forward(self, u: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
         if self.cross:
-            return self.out(self.dropout(u)).squeeze(-1)
+            return self._shape(self.out(self.dropout(u)))
         cos = F.cosine_similarity(u, v, dim=-1)
         pair = [u + v] if self.symmetric else [u, v]
         feats = self.dropout(torch.cat([*pair, (u - v).abs(), u * v], dim=-1))
-        return self.scale * cos + self.bias + self.mlp(feats).squeeze(-1)
+        if self.outputs == 1:
+            return self.scale * cos + self.bias + self.mlp(feats).squeeze(-1)
+        return (self.scale * cos + self.bias).unsqueeze(-1) + self.mlp(feats)
+
+    def _shape(self, out: torch.Tensor) -> torch.Tensor:
+        return out.squeeze(-1) if self.outputs == 1 else out
 
 
 class MultitaskBert(nn.Module):
-    """One shared BERT encoder, three heads: `model(task, batch)` -> logits / scores."""
+    """One shared BERT encoder, one head per task: `model(batch)` -> logits / scores.
 
-    def __init__(self, encoder: BertModel, cfg: HeadConfig | None = None):
+    Each task's parameters are named after it (`sst.weight`, `sts_calibration`), so checkpoints
+    stay readable by name whatever the list of tasks.
+    """
+
+    def __init__(self, encoder: BertModel, cfg: HeadConfig | None = None, specs: tuple[TaskSpec, ...] | None = None):
         super().__init__()
         self.cfg = cfg or HeadConfig()
         self.encoder = encoder
+        self.specs: dict[str, TaskSpec] = {}
         h = encoder.config.hidden_size
-        self.sst_dropout = Dropout(self.cfg.dropout)
-        self.sst = nn.Linear(h, len(SENTIMENT_LABELS))
-        # Paraphrase logit starts as 10 * cos - 7 (a duplicate around cos > 0.7); similarity as
-        # 5 * cos, already on the 0-5 scale for the cosines of related sentences.
-        self.para = PairHead(h, self.cfg, scale=10.0, bias=-7.0)
-        self.sts = PairHead(h, self.cfg, scale=5.0, bias=0.0)
-        # Affine map from the raw similarity score to the 0-5 scale. The Pearson loss ignores
-        # scale and offset, so these two numbers are fitted by a separate squared-error term on
-        # the detached score (see task_loss) and touch nothing else.
-        self.sts_calibration = nn.Parameter(torch.tensor([1.0, 0.0]))
+        # Built in spec order: the order parameters are created in (and draw their initial
+        # values from the random generator) is part of reproducing a run.
+        for spec in specs or BUILTIN:
+            names = [spec.name, f"{spec.name}_dropout", f"{spec.name}_calibration"]
+            if spec.name in self.specs or any(hasattr(self, n) for n in names):
+                raise ValueError(f"task name {spec.name!r} is taken (a duplicate, or a name the model uses)")
+            self.specs[spec.name] = spec
+            if spec.pair:
+                setattr(self, spec.name, PairHead(h, self.cfg, *spec.head_init, outputs=spec.num_outputs))
+            else:
+                setattr(self, f"{spec.name}_dropout", Dropout(self.cfg.dropout))
+                setattr(self, spec.name, nn.Linear(h, spec.num_outputs))
+            if spec.regression:
+                # Affine map from the raw score to the target's scale. The Pearson loss ignores
+                # scale and offset, so these two numbers are fitted by a separate squared-error
+                # term on the detached score (see task_loss) and touch nothing else.
+                setattr(self, f"{spec.name}_calibration", nn.Parameter(torch.tensor([1.0, 0.0])))
 
     # -- encoding ------------------------------------------------------------------------
 
@@ -123,23 +142,38 @@ class MultitaskBert(nn.Module):
         return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
 
     def head(self, batch: TaskBatch, embeds: torch.Tensor) -> torch.Tensor:
-        """Task output from embedding outputs: SST logits (B, 5), paraphrase logit (B,), STS score (B,)."""
+        """Task output from embedding outputs: logits (B, classes), one logit or score (B,)."""
         pooled = self.pool(embeds, batch.inputs)
-        if batch.task == "sst":
-            return self.sst(self.sst_dropout(pooled))
         if batch.bi_pair:
-            return getattr(self, batch.task)(*pooled.chunk(2))
-        return getattr(self, batch.task)(pooled)
+            return self.head_output(batch.task, *pooled.chunk(2))
+        return self.head_output(batch.task, pooled)
+
+    def head_output(self, task: str, u: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
+        """A task's raw output from pooled embeddings: one sentence (or a cross-encoded pair)
+        in `u`, or the two sentences of bi-encoded pairs in `u` and `v`."""
+        spec = self.specs[task]
+        if spec.pair:
+            return getattr(self, task)(u) if v is None else getattr(self, task)(u, v)
+        out = getattr(self, task)(getattr(self, f"{task}_dropout")(u))
+        return out.squeeze(-1) if spec.num_outputs == 1 else out
 
     def forward(self, batch: TaskBatch) -> torch.Tensor:
         return self.head(batch, self.embed(batch))
 
     # -- outputs for people --------------------------------------------------------------
 
-    def similarity(self, score: torch.Tensor) -> torch.Tensor:
-        """Raw STS score -> 0-5 similarity."""
-        a, b = self.sts_calibration
-        return (a * score + b).clamp(0.0, 5.0)
+    def postprocess(self, task: str, raw: torch.Tensor) -> torch.Tensor:
+        """Raw output -> what people read: class probabilities (softmax), the probability of
+        the second label (sigmoid), or the calibrated score within the task's value range."""
+        spec = self.specs[task]
+        raw = raw.float()
+        if spec.activation == "softmax":
+            return raw.softmax(-1)
+        if spec.activation == "sigmoid":
+            return raw.sigmoid()
+        a, b = getattr(self, f"{task}_calibration")
+        low, high = spec.value_range
+        return (a * raw + b).clamp(low, high)
 
 
 def pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -152,12 +186,14 @@ def pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def task_loss(model: MultitaskBert, task: str, output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy (SST), BCE with logits (paraphrase), 1 - Pearson (STS; MSE as an option)."""
-    if task == "sst":
+    """The task's loss: cross-entropy, BCE with logits, or 1 - Pearson plus the calibration fit
+    (squared error instead of Pearson with HeadConfig.sts_loss="mse")."""
+    spec = model.specs[task]
+    if spec.loss == "cross-entropy":
         return F.cross_entropy(output.float(), labels)
-    if task == "para":
+    if spec.loss == "bce":
         return F.binary_cross_entropy_with_logits(output.float(), labels)
-    a, b = model.sts_calibration
+    a, b = getattr(model, f"{task}_calibration")
     if model.cfg.sts_loss == "mse":
         return F.mse_loss(a * output.float() + b, labels)
     calibration = F.mse_loss(a * output.detach().float() + b, labels)

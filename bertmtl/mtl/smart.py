@@ -14,8 +14,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-# The paper's per-task weights: on for sentiment and similarity, off for paraphrase.
-DEFAULT_WEIGHTS = {"sst": 0.5, "para": 0.0, "sts": 0.5}
+from ..tasks import BUILTIN, TASKS, TaskSpec, spec_of
+
+# Each task's default weight is in its spec (the paper's, for the built-in tasks).
+DEFAULT_WEIGHTS = {s.name: s.smart_weight for s in BUILTIN}
 
 
 @dataclass
@@ -38,33 +40,40 @@ def _kl(p_logits: torch.Tensor, q_logits: torch.Tensor, reduction: str) -> torch
                     reduction="batchmean" if reduction == "mean" else "sum")
 
 
-def _as_categorical(task: str, out: torch.Tensor) -> torch.Tensor:
-    # A paraphrase logit is a Bernoulli distribution: logits [0, z] over (no, yes).
-    return torch.stack([torch.zeros_like(out), out], -1) if task == "para" else out
+def _as_categorical(spec: TaskSpec, out: torch.Tensor) -> torch.Tensor:
+    # A sigmoid logit is a Bernoulli distribution: logits [0, z] over (no, yes).
+    return torch.stack([torch.zeros_like(out), out], -1) if spec.activation == "sigmoid" else out
 
 
-def divergence(task: str, adv: torch.Tensor, clean: torch.Tensor, symmetric: bool, reduction: str = "mean") -> torch.Tensor:
-    """Symmetric KL for classification, squared error for regression (STS); mean or sum over the batch."""
+def divergence(task: str | TaskSpec, adv: torch.Tensor, clean: torch.Tensor, symmetric: bool,
+               reduction: str = "mean") -> torch.Tensor:
+    """Symmetric KL for classification, squared error for regression; mean or sum over the batch.
+
+    `task`: a spec, or the name of a built-in task."""
+    spec = spec_of(task)
     adv, clean = adv.float(), clean.float()
-    if task == "sts":
+    if spec.regression:
         d = F.mse_loss(adv, clean.detach(), reduction=reduction)
         return d + F.mse_loss(clean, adv.detach(), reduction=reduction) if symmetric else d
-    a, c = _as_categorical(task, adv), _as_categorical(task, clean)
+    a, c = _as_categorical(spec, adv), _as_categorical(spec, clean)
     if not symmetric:
         return _kl(c.detach(), a, reduction)
     # Each direction pulls one side only, the other held fixed (as in the reference MT-DNN code).
     return _kl(c.detach(), a, reduction) + _kl(a.detach(), c, reduction)
 
 
-def example_noise(batch, shape: torch.Size, std: float, key: int, device) -> torch.Tensor:
+def example_noise(batch, shape: torch.Size, std: float, key: int, device, spec: TaskSpec | None = None) -> torch.Tensor:
     """Initial perturbation, drawn per example from (key, task, example, side).
+
+    `spec` is the batch's task (default: the built-in task of that name).
 
     Keyed by example rather than drawn for the batch as a whole, so each example gets the same
     noise whichever rank or batch it lands in: N data-parallel ranks compute exactly what one
     process computes for the global batch.
     """
     rows, length, hidden = shape
-    task_id = {"sst": 1, "para": 2, "sts": 3}.get(batch.task, 0)
+    spec = spec or TASKS.get(batch.task)
+    task_id = spec.seed_index + 1 if spec is not None else 0
     n = len(batch.index)
     out = torch.empty(rows, length, hidden)
     g = torch.Generator()
@@ -81,8 +90,9 @@ def smart_loss(model, batch, embeds: torch.Tensor, clean: torch.Tensor, cfg: Sma
     `model.head(batch, embeds)` maps embedding outputs to the task output; `clean` is that
     output for the unperturbed `embeds`; `key` (e.g. seed and step) seeds the initial noise.
     """
-    task = batch.task
-    noise = example_noise(batch, embeds.shape, cfg.noise, key, embeds.device).to(embeds.dtype)
+    # The model's own spec of the task; a model without specs runs a built-in task.
+    task = spec_of(batch.task, getattr(model, "specs", None))
+    noise = example_noise(batch, embeds.shape, cfg.noise, key, embeds.device, task).to(embeds.dtype)
     for _ in range(cfg.steps):
         noise.requires_grad_(True)
         adv = model.head(batch, embeds.detach() + noise)
