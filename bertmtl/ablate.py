@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .data import TASKS, parse_choices
+from .tasks import BASELINE_TASKS, BUILTIN, metric_labels
 from .errors import UserError
 
 
@@ -34,14 +35,14 @@ class Row:
 
 
 ROWS: dict[str, Row] = {r.name: r for r in (
-    Row("baseline", "Baseline: SST only (sum, no SMART)", "baseline (SST only)", {"tasks": ["sst"], "combine": "sum", "smart": False}),
+    Row("baseline", "Baseline: SST only (sum, no SMART)", "baseline (SST only)", {"tasks": list(BASELINE_TASKS), "combine": "sum", "smart": False}),
     Row("multitask", "Simple multi-task (sum, no SMART)", "multi-task (sum)", {"combine": "sum", "smart": False}),
     Row("pretrain", "+ further MLM pretraining, SMART, PCGrad", "+ MLM pretraining", {"combine": "pcgrad", "smart": True}, pretrained_mlm=True),
     Row("final", "Final: SMART + PCGrad (AdamW)", "final (AdamW)", {"combine": "pcgrad", "smart": True, "optimizer": "adamw"}),
     Row("adamaxw", "Final with AdamaxW", "final (AdamaxW)", {"combine": "pcgrad", "smart": True, "optimizer": "adamaxw"}),
 )}
 
-METRICS = (("sst_acc", "SST acc"), ("para_acc", "Quora acc"), ("sts_corr", "STS r"), ("overall", "Overall"))
+METRICS = (*metric_labels(BUILTIN, primary_only=True), ("overall", "Overall"))
 
 # The CS224N report (bert-base) gives figures for its final model only; other cells are "—".
 PAPER = {"final": {"sst_acc": 0.514, "para_acc": 0.789, "sts_corr": 0.727, "overall": 0.677}}
@@ -243,7 +244,7 @@ def ablate(cfg: AblateConfig, reporter_factory=None) -> dict:
         wall = time.perf_counter() - tr
         metrics = summary.get("last_metrics") or {}
         result["rows"].append({"name": name, "title": row.title, "metrics": {k: metrics.get(k) for k, _ in METRICS},
-                               "dev_n": {k: metrics.get(k) for k in ("sst_n", "para_n", "sts_n")},
+                               "dev_n": {s.count_key: metrics.get(s.count_key) for s in BUILTIN},
                                "paper": PAPER.get(name), "wall_s": wall, "steps": summary.get("step"),
                                "status": summary.get("status"), "train": {k: getattr(tc, k) for k in (
                                    "tasks", "combine", "smart", "optimizer", "pretrained", "epochs", "steps_per_epoch",

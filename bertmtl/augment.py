@@ -88,7 +88,7 @@ class AugmentConfig:
 
     data_dir: str = "data"
     out: str = "augmented"
-    tasks: list = field(default_factory=lambda: ["sst", "para", "sts"])
+    tasks: list = field(default_factory=lambda: list(TASKS))
     methods: list = field(default_factory=lambda: ["swap", "delete"])
     times: int = 1
     aug_p: float = 0.15
@@ -434,7 +434,8 @@ def build_method(name: str, cfg: AugmentConfig):
 # -- the run -------------------------------------------------------------------------------
 
 def _format_label(task: str, label) -> str:
-    return str(int(label)) if task == "sst" else repr(float(label))
+    """Class indices as integers (as the CS224N files write them), other labels as floats."""
+    return str(int(label)) if TASKS[task].label_dtype == "int" else repr(float(label))
 
 
 def write_task_rows(path: Path, task: str, examples: list[Example]) -> None:
@@ -442,7 +443,7 @@ def write_task_rows(path: Path, task: str, examples: list[Example]) -> None:
     t = TASKS[task]
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh, delimiter="\t")
-        w.writerow(["", "id", *t.text_columns, t.label_column])
+        w.writerow(["", t.id_column, *t.text_columns, t.label_column])
         for n, e in enumerate(examples):
             texts = [e.text_a] if not t.pair else [e.text_a, e.text_b]
             w.writerow([str(n), e.id, *texts, _format_label(task, e.label)])

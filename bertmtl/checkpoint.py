@@ -28,6 +28,7 @@ import torch
 from . import __version__
 from .config import BertConfig
 from .errors import UserError
+from .tasks import TASKS
 
 FORMAT = 1
 REQUIRED_FILES = ("bertmtl.json", "model.safetensors", "config.json", "heads.json", "vocab.txt")
@@ -219,7 +220,7 @@ class Checkpoint:
 
     @property
     def tasks(self) -> list[str]:
-        return list(self.heads.get("tasks", ["sst", "para", "sts"]))
+        return list(self.heads.get("tasks", TASKS))
 
 
 def check_checkpoint_dir(path: Path) -> dict:

@@ -55,7 +55,9 @@ def _smart_weights(value: str | None) -> dict | None:
             out[k.strip()] = float(v)
         except ValueError:
             raise click.BadParameter(f"expected task=weight pairs like sst=0.5,para=0,sts=0.5, got {part!r}") from None
-    bad = set(out) - {"sst", "para", "sts"}
+    from .tasks import TASKS
+
+    bad = set(out) - set(TASKS)
     if bad:
         raise click.BadParameter(f"unknown task(s) {', '.join(sorted(bad))}")
     return out
@@ -291,15 +293,15 @@ def evaluate(checkpoint_path, data_dir, split, tasks, pred_dir, as_json, batch_s
     from rich.console import Console
     from rich.table import Table
 
+    from .tasks import metric_rows
+
     console = Console(file=sys.stdout)
     if split == "dev":
         table = Table(title=f"{path} on {split}")
         table.add_column("metric")
         table.add_column("value", justify="right")
         table.add_column("examples", justify="right")
-        for key, label, n in (("sst_acc", "SST accuracy", "sst_n"), ("sst_f1", "SST macro-F1", "sst_n"),
-                              ("para_acc", "Quora accuracy", "para_n"), ("sts_corr", "STS Pearson r", "sts_n"),
-                              ("overall", "overall", None)):
+        for key, label, n in (*metric_rows(ck.model.specs.values()), ("overall", "overall", None)):
             if result.get(key) is not None:
                 table.add_row(label, f"{result[key]:.4f}", str(result.get(n, "")) if n else "")
         console.print(table)

@@ -21,16 +21,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .data import TASKS, Task, read_task_file, stable_seed
+from .data import Task, read_task_file, stable_seed
 from .errors import UserError
 from .optim import scheduled_lr
 from .progress import progress_bar
+from .tasks import pretrain_sources
 from .tokenizer import DEFAULT_MAX_LENGTH, WordPieceTokenizer
 
 # Text sources, by the names the options use. IMDB reviews are extra movie-domain text only.
-IMDB = Task("imdb", "IMDB", "ids-cfimdb", ("sentence",), "sentiment")
-SOURCES: dict[str, Task] = {"sst": TASKS["sst"], "quora": TASKS["para"], "sts": TASKS["sts"], "imdb": IMDB}
-SOURCE_ALIASES = {"para": "quora", "paraphrase": "quora", "sentiment": "sst", "similarity": "sts", "cfimdb": "imdb"}
+SOURCES: dict[str, Task]
+SOURCES, SOURCE_ALIASES = pretrain_sources()
 
 
 # -- options -------------------------------------------------------------------------------

@@ -15,8 +15,11 @@ def _fmt_losses(rec: dict) -> str:
     return "  ".join(parts)
 
 
-def format_metrics(m: dict) -> str:
-    keys = (("sst_acc", "SST acc"), ("sst_f1", "SST F1"), ("para_acc", "Quora acc"), ("sts_corr", "STS r"), ("overall", "overall"))
+def format_metrics(m: dict, specs=None) -> str:
+    """One line of dev metrics: each task's metrics (built-in tasks by default), then overall."""
+    from .tasks import BUILTIN, metric_labels
+
+    keys = (*metric_labels(BUILTIN if specs is None else specs), ("overall", "overall"))
     return "  ".join(f"{label} {m[k]:.3f}" for k, label in keys if m.get(k) is not None)
 
 

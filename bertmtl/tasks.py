@@ -27,8 +27,9 @@ ACTIVATIONS = ("softmax", "sigmoid", "clamp")
 METRICS = ("accuracy", "macro_f1", "pearson")
 # Metric -> suffix of its key in metrics dicts and metrics.jsonl (`sst_acc`, `sts_corr`).
 METRIC_SUFFIX = {"accuracy": "acc", "macro_f1": "f1", "pearson": "corr"}
-# Metric -> how tables name it after the task's title ("SST macro-F1").
+# Metric -> how tables name it after the task's title ("SST macro-F1"), and in short ("SST F1").
 METRIC_TITLES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "pearson": "Pearson r"}
+METRIC_SHORT = {"accuracy": "acc", "macro_f1": "F1", "pearson": "r"}
 _NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 
 
@@ -82,8 +83,10 @@ class TaskSpec:
         if not self.metrics:
             set_("metrics", ("pearson",) if self.regression
                  else ("accuracy",) if len(self.labels) == 2 else ("accuracy", "macro_f1"))
+        if bad := [m for m in self.metrics if m not in METRICS]:
+            raise ValueError(f"task {self.name}: unknown metric(s) {', '.join(bad)}; choose from {', '.join(METRICS)}")
         if not self.metric_columns:
-            set_("metric_columns", tuple(f"{self.title} {METRIC_SUFFIX[m]}" for m in self.metrics))
+            set_("metric_columns", tuple(f"{self.title} {METRIC_SHORT[m]}" for m in self.metrics))
         if not self.prediction_header:
             set_("prediction_header", f"Predicted_{self.label_column}")
         if not self.tui_label:
@@ -95,8 +98,6 @@ class TaskSpec:
         for field, value, allowed in (("loss", self.loss, LOSSES), ("activation", self.activation, ACTIVATIONS)):
             if value not in allowed:
                 raise ValueError(f"task {self.name}: {field} must be one of {', '.join(allowed)}, not {value!r}")
-        if bad := [m for m in self.metrics if m not in METRICS]:
-            raise ValueError(f"task {self.name}: unknown metric(s) {', '.join(bad)}; choose from {', '.join(METRICS)}")
         if len(self.metric_columns) != len(self.metrics):
             raise ValueError(f"task {self.name}: one metric column per metric")
         if (self.activation == "clamp") != self.regression:
@@ -209,6 +210,12 @@ def spec_of(task: str | TaskSpec, specs: dict[str, TaskSpec] | None = None) -> T
 def overall_keys(specs) -> list[str]:
     """The metrics averaged into `overall`: each task's primary metric, in spec order."""
     return [s.primary_metric for s in specs]
+
+
+def metric_labels(specs, primary_only: bool = False) -> list[tuple[str, str]]:
+    """(metric key, short label) of every task's metrics (or primary metric), e.g. ("sst_acc", "SST acc")."""
+    return [(s.metric_key(m), f"{s.title} {METRIC_SHORT[m]}") for s in specs
+            for m in (s.metrics[:1] if primary_only else s.metrics)]
 
 
 def metric_rows(specs) -> list[tuple[str, str, str]]:

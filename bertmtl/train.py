@@ -59,7 +59,7 @@ class TrainConfig:
     data_dir: str = "data"
     out: str | None = None
     pretrained: str | None = None
-    tasks: list = field(default_factory=lambda: ["sst", "para", "sts"])
+    tasks: list = field(default_factory=lambda: list(TASKS))
     files: dict = field(default_factory=dict)  # per-task file overrides, e.g. {"sst_train": path}
     augment: str | None = None  # a `bertmtl augment` output directory: extra training examples
     # Defaults chosen by dev measurements (README, Results): batch 64 per task and lr 1e-4 for

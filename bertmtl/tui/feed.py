@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..metrics_log import read_records
+from ..tasks import BUILTIN
 
-TASKS = ("sst", "para", "sts")
 # Dev-table rows kept; the best row is kept even when older.
 MAX_EVAL_ROWS = 200
 # Train records used for the speed behind the ETA: recent enough to follow a change of pace.
@@ -79,9 +79,13 @@ def _finite(v) -> bool:
 
 
 class RunState:
-    """Everything the monitor shows, folded from metrics records in order."""
+    """Everything the monitor shows, folded from metrics records in order.
 
-    def __init__(self):
+    `specs`: the run's tasks, which name the dev metrics kept from eval records.
+    """
+
+    def __init__(self, specs=BUILTIN):
+        self.metric_keys = tuple(k for s in specs for k in s.metric_keys)
         self.reset()
 
     def reset(self) -> None:
@@ -167,7 +171,7 @@ class RunState:
             self.status = "running"
 
     def _on_eval(self, rec: dict) -> None:
-        row = {k: rec.get(k) for k in ("step", "epoch", "sst_acc", "sst_f1", "para_acc", "sts_corr", "overall")}
+        row = {k: rec.get(k) for k in ("step", "epoch", *self.metric_keys, "overall")}
         row["step"] = int(row["step"])
         row["best"] = bool(rec.get("best"))
         self.evals.append(row)

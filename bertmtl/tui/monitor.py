@@ -13,13 +13,14 @@ from textual.geometry import Size
 from textual.reactive import reactive
 from textual.widgets import DataTable, Static
 
+from ..tasks import BUILTIN
 from .bars import text_bar
 from .feed import RunState, format_duration
 from .lineplot import LinePlot
 
-# One colour per task, the same in every plot; mid tones that read on light and dark themes.
-TASK_COLORS = {"sst": "#e66100", "para": "#3584e4", "sts": "#26a269"}
-TASK_LABELS = {"sst": "SST", "para": "paraphrase", "sts": "STS"}
+# One colour per task (from its spec), the same in every plot.
+TASK_COLORS = {s.name: s.color for s in BUILTIN}
+TASK_LABELS = {s.name: s.tui_label for s in BUILTIN}
 BAR_WIDTH = 10
 
 
@@ -85,7 +86,8 @@ class RunStatus(Static):
 class DevTable(DataTable):
     """Dev metrics, one row per evaluation, newest first; ★ marks the best overall so far."""
 
-    COLUMNS = ("", "step", "SST acc", "F1", "para", "STS r", "overall")
+    COLUMNS = ("", "step", *(c for s in BUILTIN for c in s.metric_columns), "overall")
+    METRIC_KEYS = tuple(k for s in BUILTIN for k in s.metric_keys)
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
@@ -97,8 +99,7 @@ class DevTable(DataTable):
         self.clear()
         for e in reversed(state.evals):
             star = Text("★", style="bold yellow") if e["step"] == state.best_step else ""
-            self.add_row(star, str(e["step"]), _metric(e["sst_acc"]), _metric(e["sst_f1"]), _metric(e["para_acc"]),
-                         _metric(e["sts_corr"]), _metric(e["overall"]))
+            self.add_row(star, str(e["step"]), *(_metric(e.get(k)) for k in self.METRIC_KEYS), _metric(e["overall"]))
 
 
 CONFIG_KEYS = (  # (label, how to show it from the start record's config), most telling first

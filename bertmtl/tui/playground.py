@@ -21,10 +21,15 @@ from textual.timer import Timer
 from textual.widgets import Input, Static
 from textual.worker import get_current_worker
 
-from ..model.heads import SENTIMENT_LABELS
+from ..tasks import BUILTIN
 from .bars import text_bar
 from .feed import checkpoint_identity
 
+# The pane shows the first single-sentence task as bars per class (one panel per sentence)
+# and every pair task as one bar each; the answers are found under the tasks' JSON keys.
+SENTENCE_SPEC = next(s for s in BUILTIN if not s.pair)
+PAIR_SPECS = tuple(s for s in BUILTIN if s.pair)
+# Narrow panels name the sentiment classes short, and colour them from negative to positive.
 SHORT_LABELS = ("neg", "some neg", "neutral", "some pos", "pos")
 SENTIMENT_COLORS = ("#c01c28", "#e66100", "#9a9996", "#2ec27e", "#26a269")
 # Wait this long after the last keystroke before predicting: typing stays smooth, and the
@@ -69,22 +74,24 @@ class SentimentBars(Static):
         if not s:
             return Text(self.hint, style="dim")
         width = self.content_size.width
-        labels = SENTIMENT_LABELS if width >= 36 else SHORT_LABELS
+        full = SENTENCE_SPEC.labels
+        labels = full if width >= 36 or len(SHORT_LABELS) != len(full) else SHORT_LABELS
         label_w = max(len(x) for x in labels)
         bar_w = max(3, width - label_w - 6)
         out = Text(no_wrap=True)
         best = s["index"]
-        out.append(f"{SENTIMENT_LABELS[best]}", style=f"bold {SENTIMENT_COLORS[best]}")
+        out.append(f"{full[best]}", style=f"bold {SENTIMENT_COLORS[best % len(SENTIMENT_COLORS)]}")
         out.append(f"  p={s['probabilities'][best]:.2f}", style="dim")
         for i, (label, p) in enumerate(zip(labels, s["probabilities"])):
             out.append("\n" + label.ljust(label_w) + " ", style="bold" if i == best else "")
-            out.append(text_bar(p, bar_w), style=SENTIMENT_COLORS[i])
+            out.append(text_bar(p, bar_w), style=SENTIMENT_COLORS[i % len(SENTIMENT_COLORS)])
             out.append(f" {p:.2f}", style="bold" if i == best else "dim")
         return out
 
 
 class PairScores(Static):
-    """Paraphrase probability and similarity (0-5) of the two sentences, as bars."""
+    """The pair tasks' answers for the two sentences, one bar each: a probability with its
+    yes/no (paraphrase), or a score on its range (similarity 0-5)."""
 
     scores: reactive[dict | None] = reactive(None)
     hint: reactive[str] = reactive("")
@@ -93,18 +100,28 @@ class PairScores(Static):
         r = self.scores
         if not r:
             return Text(self.hint, style="dim")
-        bar_w = max(3, self.content_size.width - 12 - 11)
+        names = [_answer_name(s) for s in PAIR_SPECS]
+        name_w = max(map(len, names), default=0) + 2
+        bar_w = max(3, self.content_size.width - name_w - 11)
         out = Text(no_wrap=True)
-        p = r["paraphrase_prob"]
-        out.append("paraphrase  ")
-        out.append(text_bar(p, bar_w), style="#3584e4")
-        out.append(f" {p:.2f} ")
-        out.append("yes" if r["is_paraphrase"] else "no", style="bold")
-        sim = r["similarity"]
-        out.append("\nsimilarity  ")
-        out.append(text_bar(sim / 5.0, bar_w), style="#26a269")
-        out.append(f" {sim:.2f} / 5", style="bold")
+        for n, (spec, name) in enumerate(zip(PAIR_SPECS, names)):
+            out.append(("\n" if n else "") + name.ljust(name_w))
+            if spec.activation == "sigmoid":
+                p = r[spec.json_keys[0]]
+                out.append(text_bar(p, bar_w), style=spec.color)
+                out.append(f" {p:.2f} ")
+                out.append("yes" if r[spec.json_keys[1]] else "no", style="bold")
+            else:
+                value = r[spec.json_keys[0]]
+                low, high = spec.value_range if spec.regression else (0.0, 1.0)
+                out.append(text_bar((value - low) / (high - low), bar_w), style=spec.color)
+                out.append(f" {value:.2f} / {high:g}", style="bold")
         return out
+
+
+def _answer_name(spec) -> str:
+    """What a pair task's answer is called: `paraphrase` (from is_paraphrase), `similarity`."""
+    return spec.json_keys[1].removeprefix("is_") if spec.activation == "sigmoid" else spec.json_keys[0]
 
 
 class PlaygroundPane(Vertical):
@@ -279,7 +296,7 @@ class PlaygroundPane(Vertical):
         self.result, self.result_for = result, inputs
         if result is None:
             sa.sentiment = sb.sentiment = pair.scores = None
-        elif "sentiment" in result:
-            sa.sentiment, sb.sentiment, pair.scores = result["sentiment"], None, None
+        elif (key := SENTENCE_SPEC.json_keys[0]) in result:
+            sa.sentiment, sb.sentiment, pair.scores = result[key], None, None
         else:
-            sa.sentiment, sb.sentiment, pair.scores = result["sentiment1"], result["sentiment2"], result
+            sa.sentiment, sb.sentiment, pair.scores = result[key + "1"], result[key + "2"], result
