@@ -398,17 +398,10 @@ def _print_prediction(res: dict, texts: tuple[str, ...]) -> None:
     table.add_column("prediction")
     table.add_column("details", overflow="fold")
 
-    def sent_row(name, s):
-        probs = "  ".join(f"{p:.2f}" for p in s["probabilities"])
-        table.add_row(name, f"{s['label']} ({s['index']})", f"p = {probs}")
+    from .predict import answer_rows
 
-    if "sentiment" in res:
-        sent_row("sentiment", res["sentiment"])
-    else:
-        sent_row("sentiment 1", res["sentiment1"])
-        sent_row("sentiment 2", res["sentiment2"])
-        table.add_row("paraphrase", "yes" if res["is_paraphrase"] else "no", f"p = {res['paraphrase_prob']:.3f}")
-        table.add_row("similarity", f"{res['similarity']:.2f} / 5", "")
+    for row in answer_rows(res):
+        table.add_row(*row)
     console.print(table)
     if "truncated" in res:
         console.print(f"[yellow]note:[/] {res['truncated']}")

@@ -298,6 +298,27 @@ def read_lines(fd: int) -> tuple[Iterator[tuple[int, bytes]], callable]:
     return lines(), ready
 
 
+def answer_rows(res: dict, specs=BUILTIN) -> list[tuple[str, str, str]]:
+    """One answer as (name, prediction, details) rows for people, e.g.
+    ("sentiment 1", "positive (4)", "p = 0.01 ..."), ("paraphrase", "yes", "p = 0.912")."""
+    rows = []
+    for s in specs:
+        for suffix in ("", "1", "2") if not s.pair else ("",):
+            keys = [k + suffix for k in s.json_keys]
+            if keys[0] not in res:
+                continue
+            name = s.answer_name + (f" {suffix}" if suffix else "")
+            value = res[keys[0]]
+            if s.activation == "softmax":
+                probs = "  ".join(f"{p:.2f}" for p in value["probabilities"])
+                rows.append((name, f"{value['label']} ({value['index']})", f"p = {probs}"))
+            elif s.activation == "sigmoid":
+                rows.append((name, "yes" if res[keys[1]] else "no", f"p = {value:.3f}"))
+            else:
+                rows.append((name, f"{value:.2f} / {s.value_range[1]:g}", ""))
+    return rows
+
+
 def tsv_columns(specs=BUILTIN) -> tuple[str, ...]:
     """Columns of `--format tsv`: sentence tasks once per sentence, pair tasks' keys, errors."""
     cols = []

@@ -128,6 +128,11 @@ class TaskSpec:
         """"int" for class indices (cross-entropy targets), "float" for the rest."""
         return "int" if self.loss == "cross-entropy" else "float"
 
+    @property
+    def answer_name(self) -> str:
+        """What its answer is called for people: `paraphrase` (of is_paraphrase), `similarity`."""
+        return self.json_keys[1].removeprefix("is_") if self.activation == "sigmoid" else self.json_keys[0]
+
     def metric_key(self, metric: str) -> str:
         """Key of a metric in metrics dicts and metrics.jsonl, e.g. sst_acc."""
         return f"{self.name}_{METRIC_SUFFIX[metric]}"

@@ -100,7 +100,7 @@ class PairScores(Static):
         r = self.scores
         if not r:
             return Text(self.hint, style="dim")
-        names = [_answer_name(s) for s in PAIR_SPECS]
+        names = [s.answer_name for s in PAIR_SPECS]
         name_w = max(map(len, names), default=0) + 2
         bar_w = max(3, self.content_size.width - name_w - 11)
         out = Text(no_wrap=True)
@@ -117,11 +117,6 @@ class PairScores(Static):
                 out.append(text_bar((value - low) / (high - low), bar_w), style=spec.color)
                 out.append(f" {value:.2f} / {high:g}", style="bold")
         return out
-
-
-def _answer_name(spec) -> str:
-    """What a pair task's answer is called: `paraphrase` (from is_paraphrase), `similarity`."""
-    return spec.json_keys[1].removeprefix("is_") if spec.activation == "sigmoid" else spec.json_keys[0]
 
 
 class PlaygroundPane(Vertical):
