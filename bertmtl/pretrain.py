@@ -29,8 +29,7 @@ from .tasks import pretrain_sources
 from .tokenizer import DEFAULT_MAX_LENGTH, WordPieceTokenizer
 
 # Text sources, by the names the options use. IMDB reviews are extra movie-domain text only.
-SOURCES: dict[str, Task]
-SOURCES, SOURCE_ALIASES = pretrain_sources()
+SOURCES, SOURCE_ALIASES = pretrain_sources()  # {name: TaskSpec}, {alias: name}
 
 
 # -- options -------------------------------------------------------------------------------

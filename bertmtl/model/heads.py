@@ -85,6 +85,8 @@ class PairHead(nn.Module):
         feats = self.dropout(torch.cat([*pair, (u - v).abs(), u * v], dim=-1))
         if self.outputs == 1:
             return self.scale * cos + self.bias + self.mlp(feats).squeeze(-1)
+        # Several class logits: the cosine term is the same for each, so softmax ignores it and
+        # the MLP alone tells the classes apart.
         return (self.scale * cos + self.bias).unsqueeze(-1) + self.mlp(feats)
 
     def _shape(self, out: torch.Tensor) -> torch.Tensor:
