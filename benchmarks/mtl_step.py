@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import data_dir, interleaved  # noqa: E402
 
-from bertmtl.accel import cpu_has_native_bf16  # noqa: E402
+from bertmtl.device import cpu_has_native_bf16  # noqa: E402
 from bertmtl.data import RoundRobin  # noqa: E402
 from bertmtl.model.bert import BertModel  # noqa: E402
 from bertmtl.model.heads import MultitaskBert  # noqa: E402

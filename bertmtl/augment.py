@@ -328,7 +328,7 @@ class ContextualMethod:
 
         from .model.mlm import load_mlm
         from .tokenizer import WordPieceTokenizer
-        from .train import pick_device
+        from .device import pick_device
 
         if mlm_dir is None:
             raise UserError("the contextual method needs --mlm DIR: a BERT directory with a masked-LM head. "

@@ -330,7 +330,7 @@ def pretrain(cfg: PretrainConfig, reporter=None) -> dict:
     from .model.mlm import load_mlm, save_mlm
     from .optim import AdamW, parameter_groups
     from .progress import default_reporter
-    from .train import pick_device
+    from .device import pick_device
 
     t_start = time.perf_counter()
     cfg.validate()

@@ -21,145 +21,22 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from .accel import cpu_has_native_bf16
-from .data import TASKS, RoundRobin, TaskDataset, parse_tasks, read_task_file, task_path
+from .data import TASKS, RoundRobin, TaskDataset, read_task_file, task_path
+from .device import autocast_dtype, compile_encoder, pick_device, precision_name
 from .distributed import Dist
 from .ema import WeightAverage, restore_training_weights, trainable
 from .errors import UserError
 from .evaluate import evaluate
 from .metrics_log import MetricsLog
 from .model.bert import BertModel, Dropout
-from .model.heads import HeadConfig, MultitaskBert, task_loss
-from .mtl import SmartConfig, pcgrad, smart_loss
+from .model.heads import MultitaskBert, task_loss
+from .mtl import pcgrad, smart_loss
 from .optim import OPTIMIZERS, parameter_groups, scheduled_lr
 from .progress import SilentReporter, default_reporter
-from .tokenizer import DEFAULT_MAX_LENGTH, WordPieceTokenizer
+from .runs import new_run_dir
+from .tokenizer import WordPieceTokenizer
+from .train_config import TrainConfig
 from .weights import resolve
-
-PRECISIONS = {"auto": None, "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def training_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of training steps (None = fp32).
-
-    "auto" is bf16 on CPUs that multiply bf16 natively: a training step ran 1.55-1.66x faster on this
-    project's AVX512-BF16 CPU, and a default run reached the same dev scores as fp32 (README,
-    Results). GPUs stay in fp32: at the default model size a step there is bound by kernel
-    launches, and bf16 (which adds cast kernels) measured slower on an H200.
-    """
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
-    return PRECISIONS[precision]
-
-
-@dataclass
-class TrainConfig:
-    """Every option of a training run (saved as train_args.json)."""
-
-    data_dir: str = "data"
-    out: str | None = None
-    pretrained: str | None = None
-    tasks: list = field(default_factory=lambda: ["sst", "para", "sts"])
-    files: dict = field(default_factory=dict)  # per-task file overrides, e.g. {"sst_train": path}
-    augment: str | None = None  # a `bertmtl augment` output directory: extra training examples
-    # Defaults chosen by dev measurements (README, Results): batch 64 per task and lr 1e-4 for
-    # two epochs beat batch 32 / lr 5e-5 / three epochs, and SMART, which doubles the cost of
-    # a step, did not pay for itself within that budget (it stays one flag away).
-    epochs: float = 2.0
-    steps_per_epoch: int | None = None
-    max_steps: int | None = None
-    batch_size: int = 64
-    eval_batch_size: int = 128
-    lr: float = 1e-4
-    layer_decay: float = 1.0  # layer-wise lr decay: layer i of L trains at lr * layer_decay ** (L - i)
-    weight_decay: float = 0.01
-    warmup: float = 0.06  # fraction of all steps
-    schedule: str = "linear"  # linear decay to 0 | constant
-    clip: float = 1.0
-    dropout: float = 0.1
-    ema: float = 0.0  # decay of the weight average that is evaluated and saved; 0 = off
-    combine: str = "pcgrad"
-    smart: bool = False
-    smart_weights: dict = field(default_factory=lambda: dict(SmartConfig().weights))
-    smart_noise: float = 1e-5
-    smart_step: float = 1e-3
-    smart_epsilon: float = 1e-6
-    smart_steps: int = 1
-    optimizer: str = "adamw"
-    seed: int = 42
-    device: str = "auto"
-    precision: str = "auto"  # see training_dtype
-    compile: bool = False
-    eval_every: int | None = None
-    save_every: int | None = None
-    log_every: int = 10
-    pooling: str = "mean"
-    pair_mode: str = "bi"
-    pair_features: str = "concat"
-    sts_loss: str = "pearson"
-    mlp_hidden: int = 256
-    max_length: int = DEFAULT_MAX_LENGTH
-    bucket: bool = True
-    strict: bool = False
-    max_nonfinite: int = 5
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def head_config(self) -> HeadConfig:
-        return HeadConfig(pooling=self.pooling, pair_mode=self.pair_mode, pair_features=self.pair_features,
-                          mlp_hidden=self.mlp_hidden, dropout=self.dropout, sts_loss=self.sts_loss)
-
-    def smart_config(self) -> SmartConfig:
-        return SmartConfig(weights=dict(self.smart_weights), noise=self.smart_noise, step=self.smart_step,
-                           epsilon=self.smart_epsilon, steps=self.smart_steps)
-
-    def validate(self) -> None:
-        self.tasks = parse_tasks(",".join(self.tasks)) if not isinstance(self.tasks, str) else parse_tasks(self.tasks)
-        checks = [
-            (self.combine in ("sum", "pcgrad"), "combine must be sum or pcgrad"),
-            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
-            (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
-            (self.schedule in ("linear", "constant"), "schedule must be linear or constant"),
-            (self.batch_size >= 1 and self.eval_batch_size >= 1, "batch sizes must be >= 1"),
-            (self.epochs > 0, "epochs must be > 0"),
-            (self.lr > 0 and math.isfinite(self.lr), "lr must be a positive number"),
-            (0 <= self.warmup < 1, "warmup is a fraction of the run, in [0, 1)"),
-            (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
-            (0 <= self.ema < 1, "ema must be in [0, 1)"),
-            (0 < self.layer_decay <= 1, "layer_decay must be in (0, 1]"),
-            (self.max_length >= 8, "max_length must be >= 8"),
-            (self.log_every >= 1, "log_every must be >= 1"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise UserError(msg)
-
-
-def pick_device(name: str) -> torch.device:
-    """'auto' -> CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for, but no CUDA device is available (try --device cpu)")
-    return dev
-
-
-def new_run_dir(root: Path = Path("checkpoints")) -> Path:
-    """checkpoints/YYYYmmdd-HHMMSS (with a suffix if that exists)."""
-    base = root / time.strftime("%Y%m%d-%H%M%S")
-    cand, n = base, 1
-    while cand.exists():
-        n += 1
-        cand = base.with_name(f"{base.name}-{n}")
-    return cand
-
 
 def _check_writable(run: Path, need_bytes: int) -> None:
     """Fail before training, not at the first save, when --out cannot hold checkpoints."""
@@ -245,7 +122,7 @@ class MultitaskStep:
         model.encoder.embeddings.word_embeddings.sparse = True
         self.optimizer = OPTIMIZERS[cfg.optimizer](parameter_groups(model, cfg.weight_decay, cfg.layer_decay), lr=cfg.lr)
         self.pc_gen = torch.Generator().manual_seed(cfg.seed + 1)
-        self.autocast_dtype = training_dtype(cfg.precision, device)
+        self.autocast_dtype = autocast_dtype(cfg.precision, device, training=True)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         self.smart = cfg.smart_config()
 
@@ -338,6 +215,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
         if not (run / "last" / "trainer_state.json").is_file():
             raise UserError(f"{run}: nothing to resume (no {run / 'last'} checkpoint with resume state)")
         resume_ckpt = run / "last"
+        cfg.check_resume(ckpt.read_json(resume_ckpt / "train_args.json"))
     elif run is None:
         run = dist.broadcast_object(new_run_dir() if dist.is_main else None)
     elif dist.is_main and ((run / "metrics.jsonl").exists() or (run / "last").exists()):
@@ -379,10 +257,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
     tasks = list(train_sets)
     stepper = MultitaskStep(model, cfg, tasks, device, dist)
     optimizer, scaler, pc_gen = stepper.optimizer, stepper.scaler, stepper.pc_gen
-    precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[stepper.autocast_dtype]
+    precision = precision_name(stepper.autocast_dtype)
     if cfg.compile:
-        from .accel import compile_encoder
-
         compile_encoder(model, reporter.message)
 
     averager = WeightAverage(model, cfg.ema) if cfg.ema else None
