@@ -184,7 +184,8 @@ def ablate(cfg: AblateConfig, reporter_factory=None) -> dict:
     from . import checkpoint as ckpt
     from .pretrain import PretrainConfig, pretrain
     from .device import pick_device
-    from .train import TrainConfig, train
+    from .train import train
+    from .train_config import TrainConfig
 
     t0 = time.perf_counter()
     rows = parse_rows(",".join(cfg.rows))
