@@ -38,6 +38,7 @@ def test_download_prints_cached_dir(real_bert_dir, monkeypatch):
 
 def test_help_imports_no_torch():
     """`bertmtl --help`, `--version` and `train --help` start without torch (the group loads commands lazily)."""
+    import os
     import subprocess
     import sys
 
@@ -49,6 +50,12 @@ def test_help_imports_no_torch():
              "print('HEAVY', heavy)\n")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "HEAVY []", out
+    # Shell completion of a train option, as bash asks for it.
+    env = {**os.environ, "_BERTMTL_COMPLETE": "bash_complete", "COMP_WORDS": "bertmtl train --pair", "COMP_CWORD": "2"}
+    probe = ("import atexit, sys; atexit.register(lambda: print('TORCH', 'torch' in sys.modules))\n"
+             "from bertmtl.cli import main; main(prog_name='bertmtl')")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env).stdout
+    assert "--pair-mode" in out and "--pair-features" in out and out.strip().endswith("TORCH False"), out
 
 
 def test_every_command_loads_and_train_options_come_from_the_config():
