@@ -25,7 +25,7 @@ import torch
 from . import __version__
 from .config import BertConfig
 from .errors import UserError
-from .fsutil import recover_dir, staged_dir, write_bytes, write_json  # noqa: F401 (recover_dir, write_bytes re-exported)
+from .fsutil import recover_dir, staged_dir, write_bytes, write_json  # noqa: F401 (some re-exported)
 
 FORMAT = 1
 REQUIRED_FILES = ("bertmtl.json", "model.safetensors", "config.json", "heads.json", "vocab.txt")

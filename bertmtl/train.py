@@ -38,7 +38,8 @@ from .tokenizer import WordPieceTokenizer
 from .train_config import TrainConfig
 from .weights import resolve
 
-__all__ = ["GradBuffers", "MultitaskStep", "TrainConfig", "load_datasets", "Run", "prepare", "Checkpointer", "evaluate_dev", "train"]
+__all__ = ["GradBuffers", "MultitaskStep", "TrainConfig", "load_datasets", "Run", "prepare", "Checkpointer",
+           "evaluate_dev", "train"]
 
 
 def _check_writable(run: Path, need_bytes: int) -> None:

@@ -6,7 +6,7 @@ validation (`TrainConfig.validate`) and the resume check (`TrainConfig.check_res
 training itself). Adding an option is adding a field here and reading it where it acts.
 
 The defaults were chosen by dev measurements (README, Results): batch 64 per task and lr 1e-4
-for two epochs, with SMART (which doubles the cost of a step) one flag away.
+for two epochs, with SMART (extra forward and backward passes per step) one flag away.
 """
 
 from __future__ import annotations
@@ -58,10 +58,11 @@ def option(default=None, help: str = "", *, factory=None, type=None, choices=Non
     path: "dir" or "existing_dir". parse: turns the option's text into the value (lists, dicts);
     a dict-valued option updates the default's keys. cli=False: no generated option.
     """
-    meta = {"help": help, "type": type if type is not None else (None if default is None and factory is None
-                                                                  else (factory() if factory else default).__class__),
-            "choices": tuple(choices) if choices else None, "min": min, "max": max, "min_open": min_open,
-            "max_open": max_open, "resume": resume, "flag": flag, "path": path, "metavar": metavar, "parse": parse, "cli": cli}
+    if type is None and (default is not None or factory is not None):
+        type = (factory() if factory else default).__class__
+    meta = {"help": help, "type": type, "choices": tuple(choices) if choices else None, "min": min, "max": max,
+            "min_open": min_open, "max_open": max_open, "resume": resume, "flag": flag, "path": path,
+            "metavar": metavar, "parse": parse, "cli": cli}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -112,7 +113,8 @@ class TrainConfig:
                                  parse=parse_smart_weights)
     smart_noise: float = option(1e-5, "SMART: standard deviation of the initial embedding noise.", min=0)
     smart_step: float = option(1e-3, "SMART: step size of each ascent step on the noise.", min=0)
-    smart_epsilon: float = option(1e-6, "SMART: epsilon of the noise's normalisation.", min=0, min_open=True)
+    smart_epsilon: float = option(1e-6, "SMART: keeps the normalisation of the ascent direction finite.",
+                                  min=0, min_open=True)
     smart_steps: int = option(1, "SMART ascent steps K.", min=1)
     # -- hardware
     seed: int = option(42, "Random seed (same seed, same result; CPU runs repeat exactly).")
@@ -136,7 +138,8 @@ class TrainConfig:
                                 choices=("concat", "symmetric"), resume=False)
     sts_loss: str = option("pearson", "STS loss: 1 - Pearson r over the batch, or squared error on the 0-5 scale.",
                            choices=("pearson", "mse"))
-    mlp_hidden: int = option(256, "Hidden units of the pair heads' MLP.", min=1, resume=False)
+    mlp_hidden: int = option(256, "Hidden units of the bi-encoder pair heads' MLP (paraphrase, similarity).",
+                             min=1, resume=False)
     max_length: int = option(128, "Maximum tokens per input (capped by the model's positions).", min=8)
     # -- data handling
     bucket: bool = option(True, "Length-bucketed batches (less padding).", flag="on/off")

@@ -27,8 +27,8 @@ def _help(name: str, note: str | None = None) -> str:
 
 def data_dir_option(note: str | None = None):
     """--data-dir: where the task CSVs are (`note` says which files the command reads)."""
-    return click.option("--data-dir", type=click.Path(file_okay=False, path_type=str), default=FIELDS["data_dir"].default,
-                        show_default=True, help=_help("data_dir", note))
+    return click.option("--data-dir", type=click.Path(file_okay=False, path_type=str),
+                        default=FIELDS["data_dir"].default, show_default=True, help=_help("data_dir", note))
 
 
 def out_option(default: str, help: str):
@@ -45,11 +45,13 @@ def checkpoint_option():
 
 
 def device_option(default: str = "auto", note: str | None = None):
+    """--device auto|cpu|cuda; each command picks its default."""
     return click.option("--device", type=click.Choice(DEVICES), default=default, show_default=True,
                         help=_help("device", note))
 
 
 def seed_option(note: str | None = None):
+    """--seed, with `note` saying what else it fixes in a command."""
     return click.option("--seed", type=int, default=FIELDS["seed"].default, show_default=True,
                         help=_help("seed", note))
 
