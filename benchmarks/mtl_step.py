@@ -1,7 +1,7 @@
 """Cost of one multi-task training step: sum vs PCGrad vs PCGrad + SMART, bucketed vs not,
 fp32 vs bf16 autocast (what `--precision auto` picks on CPUs that multiply bf16 natively).
 
-Every variant runs the training loop's own step (bertmtl.train.MultitaskStep) on the same
+Every variant runs the training loop's own step (bertmtl.mtl.step.MultitaskStep) on the same
 real batches (default weights, ../shared/data), alternating variants round by round; prints
 the median seconds per step and ratios against `sum`.
 
@@ -19,12 +19,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import data_dir, interleaved  # noqa: E402
 
-from bertmtl.accel import cpu_has_native_bf16  # noqa: E402
 from bertmtl.data import RoundRobin  # noqa: E402
+from bertmtl.device import cpu_has_native_bf16  # noqa: E402
 from bertmtl.model.bert import BertModel  # noqa: E402
 from bertmtl.model.heads import MultitaskBert  # noqa: E402
+from bertmtl.mtl.step import MultitaskStep  # noqa: E402
 from bertmtl.tokenizer import WordPieceTokenizer  # noqa: E402
-from bertmtl.train import MultitaskStep, TrainConfig, load_datasets  # noqa: E402
+from bertmtl.train import load_datasets  # noqa: E402
+from bertmtl.train_config import TrainConfig  # noqa: E402
 from bertmtl.weights import pretrained_dir  # noqa: E402
 
 

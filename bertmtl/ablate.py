@@ -184,7 +184,9 @@ def ablate(cfg: AblateConfig, reporter_factory=None) -> dict:
     """Train every chosen row, write OUT/ablation.md and OUT/ablation.json; returns the result."""
     from . import checkpoint as ckpt
     from .pretrain import PretrainConfig, pretrain
-    from .train import TrainConfig, pick_device, train
+    from .device import pick_device
+    from .train import train
+    from .train_config import TrainConfig
 
     t0 = time.perf_counter()
     rows = parse_rows(",".join(cfg.rows))

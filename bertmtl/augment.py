@@ -328,7 +328,7 @@ class ContextualMethod:
 
         from .model.mlm import load_mlm
         from .tokenizer import WordPieceTokenizer
-        from .train import pick_device
+        from .device import pick_device
 
         if mlm_dir is None:
             raise UserError("the contextual method needs --mlm DIR: a BERT directory with a masked-LM head. "
@@ -457,8 +457,8 @@ RETRIES = 2
 
 def augment(cfg: AugmentConfig, reporter=None) -> dict:
     """Write augmented copies of the chosen tasks' train files into cfg.out; returns the manifest."""
-    from . import checkpoint as ckpt
     from .data import parse_tasks
+    from .fsutil import staged_dir, write_json
     from .pretrain import check_out_dir
     from .progress import PlainReporter
 
@@ -482,10 +482,7 @@ def augment(cfg: AugmentConfig, reporter=None) -> dict:
     built = {m: build_method(m, cfg) for m in methods}
 
     manifest: dict = {"config": asdict(cfg), "methods": {m: getattr(b, "notes", {}) for m, b in built.items()}, "tasks": {}}
-    staging = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    with staged_dir(out) as staging:
         for name, examples in data.items():
             rows, stats = _augment_task(name, examples, methods, built, cfg, reporter)
             write_task_rows(staging / TASKS[name].filename("train"), name, rows)
@@ -493,13 +490,7 @@ def augment(cfg: AugmentConfig, reporter=None) -> dict:
             reporter.message(f"{name}: {stats['copies']} augmented copies of {stats['examples']} examples"
                              + (f" ({stats['unchanged_dropped']} unchanged copies dropped)" if stats["unchanged_dropped"] else ""))
         manifest["wall_s"] = time.perf_counter() - t0
-        ckpt.write_json(staging / "augment.json", manifest)
-        if out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-        ckpt.replace_dir(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        write_json(staging / "augment.json", manifest)
     return manifest
 
 

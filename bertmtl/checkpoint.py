@@ -15,11 +15,8 @@ and, for resuming (last/ only):
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,72 +26,10 @@ from . import __version__
 from .config import BertConfig
 from .errors import UserError
 from .tasks import TASKS
+from .fsutil import recover_dir, staged_dir, write_bytes, write_json  # noqa: F401 (some re-exported)
 
 FORMAT = 1
 REQUIRED_FILES = ("bertmtl.json", "model.safetensors", "config.json", "heads.json", "vocab.txt")
-
-
-# -- atomic directory replacement ---------------------------------------------------------
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths with renameat2(RENAME_EXCHANGE); False where unsupported."""
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).renameat2
-    except (AttributeError, OSError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-        return False
-    raise OSError(err, os.strerror(err), str(b))
-
-
-def replace_dir(staging: Path, target: Path) -> None:
-    """Make `staging` become `target` so that readers always see a complete old or new one."""
-    _fsync_dir(staging)
-    if target.exists() and _exchange(staging, target):
-        shutil.rmtree(staging, ignore_errors=True)  # staging now holds the previous version
-    else:
-        old = target.with_name(target.name + ".old")
-        if target.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)  # recover_dir() restores it if we die right here
-        os.replace(staging, target)
-        shutil.rmtree(old, ignore_errors=True)
-    _fsync_dir(target.parent)
-
-
-def recover_dir(target: Path) -> None:
-    """Undo an interrupted non-atomic replace (only on systems without renameat2)."""
-    old = target.with_name(target.name + ".old")
-    if not target.exists() and old.is_dir():
-        os.replace(old, target)
-
-
-def write_bytes(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def write_json(path: Path, obj) -> None:
-    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
 def read_json(path: Path) -> dict:
@@ -134,13 +69,7 @@ def _load_tensors(path: Path, device="cpu") -> dict[str, torch.Tensor]:
 def save_checkpoint(target: Path, model, tokenizer, *, step: int, epoch: float, train_args: dict,
                     metrics: dict | None, tasks: list[str], resume: dict | None = None) -> None:
     """Write a complete checkpoint to `target` atomically (build beside it, then swap in)."""
-    target = Path(target)
-    # Leftovers of a writer killed mid-save: incomplete by construction, never read.
-    for stale in target.parent.glob(f".{target.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    staging.mkdir(parents=True)
-    try:
+    with staged_dir(target) as staging:
         _save_tensors(staging / "model.safetensors", model.state_dict())
         write_json(staging / "config.json", model.encoder.config.to_dict())
         write_json(staging / "heads.json", {**model.cfg.to_dict(), "tasks": tasks})
@@ -153,10 +82,6 @@ def save_checkpoint(target: Path, model, tokenizer, *, step: int, epoch: float, 
         # Written last: a directory without it is never taken for a checkpoint.
         write_json(staging / "bertmtl.json", {"format": FORMAT, "version": __version__, "step": step,
                                               "epoch": epoch, "resumable": resume is not None})
-        replace_dir(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def optimizer_state(optimizer) -> tuple[dict[str, torch.Tensor], dict]:

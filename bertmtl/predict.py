@@ -12,7 +12,7 @@ from typing import Iterable, Iterator
 
 import torch
 
-from .accel import cpu_has_native_bf16
+from .device import autocast_dtype
 from .tasks import BUILTIN, TaskSpec
 
 # A stdin line is kept up to this many bytes (the rest is dropped, and the answer says the
@@ -21,19 +21,6 @@ MAX_LINE_BYTES = 1 << 20
 # Longer inputs are cut before tokenising (the model sees at most max_length tokens anyway):
 # tokenising a megabyte to keep 128 tokens would only cost time and memory.
 MAX_CHARS = 20_000
-
-
-def inference_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for prediction: "auto" = bf16 where the hardware does it natively."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision != "auto":
-        raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return torch.bfloat16 if cpu_has_native_bf16() else None
 
 
 @dataclass
@@ -78,7 +65,7 @@ class Predictor:
 
         self.path = resolve_checkpoint(checkpoint)
         self.device = torch.device(device)
-        self.autocast_dtype = inference_dtype(precision, self.device)
+        self.autocast_dtype = autocast_dtype(precision, self.device, training=False)
         ck = load_checkpoint(self.path, device=self.device)
         self.model, self.tokenizer, self.metrics = ck.model, ck.tokenizer, ck.metrics
         self.cross = self.model.cfg.pair_mode == "cross"

@@ -13,7 +13,6 @@ import dataclasses
 import math
 import os
 import random
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch.nn.functional as F
 from .data import Task, read_task_file, stable_seed
 from .errors import UserError
 from .optim import scheduled_lr
-from .progress import progress_bar
+from .progress import ThroughputWindow, progress_bar
 from .tasks import pretrain_sources
 from .tokenizer import DEFAULT_MAX_LENGTH, WordPieceTokenizer
 
@@ -324,12 +323,12 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
 
 def pretrain(cfg: PretrainConfig, reporter=None) -> dict:
     """Run further MLM pretraining; writes cfg.out (HF format + pretrain.json) and returns the report."""
-    from . import checkpoint as ckpt
     from .data import bucketed_batches
+    from .device import pick_device
+    from .fsutil import staged_dir, write_json
     from .model.mlm import load_mlm, save_mlm
     from .optim import AdamW, parameter_groups
     from .progress import default_reporter
-    from .train import pick_device
 
     t_start = time.perf_counter()
     cfg.validate()
@@ -439,7 +438,7 @@ def pretrain(cfg: PretrainConfig, reporter=None) -> dict:
     optimizer = AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr)
     model.train()
     t_train = time.perf_counter()
-    window = {"loss": 0.0, "n": 0, "examples": 0, "t0": time.perf_counter()}
+    window = ThroughputWindow(["mlm"], smart=False)
     losses = []
     with reporter:
         reporter.start(total, 0, steps_per_epoch)
@@ -456,16 +455,11 @@ def pretrain(cfg: PretrainConfig, reporter=None) -> dict:
             for g in optimizer.param_groups:
                 g["lr"] = lr
             optimizer.step()
-            window["loss"] += loss.item()
-            window["n"] += 1
-            window["examples"] += len(idx)
+            window.add(len(idx), {"mlm": loss.item()})
             if (step + 1) % cfg.log_every == 0 or step + 1 == total:
-                mean = window["loss"] / window["n"]
-                losses.append({"step": step + 1, "loss": mean})
-                elapsed = time.perf_counter() - window["t0"]
-                reporter.step({"step": step + 1, "epoch": (step + 1) / steps_per_epoch, "loss": {"mlm": mean},
-                               "smart": {}, "lr": lr, "examples_per_s": window["examples"] / max(elapsed, 1e-9)})
-                window = {"loss": 0.0, "n": 0, "examples": 0, "t0": time.perf_counter()}
+                rec = {"step": step + 1, "epoch": (step + 1) / steps_per_epoch, "lr": lr, **window.record()}
+                losses.append({"step": step + 1, "loss": rec["loss"]["mlm"]})
+                reporter.step(rec)
     train_s = time.perf_counter() - t_train
 
     report["after"] = held_eval("held-out MLM (after)")
@@ -473,18 +467,13 @@ def pretrain(cfg: PretrainConfig, reporter=None) -> dict:
     report.update(steps=total, steps_per_epoch=steps_per_epoch, epochs=total / steps_per_epoch, train_loss=losses,
                   train_s=train_s, config=dataclasses.asdict(cfg))
 
-    staging = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
     try:
-        model.cpu()
-        model.tie_weights()
-        save_mlm(model, tokenizer, staging)
-        report["wall_s"] = time.perf_counter() - t_start
-        ckpt.write_json(staging / "pretrain.json", report)
-        if out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-        ckpt.replace_dir(staging, out)
+        with staged_dir(out) as staging:
+            model.cpu()
+            model.tie_weights()
+            save_mlm(model, tokenizer, staging)
+            report["wall_s"] = time.perf_counter() - t_start
+            write_json(staging / "pretrain.json", report)
     except OSError as e:
-        shutil.rmtree(staging, ignore_errors=True)
         raise UserError(f"could not write {out} ({e.strerror or e})") from None
     return report

@@ -7,6 +7,40 @@ import sys
 import time
 
 
+class ThroughputWindow:
+    """Mean losses and examples per second between two log lines (training and pretraining).
+
+    `add` one step's losses (and SMART terms, when `smart`), `record` the averages since the
+    last record; the window then starts again.
+    """
+
+    def __init__(self, names: list[str], smart: bool = True):
+        self.names, self.smart = list(names), smart
+        self._reset()
+
+    def _reset(self) -> None:
+        self.loss = {t: 0.0 for t in self.names}
+        self.smart_sum = {t: 0.0 for t in self.names} if self.smart else {}
+        self.n, self.examples, self.t0 = 0, 0, time.perf_counter()
+
+    def add(self, examples: int, losses: dict[str, float], smart: dict[str, float] | None = None) -> None:
+        self.n += 1
+        self.examples += examples
+        for t in self.names:
+            self.loss[t] += losses[t]
+            if self.smart:
+                self.smart_sum[t] += (smart or {}).get(t, 0.0)
+
+    def record(self) -> dict:
+        """{"loss": {name: mean}, "smart": {name: mean}, "examples_per_s": ...}, then start a new window."""
+        elapsed = time.perf_counter() - self.t0
+        rec = {"loss": {t: v / self.n for t, v in self.loss.items()},
+               "smart": {t: v / self.n for t, v in self.smart_sum.items()},
+               "examples_per_s": self.examples / max(elapsed, 1e-9)}
+        self._reset()
+        return rec
+
+
 def _fmt_losses(rec: dict) -> str:
     parts = [f"{t} {v:.3f}" for t, v in rec.get("loss", {}).items()]
     smart = {t: v for t, v in rec.get("smart", {}).items() if v}

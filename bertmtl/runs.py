@@ -1,12 +1,23 @@
-"""Finding runs and checkpoints: the latest run under checkpoints/, a run's best/."""
+"""Run directories: naming a new one, finding the latest under checkpoints/, a run's best/."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from .errors import UserError
 
 RUNS_ROOT = Path("checkpoints")
+
+
+def new_run_dir(root: Path = RUNS_ROOT) -> Path:
+    """checkpoints/YYYYmmdd-HHMMSS (with a suffix if that exists)."""
+    base = root / time.strftime("%Y%m%d-%H%M%S")
+    cand, n = base, 1
+    while cand.exists():
+        n += 1
+        cand = base.with_name(f"{base.name}-{n}")
+    return cand
 
 
 def latest_run(root: Path = RUNS_ROOT) -> Path | None:

@@ -34,3 +34,66 @@ def test_download_prints_cached_dir(real_bert_dir, monkeypatch):
     monkeypatch.setenv("BERTMTL_HOME", str(real_bert_dir.parent))
     r = CliRunner().invoke(main, ["download", "--quiet"])
     assert r.exit_code == 0 and r.output.strip() == str(real_bert_dir)
+
+
+def test_help_imports_no_torch():
+    """`bertmtl --help`, `--version` and `train --help` start without torch (the group loads commands lazily)."""
+    import os
+    import subprocess
+    import sys
+
+    probe = ("import sys; from bertmtl.cli import main\n"
+             "for args in (['--help'], ['--version'], ['train', '--help'], ['predict', '--help']):\n"
+             "    try: main(args, prog_name='bertmtl')\n"
+             "    except SystemExit as e: assert e.code == 0, (args, e.code)\n"
+             "heavy = sorted(m for m in ('torch', 'textual', 'transformers', 'safetensors') if m in sys.modules)\n"
+             "print('HEAVY', heavy)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "HEAVY []", out
+    # Shell completion of a train option, as bash asks for it.
+    env = {**os.environ, "_BERTMTL_COMPLETE": "bash_complete", "COMP_WORDS": "bertmtl train --pair", "COMP_CWORD": "2"}
+    probe = ("import atexit, sys; atexit.register(lambda: print('TORCH', 'torch' in sys.modules))\n"
+             "from bertmtl.cli import main; main(prog_name='bertmtl')")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env).stdout
+    assert "--pair-mode" in out and "--pair-features" in out and out.strip().endswith("TORCH False"), out
+
+
+def test_every_command_loads_and_train_options_come_from_the_config():
+    import dataclasses
+
+    from bertmtl.cli import COMMANDS
+    from bertmtl.train_config import FIELDS, TrainConfig
+
+    for name in COMMANDS:
+        r = CliRunner().invoke(main, [name, "--help"])
+        assert r.exit_code == 0, (name, r.output)
+    train_cmd = main.get_command(None, "train")
+    names = {p.name for p in train_cmd.params}
+    assert {n for n, f in FIELDS.items() if f.metadata["cli"]} <= names
+    # The generated options' defaults build the default config.
+    ctx = train_cmd.make_context("train", [])
+    from bertmtl.cli.options import config_from_options
+
+    assert config_from_options(ctx, ctx.params) == TrainConfig()
+    assert all(f.metadata["help"] for f in dataclasses.fields(TrainConfig))
+
+
+def test_config_validation_and_resume_check_follow_the_metadata():
+    from bertmtl.errors import UserError
+    from bertmtl.mtl import SmartConfig
+    from bertmtl.optim import OPTIMIZERS
+    from bertmtl.tokenizer import DEFAULT_MAX_LENGTH
+    from bertmtl.train_config import FIELDS, TrainConfig
+
+    cfg = TrainConfig()
+    assert cfg.smart_config() == SmartConfig() and cfg.max_length == DEFAULT_MAX_LENGTH
+    assert set(FIELDS["optimizer"].metadata["choices"]) == set(OPTIMIZERS)
+    for bad, msg in (({"lr": 0.0}, "lr must be > 0"), ({"warmup": 1.0}, "warmup must be < 1"),
+                     ({"combine": "mean"}, "combine must be one of sum, pcgrad"),
+                     ({"lr": float("inf")}, "lr must be a finite number"), ({"max_steps": 0}, "max_steps must be >= 1")):
+        with pytest.raises(UserError, match=msg):
+            TrainConfig(**bad).validate()
+    saved = TrainConfig(pooling="cls").to_dict()
+    with pytest.raises(UserError, match="--pooling cannot change when resuming: the run was trained with 'cls'"):
+        TrainConfig().check_resume(saved)
+    TrainConfig(pooling="cls", lr=3e-5, epochs=5).check_resume(saved)  # resumable options may change

@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from bertmtl.accel import compile_encoder
+from bertmtl.device import compile_encoder
 from bertmtl.cli import main
 from bertmtl.data import RoundRobin
 from bertmtl.metrics_log import read_records
@@ -63,16 +63,19 @@ def test_bf16_run_end_to_end(tiny_bert_dir, tmp_path):
 
 
 def test_auto_precision_is_bf16_only_on_cpus_that_have_it(monkeypatch):
-    import bertmtl.train as tr
+    import bertmtl.device as dv
+
+    def dtype(precision, device):
+        return dv.autocast_dtype(precision, device, training=True)
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    monkeypatch.setattr(tr, "cpu_has_native_bf16", lambda: True)
-    assert tr.training_dtype("auto", cpu) is torch.bfloat16
-    assert tr.training_dtype("auto", cuda) is None  # launch-bound at this size: bf16 measured slower
-    assert tr.training_dtype("fp32", cpu) is None
-    monkeypatch.setattr(tr, "cpu_has_native_bf16", lambda: False)
-    assert tr.training_dtype("auto", cpu) is None
-    assert tr.training_dtype("bf16", cpu) is torch.bfloat16 and tr.training_dtype("fp16", cuda) is torch.float16
+    monkeypatch.setattr(dv, "cpu_has_native_bf16", lambda: True)
+    assert dtype("auto", cpu) is torch.bfloat16
+    assert dtype("auto", cuda) is None  # training steps on a GPU stay fp32 (launch-bound at this size)
+    assert dtype("fp32", cpu) is None
+    monkeypatch.setattr(dv, "cpu_has_native_bf16", lambda: False)
+    assert dtype("auto", cpu) is None
+    assert dtype("bf16", cpu) is torch.bfloat16 and dtype("fp16", cuda) is torch.float16
 
 
 def test_compile_falls_back_cleanly(tiny_bert_dir, monkeypatch):

@@ -186,10 +186,12 @@ def test_bf16_predictions_stay_close_to_fp32(run_dir):
 
 
 def test_auto_precision_follows_the_hardware(monkeypatch):
-    import bertmtl.predict as pr
+    import bertmtl.device as dv
 
-    monkeypatch.setattr(pr, "cpu_has_native_bf16", lambda: False)
-    assert pr.inference_dtype("auto", torch.device("cpu")) is None
-    monkeypatch.setattr(pr, "cpu_has_native_bf16", lambda: True)
-    assert pr.inference_dtype("auto", torch.device("cpu")) is torch.bfloat16
-    assert pr.inference_dtype("fp32", torch.device("cpu")) is None
+    monkeypatch.setattr(dv, "cpu_has_native_bf16", lambda: False)
+    assert dv.autocast_dtype("auto", torch.device("cpu"), training=False) is None
+    monkeypatch.setattr(dv, "cpu_has_native_bf16", lambda: True)
+    assert dv.autocast_dtype("auto", torch.device("cpu"), training=False) is torch.bfloat16
+    assert dv.autocast_dtype("fp32", torch.device("cpu"), training=False) is None
+    with pytest.raises(ValueError):
+        dv.autocast_dtype("fp16", torch.device("cpu"), training=False)

@@ -29,7 +29,7 @@ def pretrained(tiny_bert_dir, data_dir, tmp_path_factory):
     """A 6-step pretraining run from the tiny BERT (which has no MLM head), through the CLI."""
     out = tmp_path_factory.mktemp("mlm") / "out"
     r = CliRunner().invoke(main, ["pretrain", "--pretrained", str(tiny_bert_dir), "--data-dir", str(data_dir),
-                                  "--out", str(out), "--steps", "6", "--batch-size", "16", "--lr", "1e-3",
+                                  "--out", str(out), "--max-steps", "6", "--batch-size", "16", "--lr", "1e-3",
                                   "--heldout", "0.1", "--seed", "0", "--device", "cpu"])
     assert r.exit_code == 0, r.output + repr(r.exception)
     return out, r.output
@@ -202,7 +202,7 @@ def test_bad_options_are_usage_errors(args, msg):
 def test_existing_output_is_not_overwritten(pretrained, tiny_bert_dir, data_dir):
     out, _ = pretrained
     r = CliRunner().invoke(main, ["pretrain", "--pretrained", str(tiny_bert_dir), "--data-dir", str(data_dir),
-                                  "--out", str(out), "--steps", "1"])
+                                  "--out", str(out), "--steps", "1"])  # the hidden former name of --max-steps
     assert r.exit_code == 2 and "already holds files" in r.output and "--overwrite" in r.output
 
 

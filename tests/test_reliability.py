@@ -176,7 +176,7 @@ def test_failed_save_keeps_the_previous_checkpoint(tiny_bert_dir, data_dir, tmp_
 
 def _nan_on(steps: set[int], monkeypatch):
     """Make every task loss NaN at the given (1-based) steps."""
-    import bertmtl.train as tr
+    import bertmtl.mtl.step as tr
 
     real = tr.task_loss
     state = {"calls": 0}
@@ -227,3 +227,24 @@ def test_resume_never_writes_where_metadata_points(tiny_bert_dir, data_dir, tmp_
     assert r.exit_code == 0, r.output
     assert not evil.exists()
     assert json.loads((run / "last" / "bertmtl.json").read_text())["step"] == 4
+
+
+def test_an_error_while_evaluating_closes_the_log_and_the_process_group(tiny_bert_dir, data_dir, tmp_path, monkeypatch):
+    import bertmtl.train as tr
+    from bertmtl.distributed import Dist
+
+    closed = []
+    monkeypatch.setattr(tr.Dist, "from_env", classmethod(lambda cls: type("D", (Dist,), {
+        "close": lambda self: closed.append("dist")})()))
+    real_close = tr.MetricsLog.close
+    monkeypatch.setattr(tr.MetricsLog, "close", lambda self: (closed.append("log"), real_close(self)))
+
+    def broken(run, saver):
+        raise RuntimeError("evaluation failed")
+
+    monkeypatch.setattr(tr, "evaluate_dev", broken)
+    cfg = TrainConfig(data_dir=str(data_dir), out=str(tmp_path / "run"), pretrained=str(tiny_bert_dir),
+                      max_steps=2, eval_every=1, batch_size=8)
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        train(cfg, reporter=SilentReporter())
+    assert closed == ["log", "dist"]

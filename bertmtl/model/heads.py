@@ -36,8 +36,7 @@ class HeadConfig:
     pair_mode: str = "bi"  # bi-encoder (cosine + MLP) | cross-encoder
     # The bi-encoder MLP's input: the classic [u, v, |u-v|, u*v], or [u+v, |u-v|, u*v], which gives
     # (a, b) and (b, a) the same score. Measured equal within noise (README, Results), so the
-    # default stays the one the paper's heads use; the difference for users is tiny as well
-    # (3 of 3,000 Quora dev decisions flip when the pair is swapped).
+    # default stays the one the paper's heads use.
     pair_features: str = "concat"
     mlp_hidden: int = 256
     dropout: float = 0.1

@@ -269,8 +269,8 @@ def run_tui(run_dir: Path, checkpoint: str | None = None, train_argv: list[str] 
     import torch
 
     # The playground answers one short input at a time: extra threads gain little, and while a
-    # training (ours or another) keeps the cores busy their spin-waits made a pair take 200 ms
-    # instead of 1 ms (tiny model, 2 busy cores).
+    # training (ours or another) keeps the cores busy, their spin-waits slow each answer down
+    # by orders of magnitude (README, Benchmarks).
     torch.set_num_threads(PLAYGROUND_THREADS)
     app = BertmtlApp(run_dir, checkpoint=checkpoint, train_argv=train_argv)
     try:

@@ -1,0 +1,57 @@
+"""The `bertmtl` command line: a Click group that imports a command's module only when it runs.
+
+No module of this package imports torch at the top (heavy imports happen inside the command
+functions), so `bertmtl --help`, `--version`, a command's --help and shell completion start at
+once; running a command imports only that command's module and what it needs.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from .. import __version__
+
+# command name -> module under bertmtl.cli holding a Click command of the same name
+COMMANDS = {
+    "download": "download",
+    "train": "train",
+    "evaluate": "evaluate",
+    "predict": "predict",
+    "tui": "tui",
+    "augment": "augment",
+    "pretrain": "pretrain",
+    "ablate": "ablate",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use (Click's lazy-loading pattern)."""
+
+    def __init__(self, *args, lazy_commands: dict[str, str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = lazy_commands
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy_commands:
+            module = importlib.import_module(f"{__name__}.{self.lazy_commands[name]}")
+            return getattr(module, name)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, lazy_commands=COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="bertmtl")
+def main() -> None:
+    """Train one BERT on sentiment (SST-5), paraphrase (Quora) and similarity (STS-B) at once.
+
+    \b
+    Typical use:
+      bertmtl download                      fetch the default weights (all-MiniLM-L6-v2)
+      bertmtl train --data-dir data         train, best/last checkpoints under checkpoints/
+      bertmtl predict "a sentence" "another" try the trained model
+    """

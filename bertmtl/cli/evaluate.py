@@ -1,0 +1,83 @@
+"""`bertmtl evaluate`: dev metrics of a checkpoint, or test-split predictions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .options import checkpoint_option, data_dir_option, device_option, parsed
+
+
+@click.command()
+@checkpoint_option()
+@data_dir_option()
+@click.option("--split", type=click.Choice(["dev", "test"]), default="dev", show_default=True,
+              help="dev: metrics on labelled data; test: predictions for the unlabelled test files.")
+@click.option("--tasks", default="sst,para,sts", show_default=True, help="Tasks to evaluate.")
+@click.option("--write-predictions", "pred_dir", type=click.Path(file_okay=False, path_type=str), default=None,
+              help="Write CS224N-style prediction CSVs (id, prediction) into this directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Evaluation batch size.")
+@device_option()
+@click.option("--strict", is_flag=True, help="Stop at the first unusable data row.")
+def evaluate(checkpoint_path, data_dir, split, tasks, pred_dir, as_json, batch_size, device, strict) -> None:
+    """Score a checkpoint on dev (accuracy, macro-F1, Pearson, overall) or predict the test split."""
+    import json
+    import sys
+
+    from ..checkpoint import load_checkpoint
+    from ..data import TASKS, TaskDataset, read_task_file, task_path
+    from ..evaluate import evaluate as run_eval
+    from ..evaluate import write_predictions
+    from ..runs import resolve_checkpoint
+    from ..device import pick_device
+    from ..train_config import parse_tasks
+
+    dev = pick_device(device)
+    path = resolve_checkpoint(checkpoint_path)
+    ck = load_checkpoint(path, device=dev)
+    warn = lambda row: click.echo(f"warning: {row}", err=True)  # noqa: E731
+    datasets, skipped, missing = {}, {}, []
+    for name in parsed(parse_tasks, tasks, "--tasks"):
+        task = TASKS[name]
+        p = task_path(data_dir, task, split)
+        if split == "test" and not p.is_file():
+            missing.append(f"{p.name} not found: no {task.title} predictions")
+            continue
+        f = read_task_file(p, task, labelled=split == "dev", strict=strict, warn=warn)
+        if f.skipped:
+            skipped[p.name] = len(f.skipped)
+        datasets[name] = TaskDataset(task, f.examples, ck.tokenizer, ck.model.cfg.pair_mode)
+    for m in missing:
+        click.echo(m, err=True)
+    result: dict = {"checkpoint": str(path), "split": split}
+    if split == "dev":
+        metrics = run_eval(ck.model, datasets, batch_size, dev)
+        result.update(metrics)
+        result["skipped_rows"] = skipped
+    if pred_dir:
+        written = write_predictions(ck.model, datasets, Path(pred_dir), split, batch_size, dev)
+        result["predictions"] = [str(w) for w in written]
+    elif split == "test":
+        click.echo("note: --split test has no labels; add --write-predictions DIR to save predictions", err=True)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..tasks import metric_rows
+
+    console = Console(file=sys.stdout)
+    if split == "dev":
+        table = Table(title=f"{path} on {split}")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        table.add_column("examples", justify="right")
+        for key, label, n in (*metric_rows(ck.model.specs.values()), ("overall", "overall", None)):
+            if result.get(key) is not None:
+                table.add_row(label, f"{result[key]:.4f}", str(result.get(n, "")) if n else "")
+        console.print(table)
+    for w in result.get("predictions", []):
+        console.print(f"wrote {w}")

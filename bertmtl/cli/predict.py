@@ -1,0 +1,102 @@
+"""`bertmtl predict`: one sentence, a pair, or a stream of lines from stdin."""
+
+from __future__ import annotations
+
+import click
+
+from .options import checkpoint_option, device_option, precision_option
+
+
+@click.command()
+@click.argument("texts", nargs=-1)
+@checkpoint_option()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "tsv"]), default="jsonl", show_default=True,
+              help="Output format when reading stdin.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Sentences per forward pass.")
+@device_option(default="cpu")
+@precision_option(choices=("auto", "fp32", "bf16"),
+                  help="auto = bf16 where the hardware multiplies bf16 natively (CPUs with AVX512-BF16 or AMX, "
+                       "CUDA GPUs), else fp32; README gives its speed and agreement with fp32.")
+def predict(texts: tuple[str, ...], checkpoint_path, as_json, fmt, batch_size, device, precision) -> None:
+    """Predict with a trained model: one sentence, a pair, or lines from stdin.
+
+    \b
+      bertmtl predict "A gorgeous, witty film."           sentiment of one sentence
+      bertmtl predict "How do I learn Python?" "What is the best way to learn Python?"
+                                                          all three heads for a pair
+      cat pairs.tsv | bertmtl predict -                   one JSON object per input line
+
+    Each stdin line is a sentence, two tab-separated sentences, or a JSON object with
+    "sentence" or "sentence1"/"sentence2" (and an optional "id", echoed back).
+    """
+    import sys
+
+    stdin_mode = texts == ("-",) or (not texts and not sys.stdin.isatty())
+    if not stdin_mode and len(texts) not in (1, 2):
+        raise click.UsageError("give one sentence, two sentences (a pair), or - to read lines from stdin")
+    if not stdin_mode and any(not t.strip() for t in texts):
+        raise click.BadParameter("sentences must not be empty", param_hint="TEXTS")
+    from ..predict import Predictor
+    from ..device import pick_device
+
+    predictor = Predictor(checkpoint_path, device=str(pick_device(device)), batch_size=batch_size, precision=precision)
+    if stdin_mode:
+        raise SystemExit(_predict_stdin(predictor, fmt))
+    res = predictor.sentence(texts[0]) if len(texts) == 1 else predictor.pair(texts[0], texts[1])
+    if as_json:
+        import json
+
+        click.echo(json.dumps(res))
+        return
+    _print_prediction(res, texts)
+
+
+def _predict_stdin(predictor, fmt: str) -> int:
+    """Answer stdin line by line (streaming); exit status 1 if any line failed."""
+    import json
+    import sys
+
+    from ..predict import TSV_COLUMNS, parse_line, read_lines, to_tsv
+
+    lines, ready = read_lines(sys.stdin.fileno())
+    items = (parse_line(n, raw) for n, raw in lines)
+    failed = 0
+    out = sys.stdout
+    if fmt == "tsv":
+        out.write("\t".join(TSV_COLUMNS) + "\n")
+    line = 0
+    try:
+        for res in predictor.stream(items, ready=ready):
+            line += 1
+            if "error" in res:
+                failed += 1
+            out.write((json.dumps(res) if fmt == "jsonl" else to_tsv(res, res.get("line", line))) + "\n")
+            if not ready():  # nothing more waiting: let the reader see what we have
+                out.flush()
+        out.flush()
+    except BrokenPipeError:  # e.g. `| head`: the reader is gone, which is not an error
+        sys.stderr.close()
+        return 0
+    if failed:
+        click.echo(f"{failed} of {line} input line(s) could not be answered (see the error objects)", err=True)
+    return 1 if failed else 0
+
+
+def _print_prediction(res: dict, texts: tuple[str, ...]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("")
+    table.add_column("prediction")
+    table.add_column("details", overflow="fold")
+
+    from ..predict import answer_rows
+
+    for row in answer_rows(res):
+        table.add_row(*row)
+    console.print(table)
+    if "truncated" in res:
+        console.print(f"[yellow]note:[/] {res['truncated']}")

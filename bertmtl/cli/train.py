@@ -1,0 +1,48 @@
+"""`bertmtl train`: parse the options into a TrainConfig and run training."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from .options import config_from_options, train_options
+
+
+@click.command()
+@train_options
+@click.option("--resume", type=click.Path(file_okay=False, exists=True, path_type=str), default=None,
+              help="Continue the run in this directory from its last checkpoint (options given again override).")
+@click.pass_context
+def train(ctx: click.Context, resume: str | None, **opts) -> None:
+    """Train the multi-task model; best/ and last/ checkpoints land in the run directory.
+
+    \b
+    Examples:
+      bertmtl train --data-dir data
+      bertmtl train --data-dir data --tasks sst --no-smart --combine sum   (the paper's baseline)
+      bertmtl train --resume checkpoints/20261126-101500
+      torchrun --nproc_per_node 4 -m bertmtl train --data-dir data        (data parallel)
+    """
+    from ..checkpoint import read_json
+    from ..progress import format_metrics
+    from ..train import train as run_training
+
+    base = None
+    if resume is not None:
+        base = read_json(Path(resume) / "train_args.json")
+    cfg = config_from_options(ctx, opts, base)
+    summary = run_training(cfg, resume=resume)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun, rank 0 reports
+    lines = [f"run: {summary['run']}  ({summary['status']} at step {summary['step']}/{summary['total_steps']})"]
+    if summary.get("last_metrics"):
+        lines.append("final dev: " + format_metrics(summary["last_metrics"]))
+    if summary.get("best_overall") is not None:
+        lines.append(f"best overall dev: {summary['best_overall']:.4f}  ->  {summary['run']}/best")
+    if summary.get("skipped_rows"):
+        lines.append(f"skipped unusable rows: {summary['skipped_rows']} (see warnings above and metrics.jsonl)")
+    click.echo("\n".join(lines))
+    if summary["status"] == "stopped":
+        raise SystemExit(130)  # interrupted (checkpoint saved): the shell convention for Ctrl-C

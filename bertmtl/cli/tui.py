@@ -1,0 +1,67 @@
+"""`bertmtl tui`: watch a run live and try its model; `--train` starts one with the train options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .options import train_options
+
+
+@click.command(context_settings={"ignore_unknown_options": False})
+@click.argument("run", required=False, type=click.Path(file_okay=False, path_type=str))
+@click.option("--checkpoint", "checkpoint_path", type=click.Path(path_type=str), default=None,
+              help="Checkpoint for the playground [default: the run's best/].")
+@click.option("--train", "start_training", is_flag=True,
+              help="Start a training run (with the train options below) in the background and watch it.")
+@train_options
+@click.pass_context
+def tui(ctx: click.Context, run: str | None, checkpoint_path: str | None, start_training: bool, **opts) -> None:
+    """Watch a run live (loss curves, dev metrics, progress) and try its model in a playground.
+
+    \b
+      bertmtl tui                          the latest run under checkpoints/
+      bertmtl tui checkpoints/20261126-1015
+      bertmtl tui --train --data-dir data  start training and watch it (s stops it cleanly)
+    """
+    import sys
+
+    from click.core import ParameterSource
+
+    from ..errors import UserError
+    from ..runs import latest_run, new_run_dir
+
+    train_argv = None
+    if start_training:
+        if run is not None and (Path(run) / "metrics.jsonl").exists():
+            raise click.UsageError("with --train, give a new run directory through --out (or none)")
+        out = opts.get("out") or run or str(new_run_dir())
+        opts["out"] = out
+        train_argv = [sys.executable, "-m", "bertmtl", "train"]
+        for param in ctx.command.params:
+            name = param.name
+            if name in ("run", "checkpoint_path", "start_training") or not isinstance(param, click.Option):
+                continue
+            if name != "out" and ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE:
+                continue  # the child uses its own defaults for options not given
+            value = opts.get(name)
+            if param.is_flag and param.secondary_opts:
+                train_argv.append(param.opts[0] if value else param.secondary_opts[0])
+            elif param.is_flag:
+                if value:
+                    train_argv.append(param.opts[0])
+            elif value is not None:
+                train_argv += [param.opts[0], str(value)]
+        run = out
+    elif run is None:
+        latest = latest_run()
+        if latest is None:
+            raise UserError("no runs under checkpoints/ yet. Start one and watch it with "
+                            "`bertmtl tui --train --data-dir DATA`, or train with `bertmtl train` first")
+        run = str(latest)
+    elif not Path(run).is_dir():
+        raise UserError(f"{run}: no such run directory")
+    from ..tui.app import run_tui
+
+    run_tui(Path(run), checkpoint=checkpoint_path, train_argv=train_argv)

@@ -1,0 +1,120 @@
+"""One multi-task training step, shared by the training loop and benchmarks/mtl_step.py.
+
+Each step takes one batch per task, computes each task's loss (plus its SMART term),
+backpropagates each task into its own flat gradient buffer of the shared encoder, and
+combines the buffers (sum, or PCGrad surgery) into one update.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..device import autocast_dtype
+from ..distributed import Dist
+from ..model.heads import MultitaskBert, task_loss
+from ..optim import OPTIMIZERS, parameter_groups
+from .pcgrad import pcgrad
+from .smart import smart_loss
+
+if TYPE_CHECKING:
+    from ..train_config import TrainConfig
+
+
+class GradBuffers:
+    """Flat gradient buffers for the shared encoder; parameters' .grad are views into them.
+
+    Autograd accumulates into an existing .grad in place, so pointing .grad at a slice of a
+    flat buffer before a task's backward collects that task's gradient as one vector without
+    copying; PCGrad then works on whole vectors, and DDP reduces one tensor per task.
+    """
+
+    def __init__(self, params: list[torch.nn.Parameter], names: list[str]):
+        self.params = params
+        numel = sum(p.numel() for p in params)
+        self.buffers = {n: torch.zeros(numel, device=params[0].device) for n in names}
+
+    def point(self, name: str) -> None:
+        buf, o = self.buffers[name], 0
+        for p in self.params:
+            n = p.numel()
+            p.grad = buf[o:o + n].view_as(p)
+            o += n
+
+    def zero(self) -> None:
+        for b in self.buffers.values():
+            b.zero_()
+
+
+class MultitaskStep:
+    """One round-robin training step: per-task losses and backward, gradient combination, update.
+
+    Shared by the training loop and benchmarks/mtl_step.py, so the benchmark times exactly
+    what training runs.
+    """
+
+    def __init__(self, model: MultitaskBert, cfg: TrainConfig, tasks: list[str], device: torch.device,
+                 dist: Dist | None = None):
+        self.model, self.cfg, self.tasks, self.device = model, cfg, tasks, device
+        self.dist = dist or Dist()
+        self.shared = [p for p in model.encoder.parameters() if p.requires_grad]
+        self.head_params = [p for n, p in model.named_parameters() if not n.startswith("encoder.") and p.requires_grad]
+        self.grads = GradBuffers(self.shared, tasks + ["combined"] if cfg.combine == "pcgrad" else ["combined"])
+        # The flat buffers already hold a dense gradient, so the word embeddings can hand autograd
+        # a sparse one (only the rows in the batch) that is added into the buffer in place,
+        # instead of materialising a dense vocab x hidden tensor per task per step.
+        model.encoder.embeddings.word_embeddings.sparse = True
+        self.optimizer = OPTIMIZERS[cfg.optimizer](parameter_groups(model, cfg.weight_decay, cfg.layer_decay), lr=cfg.lr)
+        self.pc_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.autocast_dtype = autocast_dtype(cfg.precision, device, training=True)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+        self.smart = cfg.smart_config()
+
+    def backward(self, batches: dict, step: int = 0) -> tuple[dict[str, float], dict[str, float]]:
+        """Forward and backward every task's batch into its gradient buffer; (losses, SMART terms)."""
+        model, cfg = self.model, self.cfg
+        for p in self.head_params:
+            p.grad = None
+        self.grads.zero()
+        losses, smart_terms = {}, {}
+        for task, batch in batches.items():
+            if self.device.type == "cuda":  # pinned host memory lets the copy overlap compute
+                batch = batch.pin_memory()
+            batch = batch.to(self.device, non_blocking=True)
+            self.grads.point(task if cfg.combine == "pcgrad" else "combined")
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+                embeds = model.embed(batch)
+                out = model.head(batch, embeds)
+                loss = task_loss(model, task, out, batch.labels)
+                total = loss
+                w = self.smart.weights.get(task, 0.0) if cfg.smart else 0.0
+                if w > 0:
+                    s_term = smart_loss(model, batch, embeds, out, self.smart, key=cfg.seed * 100_003 + step)
+                    total = loss + w * s_term
+                    smart_terms[task] = s_term.detach()
+            self.scaler.scale(total).backward()
+            losses[task] = loss.detach()
+        return ({t: v.item() for t, v in losses.items()}, {t: v.item() for t, v in smart_terms.items()})
+
+    def apply(self, lr: float) -> None:
+        """Reduce across ranks, combine (sum or PCGrad), clip, and step the optimizer."""
+        dist, grads = self.dist, self.grads
+        if self.cfg.combine == "pcgrad":
+            # PCGrad needs each task's global gradient: reduce per task, then project identically everywhere.
+            for t in self.tasks:
+                dist.all_reduce_mean(grads.buffers[t])
+            pcgrad([grads.buffers[t] for t in self.tasks], self.pc_gen, out=grads.buffers["combined"])
+        else:
+            dist.all_reduce_mean(grads.buffers["combined"])
+        for p in self.head_params:
+            if p.grad is not None:
+                dist.all_reduce_mean(p.grad)
+        grads.point("combined")
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr * g.get("lr_scale", 1.0)
+        self.scaler.unscale_(self.optimizer)
+        if self.cfg.clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()

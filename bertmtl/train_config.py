@@ -1,0 +1,209 @@
+"""Every training option, once: a dataclass field per option (no torch import).
+
+A field's metadata is its help text, its choices or numeric range, and whether it may change
+when a run is resumed. From it come the `bertmtl train` options (cli/options.py), the
+validation (`TrainConfig.validate`) and the resume check (`TrainConfig.check_resume`, run by
+training itself). Adding an option is adding a field here and reading it where it acts.
+
+The defaults were chosen by dev measurements (README, Results): batch 64 per task and lr 1e-4
+for two epochs, with SMART (extra forward and backward passes per step) one flag away.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from .errors import UserError
+from .tasks import TASKS
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+ALL_TASKS = tuple(TASKS)
+# --sst-train FILE and friends: (field key in TrainConfig.files, help), one pair per task.
+FILE_OPTIONS = tuple((f"{t.name}_{split}", f"Override the {t.title} {split} file.")
+                     for t in TASKS.values() for split in ("train", "dev"))
+
+
+def parse_tasks(spec: str) -> list[str]:
+    """'sst,para' -> ['sst', 'para'] in canonical order (also accepts full names); ValueError if unknown."""
+    from .data import parse_tasks as parse
+
+    return parse(spec)
+
+
+def parse_smart_weights(spec: str) -> dict[str, float]:
+    """'sst=0.5,sts=1' -> {'sst': 0.5, 'sts': 1.0}; ValueError on a malformed pair or unknown task."""
+    out = {}
+    for part in spec.split(","):
+        try:
+            k, v = part.split("=")
+            out[k.strip()] = float(v)
+        except ValueError:
+            raise ValueError(f"expected task=weight pairs like sst=0.5,para=0,sts=0.5, got {part!r}") from None
+    bad = set(out) - set(ALL_TASKS)
+    if bad:
+        raise ValueError(f"unknown task(s) {', '.join(sorted(bad))}")
+    return out
+
+
+def option(default=None, help: str = "", *, factory=None, type=None, choices=None, min=None, max=None,
+           min_open=False, max_open=False, resume=True, flag=None, path=None, metavar=None, parse=None, cli=True):
+    """A TrainConfig field with the metadata that generates its option, validation and resume check.
+
+    type: the value type when the default is None. choices / min, max (+ min_open, max_open):
+    the allowed values. resume=False: fixed once a run exists (it shapes the saved weights or the
+    optimizer's parameter groups). flag: "on/off" for --x/--no-x, "on" for a bare --x.
+    path: "dir" or "existing_dir". parse: turns the option's text into the value (lists, dicts);
+    a dict-valued option updates the default's keys. cli=False: no generated option.
+    """
+    if type is None and (default is not None or factory is not None):
+        type = (factory() if factory else default).__class__
+    meta = {"help": help, "type": type, "choices": tuple(choices) if choices else None, "min": min, "max": max,
+            "min_open": min_open, "max_open": max_open, "resume": resume, "flag": flag, "path": path,
+            "metavar": metavar, "parse": parse, "cli": cli}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run (saved as train_args.json)."""
+
+    # -- data
+    data_dir: str = option("data", "Directory with the CS224N task CSVs.", path="dir")
+    out: str | None = option(None, "Run directory [default: a new checkpoints/DATE-TIME].", type=str, path="dir")
+    pretrained: str | None = option(None, "A Hugging Face BERT directory to start from [default: all-MiniLM-L6-v2, "
+                                          "fetched on first use].", type=str, path="existing_dir")
+    tasks: list = option(help="Tasks to train, any of sst, para, sts.", factory=lambda: list(ALL_TASKS),
+                         parse=parse_tasks)
+    files: dict = option(help="Per-task file overrides, e.g. {'sst_train': path} (--sst-train FILE ...).",
+                         factory=dict, cli=False)
+    augment: str | None = option(None, "Also train on the augmented copies in this directory "
+                                       "(from `bertmtl augment`).", type=str, path="dir")
+    # -- length of the run
+    epochs: float = option(2.0, "Epochs (one epoch = one pass over the largest task).", min=0, min_open=True)
+    steps_per_epoch: int | None = option(None, "Override the epoch length in steps.", type=int, min=1)
+    max_steps: int | None = option(None, "Stop after this many steps (the schedule still assumes --epochs).",
+                                   type=int, min=1)
+    batch_size: int = option(64, "Examples per task per step (per process under torchrun).", min=1)
+    eval_batch_size: int = option(128, "Examples per forward pass when evaluating on dev.", min=1)
+    # -- optimisation
+    lr: float = option(1e-4, "Peak learning rate.", min=0, min_open=True)
+    layer_decay: float = option(1.0, "Layer-wise learning-rate decay: the heads train at --lr, transformer layer i "
+                                     "of L at --lr x DECAY^(L-i), the embeddings lowest (1 = off).",
+                                min=0, max=1, min_open=True, resume=False)
+    weight_decay: float = option(0.01, "Decoupled weight decay (not applied to biases and LayerNorm).", min=0,
+                                 resume=False)
+    warmup: float = option(0.06, "Fraction of the steps with linear warm-up.", min=0, max=1, max_open=True)
+    schedule: str = option("linear", "Learning rate after warm-up: linear decay to 0, or constant.",
+                           choices=("linear", "constant"))
+    clip: float = option(1.0, "Gradient norm clipping (0 = off).", min=0)
+    dropout: float = option(0.1, "Dropout in the encoder and heads.", min=0, max=1, max_open=True)
+    ema: float = option(0.0, "Evaluate and save an exponential moving average of the weights with this decay "
+                             "(e.g. 0.99; 0 = off).", min=0, max=1, max_open=True)
+    combine: str = option("pcgrad", "How per-task gradients become one update.", choices=("sum", "pcgrad"))
+    optimizer: str = option("adamw", "Optimizer (ours).", choices=("adamw", "adamaxw"), resume=False)
+    # -- SMART adversarial regularisation
+    smart: bool = option(False, "SMART adversarial regularisation.", flag="on/off")
+    smart_weights: dict = option(help="Per-task SMART weights [default: sst=0.5,para=0,sts=0.5, as in the paper].",
+                                 factory=lambda: {t.name: t.smart_weight for t in TASKS.values()}, metavar="TASK=W,...",
+                                 parse=parse_smart_weights)
+    smart_noise: float = option(1e-5, "SMART: standard deviation of the initial embedding noise.", min=0)
+    smart_step: float = option(1e-3, "SMART: step size of each ascent step on the noise.", min=0)
+    smart_epsilon: float = option(1e-6, "SMART: keeps the normalisation of the ascent direction finite.",
+                                  min=0, min_open=True)
+    smart_steps: int = option(1, "SMART ascent steps K.", min=1)
+    # -- hardware
+    seed: int = option(42, "Random seed (same seed, same result; CPU runs repeat exactly).")
+    device: str = option("auto", "auto = CUDA when available.", choices=DEVICES)
+    precision: str = option("auto", "Autocast precision of training steps: auto = bf16 on CPUs that multiply it "
+                                    "natively (AVX512-BF16, AMX), fp32 elsewhere; fp16 adds a gradient scaler. "
+                                    "Evaluation is fp32.", choices=PRECISIONS)
+    compile: bool = option(False, "torch.compile the encoder (falls back when unsupported).", flag="on/off")
+    # -- evaluation, checkpoints, logs
+    eval_every: int | None = option(None, "Evaluate on dev every N steps [default: every epoch].", type=int, min=1)
+    save_every: int | None = option(None, "Also save RUN/last every N steps [default: at each evaluation].",
+                                    type=int, min=1)
+    log_every: int = option(10, "Write a metrics.jsonl record every N steps.", min=1)
+    # -- model
+    pooling: str = option("mean", "Sentence embedding: mean of tokens, [CLS] state, or the tanh pooler.",
+                          choices=("mean", "cls", "pooler"), resume=False)
+    pair_mode: str = option("bi", "Pairs as two embeddings (cosine + MLP) or one [CLS] a [SEP] b [SEP] input.",
+                            choices=("bi", "cross"), resume=False)
+    pair_features: str = option("concat", "Bi-encoder MLP input: [u, v, |u-v|, u*v], or [u+v, |u-v|, u*v], which "
+                                          "scores (a, b) and (b, a) alike.",
+                                choices=("concat", "symmetric"), resume=False)
+    sts_loss: str = option("pearson", "STS loss: 1 - Pearson r over the batch, or squared error on the 0-5 scale.",
+                           choices=("pearson", "mse"))
+    mlp_hidden: int = option(256, "Hidden units of the bi-encoder pair heads' MLP (paraphrase, similarity).",
+                             min=1, resume=False)
+    max_length: int = option(128, "Maximum tokens per input (capped by the model's positions).", min=8)
+    # -- data handling
+    bucket: bool = option(True, "Length-bucketed batches (less padding).", flag="on/off")
+    strict: bool = option(False, "Stop at the first unusable data row instead of skipping it.", flag="on")
+    max_nonfinite: int = option(5, "Stop after this many consecutive steps with a non-finite loss.", min=1)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def head_config(self):
+        from .model.heads import HeadConfig
+
+        return HeadConfig(pooling=self.pooling, pair_mode=self.pair_mode, pair_features=self.pair_features,
+                          mlp_hidden=self.mlp_hidden, dropout=self.dropout, sts_loss=self.sts_loss)
+
+    def smart_config(self):
+        from .mtl import SmartConfig
+
+        return SmartConfig(weights=dict(self.smart_weights), noise=self.smart_noise, step=self.smart_step,
+                           epsilon=self.smart_epsilon, steps=self.smart_steps)
+
+    def validate(self) -> None:
+        """Normalise the task list and check every field against its metadata (UserError if not)."""
+        self.tasks = parse_tasks(self.tasks if isinstance(self.tasks, str) else ",".join(self.tasks))
+        for f in dataclasses.fields(self):
+            problem = check_value(f, getattr(self, f.name))
+            if problem:
+                raise UserError(f"{f.name} {problem}")
+
+    def check_resume(self, saved: dict) -> None:
+        """Refuse options that may not change on resume (resume=False) and differ from the saved run's."""
+        for f in dataclasses.fields(self):
+            if not f.metadata["resume"] and f.name in saved and getattr(self, f.name) != saved[f.name]:
+                raise UserError(f"--{flag_name(f)} cannot change when resuming: the run was trained with "
+                                f"{saved[f.name]!r} (its weights or optimizer state depend on it)")
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+FIXED_ON_RESUME = tuple(n for n, f in FIELDS.items() if not f.metadata["resume"])
+
+
+def flag_name(f: dataclasses.Field) -> str:
+    """The option's name without dashes: data_dir -> data-dir."""
+    return f.name.replace("_", "-")
+
+
+def check_value(f: dataclasses.Field, value) -> str | None:
+    """Why `value` is not allowed for field `f` (None when it is)."""
+    m = f.metadata
+    if value is None:
+        return None if f.default is None else "must be given"
+    if m["choices"] and value not in m["choices"]:
+        return f"must be one of {', '.join(m['choices'])}"
+    if m["type"] in (int, float) and not isinstance(value, bool) and isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            return "must be a finite number"
+        lo, hi = m["min"], m["max"]
+        if lo is not None and (value < lo or (m["min_open"] and value == lo)):
+            return f"must be {'>' if m['min_open'] else '>='} {lo}"
+        if hi is not None and (value > hi or (m["max_open"] and value == hi)):
+            return f"must be {'<' if m['max_open'] else '<='} {hi}"
+    return None
