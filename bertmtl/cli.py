@@ -17,19 +17,26 @@ def main() -> None:
 
     \b
     Typical use:
-      bertmtl download                      fetch the default weights (all-MiniLM-L6-v2)
+      bertmtl download [mpnet]              fetch the default weights (all-MiniLM-L6-v2) or MPNet
       bertmtl train --data-dir data         train, best/last checkpoints under checkpoints/
       bertmtl predict "a sentence" "another" try the trained model
     """
 
 
 @main.command()
+@click.argument("name", required=False, default="minilm")
+@click.option("--list", "list_", is_flag=True, help="List the built-in encoders and which are present.")
 @click.option("--quiet", is_flag=True, help="Print only the directory.")
-def download(quiet: bool) -> None:
-    """Fetch the default pretrained weights (all-MiniLM-L6-v2) into the cache, print where."""
-    from .weights import pretrained_dir
+def download(name: str, list_: bool, quiet: bool) -> None:
+    """Fetch a built-in encoder (minilm, the default, or mpnet) into the cache; the last line is its directory."""
+    from .weights import BUILTINS, home, is_present, pretrained_dir
 
-    click.echo(str(pretrained_dir(quiet=quiet)))
+    if list_:
+        for b in BUILTINS.values():
+            state = "present" if is_present(b.name) else "not downloaded"
+            click.echo(f"{b.name:8} {state:15} {b.description}  [{home() / b.directory}]")
+        return
+    click.echo(str(pretrained_dir(name, quiet=quiet)))
 
 
 
@@ -71,8 +78,9 @@ def train_options(f):
                      help="Directory with the CS224N task CSVs."),
         click.option("--out", type=click.Path(file_okay=False, path_type=str), default=None,
                      help="Run directory [default: a new checkpoints/DATE-TIME]."),
-        click.option("--pretrained", type=click.Path(file_okay=False, exists=True, path_type=str), default=None,
-                     help="A Hugging Face BERT directory to start from [default: all-MiniLM-L6-v2, fetched on first use]."),
+        click.option("--pretrained", default=None,
+                     help="Encoder to start from: a built-in name (minilm, mpnet; fetched on first use) or a "
+                          "Hugging Face BERT / MPNet directory [default: minilm]."),
         click.option("--tasks", default="sst,para,sts", show_default=True, help="Tasks to train, any of sst, para, sts."),
         click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=d.epochs, show_default=True,
                      help="Epochs (one epoch = one pass over the largest task)."),

@@ -95,8 +95,8 @@ def augment(data_dir, out, tasks, methods, times, aug_p, mlm, top_k, limit, seed
               help="Directory with the CS224N task CSVs (train files' text is used).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=str), default="pretrained-mlm", show_default=True,
               help="Output: an HF BERT directory for `bertmtl train --pretrained DIR`.")
-@click.option("--pretrained", type=click.Path(file_okay=False, exists=True, path_type=str), default=None,
-              help="BERT directory to start from [default: all-MiniLM-L6-v2]; its MLM head is reused if it has one.")
+@click.option("--pretrained", default=None,
+              help="Encoder to start from: minilm (default), mpnet or a BERT / MPNet directory; its MLM head is reused if it has one.")
 @click.option("--datasets", default="sst,quora,sts,imdb", show_default=True,
               help="Text sources: sst, quora, sts, imdb (ids-cfimdb-train.csv, used when present).")
 @click.option("--augmented", type=click.Path(file_okay=False, path_type=str), default=None,
@@ -174,8 +174,8 @@ def pretrain(data_dir, out, pretrained, datasets, augmented, caps, upsample, epo
               help="MLM steps of further pretraining for the 'pretrain' row.")
 @click.option("--pretrained-mlm", type=click.Path(file_okay=False, exists=True, path_type=str), default=None,
               help="Use this `bertmtl pretrain` output for the 'pretrain' row instead of pretraining.")
-@click.option("--pretrained", type=click.Path(file_okay=False, exists=True, path_type=str), default=None,
-              help="Base BERT directory [default: all-MiniLM-L6-v2].")
+@click.option("--pretrained", default=None,
+              help="Base encoder: minilm (default), mpnet or a BERT / MPNet directory.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Examples per task per step.")
 @click.option("--max-length", type=click.IntRange(min=8), default=128, show_default=True, help="Maximum tokens per input.")

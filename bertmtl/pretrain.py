@@ -238,7 +238,9 @@ def special_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, tokenize
 
 def replacement_ids(tokenizer: WordPieceTokenizer) -> torch.Tensor:
     """Token ids a masked position may be replaced by at random: every non-special token."""
-    special = {i for t, i in tokenizer.vocab.items() if t.startswith("[") and t.endswith("]")}
+    # [CLS]-style (BERT) and <s>-style (MPNet) specials.
+    special = {i for t, i in tokenizer.vocab.items()
+               if (t.startswith("[") and t.endswith("]")) or (t.startswith("<") and t.endswith(">"))}
     return torch.tensor(sorted(set(range(tokenizer.vocab_size)) - special), dtype=torch.long)
 
 
@@ -344,7 +346,7 @@ def pretrain(cfg: PretrainConfig, reporter=None) -> dict:
     model = loaded.model
     tokenizer = WordPieceTokenizer.from_dir(loaded.source, max_length=cfg.max_length)
     if tokenizer.mask_id is None:
-        raise UserError(f"{loaded.source}/vocab.txt has no [MASK] token, so masked-LM training is impossible")
+        raise UserError(f"{loaded.source}/vocab.txt has no {tokenizer.mask_token} token, so masked-LM training is impossible")
 
     skipped = []
 
