@@ -390,8 +390,11 @@ class BertModel(nn.Module):
         mask = self.extended_mask(attention_mask, embedding_output.dtype)
         bias = self.encoder.position_bias(embedding_output.shape[1], embedding_output.device)
         if bias is not None:  # one additive float mask carries both (SDPA takes it as attn_mask)
-            bias = bias.to(embedding_output.dtype)
-            mask = bias if mask is None else mask + bias
+            mask = bias.to(embedding_output.dtype) if mask is None else mask + bias
+        device = embedding_output.device.type
+        if mask is not None and torch.is_autocast_enabled(device):
+            # The scores will be in the autocast dtype: convert the mask once, not in every layer.
+            mask = mask.to(torch.get_autocast_dtype(device))
         if unpad and attention_mask is not None and not bool(attention_mask.all()):
             packing = Packing(attention_mask)
             hidden = packing.unpack(self.encoder(packing.pack(embedding_output), mask, packing))
