@@ -61,7 +61,7 @@ def main() -> None:
     fixed_batch = (fixed.input_ids[: args.batch, :32].clone(), torch.ones(args.batch, 32, dtype=torch.long))
     fixed_batch[0][:, -1] = tok.sep_id
     mix = tok(rng.sample(sents, args.batch))  # realistic: random SST sentences padded to the longest
-    shapes = {"32x32": fixed_batch, f"mix (max {mix.input_ids.shape[1]} tok, "
+    shapes = {f"{args.batch}x32": fixed_batch, f"mix (max {mix.input_ids.shape[1]} tok, "
               f"{mix.attention_mask.float().mean():.0%} real)": (mix.input_ids, mix.attention_mask)}
 
     mm = matmul_gflops(device=args.device)
