@@ -1,10 +1,13 @@
-"""Encoder speed: ours vs transformers.BertModel (eager and sdpa), same weights, same batches.
+"""Encoder speed: ours vs transformers (BertModel or MPNetModel, eager and sdpa), same weights, same batches.
 
 Prints sentences/s for training steps (train mode, dropout on, forward + backward) and for
 inference, the ratio ours/HF, and our achieved GFLOP/s as a fraction of a 2048x2048 fp32
 matmul timed in the same run.
 
-    python benchmarks/encoder.py [--rounds 7] [--device cpu]
+    python benchmarks/encoder.py [--encoder minilm|mpnet|DIR] [--rounds 7] [--device cpu]
+
+The transformers class is the encoder family's (config.json's model_type); an attention
+implementation that class does not offer is left out.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from _common import data_dir, encoder_flops, interleaved, matmul_gflops  # noqa:
 
 from bertmtl.model import BertModel  # noqa: E402
 from bertmtl.tokenizer import WordPieceTokenizer  # noqa: E402
-from bertmtl.weights import pretrained_dir  # noqa: E402
+from bertmtl.weights import resolve  # noqa: E402
 
 
 def sst_sentences() -> list[str]:
@@ -35,15 +38,21 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--encoder", default=None, help="minilm (default), mpnet or an HF BERT / MPNet directory")
     args = ap.parse_args()
     import transformers
 
     torch.manual_seed(0)
-    d = pretrained_dir()
+    d = resolve(args.encoder)
     dev = torch.device(args.device)
     ours = BertModel.from_pretrained(d).to(dev)
-    hf = {impl: transformers.BertModel.from_pretrained(str(d), attn_implementation=impl).to(dev)
-          for impl in ("eager", "sdpa")}
+    hf_class = getattr(transformers, ours.config.family.architecture)
+    hf = {}
+    for impl in ("eager", "sdpa"):
+        try:
+            hf[impl] = hf_class.from_pretrained(str(d), attn_implementation=impl).to(dev)
+        except (ValueError, ImportError) as e:  # e.g. a model class without SDPA support
+            print(f"{hf_class.__name__} with {impl} attention: not available ({str(e).splitlines()[0]})")
     tok = WordPieceTokenizer.from_dir(d)
 
     rng = random.Random(0)
@@ -52,15 +61,18 @@ def main() -> None:
     fixed_batch = (fixed.input_ids[: args.batch, :32].clone(), torch.ones(args.batch, 32, dtype=torch.long))
     fixed_batch[0][:, -1] = tok.sep_id
     mix = tok(rng.sample(sents, args.batch))  # realistic: random SST sentences padded to the longest
-    shapes = {"32x32": fixed_batch, f"mix (max {mix.input_ids.shape[1]} tok, "
+    shapes = {f"{args.batch}x32": fixed_batch, f"mix (max {mix.input_ids.shape[1]} tok, "
               f"{mix.attention_mask.float().mean():.0%} real)": (mix.input_ids, mix.attention_mask)}
 
     mm = matmul_gflops(device=args.device)
+    print(f"encoder {d.name} ({ours.config.model_type}, {sum(p.numel() for p in ours.parameters()) / 1e6:.0f}M "
+          f"parameters) vs transformers.{hf_class.__name__}")
     print(f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"2048^2 fp32 matmul: {mm:.1f} GFLOP/s")
-    cols = ("ours", "ours-unpad", "HF-eager", "HF-sdpa")
+    cols = ("ours", "ours-unpad", *(f"HF-{impl}" for impl in hf))
+    ratios = [f"ours/{impl}" for impl in hf]
     print(f"{'batch':<32}{'mode':<6}" + "".join(f"{c:>11}" for c in cols)
-          + f"{'ours/eager':>11}{'ours/sdpa':>10}{'unpad/best':>11}{'GF/s':>7}{'of mm':>6}")
+          + "".join(f"{r:>11}" for r in ratios) + f"{'unpad/best':>11}{'GF/s':>7}{'of mm':>6}")
     for label, (ids, mask) in shapes.items():
         ids, mask = ids.to(dev), mask.to(dev)
         b, t = ids.shape
@@ -85,16 +97,16 @@ def main() -> None:
             for m in (ours, *hf.values()):
                 m.train(mode == "train")
             times = interleaved({"ours": make(ours), "ours-unpad": make(ours, unpad=True),
-                                 "HF-eager": make(hf["eager"], True), "HF-sdpa": make(hf["sdpa"], True)},
+                                 **{f"HF-{impl}": make(m, True) for impl, m in hf.items()}},
                                 rounds=args.rounds, warmup=2, device=args.device)
             rate = {k: b / v for k, v in times.items()}
             # Useful work only: FLOPs of the real tokens, so padding skipped is not counted as speed.
             flops = encoder_flops(ours.config, b, t, tokens=int(mask.sum())) * (3 if mode == "train" else 1)
             gf = flops / times["ours-unpad"] / 1e9
-            best_hf = max(rate["HF-eager"], rate["HF-sdpa"])
+            best_hf = max(rate[f"HF-{impl}"] for impl in hf)
             print(f"{label:<32}{mode:<6}" + "".join(f"{rate[c]:>11.1f}" for c in cols)
-                  + f"{rate['ours'] / rate['HF-eager']:>11.3f}{rate['ours'] / rate['HF-sdpa']:>10.3f}"
-                  f"{rate['ours-unpad'] / best_hf:>11.3f}{gf:>7.0f}{gf / mm:>6.0%}")
+                  + "".join(f"{rate['ours'] / rate[f'HF-{impl}']:>11.3f}" for impl in hf)
+                  + f"{rate['ours-unpad'] / best_hf:>11.3f}{gf:>7.0f}{gf / mm:>6.0%}")
     print("sentences/s; ratios > 1 mean ours is faster. ours = the HF-identical padded path;\n"
           "ours-unpad = what bertmtl train/predict run (dense layers skip padding tokens);\n"
           "GF/s = useful (real-token) FLOP rate of ours-unpad, 'of mm' = as a fraction of the matmul.")

@@ -83,7 +83,7 @@ def epoch_times(pretrained: Path, data: Path) -> None:
     for label, precision, compiled in (("fp32", "fp32", False), ("bf16", "bf16", False),
                                        ("bf16 --compile", "bf16", True)):
         with tempfile.TemporaryDirectory() as tmp:
-            cfg = TrainConfig(data_dir=str(data), out=str(Path(tmp) / "run"), pretrained=str(pretrained),
+            cfg = TrainConfig(data_dir=str(data), out=str(Path(tmp) / "run"), encoder=str(pretrained),
                               epochs=1, precision=precision, device="cuda", compile=compiled)
             torch.cuda.synchronize()
             t0 = time.perf_counter()
@@ -102,14 +102,15 @@ def epoch_times(pretrained: Path, data: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pretrained", default=None)
+    ap.add_argument("--encoder", "--pretrained", dest="encoder", default=None,
+                    help="minilm (default), mpnet or an HF directory")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--skip-epochs", action="store_true")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device here: this benchmark needs a GPU (see the device notes in DEVELOPERS.md)")
-    pretrained = resolve(args.pretrained)
+    pretrained = resolve(args.encoder)
     data = Path(args.data_dir) if args.data_dir else data_dir()
     encoder_throughput(pretrained, data, args.rounds)
     if not args.skip_epochs:

@@ -41,7 +41,7 @@ def main() -> None:
     tok = WordPieceTokenizer.from_dir(pretrained_dir())
     train_sets, _, _ = load_datasets(base, tok, warn=lambda row: None)
     tasks = list(train_sets)
-    model = MultitaskBert(BertModel.from_pretrained(None), base.head_config()).train()
+    model = MultitaskBert(BertModel.from_pretrained(pretrained_dir()), base.head_config()).train()
     dev = torch.device("cpu")
 
     variants = {

@@ -36,7 +36,7 @@ def make_checkpoint(out: Path) -> Path:
     from bertmtl.tokenizer import WordPieceTokenizer
     from bertmtl.weights import pretrained_dir
 
-    model = MultitaskBert(BertModel.from_pretrained(None))
+    model = MultitaskBert(BertModel.from_pretrained(pretrained_dir()))
     save_checkpoint(out, model, WordPieceTokenizer.from_dir(pretrained_dir()), step=0, epoch=0.0, train_args={},
                     metrics={}, tasks=["sst", "para", "sts"])
     return out

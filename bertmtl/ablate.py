@@ -71,7 +71,7 @@ class AblateConfig:
     max_length: int = 128
     dev_limit: int | None = None  # score on a seeded subset of N dev examples per task
     lr: float = 5e-5
-    pretrained: str | None = None
+    encoder: str = "minilm"  # a built-in name or an HF directory
     pretrained_mlm: str | None = None  # an existing `bertmtl pretrain` output for the "pretrain" row
     pretrain_steps: int = 300
     seed: int = 42
@@ -212,7 +212,7 @@ def ablate(cfg: AblateConfig, reporter_factory=None) -> dict:
     if "pretrain" in rows and mlm_dir is None:
         tp = time.perf_counter()
         mlm_dir = str(out / "pretrained-mlm")
-        report = pretrain(PretrainConfig(data_dir=cfg.data_dir, out=mlm_dir, pretrained=cfg.pretrained,
+        report = pretrain(PretrainConfig(data_dir=cfg.data_dir, out=mlm_dir, encoder=cfg.encoder,
                                          steps=cfg.pretrain_steps, batch_size=max(cfg.batch_size, 16),
                                          max_length=cfg.max_length, seed=cfg.seed, device=cfg.device, overwrite=True,
                                          heldout_max=min(500, cfg.dev_limit or 500),
@@ -231,7 +231,7 @@ def ablate(cfg: AblateConfig, reporter_factory=None) -> dict:
         row = ROWS[name]
         overrides = dict(row.train)
         tc = TrainConfig(data_dir=cfg.data_dir, out=str(runs / name),
-                         pretrained=mlm_dir if row.pretrained_mlm else cfg.pretrained, files=dict(files),
+                         encoder=mlm_dir if row.pretrained_mlm else cfg.encoder, files=dict(files),
                          batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size, max_length=cfg.max_length,
                          lr=cfg.lr, seed=cfg.seed, device=cfg.device, precision=cfg.precision)
         if cfg.epochs is not None:
@@ -249,7 +249,7 @@ def ablate(cfg: AblateConfig, reporter_factory=None) -> dict:
                                "dev_n": {s.count_key: metrics.get(s.count_key) for s in BUILTIN},
                                "paper": PAPER.get(name), "wall_s": wall, "steps": summary.get("step"),
                                "status": summary.get("status"), "train": {k: getattr(tc, k) for k in (
-                                   "tasks", "combine", "smart", "optimizer", "pretrained", "epochs", "steps_per_epoch",
+                                   "tasks", "combine", "smart", "optimizer", "encoder", "epochs", "steps_per_epoch",
                                    "precision")}})
         if not cfg.keep_checkpoints:  # the metrics and logs stay; the weights are large
             for sub in ("best", "last"):

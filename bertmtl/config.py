@@ -1,4 +1,10 @@
-"""Configuration dataclasses: the encoder's (read from a Hugging Face config.json)."""
+"""Configuration dataclasses: the encoder's (read from a Hugging Face config.json).
+
+One encoder implementation serves two architecture families, BERT and MPNet. What differs
+between them is data, in `FAMILIES`: which embeddings exist, how absolute positions are
+numbered, whether attention gets a relative-position bias, the special tokens, and how
+Hugging Face names the parameters. Code asks the family; it does not branch on its name.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,70 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    """The tokenizer's special tokens and how a pair is laid out (`a` and `b` are the texts)."""
+
+    cls: str
+    sep: str
+    pad: str
+    unk: str
+    mask: str
+    single: str  # `tokenizers` templates: $A, $B the texts, ":1" token type 1
+    pair: str
+
+
+@dataclass(frozen=True)
+class Family:
+    """What distinguishes one architecture of our encoder from another."""
+
+    model_type: str  # config.json's model_type
+    architecture: str  # the Hugging Face class written into config.json's "architectures"
+    hf_prefix: str  # prefix of encoder keys inside HF task models ("bert.", "mpnet.")
+    token_types: bool  # a token-type (segment) embedding
+    padding_positions: bool  # RoBERTa positions: count real tokens from pad_token_id + 1
+    relative_attention: bool  # a T5-style relative-position bias added to every layer's scores
+    special: SpecialTokens
+    # (HF fragment, our fragment) pairs that rename parameter keys in checkpoints of this
+    # family to our names; applied in reverse, ours back to HF's (see model/loading.py).
+    key_map: tuple[tuple[str, str], ...] = ()
+    defaults: dict = field(default_factory=dict)  # config.json fields whose HF default differs
+    unused_fields: tuple[str, ...] = ()  # our config fields that this family's config.json lacks
+
+
+FAMILIES = {
+    "bert": Family(
+        model_type="bert", architecture="BertModel", hf_prefix="bert.",
+        token_types=True, padding_positions=False, relative_attention=False,
+        special=SpecialTokens("[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]",
+                              single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1"),
+        unused_fields=("relative_attention_num_buckets",),
+    ),
+    "mpnet": Family(
+        model_type="mpnet", architecture="MPNetModel", hf_prefix="mpnet.",
+        token_types=False, padding_positions=True, relative_attention=True,
+        special=SpecialTokens("<s>", "</s>", "<pad>", "[UNK]", "<mask>",
+                              single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>"),
+        key_map=((".attention.attn.q.", ".attention.self.query."),
+                 (".attention.attn.k.", ".attention.self.key."),
+                 (".attention.attn.v.", ".attention.self.value."),
+                 (".attention.attn.o.", ".attention.output.dense."),
+                 (".attention.LayerNorm.", ".attention.output.LayerNorm.")),
+        defaults={"vocab_size": 30527, "pad_token_id": 1, "max_position_embeddings": 514},
+        unused_fields=("type_vocab_size",),
+    ),
+}
+
+
+def family_of(model_type: str | None) -> Family:
+    """The family of a config.json model_type (None, as in old BERT configs, means BERT)."""
+    try:
+        return FAMILIES[model_type or "bert"]
+    except KeyError:
+        raise UserError(f"config.json describes a {model_type!r} model; bertmtl reads "
+                        f"{' and '.join(FAMILIES)} encoders") from None
 
 
 @dataclass
@@ -27,6 +97,8 @@ class BertConfig:
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
     initializer_range: float = 0.02
+    model_type: str = "bert"  # the architecture family, a key of FAMILIES
+    relative_attention_num_buckets: int = 32  # MPNet's relative-position bias
     # Anything else the file carried, written back unchanged so HF tools still read our output.
     extra: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -38,15 +110,14 @@ class BertConfig:
             )
         if self.hidden_act not in ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu"):
             raise UserError(f"unsupported hidden_act {self.hidden_act!r}")
+        family_of(self.model_type)  # an unknown family is an error here, not deep in the model
 
     @classmethod
     def from_dict(cls, d: dict) -> "BertConfig":
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        known = {k: v for k, v in d.items() if k in names}
+        family = family_of(d.get("model_type"))
+        known = {**family.defaults, **{k: v for k, v in d.items() if k in names}, "model_type": family.model_type}
         extra = {k: v for k, v in d.items() if k not in names and k != "extra"}
-        model_type = d.get("model_type", "bert")
-        if model_type not in ("bert", None):
-            raise UserError(f"config.json describes a {model_type!r} model; bertmtl needs a BERT")
         return cls(**known, extra=extra)
 
     @classmethod
@@ -55,7 +126,7 @@ class BertConfig:
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise UserError(f"{path}: no such file (an HF BERT directory needs config.json)") from None
+            raise UserError(f"{path}: no such file (an HF BERT or MPNet directory needs config.json)") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise UserError(f"{path}: not valid JSON ({e})") from None
         if not isinstance(d, dict):
@@ -67,10 +138,14 @@ class BertConfig:
 
     def to_dict(self) -> dict:
         d = dict(self.extra)
-        d.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"})
-        d["model_type"] = "bert"
-        d.setdefault("architectures", ["BertModel"])
+        skip = {"extra", *self.family.unused_fields}
+        d.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip})
+        d.setdefault("architectures", [self.family.architecture])
         return d
+
+    @property
+    def family(self) -> Family:
+        return family_of(self.model_type)
 
     @property
     def head_dim(self) -> int:

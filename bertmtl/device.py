@@ -43,9 +43,10 @@ def autocast_dtype(precision: str, device: torch.device, training: bool) -> torc
     fp32, bf16 and fp16 (fp16 for training only, with a gradient scaler) are used as asked.
     "auto" is bf16 where the hardware multiplies bf16 natively, else fp32:
       - CPUs with AVX512-BF16 or AMX: bf16 for training steps and for prediction;
-      - CUDA GPUs with bf16: bf16 for prediction, but fp32 for training steps, which at the
-        default model size are bound by kernel launches, so bf16's extra cast kernels make
-        them slower (README, Results).
+      - CUDA GPUs with bf16: bf16 for prediction, but fp32 for training steps: at the default
+        batch sizes a step is bound by the host launching kernels, for MiniLM and for MPNet
+        alike, so bf16's extra cast kernels cost more than its faster matmuls save (measured
+        with benchmarks/gpu.py; README, Scaling out).
     Dev evaluation is always fp32, whatever the training precision.
     """
     allowed = ("auto", *DTYPES) if training else ("auto", "fp32", "bf16")

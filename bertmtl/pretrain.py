@@ -68,7 +68,7 @@ class PretrainConfig:
 
     data_dir: str = "data"
     out: str = "pretrained-mlm"
-    pretrained: str | None = None  # HF BERT dir; None = all-MiniLM-L6-v2
+    encoder: str = "minilm"  # a built-in name (minilm, mpnet) or an HF BERT / MPNet directory
     datasets: list = field(default_factory=lambda: list(SOURCES))
     augmented: str | None = None  # a `bertmtl augment` output directory
     caps: dict = field(default_factory=dict)  # dataset -> at most N training texts
@@ -236,7 +236,9 @@ def special_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, tokenize
 
 def replacement_ids(tokenizer: WordPieceTokenizer) -> torch.Tensor:
     """Token ids a masked position may be replaced by at random: every non-special token."""
-    special = {i for t, i in tokenizer.vocab.items() if t.startswith("[") and t.endswith("]")}
+    # [CLS]-style (BERT) and <s>-style (MPNet) specials.
+    special = {i for t, i in tokenizer.vocab.items()
+               if (t.startswith("[") and t.endswith("]")) or (t.startswith("<") and t.endswith(">"))}
     return torch.tensor(sorted(set(range(tokenizer.vocab_size)) - special), dtype=torch.long)
 
 
@@ -338,11 +340,11 @@ def pretrain(cfg: PretrainConfig, reporter=None) -> dict:
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
 
-    loaded = load_mlm(cfg.pretrained)
+    loaded = load_mlm(cfg.encoder)
     model = loaded.model
     tokenizer = WordPieceTokenizer.from_dir(loaded.source, max_length=cfg.max_length)
     if tokenizer.mask_id is None:
-        raise UserError(f"{loaded.source}/vocab.txt has no [MASK] token, so masked-LM training is impossible")
+        raise UserError(f"{loaded.source}/vocab.txt has no {tokenizer.mask_token} token, so masked-LM training is impossible")
 
     skipped = []
 

@@ -1,4 +1,8 @@
-"""WordPiece tokenisation from a checkpoint's vocab.txt (the `tokenizers` library does the work)."""
+"""WordPiece tokenisation from a checkpoint's vocab.txt (the `tokenizers` library does the work).
+
+BERT and MPNet share the uncased WordPiece; their special tokens and pair layout come from the
+encoder family (config.py): `[CLS] a [SEP] b [SEP]` with token types, or `<s> a </s></s> b </s>`.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,14 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
+from .config import FAMILIES, family_of
 from .errors import UserError
 
 DEFAULT_MAX_LENGTH = 128
+
+
+# What HF's AutoTokenizer should build from our saved directory.
+_TOKENIZER_CLASS = {"bert": "BertTokenizer", "mpnet": "MPNetTokenizer"}
 
 
 @dataclass
@@ -39,36 +48,42 @@ class Batch:
 
 
 def _vocab_is_uncased(vocab: dict[str, int]) -> bool:
-    return not any(t != t.lower() for t in vocab if not (t.startswith("[") and t.endswith("]")))
+    special = {t for f in FAMILIES.values() for t in vars(f.special).values()}
+    return not any(t != t.lower() for t in vocab if not (t.startswith("[") and t.endswith("]")) and t not in special)
 
 
 class WordPieceTokenizer:
-    """BERT's tokenizer: basic splitting + WordPiece, [CLS] a [SEP] (b [SEP]), truncation, padding."""
+    """BERT's tokenizer: basic splitting + WordPiece, the family's special tokens, truncation, padding.
+
+    `model_type` is the encoder family ("bert" or "mpnet"), which fixes the special tokens.
+    """
 
     def __init__(self, vocab_file: str | Path, lowercase: bool | None = None,
-                 max_length: int = DEFAULT_MAX_LENGTH, model_max_length: int = 512):
+                 max_length: int = DEFAULT_MAX_LENGTH, model_max_length: int = 512, model_type: str = "bert"):
         vocab_file = Path(vocab_file)
         try:
             vocab = models.WordPiece.read_file(str(vocab_file))
         except Exception as e:  # noqa: BLE001 - tokenizers raises plain Exception on a bad file
             raise UserError(f"{vocab_file}: cannot read vocabulary ({e})") from None
-        for special in ("[CLS]", "[SEP]", "[PAD]", "[UNK]"):
+        self.model_type = family_of(model_type).model_type
+        sp = family_of(model_type).special
+        for special in (sp.cls, sp.sep, sp.pad, sp.unk):
             if special not in vocab:
-                raise UserError(f"{vocab_file}: vocabulary lacks {special}")
+                raise UserError(f"{vocab_file}: vocabulary lacks {special} (a {self.model_type} vocabulary needs it)")
         self.vocab_file = vocab_file
         self.vocab = vocab
         self.lowercase = _vocab_is_uncased(vocab) if lowercase is None else lowercase
         # BERT's input cannot be longer than its position table.
         self.max_length = max(8, min(max_length, model_max_length))
-        self.pad_id, self.cls_id, self.sep_id = vocab["[PAD]"], vocab["[CLS]"], vocab["[SEP]"]
-        self.mask_id = vocab.get("[MASK]")
-        tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+        self.pad_id, self.cls_id, self.sep_id = vocab[sp.pad], vocab[sp.cls], vocab[sp.sep]
+        self.mask_id = vocab.get(sp.mask)
+        self.mask_token = sp.mask
+        tok = Tokenizer(models.WordPiece(vocab, unk_token=sp.unk, max_input_chars_per_word=100))
         tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
                                                     strip_accents=None, lowercase=self.lowercase)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.post_processor = processors.TemplateProcessing(
-            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-            special_tokens=[("[CLS]", self.cls_id), ("[SEP]", self.sep_id)],
+            single=sp.single, pair=sp.pair, special_tokens=[(sp.cls, self.cls_id), (sp.sep, self.sep_id)],
         )
         tok.enable_truncation(self.max_length)  # "longest_first" for pairs, as HF does
         self._tok = tok
@@ -88,12 +103,18 @@ class WordPieceTokenizer:
             except (ValueError, TypeError, OSError):
                 pass  # fall back to what the vocabulary says
         conf = directory / "config.json"
+        model_type = "bert"
         if conf.is_file():
             try:
-                model_max = min(model_max, int(json.loads(conf.read_text(encoding="utf-8")).get("max_position_embeddings", 512)))
+                d = json.loads(conf.read_text(encoding="utf-8"))
+                model_type = d.get("model_type") or "bert"
+                # RoBERTa-style positions (MPNet) start at pad_token_id + 1, so fewer tokens fit.
+                offset = d.get("pad_token_id", 1) + 1 if family_of(model_type).padding_positions else 0
+                model_max = min(model_max, int(d.get("max_position_embeddings", 512)) - offset)
             except (ValueError, TypeError, OSError, AttributeError):
                 pass
-        return cls(directory / "vocab.txt", lowercase=lowercase, max_length=max_length, model_max_length=model_max)
+        return cls(directory / "vocab.txt", lowercase=lowercase, max_length=max_length, model_max_length=model_max,
+                   model_type=model_type)
 
     def save(self, directory: str | Path) -> None:
         """Write vocab.txt and tokenizer_config.json into `directory` (HF layout)."""
@@ -102,7 +123,7 @@ class WordPieceTokenizer:
         (directory / "vocab.txt").write_text("".join(t + "\n" for t, _ in inv), encoding="utf-8")
         (directory / "tokenizer_config.json").write_text(json.dumps(
             {"do_lower_case": self.lowercase, "model_max_length": self.max_length,
-             "tokenizer_class": "BertTokenizer"}), encoding="utf-8")
+             "tokenizer_class": _TOKENIZER_CLASS[self.model_type]}), encoding="utf-8")
 
     @property
     def vocab_size(self) -> int:

@@ -170,7 +170,7 @@ def prepare(cfg: TrainConfig, resume: str | Path | None, dist: Dist, reporter=No
 
     # data and model (the seed fixes the heads' initialisation)
     torch.manual_seed(cfg.seed)
-    pretrained = resolve(cfg.pretrained) if resume_ckpt is None else resume_ckpt
+    pretrained = resolve(cfg.encoder) if resume_ckpt is None else resume_ckpt
     tokenizer = WordPieceTokenizer.from_dir(pretrained, max_length=cfg.max_length)
     warnings = []
 
@@ -379,10 +379,16 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
 
 
 def _announce(run: Run) -> None:
-    """The run's opening messages: a precision chosen by --precision auto, skipped data rows."""
+    """The run's opening messages: encoder, device and precision; skipped data rows."""
+    enc = run.model.encoder.config
+    params = sum(p.numel() for p in run.model.encoder.parameters()) / 1e6
+    source = f"{run.dir / 'last'} (resumed)" if run.resumed else run.cfg.encoder
+    run.reporter.message(f"encoder {source}: {enc.model_type}, {enc.num_hidden_layers} layers, hidden "
+                         f"{enc.hidden_size}, {params:.0f}M parameters; device {run.device}; training steps in "
+                         f"{run.precision}, evaluation in fp32")
     if run.cfg.precision == "auto" and run.precision != "fp32":
-        run.reporter.message(f"training steps in {run.precision} (--precision auto: this CPU multiplies "
-                             f"{run.precision} natively; --precision fp32 turns it off); evaluation in fp32")
+        run.reporter.message(f"--precision auto chose {run.precision}: this CPU multiplies it natively "
+                             f"(--precision fp32 turns it off)")
     if run.warnings:
         run.reporter.message(f"{len(run.warnings)} unusable row(s) skipped: " +
                              ", ".join(f"{Path(p).name}: {n}" for p, n in run.skipped.items()))

@@ -25,6 +25,9 @@ ALL_TASKS = tuple(TASKS)
 FILE_OPTIONS = tuple((f"{t.name}_{split}", f"Override the {t.title} {split} file.")
                      for t in TASKS.values() for split in ("train", "dev"))
 
+# Keys of older train_args.json files -> today's field names.
+RENAMED = {"pretrained": "encoder"}
+
 
 def parse_tasks(spec: str) -> list[str]:
     """'sst,para' -> ['sst', 'para'] in canonical order (also accepts full names); ValueError if unknown."""
@@ -49,20 +52,22 @@ def parse_smart_weights(spec: str) -> dict[str, float]:
 
 
 def option(default=None, help: str = "", *, factory=None, type=None, choices=None, min=None, max=None,
-           min_open=False, max_open=False, resume=True, flag=None, path=None, metavar=None, parse=None, cli=True):
+           min_open=False, max_open=False, resume=True, flag=None, path=None, metavar=None, parse=None, cli=True,
+           aliases=()):
     """A TrainConfig field with the metadata that generates its option, validation and resume check.
 
     type: the value type when the default is None. choices / min, max (+ min_open, max_open):
     the allowed values. resume=False: fixed once a run exists (it shapes the saved weights or the
     optimizer's parameter groups). flag: "on/off" for --x/--no-x, "on" for a bare --x.
     path: "dir" or "existing_dir". parse: turns the option's text into the value (lists, dicts);
-    a dict-valued option updates the default's keys. cli=False: no generated option.
+    a dict-valued option updates the default's keys. cli=False: no generated option. aliases: other
+    flag names accepted for the same option (kept for old command lines).
     """
     if type is None and (default is not None or factory is not None):
         type = (factory() if factory else default).__class__
     meta = {"help": help, "type": type, "choices": tuple(choices) if choices else None, "min": min, "max": max,
             "min_open": min_open, "max_open": max_open, "resume": resume, "flag": flag, "path": path,
-            "metavar": metavar, "parse": parse, "cli": cli}
+            "metavar": metavar, "parse": parse, "cli": cli, "aliases": tuple(aliases)}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -75,8 +80,9 @@ class TrainConfig:
     # -- data
     data_dir: str = option("data", "Directory with the CS224N task CSVs.", path="dir")
     out: str | None = option(None, "Run directory [default: a new checkpoints/DATE-TIME].", type=str, path="dir")
-    pretrained: str | None = option(None, "A Hugging Face BERT directory to start from [default: all-MiniLM-L6-v2, "
-                                          "fetched on first use].", type=str, path="existing_dir")
+    encoder: str = option("minilm", "Encoder to start from: a built-in name (minilm, mpnet; fetched on first use) "
+                                    "or a Hugging Face BERT / MPNet directory, e.g. another run's best/ "
+                                    "(--pretrained DIR is the same option).", aliases=("pretrained",))
     tasks: list = option(help="Tasks to train, any of sst, para, sts.", factory=lambda: list(ALL_TASKS),
                          parse=parse_tasks)
     files: dict = option(help="Per-task file overrides, e.g. {'sst_train': path} (--sst-train FILE ...).",
@@ -151,6 +157,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        d = {RENAMED.get(k, k): v for k, v in d.items()}
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny random BERT in HF format, fixture CSVs, the real weights (marked)."""
+"""Shared fixtures: a tiny random BERT and MPNet in HF format, fixture CSVs, the real weights (marked)."""
 
 from __future__ import annotations
 
@@ -63,6 +63,47 @@ def write_tiny_bert(directory: Path, seed: int = 0, **config_kw) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory) -> Path:
     return write_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+MPNET_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]  # ids 0-3, as in all-mpnet-base-v2's vocab.txt
+
+
+def write_tiny_mpnet(directory: Path, seed: int = 0, **config_kw) -> Path:
+    """A randomly initialised MPNet built and saved by transformers (config.json, vocab.txt, model.safetensors)."""
+    import transformers
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = MPNET_SPECIALS + tiny_vocab() + ["<mask>"]
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    kw = dict(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+              intermediate_size=64, max_position_embeddings=66, layer_norm_eps=1e-5,
+              relative_attention_num_buckets=32)
+    kw.update(config_kw)
+    torch.manual_seed(seed)
+    model = transformers.MPNetModel(transformers.MPNetConfig(**kw))
+    # Non-trivial LayerNorm, bias and relative-bias values, so parity exercises every parameter.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 1 or "relative_attention_bias" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(str(directory))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_mpnet_dir(tmp_path_factory) -> Path:
+    pytest.importorskip("transformers")
+    return write_tiny_mpnet(tmp_path_factory.mktemp("tiny-mpnet"))
+
+
+@pytest.fixture(scope="session")
+def real_mpnet_dir() -> Path:
+    """The all-mpnet-base-v2 weights if present in $BERTMTL_HOME (never fetched by tests: 404 MB)."""
+    from bertmtl.weights import is_present, pretrained_dir
+
+    if not is_present("mpnet"):
+        pytest.skip("mpnet weights not present; run `bertmtl download mpnet`")
+    return pretrained_dir("mpnet", fetch=False)
 
 
 @pytest.fixture(scope="session")

@@ -46,7 +46,7 @@ def test_writes_markdown_and_json(ablation):
     assert rows["baseline"]["train"]["tasks"] == ["sst"] and rows["baseline"]["train"]["combine"] == "sum"
     assert rows["final"]["train"]["combine"] == "pcgrad" and rows["final"]["train"]["smart"] is True
     assert all(r["train"]["precision"] == "fp32" for r in res["rows"])
-    assert rows["pretrain"]["train"]["pretrained"] == str(out / "pretrained-mlm")
+    assert rows["pretrain"]["train"]["encoder"] == str(out / "pretrained-mlm")
     assert rows["final"]["paper"] == PAPER["final"] and rows["baseline"]["paper"] is None
     assert res["budget"]["steps_per_row"] == 2 and "2 steps per row" in res["budget"]["text"]
     assert res["budget"]["dev_limit"] == 16 and res["budget"]["pretrain_steps"] == 2

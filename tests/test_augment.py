@@ -35,7 +35,7 @@ def mlm_dir(tiny_bert_dir, data_dir, tmp_path_factory):
     from bertmtl.progress import SilentReporter
 
     out = tmp_path_factory.mktemp("mlm") / "mlm"
-    pretrain(PretrainConfig(data_dir=str(data_dir), out=str(out), pretrained=str(tiny_bert_dir), steps=2,
+    pretrain(PretrainConfig(data_dir=str(data_dir), out=str(out), encoder=str(tiny_bert_dir), steps=2,
                             batch_size=8, heldout=0.2, device="cpu"), reporter=SilentReporter())
     return out
 
@@ -147,7 +147,7 @@ def test_augment_writes_training_files(data_dir, tmp_path, tiny_bert_dir, mlm_di
     from bertmtl.train import TrainConfig, train
 
     run = tmp_path / "run"
-    train(TrainConfig(data_dir=str(data_dir), out=str(run), pretrained=str(tiny_bert_dir), augment=str(out),
+    train(TrainConfig(data_dir=str(data_dir), out=str(run), encoder=str(tiny_bert_dir), augment=str(out),
                       epochs=1, steps_per_epoch=1, batch_size=8, smart=False, combine="sum", device="cpu"),
           reporter=SilentReporter())
     start = read_records(run / "metrics.jsonl")[0][0]

@@ -25,7 +25,7 @@ from .fixtures import write_task_data
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_autocast_training_runs_with_fp32_gradients(tiny_bert_dir, tmp_path, precision):
     data = write_task_data(tmp_path / "data")
-    cfg = TrainConfig(data_dir=str(data), pretrained=str(tiny_bert_dir), precision=precision, combine="pcgrad",
+    cfg = TrainConfig(data_dir=str(data), encoder=str(tiny_bert_dir), precision=precision, combine="pcgrad",
                       smart=True, batch_size=16, device="cpu")
     tok = WordPieceTokenizer.from_dir(tiny_bert_dir)
     sets, _, _ = load_datasets(cfg, tok, warn=lambda r: None)
@@ -45,7 +45,7 @@ def test_autocast_training_runs_with_fp32_gradients(tiny_bert_dir, tmp_path, pre
 
 def test_bf16_run_end_to_end(tiny_bert_dir, tmp_path):
     data = write_task_data(tmp_path / "data")
-    cfg = TrainConfig(data_dir=str(data), pretrained=str(tiny_bert_dir), out=str(tmp_path / "run"),
+    cfg = TrainConfig(data_dir=str(data), encoder=str(tiny_bert_dir), out=str(tmp_path / "run"),
                       precision="bf16", max_steps=3, batch_size=16)
     s = train(cfg, reporter=SilentReporter())
     assert s["status"] == "finished" and s["last_metrics"]["overall"] is not None

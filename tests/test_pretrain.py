@@ -135,7 +135,7 @@ def test_report_has_perplexity_before_and_after(pretrained):
     assert r["steps"] == 6 and r["wall_s"] > 0 and len(r["train_loss"]) >= 1
     assert r["texts"]["quora"]["heldout"] > 0 and r["texts"]["quora"]["train"] > 0
     assert r["skipped_rows"] == 1  # the fixture's stray-quote Quora row, reported as in training
-    assert "perplexity" in output and "->" in output and "bertmtl train --pretrained" in output
+    assert "perplexity" in output and "->" in output and "bertmtl train --encoder" in output
 
 
 def test_heldout_masks_are_fixed(tiny_bert_dir):

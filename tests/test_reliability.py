@@ -148,7 +148,7 @@ def test_full_disk_is_refused_before_training(tiny_bert_dir, data_dir, tmp_path,
 
     real = shutil.disk_usage
     monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=10_000))
-    cfg = TrainConfig(data_dir=str(data_dir), out=str(tmp_path / "run"), pretrained=str(tiny_bert_dir))
+    cfg = TrainConfig(data_dir=str(data_dir), out=str(tmp_path / "run"), encoder=str(tiny_bert_dir))
     with pytest.raises(UserError, match=r"MiB free, but checkpoints need about"):
         train(cfg, reporter=SilentReporter())
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
@@ -165,7 +165,7 @@ def test_failed_save_keeps_the_previous_checkpoint(tiny_bert_dir, data_dir, tmp_
         return real(path, tensors)
 
     monkeypatch.setattr(ckpt, "_save_tensors", flaky)
-    cfg = TrainConfig(data_dir=str(data_dir), out=str(tmp_path / "run"), pretrained=str(tiny_bert_dir),
+    cfg = TrainConfig(data_dir=str(data_dir), out=str(tmp_path / "run"), encoder=str(tiny_bert_dir),
                       save_every=1, eval_every=100, epochs=2, batch_size=16)
     with pytest.raises(UserError, match=r"could not save .*No space left on device.*previous checkpoint there is intact"):
         train(cfg, reporter=SilentReporter())
@@ -192,7 +192,7 @@ def _nan_on(steps: set[int], monkeypatch):
 
 def test_isolated_nonfinite_steps_are_skipped(tiny_bert_dir, data_dir, tmp_path, monkeypatch):
     _nan_on({2, 5}, monkeypatch)
-    cfg = TrainConfig(data_dir=str(data_dir), out=str(tmp_path / "run"), pretrained=str(tiny_bert_dir),
+    cfg = TrainConfig(data_dir=str(data_dir), out=str(tmp_path / "run"), encoder=str(tiny_bert_dir),
                       epochs=1, batch_size=16, smart=False)
     s = train(cfg, reporter=SilentReporter())
     assert s["status"] == "finished" and s["step"] == 6
@@ -204,7 +204,7 @@ def test_isolated_nonfinite_steps_are_skipped(tiny_bert_dir, data_dir, tmp_path,
 
 def test_consecutive_nonfinite_steps_stop_with_last_good_checkpoint(tiny_bert_dir, data_dir, tmp_path, monkeypatch):
     _nan_on(set(range(4, 100)), monkeypatch)
-    cfg = TrainConfig(data_dir=str(data_dir), out=str(tmp_path / "run"), pretrained=str(tiny_bert_dir),
+    cfg = TrainConfig(data_dir=str(data_dir), out=str(tmp_path / "run"), encoder=str(tiny_bert_dir),
                       epochs=5, batch_size=16, smart=False, save_every=1, max_nonfinite=3)
     with pytest.raises(UserError, match=r"3 consecutive non-finite losses.*last good weights are in"):
         train(cfg, reporter=SilentReporter())
@@ -243,7 +243,7 @@ def test_an_error_while_evaluating_closes_the_log_and_the_process_group(tiny_ber
         raise RuntimeError("evaluation failed")
 
     monkeypatch.setattr(tr, "evaluate_dev", broken)
-    cfg = TrainConfig(data_dir=str(data_dir), out=str(tmp_path / "run"), pretrained=str(tiny_bert_dir),
+    cfg = TrainConfig(data_dir=str(data_dir), out=str(tmp_path / "run"), encoder=str(tiny_bert_dir),
                       max_steps=2, eval_every=1, batch_size=8)
     with pytest.raises(RuntimeError, match="evaluation failed"):
         train(cfg, reporter=SilentReporter())

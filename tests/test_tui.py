@@ -34,7 +34,7 @@ POLL = 0.02  # the app's poll interval in tests: fast, so waits are short
 
 # -- records ------------------------------------------------------------------------------
 
-CONFIG = {"data_dir": "data", "out": "checkpoints/run-snapshot", "pretrained": None, "tasks": ["sst", "para", "sts"],
+CONFIG = {"data_dir": "data", "out": "checkpoints/run-snapshot", "encoder": "minilm", "tasks": ["sst", "para", "sts"],
           "epochs": 3.0, "batch_size": 32, "lr": 5e-05, "schedule": "linear", "warmup": 0.06, "weight_decay": 0.01,
           "optimizer": "adamw", "combine": "pcgrad", "smart": True,
           "smart_weights": {"sst": 0.5, "para": 0.0, "sts": 0.5}, "pooling": "mean", "pair_mode": "bi",

@@ -51,7 +51,7 @@ def main() -> None:
 
     \b
     Typical use:
-      bertmtl download                      fetch the default weights (all-MiniLM-L6-v2)
+      bertmtl download [mpnet]              fetch the default weights (all-MiniLM-L6-v2) or MPNet
       bertmtl train --data-dir data         train, best/last checkpoints under checkpoints/
       bertmtl predict "a sentence" "another" try the trained model
     """

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .options import data_dir_option, device_option, out_option, parsed, precision_option, seed_option
+from .options import data_dir_option, device_option, encoder_option, out_option, parsed, precision_option, seed_option
 
 
 
@@ -46,8 +46,7 @@ def _command_line(ctx: click.Context) -> str:
               help="MLM steps of further pretraining for the 'pretrain' row.")
 @click.option("--pretrained-mlm", type=click.Path(file_okay=False, exists=True, path_type=str), default=None,
               help="Use this `bertmtl pretrain` output for the 'pretrain' row instead of pretraining.")
-@click.option("--pretrained", type=click.Path(file_okay=False, exists=True, path_type=str), default=None,
-              help="Base BERT directory [default: all-MiniLM-L6-v2].")
+@encoder_option(note="the base of every row")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Examples per task per step.")
 @click.option("--max-length", type=click.IntRange(min=8), default=128, show_default=True, help="Maximum tokens per input.")
@@ -58,7 +57,7 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--keep-checkpoints", is_flag=True, help="Keep each row's best/ and last/ weights (large).")
 @click.option("--overwrite", is_flag=True, help="Replace the runs of an earlier ablation in --out.")
 @click.pass_context
-def ablate(ctx, data_dir, out, rows, budget_steps, epochs, dev_limit, pretrain_steps, pretrained_mlm, pretrained,
+def ablate(ctx, data_dir, out, rows, budget_steps, epochs, dev_limit, pretrain_steps, pretrained_mlm, encoder,
            batch_size, max_length, lr, seed, device, precision, keep_checkpoints, overwrite) -> None:
     """Reproduce the paper's ablation table with a shared budget; writes Markdown and JSON.
 
@@ -72,7 +71,7 @@ def ablate(ctx, data_dir, out, rows, budget_steps, epochs, dev_limit, pretrain_s
 
     cfg = AblateConfig(data_dir=data_dir, out=out, rows=parsed(parse_rows, rows, "--rows"), budget_steps=budget_steps,
                        epochs=epochs, dev_limit=dev_limit, pretrain_steps=pretrain_steps, pretrained_mlm=pretrained_mlm,
-                       pretrained=pretrained, batch_size=batch_size, max_length=max_length, lr=lr, seed=seed,
+                       encoder=encoder, batch_size=batch_size, max_length=max_length, lr=lr, seed=seed,
                        device=device, precision=precision, keep_checkpoints=keep_checkpoints,
                        overwrite=overwrite, command=_command_line(ctx))
     result = run_ablate(cfg)

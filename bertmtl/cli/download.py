@@ -1,4 +1,4 @@
-"""`bertmtl download`: fetch the default pretrained weights."""
+"""`bertmtl download [NAME]`: fetch a built-in encoder, or list them."""
 
 from __future__ import annotations
 
@@ -6,9 +6,17 @@ import click
 
 
 @click.command()
+@click.argument("name", required=False, default="minilm")
+@click.option("--list", "list_", is_flag=True, help="List the built-in encoders and which are present.")
 @click.option("--quiet", is_flag=True, help="Print only the directory.")
-def download(quiet: bool) -> None:
-    """Fetch the default pretrained weights (all-MiniLM-L6-v2) into the cache, print where."""
-    from ..weights import pretrained_dir
+def download(name: str, list_: bool, quiet: bool) -> None:
+    """Fetch a built-in encoder (minilm, the default, or mpnet) into the cache; the last line is its directory."""
+    from ..weights import BUILTINS, builtin, home, is_present, pretrained_dir
 
-    click.echo(str(pretrained_dir(quiet=quiet)))
+    if list_:
+        for b in BUILTINS.values():
+            state = "present" if is_present(b.name) else "not downloaded"
+            click.echo(f"{b.name:8} {state:15} {b.description}  [{home() / b.directory}]")
+        return
+    builtin(name)  # an unknown name is a usage error listing the built-ins, before any fetching
+    click.echo(str(pretrained_dir(name, quiet=quiet)))

@@ -50,6 +50,12 @@ def device_option(default: str = "auto", note: str | None = None):
                         help=_help("device", note))
 
 
+def encoder_option(note: str | None = None):
+    """--encoder (alias --pretrained): a built-in encoder name or an HF directory."""
+    return click.option("--encoder", "--pretrained", "encoder", default=FIELDS["encoder"].default, show_default=True,
+                        help=_help("encoder", note))
+
+
 def seed_option(note: str | None = None):
     """--seed, with `note` saying what else it fixes in a command."""
     return click.option("--seed", type=int, default=FIELDS["seed"].default, show_default=True,
@@ -91,7 +97,8 @@ def field_option(f: dataclasses.Field):
         default = ",".join(default)  # shown and parsed as text
     elif isinstance(default, dict):
         default = None  # given keys update the default's
-    return click.option(f"--{name}", f.name, type=_click_type(f), default=default, metavar=m["metavar"],
+    names = [f"--{name}", *(f"--{a}" for a in m["aliases"])]
+    return click.option(*names, f.name, type=_click_type(f), default=default, metavar=m["metavar"],
                         show_default=default is not None, help=m["help"])
 
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import click
 
-from .options import data_dir_option, device_option, out_option, parsed, seed_option
+from .options import data_dir_option, device_option, encoder_option, out_option, parsed, seed_option
 
 
 @click.command()
 @data_dir_option(note="the train files' text is used")
-@out_option("pretrained-mlm", "Output: an HF BERT directory for `bertmtl train --pretrained DIR`.")
-@click.option("--pretrained", type=click.Path(file_okay=False, exists=True, path_type=str), default=None,
-              help="BERT directory to start from [default: all-MiniLM-L6-v2]; its MLM head is reused if it has one.")
+@out_option("pretrained-mlm", "Output: an HF BERT / MPNet directory for `bertmtl train --encoder DIR`.")
+@encoder_option(note="its MLM head is reused if it has one")
 @click.option("--datasets", default="sst,quora,sts,imdb", show_default=True,
               help="Text sources: sst, quora, sts, imdb (ids-cfimdb-train.csv, used when present).")
 @click.option("--augmented", type=click.Path(file_okay=False, path_type=str), default=None,
@@ -44,21 +43,21 @@ from .options import data_dir_option, device_option, out_option, parsed, seed_op
 @click.option("--log-every", type=click.IntRange(min=1), default=10, show_default=True,
               help="Report the training loss every N steps.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it already holds files.")
-def pretrain(data_dir, out, pretrained, datasets, augmented, caps, upsample, epochs, steps, old_steps, head_steps, batch_size,
+def pretrain(data_dir, out, encoder, datasets, augmented, caps, upsample, epochs, steps, old_steps, head_steps, batch_size,
              lr, mask_prob, max_length, heldout, heldout_max, seed, device, log_every, overwrite) -> None:
     """Further masked-LM pretraining on the task text; reports held-out perplexity before and after.
 
     \b
     Examples:
       bertmtl pretrain --data-dir data --out pretrained-mlm --cap quora=8000
-      bertmtl train --data-dir data --pretrained pretrained-mlm
+      bertmtl train --data-dir data --encoder pretrained-mlm
     """
     from ..pretrain import PretrainConfig, parse_amounts, parse_sources
     from ..pretrain import pretrain as run_pretrain
 
     steps = steps if steps is not None else old_steps
     cfg = PretrainConfig(
-        data_dir=data_dir, out=out, pretrained=pretrained, datasets=parsed(parse_sources, datasets, "--datasets"),
+        data_dir=data_dir, out=out, encoder=encoder, datasets=parsed(parse_sources, datasets, "--datasets"),
         augmented=augmented, caps=parsed(lambda v: parse_amounts(v, "--cap", True), caps, "--cap"),
         upsample=parsed(lambda v: parse_amounts(v, "--upsample", False), upsample, "--upsample"), epochs=epochs,
         steps=steps, head_steps=head_steps, batch_size=batch_size, lr=lr, mask_prob=mask_prob, max_length=max_length,
@@ -70,4 +69,4 @@ def pretrain(data_dir, out, pretrained, datasets, augmented, caps, upsample, epo
     if "initial" in r:
         click.echo(f"(the checkpoint had no MLM head: perplexity {r['initial']['perplexity']:.1f} with the fresh head, "
                    f"'before' is after {r['head_steps']} head-only steps)")
-    click.echo(f"wrote {out}  (use with: bertmtl train --pretrained {out})")
+    click.echo(f"wrote {out}  (use with: bertmtl train --encoder {out})")

@@ -1,7 +1,11 @@
-"""A from-scratch BERT encoder whose parameter names match Hugging Face checkpoints.
+"""A from-scratch BERT / MPNet encoder whose parameter names match Hugging Face BERT checkpoints.
 
 Module and parameter names follow HF's modeling_bert.py (`embeddings.word_embeddings`,
-`encoder.layer.N.attention.self.query`, ...) so loading a checkpoint is a plain mapping.
+`encoder.layer.N.attention.self.query`, ...) so loading a BERT checkpoint is a plain mapping;
+MPNet checkpoints are renamed to the same names by model/loading.py. MPNet is the same
+post-LN transformer with three differences, all read from `config.family`: no token-type
+embedding, RoBERTa-style absolute positions, and a relative-position bias added to the
+attention scores of every layer.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..config import BertConfig
 
@@ -21,6 +26,11 @@ from ..config import BertConfig
 # on the 2-core CPU the explicit softmax(QK^T)V path beats SDPA's CPU kernels at BERT
 # sentence lengths; on CUDA SDPA's fused (flash / memory-efficient) kernels win.
 FASTEST_ATTENTION = {"cpu": "eager", "cuda": "sdpa"}
+
+# SDPA kernels we let torch choose from: all but cuDNN's. cuDNN's attention builds an execution
+# plan per input shape on the host, and length-bucketed batches change shape at nearly every
+# call, so its CPU cost swamped the GPU work (benchmarks/gpu.py, README "Scaling out").
+_SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 class _KeepMaskDropout(torch.autograd.Function):
@@ -120,24 +130,53 @@ def _activation(name: str):
 
 
 class BertEmbeddings(nn.Module):
-    """Word + position + token-type embeddings, then LayerNorm and dropout."""
+    """Word + position (+ token-type, where the family has them) embeddings, then LayerNorm and dropout."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
+        family = config.family
+        # RoBERTa-style positions (MPNet) number real tokens from pad_token_id + 1 and give
+        # padding the pad id itself; BERT's positions are simply 0, 1, 2, ...
+        self.position_pad_id = config.pad_token_id if family.padding_positions else None
         self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size,
+                                                padding_idx=self.position_pad_id)
+        self.token_type_embeddings = (nn.Embedding(config.type_vocab_size, config.hidden_size)
+                                      if family.token_types else None)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
 
+    def positions(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Position embeddings, (seq, hidden) shared by the batch or (batch, seq, hidden)."""
+        if self.position_pad_id is None:
+            return self.position_embeddings.weight[:input_ids.shape[1]]
+        real = input_ids.ne(self.position_pad_id)
+        return self.position_embeddings(real.cumsum(1) * real + self.position_pad_id)
+
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        seq_len = input_ids.shape[1]
-        x = self.word_embeddings(input_ids) + self.position_embeddings.weight[:seq_len]
-        if token_type_ids is None:
-            x = x + self.token_type_embeddings.weight[0]
-        else:
-            x = x + self.token_type_embeddings(token_type_ids)
+        x = self.word_embeddings(input_ids) + self.positions(input_ids)
+        if self.token_type_embeddings is not None:
+            types = self.token_type_embeddings
+            x = x + (types.weight[0] if token_type_ids is None else types(token_type_ids))
         return self.dropout(self.LayerNorm(x))
+
+
+def relative_position_bucket(relative: torch.Tensor, num_buckets: int, max_distance: int = 128) -> torch.Tensor:
+    """T5's bidirectional bucketing of (key - query) offsets, as MPNet uses it.
+
+    Half the buckets are for keys before the query, half for keys after; in each half, the
+    first half of the buckets are exact offsets and the rest grow logarithmically up to
+    `max_distance`, beyond which everything shares the last bucket.
+    """
+    half = num_buckets // 2
+    distance = -relative
+    bucket = (distance < 0).long() * half
+    distance = distance.abs()
+    exact = half // 2
+    # clamp(min=1): log(0) would be -inf; those offsets take the exact branch anyway.
+    log_ratio = torch.log(distance.clamp(min=1).float() / exact) / math.log(max_distance / exact)
+    large = (exact + (log_ratio * (half - exact)).long()).clamp(max=half - 1)
+    return bucket + torch.where(distance < exact, distance, large)
 
 
 class BertSelfAttention(nn.Module):
@@ -195,7 +234,8 @@ class BertSelfAttention(nn.Module):
         if mask is not None and mask.dtype != q.dtype:  # under autocast q is bf16 / fp16
             mask = mask.to(q.dtype)
         if impl == "sdpa":
-            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+            with sdpa_kernel(_SDPA_BACKENDS):
+                ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         else:
             scores = q @ k.transpose(-1, -2)
             if mask is not None:
@@ -268,6 +308,21 @@ class BertEncoder(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+        self.relative_attention_bias = (
+            nn.Embedding(config.relative_attention_num_buckets, config.num_attention_heads)
+            if config.family.relative_attention else None)
+
+    def position_bias(self, seq_len: int, device: torch.device) -> torch.Tensor | None:
+        """The (1, heads, seq, seq) relative-position bias shared by every layer, or None.
+
+        Offsets are between padded positions; with right padding those equal the offsets
+        between real tokens, and padded keys are masked anyway.
+        """
+        if self.relative_attention_bias is None:
+            return None
+        pos = torch.arange(seq_len, device=device)
+        buckets = relative_position_bucket(pos[None, :] - pos[:, None], self.relative_attention_bias.num_embeddings)
+        return self.relative_attention_bias(buckets).permute(2, 0, 1).unsqueeze(0)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, packing: Packing | None = None) -> torch.Tensor:
         for layer in self.layer:
@@ -287,7 +342,10 @@ class BertPooler(nn.Module):
 
 
 class BertModel(nn.Module):
-    """The BERT encoder: `model(input_ids, attention_mask, token_type_ids=None)`."""
+    """The BERT / MPNet encoder: `model(input_ids, attention_mask, token_type_ids=None)`.
+
+    MPNet ignores `token_type_ids` (it has no token-type embedding).
+    """
 
     def __init__(self, config: BertConfig, add_pooling_layer: bool = True, init_weights: bool = True):
         super().__init__()
@@ -337,6 +395,13 @@ class BertModel(nn.Module):
         real position is the same as without it.
         """
         mask = self.extended_mask(attention_mask, embedding_output.dtype)
+        bias = self.encoder.position_bias(embedding_output.shape[1], embedding_output.device)
+        if bias is not None:  # one additive float mask carries both (SDPA takes it as attn_mask)
+            mask = bias.to(embedding_output.dtype) if mask is None else mask + bias
+        device = embedding_output.device.type
+        if mask is not None and torch.is_autocast_enabled(device):
+            # The scores will be in the autocast dtype: convert the mask once, not in every layer.
+            mask = mask.to(torch.get_autocast_dtype(device))
         if unpad and attention_mask is not None and not bool(attention_mask.all()):
             packing = Packing(attention_mask)
             hidden = packing.unpack(self.encoder(packing.pack(embedding_output), mask, packing))
@@ -357,11 +422,15 @@ class BertModel(nn.Module):
     @classmethod
     def from_pretrained(
         cls,
-        path: str | Path | None = None,
+        path: str | Path,
         dtype: torch.dtype = torch.float32,
         device: str | torch.device | None = None,
     ) -> "BertModel":
-        """Load an HF-format BERT directory (None = the default all-MiniLM-L6-v2 weights)."""
-        from ..weights import load_encoder
+        """Load an HF-format BERT or MPNet directory (the family read from its config.json).
+
+        Built-in encoders by name (`minilm`, `mpnet`) are `bertmtl.weights.resolve`'s job:
+        `BertModel.from_pretrained(resolve("mpnet"))`.
+        """
+        from .loading import load_encoder
 
         return load_encoder(path, dtype=dtype, device=device)

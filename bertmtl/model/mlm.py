@@ -1,9 +1,12 @@
-"""BERT with a masked-LM head, for further pretraining on task text.
+"""Our encoder (BERT or MPNet) with a masked-LM head, for further pretraining on task text.
 
 Module and parameter names follow HF's BertForMaskedLM (`bert.…`, `cls.predictions.transform.dense`,
-`cls.predictions.transform.LayerNorm`, `cls.predictions.decoder`, `cls.predictions.bias`), so
-our output loads in `transformers.BertForMaskedLM` and bert-base-uncased's head loads here.
-The decoder's weight *is* the word-embedding matrix (tied), as in BERT.
+`cls.predictions.transform.LayerNorm`, `cls.predictions.decoder`, `cls.predictions.bias`).
+HF's MPNetForMaskedLM has the same head (dense, GELU, LayerNorm, tied decoder, bias) under
+other names (`mpnet.…`, `lm_head.dense`, `lm_head.layer_norm`, `lm_head.bias`): `HF_HEAD_NAMES`
+maps between them, so our output loads in the matching `transformers` class and a checkpoint's
+head (bert-base-uncased's, our `pretrain` output) loads here. The decoder's weight *is* the
+word-embedding matrix (tied), as in BERT.
 """
 
 from __future__ import annotations
@@ -23,6 +26,17 @@ from .bert import BertModel, _activation
 # is the word-embedding matrix, and safetensors cannot store one tensor under two names.
 HEAD_KEYS = ("transform.dense.weight", "transform.dense.bias", "transform.LayerNorm.weight",
              "transform.LayerNorm.bias", "bias")
+
+# Per family: the HF masked-LM class, and our head key -> HF's key(s), the first one written,
+# the others also read (HF also names the output bias `decoder.bias`; some checkpoints carry only that).
+HF_MLM_CLASS = {"bert": "BertForMaskedLM", "mpnet": "MPNetForMaskedLM"}
+HF_HEAD_NAMES = {
+    "bert": {k: (f"cls.predictions.{k}",) for k in HEAD_KEYS} | {"bias": ("cls.predictions.bias", "cls.predictions.decoder.bias")},
+    "mpnet": {"transform.dense.weight": ("lm_head.dense.weight",), "transform.dense.bias": ("lm_head.dense.bias",),
+              "transform.LayerNorm.weight": ("lm_head.layer_norm.weight",),
+              "transform.LayerNorm.bias": ("lm_head.layer_norm.bias",),
+              "bias": ("lm_head.bias", "lm_head.decoder.bias")},
+}
 
 
 class BertPredictionHeadTransform(nn.Module):
@@ -104,11 +118,15 @@ class BertForMaskedLM(nn.Module):
         return self.cls(self.hidden(input_ids, attention_mask)[positions])
 
     def hf_state_dict(self) -> dict[str, torch.Tensor]:
-        """Tensors under HF BertForMaskedLM names, the tied decoder weight stored once (as HF does)."""
-        out = {f"bert.{k}": v for k, v in self.bert.state_dict().items()}
+        """Tensors under HF's masked-LM names for the family, the tied decoder weight stored once (as HF does)."""
+        from .loading import to_hf_key
+
+        family = self.config.family
+        out = {family.hf_prefix + to_hf_key(k, family): v for k, v in self.bert.state_dict().items()}
+        names = HF_HEAD_NAMES[family.model_type]
         for k, v in self.cls.predictions.state_dict().items():
             if k != "decoder.weight":
-                out[f"cls.predictions.{k}"] = v
+                out[names[k][0]] = v
         return {k: v.detach().contiguous() for k, v in out.items()}
 
 
@@ -123,44 +141,41 @@ class LoadedMlm:
 
 def has_mlm_head(directory: str | Path) -> bool:
     """Whether an HF directory's weights include a masked-LM head (reads the weights)."""
-    from ..weights import read_state_dict
+    from .loading import read_config, read_state_dict
 
+    model_type = read_config(directory).model_type
     state = read_state_dict(directory)
-    return all(_head_key(state, k) is not None for k in HEAD_KEYS)
+    return all(_head_key(state, k, model_type) is not None for k in HEAD_KEYS)
 
 
-def _head_key(state: dict, k: str) -> str | None:
-    name = f"cls.predictions.{k}"
-    if name in state:
-        return name
-    # HF also names the output bias `decoder.bias` (tied to `bias`); some checkpoints carry only that.
-    if k == "bias" and "cls.predictions.decoder.bias" in state:
-        return "cls.predictions.decoder.bias"
-    return None
+def _head_key(state: dict, k: str, model_type: str) -> str | None:
+    """The key under which `state` holds our head tensor `k`, if any."""
+    return next((name for name in HF_HEAD_NAMES[model_type][k] if name in state), None)
 
 
 def load_mlm(path: str | Path | None = None, require_head: bool = False,
              device: str | torch.device | None = None) -> LoadedMlm:
-    """An HF-format BERT directory as a BertForMaskedLM.
+    """An HF-format BERT or MPNet directory (or built-in name, None = default) as a BertForMaskedLM.
 
     The head is reused when the checkpoint has one (bert-base-uncased, our `pretrain` output);
     otherwise it is freshly initialised, or, with `require_head`, that is an error.
     """
-    from ..weights import load_into, read_state_dict, resolve
+    from ..weights import resolve
+    from .loading import load_into, read_state_dict
 
     directory = resolve(path)
     config = BertConfig.from_json(directory / "config.json")
-    state = read_state_dict(directory)
+    state = read_state_dict(directory, family=config.family)
     model = BertForMaskedLM(config)
     load_into(model.bert, state, source=directory)
-    keys = {k: _head_key(state, k) for k in HEAD_KEYS}
+    keys = {k: _head_key(state, k, config.model_type) for k in HEAD_KEYS}
     present = [k for k, v in keys.items() if v is not None]
     if present and len(present) < len(HEAD_KEYS):
-        missing = [f"cls.predictions.{k}" for k in HEAD_KEYS if keys[k] is None]
+        missing = [HF_HEAD_NAMES[config.model_type][k][0] for k in HEAD_KEYS if keys[k] is None]
         raise UserError(f"{directory}: incomplete masked-LM head (missing {', '.join(missing)})")
     if not present and require_head:
         raise UserError(
-            f"{directory}: these weights have no masked-LM head (cls.predictions.*). Run "
+            f"{directory}: these weights have no masked-LM head ({HF_HEAD_NAMES[config.model_type]['bias'][0]} ...). Run "
             f"`bertmtl pretrain --out DIR` first and pass DIR, or pass a BERT directory that has a "
             f"masked-LM head (bert-base-uncased has one; all-MiniLM-L6-v2 has none).")
     if present:
@@ -189,7 +204,7 @@ def save_mlm(model: BertForMaskedLM, tokenizer, directory: str | Path) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = model.config.to_dict()
-    config["architectures"] = ["BertForMaskedLM"]
+    config["architectures"] = [HF_MLM_CLASS[model.config.model_type]]
     config["tie_word_embeddings"] = True
     (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     state = {k: v.cpu() for k, v in model.hf_state_dict().items()}

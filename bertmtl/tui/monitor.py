@@ -109,7 +109,8 @@ CONFIG_KEYS = (  # (label, how to show it from the start record's config), most 
     ("combine", lambda c: str(c["combine"])),
     ("smart", lambda c: " ".join(f"{t}={w:g}" for t, w in (c.get("smart_weights") or {}).items() if w)
                         if c.get("smart") else "off"),
-    ("model", lambda c: Path(c["pretrained"]).name if c.get("pretrained") else "all-MiniLM-L6-v2"),
+    # "encoder" since issue 13; older runs' train_args.json say "pretrained" (None = the default).
+    ("model", lambda c: Path(c.get("encoder") or c.get("pretrained") or "minilm").name),
     ("heads", lambda c: f"{c['pooling']}, {c.get('pair_mode', '–')}, {c.get('sts_loss', '–')}"),
     ("optim", lambda c: f"{c['optimizer']}, wd {c.get('weight_decay', 0):g}"),
     ("warmup", lambda c: f"{c['warmup']:g}"),

@@ -1,0 +1,229 @@
+"""MPNet through our one encoder: parity with transformers.MPNetModel, key maps, tokenizer, MLM head."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bertmtl.config import FAMILIES, BertConfig
+from bertmtl.model import BertModel
+from bertmtl.model.bert import relative_position_bucket
+from bertmtl.model.loading import from_hf_key, to_hf_key
+from bertmtl.tokenizer import WordPieceTokenizer
+
+from .conftest import REAL_PAIRS, REAL_SENTENCES
+
+transformers = pytest.importorskip("transformers")
+MPNET = FAMILIES["mpnet"]
+
+
+def _batches(tok: WordPieceTokenizer):
+    yield tok(REAL_SENTENCES)
+    a, b = zip(*REAL_PAIRS)
+    yield tok(list(a), list(b))
+
+
+def _hf(directory):
+    return transformers.MPNetModel.from_pretrained(str(directory)).eval()
+
+
+def test_config_reads_the_family(tiny_mpnet_dir):
+    model = BertModel.from_pretrained(tiny_mpnet_dir)
+    c = model.config
+    assert c.model_type == "mpnet" and c.pad_token_id == 1 and c.layer_norm_eps == 1e-5
+    assert model.embeddings.token_type_embeddings is None
+    assert model.encoder.relative_attention_bias.weight.shape == (32, 4)
+    d = c.to_dict()
+    assert d["model_type"] == "mpnet" and "type_vocab_size" not in d and d["architectures"] == ["MPNetModel"]
+    assert BertConfig.from_dict(d) == c
+    assert "relative_attention_num_buckets" not in BertConfig().to_dict()  # BERT's config.json unchanged
+
+
+def test_bucketing_matches_hf():
+    rel = torch.arange(-300, 300)[None, :]
+    ours = relative_position_bucket(rel, 32)
+    ref = transformers.models.mpnet.modeling_mpnet.MPNetEncoder.relative_position_bucket(rel, num_buckets=32)
+    assert torch.equal(ours, ref)
+
+
+def test_key_map_round_trip(tiny_mpnet_dir):
+    from safetensors.torch import load_file
+
+    hf_keys = set(load_file(str(tiny_mpnet_dir / "model.safetensors")))
+    ours = set(BertModel.from_pretrained(tiny_mpnet_dir).state_dict())
+    assert {from_hf_key(k, MPNET) for k in hf_keys} == ours
+    assert {to_hf_key(k, MPNET) for k in ours} == hf_keys
+    assert from_hf_key("mpnet.encoder.layer.3.attention.attn.o.weight", MPNET) == "encoder.layer.3.attention.output.dense.weight"
+
+
+@pytest.mark.parametrize("unpad", [False, True])
+@pytest.mark.parametrize("impl", ["eager", "sdpa"])
+def test_parity_tiny_random(tiny_mpnet_dir, impl, unpad):
+    """Padded sentences and pairs: last hidden state and pooler within 1e-5 of transformers."""
+    ours = BertModel.from_pretrained(tiny_mpnet_dir).eval()
+    ours.set_attention(impl)
+    hf = _hf(tiny_mpnet_dir)
+    tok = WordPieceTokenizer.from_dir(tiny_mpnet_dir)
+    with torch.no_grad():
+        for b in _batches(tok):
+            assert b.attention_mask.float().mean() < 1.0  # really a padded batch
+            o = ours(b.input_ids, b.attention_mask, unpad=unpad)
+            r = hf(input_ids=b.input_ids, attention_mask=b.attention_mask)
+            real = b.attention_mask.bool()
+            err = (o.last_hidden_state - r.last_hidden_state)[real].abs().max().item()
+            assert err < 1e-5, err
+            assert (o.pooler_output - r.pooler_output).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("unpad", [False, True])
+@pytest.mark.parametrize("impl", ["eager", "sdpa"])
+def test_gradients_match_hf(tiny_mpnet_dir, impl, unpad):
+    """Gradients of every parameter (relative bias and positions included) equal transformers'."""
+    b = WordPieceTokenizer.from_dir(tiny_mpnet_dir)(REAL_SENTENCES[:6])
+    ours = BertModel.from_pretrained(tiny_mpnet_dir).eval()  # eval: no dropout, gradients still flow
+    ours.set_attention(impl)
+    hf = _hf(tiny_mpnet_dir)
+    m = b.attention_mask.unsqueeze(-1).float()
+    (ours(b.input_ids, b.attention_mask, unpad=unpad).last_hidden_state * m).sum().backward()
+    (hf(input_ids=b.input_ids, attention_mask=b.attention_mask).last_hidden_state * m).sum().backward()
+    theirs = {from_hf_key(k, MPNET): p.grad for k, p in hf.named_parameters()}
+    for name, p in ours.named_parameters():
+        if name.startswith("pooler."):
+            continue
+        assert p.grad is not None, name
+        assert torch.allclose(p.grad, theirs[name], atol=1e-4), name
+    assert ours.encoder.relative_attention_bias.weight.grad.abs().sum() > 0
+
+
+def test_train_mode_step(tiny_mpnet_dir):
+    """Train mode (dropout on), unpadded: a finite loss and gradients reach every encoder parameter."""
+    model = BertModel.from_pretrained(tiny_mpnet_dir).train()
+    b = WordPieceTokenizer.from_dir(tiny_mpnet_dir)(REAL_SENTENCES[:6])
+    out = model(b.input_ids, b.attention_mask, unpad=True)
+    loss = out.last_hidden_state.pow(2).mean() + out.pooler_output.sum()
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_smart_split_matches_forward(tiny_mpnet_dir):
+    """embed -> encode (SMART's split) gives the forward pass."""
+    model = BertModel.from_pretrained(tiny_mpnet_dir).eval()
+    b = WordPieceTokenizer.from_dir(tiny_mpnet_dir)(REAL_SENTENCES[:5])
+    with torch.no_grad():
+        a = model(b.input_ids, b.attention_mask).last_hidden_state
+        c = model.encode(model.embeddings(b.input_ids, b.token_type_ids), b.attention_mask).last_hidden_state
+    assert torch.equal(a, c)
+
+
+def _compare_tokenizer(directory, max_length):
+    ours = WordPieceTokenizer.from_dir(directory, max_length=max_length)
+    hf = transformers.MPNetTokenizerFast.from_pretrained(str(directory))
+    b = ours(REAL_SENTENCES)
+    r = hf(REAL_SENTENCES, padding=True, truncation=True, max_length=ours.max_length, return_tensors="pt")
+    assert torch.equal(b.input_ids, r["input_ids"])
+    assert torch.equal(b.attention_mask, r["attention_mask"])
+    a, c = map(list, zip(*REAL_PAIRS))
+    b = ours(a, c)
+    r = hf(a, c, padding=True, truncation=True, max_length=ours.max_length, return_tensors="pt")
+    assert torch.equal(b.input_ids, r["input_ids"])
+    assert torch.equal(b.attention_mask, r["attention_mask"])
+    assert not b.token_type_ids.any()  # MPNet has no token types
+
+
+@pytest.mark.parametrize("max_length", [128, 12])
+def test_tokenizer_matches_hf(tiny_mpnet_dir, max_length):
+    tok = WordPieceTokenizer.from_dir(tiny_mpnet_dir)
+    assert (tok.cls_id, tok.pad_id, tok.sep_id) == (0, 1, 2) and tok.mask_id == tok.vocab_size - 1
+    e = tok.encode(["the movie"], ["a film"])[0]
+    assert e.ids[0] == 0 and e.ids.count(2) == 3 and e.ids[-1] == 2  # <s> a </s></s> b </s>
+    _compare_tokenizer(tiny_mpnet_dir, max_length)
+
+
+def test_tokenizer_round_trips_through_save(tiny_mpnet_dir, tmp_path):
+    import shutil
+
+    tok = WordPieceTokenizer.from_dir(tiny_mpnet_dir)
+    shutil.copy(tiny_mpnet_dir / "config.json", tmp_path / "config.json")
+    tok.save(tmp_path)
+    again = WordPieceTokenizer.from_dir(tmp_path)
+    assert again.model_type == "mpnet" and again.encode(REAL_SENTENCES) == tok.encode(REAL_SENTENCES)
+
+
+def test_mlm_head_round_trips_through_hf(tiny_mpnet_dir, tmp_path):
+    """Our MPNet MLM saves under HF's MPNetForMaskedLM names: transformers gives our logits, we read the head back."""
+    from bertmtl.model.mlm import BertForMaskedLM, has_mlm_head, load_mlm, save_mlm
+
+    tok = WordPieceTokenizer.from_dir(tiny_mpnet_dir)
+    loaded = load_mlm(tiny_mpnet_dir)
+    assert not loaded.head_from_checkpoint and not has_mlm_head(tiny_mpnet_dir)
+    model = loaded.model.eval()
+    with torch.no_grad():  # a non-trivial head
+        for p in model.cls.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    save_mlm(model, tok, tmp_path / "mlm")
+    assert has_mlm_head(tmp_path / "mlm")
+    hf = transformers.MPNetForMaskedLM.from_pretrained(str(tmp_path / "mlm")).eval()
+    b = tok(REAL_SENTENCES[:5])
+    real = b.attention_mask.bool()
+    with torch.no_grad():
+        ours = model(b.input_ids, b.attention_mask)
+        theirs = hf(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
+        assert (ours - theirs)[real].abs().max() < 1e-4
+        again = load_mlm(tmp_path / "mlm")
+        assert again.head_from_checkpoint and isinstance(again.model, BertForMaskedLM)
+        assert torch.equal(again.model.eval()(b.input_ids, b.attention_mask), ours)
+    # The MLM directory is also an encoder directory (`mpnet.` prefix, lm_head ignored).
+    enc = BertModel.from_pretrained(tmp_path / "mlm")
+    assert torch.equal(enc.encoder.relative_attention_bias.weight, model.bert.encoder.relative_attention_bias.weight)
+
+
+def test_pretrain_train_predict_end_to_end(tiny_mpnet_dir, tmp_path):
+    """pretrain -> train -> checkpoint -> predict on MPNet: the checkpoint alone says it is an MPNet."""
+    from click.testing import CliRunner
+
+    from bertmtl.checkpoint import load_checkpoint
+    from bertmtl.cli import main
+
+    from .fixtures import write_task_data
+
+    data = write_task_data(tmp_path / "data")
+    r = CliRunner().invoke(main, ["pretrain", "--pretrained", str(tiny_mpnet_dir), "--data-dir", str(data),
+                                  "--out", str(tmp_path / "mlm"), "--steps", "3", "--batch-size", "8",
+                                  "--seed", "0", "--device", "cpu"])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    run = tmp_path / "run"
+    r = CliRunner().invoke(main, ["train", "--pretrained", str(tmp_path / "mlm"), "--data-dir", str(data),
+                                  "--out", str(run), "--max-steps", "3", "--batch-size", "8", "--seed", "0"])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    ck = load_checkpoint(run / "last")
+    assert ck.model.encoder.config.model_type == "mpnet" and ck.tokenizer.model_type == "mpnet"
+    assert ck.model.encoder.encoder.relative_attention_bias is not None
+    r = CliRunner().invoke(main, ["predict", "the movie is very good", "a film", "--checkpoint", str(run / "last"), "--json"])
+    assert r.exit_code == 0, r.output
+
+
+@pytest.mark.weights
+def test_real_weights_parity_and_tokenizer(real_mpnet_dir):
+    """all-mpnet-base-v2, loaded once: padded real sentences and pairs within 1e-4 of transformers
+    (fp32, both attention kernels, unpadded too); token ids equal MPNetTokenizerFast's."""
+    for max_length in (128, 12):  # 12: truncation of singles and pairs (longest first)
+        _compare_tokenizer(real_mpnet_dir, max_length)
+    ours = BertModel.from_pretrained(real_mpnet_dir).eval()
+    hf = _hf(real_mpnet_dir)
+    tok = WordPieceTokenizer.from_dir(real_mpnet_dir)
+    errors = {}
+    with torch.no_grad():
+        for b in _batches(tok):
+            assert b.attention_mask.float().mean() < 1.0
+            ref = hf(input_ids=b.input_ids, attention_mask=b.attention_mask).last_hidden_state
+            real = b.attention_mask.bool()
+            for impl in ("eager", "sdpa"):
+                ours.set_attention(impl)
+                for unpad in (False, True):
+                    o = ours(b.input_ids, b.attention_mask, unpad=unpad).last_hidden_state
+                    err = (o - ref)[real].abs().max().item()
+                    errors[impl, unpad] = max(err, errors.get((impl, unpad), 0.0))
+    print("mpnet parity, max abs error at real tokens:", errors)
+    assert max(errors.values()) < 1e-4, errors

