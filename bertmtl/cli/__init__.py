@@ -55,3 +55,6 @@ def main() -> None:
       bertmtl train --data-dir data         train, best/last checkpoints under checkpoints/
       bertmtl predict "a sentence" "another" try the trained model
     """
+    from ..allocator import configure_allocator
+
+    configure_allocator()  # before anything allocates tensors: see allocator.py

@@ -15,7 +15,9 @@ def pcgrad(grads: list[torch.Tensor], generator: torch.Generator | None = None,
            out: torch.Tensor | None = None) -> torch.Tensor:
     """Combine per-task flat gradients with gradient surgery; returns their projected sum.
 
-    `out` (optional) receives the result, so a training loop can reuse one buffer.
+    `out` (optional) receives the result, so a training loop can reuse one buffer; it may be
+    grads[0] itself (every gradient is read into the dot products before out is written, and
+    grads[0] is scaled in place before the others are added).
     """
     if out is None:
         out = torch.empty_like(grads[0])

@@ -60,7 +60,12 @@ class MultitaskStep:
         self.dist = dist or Dist()
         self.shared = [p for p in model.encoder.parameters() if p.requires_grad]
         self.head_params = [p for n, p in model.named_parameters() if not n.startswith("encoder.") and p.requires_grad]
-        self.grads = GradBuffers(self.shared, tasks + ["combined"] if cfg.combine == "pcgrad" else ["combined"])
+        # PCGrad needs one buffer per task; their combination is written over the first task's
+        # buffer (each task's gradient is read before it is overwritten), which saves an
+        # encoder-sized buffer. Summing needs one buffer that every task accumulates into.
+        pc = cfg.combine == "pcgrad"
+        self.grads = GradBuffers(self.shared, list(tasks) if pc else ["combined"])
+        self.combined = tasks[0] if pc else "combined"
         # The flat buffers already hold a dense gradient, so the word embeddings can hand autograd
         # a sparse one (only the rows in the batch) that is added into the buffer in place,
         # instead of materialising a dense vocab x hidden tensor per task per step.
@@ -104,13 +109,13 @@ class MultitaskStep:
             # PCGrad needs each task's global gradient: reduce per task, then project identically everywhere.
             for t in self.tasks:
                 dist.all_reduce_mean(grads.buffers[t])
-            pcgrad([grads.buffers[t] for t in self.tasks], self.pc_gen, out=grads.buffers["combined"])
+            pcgrad([grads.buffers[t] for t in self.tasks], self.pc_gen, out=grads.buffers[self.combined])
         else:
-            dist.all_reduce_mean(grads.buffers["combined"])
+            dist.all_reduce_mean(grads.buffers[self.combined])
         for p in self.head_params:
             if p.grad is not None:
                 dist.all_reduce_mean(p.grad)
-        grads.point("combined")
+        grads.point(self.combined)
         for g in self.optimizer.param_groups:
             g["lr"] = lr * g.get("lr_scale", 1.0)
         self.scaler.unscale_(self.optimizer)
