@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -52,6 +53,10 @@ def runs(runs_dir: str | None, compare: tuple[str, str] | None, as_json: bool) -
     _print_table(root, infos)
 
 
+def _short(v) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else "–"
+
+
 def _fmt(v) -> str:
     if v is None:
         return "–"
@@ -69,27 +74,33 @@ STATUS_STYLE = {"finished": "green", "early-stopped": "green", "running": "cyan"
 def _print_table(root, infos: list[dict]) -> None:
     import time
 
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
     from ..tasks import BUILTIN, metric_labels
 
-    metrics = [(k, label) for k, label in metric_labels(BUILTIN, primary_only=True)
-               if any(k in i["best"] for i in infos)]
-    table = Table(title=f"runs under {root}/")
-    for col, justify in (("run", "left"), ("started", "left"), ("steps", "right"), ("status", "left"),
-                         ("encoder", "left")):
-        table.add_column(col, justify=justify)
-    for _, label in metrics:
-        table.add_column(label, justify="right")
-    table.add_column("overall", justify="right")
+    # each task's primary metric (the one in `overall`), headed by the task's title to keep the table narrow
+    specs = [s for s in BUILTIN if any(s.primary_metric in i["best"] for i in infos)]
+    metrics = [(s.primary_metric, s.title) for s in specs]
+    shown = ", ".join(label for _, label in metric_labels(specs, primary_only=True))
+    table = Table(title=f"runs under {root}/  (dev scores of each run's best checkpoint: {shown})",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    for col, justify in (("run", "left"), ("started", "left"), ("steps", "right"), ("status", "left")):
+        table.add_column(col, justify=justify, no_wrap=True)
+    table.add_column("encoder", overflow="fold")
+    for _, label in (*metrics, ("overall", "overall")):
+        table.add_column(label, justify="right", no_wrap=True)
     for i in infos:
-        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(i["started"])) if i["started"] else "–"
+        started = time.strftime("%m-%d %H:%M", time.localtime(i["started"])) if i["started"] else "–"
         steps = f"{i['step']}/{i['total_steps']}" if i["total_steps"] else str(i["step"])
         style = STATUS_STYLE.get(i["status"], "")
         table.add_row(i["name"], started, steps, f"[{style}]{i['status']}[/]" if style else i["status"],
-                      i["encoder"], *(_fmt(i["best"].get(k)) for k, _ in metrics), _fmt(i["best"].get("overall")))
-    Console().print(table)
+                      Path(i["encoder"]).name, *(_short(i["best"].get(k)) for k, _ in metrics),
+                      _short(i["best"].get("overall")))
+    console = Console()
+    # Too narrow a terminal would cut run names and scores to "…": wrap lines instead.
+    Console(width=max(console.width, 110)).print(table)
 
 
 def _print_compare(a: dict, b: dict, rows: list) -> None:
