@@ -107,7 +107,9 @@ class WriterLock:
         self._fh.flush()
 
     def release(self) -> None:
+        """Remove the lock file and drop the lock (a run that ended needs neither)."""
         if not self._fh.closed:
+            self.path.unlink(missing_ok=True)
             self._fh.close()  # closing drops the lock
 
 
