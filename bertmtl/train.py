@@ -412,6 +412,9 @@ def _finish(run: Run, status: str, last_metrics: dict | None) -> dict:
     if run.dist.is_main:
         run.log.write({"type": "end", "status": status, "step": run.step, "best_overall": run.best})
         ckpt.write_json(run.dir / "summary.json", summary)
+        if status == "early-stopped":
+            run.reporter.message(f"early stop at step {run.step}: no better overall dev score in {run.since_best} "
+                                 f"evaluations (--patience); best/ holds the best ({run.best:.4f})")
         if status == "stopped":
             run.reporter.message(f"stopped at step {run.step}; checkpoint saved. Resume with: "
                                  f"bertmtl train --resume {run.dir}")
