@@ -82,6 +82,27 @@ class _StopFlag:
         return False
 
 
+# Where the CS224N files come from, for messages about a missing data directory.
+DATA_SOURCE = ("the Stanford CS224N default final project (\"minbert\") ships them in the data/ folder of its "
+               "starter code, the repository gpoesia/minbert-default-final-project linked from the course's "
+               "project handout; copy that folder here as ./data or pass --data-dir DIR")
+
+
+def check_data_files(cfg: TrainConfig) -> None:
+    """Fail before anything slow (fetching weights, tokenising) when the training or dev files are missing."""
+    needed = [task_path(cfg.data_dir, TASKS[t], split, cfg.files) for t in cfg.tasks for split in ("train", "dev")]
+    missing = [p for p in needed if not p.is_file()]
+    if not missing:
+        return
+    if not Path(cfg.data_dir).is_dir() and all(p.parent == Path(cfg.data_dir) for p in missing):
+        names = ", ".join(TASKS[t].filename(split) for t in cfg.tasks for split in ("train", "dev"))
+        raise UserError(f"data directory {cfg.data_dir!r} not found (resolved: {Path(cfg.data_dir).resolve()}). "
+                        f"Training reads {names}: {DATA_SOURCE}")
+    also = f" (also missing: {', '.join(p.name for p in missing[1:])})" if len(missing) > 1 else ""
+    raise UserError(f"{missing[0]}: no such file{also}. Where the files come from: {DATA_SOURCE}; single files "
+                    f"can be given with --sst-train PATH and friends")
+
+
 def load_datasets(cfg: TrainConfig, tokenizer: WordPieceTokenizer, warn) -> tuple[dict, dict, dict]:
     """Train datasets of the chosen tasks, dev datasets of every task with a dev file, skip counts."""
     train, dev, skipped = {}, {}, {}
@@ -174,6 +195,7 @@ def prepare(cfg: TrainConfig, resume: str | Path | None, dist: Dist, reporter=No
         raise UserError(f"--augment {cfg.augment}: no such directory (make one with `bertmtl augment`)")
 
     # data and model (the seed fixes the heads' initialisation)
+    check_data_files(cfg)
     torch.manual_seed(cfg.seed)
     pretrained = resolve(cfg.pretrained) if resume_ckpt is None else resume_ckpt
     tokenizer = WordPieceTokenizer.from_dir(pretrained, max_length=cfg.max_length)
