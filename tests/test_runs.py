@@ -137,3 +137,15 @@ def test_train_evaluate_and_predict_share_the_runs_root(tiny_bert_dir, tmp_path,
     assert none.exit_code == 2 and "no trained model found under checkpoints/" in none.output
     listed = CliRunner().invoke(main, ["runs", "--runs-dir", str(other), "--json"])
     assert json.loads(listed.output)[0]["status"] == "finished"
+
+
+def test_listing_runs_imports_no_torch(runs_dir):
+    import subprocess
+    import sys
+
+    probe = ("import sys; from bertmtl.cli import main\n"
+             f"try: main(['runs', '--runs-dir', {str(runs_dir)!r}, '--json'], prog_name='bertmtl')\n"
+             "except SystemExit as e: assert e.code == 0, e.code\n"
+             "print('TORCH', 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "TORCH False", out
