@@ -99,3 +99,18 @@ def test_missing_tensorboard_is_a_clear_error(tiny_bert_dir, tmp_path, monkeypat
 def test_unknown_report_destination_is_a_usage_error(tmp_path):
     r = CliRunner().invoke(main, ["train", "--report-to", "wandb", "--print-config"])
     assert r.exit_code == 2 and "wandb" in r.output and "tensorboard" in r.output
+
+
+def test_tui_train_passes_repeated_report_to_and_runs_dir_to_the_child(tmp_path, monkeypatch):
+    import bertmtl.tui.app
+
+    seen = {}
+    monkeypatch.setattr(bertmtl.tui.app, "run_tui", lambda run, checkpoint, train_argv: seen.update(
+        run=run, argv=train_argv))
+    r = CliRunner().invoke(main, ["tui", "--train", "--report-to", "csv", "--report-to", "tensorboard",
+                                  "--runs-dir", str(tmp_path / "runs"), "--lr", "1e-3"])
+    assert r.exit_code == 0, r.output
+    argv = seen["argv"]
+    assert argv[argv.index("--report-to") + 1] == "csv" and argv.count("--report-to") == 2
+    assert "tensorboard" in argv and argv[argv.index("--lr") + 1] == "0.001"
+    assert seen["run"].parent == tmp_path / "runs"  # the new run lands under --runs-dir
