@@ -330,7 +330,8 @@ def evaluate_dev(run: Run, checkpointer: Checkpointer) -> dict:
         is_best = metrics.get("overall") is not None and (run.best is None or metrics["overall"] > run.best)
         if is_best:
             run.best = metrics["overall"]
-        run.since_best = 0 if is_best else run.since_best + 1
+        if metrics.get("overall") is not None:  # no dev score, nothing to be patient about
+            run.since_best = 0 if is_best else run.since_best + 1
         rec = {"type": "eval", "split": "dev", "step": run.step, "epoch": run.step / run.steps_per_epoch, **metrics,
                "best": is_best, "best_overall": run.best}
         if dist.is_main:
