@@ -312,7 +312,7 @@ class RoundRobin:
             index = batches[st["pos"]]
             if self.accum == 1:
                 out[task] = self.datasets[task].batch(index)
-            else:  # near-equal parts (a pass's last batch may be short); empty ones dropped
+            else:  # parts of ceil(n / accum) examples (a pass's last, short batch may give fewer parts)
                 size = -(-len(index) // self.accum)
                 out[task] = [self.datasets[task].batch(index[i:i + size]) for i in range(0, len(index), size)]
             st["pos"] += 1

@@ -287,7 +287,8 @@ class Checkpointer:
         tensors, opt_meta = ckpt.optimizer_state(stepper.optimizer)
         tensors.update(ckpt.rng_state({"pcgrad": stepper.pc_gen}))
         state = {"tensors": tensors, "optimizer": opt_meta, "step": run.step, "best": run.best,
-                 "since_best": run.since_best, "nonfinite": run.nonfinite, "data": run.rr.state_dict(), "total_steps": run.total_steps}
+                 "since_best": run.since_best, "nonfinite": run.nonfinite, "data": run.rr.state_dict(),
+                 "total_steps": run.total_steps}
         if run.cfg.precision == "fp16":
             state["scaler"] = stepper.scaler.state_dict()
         if run.averager is not None:

@@ -223,7 +223,8 @@ def check_value(f: dataclasses.Field, value) -> str | None:
         return None if f.default is None else "must be given"
     if m["choices"] and isinstance(value, (list, tuple)):
         bad = [v for v in value if v not in m["choices"]]
-        return f"has unknown value(s) {', '.join(map(str, bad))}; choose from {', '.join(m['choices'])}" if bad else None
+        return f"has unknown value(s) {', '.join(map(str, bad))}; choose from {', '.join(m['choices'])}" \
+            if bad else None
     if m["choices"] and value not in m["choices"]:
         return f"must be one of {', '.join(m['choices'])}"
     if m["type"] in (int, float) and not isinstance(value, bool) and isinstance(value, (int, float)):

@@ -93,7 +93,8 @@ class MultitaskStep:
             total = sum(len(b) for b in batch)
             for j, micro in enumerate(batch):
                 share = len(micro) / total
-                loss, s_term = self._backward_one(task, micro, share, cfg.seed * 100_003 + step * len(batch) + j)
+                key = (cfg.seed * 100_003 + step) * cfg.grad_accum + j  # SMART noise: its own per micro-batch
+                loss, s_term = self._backward_one(task, micro, share, key)
                 losses[task] = losses.get(task, 0.0) + share * loss
                 if s_term is not None:
                     smart_terms[task] = smart_terms.get(task, 0.0) + share * s_term
