@@ -3,7 +3,8 @@
 A field's metadata is its help text, its choices or numeric range, and whether it may change
 when a run is resumed. From it come the `bertmtl train` options (cli/options.py), the
 validation (`TrainConfig.validate`) and the resume check (`TrainConfig.check_resume`, run by
-training itself). Adding an option is adding a field here and reading it where it acts.
+training itself), and what `--config FILE` may hold and `--print-config` prints (config_file.py).
+Adding an option is adding a field here and reading it where it acts.
 
 The defaults were chosen by dev measurements (README, Results): batch 64 per task and lr 1e-4
 for two epochs, with SMART (extra forward and backward passes per step) one flag away.
