@@ -263,14 +263,17 @@ def bucketed_batches(lengths: list[int], batch_size: int, generator: torch.Gener
 class RoundRobin:
     """Each step takes one batch from every task; shorter datasets cycle.
 
+    With `accum` K > 1 (gradient accumulation) a step's batch per task is K times larger and
+    comes as K micro-batches: the same examples as one batch of K x batch_size.
     The order of each pass over a task is a pure function of (seed, task, pass number), so the
     position (pass, batch) is the whole state: saved as JSON, it resumes the exact data order.
     """
 
     def __init__(self, datasets: dict[str, TaskDataset], batch_size: int, seed: int, bucket: bool = True,
-                 shard: tuple[int, int] = (0, 1)):
+                 shard: tuple[int, int] = (0, 1), accum: int = 1):
         self.datasets = datasets
         self.batch_size = batch_size
+        self.accum = accum
         self.seed = seed
         self.bucket = bucket
         self.rank, self.world = shard
@@ -284,7 +287,8 @@ class RoundRobin:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.datasets[task].task.seed_index * 7_919 + n_pass)
         # Every rank draws the same global batches (global batch = per-rank batch x world) and
         # takes its own slice, so N ranks see exactly what one process with the global batch sees.
-        batches = bucketed_batches(self.datasets[task].lengths, self.batch_size * self.world, g, self.bucket)
+        batches = bucketed_batches(self.datasets[task].lengths, self.batch_size * self.accum * self.world, g,
+                                   self.bucket)
         if self.world > 1:
             batches = [b[self.rank::self.world] for b in batches if len(b) >= self.world]
         self._cache[task] = (n_pass, batches)
@@ -297,14 +301,20 @@ class RoundRobin:
         """One pass over the largest task."""
         return max(self.batches_per_pass(t) for t in self.datasets)
 
-    def next(self) -> dict[str, TaskBatch]:
+    def next(self) -> dict[str, TaskBatch | list[TaskBatch]]:
+        """One batch per task; with accum > 1, each task's list of micro-batches."""
         out = {}
         for task, st in self.state.items():
             batches = self._batches(task, st["pass"])
             if st["pos"] >= len(batches):
                 st["pass"], st["pos"] = st["pass"] + 1, 0
                 batches = self._batches(task, st["pass"])
-            out[task] = self.datasets[task].batch(batches[st["pos"]])
+            index = batches[st["pos"]]
+            if self.accum == 1:
+                out[task] = self.datasets[task].batch(index)
+            else:  # parts of ceil(n / accum) examples (a pass's last, short batch may give fewer parts)
+                size = -(-len(index) // self.accum)
+                out[task] = [self.datasets[task].batch(index[i:i + size]) for i in range(0, len(index), size)]
             st["pos"] += 1
         return out
 
@@ -315,6 +325,11 @@ class RoundRobin:
         for t in self.state:
             if t in state:
                 self.state[t] = {"pass": int(state[t]["pass"]), "pos": int(state[t]["pos"])}
+
+
+def n_examples(batches: dict[str, TaskBatch | list[TaskBatch]]) -> int:
+    """Examples in a step's batches (micro-batches included)."""
+    return sum(sum(map(len, b)) if isinstance(b, list) else len(b) for b in batches.values())
 
 
 def stable_seed(*parts) -> int:

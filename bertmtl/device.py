@@ -19,6 +19,9 @@ def pick_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
+        if torch.version.cuda is None:
+            raise UserError(f"--device cuda was asked for, but this torch ({torch.__version__}) is a CPU-only build; "
+                            f"install a CUDA build of torch (README, Set up) or use --device cpu")
         raise UserError("--device cuda was asked for, but no CUDA device is available (try --device cpu)")
     return dev
 

@@ -30,6 +30,27 @@ def macro_f1(pred: torch.Tensor, gold: torch.Tensor, num_classes: int = 5) -> fl
     return sum(f1s) / num_classes
 
 
+def binary_f1(pred: torch.Tensor, gold: torch.Tensor) -> float:
+    """F1 of the positive class (label 1)."""
+    tp = ((pred == 1) & (gold == 1)).sum().item()
+    wrong = (pred != gold).sum().item()
+    return 2 * tp / (2 * tp + wrong) if tp else 0.0
+
+
+def _ranks(x: torch.Tensor) -> torch.Tensor:
+    """Ranks 0..n-1, tied values sharing their mean rank (as Spearman's rho needs)."""
+    x = x.double()
+    ranks = torch.empty_like(x)
+    ranks[x.argsort()] = torch.arange(len(x), dtype=x.dtype)
+    _, group, counts = torch.unique(x, return_inverse=True, return_counts=True)
+    return torch.zeros(len(counts), dtype=x.dtype).index_add_(0, group, ranks)[group] / counts[group]
+
+
+def spearman_rho(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Pearson correlation of the ranks."""
+    return pearson_r(_ranks(x), _ranks(y))
+
+
 def pearson_r(x: torch.Tensor, y: torch.Tensor) -> float:
     x, y = x.double(), y.double()
     xc, yc = x - x.mean(), y - y.mean()
@@ -74,7 +95,9 @@ def task_metrics(task: str | TaskSpec, outputs: torch.Tensor, labels: torch.Tens
     pred = decisions(spec, outputs)
     scores = {"accuracy": lambda: accuracy(pred, labels),
               "macro_f1": lambda: macro_f1(pred, labels, len(spec.labels)),
-              "pearson": lambda: pearson_r(outputs, labels)}
+              "f1": lambda: binary_f1(pred, labels),
+              "pearson": lambda: pearson_r(outputs, labels),
+              "spearman": lambda: spearman_rho(outputs, labels)}
     out = {spec.metric_key(m): scores[m]() for m in spec.metrics}
     out[spec.count_key] = len(labels)
     return out

@@ -8,12 +8,16 @@ from pathlib import Path
 
 
 class MetricsLog:
-    """Append-only JSON-lines writer; each record is flushed so readers see whole lines quickly."""
+    """Append-only JSON-lines writer; each record is flushed so readers see whole lines quickly.
 
-    def __init__(self, path: str | Path):
+    `reports` (reports.py, from --report-to) receive every record after it is in the file.
+    """
+
+    def __init__(self, path: str | Path, reports: list | tuple = ()):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.path, "a", encoding="utf-8")
+        self.reports = list(reports)
 
     def write(self, record: dict) -> None:
         # One write() per line, so a concurrent reader sees at most one partial line at the end.
@@ -22,10 +26,15 @@ class MetricsLog:
         self._fh.flush()
         if record.get("type") in ("eval", "end", "start", "resume"):
             os.fsync(self._fh.fileno())
+        for report in self.reports:
+            report.write(record)
 
     def close(self) -> None:
         if not self._fh.closed:
             self._fh.close()
+        for report in self.reports:
+            report.close()
+        self.reports = []
 
 
 def read_records(path: str | Path, offset: int = 0) -> tuple[list[dict], int]:

@@ -59,11 +59,11 @@ class Predictor:
     """A trained multi-task model ready to answer; load once, call many times."""
 
     def __init__(self, checkpoint: str | Path | None = None, device: str = "cpu", batch_size: int = 64,
-                 precision: str = "auto"):
+                 precision: str = "auto", runs_dir: str | Path | None = None):
         from .checkpoint import load_checkpoint
         from .runs import resolve_checkpoint
 
-        self.path = resolve_checkpoint(checkpoint)
+        self.path = resolve_checkpoint(checkpoint, runs_dir)
         self.device = torch.device(device)
         self.autocast_dtype = autocast_dtype(precision, self.device, training=False)
         ck = load_checkpoint(self.path, device=self.device)

@@ -1,18 +1,47 @@
-"""Run directories: naming a new one, finding the latest under checkpoints/, a run's best/."""
+"""Run directories: the runs root, naming a new run, finding the latest, a run's best/, and what
+`bertmtl runs` shows about each run (read from metrics.jsonl and summary.json, no torch).
+
+Status of a run:
+  finished / stopped / early-stopped / nonfinite   its end record (and summary.json) says so;
+  running    no end record, and a training process holds RUN/.writer.lock (an advisory lock the
+             kernel drops when the process dies, however it dies); where locks cannot be seen
+             (no fcntl, or a run written by another machine to a shared disk: the lock file names
+             its host), metrics.jsonl written in the last RECENT_S seconds;
+  crashed    no end record and nobody writing: killed, or an error other than a clean stop.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 import time
 from pathlib import Path
 
 from .errors import UserError
 
 RUNS_ROOT = Path("checkpoints")
+RUNS_ENV = "BERTMTL_RUNS"
+LOCK_NAME = ".writer.lock"
+# A run logs at least every --log-every steps and fsyncs every evaluation; silence this long
+# on a run whose lock we cannot check means its writer is gone.
+RECENT_S = 600
 
 
-def new_run_dir(root: Path = RUNS_ROOT) -> Path:
-    """checkpoints/YYYYmmdd-HHMMSS (with a suffix if that exists)."""
-    base = root / time.strftime("%Y%m%d-%H%M%S")
+def encoder_of(config: dict) -> str:
+    """The encoder a run's configuration names: "encoder" since MPNet came, "pretrained" before
+    (where None meant the default)."""
+    return config.get("encoder") or config.get("pretrained") or "minilm"
+
+
+def runs_root(option: str | Path | None = None) -> Path:
+    """--runs-dir, else $BERTMTL_RUNS, else ./checkpoints."""
+    return Path(option or os.environ.get(RUNS_ENV) or RUNS_ROOT)
+
+
+def new_run_dir(root: Path | None = None) -> Path:
+    """ROOT/YYYYmmdd-HHMMSS (with a suffix if that exists)."""
+    base = runs_root(root) / time.strftime("%Y%m%d-%H%M%S")
     cand, n = base, 1
     while cand.exists():
         n += 1
@@ -20,21 +49,27 @@ def new_run_dir(root: Path = RUNS_ROOT) -> Path:
     return cand
 
 
-def latest_run(root: Path = RUNS_ROOT) -> Path | None:
-    """The most recently modified run directory (one with metrics.jsonl) under `root`."""
+def run_dirs(root: Path | None = None) -> list[Path]:
+    """Run directories (those with metrics.jsonl) directly under the runs root."""
+    root = runs_root(root)
     if not root.is_dir():
-        return None
-    runs = [p for p in root.iterdir() if p.is_dir() and (p / "metrics.jsonl").is_file()]
+        return []
+    return [p for p in root.iterdir() if p.is_dir() and (p / "metrics.jsonl").is_file()]
+
+
+def latest_run(root: Path | None = None) -> Path | None:
+    """The most recently modified run directory under the runs root."""
+    runs = run_dirs(root)
     return max(runs, key=lambda p: (p / "metrics.jsonl").stat().st_mtime) if runs else None
 
 
-def resolve_checkpoint(path: str | Path | None, root: Path = RUNS_ROOT) -> Path:
+def resolve_checkpoint(path: str | Path | None, root: Path | None = None) -> Path:
     """A checkpoint directory from an option: itself, a run's best/ (or last/), or the latest run's."""
     if path is None:
         run = latest_run(root)
         if run is None:
-            raise UserError(f"no trained model found under {root}/; train one first with `bertmtl train` "
-                            f"(or pass --checkpoint PATH)")
+            raise UserError(f"no trained model found under {runs_root(root)}/; train one first with `bertmtl train` "
+                            f"(or pass --checkpoint PATH, or --runs-dir DIR)")
         path = run
     path = Path(path)
     if (path / "bertmtl.json").is_file():
@@ -45,3 +80,143 @@ def resolve_checkpoint(path: str | Path | None, root: Path = RUNS_ROOT) -> Path:
     if not path.exists():
         raise UserError(f"{path}: no such checkpoint")
     raise UserError(f"{path}: not a bertmtl checkpoint or run directory (no bertmtl.json in it, best/ or last/)")
+
+
+def find_run(name: str | Path, root: Path | None = None) -> Path:
+    """A run directory given as a path or as a name under the runs root."""
+    for cand in (Path(name), runs_root(root) / str(name)):
+        if (cand / "metrics.jsonl").is_file():
+            return cand
+    raise UserError(f"{name}: no run there or under {runs_root(root)}/ (a run directory has metrics.jsonl)")
+
+
+# -- the writer lock ------------------------------------------------------------------------
+
+class WriterLock:
+    """RUN/.writer.lock, held (flock) by the process that trains the run, with its host and pid inside."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_NAME
+        self._fh = open(self.path, "a+", encoding="utf-8")
+        try:
+            import fcntl
+
+            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:
+            pass  # no advisory locks here: readers fall back to the log's age
+        except OSError:
+            self._fh.close()
+            raise UserError(f"{run_dir} is being trained by another process") from None
+        self._fh.seek(0)
+        self._fh.truncate()
+        self._fh.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+        self._fh.flush()
+
+    def release(self) -> None:
+        """Remove the lock file and drop the lock (a run that ended needs neither)."""
+        if not self._fh.closed:
+            self.path.unlink(missing_ok=True)
+            self._fh.close()  # closing drops the lock
+
+
+def writer_alive(run_dir: Path) -> bool:
+    """Whether a process is training the run now (see the module docstring for how it is told)."""
+    path = Path(run_dir) / LOCK_NAME
+    log = Path(run_dir) / "metrics.jsonl"
+    recent = log.is_file() and time.time() - log.stat().st_mtime < RECENT_S
+    if not path.is_file():
+        return recent
+    try:
+        owner = json.loads(path.read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        owner = {}
+    try:
+        import fcntl
+    except ImportError:
+        return recent
+    if owner.get("host") not in (None, socket.gethostname()):
+        return recent  # another machine's lock is invisible here
+    with open(path, "a", encoding="utf-8") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return False
+
+
+# -- what `bertmtl runs` shows ----------------------------------------------------------------
+
+# Keys of an eval record that are not dev metrics.
+_EVAL_META = {"type", "split", "step", "epoch", "best", "best_overall", "time"}
+
+
+def run_info(run_dir: Path) -> dict:
+    """A run's name, start time, progress, status, encoder, configuration and best dev metrics.
+
+    `best` holds the dev metrics of the evaluation with the best overall score: those of RUN/best.
+    """
+    from .metrics_log import read_records
+
+    run_dir = Path(run_dir)
+    records, _ = read_records(run_dir / "metrics.jsonl")
+    starts = [r for r in records if r.get("type") in ("start", "resume")]
+    evals = [r for r in records if r.get("type") == "eval"]
+    config = starts[-1].get("config", {}) if starts else {}
+    last_start = max((i for i, r in enumerate(records) if r.get("type") in ("start", "resume")), default=-1)
+    end = next((r for r in reversed(records[last_start + 1:]) if r.get("type") == "end"), None)
+    summary = run_dir / "summary.json"
+    if end is not None:
+        status = end.get("status", "finished")
+    elif summary.is_file() and summary.stat().st_mtime >= (run_dir / "metrics.jsonl").stat().st_mtime:
+        status = _read_status(summary)  # written right after the end record, which was lost
+    else:
+        status = "running" if writer_alive(run_dir) else "crashed"
+    started = next((r["time"] for r in records if isinstance(r.get("time"), (int, float))), None)
+    if started is None:
+        started = (run_dir / "metrics.jsonl").stat().st_mtime if not records else None
+    scored = [e for e in evals if isinstance(e.get("overall"), (int, float))]
+    best = max(scored, key=lambda e: e["overall"]) if scored else None
+    steps = max((r.get("step", 0) for r in records if isinstance(r.get("step"), int)), default=0)
+    return {
+        "name": run_dir.name,
+        "path": str(run_dir),
+        "started": started,
+        "status": status,
+        "step": steps,
+        "total_steps": starts[-1].get("total_steps") if starts else None,
+        "encoder": encoder_of(config),
+        "tasks": config.get("tasks"),
+        "best_step": best["step"] if best else None,
+        "best": {k: v for k, v in best.items() if k not in _EVAL_META} if best else {},
+        "config": config,
+    }
+
+
+def _read_status(summary: Path) -> str:
+    try:
+        return json.loads(summary.read_text(encoding="utf-8")).get("status", "finished")
+    except (OSError, ValueError, AttributeError):
+        return "crashed"
+
+
+def list_runs(root: Path | None = None) -> list[dict]:
+    """run_info of every run under the runs root, oldest first."""
+    infos = [run_info(p) for p in run_dirs(root)]
+    return sorted(infos, key=lambda i: (i["started"] or 0, i["name"]))
+
+
+def compare_runs(a: dict, b: dict) -> list[tuple[str, object, object]]:
+    """(key, value in a, value in b) for each configuration option, best dev metric or summary
+    field that differs between two run_info results; config keys as `config.NAME`."""
+    rows = []
+    for key in ("status", "step", "total_steps", "encoder", "best_step"):
+        if a.get(key) != b.get(key):
+            rows.append((key, a.get(key), b.get(key)))
+    for group in ("best", "config"):
+        keys = list(dict.fromkeys([*a[group], *b[group]]))
+        for k in keys:
+            va, vb = a[group].get(k), b[group].get(k)
+            if va != vb:
+                rows.append((f"{group}.{k}", va, vb))
+    return rows

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from .data import TASKS, RoundRobin, TaskDataset, read_task_file, task_path
+from .data import TASKS, RoundRobin, TaskDataset, n_examples, read_task_file, task_path
 from .device import compile_encoder, pick_device, precision_name
 from .distributed import Dist
 from .ema import WeightAverage, restore_training_weights, trainable
@@ -33,7 +33,8 @@ from .model.heads import MultitaskBert
 from .mtl.step import GradBuffers, MultitaskStep
 from .optim import scheduled_lr
 from .progress import SilentReporter, ThroughputWindow, default_reporter
-from .runs import new_run_dir
+from .reports import open_reports, require_tensorboard
+from .runs import WriterLock, new_run_dir, runs_root
 from .tokenizer import WordPieceTokenizer
 from .train_config import TrainConfig
 from .weights import resolve
@@ -79,6 +80,27 @@ class _StopFlag:
         for s, h in self._old.items():
             signal.signal(s, h)
         return False
+
+
+# Where the CS224N files come from, for messages about a missing data directory.
+DATA_SOURCE = ("the Stanford CS224N default final project (\"minbert\") ships them in the data/ folder of its "
+               "starter code, the repository gpoesia/minbert-default-final-project linked from the course's "
+               "project handout; copy that folder here as ./data or pass --data-dir DIR")
+
+
+def check_data_files(cfg: TrainConfig) -> None:
+    """Fail before anything slow (fetching weights, tokenising) when the training or dev files are missing."""
+    needed = [task_path(cfg.data_dir, TASKS[t], split, cfg.files) for t in cfg.tasks for split in ("train", "dev")]
+    missing = [p for p in needed if not p.is_file()]
+    if not missing:
+        return
+    if not Path(cfg.data_dir).is_dir() and all(p.parent == Path(cfg.data_dir) for p in missing):
+        names = ", ".join(TASKS[t].filename(split) for t in cfg.tasks for split in ("train", "dev"))
+        raise UserError(f"data directory {cfg.data_dir!r} not found (resolved: {Path(cfg.data_dir).resolve()}). "
+                        f"Training reads {names}: {DATA_SOURCE}")
+    also = f" (also missing: {', '.join(p.name for p in missing[1:])})" if len(missing) > 1 else ""
+    raise UserError(f"{missing[0]}: no such file{also}. Where the files come from: {DATA_SOURCE}; single files "
+                    f"can be given with --sst-train PATH and friends")
 
 
 def load_datasets(cfg: TrainConfig, tokenizer: WordPieceTokenizer, warn) -> tuple[dict, dict, dict]:
@@ -132,7 +154,9 @@ class Run:
     resumed: bool
     step: int = 0
     best: float | None = None
+    since_best: int = 0  # evaluations since the best one (--patience)
     nonfinite: int = 0  # consecutive steps with a non-finite loss
+    lock: WriterLock | None = None  # held while the main process trains (`bertmtl runs`: running)
     warnings: list = field(default_factory=list)
 
     @property
@@ -150,7 +174,7 @@ def _run_dir(cfg: TrainConfig, resume: str | Path | None, dist: Dist) -> tuple[P
         cfg.check_resume(ckpt.read_json(run / "last" / "train_args.json"))
         return run, run / "last"
     if cfg.out is None:
-        return dist.broadcast_object(new_run_dir() if dist.is_main else None), None
+        return dist.broadcast_object(new_run_dir(runs_root(cfg.runs_dir)) if dist.is_main else None), None
     run = Path(cfg.out)
     if dist.is_main and ((run / "metrics.jsonl").exists() or (run / "last").exists()):
         raise UserError(f"{run} already holds a run; continue it with `bertmtl train --resume {run}` "
@@ -161,6 +185,8 @@ def _run_dir(cfg: TrainConfig, resume: str | Path | None, dist: Dist) -> tuple[P
 def prepare(cfg: TrainConfig, resume: str | Path | None, dist: Dist, reporter=None) -> Run:
     """Validate the options and build the run: directory, data, model, optimizer step, resume state, log."""
     cfg.validate()
+    if "tensorboard" in cfg.report_to and dist.is_main:
+        require_tensorboard()  # before any work, not after loading the data
     device = pick_device(cfg.device) if not dist.enabled else dist.device(cfg.device)
     if reporter is None:
         reporter = default_reporter() if dist.is_main else SilentReporter()
@@ -169,6 +195,7 @@ def prepare(cfg: TrainConfig, resume: str | Path | None, dist: Dist, reporter=No
         raise UserError(f"--augment {cfg.augment}: no such directory (make one with `bertmtl augment`)")
 
     # data and model (the seed fixes the heads' initialisation)
+    check_data_files(cfg)
     torch.manual_seed(cfg.seed)
     pretrained = resolve(cfg.encoder) if resume_ckpt is None else resume_ckpt
     tokenizer = WordPieceTokenizer.from_dir(pretrained, max_length=cfg.max_length)
@@ -191,7 +218,8 @@ def prepare(cfg: TrainConfig, resume: str | Path | None, dist: Dist, reporter=No
         _check_writable(run_dir, need_bytes=sum(p.numel() for p in model.parameters()) * 4 * 5)
 
     # schedule, data order, optimizer step
-    rr = RoundRobin(train_sets, cfg.batch_size, cfg.seed, bucket=cfg.bucket, shard=(dist.rank, dist.world))
+    rr = RoundRobin(train_sets, cfg.batch_size, cfg.seed, bucket=cfg.bucket, shard=(dist.rank, dist.world),
+                    accum=cfg.grad_accum)
     steps_per_epoch = cfg.steps_per_epoch or rr.steps_per_epoch()
     total_steps = max(1, int(round(cfg.epochs * steps_per_epoch)))
     stepper = MultitaskStep(model, cfg, list(train_sets), device, dist)
@@ -209,9 +237,12 @@ def prepare(cfg: TrainConfig, resume: str | Path | None, dist: Dist, reporter=No
 
     # the metrics log opens with the whole configuration
     if dist.is_main:
-        run.log = MetricsLog(run_dir / "metrics.jsonl")
+        run.lock = WriterLock(run_dir)
+        run.log = MetricsLog(run_dir / "metrics.jsonl",
+                             open_reports(cfg.report_to, run_dir, run.step if run.resumed else None))
         ckpt.write_json(run_dir / "train_args.json", cfg.to_dict())
-        run.log.write({"type": "resume" if run.resumed else "start", "step": run.step, "config": cfg.to_dict(),
+        run.log.write({"type": "resume" if run.resumed else "start", "step": run.step, "time": time.time(),
+                       "config": cfg.to_dict(),
                        "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
                        "examples": {t: len(d) for t, d in train_sets.items()},
                        "dev_examples": {t: len(d) for t, d in dev_sets.items()}, "skipped": skipped,
@@ -256,7 +287,8 @@ class Checkpointer:
         tensors, opt_meta = ckpt.optimizer_state(stepper.optimizer)
         tensors.update(ckpt.rng_state({"pcgrad": stepper.pc_gen}))
         state = {"tensors": tensors, "optimizer": opt_meta, "step": run.step, "best": run.best,
-                 "nonfinite": run.nonfinite, "data": run.rr.state_dict(), "total_steps": run.total_steps}
+                 "since_best": run.since_best, "nonfinite": run.nonfinite, "data": run.rr.state_dict(),
+                 "total_steps": run.total_steps}
         if run.cfg.precision == "fp16":
             state["scaler"] = stepper.scaler.state_dict()
         if run.averager is not None:
@@ -274,6 +306,7 @@ class Checkpointer:
         ckpt.load_rng_state(tensors, {"pcgrad": stepper.pc_gen})
         run.rr.load_state_dict(state["data"])
         run.step, run.best, run.nonfinite = state["step"], state.get("best"), state.get("nonfinite", 0)
+        run.since_best = state.get("since_best", 0)
         if "scaler" in state and run.cfg.precision == "fp16":
             stepper.scaler.load_state_dict(state["scaler"])
         try:
@@ -298,6 +331,8 @@ def evaluate_dev(run: Run, checkpointer: Checkpointer) -> dict:
         is_best = metrics.get("overall") is not None and (run.best is None or metrics["overall"] > run.best)
         if is_best:
             run.best = metrics["overall"]
+        if metrics.get("overall") is not None:  # no dev score, nothing to be patient about
+            run.since_best = 0 if is_best else run.since_best + 1
         rec = {"type": "eval", "split": "dev", "step": run.step, "epoch": run.step / run.steps_per_epoch, **metrics,
                "best": is_best, "best_overall": run.best}
         if dist.is_main:
@@ -347,7 +382,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
                     run.averager.update()
                 run.step += 1
                 # log
-                window.add(sum(len(b) for b in batches.values()) * dist.world, losses, smart)
+                window.add(n_examples(batches) * dist.world, losses, smart)
                 if run.step % cfg.log_every == 0 or run.step == run.stop_at:
                     rec = {"type": "train", "step": run.step, "epoch": run.step / run.steps_per_epoch, "lr": lr,
                            **window.record(), "time": time.time()}
@@ -360,6 +395,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
                     last_metrics = evaluate_dev(run, saver)
                     saver.save("last", last_metrics, with_resume=True)
                     model.train()
+                    if cfg.patience and run.since_best >= cfg.patience:
+                        status = "early-stopped"  # last/ was just saved; best/ holds the best
+                        break
                 elif cfg.save_every and run.step % cfg.save_every == 0 and not stopping:
                     saver.save("last", last_metrics, with_resume=True)
                 if stopping:
@@ -368,12 +406,14 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
             # the end: a final evaluation, and last/ unless the weights diverged
             if status == "finished":
                 last_metrics = evaluate_dev(run, saver)
-            if status != "nonfinite":
+            if status not in ("nonfinite", "early-stopped"):  # early stopping has just saved last/
                 saver.save("last", last_metrics, with_resume=True)
         return _finish(run, status, last_metrics)
     finally:
         if run is not None and run.log is not None:
             run.log.close()
+        if run is not None and run.lock is not None:
+            run.lock.release()
         if own_dist:
             dist.close()
 
@@ -402,6 +442,9 @@ def _finish(run: Run, status: str, last_metrics: dict | None) -> dict:
     if run.dist.is_main:
         run.log.write({"type": "end", "status": status, "step": run.step, "best_overall": run.best})
         ckpt.write_json(run.dir / "summary.json", summary)
+        if status == "early-stopped":
+            run.reporter.message(f"early stop at step {run.step}: no better overall dev score in {run.since_best} "
+                                 f"evaluations (--patience); best/ holds the best ({run.best:.4f})")
         if status == "stopped":
             run.reporter.message(f"stopped at step {run.step}; checkpoint saved. Resume with: "
                                  f"bertmtl train --resume {run.dir}")

@@ -3,7 +3,8 @@
 A field's metadata is its help text, its choices or numeric range, and whether it may change
 when a run is resumed. From it come the `bertmtl train` options (cli/options.py), the
 validation (`TrainConfig.validate`) and the resume check (`TrainConfig.check_resume`, run by
-training itself). Adding an option is adding a field here and reading it where it acts.
+training itself), and what `--config FILE` may hold and `--print-config` prints (config_file.py).
+Adding an option is adding a field here and reading it where it acts.
 
 The defaults were chosen by dev measurements (README, Results): batch 64 per task and lr 1e-4
 for two epochs, with SMART (extra forward and backward passes per step) one flag away.
@@ -19,6 +20,7 @@ from .errors import UserError
 from .tasks import TASKS
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+REPORT_TO = ("tensorboard", "csv")
 DEVICES = ("auto", "cpu", "cuda")
 ALL_TASKS = tuple(TASKS)
 # --sst-train FILE and friends: (field key in TrainConfig.files, help), one pair per task.
@@ -51,23 +53,33 @@ def parse_smart_weights(spec: str) -> dict[str, float]:
     return out
 
 
+def parse_report_to(spec: str) -> list[str]:
+    """'tensorboard,csv' -> ['tensorboard', 'csv'] (each once); ValueError if unknown."""
+    names = list(dict.fromkeys(p.strip() for p in spec.split(",") if p.strip()))
+    bad = [n for n in names if n not in REPORT_TO]
+    if bad:
+        raise ValueError(f"unknown destination(s) {', '.join(bad)}; choose from {', '.join(REPORT_TO)}")
+    return names
+
+
 def option(default=None, help: str = "", *, factory=None, type=None, choices=None, min=None, max=None,
            min_open=False, max_open=False, resume=True, flag=None, path=None, metavar=None, parse=None, cli=True,
-           aliases=()):
+           aliases=(), multiple=False):
     """A TrainConfig field with the metadata that generates its option, validation and resume check.
 
     type: the value type when the default is None. choices / min, max (+ min_open, max_open):
     the allowed values. resume=False: fixed once a run exists (it shapes the saved weights or the
     optimizer's parameter groups). flag: "on/off" for --x/--no-x, "on" for a bare --x.
     path: "dir" or "existing_dir". parse: turns the option's text into the value (lists, dicts);
-    a dict-valued option updates the default's keys. cli=False: no generated option. aliases: other
+    a dict-valued option updates the default's keys. multiple: the option may be repeated (its
+    values are joined by commas before `parse`). cli=False: no generated option. aliases: other
     flag names accepted for the same option (kept for old command lines).
     """
     if type is None and (default is not None or factory is not None):
         type = (factory() if factory else default).__class__
     meta = {"help": help, "type": type, "choices": tuple(choices) if choices else None, "min": min, "max": max,
             "min_open": min_open, "max_open": max_open, "resume": resume, "flag": flag, "path": path,
-            "metavar": metavar, "parse": parse, "cli": cli, "aliases": tuple(aliases)}
+            "metavar": metavar, "parse": parse, "cli": cli, "aliases": tuple(aliases), "multiple": multiple}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -79,7 +91,8 @@ class TrainConfig:
 
     # -- data
     data_dir: str = option("data", "Directory with the CS224N task CSVs.", path="dir")
-    out: str | None = option(None, "Run directory [default: a new checkpoints/DATE-TIME].", type=str, path="dir")
+    out: str | None = option(None, "Run directory [default: a new DATE-TIME directory under --runs-dir].", type=str,
+                             path="dir")
     encoder: str = option("minilm", "Encoder to start from: a built-in name (minilm, mpnet; fetched on first use) "
                                     "or a Hugging Face BERT / MPNet directory, e.g. another run's best/ "
                                     "(--pretrained DIR is the same option).", aliases=("pretrained",))
@@ -94,7 +107,10 @@ class TrainConfig:
     steps_per_epoch: int | None = option(None, "Override the epoch length in steps.", type=int, min=1)
     max_steps: int | None = option(None, "Stop after this many steps (the schedule still assumes --epochs).",
                                    type=int, min=1)
-    batch_size: int = option(64, "Examples per task per step (per process under torchrun).", min=1)
+    batch_size: int = option(64, "Examples per task per step (per process under torchrun; per micro-batch with "
+                                 "--grad-accum).", min=1)
+    grad_accum: int = option(1, "Gradient accumulation: K micro-batches of --batch-size per task per optimizer step "
+                                "(the update of a batch K times larger, in the memory of one).", min=1)
     eval_batch_size: int = option(128, "Examples per forward pass when evaluating on dev.", min=1)
     # -- optimisation
     lr: float = option(1e-4, "Peak learning rate.", min=0, min_open=True)
@@ -134,6 +150,15 @@ class TrainConfig:
     save_every: int | None = option(None, "Also save RUN/last every N steps [default: at each evaluation].",
                                     type=int, min=1)
     log_every: int = option(10, "Write a metrics.jsonl record every N steps.", min=1)
+    patience: int | None = option(None, "Early stopping: end the run after N evaluations in a row without a better "
+                                        "overall dev score (status early-stopped) [default: off].", type=int, min=1)
+    report_to: list = option(help="Also send the metrics to: tensorboard (event files in RUN/tensorboard; needs "
+                                  "`pip install bertmtl[tensorboard]`), csv (RUN/train.csv, RUN/eval.csv). "
+                                  "Repeat or give a comma list; metrics.jsonl is always written.",
+                             factory=list, choices=REPORT_TO, metavar="tensorboard,csv", parse=parse_report_to,
+                             multiple=True)
+    runs_dir: str | None = option(None, "Where runs are made and found [default: $BERTMTL_RUNS, else ./checkpoints].",
+                                  type=str, path="dir")
     # -- model
     pooling: str = option("mean", "Sentence embedding: mean of tokens, [CLS] state, or the tanh pooler.",
                           choices=("mean", "cls", "pooler"), resume=False)
@@ -203,6 +228,10 @@ def check_value(f: dataclasses.Field, value) -> str | None:
     m = f.metadata
     if value is None:
         return None if f.default is None else "must be given"
+    if m["choices"] and isinstance(value, (list, tuple)):
+        bad = [v for v in value if v not in m["choices"]]
+        return f"has unknown value(s) {', '.join(map(str, bad))}; choose from {', '.join(m['choices'])}" \
+            if bad else None
     if m["choices"] and value not in m["choices"]:
         return f"must be one of {', '.join(m['choices'])}"
     if m["type"] in (int, float) and not isinstance(value, bool) and isinstance(value, (int, float)):

@@ -44,10 +44,11 @@ def test_builtin_specs_declare_what_the_code_branches_on():
     assert (sst.kind, sst.loss, sst.activation, sst.metrics, sst.num_outputs, sst.label_dtype) == \
         ("classification", "cross-entropy", "softmax", ("accuracy", "macro_f1"), 5, "int")
     assert (para.kind, para.loss, para.activation, para.metrics, para.num_outputs, para.label_dtype) == \
-        ("pair-classification", "bce", "sigmoid", ("accuracy",), 1, "float")
+        ("pair-classification", "bce", "sigmoid", ("accuracy", "f1"), 1, "float")
     assert (sts.kind, sts.loss, sts.activation, sts.metrics, sts.value_range) == \
-        ("pair-regression", "pearson", "clamp", ("pearson",), (0.0, 5.0))
-    assert [k for s in BUILTIN for k in s.metric_keys] == ["sst_acc", "sst_f1", "para_acc", "sts_corr"]
+        ("pair-regression", "pearson", "clamp", ("pearson", "spearman"), (0.0, 5.0))
+    assert [k for s in BUILTIN for k in s.metric_keys] == ["sst_acc", "sst_f1", "para_acc", "para_f1", "sts_corr",
+                                                           "sts_spearman"]
     assert [s.prediction_header for s in BUILTIN] == ["Predicted_Sentiment", "Predicted_Is_Paraphrase",
                                                        "Predicted_Similarity"]
     assert {s.name: s.smart_weight for s in BUILTIN} == {"sst": 0.5, "para": 0.0, "sts": 0.5}

@@ -60,7 +60,8 @@ def train_record(step: int, steps_per_epoch=100, t0=1_700_000_000.0) -> dict:
 
 def eval_record(step: int, overall: float, best: bool, best_overall: float) -> dict:
     return {"type": "eval", "split": "dev", "step": step, "epoch": step / 100, "sst_acc": overall - 0.1,
-            "sst_f1": overall - 0.15, "para_acc": overall + 0.1, "sts_corr": overall + 0.05, "overall": overall,
+            "sst_f1": overall - 0.15, "para_acc": overall + 0.1, "para_f1": overall + 0.08, "sts_corr": overall + 0.05,
+            "sts_spearman": overall + 0.04, "overall": overall,
             "sst_n": 1101, "para_n": 400, "sts_n": 863, "best": best, "best_overall": best_overall}
 
 
@@ -224,7 +225,8 @@ def test_appended_records_update_the_plots_and_the_table(tmp_path):
         append(metrics, jsonl([train_record(30), eval_record(30, 0.55, True, 0.55)]))
         await until(pilot, lambda: table.row_count == 1, what="the eval row")
         assert loss.series["sst"][-1] == (30, pytest.approx(train_record(30)["loss"]["sst"]))
-        assert [str(c) for c in table.get_row_at(0)] == ["★", "30", "0.450", "0.400", "0.650", "0.600", "0.550"]
+        assert [str(c) for c in table.get_row_at(0)] == ["★", "30", "0.550", "0.450", "0.650", "0.600", "0.400", "0.630",
+                                                            "0.590"]
 
         append(metrics, jsonl([train_record(40), eval_record(40, 0.60, True, 0.60), train_record(50),
                                eval_record(50, 0.58, False, 0.60)]))

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import click
 
-from .options import checkpoint_option, data_dir_option, device_option, parsed
+from .options import checkpoint_option, data_dir_option, device_option, parsed, runs_dir_option
 
 
 @click.command()
 @checkpoint_option()
+@runs_dir_option()
 @data_dir_option()
 @click.option("--split", type=click.Choice(["dev", "test"]), default="dev", show_default=True,
               help="dev: metrics on labelled data; test: predictions for the unlabelled test files.")
@@ -21,7 +22,7 @@ from .options import checkpoint_option, data_dir_option, device_option, parsed
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Evaluation batch size.")
 @device_option()
 @click.option("--strict", is_flag=True, help="Stop at the first unusable data row.")
-def evaluate(checkpoint_path, data_dir, split, tasks, pred_dir, as_json, batch_size, device, strict) -> None:
+def evaluate(checkpoint_path, runs_dir, data_dir, split, tasks, pred_dir, as_json, batch_size, device, strict) -> None:
     """Score a checkpoint on dev (accuracy, macro-F1, Pearson, overall) or predict the test split."""
     import json
     import sys
@@ -35,7 +36,7 @@ def evaluate(checkpoint_path, data_dir, split, tasks, pred_dir, as_json, batch_s
     from ..train_config import parse_tasks
 
     dev = pick_device(device)
-    path = resolve_checkpoint(checkpoint_path)
+    path = resolve_checkpoint(checkpoint_path, runs_dir)
     ck = load_checkpoint(path, device=dev)
     warn = lambda row: click.echo(f"warning: {row}", err=True)  # noqa: E731
     datasets, skipped, missing = {}, {}, []

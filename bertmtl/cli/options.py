@@ -41,7 +41,13 @@ def checkpoint_option():
     """--checkpoint: what evaluate and predict load."""
     return click.option("--checkpoint", "checkpoint_path", type=click.Path(path_type=str), default=None,
                         help="Checkpoint or run directory (its best/) [default: the best checkpoint of the latest "
-                             "run under checkpoints/].")
+                             "run under --runs-dir].")
+
+
+def runs_dir_option():
+    """--runs-dir: the runs root (train makes runs there; the other commands find them there)."""
+    return click.option("--runs-dir", type=click.Path(file_okay=False, path_type=str), default=None,
+                        help=_help("runs_dir"))
 
 
 def device_option(default: str = "auto", note: str | None = None):
@@ -93,6 +99,8 @@ def field_option(f: dataclasses.Field):
     if m["flag"] == "on":
         return click.option(f"--{name}", f.name, is_flag=True, help=m["help"])
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    if m["multiple"]:
+        return click.option(f"--{name}", f.name, type=str, multiple=True, metavar=m["metavar"], help=m["help"])
     if isinstance(default, list):
         default = ",".join(default)  # shown and parsed as text
     elif isinstance(default, dict):
@@ -127,6 +135,8 @@ def config_from_options(ctx: click.Context, opts: dict, base: dict | None = None
         value = opts[name]
         if base is not None and ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE:
             continue
+        if fl.metadata["multiple"]:
+            value = ",".join(value) if value else None
         if fl.metadata["parse"] is not None:
             if value is None:
                 continue

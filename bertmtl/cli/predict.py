@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import click
 
-from .options import checkpoint_option, device_option, precision_option
+from .options import checkpoint_option, device_option, precision_option, runs_dir_option
 
 
 @click.command()
 @click.argument("texts", nargs=-1)
 @checkpoint_option()
+@runs_dir_option()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "tsv"]), default="jsonl", show_default=True,
               help="Output format when reading stdin.")
@@ -18,7 +19,7 @@ from .options import checkpoint_option, device_option, precision_option
 @precision_option(choices=("auto", "fp32", "bf16"),
                   help="auto = bf16 where the hardware multiplies bf16 natively (CPUs with AVX512-BF16 or AMX, "
                        "CUDA GPUs), else fp32; README gives its speed and agreement with fp32.")
-def predict(texts: tuple[str, ...], checkpoint_path, as_json, fmt, batch_size, device, precision) -> None:
+def predict(texts: tuple[str, ...], checkpoint_path, runs_dir, as_json, fmt, batch_size, device, precision) -> None:
     """Predict with a trained model: one sentence, a pair, or lines from stdin.
 
     \b
@@ -40,7 +41,8 @@ def predict(texts: tuple[str, ...], checkpoint_path, as_json, fmt, batch_size, d
     from ..predict import Predictor
     from ..device import pick_device
 
-    predictor = Predictor(checkpoint_path, device=str(pick_device(device)), batch_size=batch_size, precision=precision)
+    predictor = Predictor(checkpoint_path, device=str(pick_device(device)), batch_size=batch_size, precision=precision,
+                          runs_dir=runs_dir)
     if stdin_mode:
         raise SystemExit(_predict_stdin(predictor, fmt))
     res = predictor.sentence(texts[0]) if len(texts) == 1 else predictor.pair(texts[0], texts[1])

@@ -14,8 +14,13 @@ from .options import config_from_options, train_options
 @train_options
 @click.option("--resume", type=click.Path(file_okay=False, exists=True, path_type=str), default=None,
               help="Continue the run in this directory from its last checkpoint (options given again override).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True, path_type=str), default=None,
+              help="Read options from a YAML or JSON file (e.g. a run's train_args.json, or --print-config's "
+                   "output); options given on the command line override it.")
+@click.option("--print-config", type=click.Choice(("yaml", "json")), is_flag=False, flag_value="yaml", default=None,
+              help="Print the full resolved configuration (YAML, or json) and exit without training.")
 @click.pass_context
-def train(ctx: click.Context, resume: str | None, **opts) -> None:
+def train(ctx: click.Context, resume: str | None, config_file: str | None, print_config: str | None, **opts) -> None:
     """Train the multi-task model; best/ and last/ checkpoints land in the run directory.
 
     \b
@@ -23,16 +28,30 @@ def train(ctx: click.Context, resume: str | None, **opts) -> None:
       bertmtl train --data-dir data
       bertmtl train --data-dir data --tasks sst --no-smart --combine sum   (the paper's baseline)
       bertmtl train --resume checkpoints/20261126-101500
+      bertmtl train --config checkpoints/20261126-101500/train_args.json --out again   (repeat a run)
+      bertmtl train --lr 2e-4 --print-config > my.yaml; bertmtl train --config my.yaml
       torchrun --nproc_per_node 4 -m bertmtl train --data-dir data        (data parallel)
     """
-    from ..checkpoint import read_json
+    base = None  # saved run < --config file < command line
+    if resume is not None:
+        from ..checkpoint import read_json
+
+        base = read_json(Path(resume) / "train_args.json")
+    if config_file is not None:
+        from ..config_file import read_config_file
+        from ..train_config import TrainConfig
+
+        base = {**(base or TrainConfig().to_dict()), **read_config_file(config_file)}
+    cfg = config_from_options(ctx, opts, base)
+    if print_config:
+        from ..config_file import dump_config
+
+        cfg.validate()
+        click.echo(dump_config(cfg.to_dict(), print_config), nl=False)
+        return
     from ..progress import format_metrics
     from ..train import train as run_training
 
-    base = None
-    if resume is not None:
-        base = read_json(Path(resume) / "train_args.json")
-    cfg = config_from_options(ctx, opts, base)
     summary = run_training(cfg, resume=resume)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun, rank 0 reports

@@ -21,7 +21,7 @@ def tui(ctx: click.Context, run: str | None, checkpoint_path: str | None, start_
     """Watch a run live (loss curves, dev metrics, progress) and try its model in a playground.
 
     \b
-      bertmtl tui                          the latest run under checkpoints/
+      bertmtl tui                          the latest run under --runs-dir (./checkpoints)
       bertmtl tui checkpoints/20261126-1015
       bertmtl tui --train --data-dir data  start training and watch it (s stops it cleanly)
     """
@@ -30,13 +30,13 @@ def tui(ctx: click.Context, run: str | None, checkpoint_path: str | None, start_
     from click.core import ParameterSource
 
     from ..errors import UserError
-    from ..runs import latest_run, new_run_dir
+    from ..runs import latest_run, new_run_dir, runs_root
 
     train_argv = None
     if start_training:
         if run is not None and (Path(run) / "metrics.jsonl").exists():
             raise click.UsageError("with --train, give a new run directory through --out (or none)")
-        out = opts.get("out") or run or str(new_run_dir())
+        out = opts.get("out") or run or str(new_run_dir(runs_root(opts.get("runs_dir"))))
         opts["out"] = out
         train_argv = [sys.executable, "-m", "bertmtl", "train"]
         for param in ctx.command.params:
@@ -51,13 +51,16 @@ def tui(ctx: click.Context, run: str | None, checkpoint_path: str | None, start_
             elif param.is_flag:
                 if value:
                     train_argv.append(param.opts[0])
+            elif param.multiple:
+                for v in value:
+                    train_argv += [param.opts[0], str(v)]
             elif value is not None:
                 train_argv += [param.opts[0], str(value)]
         run = out
     elif run is None:
-        latest = latest_run()
+        latest = latest_run(runs_root(opts.get("runs_dir")))
         if latest is None:
-            raise UserError("no runs under checkpoints/ yet. Start one and watch it with "
+            raise UserError(f"no runs under {runs_root(opts.get('runs_dir'))}/ yet. Start one and watch it with "
                             "`bertmtl tui --train --data-dir DATA`, or train with `bertmtl train` first")
         run = str(latest)
     elif not Path(run).is_dir():

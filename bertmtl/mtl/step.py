@@ -77,30 +77,53 @@ class MultitaskStep:
         self.smart = cfg.smart_config()
 
     def backward(self, batches: dict, step: int = 0) -> tuple[dict[str, float], dict[str, float]]:
-        """Forward and backward every task's batch into its gradient buffer; (losses, SMART terms)."""
-        model, cfg = self.model, self.cfg
+        """Forward and backward every task's batch into its gradient buffer; (losses, SMART terms).
+
+        A task's batch may be a list of micro-batches (--grad-accum): each one's loss is weighted
+        by its share of the examples, so the buffer ends up with the gradient of the mean loss
+        over all of them, as one large batch would give (for losses that are means over examples).
+        """
+        cfg = self.cfg
         for p in self.head_params:
             p.grad = None
         self.grads.zero()
         losses, smart_terms = {}, {}
         for task, batch in batches.items():
-            if self.device.type == "cuda":  # pinned host memory lets the copy overlap compute
-                batch = batch.pin_memory()
-            batch = batch.to(self.device, non_blocking=True)
             self.grads.point(task if cfg.combine == "pcgrad" else "combined")
-            with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-                embeds = model.embed(batch)
-                out = model.head(batch, embeds)
-                loss = task_loss(model, task, out, batch.labels)
-                total = loss
-                w = self.smart.weights.get(task, 0.0) if cfg.smart else 0.0
-                if w > 0:
-                    s_term = smart_loss(model, batch, embeds, out, self.smart, key=cfg.seed * 100_003 + step)
-                    total = loss + w * s_term
-                    smart_terms[task] = s_term.detach()
-            self.scaler.scale(total).backward()
-            losses[task] = loss.detach()
-        return ({t: v.item() for t, v in losses.items()}, {t: v.item() for t, v in smart_terms.items()})
+            if not isinstance(batch, list):
+                losses[task], s_term = self._backward_one(task, batch, 1.0, cfg.seed * 100_003 + step)
+                if s_term is not None:
+                    smart_terms[task] = s_term
+                continue
+            total = sum(len(b) for b in batch)
+            for j, micro in enumerate(batch):
+                share = len(micro) / total
+                key = (cfg.seed * 100_003 + step) * cfg.grad_accum + j  # SMART noise: its own per micro-batch
+                loss, s_term = self._backward_one(task, micro, share, key)
+                losses[task] = losses.get(task, 0.0) + share * loss
+                if s_term is not None:
+                    smart_terms[task] = smart_terms.get(task, 0.0) + share * s_term
+        return ({t: float(v) for t, v in losses.items()}, {t: float(v) for t, v in smart_terms.items()})
+
+    def _backward_one(self, task: str, batch, share: float, key: int):
+        """One batch's forward and backward (its loss scaled by `share`); (loss, SMART term or None) as tensors."""
+        model, cfg = self.model, self.cfg
+        if self.device.type == "cuda":  # pinned host memory lets the copy overlap compute
+            batch = batch.pin_memory()
+        batch = batch.to(self.device, non_blocking=True)
+        s_term = None
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            embeds = model.embed(batch)
+            out = model.head(batch, embeds)
+            loss = task_loss(model, task, out, batch.labels)
+            total = loss
+            w = self.smart.weights.get(task, 0.0) if cfg.smart else 0.0
+            if w > 0:
+                s_term = smart_loss(model, batch, embeds, out, self.smart, key=key)
+                total = loss + w * s_term
+                s_term = s_term.detach()
+        self.scaler.scale(total if share == 1.0 else total * share).backward()
+        return loss.detach(), s_term
 
     def apply(self, lr: float) -> None:
         """Reduce across ranks, combine (sum or PCGrad), clip, and step the optimizer."""

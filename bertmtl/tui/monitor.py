@@ -13,7 +13,8 @@ from textual.geometry import Size
 from textual.reactive import reactive
 from textual.widgets import DataTable, Static
 
-from ..tasks import BUILTIN
+from ..runs import encoder_of
+from ..tasks import BUILTIN, metric_labels
 from .bars import text_bar
 from .feed import RunState, format_duration
 from .lineplot import LinePlot
@@ -83,11 +84,20 @@ class RunStatus(Static):
         return line
 
 
-class DevTable(DataTable):
-    """Dev metrics, one row per evaluation, newest first; ★ marks the best overall so far."""
+# (metric key, header) of the dev table: each task's primary metric, then the others by task.
+_PRIMARY = [(s.primary_metric, s.metric_columns[0]) for s in BUILTIN]
+_DEV_COLUMNS = _PRIMARY + [(k, label) for k, label in metric_labels(BUILTIN) if k not in dict(_PRIMARY)]
 
-    COLUMNS = ("", "step", *(c for s in BUILTIN for c in s.metric_columns), "overall")
-    METRIC_KEYS = tuple(k for s in BUILTIN for k in s.metric_keys)
+
+class DevTable(DataTable):
+    """Dev metrics, one row per evaluation, newest first; ★ marks the best overall so far.
+
+    `overall` and each task's primary metric come first, so they stay in view; the other
+    metrics (SST F1, Quora F1, STS rho) follow and scroll sideways in a narrow pane.
+    """
+
+    COLUMNS = ("", "step", "overall", *(label for _, label in _DEV_COLUMNS))
+    METRIC_KEYS = tuple(k for k, _ in _DEV_COLUMNS)
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
@@ -99,7 +109,7 @@ class DevTable(DataTable):
         self.clear()
         for e in reversed(state.evals):
             star = Text("★", style="bold yellow") if e["step"] == state.best_step else ""
-            self.add_row(star, str(e["step"]), *(_metric(e.get(k)) for k in self.METRIC_KEYS), _metric(e["overall"]))
+            self.add_row(star, str(e["step"]), _metric(e["overall"]), *(_metric(e.get(k)) for k in self.METRIC_KEYS))
 
 
 CONFIG_KEYS = (  # (label, how to show it from the start record's config), most telling first
@@ -109,8 +119,7 @@ CONFIG_KEYS = (  # (label, how to show it from the start record's config), most 
     ("combine", lambda c: str(c["combine"])),
     ("smart", lambda c: " ".join(f"{t}={w:g}" for t, w in (c.get("smart_weights") or {}).items() if w)
                         if c.get("smart") else "off"),
-    # "encoder" since issue 13; older runs' train_args.json say "pretrained" (None = the default).
-    ("model", lambda c: Path(c.get("encoder") or c.get("pretrained") or "minilm").name),
+    ("model", lambda c: Path(encoder_of(c)).name),
     ("heads", lambda c: f"{c['pooling']}, {c.get('pair_mode', '–')}, {c.get('sts_loss', '–')}"),
     ("optim", lambda c: f"{c['optimizer']}, wd {c.get('weight_decay', 0):g}"),
     ("warmup", lambda c: f"{c['warmup']:g}"),

@@ -1,0 +1,120 @@
+"""`bertmtl runs`: the runs under the runs root as a table (or JSON), or two runs side by side."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .options import runs_dir_option
+
+
+@click.command()
+@runs_dir_option()
+@click.option("--compare", nargs=2, metavar="RUN_A RUN_B", default=None,
+              help="Show two runs' configurations and metrics side by side (only what differs); a run is a "
+                   "directory or a name under --runs-dir.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def runs(runs_dir: str | None, compare: tuple[str, str] | None, as_json: bool) -> None:
+    """List the runs: start, steps, status, encoder, best dev scores.
+
+    \b
+    Status: finished, stopped (Ctrl-C / SIGTERM, resumable), early-stopped (--patience),
+    nonfinite (diverged), running (a live process holds the run's writer lock), crashed
+    (no end record and nobody writing: resume it with `bertmtl train --resume RUN`).
+    Best dev scores are those of the run's best checkpoint (RUN/best).
+
+    \b
+      bertmtl runs
+      bertmtl runs --json
+      bertmtl runs --compare 20261126-101500 20261126-120000
+    """
+    from ..runs import compare_runs, find_run, list_runs, run_info, runs_root
+
+    root = runs_root(runs_dir)
+    if compare:
+        a, b = (run_info(find_run(name, root)) for name in compare)
+        rows = compare_runs(a, b)
+        if as_json:
+            click.echo(json.dumps({"a": a["path"], "b": b["path"],
+                                   "differences": [{"key": k, "a": va, "b": vb} for k, va, vb in rows]}))
+            return
+        _print_compare(a, b, rows)
+        return
+    infos = list_runs(root)
+    if as_json:
+        click.echo(json.dumps(infos))
+        return
+    if not infos:
+        click.echo(f"no runs under {root}/ (train one with `bertmtl train`, or point --runs-dir / $BERTMTL_RUNS "
+                   f"at another directory)")
+        return
+    _print_table(root, infos)
+
+
+def _short(v) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else "–"
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.3g}"
+    if isinstance(v, (list, dict)):
+        return json.dumps(v)
+    return str(v)
+
+
+STATUS_STYLE = {"finished": "green", "early-stopped": "green", "running": "cyan", "stopped": "yellow",
+                "crashed": "red", "nonfinite": "red"}
+
+
+def _print_table(root, infos: list[dict]) -> None:
+    import time
+
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..tasks import BUILTIN, metric_labels
+
+    # each task's primary metric (the one in `overall`), headed by the task's title to keep the table narrow
+    specs = [s for s in BUILTIN if any(s.primary_metric in i["best"] for i in infos)]
+    metrics = [(s.primary_metric, s.title) for s in specs]
+    shown = ", ".join(label for _, label in metric_labels(specs, primary_only=True))
+    table = Table(title=f"runs under {root}/  (dev scores of each run's best checkpoint: {shown})",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    for col, justify in (("run", "left"), ("started", "left"), ("steps", "right"), ("status", "left")):
+        table.add_column(col, justify=justify, no_wrap=True)
+    table.add_column("encoder", overflow="fold")
+    for _, label in (*metrics, ("overall", "overall")):
+        table.add_column(label, justify="right", no_wrap=True)
+    for i in infos:
+        started = time.strftime("%m-%d %H:%M", time.localtime(i["started"])) if i["started"] else "–"
+        steps = f"{i['step']}/{i['total_steps']}" if i["total_steps"] else str(i["step"])
+        style = STATUS_STYLE.get(i["status"], "")
+        table.add_row(i["name"], started, steps, f"[{style}]{i['status']}[/]" if style else i["status"],
+                      Path(i["encoder"]).name, *(_short(i["best"].get(k)) for k, _ in metrics),
+                      _short(i["best"].get("overall")))
+    console = Console()
+    # Too narrow a terminal would cut run names and scores to "…": wrap lines instead.
+    Console(width=max(console.width, 110)).print(table)
+
+
+def _print_compare(a: dict, b: dict, rows: list) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not rows:
+        console.print(f"{a['name']} and {b['name']}: same configuration, status and best dev metrics")
+        return
+    table = Table(title=f"{a['name']} vs {b['name']} (only what differs)")
+    table.add_column("")
+    table.add_column(a["name"], overflow="fold")
+    table.add_column(b["name"], overflow="fold")
+    for key, va, vb in rows:
+        table.add_row(key, _fmt(va), _fmt(vb))
+    console.print(table)

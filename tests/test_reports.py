@@ -1,0 +1,116 @@
+"""--report-to: TensorBoard events and CSV files carry the numbers of metrics.jsonl; the new dev metrics."""
+
+from __future__ import annotations
+
+import csv
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from bertmtl.cli import main
+from bertmtl.evaluate import binary_f1, spearman_rho
+from bertmtl.metrics_log import read_records
+from bertmtl.tasks import TASKS, overall_keys
+
+from .fixtures import write_task_data
+
+
+def test_spearman_rho_with_ties_and_binary_f1():
+    # ranks of x with the tie averaged: 1, 2.5, 2.5, 4; of y: 1, 3, 2, 4
+    x, y = torch.tensor([0.1, 0.5, 0.5, 0.9]), torch.tensor([1.0, 3.0, 2.0, 4.0])
+    rx, ry = torch.tensor([1, 2.5, 2.5, 4]), torch.tensor([1.0, 3, 2, 4])
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    assert spearman_rho(x, y) == pytest.approx(((rx @ ry) / (rx.norm() * ry.norm())).item())
+    assert spearman_rho(torch.tensor([3.0, 1, 2]), torch.tensor([30.0, 10, 20])) == pytest.approx(1.0)
+    # 2 true positives, 1 false positive, 1 false negative: F1 = 4 / (4 + 2)
+    pred, gold = torch.tensor([1.0, 1, 1, 0, 0]), torch.tensor([1.0, 1, 0, 1, 0])
+    assert binary_f1(pred, gold) == pytest.approx(4 / 6)
+
+
+def test_new_metrics_are_declared_but_overall_keeps_the_papers_score():
+    assert TASKS["para"].metric_keys == ("para_acc", "para_f1")
+    assert TASKS["sts"].metric_keys == ("sts_corr", "sts_spearman")
+    assert overall_keys(TASKS.values()) == ["sst_acc", "para_acc", "sts_corr"]
+
+
+@pytest.fixture(scope="module")
+def reported_run(tiny_bert_dir, tmp_path_factory):
+    pytest.importorskip("tensorboard")
+    root = tmp_path_factory.mktemp("reports")
+    data = write_task_data(root / "data")
+    run = root / "run"
+    r = CliRunner().invoke(main, ["train", "--pretrained", str(tiny_bert_dir), "--data-dir", str(data), "--out",
+                                  str(run), "--max-steps", "4", "--eval-every", "2", "--log-every", "1",
+                                  "--batch-size", "8", "--smart", "--precision", "fp32", "--report-to", "tensorboard",
+                                  "--report-to", "csv"])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    return run
+
+
+def test_tensorboard_events_hold_the_logged_numbers(reported_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    recs, _ = read_records(reported_run / "metrics.jsonl")
+    train = [r for r in recs if r["type"] == "train"]
+    evals = [r for r in recs if r["type"] == "eval"]
+    ea = EventAccumulator(str(reported_run / "tensorboard"))
+    ea.Reload()
+    tags = set(ea.Tags()["scalars"])
+    assert {"loss/sst", "loss/para", "loss/sts", "smart/sst", "train/lr", "train/examples_per_s",
+            "dev/sst_acc", "dev/para_f1", "dev/sts_spearman", "dev/overall"} <= tags
+
+    def series(tag):
+        return [(e.step, e.value) for e in ea.Scalars(tag)]
+
+    assert series("loss/sts") == [(r["step"], pytest.approx(r["loss"]["sts"], rel=1e-6)) for r in train]
+    assert series("smart/sst") == [(r["step"], pytest.approx(r["smart"]["sst"], rel=1e-6)) for r in train]
+    assert series("train/lr") == [(r["step"], pytest.approx(r["lr"], rel=1e-6)) for r in train]
+    assert [s for s, _ in series("dev/overall")] == [2, 4]
+    assert series("dev/sts_spearman") == [(e["step"], pytest.approx(e["sts_spearman"], rel=1e-6)) for e in evals]
+    assert series("dev/para_f1") == [(e["step"], pytest.approx(e["para_f1"], rel=1e-6)) for e in evals]
+
+
+def test_csv_files_hold_the_logged_numbers(reported_run):
+    recs, _ = read_records(reported_run / "metrics.jsonl")
+    with open(reported_run / "train.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    train = [r for r in recs if r["type"] == "train"]
+    assert [int(r["step"]) for r in rows] == [r["step"] for r in train] == [1, 2, 3, 4]
+    assert [float(r["loss_sst"]) for r in rows] == pytest.approx([r["loss"]["sst"] for r in train])
+    with open(reported_run / "eval.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    evals = [r for r in recs if r["type"] == "eval"]
+    assert [float(r["overall"]) for r in rows] == pytest.approx([e["overall"] for e in evals])
+    assert {"sst_acc", "sst_f1", "para_acc", "para_f1", "sts_corr", "sts_spearman"} <= set(rows[0])
+
+
+def test_missing_tensorboard_is_a_clear_error(tiny_bert_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if not installed
+    data = write_task_data(tmp_path / "data")
+    r = CliRunner().invoke(main, ["train", "--pretrained", str(tiny_bert_dir), "--data-dir", str(data),
+                                  "--out", str(tmp_path / "run"), "--max-steps", "1", "--report-to", "tensorboard"])
+    assert r.exit_code == 2
+    assert "pip install bertmtl[tensorboard]" in r.output
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_unknown_report_destination_is_a_usage_error(tmp_path):
+    r = CliRunner().invoke(main, ["train", "--report-to", "wandb", "--print-config"])
+    assert r.exit_code == 2 and "wandb" in r.output and "tensorboard" in r.output
+
+
+def test_tui_train_passes_repeated_report_to_and_runs_dir_to_the_child(tmp_path, monkeypatch):
+    import bertmtl.tui.app
+
+    seen = {}
+    monkeypatch.setattr(bertmtl.tui.app, "run_tui", lambda run, checkpoint, train_argv: seen.update(
+        run=run, argv=train_argv))
+    r = CliRunner().invoke(main, ["tui", "--train", "--report-to", "csv", "--report-to", "tensorboard",
+                                  "--runs-dir", str(tmp_path / "runs"), "--lr", "1e-3"])
+    assert r.exit_code == 0, r.output
+    argv = seen["argv"]
+    assert argv[argv.index("--report-to") + 1] == "csv" and argv.count("--report-to") == 2
+    assert "tensorboard" in argv and argv[argv.index("--lr") + 1] == "0.001"
+    assert seen["run"].parent == tmp_path / "runs"  # the new run lands under --runs-dir

@@ -1,0 +1,151 @@
+"""`bertmtl runs`: status, progress and best scores of fabricated runs; --compare; one runs root
+(--runs-dir / $BERTMTL_RUNS) for train, evaluate and predict."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from bertmtl.cli import main
+from bertmtl.runs import RECENT_S, WriterLock, list_runs, runs_root
+
+from .fixtures import write_task_data
+
+CONFIG = {"lr": 1e-4, "batch_size": 64, "pretrained": None, "tasks": ["sst", "para", "sts"]}
+
+
+def _eval(step, overall, **kw):
+    return {"type": "eval", "split": "dev", "step": step, "epoch": step / 10, "sst_acc": overall - 0.1,
+            "para_acc": overall, "sts_corr": overall + 0.1, "overall": overall, "best": False, **kw}
+
+
+def fake_run(root, name, *, status=None, config=None, evals=(), steps=20, started=1_700_000_000.0, summary=True):
+    """A run directory as training leaves it: metrics.jsonl (and summary.json once it has ended)."""
+    d = root / name
+    d.mkdir(parents=True)
+    recs = [{"type": "start", "step": 0, "time": started, "config": {**CONFIG, **(config or {})}, "total_steps": 40}]
+    recs += [{"type": "train", "step": s, "time": started + s, "loss": {"sst": 1.0}} for s in range(10, steps + 1, 10)]
+    recs += list(evals)
+    if status is not None:
+        recs.append({"type": "end", "status": status, "step": steps, "best_overall": None})
+        if summary:
+            (d / "summary.json").write_text(json.dumps({"status": status, "step": steps}))
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return d
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+    root = tmp_path / "runs"
+    fake_run(root, "a-finished", status="finished", steps=40, started=1_700_000_000.0,
+             evals=[_eval(20, 0.70), _eval(40, 0.72)])
+    fake_run(root, "b-stopped", status="stopped", steps=30, started=1_700_000_100.0, config={"lr": 2e-4},
+             evals=[_eval(20, 0.71)])
+    crashed = fake_run(root, "c-crashed", steps=20, started=1_700_000_200.0,
+                       config={"pretrained": "/models/bert-base-uncased"})
+    old = time.time() - RECENT_S - 60  # silent for longer than a live run ever is
+    os.utime(crashed / "metrics.jsonl", (old, old))
+    fake_run(root, "d-early", status="early-stopped", steps=30, started=1_700_000_300.0,
+             evals=[_eval(10, 0.73), _eval(20, 0.69), _eval(30, 0.70)])
+    (root / "not-a-run").mkdir()
+    return root
+
+
+def test_runs_lists_status_progress_and_best_scores(runs_dir):
+    r = CliRunner().invoke(main, ["runs", "--runs-dir", str(runs_dir), "--json"])
+    assert r.exit_code == 0, r.output
+    infos = {i["name"]: i for i in json.loads(r.output)}
+    assert list(infos) == ["a-finished", "b-stopped", "c-crashed", "d-early"]  # by start time
+    assert {n: i["status"] for n, i in infos.items()} == {
+        "a-finished": "finished", "b-stopped": "stopped", "c-crashed": "crashed", "d-early": "early-stopped"}
+    assert (infos["a-finished"]["step"], infos["a-finished"]["total_steps"]) == (40, 40)
+    assert infos["b-stopped"]["step"] == 30
+    # the best evaluation's scores, those of RUN/best
+    assert infos["d-early"]["best_step"] == 10
+    assert infos["d-early"]["best"]["overall"] == pytest.approx(0.73)
+    assert infos["d-early"]["best"]["sts_corr"] == pytest.approx(0.83)
+    assert infos["c-crashed"]["best"] == {} and infos["c-crashed"]["encoder"] == "/models/bert-base-uncased"
+    assert infos["a-finished"]["encoder"] == "minilm"
+    table = CliRunner().invoke(main, ["runs", "--runs-dir", str(runs_dir)]).output
+    for text in ("a-finished", "crashed", "early-stopped", "0.720", "0.730", "40/40", "bert-base-uncased"):
+        assert text in table, text
+
+
+def test_running_means_a_live_writer(runs_dir):
+    run = runs_dir / "c-crashed"
+    lock = WriterLock(run)  # what training holds while it runs
+    try:
+        assert {i["name"]: i["status"] for i in list_runs(runs_dir)}["c-crashed"] == "running"
+    finally:
+        lock.release()
+    assert {i["name"]: i["status"] for i in list_runs(runs_dir)}["c-crashed"] == "crashed"
+    # no lock file (e.g. an older run, or written elsewhere): a log written just now counts as running
+    fresh = fake_run(runs_dir, "e-fresh", steps=10)
+    assert not (fresh / ".writer.lock").exists()
+    assert {i["name"]: i["status"] for i in list_runs(runs_dir)}["e-fresh"] == "running"
+
+
+def test_compare_shows_only_what_differs(runs_dir):
+    r = CliRunner().invoke(main, ["runs", "--runs-dir", str(runs_dir), "--compare", "a-finished",
+                                  str(runs_dir / "b-stopped"), "--json"])
+    assert r.exit_code == 0, r.output
+    diff = {d["key"]: (d["a"], d["b"]) for d in json.loads(r.output)["differences"]}
+    assert diff["status"] == ("finished", "stopped")
+    assert diff["config.lr"] == (1e-4, 2e-4)
+    assert diff["best.overall"] == (pytest.approx(0.72), pytest.approx(0.71))
+    assert "config.batch_size" not in diff and "config.tasks" not in diff
+    table = CliRunner().invoke(main, ["runs", "--runs-dir", str(runs_dir), "--compare", "a-finished", "b-stopped"])
+    assert "config.lr" in table.output and "config.batch_size" not in table.output
+    missing = CliRunner().invoke(main, ["runs", "--runs-dir", str(runs_dir), "--compare", "a-finished", "zzz"])
+    assert missing.exit_code == 2 and "zzz: no run there" in missing.output
+
+
+def test_runs_root_from_option_env_or_default(tmp_path, monkeypatch):
+    monkeypatch.delenv("BERTMTL_RUNS", raising=False)
+    assert str(runs_root()) == "checkpoints"
+    monkeypatch.setenv("BERTMTL_RUNS", str(tmp_path / "env"))
+    assert runs_root() == tmp_path / "env"
+    assert runs_root(str(tmp_path / "opt")) == tmp_path / "opt"
+    r = CliRunner().invoke(main, ["runs"])
+    assert r.exit_code == 0 and "no runs under" in r.output
+
+
+def test_train_evaluate_and_predict_share_the_runs_root(tiny_bert_dir, tmp_path, monkeypatch):
+    data = write_task_data(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)  # nothing may land in (or be read from) ./checkpoints
+    monkeypatch.setenv("BERTMTL_RUNS", str(tmp_path / "from-env"))
+    r = CliRunner().invoke(main, ["train", "--pretrained", str(tiny_bert_dir), "--data-dir", str(data),
+                                  "--max-steps", "2", "--batch-size", "8"])
+    assert r.exit_code == 0, r.output
+    (run,) = (tmp_path / "from-env").iterdir()
+    assert not (run / ".writer.lock").exists()  # released and removed at the end
+    monkeypatch.delenv("BERTMTL_RUNS")
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    run.rename(other / run.name)
+    assert not (tmp_path / "checkpoints").exists()
+    ev = CliRunner().invoke(main, ["evaluate", "--runs-dir", str(other), "--data-dir", str(data), "--json"])
+    assert ev.exit_code == 0, ev.output
+    assert json.loads(ev.output.strip().splitlines()[-1])["checkpoint"] == str(other / run.name / "best")
+    pr = CliRunner().invoke(main, ["predict", "--runs-dir", str(other), "--json", "good film"])
+    assert pr.exit_code == 0, pr.output
+    none = CliRunner().invoke(main, ["predict", "good film"])
+    assert none.exit_code == 2 and "no trained model found under checkpoints/" in none.output
+    listed = CliRunner().invoke(main, ["runs", "--runs-dir", str(other), "--json"])
+    assert json.loads(listed.output)[0]["status"] == "finished"
+
+
+def test_listing_runs_imports_no_torch(runs_dir):
+    import subprocess
+    import sys
+
+    probe = ("import sys; from bertmtl.cli import main\n"
+             f"try: main(['runs', '--runs-dir', {str(runs_dir)!r}, '--json'], prog_name='bertmtl')\n"
+             "except SystemExit as e: assert e.code == 0, e.code\n"
+             "print('TORCH', 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "TORCH False", out
