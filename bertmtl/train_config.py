@@ -33,8 +33,10 @@ def parse_tasks(spec: str) -> list[str]:
     return parse(spec)
 
 
-def parse_smart_weights(spec: str) -> dict[str, float]:
-    """'sst=0.5,sts=1' -> {'sst': 0.5, 'sts': 1.0}; ValueError on a malformed pair or unknown task."""
+def parse_task_weights(spec: str) -> dict[str, float]:
+    """'sst=0.5,sts=1' -> {'sst': 0.5, 'sts': 1.0}; ValueError on a malformed pair.
+
+    Names may be declared tasks' (--task), so they are checked once the run's tasks are known."""
     out = {}
     for part in spec.split(","):
         try:
@@ -42,14 +44,22 @@ def parse_smart_weights(spec: str) -> dict[str, float]:
             out[k.strip()] = float(v)
         except ValueError:
             raise ValueError(f"expected task=weight pairs like sst=0.5,para=0,sts=0.5, got {part!r}") from None
-    bad = set(out) - set(ALL_TASKS)
-    if bad:
-        raise ValueError(f"unknown task(s) {', '.join(sorted(bad))}")
     return out
 
 
+parse_smart_weights = parse_task_weights
+
+
+def parse_task_flags(values) -> list[str]:
+    """--task values, each checked for the NAME:KIND:TRAIN[:DEV] form."""
+    from .user_tasks import parse_task_flags as parse
+
+    return parse(values)
+
+
 def option(default=None, help: str = "", *, factory=None, type=None, choices=None, min=None, max=None,
-           min_open=False, max_open=False, resume=True, flag=None, path=None, metavar=None, parse=None, cli=True):
+           min_open=False, max_open=False, resume=True, flag=None, path=None, metavar=None, parse=None, cli=True,
+           multiple=False):
     """A TrainConfig field with the metadata that generates its option, validation and resume check.
 
     type: the value type when the default is None. choices / min, max (+ min_open, max_open):
@@ -57,12 +67,13 @@ def option(default=None, help: str = "", *, factory=None, type=None, choices=Non
     optimizer's parameter groups). flag: "on/off" for --x/--no-x, "on" for a bare --x.
     path: "dir" or "existing_dir". parse: turns the option's text into the value (lists, dicts);
     a dict-valued option updates the default's keys. cli=False: no generated option.
+    multiple: the option may be repeated (the value is the list of its values).
     """
     if type is None and (default is not None or factory is not None):
         type = (factory() if factory else default).__class__
     meta = {"help": help, "type": type, "choices": tuple(choices) if choices else None, "min": min, "max": max,
             "min_open": min_open, "max_open": max_open, "resume": resume, "flag": flag, "path": path,
-            "metavar": metavar, "parse": parse, "cli": cli}
+            "metavar": metavar, "parse": parse, "cli": cli, "multiple": multiple}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -77,8 +88,15 @@ class TrainConfig:
     out: str | None = option(None, "Run directory [default: a new checkpoints/DATE-TIME].", type=str, path="dir")
     pretrained: str | None = option(None, "A Hugging Face BERT directory to start from [default: all-MiniLM-L6-v2, "
                                           "fetched on first use].", type=str, path="existing_dir")
-    tasks: list = option(help="Tasks to train, any of sst, para, sts.", factory=lambda: list(ALL_TASKS),
-                         parse=parse_tasks)
+    tasks: list | None = option(None, "Built-in tasks to train, any of sst, para, sts [default: all three; none when "
+                                      "--task or --tasks-file declare tasks].", type=list, parse=parse_tasks)
+    task: list = option(help="Declare a task of your own: NAME:KIND:TRAIN[:DEV], KIND one of classification, "
+                             "pair-classification, pair-regression (pair-regression[LOW,HIGH] fixes its range). "
+                             "CSV, TSV or JSONL; columns guessed from the header. Repeatable.",
+                        factory=list, metavar="NAME:KIND:TRAIN[:DEV]", parse=parse_task_flags, multiple=True,
+                        resume=False)
+    tasks_file: str | None = option(None, "A YAML or JSON file declaring tasks (columns, labels, id, loss weight, "
+                                          "metrics; README, Your own tasks).", type=str, resume=False)
     files: dict = option(help="Per-task file overrides, e.g. {'sst_train': path} (--sst-train FILE ...).",
                          factory=dict, cli=False)
     augment: str | None = option(None, "Also train on the augmented copies in this directory "
@@ -105,6 +123,11 @@ class TrainConfig:
     ema: float = option(0.0, "Evaluate and save an exponential moving average of the weights with this decay "
                              "(e.g. 0.99; 0 = off).", min=0, max=1, max_open=True)
     combine: str = option("pcgrad", "How per-task gradients become one update.", choices=("sum", "pcgrad"))
+    sampling: str = option("round-robin", "Each step takes a batch of every task (round-robin), or of each task with "
+                                          "probability its size / the largest task's (proportional).",
+                           choices=("round-robin", "proportional"))
+    loss_weights: dict = option(help="Per-task loss weights [default: 1, or a tasks file's loss_weight].",
+                                factory=dict, metavar="TASK=W,...", parse=parse_task_weights)
     optimizer: str = option("adamw", "Optimizer (ours).", choices=("adamw", "adamaxw"), resume=False)
     # -- SMART adversarial regularisation
     smart: bool = option(False, "SMART adversarial regularisation.", flag="on/off")
@@ -166,9 +189,20 @@ class TrainConfig:
         return SmartConfig(weights=dict(self.smart_weights), noise=self.smart_noise, step=self.smart_step,
                            epsilon=self.smart_epsilon, steps=self.smart_steps)
 
+    @property
+    def declares_tasks(self) -> bool:
+        """Whether --task or --tasks-file declare tasks of the user's own."""
+        return bool(self.task or self.tasks_file)
+
     def validate(self) -> None:
         """Normalise the task list and check every field against its metadata (UserError if not)."""
-        self.tasks = parse_tasks(self.tasks if isinstance(self.tasks, str) else ",".join(self.tasks))
+        if self.tasks is None:
+            self.tasks = [] if self.declares_tasks else list(ALL_TASKS)
+        elif self.tasks or not self.declares_tasks:
+            try:
+                self.tasks = parse_tasks(self.tasks if isinstance(self.tasks, str) else ",".join(self.tasks))
+            except ValueError as e:
+                raise UserError(f"tasks: {e}") from None
         for f in dataclasses.fields(self):
             problem = check_value(f, getattr(self, f.name))
             if problem:

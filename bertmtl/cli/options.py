@@ -87,6 +87,8 @@ def field_option(f: dataclasses.Field):
     if m["flag"] == "on":
         return click.option(f"--{name}", f.name, is_flag=True, help=m["help"])
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    if m["multiple"]:
+        return click.option(f"--{name}", f.name, type=str, multiple=True, metavar=m["metavar"], help=m["help"])
     if isinstance(default, list):
         default = ",".join(default)  # shown and parsed as text
     elif isinstance(default, dict):
@@ -121,7 +123,7 @@ def config_from_options(ctx: click.Context, opts: dict, base: dict | None = None
         if base is not None and ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE:
             continue
         if fl.metadata["parse"] is not None:
-            if value is None:
+            if value is None or (fl.metadata["multiple"] and not value):
                 continue
             value = parsed(fl.metadata["parse"], value, f"--{flag_name(fl)}")
             if isinstance(value, dict):

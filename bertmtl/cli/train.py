@@ -23,10 +23,13 @@ def train(ctx: click.Context, resume: str | None, **opts) -> None:
       bertmtl train --data-dir data
       bertmtl train --data-dir data --tasks sst --no-smart --combine sum   (the paper's baseline)
       bertmtl train --resume checkpoints/20261126-101500
+      bertmtl train --task intents:classification:train.csv:dev.csv \
+                    --task dupes:pair-classification:pairs.csv:pairs-dev.csv   (your own tasks)
       torchrun --nproc_per_node 4 -m bertmtl train --data-dir data        (data parallel)
     """
     from ..checkpoint import read_json
     from ..progress import format_metrics
+    from ..tasks import TaskSpec
     from ..train import train as run_training
 
     base = None
@@ -38,7 +41,8 @@ def train(ctx: click.Context, resume: str | None, **opts) -> None:
         return  # under torchrun, rank 0 reports
     lines = [f"run: {summary['run']}  ({summary['status']} at step {summary['step']}/{summary['total_steps']})"]
     if summary.get("last_metrics"):
-        lines.append("final dev: " + format_metrics(summary["last_metrics"]))
+        specs = [TaskSpec.from_dict(d) for d in summary.get("tasks", [])] or None
+        lines.append("final dev: " + format_metrics(summary["last_metrics"], specs))
     if summary.get("best_overall") is not None:
         lines.append(f"best overall dev: {summary['best_overall']:.4f}  ->  {summary['run']}/best")
     if summary.get("skipped_rows"):

@@ -70,6 +70,7 @@ class MultitaskStep:
         self.autocast_dtype = autocast_dtype(cfg.precision, device, training=True)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         self.smart = cfg.smart_config()
+        self.stepped = list(tasks)  # the tasks of the last backward(): all, unless sampling leaves some out
 
     def backward(self, batches: dict, step: int = 0) -> tuple[dict[str, float], dict[str, float]]:
         """Forward and backward every task's batch into its gradient buffer; (losses, SMART terms)."""
@@ -78,6 +79,7 @@ class MultitaskStep:
             p.grad = None
         self.grads.zero()
         losses, smart_terms = {}, {}
+        self.stepped = list(batches)  # the tasks whose gradients apply() combines
         for task, batch in batches.items():
             if self.device.type == "cuda":  # pinned host memory lets the copy overlap compute
                 batch = batch.pin_memory()
@@ -88,11 +90,15 @@ class MultitaskStep:
                 out = model.head(batch, embeds)
                 loss = task_loss(model, task, out, batch.labels)
                 total = loss
-                w = self.smart.weights.get(task, 0.0) if cfg.smart else 0.0
+                spec = model.specs[task]
+                w = self.smart.weights.get(task, spec.smart_weight) if cfg.smart else 0.0
                 if w > 0:
                     s_term = smart_loss(model, batch, embeds, out, self.smart, key=cfg.seed * 100_003 + step)
                     total = loss + w * s_term
                     smart_terms[task] = s_term.detach()
+                weight = cfg.loss_weights.get(task, spec.loss_weight)
+                if weight != 1.0:
+                    total = weight * total
             self.scaler.scale(total).backward()
             losses[task] = loss.detach()
         return ({t: v.item() for t, v in losses.items()}, {t: v.item() for t, v in smart_terms.items()})
@@ -102,9 +108,11 @@ class MultitaskStep:
         dist, grads = self.dist, self.grads
         if self.cfg.combine == "pcgrad":
             # PCGrad needs each task's global gradient: reduce per task, then project identically everywhere.
-            for t in self.tasks:
+            # (Every rank samples the same tasks for a step, so they reduce the same buffers.)
+            stepped = self.stepped
+            for t in stepped:
                 dist.all_reduce_mean(grads.buffers[t])
-            pcgrad([grads.buffers[t] for t in self.tasks], self.pc_gen, out=grads.buffers["combined"])
+            pcgrad([grads.buffers[t] for t in stepped], self.pc_gen, out=grads.buffers["combined"])
         else:
             dist.all_reduce_mean(grads.buffers["combined"])
         for p in self.head_params:
