@@ -317,3 +317,19 @@ def test_declared_tasks_train_evaluate_resume_predict(tiny_bert_dir, task_files,
                  input="hello there\nbye now\tgood movie\n").stdout.splitlines()
     assert len(lines) == 3 and lines[0].split("\t")[2:-1] == [
         c for n in names for c in ((n,) if n in pair_tasks else (n + "1", n + "2"))]
+
+
+def test_tui_train_passes_every_task_flag_on(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    import bertmtl.tui.app as app
+    from bertmtl.cli import main
+
+    seen = {}
+    monkeypatch.setattr(app, "run_tui", lambda run, checkpoint=None, train_argv=None: seen.update(argv=train_argv))
+    r = CliRunner().invoke(main, ["tui", "--train", "--out", str(tmp_path / "run"), "--task", "a:classification:a.csv",
+                                  "--task", "b:pair-regression[0,5]:b.csv", "--sampling", "proportional"])
+    assert r.exit_code == 0, r.output
+    argv = seen["argv"][seen["argv"].index("train") + 1:]
+    assert argv == ["--out", str(tmp_path / "run"), "--task", "a:classification:a.csv",
+                    "--task", "b:pair-regression[0,5]:b.csv", "--sampling", "proportional"]
