@@ -23,8 +23,7 @@ def train(ctx: click.Context, resume: str | None, **opts) -> None:
       bertmtl train --data-dir data
       bertmtl train --data-dir data --tasks sst --no-smart --combine sum   (the paper's baseline)
       bertmtl train --resume checkpoints/20261126-101500
-      bertmtl train --task intents:classification:train.csv:dev.csv \
-                    --task dupes:pair-classification:pairs.csv:pairs-dev.csv   (your own tasks)
+      bertmtl train --task intents:classification:train.csv:dev.csv   (your own tasks)
       torchrun --nproc_per_node 4 -m bertmtl train --data-dir data        (data parallel)
     """
     from ..checkpoint import read_json
