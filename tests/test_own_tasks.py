@@ -333,3 +333,54 @@ def test_tui_train_passes_every_task_flag_on(monkeypatch, tmp_path):
     argv = seen["argv"][seen["argv"].index("train") + 1:]
     assert argv == ["--out", str(tmp_path / "run"), "--task", "a:classification:a.csv",
                     "--task", "b:pair-regression[0,5]:b.csv", "--sampling", "proportional"]
+
+
+def test_monitor_and_playground_show_every_declared_task(tmp_path, task_files):
+    from bertmtl.tui.app import BertmtlApp
+    from bertmtl.tui.monitor import DevTable
+    from bertmtl.tui.playground import PairScores, SentimentBars
+
+    from .test_tui import POLL, drive, jsonl, start_record, until
+
+    _, flags = task_files
+    specs = declared_specs([flags[k] for k in ("intents", "dupes", "scores", "reviews")], None)
+    run = tmp_path / "run"
+    run.mkdir()
+    start = {**start_record(), "tasks": [s.to_dict() for s in specs]}
+    (run / "metrics.jsonl").write_text(jsonl([
+        start, {"type": "train", "step": 10, "loss": {s.name: 0.5 for s in specs}},
+        {"type": "eval", "step": 10, "overall": 0.7, "best": True, **{k: 0.7 for s in specs for k in s.metric_keys}}]))
+    intent = {"label": "ask", "index": 0, "probabilities": [0.7, 0.2, 0.1]}
+    review = {"label": "1", "index": 1, "probabilities": [0.1, 0.9]}
+
+    class Fake:
+        def __init__(self, path):
+            self.path, self.metrics, self.specs = Path(path) / "best", {}, specs
+
+        def sentence(self, a):
+            return {"intents": intent, "reviews": review}
+
+        def pair(self, a, b):
+            return {"intents1": intent, "intents2": intent, "reviews1": review, "reviews2": review,
+                    "dupes": {"label": "yes", "index": 1, "probabilities": [0.2, 0.8]}, "scores": 8.5}
+
+    app = BertmtlApp(run, poll_interval=POLL, predictor_factory=Fake)
+
+    async def scenario(pilot):
+        table = app.query_one(DevTable)
+        await until(pilot, lambda: table.row_count == 1, what="the eval row")
+        assert table.columns_shown == app.state.dev_columns and len(table.columns) == 2 + 8 + 1
+        assert [str(c) for c in table.get_row_at(0)] == ["★", "10", *["0.700"] * 8, "0.700"]
+        loss = app.query_one("#loss-plot")
+        assert set(loss.series) == {s.name for s in specs} == set(loss.series_colors)
+        play = app.playground
+        await pilot.press("p")
+        await until(pilot, lambda: play.predictor is not None, what="the model to load")
+        await pilot.press(*"hello there", "tab", *"bye now")
+        await until(pilot, lambda: play.result_for == ("hello there", "bye now"), what="a pair prediction")
+        sa = app.query_one("#sentiment-a", SentimentBars)
+        assert sa.spec.name == "intents" and "ask" in sa.render().plain and "reviews 1 p=0.90" in sa.render().plain
+        text = app.query_one("#pair-scores", PairScores).render().plain
+        assert "dupes" in text and "yes" in text and "8.50 / " in text
+
+    drive(app, scenario, size=(120, 40))
