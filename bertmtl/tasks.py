@@ -190,7 +190,7 @@ class TaskSpec:
         by_name = {n: i for i, n in enumerate(self.labels)}
         by_number = {}
         for i, n in enumerate(self.labels):
-            if (v := _number(n)) is not None:
+            if (v := as_number(n)) is not None:
                 by_number[v] = i
         return by_name, by_number
 
@@ -206,7 +206,7 @@ class TaskSpec:
             by_name, by_number = self._label_index
             if (i := by_name.get(raw.strip())) is not None:
                 return i
-            if (v := _number(raw)) is not None and v in by_number:
+            if (v := as_number(raw)) is not None and v in by_number:
                 return by_number[v]
             # Numeric names are never indices; a declared task's words are no number to try either.
             if by_number or (self.train_file and v is None):
@@ -246,7 +246,7 @@ class TaskSpec:
         return cls(**kw)
 
 
-def _number(text: str) -> float | None:
+def as_number(text: str) -> float | None:
     """A label name or value as a number, or None when it is not one."""
     try:
         v = float(text)

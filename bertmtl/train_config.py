@@ -47,8 +47,6 @@ def parse_task_weights(spec: str) -> dict[str, float]:
     return out
 
 
-parse_smart_weights = parse_task_weights
-
 
 def parse_task_flags(values) -> list[str]:
     """--task values, each checked for the NAME:KIND:TRAIN[:DEV] form."""
@@ -133,7 +131,7 @@ class TrainConfig:
     smart: bool = option(False, "SMART adversarial regularisation.", flag="on/off")
     smart_weights: dict = option(help="Per-task SMART weights [default: sst=0.5,para=0,sts=0.5, as in the paper].",
                                  factory=lambda: {t.name: t.smart_weight for t in TASKS.values()}, metavar="TASK=W,...",
-                                 parse=parse_smart_weights)
+                                 parse=parse_task_weights)
     smart_noise: float = option(1e-5, "SMART: standard deviation of the initial embedding noise.", min=0)
     smart_step: float = option(1e-3, "SMART: step size of each ascent step on the noise.", min=0)
     smart_epsilon: float = option(1e-6, "SMART: keeps the normalisation of the ascent direction finite.",

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from .errors import UserError
-from .tasks import KINDS, TASK_ALIASES, TASKS, TaskSpec, _number
+from .tasks import KINDS, TASK_ALIASES, TASKS, TaskSpec, as_number
 
 # Header names that hold what a task needs, most telling first (matched case-insensitively).
 TEXT_COLUMNS = ("sentence", "text", "review", "content", "document", "utterance", "query", "question",
@@ -206,7 +206,7 @@ def _label_values(path: Path, fmt: str, columns: tuple[str, ...], label: str) ->
 
 def label_names(values: list[str]) -> tuple[str, ...]:
     """The distinct labels, sorted (numerically when all are numbers, "1.0" and "1" being one)."""
-    numbers = [_number(v) for v in values]
+    numbers = [as_number(v) for v in values]
     if values and all(n is not None for n in numbers):
         return tuple(f"{n:g}" for n in sorted(set(numbers)))
     return tuple(sorted(set(values)))
@@ -229,7 +229,7 @@ def build_spec(entry: dict, index: int = 0) -> TaskSpec:
     if regression:
         value_range = tuple(entry["range"]) if entry.get("range") else None
         if value_range is None:
-            values = [v for p in (train, dev) if p for v in map(_number, _label_values(p, fmt, columns, label))
+            values = [v for p in (train, dev) if p for v in map(as_number, _label_values(p, fmt, columns, label))
                       if v is not None]
             if not values or min(values) == max(values):
                 raise UserError(f"{train}: the {label} column needs at least two different numbers to read a range "
