@@ -1,8 +1,9 @@
 """Task files in, validated examples out; tokenised datasets, length buckets, round-robin steps.
 
 The CS224N files are tab-separated with a header and CSV quoting, so they are read with the
-csv module; declared tasks' files may also be comma-separated or JSON lines (`RowSource`). Rows that cannot be used are skipped with a warning that names file, line and
-reason, and counted; `strict` turns the first such row into an error.
+csv module; declared tasks' files may also be comma-separated or JSON lines (`RowSource`).
+Rows that cannot be used are skipped with a warning that names file, line and reason, and
+counted; `strict` turns the first such row into an error.
 """
 
 from __future__ import annotations

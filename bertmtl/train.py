@@ -109,7 +109,7 @@ def task_specs(cfg: TrainConfig, resume_ckpt: Path | None) -> tuple[list[TaskSpe
 def load_datasets(cfg: TrainConfig, tokenizer: WordPieceTokenizer, warn, specs=BUILTIN,
                   trained: list[str] | None = None) -> tuple[dict, dict, dict]:
     """Train datasets of the trained tasks, dev datasets of every task with a dev file, skip counts."""
-    trained = cfg.tasks if trained is None else trained
+    trained = cfg.builtin_tasks() if trained is None else trained
     train, dev, skipped = {}, {}, {}
     for task in specs:
         name = task.name

@@ -192,10 +192,16 @@ class TrainConfig:
         """Whether --task or --tasks-file declare tasks of the user's own."""
         return bool(self.task or self.tasks_file)
 
+    def builtin_tasks(self) -> list[str]:
+        """The built-in tasks trained: --tasks, or by default all three (none beside declared tasks)."""
+        if self.tasks is None:
+            return [] if self.declares_tasks else list(ALL_TASKS)
+        return list(self.tasks)
+
     def validate(self) -> None:
         """Normalise the task list and check every field against its metadata (UserError if not)."""
         if self.tasks is None:
-            self.tasks = [] if self.declares_tasks else list(ALL_TASKS)
+            self.tasks = self.builtin_tasks()
         elif self.tasks or not self.declares_tasks:
             try:
                 self.tasks = parse_tasks(self.tasks if isinstance(self.tasks, str) else ",".join(self.tasks))
