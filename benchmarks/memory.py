@@ -5,8 +5,8 @@ process (the final dev evaluation included, as in a real run) and prints that ch
 beside the peak RSS of a child that only imports torch, so the figure that the training itself
 adds is visible. Options this script does not know are passed on to `bertmtl train`.
 
-    python benchmarks/memory.py [--steps 30] [--pretrained DIR] [--data-dir DIR] [train options...]
-    python benchmarks/memory.py --steps 30 --pretrained mpnet
+    python benchmarks/memory.py [--steps 30] [--encoder NAME|DIR] [--data-dir DIR] [train options...]
+    python benchmarks/memory.py --steps 30 --encoder mpnet
     python benchmarks/memory.py --steps 30 -- --smart --batch-size 32
 """
 
@@ -47,7 +47,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=30, help="training steps (then one dev evaluation)")
     ap.add_argument("--data-dir", default=None, help="task CSVs [default: $BERTMTL_DATA, ./data or ../shared/data]")
-    ap.add_argument("--pretrained", default=None, help="encoder directory or built-in name, passed to train")
+    ap.add_argument("--encoder", "--pretrained", dest="encoder", default=None,
+                    help="built-in encoder name (minilm, mpnet) or directory, passed to train")
     ap.add_argument("--verbose", action="store_true", help="show the training output")
     args, extra = ap.parse_known_args()
     extra = [a for a in extra if a != "--"]
@@ -57,8 +58,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bertmtl-mem-") as tmp:
         cmd = [sys.executable, "-m", "bertmtl", "train", "--data-dir", str(args.data_dir or data_dir()),
                "--out", str(Path(tmp) / "run"), "--max-steps", str(args.steps)]
-        if args.pretrained:
-            cmd += ["--pretrained", args.pretrained]
+        if args.encoder:
+            cmd += ["--encoder", args.encoder]
         cmd += extra
         peak, secs, rc = peak_rss_of(cmd, env, quiet=not args.verbose)
     if rc:

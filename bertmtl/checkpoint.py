@@ -5,6 +5,7 @@ Layout of a checkpoint directory (RUN/last, RUN/best):
   model.safetensors     encoder + heads
   config.json           encoder config (Hugging Face format)
   heads.json            head configuration and the tasks trained
+  tasks.json            the task specs of the heads (absent in older checkpoints: the built-in three)
   train_args.json       the training options
   metrics.json          dev metrics at this step
   vocab.txt, tokenizer_config.json
@@ -25,7 +26,7 @@ import torch
 from . import __version__
 from .config import BertConfig
 from .errors import UserError
-from .tasks import TASKS
+from .tasks import BUILTIN, TASKS, TaskSpec
 from .fsutil import recover_dir, staged_dir, write_bytes, write_json  # noqa: F401 (some re-exported)
 
 FORMAT = 1
@@ -73,6 +74,7 @@ def save_checkpoint(target: Path, model, tokenizer, *, step: int, epoch: float, 
         _save_tensors(staging / "model.safetensors", model.state_dict())
         write_json(staging / "config.json", model.encoder.config.to_dict())
         write_json(staging / "heads.json", {**model.cfg.to_dict(), "tasks": tasks})
+        write_json(staging / "tasks.json", {"tasks": [s.to_dict() for s in model.specs.values()]})
         write_json(staging / "train_args.json", train_args)
         write_json(staging / "metrics.json", metrics or {})
         tokenizer.save(staging)
@@ -165,6 +167,17 @@ def check_checkpoint_dir(path: Path) -> dict:
     return info
 
 
+def read_specs(path: Path) -> list[TaskSpec]:
+    """The task specs a checkpoint's heads were built from (tasks.json), or the built-in three."""
+    path = Path(path)
+    if not (path / "tasks.json").is_file():
+        return list(BUILTIN)
+    try:
+        return [TaskSpec.from_dict(d) for d in read_json(path / "tasks.json")["tasks"]]
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{path / 'tasks.json'}: unexpected content ({e})") from None
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", max_length: int | None = None) -> Checkpoint:
     """Load a checkpoint directory for prediction, evaluation or resuming."""
     from .model.bert import BertModel, uninitialised
@@ -184,7 +197,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", max_le
     metrics = read_json(path / "metrics.json") if (path / "metrics.json").is_file() else {}
     tokenizer = WordPieceTokenizer.from_dir(path, max_length=max_length or train_args.get("max_length", DEFAULT_MAX_LENGTH))
     with uninitialised():  # every parameter is loaded next
-        model = MultitaskBert(BertModel(config, init_weights=False), head_cfg)
+        model = MultitaskBert(BertModel(config, init_weights=False), head_cfg, tuple(read_specs(path)))
     load_into(model, _load_tensors(path / "model.safetensors"), source=path / "model.safetensors", assign=True)
     model.to(device).eval()
     return Checkpoint(path, model, tokenizer, info, heads, train_args, metrics)

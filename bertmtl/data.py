@@ -1,13 +1,15 @@
 """Task files in, validated examples out; tokenised datasets, length buckets, round-robin steps.
 
 The CS224N files are tab-separated with a header and CSV quoting, so they are read with the
-csv module. Rows that cannot be used are skipped with a warning that names file, line and
-reason, and counted; `strict` turns the first such row into an error.
+csv module; declared tasks' files may also be comma-separated or JSON lines (`RowSource`).
+Rows that cannot be used are skipped with a warning that names file, line and reason, and
+counted; `strict` turns the first such row into an error.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -83,36 +85,135 @@ def _bad_text(s: str) -> str | None:
     return None
 
 
-def read_task_file(path: str | Path, task: Task, labelled: bool = True, strict: bool = False,
-                   warn=None) -> TaskFile:
-    """Read one CS224N task file; `warn(SkippedRow)` is called for each skipped row."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file (the {task.title} {('labelled' if labelled else 'test')} data)")
-    required = (task.id_column, *task.text_columns) + ((task.label_column,) if labelled else ())
-    out = TaskFile(task, path, [])
-    # surrogateescape keeps undecodable bytes as lone surrogates, so a bad byte costs one row
-    # (reported), not the whole file.
+FORMAT_NAMES = {"tsv": "tab-separated", "csv": "comma-separated", "jsonl": "JSON lines"}
+
+
+def file_format(path: Path, declared: str = "auto") -> str:
+    """How to read a task file: as declared, else by extension (.tsv, .jsonl), else by its first
+    line (a tab in it: tab-separated, as the CS224N ".csv" files are; otherwise comma-separated)."""
+    if declared != "auto":
+        return declared
+    ext = path.suffix.lower()
+    if ext in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    if ext in (".tsv", ".tab"):
+        return "tsv"
     try:
-        fh = open(path, newline="", encoding="utf-8-sig", errors="surrogateescape")
-    except OSError as e:
-        raise UserError(f"{path}: cannot read ({e.strerror})") from None
-    with fh:
-        reader = csv.reader(fh, delimiter="\t")
+        with open(path, "rb") as fh:
+            first = fh.readline(1 << 20)
+    except OSError:
+        return "csv"
+    return "tsv" if b"\t" in first else "csv"
+
+
+def _json_text(v) -> str | None:
+    """A JSON value as the text a delimited file would hold (numbers as written, null as missing)."""
+    if v is None or isinstance(v, str):
+        return v
+    return json.dumps(v, ensure_ascii=False)
+
+
+class RowSource:
+    """The rows of a CSV, TSV or JSONL task file: a header, then (line, get(column), reason) per row.
+
+    `reason` says why a row cannot be read at all (wrong number of fields, invalid JSON); the
+    caller validates the rest. One reader for the CS224N files and declared tasks' files, so
+    both get the same line numbers, warnings and `--strict`.
+    """
+
+    def __init__(self, path: str | Path, fmt: str = "auto", what: str = "task data"):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise UserError(f"{self.path}: no such file (the {what})")
+        self.format = file_format(self.path, fmt)
+        # surrogateescape keeps undecodable bytes as lone surrogates, so a bad byte costs one row
+        # (reported), not the whole file.
         try:
-            header = next(reader, None)
-        except csv.Error as e:
-            raise UserError(f"{path}:1: unreadable header ({e})") from None
-        if header is None:
-            raise UserError(f"{path}: empty file (expected a tab-separated header with {', '.join(required)})")
-        header = [h.strip() for h in header]
-        missing = [c for c in required if c not in header]
+            self._fh = open(self.path, newline="", encoding="utf-8-sig", errors="surrogateescape")
+        except OSError as e:
+            raise UserError(f"{self.path}: cannot read ({e.strerror})") from None
+        self.header: list[str] = []
+        if self.format == "jsonl":
+            self._first = self._read_json_header()
+        else:
+            self._reader = csv.reader(self._fh, delimiter="\t" if self.format == "tsv" else ",")
+            try:
+                header = next(self._reader, None)
+            except csv.Error as e:
+                self.close()
+                raise UserError(f"{self.path}:1: unreadable header ({e})") from None
+            self.header = [h.strip() for h in header] if header is not None else []
+
+    def _read_json_header(self):
+        """The keys of the first object are the header (later objects may lack some: empty fields)."""
+        for n, line in enumerate(self._fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                obj = None
+            if isinstance(obj, dict):
+                self.header = [str(k) for k in obj]
+                return n, obj
+            self.close()
+            raise UserError(f"{self.path}:{n}: the first line is not a JSON object, so the columns are unknown")
+        return None
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def require(self, columns, hint_labelled: bool = True) -> None:
+        """UserError naming the missing columns and the header, when any is missing."""
+        if not self.header:
+            self.close()
+            raise UserError(f"{self.path}: empty file (expected a {FORMAT_NAMES[self.format]} header with "
+                            f"{', '.join(columns)})")
+        missing = [c for c in columns if c not in self.header]
         if missing:
-            found = ", ".join(repr(h) for h in header[:8] if h) or "nothing"
-            hint = " Is it tab-separated?" if len(header) == 1 else ""
-            raise UserError(f"{path}:1: missing column(s) {', '.join(missing)} (header has {found}).{hint}")
-        col = {c: header.index(c) for c in required}
-        width = len(header)
+            found = ", ".join(repr(h) for h in self.header[:8] if h) or "nothing"
+            hint = " Is it tab-separated?" if len(self.header) == 1 and self.format == "tsv" else ""
+            self.close()
+            raise UserError(f"{self.path}:1: missing column(s) {', '.join(missing)} (header has {found}).{hint}")
+
+    def rows(self, columns, labelled: bool = True):
+        """(first line of the row, get(column) -> text or None, reason or None) for each non-blank row."""
+        if self.format == "jsonl":
+            yield from self._json_rows()
+        else:
+            yield from self._delimited_rows(columns, labelled)
+
+    def _json_rows(self):
+        if self._first is not None:
+            n, obj = self._first
+            yield n, lambda c, o=obj: _json_text(o.get(c)), None
+            lines = enumerate(self._fh, n + 1)
+        else:
+            lines = enumerate(self._fh, 1)
+        for n, line in lines:
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError as e:
+                yield n, lambda c: None, f"invalid JSON ({e.args[0].split(':')[0]})"
+                continue
+            if not isinstance(obj, dict):
+                yield n, lambda c: None, "not a JSON object"
+                continue
+            yield n, lambda c, o=obj: _json_text(o.get(c)), None
+
+    def _delimited_rows(self, columns, labelled: bool):
+        reader, path = self._reader, self.path
+        col = {c: self.header.index(c) for c in columns}
+        width = len(self.header)
         line = reader.line_num
         while True:
             start = line + 1
@@ -130,10 +231,25 @@ def read_task_file(path: str | Path, task: Task, labelled: bool = True, strict: 
                 reason = f"{len(row)} fields, the header has {width}"
             elif len(row) < width:
                 reason = f"{len(row)} fields, the header has {width}"
-                # A short row whose label is simply empty is reported as such below.
+                # A short row whose label is simply empty is reported as such by the caller.
                 if len(row) > max(col.values()) - (1 if labelled else 0):
                     reason = None
-            get = lambda c: row[col[c]] if col[c] < len(row) else None  # noqa: E731
+            yield start, lambda c, r=row: r[col[c]] if col[c] < len(r) else None, reason
+
+
+def read_task_file(path: str | Path, task: Task, labelled: bool = True, strict: bool = False,
+                   warn=None) -> TaskFile:
+    """Read one task file (CSV, TSV or JSONL); `warn(SkippedRow)` is called for each skipped row.
+
+    A task without an id column numbers its examples by line.
+    """
+    path = Path(path)
+    required = ((task.id_column,) if task.id_column else ()) + task.text_columns + \
+        ((task.label_column,) if labelled else ())
+    out = TaskFile(task, path, [])
+    with RowSource(path, task.file_format, f"{task.title} {'labelled' if labelled else 'test'} data") as src:
+        src.require(required)
+        for start, get, reason in src.rows(required, labelled):
             texts = [get(c) for c in task.text_columns]
             label = None
             if reason is None:
@@ -149,7 +265,7 @@ def read_task_file(path: str | Path, task: Task, labelled: bool = True, strict: 
                     label = task.parse_label(get(task.label_column))
                 except ValueError as e:
                     reason = str(e)
-            ident = get(task.id_column)
+            ident = get(task.id_column) if task.id_column else str(start)
             if reason is None and (ident is None or not ident.strip() or _bad_text(ident)):
                 reason = f"{task.id_column} is empty or invalid"
             if reason is not None:
@@ -167,10 +283,14 @@ def read_task_file(path: str | Path, task: Task, labelled: bool = True, strict: 
     return out
 
 
-def task_path(data_dir: str | Path, task: Task, split: str, overrides: dict[str, Path] | None = None) -> Path:
-    """Where a task's file for a split is: an explicit override, else DATA_DIR/<CS224N name>."""
+def task_path(data_dir: str | Path, task: Task, split: str, overrides: dict[str, Path] | None = None) -> Path | None:
+    """Where a task's file for a split is: an explicit override, the file its spec names, else
+    DATA_DIR/<CS224N name>; None for a declared task without a file for that split."""
     if overrides and (p := overrides.get(f"{task.name}_{split}")):
         return Path(p)
+    if task.train_file:  # a declared task: its files are in its spec
+        p = {"train": task.train_file, "dev": task.dev_file}.get(split)
+        return Path(p) if p else None
     return Path(data_dir) / task.filename(split)
 
 
@@ -265,17 +385,23 @@ class RoundRobin:
 
     With `accum` K > 1 (gradient accumulation) a step's batch per task is K times larger and
     comes as K micro-batches: the same examples as one batch of K x batch_size.
-    The order of each pass over a task is a pure function of (seed, task, pass number), so the
-    position (pass, batch) is the whole state: saved as JSON, it resumes the exact data order.
+    With `proportional`, a step takes a batch of each task with probability (its batches per
+    pass) / (the largest task's): over an epoch every task goes through its data about once, so
+    tasks are seen in proportion to their size; the largest is in every step.
+
+    The order of each pass over a task is a pure function of (seed, task, pass number), and the
+    tasks of a step a pure function of (seed, step), so the position (pass, batch) is the whole
+    state: saved as JSON, it resumes the exact data order.
     """
 
     def __init__(self, datasets: dict[str, TaskDataset], batch_size: int, seed: int, bucket: bool = True,
-                 shard: tuple[int, int] = (0, 1), accum: int = 1):
+                 shard: tuple[int, int] = (0, 1), accum: int = 1, proportional: bool = False):
         self.datasets = datasets
         self.batch_size = batch_size
         self.accum = accum
         self.seed = seed
         self.bucket = bucket
+        self.proportional = proportional
         self.rank, self.world = shard
         self.state = {t: {"pass": 0, "pos": 0} for t in datasets}
         self._cache: dict[str, tuple[int, list[list[int]]]] = {}
@@ -301,10 +427,24 @@ class RoundRobin:
         """One pass over the largest task."""
         return max(self.batches_per_pass(t) for t in self.datasets)
 
-    def next(self) -> dict[str, TaskBatch | list[TaskBatch]]:
-        """One batch per task; with accum > 1, each task's list of micro-batches."""
+    def tasks_at(self, step: int) -> list[str]:
+        """The tasks that give a batch at this step (all of them, unless proportional)."""
+        if not self.proportional:
+            return list(self.state)
+        sizes = {t: self.batches_per_pass(t) for t in self.state}
+        most = max(sizes.values())
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + 104_729 + step)
+        draws = torch.rand(len(sizes), generator=g).tolist()
+        return [t for (t, n), u in zip(sizes.items(), draws) if u < n / most]  # u < 1: the largest always
+
+    def next(self, step: int = 0) -> dict[str, TaskBatch | list[TaskBatch]]:
+        """One batch of each task of this step (`step` matters only with proportional sampling);
+        with accum > 1, each task's list of micro-batches."""
         out = {}
+        chosen = self.tasks_at(step)
         for task, st in self.state.items():
+            if task not in chosen:
+                continue
             batches = self._batches(task, st["pass"])
             if st["pos"] >= len(batches):
                 st["pass"], st["pos"] = st["pass"] + 1, 0

@@ -21,34 +21,37 @@ def accuracy(pred: torch.Tensor, gold: torch.Tensor) -> float:
 
 def macro_f1(pred: torch.Tensor, gold: torch.Tensor, num_classes: int = 5) -> float:
     """Unweighted mean of per-class F1 (a class absent from both counts as F1 0)."""
-    f1s = []
-    for c in range(num_classes):
-        tp = ((pred == c) & (gold == c)).sum().item()
-        fp = ((pred == c) & (gold != c)).sum().item()
-        fn = ((pred != c) & (gold == c)).sum().item()
-        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
-    return sum(f1s) / num_classes
+    return sum(f1_of_class(pred, gold, c) for c in range(num_classes)) / num_classes
 
 
 def binary_f1(pred: torch.Tensor, gold: torch.Tensor) -> float:
-    """F1 of the positive class (label 1)."""
-    tp = ((pred == 1) & (gold == 1)).sum().item()
-    wrong = (pred != gold).sum().item()
-    return 2 * tp / (2 * tp + wrong) if tp else 0.0
+    """F1 of the second label (index 1, the positive class of a binary task)."""
+    return f1_of_class(pred, gold, 1)
 
 
-def _ranks(x: torch.Tensor) -> torch.Tensor:
-    """Ranks 0..n-1, tied values sharing their mean rank (as Spearman's rho needs)."""
+def f1_of_class(pred: torch.Tensor, gold: torch.Tensor, c: int) -> float:
+    """F1 of one class (0 when it is absent from both predictions and gold)."""
+    tp = ((pred == c) & (gold == c)).sum().item()
+    fp = ((pred == c) & (gold != c)).sum().item()
+    fn = ((pred != c) & (gold == c)).sum().item()
+    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+def ranks(x: torch.Tensor) -> torch.Tensor:
+    """Ranks from 1, ties given their average rank (as Spearman's rho needs)."""
     x = x.double()
-    ranks = torch.empty_like(x)
-    ranks[x.argsort()] = torch.arange(len(x), dtype=x.dtype)
-    _, group, counts = torch.unique(x, return_inverse=True, return_counts=True)
-    return torch.zeros(len(counts), dtype=x.dtype).index_add_(0, group, ranks)[group] / counts[group]
+    order = x.argsort()
+    r = torch.empty_like(x)
+    r[order] = torch.arange(1, len(x) + 1, dtype=torch.float64)
+    values, inverse = torch.unique(x, return_inverse=True)
+    sums = torch.zeros(len(values), dtype=torch.float64).index_add_(0, inverse, r)
+    counts = torch.zeros(len(values), dtype=torch.float64).index_add_(0, inverse, torch.ones_like(r))
+    return (sums / counts)[inverse]
 
 
 def spearman_rho(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Pearson correlation of the ranks."""
-    return pearson_r(_ranks(x), _ranks(y))
+    """Spearman rank correlation: Pearson's r of the (tie-averaged) ranks."""
+    return pearson_r(ranks(x), ranks(y))
 
 
 def pearson_r(x: torch.Tensor, y: torch.Tensor) -> float:

@@ -47,9 +47,10 @@ def answer(spec: TaskSpec, output: torch.Tensor, decision: torch.Tensor, suffix:
     evaluate.decisions makes of it, the same two that dev metrics are computed from.
     """
     keys = [k + suffix for k in spec.json_keys]
-    if spec.activation == "softmax":
+    if spec.answers_class:
         i = int(decision)
-        return {keys[0]: {"label": spec.labels[i], "index": i, "probabilities": [round(float(x), 6) for x in output]}}
+        probs = output if spec.activation == "softmax" else torch.stack([1 - output, output])
+        return {keys[0]: {"label": spec.labels[i], "index": i, "probabilities": [round(float(x), 6) for x in probs]}}
     if spec.activation == "sigmoid":
         return {keys[0]: round(float(output), 6), keys[1]: bool(decision)}
     return {keys[0]: round(float(output), 4)}
@@ -73,12 +74,17 @@ class Predictor:
 
     # -- the public calls ---------------------------------------------------------------
 
+    @property
+    def specs(self) -> list[TaskSpec]:
+        """The checkpoint's tasks, which `predict` answers."""
+        return list(self.model.specs.values())
+
     def sentence(self, text: str) -> dict:
-        """Sentiment of one sentence."""
+        """Every single-sentence task's answer for one sentence."""
         return next(self.predict([Item(1, text)]))
 
     def pair(self, a: str, b: str) -> dict:
-        """Sentiment of both sentences, paraphrase probability and similarity of the pair."""
+        """Every task's answer for a pair: sentence tasks for each sentence, pair tasks for the pair."""
         return next(self.predict([Item(1, a, b)]))
 
     def predict(self, items: list[Item]) -> Iterator[dict]:
@@ -296,7 +302,7 @@ def answer_rows(res: dict, specs=BUILTIN) -> list[tuple[str, str, str]]:
                 continue
             name = s.answer_name + (f" {suffix}" if suffix else "")
             value = res[keys[0]]
-            if s.activation == "softmax":
+            if s.answers_class:
                 probs = "  ".join(f"{p:.2f}" for p in value["probabilities"])
                 rows.append((name, f"{value['label']} ({value['index']})", f"p = {probs}"))
             elif s.activation == "sigmoid":

@@ -21,21 +21,27 @@ class ThroughputWindow:
     def _reset(self) -> None:
         self.loss = {t: 0.0 for t in self.names}
         self.smart_sum = {t: 0.0 for t in self.names} if self.smart else {}
+        self.count = {t: 0 for t in self.names}  # steps that had the task (all of them, but with sampling)
         self.n, self.examples, self.t0 = 0, 0, time.perf_counter()
 
     def add(self, examples: int, losses: dict[str, float], smart: dict[str, float] | None = None) -> None:
         self.n += 1
         self.examples += examples
         for t in self.names:
+            if t not in losses:
+                continue  # not sampled this step (--sampling proportional)
+            self.count[t] += 1
             self.loss[t] += losses[t]
             if self.smart:
                 self.smart_sum[t] += (smart or {}).get(t, 0.0)
 
     def record(self) -> dict:
-        """{"loss": {name: mean}, "smart": {name: mean}, "examples_per_s": ...}, then start a new window."""
+        """{"loss": {name: mean}, "smart": {name: mean}, "examples_per_s": ...}, then start a new window.
+
+        A task absent from every step of the window has no entry."""
         elapsed = time.perf_counter() - self.t0
-        rec = {"loss": {t: v / self.n for t, v in self.loss.items()},
-               "smart": {t: v / self.n for t, v in self.smart_sum.items()},
+        rec = {"loss": {t: v / self.count[t] for t, v in self.loss.items() if self.count[t]},
+               "smart": {t: v / self.count[t] for t, v in self.smart_sum.items() if self.count[t]},
                "examples_per_s": self.examples / max(elapsed, 1e-9)}
         self._reset()
         return rec
@@ -60,6 +66,8 @@ def format_metrics(m: dict, specs=None) -> str:
 class PlainReporter:
     """One line per logged step and per evaluation, to stderr (pipes and logs stay readable)."""
 
+    specs = None  # the run's tasks (set by training), which name the metrics of evaluations
+
     def __init__(self, stream=None):
         self.stream = stream or sys.stderr
 
@@ -78,7 +86,8 @@ class PlainReporter:
                      f"lr {rec['lr']:.2e}  {rec['examples_per_s']:.0f} ex/s")
 
     def evaluation(self, rec: dict) -> None:
-        self.message(f"eval @ step {rec['step']}: {format_metrics(rec)}" + ("  (best)" if rec.get("best") else ""))
+        self.message(f"eval @ step {rec['step']}: {format_metrics(rec, self.specs)}" +
+                     ("  (best)" if rec.get("best") else ""))
 
     def message(self, text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", file=self.stream, flush=True)
@@ -118,7 +127,7 @@ class RichReporter(PlainReporter):
                              speed=f"{rec['examples_per_s']:.0f} ex/s")
 
     def evaluation(self, rec: dict) -> None:
-        self.console.print(f"eval @ step {rec['step']}: {format_metrics(rec)}" + ("  [green](best)" if rec.get("best") else ""))
+        self.console.print(f"eval @ step {rec['step']}: {format_metrics(rec, self.specs)}" + ("  [green](best)" if rec.get("best") else ""))
 
     def message(self, text: str) -> None:
         self.console.print(text, markup=False, highlight=False)

@@ -14,24 +14,29 @@ This module imports no torch: the CLI, the TUI's data layer and option parsing u
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import zlib
 from dataclasses import dataclass
+from functools import cached_property
 
 # What a task predicts: one sentence or a pair, a class or a number.
 KINDS = ("classification", "regression", "pair-classification", "pair-regression")
 LOSSES = ("cross-entropy", "bce", "pearson")
 # softmax over classes; sigmoid of one logit (two classes); calibrated score clamped to the range.
 ACTIVATIONS = ("softmax", "sigmoid", "clamp")
-# f1: F1 of the second label (binary tasks: "paraphrase"); spearman: rank correlation.
+# f1: F1 of the second label (binary tasks: "paraphrase"); spearman: rank correlation (regression).
 METRICS = ("accuracy", "macro_f1", "f1", "pearson", "spearman")
 # Metric -> suffix of its key in metrics dicts and metrics.jsonl (`sst_acc`, `sts_corr`).
+# macro_f1 and f1 share a suffix: a task reports one of them.
 METRIC_SUFFIX = {"accuracy": "acc", "macro_f1": "f1", "f1": "f1", "pearson": "corr", "spearman": "spearman"}
 # Metric -> how tables name it after the task's title ("SST macro-F1"), and in short ("SST F1").
 METRIC_TITLES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "f1": "F1", "pearson": "Pearson r",
                  "spearman": "Spearman rho"}
 METRIC_SHORT = {"accuracy": "acc", "macro_f1": "F1", "f1": "F1", "pearson": "r", "spearman": "rho"}
+# How a task's files are read: by extension / first line (auto), or as declared.
+FILE_FORMATS = ("auto", "csv", "tsv", "jsonl")
 _NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 
 
@@ -64,6 +69,11 @@ class TaskSpec:
     head_init: tuple[float, float] = (1.0, 0.0)  # pair heads: initial (scale, bias) of the cosine
     aliases: tuple[str, ...] = ()  # other names accepted by --tasks
     seed_index: int | None = None  # seeds its data order and SMART noise; default from the name
+    # Declared tasks (user_tasks.py) name their files; the CS224N ones are <data dir>/<prefix>-<split>.csv.
+    train_file: str = ""
+    dev_file: str = ""
+    file_format: str = "auto"  # one of FILE_FORMATS
+    loss_weight: float = 1.0  # its loss is multiplied by this (--loss-weights overrides)
 
     def __post_init__(self):
         if not _NAME.match(self.name):
@@ -87,6 +97,16 @@ class TaskSpec:
                  else ("accuracy",) if len(self.labels) == 2 else ("accuracy", "macro_f1"))
         if bad := [m for m in self.metrics if m not in METRICS]:
             raise ValueError(f"task {self.name}: unknown metric(s) {', '.join(bad)}; choose from {', '.join(METRICS)}")
+        if len({METRIC_SUFFIX[m] for m in self.metrics}) != len(self.metrics):
+            raise ValueError(f"task {self.name}: metrics {', '.join(self.metrics)} repeat one (f1 and macro_f1?)")
+        if self.regression != all(m in ("pearson", "spearman") for m in self.metrics):
+            raise ValueError(f"task {self.name}: pearson and spearman are the metrics of regression, and only they")
+        if "f1" in self.metrics and len(self.labels) != 2:
+            raise ValueError(f"task {self.name}: f1 is for two labels; use macro_f1")
+        if self.file_format not in FILE_FORMATS:
+            raise ValueError(f"task {self.name}: file_format must be one of {', '.join(FILE_FORMATS)}")
+        if not (math.isfinite(self.loss_weight) and self.loss_weight >= 0):
+            raise ValueError(f"task {self.name}: loss_weight must be a number >= 0")
         if not self.metric_columns:
             set_("metric_columns", tuple(f"{self.title} {METRIC_SHORT[m]}" for m in self.metrics))
         if not self.prediction_header:
@@ -106,8 +126,11 @@ class TaskSpec:
             raise ValueError(f"task {self.name}: activation clamp is for regression, and only clamp is")
         if self.activation == "sigmoid" and len(self.labels) != 2:
             raise ValueError(f"task {self.name}: a sigmoid output needs exactly two labels")
-        if len(self.json_keys) != (2 if self.activation == "sigmoid" else 1):
-            raise ValueError(f"task {self.name}: json_keys needs {2 if self.activation == 'sigmoid' else 1} name(s)")
+        # A sigmoid task answers as a probability and a yes/no under two keys, or, under one key,
+        # as a class like softmax tasks do (label, index, probabilities).
+        if not 1 <= len(self.json_keys) <= (2 if self.activation == "sigmoid" else 1):
+            raise ValueError(f"task {self.name}: json_keys needs {'1 or 2' if self.activation == 'sigmoid' else 1} "
+                             f"name(s)")
 
     # -- derived facts ---------------------------------------------------------------------
 
@@ -131,9 +154,14 @@ class TaskSpec:
         return "int" if self.loss == "cross-entropy" else "float"
 
     @property
+    def answers_class(self) -> bool:
+        """Whether `predict` answers with {label, index, probabilities} (softmax, or sigmoid under one key)."""
+        return self.activation == "softmax" or (self.activation == "sigmoid" and len(self.json_keys) == 1)
+
+    @property
     def answer_name(self) -> str:
         """What its answer is called for people: `paraphrase` (of is_paraphrase), `similarity`."""
-        return self.json_keys[1].removeprefix("is_") if self.activation == "sigmoid" else self.json_keys[0]
+        return self.json_keys[1].removeprefix("is_") if len(self.json_keys) == 2 else self.json_keys[0]
 
     def metric_key(self, metric: str) -> str:
         """Key of a metric in metrics dicts and metrics.jsonl, e.g. sst_acc."""
@@ -156,10 +184,34 @@ class TaskSpec:
     def filename(self, split: str) -> str:
         return f"{self.prefix}-{'test-student' if split == 'test' else split}.csv"
 
+    @cached_property
+    def _label_index(self) -> tuple[dict[str, int], dict[float, int]]:
+        """Label name -> index, and numeric label name -> index (so "1.0" finds the label "1")."""
+        by_name = {n: i for i, n in enumerate(self.labels)}
+        by_number = {}
+        for i, n in enumerate(self.labels):
+            if (v := as_number(n)) is not None:
+                by_number[v] = i
+        return by_name, by_number
+
     def parse_label(self, raw: str | None):
-        """The label as a number, or raise ValueError with the reason the row is unusable."""
+        """The label as a number, or raise ValueError with the reason the row is unusable.
+
+        A class is found by its name ("positive", or "1" when the names are numbers), else by
+        its index when no name is a number (the CS224N files hold indices).
+        """
         if raw is None or not raw.strip():
             raise ValueError(f"{self.label_column} is empty")
+        if not self.regression:
+            by_name, by_number = self._label_index
+            if (i := by_name.get(raw.strip())) is not None:
+                return i
+            if (v := as_number(raw)) is not None and v in by_number:
+                return by_number[v]
+            # Numeric names are never indices; a declared task's words are no number to try either.
+            if by_number or (self.train_file and v is None):
+                shown = ", ".join(self.labels[:12]) + (", ..." if len(self.labels) > 12 else "")
+                raise ValueError(f"{self.label_column} {raw.strip()[:40]!r} is not one of {shown}")
         try:
             value = float(raw)
         except ValueError:
@@ -176,6 +228,32 @@ class TaskSpec:
             raise ValueError(f"{self.label_column} {value:g} is not one of {', '.join(map(str, allowed))}")
         return int(value)
 
+    # -- saved with checkpoints --------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        """Every field, JSON-ready (checkpoints' tasks.json, metrics.jsonl's start record)."""
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+                for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TaskSpec":
+        """The spec `to_dict` wrote (unknown keys, from a newer bertmtl, are ignored)."""
+        kw = {}
+        for f in dataclasses.fields(cls):
+            if f.name in d:
+                v = d[f.name]
+                kw[f.name] = tuple(v) if isinstance(v, list) else v
+        return cls(**kw)
+
+
+def as_number(text: str) -> float | None:
+    """A label name or value as a number, or None when it is not one."""
+    try:
+        v = float(text)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
 
 SENTIMENT_LABELS = ("negative", "somewhat negative", "neutral", "somewhat positive", "positive")
 
@@ -184,16 +262,17 @@ SENTIMENT_LABELS = ("negative", "somewhat negative", "neutral", "somewhat positi
 # SMART weights are the paper's: on for sentiment and similarity, off for paraphrase. The first
 # metric of each counts toward `overall` (the paper's score); Quora F1 and STS Spearman are reported beside.
 BUILTIN: tuple[TaskSpec, ...] = (
-    TaskSpec("sst", "SST", "ids-sst", ("sentence",), "sentiment", kind="classification",
+    TaskSpec("sst", "SST", "ids-sst", ("sentence",), "sentiment", kind="classification", file_format="tsv",
              labels=SENTIMENT_LABELS, metric_columns=("SST acc", "F1"), prediction_header="Predicted_Sentiment",
              smart_weight=0.5, color="#e66100", tui_label="SST", json_keys=("sentiment",),
              aliases=("sentiment",), seed_index=0),
     TaskSpec("para", "Quora", "quora", ("sentence1", "sentence2"), "is_duplicate", kind="pair-classification",
+             file_format="tsv",
              labels=("not paraphrase", "paraphrase"), metrics=("accuracy", "f1"), metric_columns=("para", "F1"),
              prediction_header="Predicted_Is_Paraphrase", smart_weight=0.0, color="#3584e4", tui_label="paraphrase",
              json_keys=("paraphrase_prob", "is_paraphrase"), head_init=(10.0, -7.0),
              aliases=("paraphrase", "quora"), seed_index=1),
-    TaskSpec("sts", "STS", "sts", ("sentence1", "sentence2"), "similarity", kind="pair-regression",
+    TaskSpec("sts", "STS", "sts", ("sentence1", "sentence2"), "similarity", kind="pair-regression", file_format="tsv",
              value_range=(0.0, 5.0), metrics=("pearson", "spearman"), metric_columns=("STS r", "rho"),
              prediction_header="Predicted_Similarity",
              smart_weight=0.5, color="#26a269", tui_label="STS", json_keys=("similarity",), head_init=(5.0, 0.0),
@@ -206,7 +285,8 @@ TASK_ALIASES: dict[str, str] = {a: s.name for s in BUILTIN for a in s.aliases}
 BASELINE_TASKS: tuple[str, ...] = (BUILTIN[0].name,)
 
 # Extra movie-review text for MLM pretraining (not a training task; binary sentiment).
-IMDB = TaskSpec("imdb", "IMDB", "ids-cfimdb", ("sentence",), "sentiment", labels=("negative", "positive"))
+IMDB = TaskSpec("imdb", "IMDB", "ids-cfimdb", ("sentence",), "sentiment", labels=("negative", "positive"),
+                file_format="tsv")
 
 
 def spec_of(task: str | TaskSpec, specs: dict[str, TaskSpec] | None = None) -> TaskSpec:
@@ -225,6 +305,13 @@ def metric_labels(specs, primary_only: bool = False) -> list[tuple[str, str]]:
     """(metric key, short label) of every task's metrics (or primary metric), e.g. ("sst_acc", "SST acc")."""
     return [(s.metric_key(m), f"{s.title} {METRIC_SHORT[m]}") for s in specs
             for m in (s.metrics[:1] if primary_only else s.metrics)]
+
+
+def dev_table_metrics(specs) -> list[tuple[str, str]]:
+    """(metric key, header) of a dev table: every task's primary metric first (they stay in view
+    in a narrow pane), then the others, e.g. ("sst_acc", "SST acc") ... ("sts_spearman", "STS rho")."""
+    primary = [(s.primary_metric, s.metric_columns[0]) for s in specs]
+    return primary + [(k, label) for k, label in metric_labels(specs) if k not in dict(primary)]
 
 
 def metric_rows(specs) -> list[tuple[str, str, str]]:

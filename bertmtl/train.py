@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from .data import TASKS, RoundRobin, TaskDataset, n_examples, read_task_file, task_path
+from .data import RoundRobin, TaskDataset, n_examples, read_task_file, task_path
 from .device import compile_encoder, pick_device, precision_name
 from .distributed import Dist
 from .ema import WeightAverage, restore_training_weights, trainable
@@ -35,6 +35,7 @@ from .optim import scheduled_lr
 from .progress import SilentReporter, ThroughputWindow, default_reporter
 from .reports import open_reports, require_tensorboard
 from .runs import WriterLock, new_run_dir, runs_root
+from .tasks import BUILTIN, TASKS, TaskSpec
 from .tokenizer import WordPieceTokenizer
 from .train_config import TrainConfig
 from .weights import resolve
@@ -103,15 +104,44 @@ def check_data_files(cfg: TrainConfig) -> None:
                     f"can be given with --sst-train PATH and friends")
 
 
-def load_datasets(cfg: TrainConfig, tokenizer: WordPieceTokenizer, warn) -> tuple[dict, dict, dict]:
-    """Train datasets of the chosen tasks, dev datasets of every task with a dev file, skip counts."""
+def task_specs(cfg: TrainConfig, resume_ckpt: Path | None) -> tuple[list[TaskSpec], list[str]]:
+    """The model's tasks (one head each) and the names of those trained.
+
+    Without declared tasks the model has the three built-in heads whichever are trained (as
+    always); with them, the chosen built-in tasks and the declared ones. A resumed run takes
+    its specs from its checkpoint, so it does not depend on the files' current labels.
+    """
+    if resume_ckpt is not None:
+        specs = ckpt.read_specs(resume_ckpt)
+    elif cfg.declares_tasks:
+        from .user_tasks import declared_specs
+
+        specs = [TASKS[n] for n in cfg.tasks] + declared_specs(cfg.task, cfg.tasks_file, taken=cfg.tasks)
+    else:
+        specs = list(BUILTIN)
+    trained = [s.name for s in specs if s.name in cfg.tasks or s.name not in TASKS]
+    known = {s.name for s in specs} | set(TASKS)
+    for option, weights in (("--smart-weights", cfg.smart_weights), ("--loss-weights", cfg.loss_weights)):
+        if bad := sorted(set(weights) - known):
+            raise UserError(f"{option}: unknown task(s) {', '.join(bad)}; this run's tasks are "
+                            f"{', '.join(s.name for s in specs)}")
+    return specs, trained
+
+
+def load_datasets(cfg: TrainConfig, tokenizer: WordPieceTokenizer, warn, specs=BUILTIN,
+                  trained: list[str] | None = None) -> tuple[dict, dict, dict]:
+    """Train datasets of the trained tasks, dev datasets of every task with a dev file, skip counts."""
+    trained = cfg.builtin_tasks() if trained is None else trained
     train, dev, skipped = {}, {}, {}
-    for name, task in TASKS.items():
+    for task in specs:
+        name = task.name
         for split, target in (("train", train), ("dev", dev)):
-            if split == "train" and name not in cfg.tasks:
+            if split == "train" and name not in trained:
                 continue
             path = task_path(cfg.data_dir, task, split, cfg.files)
-            if split == "dev" and name not in cfg.tasks and not path.is_file():
+            if path is None:
+                continue  # a declared task without a dev file
+            if split == "dev" and name not in trained and not path.is_file():
                 continue  # untrained heads are evaluated only when their dev file is there
             f = read_task_file(path, task, labelled=True, strict=cfg.strict, warn=warn)
             if f.skipped:
@@ -205,9 +235,12 @@ def prepare(cfg: TrainConfig, resume: str | Path | None, dist: Dist, reporter=No
         warnings.append(row)
         reporter.message(f"warning: {row}")
 
-    train_sets, dev_sets, skipped = load_datasets(cfg, tokenizer, warn)
+    specs, trained = task_specs(cfg, resume_ckpt)
+    with contextlib.suppress(AttributeError):  # evaluation lines name this run's metrics
+        reporter.specs = specs
+    train_sets, dev_sets, skipped = load_datasets(cfg, tokenizer, warn, specs, trained)
     if resume_ckpt is None:
-        model = MultitaskBert(BertModel.from_pretrained(pretrained), cfg.head_config())
+        model = MultitaskBert(BertModel.from_pretrained(pretrained), cfg.head_config(), tuple(specs))
     else:
         model = ckpt.load_checkpoint(resume_ckpt, max_length=cfg.max_length).model
     for m in model.modules():  # --dropout applies to the encoder as well as the heads
@@ -219,7 +252,7 @@ def prepare(cfg: TrainConfig, resume: str | Path | None, dist: Dist, reporter=No
 
     # schedule, data order, optimizer step
     rr = RoundRobin(train_sets, cfg.batch_size, cfg.seed, bucket=cfg.bucket, shard=(dist.rank, dist.world),
-                    accum=cfg.grad_accum)
+                    accum=cfg.grad_accum, proportional=cfg.sampling == "proportional")
     steps_per_epoch = cfg.steps_per_epoch or rr.steps_per_epoch()
     total_steps = max(1, int(round(cfg.epochs * steps_per_epoch)))
     stepper = MultitaskStep(model, cfg, list(train_sets), device, dist)
@@ -246,7 +279,8 @@ def prepare(cfg: TrainConfig, resume: str | Path | None, dist: Dist, reporter=No
                        "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
                        "examples": {t: len(d) for t, d in train_sets.items()},
                        "dev_examples": {t: len(d) for t, d in dev_sets.items()}, "skipped": skipped,
-                       "world_size": dist.world, "device": str(device), "precision": run.precision})
+                       "world_size": dist.world, "device": str(device), "precision": run.precision,
+                       "tasks": [s.to_dict() for s in model.specs.values()]})
     return run
 
 
@@ -359,7 +393,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
             model.train()
             while run.step < run.stop_at:
                 # forward and backward, one batch per task
-                batches = run.rr.next()
+                batches = run.rr.next(run.step)
                 lr = scheduled_lr(run.step, run.total_steps, cfg.lr, cfg.warmup, cfg.schedule)
                 losses, smart = run.stepper.backward(batches, run.step)
                 # a non-finite loss skips the update; too many in a row end the run
@@ -438,7 +472,8 @@ def _finish(run: Run, status: str, last_metrics: dict | None) -> dict:
     """Write the end record and RUN/summary.json; a diverged run is a UserError."""
     summary = {"run": str(run.dir), "status": status, "step": run.step, "total_steps": run.total_steps,
                "best_overall": run.best, "last_metrics": last_metrics, "skipped_rows": sum(run.skipped.values()),
-               "skipped": run.skipped, "world_size": run.dist.world}
+               "skipped": run.skipped, "world_size": run.dist.world,
+               "tasks": [s.to_dict() for s in run.model.specs.values()]}
     if run.dist.is_main:
         run.log.write({"type": "end", "status": status, "step": run.step, "best_overall": run.best})
         ckpt.write_json(run.dir / "summary.json", summary)

@@ -38,8 +38,10 @@ def parse_tasks(spec: str) -> list[str]:
     return parse(spec)
 
 
-def parse_smart_weights(spec: str) -> dict[str, float]:
-    """'sst=0.5,sts=1' -> {'sst': 0.5, 'sts': 1.0}; ValueError on a malformed pair or unknown task."""
+def parse_task_weights(spec: str) -> dict[str, float]:
+    """'sst=0.5,sts=1' -> {'sst': 0.5, 'sts': 1.0}; ValueError on a malformed pair.
+
+    Names may be declared tasks' (--task), so they are checked once the run's tasks are known."""
     out = {}
     for part in spec.split(","):
         try:
@@ -47,19 +49,23 @@ def parse_smart_weights(spec: str) -> dict[str, float]:
             out[k.strip()] = float(v)
         except ValueError:
             raise ValueError(f"expected task=weight pairs like sst=0.5,para=0,sts=0.5, got {part!r}") from None
-    bad = set(out) - set(ALL_TASKS)
-    if bad:
-        raise ValueError(f"unknown task(s) {', '.join(sorted(bad))}")
     return out
 
 
-def parse_report_to(spec: str) -> list[str]:
-    """'tensorboard,csv' -> ['tensorboard', 'csv'] (each once); ValueError if unknown."""
-    names = list(dict.fromkeys(p.strip() for p in spec.split(",") if p.strip()))
+def parse_report_to(values) -> list[str]:
+    """'tensorboard,csv' or the values of a repeated option -> ['tensorboard', 'csv'] (each once)."""
+    parts = [values] if isinstance(values, str) else list(values)
+    names = list(dict.fromkeys(p.strip() for v in parts for p in v.split(",") if p.strip()))
     bad = [n for n in names if n not in REPORT_TO]
     if bad:
         raise ValueError(f"unknown destination(s) {', '.join(bad)}; choose from {', '.join(REPORT_TO)}")
     return names
+
+def parse_task_flags(values) -> list[str]:
+    """--task values, each checked for the NAME:KIND:TRAIN[:DEV] form."""
+    from .user_tasks import parse_task_flags as parse
+
+    return parse(values)
 
 
 def option(default=None, help: str = "", *, factory=None, type=None, choices=None, min=None, max=None,
@@ -71,9 +77,9 @@ def option(default=None, help: str = "", *, factory=None, type=None, choices=Non
     the allowed values. resume=False: fixed once a run exists (it shapes the saved weights or the
     optimizer's parameter groups). flag: "on/off" for --x/--no-x, "on" for a bare --x.
     path: "dir" or "existing_dir". parse: turns the option's text into the value (lists, dicts);
-    a dict-valued option updates the default's keys. multiple: the option may be repeated (its
-    values are joined by commas before `parse`). cli=False: no generated option. aliases: other
-    flag names accepted for the same option (kept for old command lines).
+    a dict-valued option updates the default's keys. multiple: the option may be repeated (`parse`
+    gets the list of its values). cli=False: no generated option. aliases: other flag names
+    accepted for the same option (kept for old command lines).
     """
     if type is None and (default is not None or factory is not None):
         type = (factory() if factory else default).__class__
@@ -96,8 +102,15 @@ class TrainConfig:
     encoder: str = option("minilm", "Encoder to start from: a built-in name (minilm, mpnet; fetched on first use) "
                                     "or a Hugging Face BERT / MPNet directory, e.g. another run's best/ "
                                     "(--pretrained DIR is the same option).", aliases=("pretrained",))
-    tasks: list = option(help="Tasks to train, any of sst, para, sts.", factory=lambda: list(ALL_TASKS),
-                         parse=parse_tasks)
+    tasks: list | None = option(None, "Built-in tasks to train, any of sst, para, sts [default: all three; none when "
+                                      "--task or --tasks-file declare tasks].", type=list, parse=parse_tasks)
+    task: list = option(help="Declare a task of your own: NAME:KIND:TRAIN[:DEV], KIND one of classification, "
+                             "pair-classification, pair-regression (pair-regression[LOW,HIGH] fixes its range). "
+                             "CSV, TSV or JSONL; columns guessed from the header. Repeatable.",
+                        factory=list, metavar="NAME:KIND:TRAIN[:DEV]", parse=parse_task_flags, multiple=True,
+                        resume=False)
+    tasks_file: str | None = option(None, "A YAML or JSON file declaring tasks (columns, labels, id, loss weight, "
+                                          "metrics; README, Your own tasks).", type=str, resume=False)
     files: dict = option(help="Per-task file overrides, e.g. {'sst_train': path} (--sst-train FILE ...).",
                          factory=dict, cli=False)
     augment: str | None = option(None, "Also train on the augmented copies in this directory "
@@ -127,12 +140,17 @@ class TrainConfig:
     ema: float = option(0.0, "Evaluate and save an exponential moving average of the weights with this decay "
                              "(e.g. 0.99; 0 = off).", min=0, max=1, max_open=True)
     combine: str = option("pcgrad", "How per-task gradients become one update.", choices=("sum", "pcgrad"))
+    sampling: str = option("round-robin", "Each step takes a batch of every task (round-robin), or of each task with "
+                                          "probability its size / the largest task's (proportional).",
+                           choices=("round-robin", "proportional"))
+    loss_weights: dict = option(help="Per-task loss weights [default: 1, or a tasks file's loss_weight].",
+                                factory=dict, metavar="TASK=W,...", parse=parse_task_weights)
     optimizer: str = option("adamw", "Optimizer (ours).", choices=("adamw", "adamaxw"), resume=False)
     # -- SMART adversarial regularisation
     smart: bool = option(False, "SMART adversarial regularisation.", flag="on/off")
     smart_weights: dict = option(help="Per-task SMART weights [default: sst=0.5,para=0,sts=0.5, as in the paper].",
                                  factory=lambda: {t.name: t.smart_weight for t in TASKS.values()}, metavar="TASK=W,...",
-                                 parse=parse_smart_weights)
+                                 parse=parse_task_weights)
     smart_noise: float = option(1e-5, "SMART: standard deviation of the initial embedding noise.", min=0)
     smart_step: float = option(1e-3, "SMART: step size of each ascent step on the noise.", min=0)
     smart_epsilon: float = option(1e-6, "SMART: keeps the normalisation of the ascent direction finite.",
@@ -198,9 +216,26 @@ class TrainConfig:
         return SmartConfig(weights=dict(self.smart_weights), noise=self.smart_noise, step=self.smart_step,
                            epsilon=self.smart_epsilon, steps=self.smart_steps)
 
+    @property
+    def declares_tasks(self) -> bool:
+        """Whether --task or --tasks-file declare tasks of the user's own."""
+        return bool(self.task or self.tasks_file)
+
+    def builtin_tasks(self) -> list[str]:
+        """The built-in tasks trained: --tasks, or by default all three (none beside declared tasks)."""
+        if self.tasks is None:
+            return [] if self.declares_tasks else list(ALL_TASKS)
+        return list(self.tasks)
+
     def validate(self) -> None:
         """Normalise the task list and check every field against its metadata (UserError if not)."""
-        self.tasks = parse_tasks(self.tasks if isinstance(self.tasks, str) else ",".join(self.tasks))
+        if self.tasks is None:
+            self.tasks = self.builtin_tasks()
+        elif self.tasks or not self.declares_tasks:
+            try:
+                self.tasks = parse_tasks(self.tasks if isinstance(self.tasks, str) else ",".join(self.tasks))
+            except ValueError as e:
+                raise UserError(f"tasks: {e}") from None
         for f in dataclasses.fields(self):
             problem = check_value(f, getattr(self, f.name))
             if problem:

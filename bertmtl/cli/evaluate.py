@@ -15,7 +15,8 @@ from .options import checkpoint_option, data_dir_option, device_option, parsed, 
 @data_dir_option()
 @click.option("--split", type=click.Choice(["dev", "test"]), default="dev", show_default=True,
               help="dev: metrics on labelled data; test: predictions for the unlabelled test files.")
-@click.option("--tasks", default="sst,para,sts", show_default=True, help="Tasks to evaluate.")
+@click.option("--tasks", default=None, help="Tasks to evaluate [default: every task of the checkpoint; built-in "
+                                             "ones read from --data-dir, declared ones from their own files].")
 @click.option("--write-predictions", "pred_dir", type=click.Path(file_okay=False, path_type=str), default=None,
               help="Write CS224N-style prediction CSVs (id, prediction) into this directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
@@ -28,21 +29,26 @@ def evaluate(checkpoint_path, runs_dir, data_dir, split, tasks, pred_dir, as_jso
     import sys
 
     from ..checkpoint import load_checkpoint
-    from ..data import TASKS, TaskDataset, read_task_file, task_path
+    from ..data import TASK_ALIASES, TaskDataset, parse_choices, read_task_file, task_path
     from ..evaluate import evaluate as run_eval
     from ..evaluate import write_predictions
     from ..runs import resolve_checkpoint
     from ..device import pick_device
-    from ..train_config import parse_tasks
 
     dev = pick_device(device)
     path = resolve_checkpoint(checkpoint_path, runs_dir)
     ck = load_checkpoint(path, device=dev)
     warn = lambda row: click.echo(f"warning: {row}", err=True)  # noqa: E731
     datasets, skipped, missing = {}, {}, []
-    for name in parsed(parse_tasks, tasks, "--tasks"):
-        task = TASKS[name]
+    names = list(ck.model.specs)
+    if tasks is not None:
+        names = parsed(lambda t: parse_choices(t, names, "task", TASK_ALIASES), tasks, "--tasks")
+    for name in names:
+        task = ck.model.specs[name]
         p = task_path(data_dir, task, split)
+        if p is None:  # a declared task names a train and a dev file only
+            missing.append(f"no {split} file declared for {task.title}: not evaluated")
+            continue
         if split == "test" and not p.is_file():
             missing.append(f"{p.name} not found: no {task.title} predictions")
             continue

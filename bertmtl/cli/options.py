@@ -135,10 +135,8 @@ def config_from_options(ctx: click.Context, opts: dict, base: dict | None = None
         value = opts[name]
         if base is not None and ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE:
             continue
-        if fl.metadata["multiple"]:
-            value = ",".join(value) if value else None
         if fl.metadata["parse"] is not None:
-            if value is None:
+            if value is None or (fl.metadata["multiple"] and not value):
                 continue
             value = parsed(fl.metadata["parse"], value, f"--{flag_name(fl)}")
             if isinstance(value, dict):

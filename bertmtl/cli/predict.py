@@ -22,6 +22,8 @@ from .options import checkpoint_option, device_option, precision_option, runs_di
 def predict(texts: tuple[str, ...], checkpoint_path, runs_dir, as_json, fmt, batch_size, device, precision) -> None:
     """Predict with a trained model: one sentence, a pair, or lines from stdin.
 
+    Every task of the checkpoint answers (declared tasks under their names).
+
     \b
       bertmtl predict "A gorgeous, witty film."           sentiment of one sentence
       bertmtl predict "How do I learn Python?" "What is the best way to learn Python?"
@@ -51,7 +53,7 @@ def predict(texts: tuple[str, ...], checkpoint_path, runs_dir, as_json, fmt, bat
 
         click.echo(json.dumps(res))
         return
-    _print_prediction(res, texts)
+    _print_prediction(res, predictor.specs)
 
 
 def _predict_stdin(predictor, fmt: str) -> int:
@@ -59,21 +61,22 @@ def _predict_stdin(predictor, fmt: str) -> int:
     import json
     import sys
 
-    from ..predict import TSV_COLUMNS, parse_line, read_lines, to_tsv
+    from ..predict import parse_line, read_lines, to_tsv, tsv_columns
 
     lines, ready = read_lines(sys.stdin.fileno())
     items = (parse_line(n, raw) for n, raw in lines)
     failed = 0
     out = sys.stdout
     if fmt == "tsv":
-        out.write("\t".join(TSV_COLUMNS) + "\n")
+        out.write("\t".join(tsv_columns(predictor.specs)) + "\n")
     line = 0
     try:
         for res in predictor.stream(items, ready=ready):
             line += 1
             if "error" in res:
                 failed += 1
-            out.write((json.dumps(res) if fmt == "jsonl" else to_tsv(res, res.get("line", line))) + "\n")
+            row = json.dumps(res) if fmt == "jsonl" else to_tsv(res, res.get("line", line), predictor.specs)
+            out.write(row + "\n")
             if not ready():  # nothing more waiting: let the reader see what we have
                 out.flush()
         out.flush()
@@ -85,7 +88,7 @@ def _predict_stdin(predictor, fmt: str) -> int:
     return 1 if failed else 0
 
 
-def _print_prediction(res: dict, texts: tuple[str, ...]) -> None:
+def _print_prediction(res: dict, specs) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -97,7 +100,7 @@ def _print_prediction(res: dict, texts: tuple[str, ...]) -> None:
 
     from ..predict import answer_rows
 
-    for row in answer_rows(res):
+    for row in answer_rows(res, specs):
         table.add_row(*row)
     console.print(table)
     if "truncated" in res:

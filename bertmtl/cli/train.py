@@ -30,6 +30,7 @@ def train(ctx: click.Context, resume: str | None, config_file: str | None, print
       bertmtl train --resume checkpoints/20261126-101500
       bertmtl train --config checkpoints/20261126-101500/train_args.json --out again   (repeat a run)
       bertmtl train --lr 2e-4 --print-config > my.yaml; bertmtl train --config my.yaml
+      bertmtl train --task intents:classification:train.csv:dev.csv   (your own tasks)
       torchrun --nproc_per_node 4 -m bertmtl train --data-dir data        (data parallel)
     """
     base = None  # saved run < --config file < command line
@@ -50,6 +51,7 @@ def train(ctx: click.Context, resume: str | None, config_file: str | None, print
         click.echo(dump_config(cfg.to_dict(), print_config), nl=False)
         return
     from ..progress import format_metrics
+    from ..tasks import TaskSpec
     from ..train import train as run_training
 
     summary = run_training(cfg, resume=resume)
@@ -57,7 +59,8 @@ def train(ctx: click.Context, resume: str | None, config_file: str | None, print
         return  # under torchrun, rank 0 reports
     lines = [f"run: {summary['run']}  ({summary['status']} at step {summary['step']}/{summary['total_steps']})"]
     if summary.get("last_metrics"):
-        lines.append("final dev: " + format_metrics(summary["last_metrics"]))
+        specs = [TaskSpec.from_dict(d) for d in summary.get("tasks", [])] or None
+        lines.append("final dev: " + format_metrics(summary["last_metrics"], specs))
     if summary.get("best_overall") is not None:
         lines.append(f"best overall dev: {summary['best_overall']:.4f}  ->  {summary['run']}/best")
     if summary.get("skipped_rows"):

@@ -52,7 +52,7 @@ def tui(ctx: click.Context, run: str | None, checkpoint_path: str | None, start_
                 if value:
                     train_argv.append(param.opts[0])
             elif param.multiple:
-                for v in value:
+                for v in value or ():
                     train_argv += [param.opts[0], str(v)]
             elif value is not None:
                 train_argv += [param.opts[0], str(value)]

@@ -60,12 +60,12 @@ class MultitaskStep:
         self.dist = dist or Dist()
         self.shared = [p for p in model.encoder.parameters() if p.requires_grad]
         self.head_params = [p for n, p in model.named_parameters() if not n.startswith("encoder.") and p.requires_grad]
-        # PCGrad needs one buffer per task; their combination is written over the first task's
-        # buffer (each task's gradient is read before it is overwritten), which saves an
-        # encoder-sized buffer. Summing needs one buffer that every task accumulates into.
+        # PCGrad needs one buffer per task and writes their combination over the first one
+        # (apply()), which saves an encoder-sized buffer; summing needs one buffer that every
+        # task accumulates into.
         pc = cfg.combine == "pcgrad"
         self.grads = GradBuffers(self.shared, list(tasks) if pc else ["combined"])
-        self.combined = tasks[0] if pc else "combined"
+        self.combined = tasks[0] if pc else "combined"  # the buffer the update reads
         # The flat buffers already hold a dense gradient, so the word embeddings can hand autograd
         # a sparse one (only the rows in the batch) that is added into the buffer in place,
         # instead of materialising a dense vocab x hidden tensor per task per step.
@@ -75,6 +75,7 @@ class MultitaskStep:
         self.autocast_dtype = autocast_dtype(cfg.precision, device, training=True)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         self.smart = cfg.smart_config()
+        self.stepped = list(tasks)  # the tasks of the last backward(): all, unless sampling leaves some out
 
     def backward(self, batches: dict, step: int = 0) -> tuple[dict[str, float], dict[str, float]]:
         """Forward and backward every task's batch into its gradient buffer; (losses, SMART terms).
@@ -88,6 +89,7 @@ class MultitaskStep:
             p.grad = None
         self.grads.zero()
         losses, smart_terms = {}, {}
+        self.stepped = list(batches)  # the tasks whose gradients apply() combines
         for task, batch in batches.items():
             self.grads.point(task if cfg.combine == "pcgrad" else "combined")
             if not isinstance(batch, list):
@@ -117,11 +119,15 @@ class MultitaskStep:
             out = model.head(batch, embeds)
             loss = task_loss(model, task, out, batch.labels)
             total = loss
-            w = self.smart.weights.get(task, 0.0) if cfg.smart else 0.0
+            spec = model.specs[task]
+            w = self.smart.weights.get(task, spec.smart_weight) if cfg.smart else 0.0
             if w > 0:
                 s_term = smart_loss(model, batch, embeds, out, self.smart, key=key)
                 total = loss + w * s_term
                 s_term = s_term.detach()
+            weight = cfg.loss_weights.get(task, spec.loss_weight)
+            if weight != 1.0:
+                total = weight * total
         self.scaler.scale(total if share == 1.0 else total * share).backward()
         return loss.detach(), s_term
 
@@ -130,9 +136,14 @@ class MultitaskStep:
         dist, grads = self.dist, self.grads
         if self.cfg.combine == "pcgrad":
             # PCGrad needs each task's global gradient: reduce per task, then project identically everywhere.
-            for t in self.tasks:
+            # (Every rank samples the same tasks for a step, so they reduce the same buffers.)
+            stepped = self.stepped
+            for t in stepped:
                 dist.all_reduce_mean(grads.buffers[t])
-            pcgrad([grads.buffers[t] for t in self.tasks], self.pc_gen, out=grads.buffers[self.combined])
+            # The combination overwrites the first stepped task's buffer: pcgrad reads every
+            # gradient into its dot products before writing, and grads[0] may be its output.
+            self.combined = stepped[0]
+            pcgrad([grads.buffers[t] for t in stepped], self.pc_gen, out=grads.buffers[self.combined])
         else:
             dist.all_reduce_mean(grads.buffers[self.combined])
         for p in self.head_params:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..metrics_log import read_records
-from ..tasks import BUILTIN
+from ..tasks import BUILTIN, TaskSpec, dev_table_metrics
 
 # Dev-table rows kept; the best row is kept even when older.
 MAX_EVAL_ROWS = 200
@@ -81,15 +81,40 @@ def _finite(v) -> bool:
 class RunState:
     """Everything the monitor shows, folded from metrics records in order.
 
-    `specs`: the run's tasks, which name the dev metrics kept from eval records.
+    `specs`: the run's tasks until its start record names them (records of older runs do not:
+    theirs are the built-in three). They name the dev metrics kept from eval records, the
+    dev table's columns and the curves' colours.
     """
 
     def __init__(self, specs=BUILTIN):
-        self.metric_keys = tuple(k for s in specs for k in s.metric_keys)
+        self.default_specs = tuple(specs)
         self.reset()
+
+    @property
+    def metric_keys(self) -> tuple[str, ...]:
+        return tuple(k for s in self.specs for k in s.metric_keys)
+
+    @property
+    def dev_metrics(self) -> list[tuple[str, str]]:
+        """(metric key, header) of the dev table's metric columns, primary metrics first."""
+        return dev_table_metrics(self.specs)
+
+    @property
+    def dev_columns(self) -> tuple[str, ...]:
+        """Headers of the dev table: star, step, overall, then the metrics (dev_metrics)."""
+        return ("", "step", "overall", *(label for _, label in self.dev_metrics))
+
+    @property
+    def colors(self) -> dict[str, str]:
+        return {s.name: s.color for s in self.specs}
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {s.name: s.tui_label for s in self.specs}
 
     def reset(self) -> None:
         """Forget everything (the file is being read again from its start)."""
+        self.specs: tuple[TaskSpec, ...] = self.default_specs
         self.config: dict = {}
         self.total_steps: int | None = None
         self.steps_per_epoch: int | None = None
@@ -125,6 +150,8 @@ class RunState:
             self.records += 1
 
     def _on_start(self, rec: dict) -> None:
+        if rec.get("tasks"):
+            self.specs = tuple(TaskSpec.from_dict(d) for d in rec["tasks"])
         self.config = dict(rec.get("config") or {})
         self.total_steps = rec.get("total_steps")
         self.steps_per_epoch = rec.get("steps_per_epoch")

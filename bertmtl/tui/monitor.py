@@ -14,7 +14,7 @@ from textual.reactive import reactive
 from textual.widgets import DataTable, Static
 
 from ..runs import encoder_of
-from ..tasks import BUILTIN, metric_labels
+from ..tasks import BUILTIN, dev_table_metrics
 from .bars import text_bar
 from .feed import RunState, format_duration
 from .lineplot import LinePlot
@@ -84,36 +84,44 @@ class RunStatus(Static):
         return line
 
 
-# (metric key, header) of the dev table: each task's primary metric, then the others by task.
-_PRIMARY = [(s.primary_metric, s.metric_columns[0]) for s in BUILTIN]
-_DEV_COLUMNS = _PRIMARY + [(k, label) for k, label in metric_labels(BUILTIN) if k not in dict(_PRIMARY)]
-
-
 class DevTable(DataTable):
     """Dev metrics, one row per evaluation, newest first; ★ marks the best overall so far.
 
     `overall` and each task's primary metric come first, so they stay in view; the other
-    metrics (SST F1, Quora F1, STS rho) follow and scroll sideways in a narrow pane.
-    """
+    metrics (SST F1, Quora F1, STS rho, ...) follow and scroll sideways in a narrow pane. One
+    column per metric of each of the run's tasks (the built-in three until the run's start
+    record names its tasks)."""
 
-    COLUMNS = ("", "step", "overall", *(label for _, label in _DEV_COLUMNS))
-    METRIC_KEYS = tuple(k for k, _ in _DEV_COLUMNS)
+    COLUMNS = ("", "step", "overall", *(label for _, label in dev_table_metrics(BUILTIN)))
+    # Widest the table grows for many tasks, before its columns scroll.
+    MAX_WIDTH = 110
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
         self.zebra_stripes = True
+        self.columns_shown = self.COLUMNS
         self.add_columns(*self.COLUMNS)
 
     def show(self, state: RunState) -> None:
         """Rebuild the rows from the run state (a new best moves the star, so rows change)."""
+        if state.dev_columns != self.columns_shown:
+            self.clear(columns=True)
+            self.columns_shown = state.dev_columns
+            self.add_columns(*self.columns_shown)
+            # Each column holds its header or a 5-character number, plus padding and the border.
+            width = sum(max(len(c), 5) + 2 for c in self.columns_shown) + 3
+            self.styles.width = min(max(width, 51), self.MAX_WIDTH)
+            self.styles.overflow_x = "auto" if width > self.MAX_WIDTH else "hidden"
         self.clear()
+        keys = [k for k, _ in state.dev_metrics]
         for e in reversed(state.evals):
             star = Text("★", style="bold yellow") if e["step"] == state.best_step else ""
-            self.add_row(star, str(e["step"]), _metric(e["overall"]), *(_metric(e.get(k)) for k in self.METRIC_KEYS))
+            self.add_row(star, str(e["step"]), _metric(e["overall"]), *(_metric(e.get(k)) for k in keys))
 
 
 CONFIG_KEYS = (  # (label, how to show it from the start record's config), most telling first
-    ("tasks", lambda c: " ".join(c.get("tasks", []))),
+    ("tasks", lambda c: " ".join([*c.get("tasks", []), *(f.split(":")[0] for f in c.get("task") or [])])
+                        + (f" + {c['tasks_file']}" if c.get("tasks_file") else "")),
     ("epochs", lambda c: f"{c['epochs']:g} · batch {c.get('batch_size', '–')}"),
     ("lr", lambda c: f"{c['lr']:g} {c.get('schedule', '')}"),
     ("combine", lambda c: str(c["combine"])),
@@ -176,6 +184,8 @@ class MonitorPane(Vertical):
         """Redraw from the run state; `status`/`note` override what the records say (stopping, failed)."""
         loss = self.query_one("#loss-plot", LinePlot)
         smart = self.query_one("#smart-plot", LinePlot)
+        for plot in (loss, smart):  # one curve per task of the run, in its colour
+            plot.series_colors, plot.series_labels = state.colors, state.labels
         if state.config.get("log_every") and state.status == "running":
             # Otherwise slow first steps look like a hung run.
             waiting = f"the first point comes after {state.config['log_every']} steps (--log-every)"

@@ -25,8 +25,10 @@ from ..tasks import BUILTIN
 from .bars import text_bar
 from .feed import checkpoint_identity
 
-# The pane shows the first single-sentence task as bars per class (one panel per sentence)
-# and every pair task as one bar each; the answers are found under the tasks' JSON keys.
+# The pane shows the first single-sentence task as bars per class (one panel per sentence),
+# other single-sentence tasks as one line each below them, and every pair task as one bar
+# each; the answers are found under the tasks' JSON keys. The tasks are the loaded
+# checkpoint's (the built-in three until one is loaded).
 SENTENCE_SPEC = next(s for s in BUILTIN if not s.pair)
 PAIR_SPECS = tuple(s for s in BUILTIN if s.pair)
 # Narrow panels name the sentiment classes short, and colour them from negative to positive.
@@ -68,17 +70,23 @@ class SentimentBars(Static):
 
     sentiment: reactive[dict | None] = reactive(None)
     hint: reactive[str] = reactive("")
+    spec = SENTENCE_SPEC  # the task drawn as bars
+    others: reactive[tuple] = reactive(tuple)  # ((spec, answer), ...) of other sentence tasks, one line each
 
     def render(self) -> Text:
         s = self.sentiment
-        if not s:
+        if s is None or s == {}:
             return Text(self.hint, style="dim")
+        out = Text(no_wrap=True)
+        if not isinstance(s, dict):  # a score (a regression task drawn here): one line
+            out.append(answer_text(self.spec, s), style="bold")
+            self._append_others(out)
+            return out
         width = self.content_size.width
-        full = SENTENCE_SPEC.labels
+        full = self.spec.labels
         labels = full if width >= 36 or len(SHORT_LABELS) != len(full) else SHORT_LABELS
         label_w = max(len(x) for x in labels)
         bar_w = max(3, width - label_w - 6)
-        out = Text(no_wrap=True)
         best = s["index"]
         out.append(f"{full[best]}", style=f"bold {SENTIMENT_COLORS[best % len(SENTIMENT_COLORS)]}")
         out.append(f"  p={s['probabilities'][best]:.2f}", style="dim")
@@ -86,7 +94,22 @@ class SentimentBars(Static):
             out.append("\n" + label.ljust(label_w) + " ", style="bold" if i == best else "")
             out.append(text_bar(p, bar_w), style=SENTIMENT_COLORS[i % len(SENTIMENT_COLORS)])
             out.append(f" {p:.2f}", style="bold" if i == best else "dim")
+        self._append_others(out)
         return out
+
+    def _append_others(self, out: Text) -> None:
+        for spec, answer in self.others:
+            out.append("\n" + spec.answer_name + " ", style=f"bold {spec.color}")
+            out.append(answer_text(spec, answer))
+
+
+def answer_text(spec, answer) -> str:
+    """One task's answer in a few words: its class and probability, or its score on the range."""
+    if isinstance(answer, dict):
+        return f"{answer['label']} p={answer['probabilities'][answer['index']]:.2f}"
+    if spec.regression:
+        return f"{answer:.2f} / {spec.value_range[1]:g}"
+    return f"p={answer:.2f}"
 
 
 class PairScores(Static):
@@ -95,18 +118,24 @@ class PairScores(Static):
 
     scores: reactive[dict | None] = reactive(None)
     hint: reactive[str] = reactive("")
+    specs = PAIR_SPECS
 
     def render(self) -> Text:
         r = self.scores
         if not r:
             return Text(self.hint, style="dim")
-        names = [s.answer_name for s in PAIR_SPECS]
+        names = [s.answer_name for s in self.specs]
         name_w = max(map(len, names), default=0) + 2
         bar_w = max(3, self.content_size.width - name_w - 11)
         out = Text(no_wrap=True)
-        for n, (spec, name) in enumerate(zip(PAIR_SPECS, names)):
+        for n, (spec, name) in enumerate(zip(self.specs, names)):
             out.append(("\n" if n else "") + name.ljust(name_w))
-            if spec.activation == "sigmoid":
+            if spec.answers_class:
+                a = r[spec.json_keys[0]]
+                out.append(text_bar(a["probabilities"][a["index"]], bar_w), style=spec.color)
+                out.append(f" {a['probabilities'][a['index']]:.2f} ")
+                out.append(a["label"], style="bold")
+            elif spec.activation == "sigmoid":
                 p = r[spec.json_keys[0]]
                 out.append(text_bar(p, bar_w), style=spec.color)
                 out.append(f" {p:.2f} ")
@@ -219,10 +248,22 @@ class PlaygroundPane(Vertical):
     def _model_ready(self, predictor, identity, description: str) -> None:
         self._retry_s = RETRY_S
         self.predictor = predictor
+        self._use_tasks(getattr(predictor, "specs", None) or BUILTIN)
         self._loaded_identity = identity
         self.model_info = description
         self._refresh_status()
         self.request_prediction()  # answer what is already typed, with the new model
+
+    def _use_tasks(self, specs) -> None:
+        """Draw the loaded model's tasks: its first sentence task as bars, the rest as lines and pair bars."""
+        sentence = [s for s in specs if not s.pair]
+        self.sentence_spec = sentence[0] if sentence else None
+        self.other_sentence_specs = tuple(sentence[1:])
+        for bars in self.query(SentimentBars):
+            bars.spec = self.sentence_spec or SENTENCE_SPEC
+            if self.sentence_spec is not None and self.sentence_spec.name not in {t.name for t in BUILTIN}:
+                bars.border_title = self.sentence_spec.title + (" of sentence 2" if bars.id == "sentiment-b" else "")
+        self.query_one("#pair-scores", PairScores).specs = tuple(s for s in specs if s.pair)
 
     def checkpoint_seen(self, identity) -> None:
         """The run offers this checkpoint now; reload when it is not the one loaded."""
@@ -289,9 +330,20 @@ class PlaygroundPane(Vertical):
             self.latency_ms = ms
             self._refresh_status()
         self.result, self.result_for = result, inputs
+        spec = getattr(self, "sentence_spec", SENTENCE_SPEC)
+        others = getattr(self, "other_sentence_specs", ())
         if result is None:
             sa.sentiment = sb.sentiment = pair.scores = None
-        elif (key := SENTENCE_SPEC.json_keys[0]) in result:
+        elif spec is None:  # a model of pair tasks only
+            sa.sentiment = sb.sentiment = None
+            pair.scores = result if result.keys() & {k for s in pair.specs for k in s.json_keys} else None
+        elif (key := spec.json_keys[0]) in result:
+            sa.others = tuple((o, result[o.json_keys[0]]) for o in others)
             sa.sentiment, sb.sentiment, pair.scores = result[key], None, None
         else:
-            sa.sentiment, sb.sentiment, pair.scores = result[key + "1"], result[key + "2"], result
+            sa.others = tuple((o, result[o.json_keys[0] + "1"]) for o in others)
+            sb.others = tuple((o, result[o.json_keys[0] + "2"]) for o in others)
+            sa.sentiment, sb.sentiment = result[key + "1"], result[key + "2"]
+            pair.scores = result
+
+

@@ -1,0 +1,275 @@
+"""Tasks people declare: `--task NAME:KIND:TRAIN[:DEV]` flags and a tasks file (YAML or JSON).
+
+A declaration becomes a `TaskSpec` like the built-in ones: the columns are guessed from the
+train file's header unless named, the label names are read from the train file unless given
+(sorted: numerically when every label is a number), and a regression task's value range is
+the smallest and largest value of its train and dev files unless given. From then on the
+rest of the code sees only the spec, which checkpoints carry (tasks.json).
+
+Parsing the flags imports no torch (the CLI validates them); resolving reads the files.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from .errors import UserError
+from .tasks import KINDS, TASK_ALIASES, TASKS, TaskSpec, as_number
+
+# Header names that hold what a task needs, most telling first (matched case-insensitively).
+TEXT_COLUMNS = ("sentence", "text", "review", "content", "document", "utterance", "query", "question",
+                "comment", "message", "tweet", "body", "input")
+PAIR_COLUMNS = (("sentence1", "sentence2"), ("sentence_1", "sentence_2"), ("sentence_a", "sentence_b"),
+                ("text1", "text2"), ("text_1", "text_2"), ("text_a", "text_b"), ("question1", "question2"),
+                ("q1", "q2"), ("premise", "hypothesis"), ("query", "document"), ("s1", "s2"), ("a", "b"))
+LABEL_COLUMNS = ("label", "labels", "gold_label", "sentiment", "similarity", "score", "is_duplicate", "target",
+                 "class", "category", "intent", "rating", "stars", "relevance", "y")
+ID_COLUMNS = ("id", "guid", "uid", "example_id")
+# Curve colours of declared tasks in the TUI, in declaration order (the built-ins use others).
+PALETTE = ("#c061cb", "#f5c211", "#1c71d8", "#e01b24", "#865e3c", "#2ec27e", "#613583", "#ff7800")
+# More distinct labels than this in a classification task is most likely a regression target.
+MAX_LABELS = 200
+# What a tasks-file entry may say (key -> what it sets).
+FILE_KEYS = {
+    "name": "identifier (lower-case letters, digits, _)", "kind": ", ".join(KINDS), "train": "train file",
+    "dev": "dev file", "format": "auto, csv, tsv or jsonl", "text": "text column, or a list of two",
+    "label": "label column", "id": "id column (none: examples are numbered by line)",
+    "labels": "label names in index order", "range": "[low, high] of a regression target",
+    "loss_weight": "multiplies the task's loss", "metrics": "list, the first counts toward overall",
+    "title": "name in tables", "smart_weight": "SMART weight",
+}
+_RANGE = re.compile(r"\[\s*(-?[0-9.]+(?:e-?\d+)?)\s*[-,]\s*(-?[0-9.]+(?:e-?\d+)?)\s*\]\Z")
+
+
+def parse_kind(text: str) -> tuple[str, tuple[float, float] | None]:
+    """'pair-regression[0,5]' (or [0-5]) -> ('pair-regression', (0.0, 5.0)); a bare kind -> (kind, None)."""
+    text = text.strip()
+    kind, bracket, rest = text.partition("[")
+    if kind not in KINDS:
+        raise ValueError(f"kind {kind!r}: choose from {', '.join(KINDS)}")
+    if not bracket:
+        return kind, None
+    m = _RANGE.match("[" + rest)
+    if not m or not kind.endswith("regression"):
+        raise ValueError(f"{text!r}: only regression kinds take a range, written like {kind}[0,5]")
+    low, high = float(m.group(1)), float(m.group(2))
+    if not low < high:
+        raise ValueError(f"{text!r}: the range needs low < high")
+    return kind, (low, high)
+
+
+def parse_task_flag(text: str) -> dict:
+    """'NAME:KIND:TRAIN[:DEV]' -> a declaration (the same keys as a tasks-file entry); ValueError if malformed."""
+    parts = text.split(":")
+    if len(parts) not in (3, 4) or not all(p.strip() for p in parts):
+        raise ValueError(f"{text!r}: expected NAME:KIND:TRAIN[:DEV], e.g. intents:classification:train.csv:dev.csv")
+    kind, value_range = parse_kind(parts[1])
+    entry = {"name": parts[0].strip(), "kind": kind, "train": parts[2]}
+    if len(parts) == 4:
+        entry["dev"] = parts[3]
+    if value_range is not None:
+        entry["range"] = list(value_range)
+    check_name(entry["name"])
+    return entry
+
+
+def parse_task_flags(values) -> list[str]:
+    """Validate every --task value (ValueError names the bad one); the strings are kept as given."""
+    values = [values] if isinstance(values, str) else list(values)
+    for v in values:
+        parse_task_flag(v)
+    return values
+
+
+def check_name(name: str) -> None:
+    if name in TASKS or name in TASK_ALIASES:
+        raise ValueError(f"task name {name!r} is a built-in task's; train it with --tasks {TASK_ALIASES.get(name, name)}"
+                         f", or give yours another name")
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise ValueError(f"task name {name!r}: use lower-case letters, digits and _ (starting with a letter)")
+
+
+def read_tasks_file(path: str | Path) -> list[dict]:
+    """The entries of a tasks file: YAML (.yaml, .yml) or JSON; a list, or {"tasks": [...]}.
+
+    Relative file paths in it are relative to the tasks file.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read the tasks file ({getattr(e, 'strerror', None) or e})") from None
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as e:  # yaml.YAMLError or json's ValueError: say where
+        raise UserError(f"{path}: not valid {'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'JSON'} "
+                        f"({str(e).splitlines()[0]})") from None
+    if isinstance(data, dict) and "tasks" in data:
+        data = data["tasks"]
+    if not isinstance(data, list) or not data or not all(isinstance(e, dict) for e in data):
+        raise UserError(f"{path}: expected a list of tasks (or tasks: [...]), each a mapping with name, kind, train")
+    entries = []
+    for i, e in enumerate(data, 1):
+        where = f"{path}: task {i} ({e.get('name', '?')})"
+        if bad := sorted(set(e) - set(FILE_KEYS)):
+            raise UserError(f"{where}: unknown key(s) {', '.join(map(str, bad))}; a task may say: "
+                            + "; ".join(f"{k} ({v})" for k, v in FILE_KEYS.items()))
+        if missing := [k for k in ("name", "kind", "train") if not e.get(k)]:
+            raise UserError(f"{where}: missing {', '.join(missing)}")
+        try:
+            check_name(str(e["name"]))
+            kind, value_range = parse_kind(str(e["kind"]))
+        except ValueError as err:
+            raise UserError(f"{where}: {err}") from None
+        e = {**e, "kind": kind}
+        if value_range is not None:
+            e.setdefault("range", list(value_range))
+        for k in ("train", "dev"):
+            if e.get(k):
+                e[k] = str(path.parent / str(e[k]))
+        entries.append(e)
+    return entries
+
+
+def declared_entries(flags, tasks_file: str | None) -> list[dict]:
+    """The declarations of --tasks-file then --task flags, in that order."""
+    entries = read_tasks_file(tasks_file) if tasks_file else []
+    for flag in flags or ():
+        try:
+            entries.append(parse_task_flag(flag))
+        except ValueError as e:
+            raise UserError(f"--task {e}") from None
+    return entries
+
+
+# -- from a declaration to a spec ----------------------------------------------------------
+
+def _pick(header: list[str], candidates) -> str | None:
+    lower = {h.lower(): h for h in header if h}
+    for c in candidates:
+        if c in lower:
+            return lower[c]
+    return None
+
+
+def guess_columns(header: list[str], pair: bool) -> tuple[tuple[str, ...] | None, str | None, str]:
+    """(text columns, label column, id column or "") guessed from a header; None where no name fits."""
+    if pair:
+        texts = next(((_pick(header, [a]), _pick(header, [b])) for a, b in PAIR_COLUMNS
+                      if _pick(header, [a]) and _pick(header, [b])), None)
+    else:
+        one = _pick(header, TEXT_COLUMNS)
+        texts = (one,) if one else None
+    label = _pick(header, [c for c in LABEL_COLUMNS if not texts or c not in (t.lower() for t in texts)])
+    return texts, label, _pick(header, ID_COLUMNS) or ""
+
+
+def _columns(entry: dict, header: list[str], path: Path, pair: bool) -> tuple[tuple[str, ...], str, str]:
+    texts, label, ident = guess_columns(header, pair)
+    if entry.get("text"):
+        given = entry["text"]
+        texts = tuple(given) if isinstance(given, list) else (given,)
+    if entry.get("label"):
+        label = str(entry["label"])
+    if "id" in entry:
+        ident = str(entry["id"] or "")
+    if texts is None or label is None:
+        what = " and ".join(w for w, v in (("the text" + (" pair" if pair else ""), texts), ("the label", label))
+                            if v is None)
+        names = ", ".join(repr(h) for h in header) or "nothing"
+        raise UserError(f"{path}: cannot tell which column holds {what} (header: {names}). Name the columns in a "
+                        f"tasks file, e.g. `text: {'[first, second]' if pair else 'review'}` and `label: stars` "
+                        f"(README, Your own tasks)")
+    return texts, label, ident
+
+
+def _label_values(path: Path, fmt: str, columns: tuple[str, ...], label: str) -> list[str]:
+    """Every non-empty label of the rows that can be read (bad rows are reported when training reads them)."""
+    from .data import RowSource
+
+    values = []
+    with RowSource(path, fmt) as src:
+        src.require(columns)
+        for _, get, reason in src.rows(columns, labelled=True):
+            v = get(label)
+            if reason is None and v is not None and v.strip():
+                values.append(v.strip())
+    return values
+
+
+def label_names(values: list[str]) -> tuple[str, ...]:
+    """The distinct labels, sorted (numerically when all are numbers, "1.0" and "1" being one)."""
+    numbers = [as_number(v) for v in values]
+    if values and all(n is not None for n in numbers):
+        return tuple(f"{n:g}" for n in sorted(set(numbers)))
+    return tuple(sorted(set(values)))
+
+
+def build_spec(entry: dict, index: int = 0) -> TaskSpec:
+    """The TaskSpec of one declaration, reading its files for what it leaves out."""
+    from .data import RowSource
+
+    name, kind = str(entry["name"]), entry["kind"]
+    pair, regression = kind.startswith("pair-"), kind.endswith("regression")
+    train = Path(entry["train"]).expanduser().resolve()
+    dev = Path(entry["dev"]).expanduser().resolve() if entry.get("dev") else None
+    fmt = entry.get("format", "auto")
+    with RowSource(train, fmt, f"{name} train data") as src:
+        header = src.header
+    texts, label, ident = _columns(entry, header, train, pair)
+    columns = ((ident,) if ident else ()) + texts + (label,)
+    kw: dict = {}
+    if regression:
+        value_range = tuple(entry["range"]) if entry.get("range") else None
+        if value_range is None:
+            values = [v for p in (train, dev) if p for v in map(as_number, _label_values(p, fmt, columns, label))
+                      if v is not None]
+            if not values or min(values) == max(values):
+                raise UserError(f"{train}: the {label} column needs at least two different numbers to read a range "
+                                f"from (or give one: {name}:{kind}[LOW,HIGH]:...)")
+            value_range = (min(values), max(values))
+        kw["value_range"] = (float(value_range[0]), float(value_range[1]))
+        metrics = ("pearson", "spearman")
+        head_init = (kw["value_range"][1] - kw["value_range"][0], kw["value_range"][0])  # cos 0..1 onto the range
+    else:
+        labels = tuple(map(str, entry["labels"])) if entry.get("labels") else \
+            label_names(_label_values(train, fmt, columns, label))
+        if len(labels) < 2:
+            raise UserError(f"{train}: the {label} column holds {len(labels)} distinct label(s) "
+                            f"({', '.join(labels) or 'none'}); a classification task needs two or more")
+        if len(labels) > MAX_LABELS:
+            raise UserError(f"{train}: the {label} column holds {len(labels)} distinct labels; is it a "
+                            f"regression target ({'pair-' if pair else ''}regression)?")
+        kw["labels"] = labels
+        metrics = ("accuracy", "f1") if pair and len(labels) == 2 else ("accuracy", "macro_f1")
+        # As the built-in paraphrase head: a pair counts as the second label around cos > 0.7.
+        head_init = (10.0, -7.0) if pair and len(labels) == 2 else (1.0, 0.0)
+    title = str(entry.get("title") or name)
+    try:
+        return TaskSpec(
+            name, title, name, texts, label, kind=kind, id_column=ident, metrics=tuple(entry.get("metrics") or metrics),
+            json_keys=(name,), head_init=head_init, color=PALETTE[index % len(PALETTE)],
+            smart_weight=float(entry.get("smart_weight", 0.5)), train_file=str(train),
+            dev_file=str(dev) if dev else "", file_format=fmt, loss_weight=float(entry.get("loss_weight", 1.0)), **kw)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"task {name}: {e}") from None
+
+
+def declared_specs(flags, tasks_file: str | None, taken=()) -> list[TaskSpec]:
+    """The specs of every declared task; UserError on a name used twice (or by a trained built-in task)."""
+    entries = declared_entries(flags, tasks_file)
+    names = list(taken)
+    specs = []
+    for i, e in enumerate(entries):
+        if e["name"] in names:
+            raise UserError(f"task name {e['name']!r} is declared twice")
+        names.append(e["name"])
+        specs.append(build_spec(e, i))
+    return specs
