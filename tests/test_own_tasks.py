@@ -18,7 +18,7 @@ import torch
 from bertmtl.data import RoundRobin, TaskDataset, read_task_file
 from bertmtl.errors import UserError
 from bertmtl.evaluate import spearman_rho, task_metrics
-from bertmtl.tasks import TaskSpec
+from bertmtl.tasks import METRIC_SHORT, TaskSpec
 from bertmtl.tui.feed import RunState
 from bertmtl.user_tasks import build_spec, declared_specs, parse_task_flag, read_tasks_file
 
@@ -264,7 +264,9 @@ def test_run_state_follows_the_tasks_of_the_start_record(task_files, n):
                  {"type": "train", "step": 2, "loss": {s.name: 0.5 for s in specs}},
                  {"type": "eval", "step": 2, "overall": 0.5, **{k: 0.5 for s in specs for k in s.metric_keys}}])
     assert [s.name for s in state.specs] == [s.name for s in specs]
-    assert state.dev_columns == ("", "step", *(c for s in specs for c in s.metric_columns), "overall")
+    # overall and each task's primary metric first (they stay in view), then the other metrics
+    assert state.dev_columns == ("", "step", "overall", *(s.metric_columns[0] for s in specs),
+                                 *(f"{s.title} {METRIC_SHORT[m]}" for s in specs for m in s.metrics[1:]))
     assert set(state.loss) == set(state.colors) == {s.name for s in specs}
     assert len(set(state.colors.values())) == n  # one colour per curve
     assert all(state.evals[0][k] == 0.5 for k in state.metric_keys)
