@@ -83,6 +83,9 @@ class TrainConfig:
     encoder: str = option("minilm", "Encoder to start from: a built-in name (minilm, mpnet; fetched on first use) "
                                     "or a Hugging Face BERT / MPNet directory, e.g. another run's best/ "
                                     "(--pretrained DIR is the same option).", aliases=("pretrained",))
+    init_heads_from: str | None = option(None, "Start the task heads from this checkpoint's (a run's best/) instead "
+                                               "of fresh ones; the head options must match its.", type=str,
+                                         path="existing_dir")
     tasks: list = option(help="Tasks to train, any of sst, para, sts.", factory=lambda: list(ALL_TASKS),
                          parse=parse_tasks)
     files: dict = option(help="Per-task file overrides, e.g. {'sst_train': path} (--sst-train FILE ...).",

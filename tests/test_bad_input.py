@@ -134,7 +134,7 @@ def checkpoint(tiny_bert_dir, tmp_path_factory):
 
 def _damage(src, dst, how):
     shutil.copytree(src, dst)
-    st_path = dst / "model.safetensors"
+    st_path = dst / "multitask.safetensors"
     if how == "truncated":
         st_path.write_bytes(st_path.read_bytes()[: st_path.stat().st_size // 2])
     elif how == "garbage_header":
