@@ -23,6 +23,7 @@ COMMANDS = {
     "augment": "augment",
     "pretrain": "pretrain",
     "ablate": "ablate",
+    "export": "export",
 }
 
 
