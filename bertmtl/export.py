@@ -50,6 +50,7 @@ def export(source: str | Path | None, fmt: str, out: str | Path, command: str | 
     with staged_dir(out) as d:
         if fmt == "onnx":
             write_onnx(ck, d / ONNX_FILE)
+            ck.tokenizer.save_for_hf(d)  # the graph takes token ids: ship what makes them
         else:
             write_hf(ck, d)
             if fmt == "sentence-transformers":
@@ -196,6 +197,9 @@ def _position_capacity(config) -> int:
 
 def write_onnx(ck, path: Path) -> None:
     """Export encoder + heads with dynamic batch and lengths (torch.onnx.export, dynamo exporter)."""
+    import contextlib
+    import io
+    import logging
     import warnings
 
     model = ck.model.float().eval()
@@ -216,9 +220,14 @@ def write_onnx(ck, path: Path) -> None:
         args += [p.input_ids, p.attention_mask, p.token_type_ids]
         pseq = torch.export.Dim("length_pair", min=1, max=cap)
         shapes |= {k: {0: batch, 1: pseq} for k in graph.input_names[4:]}
+    # The exporter reports its progress with print() and logs about operators of packages we do
+    # not use (torchvision); our command's output stays one line.
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)
     # With gradients on, attention builds its fused QKV weight in the graph instead of caching
     # it by data pointer (which traced tensors do not have).
-    with torch.enable_grad(), warnings.catch_warnings():
+    with torch.enable_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         try:
             program = torch.onnx.export(graph, tuple(args), dynamo=True, input_names=graph.input_names,
@@ -227,6 +236,7 @@ def write_onnx(ck, path: Path) -> None:
                                         opset_version=ONNX_OPSET, optimize=True, verbose=False)
         finally:
             model.encoder.set_attention("auto")
+            onnx_log.setLevel(level)
     program.save(str(path), external_data=False)
 
 
@@ -252,9 +262,15 @@ The embeddings are the ones the task heads were trained on ({pooling} pooling, n
 the heads themselves are not part of this export.""",
     "onnx": """```python
 import onnxruntime as ort
-from transformers import AutoTokenizer  # or any WordPiece tokenizer with the run's vocab.txt
+from transformers import AutoTokenizer  # or tokenizers.Tokenizer.from_file("{out}/tokenizer.json")
 
+tokenizer = AutoTokenizer.from_pretrained("{out}")
 session = ort.InferenceSession("{out}/model.onnx")
+a = tokenizer(["How do I learn Python?"], padding=True, truncation=True, return_tensors="np")
+b = tokenizer(["What is the best way to learn Python?"], padding=True, truncation=True, return_tensors="np")
+outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {{
+    "input_ids_1": a["input_ids"], "attention_mask_1": a["attention_mask"],
+    "input_ids_2": b["input_ids"], "attention_mask_2": b["attention_mask"]}})))
 ```
 Inputs (int64, batch x length, right-padded; the two lengths may differ):
 {inputs}

@@ -100,6 +100,12 @@ def test_onnx_export_answers_what_predict_answers(run, tmp_path):
             "input_ids_2": b.input_ids.numpy(), "attention_mask_2": b.attention_mask.numpy()}
     names = [o.name for o in session.get_outputs()]
     got = dict(zip(names, session.run(None, feed)))
+    # The tokenizer shipped beside the graph (the model card's recipe) makes the same inputs.
+    hf_tok = transformers.AutoTokenizer.from_pretrained(str(out))
+    for n, side in (("1", 0), ("2", 1)):
+        enc = hf_tok([p[side] for p in pairs], padding=True, truncation=True, return_tensors="np")
+        assert (enc["input_ids"] == feed[f"input_ids_{n}"]).all()
+        assert (enc["attention_mask"] == feed[f"attention_mask_{n}"]).all()
     with torch.inference_mode():
         u = predictor._embed([e.ids for e in tok.encode([p[0] for p in pairs])])
         v = predictor._embed([e.ids for e in tok.encode([p[1] for p in pairs])])
@@ -142,3 +148,27 @@ def test_cli_export_of_a_run_and_refusals(run, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed
     with pytest.raises(UserError, match=r"pip install 'bertmtl\[onnx\]'"):
         export(run, "onnx", tmp_path / "o")
+
+
+def test_onnx_export_of_a_cross_encoder(tiny_bert_dir, data, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    run = tmp_path / "cross"
+    r = CliRunner().invoke(main, ["train", "--encoder", str(tiny_bert_dir), "--data-dir", str(data), "--out", str(run),
+                                  "--pair-mode", "cross", "--max-steps", "1", "--batch-size", "8"])
+    assert r.exit_code == 0, r.output
+    out = export(run, "onnx", tmp_path / "onnx")
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    predictor = Predictor(run)
+    tok = predictor.tokenizer
+    a, b = zip(*REAL_PAIRS)
+    s1, s2, p = tok(list(a)), tok(list(b)), tok(list(a), list(b))
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {
+        "input_ids_1": s1.input_ids.numpy(), "attention_mask_1": s1.attention_mask.numpy(),
+        "input_ids_2": s2.input_ids.numpy(), "attention_mask_2": s2.attention_mask.numpy(),
+        "pair_input_ids": p.input_ids.numpy(), "pair_attention_mask": p.attention_mask.numpy(),
+        "pair_token_type_ids": p.token_type_ids.numpy()})))
+    for i, ans in enumerate(predictor.predict([Item(i, x, y) for i, (x, y) in enumerate(REAL_PAIRS)])):
+        assert abs(ans["paraphrase_prob"] - got["paraphrase_prob"][i]) <= 1e-4
+        assert abs(ans["similarity"] - got["similarity"][i]) <= 1e-4 + 5e-5
+        assert max(abs(x - y) for x, y in zip(ans["sentiment2"]["probabilities"], got["sentiment2"][i])) <= 1e-4
