@@ -97,7 +97,8 @@ def main() -> None:
     print(f"{n} Quora dev pairs, {args.threads} thread(s), batches of 64, median of {args.rounds} alternating rounds")
     print(f"ours (bertmtl Predictor, torch {torch.__version__}, {predictor.autocast_dtype or 'fp32'}): "
           f"{n / t['ours']:.0f} pairs/s")
-    print(f"ONNX Runtime {ort.__version__} (fp32 graph from `bertmtl export --format onnx`): {n / t['onnx']:.0f} pairs/s")
+    print(f"ONNX Runtime {ort.__version__} (fp32 graph from `bertmtl export --format onnx`): "
+          f"{n / t['onnx']:.0f} pairs/s")
     print(f"ratio ONNX Runtime / ours: {t['ours'] / t['onnx']:.2f}x; agreement: paraphrase_prob max |diff| "
           f"{diff:.1e}, same sentiment class {same}/{n}")
 

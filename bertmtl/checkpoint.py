@@ -167,7 +167,8 @@ def check_checkpoint_dir(path: Path) -> dict:
         raise UserError(f"{path} is a run directory; use {path / 'best'} (or {path / 'last'})")
     info = read_json(path / "bertmtl.json")
     if info.get("format") not in WEIGHTS_FILE:
-        raise UserError(f"{path}: checkpoint format {info.get('format')!r} is not {' or '.join(map(str, WEIGHTS_FILE))} "
+        readable = " or ".join(map(str, WEIGHTS_FILE))
+        raise UserError(f"{path}: checkpoint format {info.get('format')!r} is not {readable} "
                         f"(written by bertmtl {info.get('version', '?')}; this is {__version__})")
     missing = [f for f in (*REQUIRED_FILES, WEIGHTS_FILE[info["format"]]) if not (path / f).is_file()]
     if missing:

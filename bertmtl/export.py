@@ -45,8 +45,6 @@ def export(source: str | Path | None, fmt: str, out: str | Path, command: str | 
         raise UserError(f"{out} exists and is not empty; choose another --out or pass --overwrite")
     path = resolve_checkpoint(source)
     ck = load_checkpoint(path)
-    if fmt == "sentence-transformers" and ck.model.cfg.pooling not in ST_POOLING:
-        raise UserError(f"pooling {ck.model.cfg.pooling!r} has no sentence-transformers equivalent")
     with staged_dir(out) as d:
         if fmt == "onnx":
             write_onnx(ck, d / ONNX_FILE)
@@ -282,24 +280,23 @@ For a single sentence, pass it as both sentence 1 and sentence 2 and read the se
 }
 
 
-def _output_rows(model) -> list[str]:
-    graph = OnnxGraph(model)
+def _output_rows(graph: OnnxGraph) -> list[str]:
+    """The graph's outputs for people, e.g. "`similarity`: STS, score from 0 to 5 (batch)"."""
+    def what(s) -> str:
+        if s.activation == "softmax":
+            return f"probabilities of {', '.join(s.labels)} (batch x {len(s.labels)})"
+        if s.activation == "sigmoid":
+            return f"probability of {s.labels[1]} (batch)"
+        return f"score from {s.value_range[0]:g} to {s.value_range[1]:g} (batch)"
+
     rows = ["- `embedding1`, `embedding2`: the sentence embeddings (batch x hidden)"]
-    for s in graph.sentence_specs:
-        what = (f"probabilities of {', '.join(s.labels)}" if s.activation == "softmax" else
-                f"probability of {s.labels[1]}" if s.activation == "sigmoid" else f"score in {s.value_range}")
-        rows.append(f"- `{s.json_keys[0]}1`, `{s.json_keys[0]}2`: {s.title}, {what}")
-    for s in graph.pair_specs:
-        what = (f"probabilities of {', '.join(s.labels)}" if s.activation == "softmax" else
-                f"probability of {s.labels[1]} (batch)" if s.activation == "sigmoid" else
-                f"score from {s.value_range[0]:g} to {s.value_range[1]:g} (batch)")
-        rows.append(f"- `{s.json_keys[0]}`: {s.title}, {what}")
-    return rows
+    rows += [f"- `{s.json_keys[0]}1`, `{s.json_keys[0]}2`: {s.title}, {what(s)}" for s in graph.sentence_specs]
+    return rows + [f"- `{s.json_keys[0]}`: {s.title}, {what(s)}" for s in graph.pair_specs]
 
 
 def model_card(ck, fmt: str, command: str) -> str:
     """README.md of an export: what it is, how to load it, base encoder, data, options, dev metrics, command."""
-    from .tasks import metric_rows, spec_of
+    from .tasks import metric_rows
 
     args, info, cfg = ck.train_args, ck.info, ck.model.encoder.config
     title = {"hf": "Hugging Face transformers encoder", "sentence-transformers": "sentence-transformers model",
@@ -310,17 +307,18 @@ def model_card(ck, fmt: str, command: str) -> str:
     graph = OnnxGraph(ck.model)
     lines.append(USAGE[fmt].format(out="DIR", pooling=ck.model.cfg.pooling,
                                    inputs="\n".join(f"- `{n}`" for n in graph.input_names),
-                                   outputs="\n".join(_output_rows(ck.model))))
+                                   outputs="\n".join(_output_rows(graph))))
     lines += ["", "## Base encoder", "",
               f"`{args.get('encoder', args.get('pretrained', '?'))}`: {cfg.family.architecture}, "
               f"{cfg.num_hidden_layers} layers, hidden size {cfg.hidden_size}, vocabulary {cfg.vocab_size}; "
               f"pooling `{ck.model.cfg.pooling}`, pairs `{ck.model.cfg.pair_mode}`.", "",
               "## Data", "",
-              f"Trained on {', '.join(spec_of(t).title for t in ck.tasks if t in ck.model.specs)} from "
+              f"Trained on {', '.join(ck.model.specs[t].title for t in ck.tasks if t in ck.model.specs)} from "
               f"`{args.get('data_dir', '?')}`" + (f", with augmented copies from `{args['augment']}`"
                                                   if args.get("augment") else "") + ".", "",
               "## Dev metrics", ""]
-    rows = [(title, ck.metrics[key], ck.metrics.get(count)) for key, title, count in metric_rows(ck.model.specs.values())
+    rows = [(title, ck.metrics[key], ck.metrics.get(count))
+            for key, title, count in metric_rows(ck.model.specs.values())
             if ck.metrics.get(key) is not None]
     if rows:
         lines += ["| metric | value | examples |", "|---|---|---|"]

@@ -28,8 +28,8 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run(tiny_bert_dir, data, tmp_path_factory):
     out = tmp_path_factory.mktemp("crun") / "run"
-    r = CliRunner().invoke(main, ["train", "--pretrained", str(tiny_bert_dir), "--data-dir", str(data), "--out", str(out),
-                                  "--max-steps", "2", "--batch-size", "8", "--lr", "1e-3", "--seed", "0"])
+    r = CliRunner().invoke(main, ["train", "--pretrained", str(tiny_bert_dir), "--data-dir", str(data),
+                                  "--out", str(out), "--max-steps", "2", "--batch-size", "8", "--lr", "1e-3", "--seed", "0"])
     assert r.exit_code == 0, r.output
     return out
 

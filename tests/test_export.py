@@ -94,7 +94,8 @@ def test_onnx_export_answers_what_predict_answers(run, tmp_path):
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     predictor = Predictor(run)
     tok, model = predictor.tokenizer, predictor.model
-    pairs = REAL_PAIRS + [("the movie was good", "a film is great and fun to watch")]  # batch and lengths unlike the example
+    # A batch size and lengths unlike those of the export's example inputs.
+    pairs = REAL_PAIRS + [("the movie was good", "a film is great and fun to watch")]
     a, b = tok([p[0] for p in pairs]), tok([p[1] for p in pairs])
     feed = {"input_ids_1": a.input_ids.numpy(), "attention_mask_1": a.attention_mask.numpy(),
             "input_ids_2": b.input_ids.numpy(), "attention_mask_2": b.attention_mask.numpy()}
