@@ -2,8 +2,8 @@
 
 Layout of a checkpoint directory (RUN/last, RUN/best):
   bertmtl.json          format version, bertmtl version, step, epoch
-  model.safetensors     encoder + heads
-  config.json           encoder config (Hugging Face format)
+  multitask.safetensors encoder (`encoder.*`) + heads, under our parameter names
+  config.json           encoder config (Hugging Face format, without "architectures")
   heads.json            head configuration and the tasks trained
   tasks.json            the task specs of the heads (absent in older checkpoints: the built-in three)
   train_args.json       the training options
@@ -12,6 +12,12 @@ Layout of a checkpoint directory (RUN/last, RUN/best):
 and, for resuming (last/ only):
   optimizer.safetensors optimizer moments and RNG states
   trainer_state.json    optimizer hyper-parameters, data position, best score so far
+
+A checkpoint is not a Hugging Face model and is named so that nothing takes it for one: no
+`model.safetensors`, so `transformers.AutoModel.from_pretrained(RUN/best)` fails instead of
+loading a random encoder. `bertmtl export` writes what other tools load; `--encoder RUN/best`
+starts a new run from its encoder (model/loading.py reads it). Format 1 checkpoints (weights
+in model.safetensors, config.json naming an HF class) are still read.
 """
 
 from __future__ import annotations
@@ -29,8 +35,10 @@ from .errors import UserError
 from .tasks import BUILTIN, TASKS, TaskSpec
 from .fsutil import recover_dir, staged_dir, write_bytes, write_json  # noqa: F401 (some re-exported)
 
-FORMAT = 1
-REQUIRED_FILES = ("bertmtl.json", "model.safetensors", "config.json", "heads.json", "vocab.txt")
+FORMAT = 2
+# The weights file of each format we read.
+WEIGHTS_FILE = {1: "model.safetensors", 2: "multitask.safetensors"}
+REQUIRED_FILES = ("bertmtl.json", "config.json", "heads.json", "vocab.txt")
 
 
 def read_json(path: Path) -> dict:
@@ -71,8 +79,10 @@ def save_checkpoint(target: Path, model, tokenizer, *, step: int, epoch: float, 
                     metrics: dict | None, tasks: list[str], resume: dict | None = None) -> None:
     """Write a complete checkpoint to `target` atomically (build beside it, then swap in)."""
     with staged_dir(target) as staging:
-        _save_tensors(staging / "model.safetensors", model.state_dict())
-        write_json(staging / "config.json", model.encoder.config.to_dict())
+        _save_tensors(staging / WEIGHTS_FILE[FORMAT], model.state_dict())
+        config = model.encoder.config.to_dict()
+        config.pop("architectures", None)  # no HF class loads these weights as they are stored
+        write_json(staging / "config.json", config)
         write_json(staging / "heads.json", {**model.cfg.to_dict(), "tasks": tasks})
         write_json(staging / "tasks.json", {"tasks": [s.to_dict() for s in model.specs.values()]})
         write_json(staging / "train_args.json", train_args)
@@ -158,10 +168,11 @@ def check_checkpoint_dir(path: Path) -> dict:
     if not (path / "bertmtl.json").is_file() and (path / "best" / "bertmtl.json").is_file():
         raise UserError(f"{path} is a run directory; use {path / 'best'} (or {path / 'last'})")
     info = read_json(path / "bertmtl.json")
-    if info.get("format") != FORMAT:
-        raise UserError(f"{path}: checkpoint format {info.get('format')!r} is not {FORMAT} "
+    if info.get("format") not in WEIGHTS_FILE:
+        readable = " or ".join(map(str, WEIGHTS_FILE))
+        raise UserError(f"{path}: checkpoint format {info.get('format')!r} is not {readable} "
                         f"(written by bertmtl {info.get('version', '?')}; this is {__version__})")
-    missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]
+    missing = [f for f in (*REQUIRED_FILES, WEIGHTS_FILE[info["format"]]) if not (path / f).is_file()]
     if missing:
         raise UserError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
     return info
@@ -198,9 +209,15 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", max_le
     tokenizer = WordPieceTokenizer.from_dir(path, max_length=max_length or train_args.get("max_length", DEFAULT_MAX_LENGTH))
     with uninitialised():  # every parameter is loaded next
         model = MultitaskBert(BertModel(config, init_weights=False), head_cfg, tuple(read_specs(path)))
-    load_into(model, _load_tensors(path / "model.safetensors"), source=path / "model.safetensors", assign=True)
+    load_into(model, load_weights(path, info), source=path / WEIGHTS_FILE[info["format"]], assign=True)
     model.to(device).eval()
     return Checkpoint(path, model, tokenizer, info, heads, train_args, metrics)
+
+
+def load_weights(path: Path, info: dict | None = None) -> dict[str, torch.Tensor]:
+    """A checkpoint's tensors under our names: `encoder.*` and the heads."""
+    info = info or check_checkpoint_dir(path)
+    return _load_tensors(Path(path) / WEIGHTS_FILE[info["format"]])
 
 
 def load_resume_state(path: Path) -> tuple[dict[str, torch.Tensor], dict]:

@@ -4,7 +4,7 @@ The average of the last few hundred steps' weights sits in a flatter part of the
 than the last step's weights and can generalise a little better (on the default run: +0.006 dev
 overall after epoch 1, +0.001 at the end, where the decayed learning rate leaves little to
 average); it costs one copy of the parameters and one fused lerp per step. When it is on, the run evaluates and saves the average:
-every checkpoint's model.safetensors holds the weights its metrics were measured with, and the
+every checkpoint's multitask.safetensors holds the weights its metrics were measured with, and the
 raw training weights travel in last/'s resume state, so `--resume` continues exactly.
 """
 

@@ -125,6 +125,25 @@ class WordPieceTokenizer:
             {"do_lower_case": self.lowercase, "model_max_length": self.max_length,
              "tokenizer_class": _TOKENIZER_CLASS[self.model_type]}), encoding="utf-8")
 
+    def save_for_hf(self, directory: str | Path) -> None:
+        """Write what HF's AutoTokenizer (and sentence-transformers) load: vocab.txt, tokenizer.json
+        (this very tokenizer, so their ids are ours), tokenizer_config.json, special_tokens_map.json."""
+        directory = Path(directory)
+        self.save(directory)
+        tok = Tokenizer.from_str(self._tok.to_str())
+        tok.no_truncation()  # HF's tokenizer truncates when asked, up to model_max_length
+        tok.save(str(directory / "tokenizer.json"))
+        sp = family_of(self.model_type).special
+        special = {"cls_token": sp.cls, "sep_token": sp.sep, "pad_token": sp.pad, "unk_token": sp.unk,
+                   "mask_token": sp.mask}
+        if self.model_type == "mpnet":  # RoBERTa-style: <s> and </s> also begin and end a text
+            special |= {"bos_token": sp.cls, "eos_token": sp.sep}
+        (directory / "special_tokens_map.json").write_text(json.dumps(special, indent=2), encoding="utf-8")
+        (directory / "tokenizer_config.json").write_text(json.dumps(
+            {"tokenizer_class": _TOKENIZER_CLASS[self.model_type], "do_lower_case": self.lowercase,
+             "strip_accents": None, "tokenize_chinese_chars": True, "model_max_length": self.max_length, **special},
+            indent=2), encoding="utf-8")
+
     @property
     def vocab_size(self) -> int:
         return len(self.vocab)

@@ -241,6 +241,11 @@ def prepare(cfg: TrainConfig, resume: str | Path | None, dist: Dist, reporter=No
     train_sets, dev_sets, skipped = load_datasets(cfg, tokenizer, warn, specs, trained)
     if resume_ckpt is None:
         model = MultitaskBert(BertModel.from_pretrained(pretrained), cfg.head_config(), tuple(specs))
+        if cfg.init_heads_from:
+            from .model.loading import load_heads
+
+            taken = load_heads(model, resolve(cfg.init_heads_from))
+            reporter.message(f"heads from {cfg.init_heads_from}: {', '.join(taken) or 'none'}")
     else:
         model = ckpt.load_checkpoint(resume_ckpt, max_length=cfg.max_length).model
     for m in model.modules():  # --dropout applies to the encoder as well as the heads

@@ -102,6 +102,9 @@ class TrainConfig:
     encoder: str = option("minilm", "Encoder to start from: a built-in name (minilm, mpnet; fetched on first use) "
                                     "or a Hugging Face BERT / MPNet directory, e.g. another run's best/ "
                                     "(--pretrained DIR is the same option).", aliases=("pretrained",))
+    init_heads_from: str | None = option(None, "Start the task heads from this checkpoint's (a run's best/) instead "
+                                               "of fresh ones; the head options must match its.", type=str,
+                                         path="existing_dir")
     tasks: list | None = option(None, "Built-in tasks to train, any of sst, para, sts [default: all three; none when "
                                       "--task or --tasks-file declare tasks].", type=list, parse=parse_tasks)
     task: list = option(help="Declare a task of your own: NAME:KIND:TRAIN[:DEV], KIND one of classification, "

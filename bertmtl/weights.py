@@ -222,7 +222,8 @@ def download_default(target: Path, quiet: bool = False) -> None:
 
 def resolve(value: str | Path | None) -> Path:
     """An encoder directory from an option value: None (the default built-in), a built-in
-    name (`minilm`, `mpnet`: fetched on first use) or a Hugging Face directory.
+    name (`minilm`, `mpnet`: fetched on first use), a Hugging Face directory, or a bertmtl
+    checkpoint or run directory (its best/), whose encoder starts a new run.
 
     A built-in name wins over a same-named directory in the working directory; write
     `./mpnet` to mean the directory.
@@ -232,9 +233,12 @@ def resolve(value: str | Path | None) -> Path:
     if isinstance(value, str) and value in BUILTINS:
         return pretrained_dir(value)
     try:
-        return encoder_directory(value)
+        d = encoder_directory(value)
     except UserError as e:
         raise UserError(f"{e.message} {OFFLINE_HELP}") from None
+    if not (d / "bertmtl.json").is_file() and (d / "best" / "bertmtl.json").is_file():
+        return d / "best"  # a run directory: the encoder of its best checkpoint
+    return d
 
 
 def load_encoder(path: str | Path | None = None, dtype: torch.dtype = torch.float32,

@@ -58,8 +58,8 @@ def test_accumulating_k_batches_of_b_equals_one_batch_of_k_times_b(tiny_bert_dir
               "--log-every", "1", "--eval-every", "2"]
     _train([*common, "--batch-size", "8", "--grad-accum", "2", "--out", str(tmp_path / "accum")])
     _train([*common, "--batch-size", "16", "--out", str(tmp_path / "large")])
-    a = load_file(str(tmp_path / "accum" / "last" / "model.safetensors"))
-    b = load_file(str(tmp_path / "large" / "last" / "model.safetensors"))
+    a = load_file(str(tmp_path / "accum" / "last" / "multitask.safetensors"))
+    b = load_file(str(tmp_path / "large" / "last" / "multitask.safetensors"))
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
     assert worst < 1e-5, worst
     init = load_file(str(tiny_bert_dir / "model.safetensors"))

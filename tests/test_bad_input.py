@@ -134,7 +134,7 @@ def checkpoint(tiny_bert_dir, tmp_path_factory):
 
 def _damage(src, dst, how):
     shutil.copytree(src, dst)
-    st_path = dst / "model.safetensors"
+    st_path = dst / "multitask.safetensors"
     if how == "truncated":
         st_path.write_bytes(st_path.read_bytes()[: st_path.stat().st_size // 2])
     elif how == "garbage_header":
@@ -166,7 +166,7 @@ def _damage(src, dst, how):
     ("empty_weights", "damaged or truncated safetensors"),
     ("missing_json", "incomplete checkpoint, missing heads.json"),
     ("bad_json", "config.json: not valid JSON"),
-    ("other_version", "checkpoint format 99 is not 1 (written by bertmtl 9.0.0"),
+    ("other_version", "checkpoint format 99 is not 1 or 2 (written by bertmtl 9.0.0"),
     ("wrong_shapes", "wrong shapes"),
     ("not_a_checkpoint", "not a bertmtl checkpoint"),
 ])

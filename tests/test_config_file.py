@@ -30,8 +30,8 @@ def test_a_run_repeats_from_its_train_args(tiny_bert_dir, tmp_path):
     again = tmp_path / "again"
     r = _invoke(["--config", str(first / "train_args.json"), "--out", str(again)])
     assert r.exit_code == 0, r.output
-    a = load_file(str(first / "last" / "model.safetensors"))
-    b = load_file(str(again / "last" / "model.safetensors"))
+    a = load_file(str(first / "last" / "multitask.safetensors"))
+    b = load_file(str(again / "last" / "multitask.safetensors"))
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)  # bit for bit
     saved = json.loads((again / "train_args.json").read_text())
     assert saved == {**json.loads((first / "train_args.json").read_text()), "out": str(again)}

@@ -32,8 +32,8 @@ def test_two_gloo_ranks_equal_one_process(tiny_bert_dir, tmp_path):
     _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "bertmtl", *common,
           "--batch-size", "8", "--out", str(tmp_path / "ddp")], tmp_path, "torchrun")
     _run(["-m", "bertmtl", *common, "--batch-size", "16", "--out", str(tmp_path / "single")], tmp_path, "single")
-    a = load_file(str(tmp_path / "ddp" / "last" / "model.safetensors"))
-    b = load_file(str(tmp_path / "single" / "last" / "model.safetensors"))
+    a = load_file(str(tmp_path / "ddp" / "last" / "multitask.safetensors"))
+    b = load_file(str(tmp_path / "single" / "last" / "multitask.safetensors"))
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
     assert worst < 1e-5, worst
     start = json.loads((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()[0])

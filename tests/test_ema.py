@@ -80,11 +80,11 @@ def test_training_saves_the_average_and_resumes_exactly(tiny_bert_dir, data_dir,
     _train([*common, "--out", str(tmp_path / "a")])
     _train([*common, "--out", str(tmp_path / "b"), "--max-steps", "4", "--save-every", "2"])
     _train(["--resume", str(tmp_path / "b"), "--max-steps", "12"])
-    for f in ("model.safetensors", "optimizer.safetensors"):
+    for f in ("multitask.safetensors", "optimizer.safetensors"):
         a = load_file(str(tmp_path / "a" / "last" / f))
         b = load_file(str(tmp_path / "b" / "last" / f))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f
-    weights = load_file(str(tmp_path / "a" / "last" / "model.safetensors"))
+    weights = load_file(str(tmp_path / "a" / "last" / "multitask.safetensors"))
     state = load_file(str(tmp_path / "a" / "last" / "optimizer.safetensors"))
     raw = {k[len(RAW_PREFIX):]: v for k, v in state.items() if k.startswith(RAW_PREFIX)}
     assert raw and raw.keys() <= weights.keys()
@@ -101,9 +101,9 @@ def test_training_saves_the_average_and_resumes_exactly(tiny_bert_dir, data_dir,
     # and a run saved with it and resumed with `--ema 0` goes on from those weights too.
     plain = [c for c in common if c not in ("--ema", "0.8")]
     _train([*plain, "--out", str(tmp_path / "c")])
-    c = load_file(str(tmp_path / "c" / "last" / "model.safetensors"))
+    c = load_file(str(tmp_path / "c" / "last" / "multitask.safetensors"))
     assert all(torch.equal(c[k], raw[k]) for k in raw)
     _train([*common, "--out", str(tmp_path / "d"), "--max-steps", "4", "--save-every", "2"])
     _train(["--resume", str(tmp_path / "d"), "--ema", "0", "--max-steps", "12"])
-    d = load_file(str(tmp_path / "d" / "last" / "model.safetensors"))
+    d = load_file(str(tmp_path / "d" / "last" / "multitask.safetensors"))
     assert all(torch.equal(c[k], d[k]) for k in c)

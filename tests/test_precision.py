@@ -49,7 +49,7 @@ def test_bf16_run_end_to_end(tiny_bert_dir, tmp_path):
                       precision="bf16", max_steps=3, batch_size=16)
     s = train(cfg, reporter=SilentReporter())
     assert s["status"] == "finished" and s["last_metrics"]["overall"] is not None
-    w = load_file(str(tmp_path / "run" / "last" / "model.safetensors"))
+    w = load_file(str(tmp_path / "run" / "last" / "multitask.safetensors"))
     assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in w.values())
     start = read_records(tmp_path / "run" / "metrics.jsonl")[0][0]
     assert start["precision"] == "bf16"

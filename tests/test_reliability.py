@@ -110,8 +110,8 @@ def test_kill9_at_random_points_then_resume_equals_uninterrupted(tiny_bert_dir, 
     if not (run / "summary.json").exists() or json.loads((run / "summary.json").read_text())["status"] != "finished":
         last = _spawn(["train", "--resume", str(run)])
         assert last.wait(300) == 0, last.stderr.read().decode()[-2000:]
-    a = load_file(str(tmp_path / "ref" / "last" / "model.safetensors"))
-    b = load_file(str(run / "last" / "model.safetensors"))
+    a = load_file(str(tmp_path / "ref" / "last" / "multitask.safetensors"))
+    b = load_file(str(run / "last" / "multitask.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not list(run.glob(".last.tmp-*")) and not list(run.glob(".best.tmp-*"))
 
@@ -198,7 +198,7 @@ def test_isolated_nonfinite_steps_are_skipped(tiny_bert_dir, data_dir, tmp_path,
     assert s["status"] == "finished" and s["step"] == 6
     recs = read_records(tmp_path / "run" / "metrics.jsonl")[0]
     assert [r["step"] for r in recs if r["type"] == "nonfinite"] == [2, 5]
-    w = load_file(str(tmp_path / "run" / "last" / "model.safetensors"))
+    w = load_file(str(tmp_path / "run" / "last" / "multitask.safetensors"))
     assert all(torch.isfinite(v).all() for v in w.values())
 
 

@@ -38,7 +38,7 @@ def trained_run(tiny_bert_dir, data_dir, tmp_path_factory):
 
 def test_run_layout_and_metrics_log(trained_run):
     for sub in ("best", "last"):
-        for f in ("bertmtl.json", "model.safetensors", "config.json", "heads.json", "train_args.json",
+        for f in ("bertmtl.json", "multitask.safetensors", "config.json", "heads.json", "train_args.json",
                   "metrics.json", "vocab.txt"):
             assert (trained_run / sub / f).is_file(), (sub, f)
     assert (trained_run / "last" / "optimizer.safetensors").is_file()
@@ -111,8 +111,8 @@ def test_resume_equals_uninterrupted(tiny_bert_dir, data_dir, tmp_path):
     r = CliRunner().invoke(main, ["train", "--resume", str(tmp_path / "b"), "--layer-decay", "1"])
     assert r.exit_code == 2 and "--layer-decay cannot change" in r.output and "0.8" in r.output, r.output
     _train(["--resume", str(tmp_path / "b"), "--max-steps", "12"])
-    a = load_file(str(tmp_path / "a" / "last" / "model.safetensors"))
-    b = load_file(str(tmp_path / "b" / "last" / "model.safetensors"))
+    a = load_file(str(tmp_path / "a" / "last" / "multitask.safetensors"))
+    b = load_file(str(tmp_path / "b" / "last" / "multitask.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     types = [r["type"] for r in read_records(tmp_path / "b" / "metrics.jsonl")[0]]
     assert types.count("resume") == 1 and types.count("end") == 2

@@ -24,6 +24,7 @@ COMMANDS = {
     "pretrain": "pretrain",
     "ablate": "ablate",
     "runs": "runs",
+    "export": "export",
 }
 
 

@@ -129,11 +129,16 @@ class MultitaskBert(nn.Module):
         """Embedding-layer outputs of the batch's sequences (what SMART perturbs)."""
         return self.encoder.embeddings(batch.inputs.input_ids, batch.inputs.token_type_ids)
 
-    def pool(self, embeds: torch.Tensor, inputs: Batch) -> torch.Tensor:
-        """Encode embedding outputs and pool them into one vector per sequence."""
+    def pool(self, embeds: torch.Tensor, inputs: Batch, unpad: bool | None = None) -> torch.Tensor:
+        """Encode embedding outputs and pool them into one vector per sequence.
+
+        `unpad` (default: on the CPU) skips padding in the dense layers; an exported graph
+        turns it off, since it branches on the data."""
         # Skipping padding pays on the CPU; on a GPU padded tokens cost little, and finding the
         # real ones (nonzero) would stall the host on every forward.
-        out = self.encoder.encode(embeds, inputs.attention_mask, unpad=embeds.device.type == "cpu")
+        if unpad is None:
+            unpad = embeds.device.type == "cpu"
+        out = self.encoder.encode(embeds, inputs.attention_mask, unpad=unpad)
         if self.cfg.pooling == "pooler":
             return out.pooler_output
         h = out.last_hidden_state

@@ -1,0 +1,29 @@
+"""`bertmtl export`: a trained model for transformers, sentence-transformers or ONNX Runtime."""
+
+from __future__ import annotations
+
+import click
+
+FORMATS = ("hf", "sentence-transformers", "onnx")  # bertmtl.export.FORMATS, without importing torch
+
+
+@click.command()
+@click.argument("source", required=False, type=click.Path(path_type=str))
+@click.option("--format", "fmt", type=click.Choice(FORMATS), required=True,
+              help="hf: transformers' AutoModel + AutoTokenizer (the encoder); sentence-transformers: "
+                   "SentenceTransformer(DIR).encode gives our sentence embeddings; onnx: encoder and task "
+                   "heads in one graph for ONNX Runtime (needs pip install 'bertmtl[onnx]').")
+@click.option("--out", required=True, type=click.Path(path_type=str), help="Directory to write (new or empty).")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it already holds files.")
+def export(source, fmt, out, overwrite) -> None:
+    """Export a checkpoint or run (its best/) [default: the latest run's best/].
+
+    \b
+      bertmtl export checkpoints/RUN --format hf --out my-encoder
+      bertmtl export checkpoints/RUN --format sentence-transformers --out my-st-model
+      bertmtl export checkpoints/RUN --format onnx --out my-onnx
+    """
+    from ..export import export as run_export
+
+    path = run_export(source, fmt, out, overwrite=overwrite)
+    click.echo(f"{fmt} export written to {path} (see {path}/README.md)")

@@ -1,0 +1,332 @@
+"""Export a trained model for other tools: Hugging Face transformers, sentence-transformers, ONNX.
+
+- `hf`: the encoder as transformers' own BertModel / MPNetModel directory (parameter names mapped
+  with model/loading.py's `to_hf_key`), with tokenizer files that give our token ids.
+- `sentence-transformers`: the `hf` directory plus the modules that pool as our heads do (mean or
+  [CLS]; the tanh pooler is [CLS] followed by a Dense layer with tanh, holding the pooler's
+  weights), so `SentenceTransformer(DIR).encode` returns our sentence embeddings.
+- `onnx`: encoder and task heads in one graph (`OnnxGraph`): two batches of sentences in, the
+  sentence embeddings and every task's post-processed output (what `predict` reports, before
+  the argmax / threshold) out.
+
+Each export is written atomically (fsutil.staged_dir) with a README.md model card.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import __version__
+from .errors import UserError
+from .fsutil import staged_dir, write_json
+
+FORMATS = ("hf", "sentence-transformers", "onnx")
+ONNX_FILE = "model.onnx"
+ONNX_OPSET = 18
+
+
+def export(source: str | Path | None, fmt: str, out: str | Path, command: str | None = None,
+           overwrite: bool = False) -> Path:
+    """Export checkpoint (or run directory: its best/) `source` as `fmt` into directory `out`."""
+    from .checkpoint import load_checkpoint
+    from .runs import resolve_checkpoint
+
+    if fmt not in FORMATS:
+        raise UserError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
+    if fmt == "onnx":
+        require_onnx()
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
+        raise UserError(f"{out} exists and is not empty; choose another --out or pass --overwrite")
+    path = resolve_checkpoint(source)
+    ck = load_checkpoint(path)
+    with staged_dir(out) as d:
+        if fmt == "onnx":
+            write_onnx(ck, d / ONNX_FILE)
+            ck.tokenizer.save_for_hf(d)  # the graph takes token ids: ship what makes them
+        else:
+            write_hf(ck, d)
+            if fmt == "sentence-transformers":
+                write_sentence_transformers(ck, d)
+        if command is None:  # the command line that does this export
+            command = shlex.join(["bertmtl", "export", *([str(source)] if source is not None else []),
+                                  "--format", fmt, "--out", str(out), *(["--overwrite"] if overwrite else [])])
+        (d / "README.md").write_text(model_card(ck, fmt, command), encoding="utf-8")
+    return out
+
+
+# -- Hugging Face -------------------------------------------------------------------------
+
+def hf_state_dict(encoder) -> dict[str, torch.Tensor]:
+    """The encoder's weights under the names transformers' bare model of its family uses."""
+    from .model.loading import to_hf_key
+
+    family = encoder.config.family
+    return {to_hf_key(k, family): v.detach().float().contiguous().cpu() for k, v in encoder.state_dict().items()}
+
+
+def write_hf(ck, d: Path) -> None:
+    """config.json + model.safetensors of the encoder, and the tokenizer files."""
+    from safetensors.torch import save_file
+
+    encoder = ck.model.encoder
+    config = encoder.config.to_dict()
+    config["architectures"] = [encoder.config.family.architecture]
+    write_json(d / "config.json", config)
+    save_file(hf_state_dict(encoder), str(d / "model.safetensors"), metadata={"format": "pt"})
+    ck.tokenizer.save_for_hf(d)
+
+
+# -- sentence-transformers ----------------------------------------------------------------
+
+# Our pooling -> sentence-transformers' Pooling mode; "pooler" adds a tanh Dense layer after [CLS].
+ST_POOLING = {"mean": "mean", "cls": "cls", "pooler": "cls"}
+
+
+def write_sentence_transformers(ck, d: Path) -> None:
+    """modules.json, sentence_bert_config.json, 1_Pooling/ (and 2_Dense/ for the tanh pooler).
+
+    Written in the module layout sentence-transformers has read since version 2, so older
+    and newer releases load it alike.
+    """
+    from safetensors.torch import save_file
+
+    pooling = ck.model.cfg.pooling
+    hidden = ck.model.encoder.config.hidden_size
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    write_json(d / "sentence_bert_config.json", {"max_seq_length": ck.tokenizer.max_length, "do_lower_case": False})
+    (d / "1_Pooling").mkdir()
+    mode = ST_POOLING[pooling]
+    write_json(d / "1_Pooling" / "config.json", {
+        "word_embedding_dimension": hidden, "pooling_mode_cls_token": mode == "cls",
+        "pooling_mode_mean_tokens": mode == "mean", "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False, "pooling_mode_weightedmean_tokens": False,
+        "pooling_mode_lasttoken": False, "include_prompt": True})
+    if pooling == "pooler":  # tanh(dense(h_[CLS])): sentence-transformers' Dense with a tanh
+        modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
+        (d / "2_Dense").mkdir()
+        write_json(d / "2_Dense" / "config.json", {"in_features": hidden, "out_features": hidden, "bias": True,
+                                                   "activation_function": "torch.nn.modules.activation.Tanh"})
+        dense = ck.model.encoder.pooler.dense
+        save_file({"linear.weight": dense.weight.detach().float().contiguous(),
+                   "linear.bias": dense.bias.detach().float().contiguous()},
+                  str(d / "2_Dense" / "model.safetensors"), metadata={"format": "pt"})
+    write_json(d / "modules.json", modules)
+    write_json(d / "config_sentence_transformers.json",
+               {"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"})
+
+
+# -- ONNX ---------------------------------------------------------------------------------
+
+def require_onnx() -> None:
+    """The packages torch.onnx.export needs, or a UserError that says how to install them."""
+    missing = []
+    for name in ("onnx", "onnxscript"):
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise UserError(f"ONNX export needs {' and '.join(missing)}: pip install 'bertmtl[onnx]'")
+
+
+class OnnxGraph(nn.Module):
+    """What `predict` computes for a batch of sentence pairs, as one traceable graph.
+
+    Inputs: input_ids_1, attention_mask_1 and input_ids_2, attention_mask_2 (int64, batch x
+    length, right-padded; the two lengths may differ), plus pair_input_ids, pair_attention_mask
+    and pair_token_type_ids for a cross-encoder. Outputs (`output_names`): the sentence
+    embeddings embedding1 and embedding2, each sentence task's output for sentence 1 and 2
+    (e.g. sentiment1: class probabilities), and each pair task's output (paraphrase_prob,
+    similarity), all post-processed as `predict` reports them before its argmax or 0.5 threshold.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.sentence_specs = [s for s in model.specs.values() if not s.pair]
+        self.pair_specs = [s for s in model.specs.values() if s.pair]
+        self.cross = model.cfg.pair_mode == "cross"
+
+    @property
+    def input_names(self) -> list[str]:
+        names = ["input_ids_1", "attention_mask_1", "input_ids_2", "attention_mask_2"]
+        return names + (["pair_input_ids", "pair_attention_mask", "pair_token_type_ids"] if self.cross else [])
+
+    @property
+    def output_names(self) -> list[str]:
+        names = ["embedding1", "embedding2"]
+        names += [s.json_keys[0] + n for s in self.sentence_specs for n in ("1", "2")]
+        return names + [s.json_keys[0] for s in self.pair_specs]
+
+    def _embed(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor | None = None) -> torch.Tensor:
+        from .tokenizer import Batch
+
+        m = self.model
+        types = torch.zeros_like(ids) if types is None else types
+        return m.pool(m.encoder.embeddings(ids, types), Batch(ids, mask, types), unpad=False)
+
+    def forward(self, input_ids_1, attention_mask_1, input_ids_2, attention_mask_2,
+                pair_input_ids=None, pair_attention_mask=None, pair_token_type_ids=None) -> tuple:
+        m = self.model
+        pair = (pair_input_ids, pair_attention_mask, pair_token_type_ids)
+        u, v = self._embed(input_ids_1, attention_mask_1), self._embed(input_ids_2, attention_mask_2)
+        outs = [u, v]
+        for s in self.sentence_specs:
+            outs += [m.postprocess(s.name, m.head_output(s.name, x)) for x in (u, v)]
+        pooled_pair = self._embed(*pair) if self.cross else None
+        for s in self.pair_specs:
+            raw = m.head_output(s.name, pooled_pair) if self.cross else m.head_output(s.name, u, v)
+            outs.append(m.postprocess(s.name, raw))
+        return tuple(outs)
+
+
+def _position_capacity(config) -> int:
+    """The longest input the encoder's position table holds."""
+    offset = config.pad_token_id + 1 if config.family.padding_positions else 0
+    return config.max_position_embeddings - offset
+
+
+def write_onnx(ck, path: Path) -> None:
+    """Export encoder + heads with dynamic batch and lengths (torch.onnx.export, dynamo exporter)."""
+    import contextlib
+    import io
+    import logging
+    import warnings
+
+    model = ck.model.float().eval()
+    model.encoder.set_attention("eager")  # plain matmul + softmax: exports everywhere
+    graph = OnnxGraph(model)
+    tok = ck.tokenizer
+    # Example inputs of different lengths with padding, so nothing specialises on them.
+    a = tok(["the first example sentence , a little longer than the other", "a short one"])
+    b = tok(["another example", "and one more sentence here"])
+    args = [a.input_ids, a.attention_mask, b.input_ids, b.attention_mask]
+    cap = _position_capacity(model.encoder.config)
+    batch = torch.export.Dim("batch", min=1)
+    seq = [torch.export.Dim(f"length_{n}", min=1, max=cap) for n in ("1", "2")]
+    shapes = {"input_ids_1": {0: batch, 1: seq[0]}, "attention_mask_1": {0: batch, 1: seq[0]},
+              "input_ids_2": {0: batch, 1: seq[1]}, "attention_mask_2": {0: batch, 1: seq[1]}}
+    if graph.cross:
+        p = tok(["the first example sentence", "a short one"], ["another example", "one more here"])
+        args += [p.input_ids, p.attention_mask, p.token_type_ids]
+        pseq = torch.export.Dim("length_pair", min=1, max=cap)
+        shapes |= {k: {0: batch, 1: pseq} for k in graph.input_names[4:]}
+    # The exporter reports its progress with print() and logs about operators of packages we do
+    # not use (torchvision); our command's output stays one line.
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)
+    # With gradients on, attention builds its fused QKV weight in the graph instead of caching
+    # it by data pointer (which traced tensors do not have).
+    with torch.enable_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.onnx.export(graph, tuple(args), dynamo=True, input_names=graph.input_names,
+                                        output_names=graph.output_names,
+                                        dynamic_shapes=tuple(shapes[n] for n in graph.input_names),
+                                        opset_version=ONNX_OPSET, optimize=True, verbose=False)
+        finally:
+            model.encoder.set_attention("auto")
+            onnx_log.setLevel(level)
+    program.save(str(path), external_data=False)
+
+
+# -- the model card -----------------------------------------------------------------------
+
+USAGE = {
+    "hf": """```python
+from transformers import AutoModel, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{out}")
+model = AutoModel.from_pretrained("{out}")
+hidden = model(**tokenizer(["A gorgeous, witty film."], return_tensors="pt")).last_hidden_state
+```
+The task heads are not part of this export; {pooling} pooling of `last_hidden_state` gives
+the sentence embeddings the heads were trained on.""",
+    "sentence-transformers": """```python
+from sentence_transformers import SentenceTransformer
+
+model = SentenceTransformer("{out}")
+embeddings = model.encode(["A gorgeous, witty film.", "A witty and gorgeous movie."])
+```
+The embeddings are the ones the task heads were trained on ({pooling} pooling, not normalised);
+the heads themselves are not part of this export.""",
+    "onnx": """```python
+import onnxruntime as ort
+from transformers import AutoTokenizer  # or tokenizers.Tokenizer.from_file("{out}/tokenizer.json")
+
+tokenizer = AutoTokenizer.from_pretrained("{out}")
+session = ort.InferenceSession("{out}/model.onnx")
+a = tokenizer(["How do I learn Python?"], padding=True, truncation=True, return_tensors="np")
+b = tokenizer(["What is the best way to learn Python?"], padding=True, truncation=True, return_tensors="np")
+outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {{
+    "input_ids_1": a["input_ids"], "attention_mask_1": a["attention_mask"],
+    "input_ids_2": b["input_ids"], "attention_mask_2": b["attention_mask"]}})))
+```
+Inputs (int64, batch x length, right-padded; the two lengths may differ):
+{inputs}
+
+Outputs (float32; post-processed as `bertmtl predict` reports them, before its argmax or 0.5 threshold):
+{outputs}
+
+For a single sentence, pass it as both sentence 1 and sentence 2 and read the sentence-1 outputs.""",
+}
+
+
+def _output_rows(graph: OnnxGraph) -> list[str]:
+    """The graph's outputs for people, e.g. "`similarity`: STS, score from 0 to 5 (batch)"."""
+    def what(s) -> str:
+        if s.activation == "softmax":
+            return f"probabilities of {', '.join(s.labels)} (batch x {len(s.labels)})"
+        if s.activation == "sigmoid":
+            return f"probability of {s.labels[1]} (batch)"
+        return f"score from {s.value_range[0]:g} to {s.value_range[1]:g} (batch)"
+
+    rows = ["- `embedding1`, `embedding2`: the sentence embeddings (batch x hidden)"]
+    rows += [f"- `{s.json_keys[0]}1`, `{s.json_keys[0]}2`: {s.title}, {what(s)}" for s in graph.sentence_specs]
+    return rows + [f"- `{s.json_keys[0]}`: {s.title}, {what(s)}" for s in graph.pair_specs]
+
+
+def model_card(ck, fmt: str, command: str) -> str:
+    """README.md of an export: what it is, how to load it, base encoder, data, options, dev metrics, command."""
+    from .tasks import metric_rows
+
+    args, info, cfg = ck.train_args, ck.info, ck.model.encoder.config
+    title = {"hf": "Hugging Face transformers encoder", "sentence-transformers": "sentence-transformers model",
+             "onnx": "ONNX graph (encoder and task heads)"}[fmt]
+    lines = [f"# {Path(ck.path).resolve().parent.name}: {title}", "",
+             f"Exported by bertmtl {__version__} from `{ck.path}` (step {info.get('step', '?')}, "
+             f"epoch {info.get('epoch', 0):.2f}).", "", "## Use", ""]
+    graph = OnnxGraph(ck.model)
+    lines.append(USAGE[fmt].format(out="DIR", pooling=ck.model.cfg.pooling,
+                                   inputs="\n".join(f"- `{n}`" for n in graph.input_names),
+                                   outputs="\n".join(_output_rows(graph))))
+    lines += ["", "## Base encoder", "",
+              f"`{args.get('encoder', args.get('pretrained', '?'))}`: {cfg.family.architecture}, "
+              f"{cfg.num_hidden_layers} layers, hidden size {cfg.hidden_size}, vocabulary {cfg.vocab_size}; "
+              f"pooling `{ck.model.cfg.pooling}`, pairs `{ck.model.cfg.pair_mode}`.", "",
+              "## Data", "",
+              f"Trained on {', '.join(ck.model.specs[t].title for t in ck.tasks if t in ck.model.specs)} from "
+              f"`{args.get('data_dir', '?')}`" + (f", with augmented copies from `{args['augment']}`"
+                                                  if args.get("augment") else "") + ".", "",
+              "## Dev metrics", ""]
+    rows = [(title, ck.metrics[key], ck.metrics.get(count))
+            for key, title, count in metric_rows(ck.model.specs.values())
+            if ck.metrics.get(key) is not None]
+    if rows:
+        lines += ["| metric | value | examples |", "|---|---|---|"]
+        lines += [f"| {t} | {v:.4f} | {n if n is not None else ''} |" for t, v, n in rows]
+        if ck.metrics.get("overall") is not None:
+            lines.append(f"| overall | {ck.metrics['overall']:.4f} | |")
+    else:
+        lines.append("None recorded (no dev evaluation before this checkpoint).")
+    lines += ["", "## Training options (train_args.json)", "", "```json", json.dumps(args, indent=2, sort_keys=True),
+              "```", "", "## Made with", "", "```", command, "```", ""]
+    return "\n".join(lines)
