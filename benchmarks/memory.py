@@ -64,7 +64,7 @@ def main() -> None:
         peak, secs, rc = peak_rss_of(cmd, env, quiet=not args.verbose)
     if rc:
         raise SystemExit(f"training failed (exit status {rc}): {' '.join(cmd)}")
-    shown = " ".join(cmd[3:5] + ["--out", "TMP"] + cmd[7:])
+    shown = " ".join(cmd[3:6] + ["--out", "TMP"] + cmd[8:])
     print(f"command: bertmtl {shown}")
     rows = [('python -c "import torch"', base, ""), (f"train, {args.steps} steps + dev eval", peak, f"   ({secs:.0f} s)"),
             ("added by training", peak - base, "")]

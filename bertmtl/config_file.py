@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from .errors import UserError
-from .train_config import FIELDS
+from .train_config import FIELDS, upgrade_config
 
 FORMATS = ("yaml", "json")
 
@@ -39,6 +39,7 @@ def read_config_file(path: str | Path) -> dict:
         return {}
     if not isinstance(data, dict):
         raise UserError(f"--config {path}: expected a mapping of option names to values")
+    data = upgrade_config({str(k): v for k, v in data.items()})  # an older run's train_args.json
     unknown = [str(k) for k in data if str(k).replace("-", "_") not in FIELDS]
     if unknown:
         raise UserError(f"--config {path}: unknown option(s) {', '.join(unknown)} "

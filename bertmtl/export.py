@@ -24,6 +24,7 @@ from torch import nn
 from . import __version__
 from .errors import UserError
 from .fsutil import staged_dir, write_json
+from .runs import encoder_of
 
 FORMATS = ("hf", "sentence-transformers", "onnx")
 ONNX_FILE = "model.onnx"
@@ -309,7 +310,7 @@ def model_card(ck, fmt: str, command: str) -> str:
                                    inputs="\n".join(f"- `{n}`" for n in graph.input_names),
                                    outputs="\n".join(_output_rows(graph))))
     lines += ["", "## Base encoder", "",
-              f"`{args.get('encoder', args.get('pretrained', '?'))}`: {cfg.family.architecture}, "
+              f"`{encoder_of(args)}`: {cfg.family.architecture}, "
               f"{cfg.num_hidden_layers} layers, hidden size {cfg.hidden_size}, vocabulary {cfg.vocab_size}; "
               f"pooling `{ck.model.cfg.pooling}`, pairs `{ck.model.cfg.pair_mode}`.", "",
               "## Data", "",

@@ -88,12 +88,18 @@ class CsvReport:
         if kind not in self.FILES:
             return
         row = flatten(record)
+        if kind in self._files and not set(row) <= set(self._files[kind][1].fieldnames):
+            # A column appears late (a task first sampled now, with --sampling proportional):
+            # rewrite the file with the wider header, earlier rows blank in the new columns.
+            self._files.pop(kind)[0].close()
+            _widen(self.dir / self.FILES[kind], list(row))
         if kind not in self._files:
             path = self.dir / self.FILES[kind]
             header = _header(path)
+            if header and not set(row) <= set(header):
+                header = _widen(path, list(row))
             fh = open(path, "a", newline="", encoding="utf-8")
-            # A file continued on resume keeps its columns; a new one takes the first record's.
-            writer = csv.DictWriter(fh, fieldnames=header or list(row), extrasaction="ignore", restval="")
+            writer = csv.DictWriter(fh, fieldnames=header or list(row), restval="")
             if not header:
                 writer.writeheader()
             self._files[kind] = (fh, writer)
@@ -112,6 +118,19 @@ def _header(path: Path) -> list[str] | None:
         return None
     with open(path, newline="", encoding="utf-8") as fh:
         return next(csv.reader(fh), None)
+
+
+def _widen(path: Path, keys: list[str]) -> list[str]:
+    """Add the columns of `keys` that `path`'s header lacks (rows keep their values); the new header."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        rows, header = list(reader), list(reader.fieldnames or [])
+    header += [k for k in keys if k not in header]
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=header, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    return header
 
 
 def _truncate_after(path: Path, step: int) -> None:

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from .errors import UserError
+from .train_config import upgrade_config
 
 RUNS_ROOT = Path("checkpoints")
 RUNS_ENV = "BERTMTL_RUNS"
@@ -29,9 +30,8 @@ RECENT_S = 600
 
 
 def encoder_of(config: dict) -> str:
-    """The encoder a run's configuration names: "encoder" since MPNet came, "pretrained" before
-    (where None meant the default)."""
-    return config.get("encoder") or config.get("pretrained") or "minilm"
+    """The encoder a run's configuration names (older runs' "pretrained", where None meant the default)."""
+    return upgrade_config(config).get("encoder") or "minilm"
 
 
 def runs_root(option: str | Path | None = None) -> Path:
@@ -162,7 +162,7 @@ def run_info(run_dir: Path) -> dict:
     records, _ = read_records(run_dir / "metrics.jsonl")
     starts = [r for r in records if r.get("type") in ("start", "resume")]
     evals = [r for r in records if r.get("type") == "eval"]
-    config = starts[-1].get("config", {}) if starts else {}
+    config = upgrade_config(starts[-1].get("config", {})) if starts else {}
     last_start = max((i for i, r in enumerate(records) if r.get("type") in ("start", "resume")), default=-1)
     end = next((r for r in reversed(records[last_start + 1:]) if r.get("type") == "end"), None)
     summary = run_dir / "summary.json"

@@ -226,6 +226,7 @@ def prepare(cfg: TrainConfig, resume: str | Path | None, dist: Dist, reporter=No
 
     # data and model (the seed fixes the heads' initialisation)
     check_data_files(cfg)
+    specs, trained = task_specs(cfg, resume_ckpt)  # declared tasks' files are read here: before any download
     torch.manual_seed(cfg.seed)
     pretrained = resolve(cfg.encoder) if resume_ckpt is None else resume_ckpt
     tokenizer = WordPieceTokenizer.from_dir(pretrained, max_length=cfg.max_length)
@@ -235,7 +236,6 @@ def prepare(cfg: TrainConfig, resume: str | Path | None, dist: Dist, reporter=No
         warnings.append(row)
         reporter.message(f"warning: {row}")
 
-    specs, trained = task_specs(cfg, resume_ckpt)
     with contextlib.suppress(AttributeError):  # evaluation lines name this run's metrics
         reporter.specs = specs
     train_sets, dev_sets, skipped = load_datasets(cfg, tokenizer, warn, specs, trained)

@@ -31,6 +31,14 @@ FILE_OPTIONS = tuple((f"{t.name}_{split}", f"Override the {t.title} {split} file
 RENAMED = {"pretrained": "encoder"}
 
 
+def upgrade_config(d: dict) -> dict:
+    """A saved configuration with today's field names: renamed keys moved, and a renamed key
+    saved as null (it meant the default then) left out so today's default applies."""
+    out = {k: v for k, v in d.items() if k not in RENAMED}
+    out.update({RENAMED[k]: v for k, v in d.items() if k in RENAMED and v is not None})
+    return out
+
+
 def parse_tasks(spec: str) -> list[str]:
     """'sst,para' -> ['sst', 'para'] in canonical order (also accepts full names); ValueError if unknown."""
     from .data import parse_tasks as parse
@@ -101,10 +109,10 @@ class TrainConfig:
                              path="dir")
     encoder: str = option("minilm", "Encoder to start from: a built-in name (minilm, mpnet; fetched on first use) "
                                     "or a Hugging Face BERT / MPNet directory, e.g. another run's best/ "
-                                    "(--pretrained DIR is the same option).", aliases=("pretrained",))
+                                    "(--pretrained DIR is the same option).", aliases=("pretrained",), resume=False)
     init_heads_from: str | None = option(None, "Start the task heads from this checkpoint's (a run's best/) instead "
                                                "of fresh ones; the head options must match its.", type=str,
-                                         path="existing_dir")
+                                         path="existing_dir", resume=False)
     tasks: list | None = option(None, "Built-in tasks to train, any of sst, para, sts [default: all three; none when "
                                       "--task or --tasks-file declare tasks].", type=list, parse=parse_tasks)
     task: list = option(help="Declare a task of your own: NAME:KIND:TRAIN[:DEV], KIND one of classification, "
@@ -126,7 +134,8 @@ class TrainConfig:
     batch_size: int = option(64, "Examples per task per step (per process under torchrun; per micro-batch with "
                                  "--grad-accum).", min=1)
     grad_accum: int = option(1, "Gradient accumulation: K micro-batches of --batch-size per task per optimizer step "
-                                "(the update of a batch K times larger, in the memory of one).", min=1)
+                                "(the update of a batch K times larger, in the memory of one).", min=1,
+                             resume=False)
     eval_batch_size: int = option(128, "Examples per forward pass when evaluating on dev.", min=1)
     # -- optimisation
     lr: float = option(1e-4, "Peak learning rate.", min=0, min_open=True)
@@ -145,7 +154,7 @@ class TrainConfig:
     combine: str = option("pcgrad", "How per-task gradients become one update.", choices=("sum", "pcgrad"))
     sampling: str = option("round-robin", "Each step takes a batch of every task (round-robin), or of each task with "
                                           "probability its size / the largest task's (proportional).",
-                           choices=("round-robin", "proportional"))
+                           choices=("round-robin", "proportional"), resume=False)
     loss_weights: dict = option(help="Per-task loss weights [default: 1, or a tasks file's loss_weight].",
                                 factory=dict, metavar="TASK=W,...", parse=parse_task_weights)
     optimizer: str = option("adamw", "Optimizer (ours).", choices=("adamw", "adamaxw"), resume=False)
@@ -203,7 +212,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        d = {RENAMED.get(k, k): v for k, v in d.items()}
+        d = upgrade_config(d)
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -246,6 +255,7 @@ class TrainConfig:
 
     def check_resume(self, saved: dict) -> None:
         """Refuse options that may not change on resume (resume=False) and differ from the saved run's."""
+        saved = {**TrainConfig().to_dict(), **upgrade_config(saved)}  # keys an older run did not save: defaults
         for f in dataclasses.fields(self):
             if not f.metadata["resume"] and f.name in saved and getattr(self, f.name) != saved[f.name]:
                 raise UserError(f"--{flag_name(f)} cannot change when resuming: the run was trained with "

@@ -87,6 +87,8 @@ def check_name(name: str) -> None:
     if name in TASKS or name in TASK_ALIASES:
         raise ValueError(f"task name {name!r} is a built-in task's; train it with --tasks {TASK_ALIASES.get(name, name)}"
                          f", or give yours another name")
+    if name in ("embedding", "id", "error", "truncated"):  # the ONNX export's and predict's own output keys
+        raise ValueError(f"task name {name!r} is taken by bertmtl's own outputs; give your task another name")
     if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
         raise ValueError(f"task name {name!r}: use lower-case letters, digits and _ (starting with a letter)")
 

@@ -80,3 +80,22 @@ def test_config_file_mistakes_are_named(tmp_path, text, message):
     r = _invoke(["--config", str(path), "--print-config"])
     assert r.exit_code == 2, r.output
     assert message in r.output
+
+
+def test_runs_saved_before_the_encoder_option_resume_and_repeat(tmp_path):
+    """Older train_args.json say "pretrained" (null = the default): they still load, resume and repeat."""
+    from bertmtl.config_file import read_config_file
+    from bertmtl.errors import UserError
+    from bertmtl.train_config import TrainConfig
+
+    old = {**TrainConfig().to_dict(), "pretrained": None}
+    del old["encoder"]
+    cfg = TrainConfig.from_dict(old)
+    cfg.validate()
+    assert cfg.encoder == "minilm"
+    cfg.check_resume(old)  # the same run: nothing differs
+    cfg.encoder = "mpnet"
+    with pytest.raises(UserError, match="--encoder cannot change"):
+        cfg.check_resume(old)
+    (tmp_path / "train_args.json").write_text(json.dumps({**old, "pretrained": "/models/bert"}))
+    assert read_config_file(tmp_path / "train_args.json")["encoder"] == "/models/bert"

@@ -114,3 +114,20 @@ def test_tui_train_passes_repeated_report_to_and_runs_dir_to_the_child(tmp_path,
     assert argv[argv.index("--report-to") + 1] == "csv" and argv.count("--report-to") == 2
     assert "tensorboard" in argv and argv[argv.index("--lr") + 1] == "0.001"
     assert seen["run"].parent == tmp_path / "runs"  # the new run lands under --runs-dir
+
+
+def test_csv_widens_for_a_task_first_seen_late_and_across_a_resume(tmp_path):
+    """With --sampling proportional a task may miss the first log window: its column still comes."""
+    from bertmtl.reports import CsvReport
+
+    r = CsvReport(tmp_path)
+    r.write({"type": "train", "step": 10, "loss": {"para": 0.5}, "lr": 1e-4})
+    r.write({"type": "train", "step": 20, "loss": {"para": 0.4, "sst": 1.5}, "lr": 1e-4})
+    r.close()
+    r = CsvReport(tmp_path, resume_step=20)
+    r.write({"type": "train", "step": 30, "loss": {"para": 0.3, "sst": 1.4, "sts": 0.9}, "lr": 1e-4})
+    r.close()
+    with open(tmp_path / "train.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["step"] for r in rows] == ["10", "20", "30"]
+    assert [r["loss_sst"] for r in rows] == ["", "1.5", "1.4"] and rows[2]["loss_sts"] == "0.9"

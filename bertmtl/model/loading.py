@@ -75,7 +75,7 @@ def load_heads(model: torch.nn.Module, directory: str | Path) -> list[str]:
     Heads of tasks the checkpoint lacks stay as initialised. The head structure (pooling, pair
     mode and features, MLP width) must match: heads trained on other embeddings would not fit.
     """
-    from ..checkpoint import read_json
+    from ..checkpoint import read_json, read_specs
 
     directory = Path(directory)
     if not is_checkpoint(directory):
@@ -89,14 +89,22 @@ def load_heads(model: torch.nn.Module, directory: str | Path) -> list[str]:
                         f"train with the same options to take them")
     state = checkpoint_state(directory, "heads")
     own_state = model.state_dict()
+    theirs = {s.name: s for s in read_specs(directory)}
     taken = []
-    for task in model.specs:
+    for task, spec in model.specs.items():
+        other = theirs.get(task)
+        if other is not None and (other.kind, other.labels, other.value_range) != (spec.kind, spec.labels,
+                                                                                   spec.value_range):
+            raise UserError(f"{directory}: its task {task} is a {other.kind} over "
+                            f"{list(other.labels) or other.value_range}, this run's a {spec.kind} over "
+                            f"{list(spec.labels) or spec.value_range}: the head would answer other labels")
         keys = [k for k in own_state if k.split(".")[0] in (task, f"{task}_calibration")]
         if not keys or not all(k in state for k in keys):
             continue
         bad = [k for k in keys if state[k].shape != own_state[k].shape]
         if bad:
-            raise UserError(f"{directory}: head {task} has other shapes ({', '.join(bad)}); its labels differ?")
+            raise UserError(f"{directory}: head {task} has other shapes ({', '.join(bad)}): trained on another "
+                            f"encoder (hidden size) or other labels")
         model.load_state_dict({k: state[k] for k in keys}, strict=False)
         taken.append(task)
     return taken
