@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
-from .model.loading import encoder_directory, load_into, read_state_dict  # noqa: F401 - re-exported
+from .runs import resolve_checkpoint
+from .model.loading import encoder_directory, is_checkpoint, load_into, read_state_dict  # noqa: F401 - re-exported
 from .model.loading import load_encoder as _load_encoder_dir
 
 
@@ -236,8 +237,8 @@ def resolve(value: str | Path | None) -> Path:
         d = encoder_directory(value)
     except UserError as e:
         raise UserError(f"{e.message} {OFFLINE_HELP}") from None
-    if not (d / "bertmtl.json").is_file() and (d / "best" / "bertmtl.json").is_file():
-        return d / "best"  # a run directory: the encoder of its best checkpoint
+    if not is_checkpoint(d) and is_checkpoint(d / "best"):
+        return resolve_checkpoint(d)  # a run directory: the encoder of its best checkpoint
     return d
 
 

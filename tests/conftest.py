@@ -146,3 +146,18 @@ REAL_PAIRS = [
     ("China to resume US investment talks", "China and Taiwan hold historic talks"),
     ("Effective but too-tepid biopic.", "x"),
 ]
+
+
+def assert_ids_match_hf(directory, hf_tokenizer_class, max_length: int = 128):
+    """Our tokenizer and an HF fast tokenizer give the same ids and masks on REAL_SENTENCES and
+    REAL_PAIRS (padded, truncated to max_length); returns (ours, hf, our pair batch, hf pair batch)."""
+    from bertmtl.tokenizer import WordPieceTokenizer
+
+    ours = WordPieceTokenizer.from_dir(directory, max_length=max_length)
+    hf = hf_tokenizer_class.from_pretrained(str(directory))
+    for texts in ((REAL_SENTENCES,), tuple(map(list, zip(*REAL_PAIRS)))):
+        b = ours(*texts)
+        r = hf(*texts, padding=True, truncation=True, max_length=ours.max_length, return_tensors="pt")
+        assert torch.equal(b.input_ids, r["input_ids"])
+        assert torch.equal(b.attention_mask, r["attention_mask"])
+    return ours, hf, b, r

@@ -11,7 +11,7 @@ from bertmtl.model.bert import relative_position_bucket
 from bertmtl.model.loading import from_hf_key, to_hf_key
 from bertmtl.tokenizer import WordPieceTokenizer
 
-from .conftest import REAL_PAIRS, REAL_SENTENCES
+from .conftest import REAL_PAIRS, REAL_SENTENCES, assert_ids_match_hf
 
 transformers = pytest.importorskip("transformers")
 MPNET = FAMILIES["mpnet"]
@@ -118,17 +118,7 @@ def test_smart_split_matches_forward(tiny_mpnet_dir):
 
 
 def _compare_tokenizer(directory, max_length):
-    ours = WordPieceTokenizer.from_dir(directory, max_length=max_length)
-    hf = transformers.MPNetTokenizerFast.from_pretrained(str(directory))
-    b = ours(REAL_SENTENCES)
-    r = hf(REAL_SENTENCES, padding=True, truncation=True, max_length=ours.max_length, return_tensors="pt")
-    assert torch.equal(b.input_ids, r["input_ids"])
-    assert torch.equal(b.attention_mask, r["attention_mask"])
-    a, c = map(list, zip(*REAL_PAIRS))
-    b = ours(a, c)
-    r = hf(a, c, padding=True, truncation=True, max_length=ours.max_length, return_tensors="pt")
-    assert torch.equal(b.input_ids, r["input_ids"])
-    assert torch.equal(b.attention_mask, r["attention_mask"])
+    *_, b, _ = assert_ids_match_hf(directory, transformers.MPNetTokenizerFast, max_length)
     assert not b.token_type_ids.any()  # MPNet has no token types
 
 
