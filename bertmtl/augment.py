@@ -458,8 +458,7 @@ RETRIES = 2
 def augment(cfg: AugmentConfig, reporter=None) -> dict:
     """Write augmented copies of the chosen tasks' train files into cfg.out; returns the manifest."""
     from .data import parse_tasks
-    from .fsutil import staged_dir, write_json
-    from .pretrain import check_out_dir
+    from .outputs import owned_output
     from .progress import PlainReporter
 
     t0 = time.perf_counter()
@@ -470,8 +469,13 @@ def augment(cfg: AugmentConfig, reporter=None) -> dict:
         raise UserError("--aug-p is the fraction of words changed, in (0, 1]")
     tasks = parse_tasks(",".join(cfg.tasks))
     methods = parse_methods(",".join(cfg.methods))
-    out = Path(cfg.out)
-    check_out_dir(out, cfg.overwrite)
+    inputs = {f"the {t} train file": Path(cfg.data_dir) / TASKS[t].filename("train") for t in tasks}
+    with owned_output(cfg.out, cfg.overwrite, {**inputs, "--mlm": cfg.mlm}) as out:  # checked, and ours
+        return _augment(cfg, tasks, methods, out, reporter, t0)
+
+
+def _augment(cfg: AugmentConfig, tasks: list[str], methods: list[str], out: Path, reporter, t0: float) -> dict:
+    from .fsutil import staged_dir, write_json
 
     data = {}
     for name in tasks:

@@ -23,7 +23,6 @@ in model.safetensors, config.json naming an HF class) are still read.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from . import __version__
 from .config import BertConfig
 from .errors import UserError
 from .tasks import BUILTIN, TASKS, TaskSpec
-from .fsutil import recover_dir, staged_dir, write_bytes, write_json  # noqa: F401 (some re-exported)
+from .fsutil import crash_point, recover_dir, save_safetensors, staged_dir, write_bytes, write_json  # noqa: F401 (some re-exported)
 
 FORMAT = 2
 # The weights file of each format we read.
@@ -51,14 +50,6 @@ def read_json(path: Path) -> dict:
     if not isinstance(d, dict):
         raise UserError(f"{path}: expected a JSON object")
     return d
-
-
-def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    from safetensors.torch import save_file
-
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path), metadata={"format": "pt"})
-    with open(path, "rb+") as fh:
-        os.fsync(fh.fileno())
 
 
 def _load_tensors(path: Path, device="cpu") -> dict[str, torch.Tensor]:
@@ -79,7 +70,8 @@ def save_checkpoint(target: Path, model, tokenizer, *, step: int, epoch: float, 
                     metrics: dict | None, tasks: list[str], resume: dict | None = None) -> None:
     """Write a complete checkpoint to `target` atomically (build beside it, then swap in)."""
     with staged_dir(target) as staging:
-        _save_tensors(staging / WEIGHTS_FILE[FORMAT], model.state_dict())
+        save_safetensors(staging / WEIGHTS_FILE[FORMAT], model.state_dict())
+        crash_point(f"writing:{Path(target).name}")
         config = model.encoder.config.to_dict()
         config.pop("architectures", None)  # no HF class loads these weights as they are stored
         write_json(staging / "config.json", config)
@@ -89,7 +81,7 @@ def save_checkpoint(target: Path, model, tokenizer, *, step: int, epoch: float, 
         write_json(staging / "metrics.json", metrics or {})
         tokenizer.save(staging)
         if resume is not None:
-            _save_tensors(staging / "optimizer.safetensors", resume.pop("tensors"))
+            save_safetensors(staging / "optimizer.safetensors", resume.pop("tensors"))
             write_json(staging / "trainer_state.json", resume)
         # Written last: a directory without it is never taken for a checkpoint.
         write_json(staging / "bertmtl.json", {"format": FORMAT, "version": __version__, "step": step,

@@ -23,7 +23,7 @@ from torch import nn
 
 from . import __version__
 from .errors import UserError
-from .fsutil import staged_dir, write_json
+from .fsutil import save_safetensors, staged_dir, write_json
 from .runs import encoder_of
 
 FORMATS = ("hf", "sentence-transformers", "onnx")
@@ -34,17 +34,27 @@ ONNX_OPSET = 18
 def export(source: str | Path | None, fmt: str, out: str | Path, command: str | None = None,
            overwrite: bool = False) -> Path:
     """Export checkpoint (or run directory: its best/) `source` as `fmt` into directory `out`."""
-    from .checkpoint import load_checkpoint
+    from .outputs import owned_output
     from .runs import resolve_checkpoint
 
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
     if fmt == "onnx":
         require_onnx()
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
-        raise UserError(f"{out} exists and is not empty; choose another --out or pass --overwrite")
     path = resolve_checkpoint(source)
+    with owned_output(out, overwrite, {"the checkpoint": path}) as out:
+        return _export(path, fmt, out, command or _command(source, fmt, out, overwrite))
+
+
+def _command(source, fmt: str, out: Path, overwrite: bool) -> str:
+    """The command line that does this export (for the model card)."""
+    return shlex.join(["bertmtl", "export", *([str(source)] if source is not None else []), "--format", fmt,
+                       "--out", str(out), *(["--overwrite"] if overwrite else [])])
+
+
+def _export(path: Path, fmt: str, out: Path, command: str) -> Path:
+    from .checkpoint import load_checkpoint
+
     ck = load_checkpoint(path)
     with staged_dir(out) as d:
         if fmt == "onnx":
@@ -54,9 +64,6 @@ def export(source: str | Path | None, fmt: str, out: str | Path, command: str | 
             write_hf(ck, d)
             if fmt == "sentence-transformers":
                 write_sentence_transformers(ck, d)
-        if command is None:  # the command line that does this export
-            command = shlex.join(["bertmtl", "export", *([str(source)] if source is not None else []),
-                                  "--format", fmt, "--out", str(out), *(["--overwrite"] if overwrite else [])])
         (d / "README.md").write_text(model_card(ck, fmt, command), encoding="utf-8")
     return out
 
@@ -73,13 +80,11 @@ def hf_state_dict(encoder) -> dict[str, torch.Tensor]:
 
 def write_hf(ck, d: Path) -> None:
     """config.json + model.safetensors of the encoder, and the tokenizer files."""
-    from safetensors.torch import save_file
-
     encoder = ck.model.encoder
     config = encoder.config.to_dict()
     config["architectures"] = [encoder.config.family.architecture]
     write_json(d / "config.json", config)
-    save_file(hf_state_dict(encoder), str(d / "model.safetensors"), metadata={"format": "pt"})
+    save_safetensors(d / "model.safetensors", hf_state_dict(encoder))
     ck.tokenizer.save_for_hf(d)
 
 
@@ -95,8 +100,6 @@ def write_sentence_transformers(ck, d: Path) -> None:
     Written in the module layout sentence-transformers has read since version 2, so older
     and newer releases load it alike.
     """
-    from safetensors.torch import save_file
-
     pooling = ck.model.cfg.pooling
     hidden = ck.model.encoder.config.hidden_size
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
@@ -115,9 +118,8 @@ def write_sentence_transformers(ck, d: Path) -> None:
         write_json(d / "2_Dense" / "config.json", {"in_features": hidden, "out_features": hidden, "bias": True,
                                                    "activation_function": "torch.nn.modules.activation.Tanh"})
         dense = ck.model.encoder.pooler.dense
-        save_file({"linear.weight": dense.weight.detach().float().contiguous(),
-                   "linear.bias": dense.bias.detach().float().contiguous()},
-                  str(d / "2_Dense" / "model.safetensors"), metadata={"format": "pt"})
+        save_safetensors(d / "2_Dense" / "model.safetensors",
+                         {"linear.weight": dense.weight.float(), "linear.bias": dense.bias.float()})
     write_json(d / "modules.json", modules)
     write_json(d / "config_sentence_transformers.json",
                {"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"})

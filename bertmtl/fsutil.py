@@ -11,9 +11,79 @@ import ctypes
 import errno
 import json
 import os
+import re
 import shutil
+import signal
 from contextlib import contextmanager
 from pathlib import Path
+
+from .errors import UserError
+
+class WriteError(UserError):
+    """An output could not be written (disk full, permission lost); the previous version is intact."""
+
+
+# -- crash points ---------------------------------------------------------------------------
+
+CRASH_ENV = "BERTMTL_CRASH_AT"
+_crash_hits: dict[str, int] = {}
+
+
+def crash_point(name: str) -> None:
+    """Fault injection for the crash tests: with BERTMTL_CRASH_AT=NAME[:N] set, the Nth time this
+    process reaches point NAME it kills itself with SIGKILL (no handler, no cleanup: kill -9).
+
+    The points sit where a crash is hardest on the files: inside a step, an evaluation, the
+    writing and the swap of last/ and best/, between the log and the checkpoints. Unset, this is
+    one dictionary lookup.
+    """
+    spec = os.environ.get(CRASH_ENV)
+    if not spec:
+        return
+    point, _, nth = spec.rpartition(":")
+    if not nth.isdigit():  # no count: the first time
+        point, nth = spec, "1"
+    if point != name:
+        return
+    _crash_hits[name] = _crash_hits.get(name, 0) + 1
+    if _crash_hits[name] >= int(nth):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# -- library write errors ---------------------------------------------------------------------
+
+_OS_ERROR = re.compile(r"os error (\d+)")
+
+
+@contextmanager
+def os_errors(path: Path):
+    """Turn a library's failed write into the OSError it is.
+
+    safetensors and tokenizers (Rust) report a full disk or a missing permission as their own
+    exception types (SafetensorError, Exception) with "(os error N)" in the message; callers
+    then handle one type, OSError, with its errno.
+    """
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as e:
+        m = _OS_ERROR.search(str(e))
+        if m is None:
+            raise
+        code = int(m.group(1))
+        raise OSError(code, os.strerror(code), str(path)) from e
+
+
+def save_safetensors(path: Path, tensors: dict) -> None:
+    """Write tensors as a safetensors file and fsync it; a failed write raises OSError."""
+    from safetensors.torch import save_file
+
+    with os_errors(path):
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path), metadata={"format": "pt"})
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
+
 
 
 def _fsync_dir(path: Path) -> None:
@@ -47,7 +117,9 @@ def _exchange(a: Path, b: Path) -> bool:
 def replace_dir(staging: Path, target: Path) -> None:
     """Make `staging` become `target` so that readers always see a complete old or new one."""
     _fsync_dir(staging)
+    crash_point(f"staged:{target.name}")
     if target.exists() and _exchange(staging, target):
+        crash_point(f"swapped:{target.name}")
         shutil.rmtree(staging, ignore_errors=True)  # staging now holds the previous version
     else:
         old = target.with_name(target.name + ".old")
@@ -77,25 +149,41 @@ def write_json(path: Path, obj) -> None:
     write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
+def _pid_alive(pid: str) -> bool:
+    """Whether process `pid` (of this machine) exists; a name that is no pid counts as dead."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True
+    return int(pid) != os.getpid()  # our own leftovers are stale by definition
+
+
 @contextmanager
 def staged_dir(target: Path):
     """Yield an empty directory beside `target`; when the block ends, swap it in as `target`.
 
     The staging directory is fsync'd and exchanged atomically with the old `target` (renamed
     where the kernel cannot exchange); if the block raises, it is removed and `target` is left
-    as it was. Staging leftovers of a writer killed mid-write are removed first: incomplete by
-    construction, they are never read.
+    as it was. Staging leftovers of writers killed mid-write are removed first: incomplete by
+    construction, they are never read. (Those of a live writer are left alone; the output's
+    owner lock, outputs.py, keeps a second writer away in the first place.)
     """
-    target = Path(target)
+    target = Path(target).absolute()  # `--out .` has no name to put a staging directory beside
     for stale in target.parent.glob(f".{target.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        if not _pid_alive(stale.name.rsplit("-", 1)[-1]):
+            shutil.rmtree(stale, ignore_errors=True)
     staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    staging.mkdir(parents=True)
     try:
+        staging.mkdir(parents=True)
         yield staging
         if target.is_dir() and not any(target.iterdir()):
             target.rmdir()  # an empty placeholder (e.g. a fresh --out) is simply replaced
         replace_dir(staging, target)
+    except OSError as e:  # a full disk, a lost permission: say so; the old target is untouched
+        shutil.rmtree(staging, ignore_errors=True)
+        raise WriteError(f"could not write {target} ({e.strerror or e}); what was there before is intact") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

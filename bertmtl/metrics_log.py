@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+from .errors import UserError
+
 
 class MetricsLog:
     """Append-only JSON-lines writer; each record is flushed so readers see whole lines quickly.
@@ -22,16 +24,23 @@ class MetricsLog:
     def write(self, record: dict) -> None:
         # One write() per line, so a concurrent reader sees at most one partial line at the end.
         # (A non-finite loss is written as NaN, which Python's json reads back.)
-        self._fh.write(json.dumps(record, default=str) + "\n")
-        self._fh.flush()
-        if record.get("type") in ("eval", "end", "start", "resume"):
-            os.fsync(self._fh.fileno())
+        try:
+            self._fh.write(json.dumps(record, default=str) + "\n")
+            self._fh.flush()
+            if record.get("type") in ("eval", "end", "start", "resume"):
+                os.fsync(self._fh.fileno())
+        except OSError as e:  # a full disk mid-run: a clear stop; the checkpoints are as last saved
+            raise UserError(f"could not append to {self.path} ({e.strerror or e}); the checkpoints beside it "
+                            f"are as last saved") from None
         for report in self.reports:
             report.write(record)
 
     def close(self) -> None:
         if not self._fh.closed:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError:
+                pass  # a write that failed already said so; closing only retried its buffer
         for report in self.reports:
             report.close()
         self.reports = []

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -309,34 +308,30 @@ def evaluate_mlm(model, data: MlmTexts, batch_size: int, device: torch.device, s
 
 # -- the run -------------------------------------------------------------------------------
 
-def check_out_dir(out: Path, overwrite: bool) -> None:
-    """Fail early when --out cannot take the output (or holds something, without --overwrite)."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"--out {out}: already holds files; choose another directory or pass --overwrite")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"--out {out}: cannot create its parent ({e.strerror or e})") from None
-    if not os.access(out.parent, os.W_OK):
-        raise UserError(f"--out {out}: cannot write in {out.parent}")
+def output_inputs(cfg: PretrainConfig) -> dict[str, str | Path | None]:
+    """What pretraining reads, which --out must not overlap (outputs.check_output)."""
+    files = {f"the {n} train file": Path(cfg.data_dir) / SOURCES[n].filename("train") for n in cfg.datasets}
+    return {**files, "--augmented": cfg.augmented, "--encoder": cfg.encoder}
 
 
 def pretrain(cfg: PretrainConfig, reporter=None) -> dict:
     """Run further MLM pretraining; writes cfg.out (HF format + pretrain.json) and returns the report."""
+    from .outputs import owned_output
+    from .progress import default_reporter
+
+    t_start = time.perf_counter()
+    cfg.validate()
+    with owned_output(cfg.out, cfg.overwrite, output_inputs(cfg)) as out:  # checked, and ours, before any work
+        return _pretrain(cfg, out, reporter or default_reporter(), t_start)
+
+
+def _pretrain(cfg: PretrainConfig, out: Path, reporter, t_start: float) -> dict:
     from .data import bucketed_batches
     from .device import pick_device
     from .fsutil import staged_dir, write_json
     from .model.mlm import load_mlm, save_mlm
     from .optim import AdamW, parameter_groups
-    from .progress import default_reporter
 
-    t_start = time.perf_counter()
-    cfg.validate()
-    reporter = reporter or default_reporter()
-    out = Path(cfg.out)
-    check_out_dir(out, cfg.overwrite)
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
 
@@ -469,13 +464,10 @@ def pretrain(cfg: PretrainConfig, reporter=None) -> dict:
     report.update(steps=total, steps_per_epoch=steps_per_epoch, epochs=total / steps_per_epoch, train_loss=losses,
                   train_s=train_s, config=dataclasses.asdict(cfg))
 
-    try:
-        with staged_dir(out) as staging:
-            model.cpu()
-            model.tie_weights()
-            save_mlm(model, tokenizer, staging)
-            report["wall_s"] = time.perf_counter() - t_start
-            write_json(staging / "pretrain.json", report)
-    except OSError as e:
-        raise UserError(f"could not write {out} ({e.strerror or e})") from None
+    with staged_dir(out) as staging:  # a failed write raises fsutil.WriteError: a clear message
+        model.cpu()
+        model.tie_weights()
+        save_mlm(model, tokenizer, staging)
+        report["wall_s"] = time.perf_counter() - t_start
+        write_json(staging / "pretrain.json", report)
     return report

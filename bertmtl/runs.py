@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from .errors import UserError
+from .outputs import OwnerLock, is_locked
 from .train_config import upgrade_config
 
 RUNS_ROOT = Path("checkpoints")
@@ -40,13 +41,21 @@ def runs_root(option: str | Path | None = None) -> Path:
 
 
 def new_run_dir(root: Path | None = None) -> Path:
-    """ROOT/YYYYmmdd-HHMMSS (with a suffix if that exists)."""
+    """Create and return ROOT/YYYYmmdd-HHMMSS (-2, -3, ... when taken).
+
+    The directory is made here, with mkdir's all-or-nothing creation, so two runs started in the
+    same second get two directories instead of sharing one.
+    """
     base = runs_root(root) / time.strftime("%Y%m%d-%H%M%S")
+    base.parent.mkdir(parents=True, exist_ok=True)
     cand, n = base, 1
-    while cand.exists():
-        n += 1
-        cand = base.with_name(f"{base.name}-{n}")
-    return cand
+    while True:
+        try:
+            cand.mkdir()
+            return cand
+        except FileExistsError:
+            n += 1
+            cand = base.with_name(f"{base.name}-{n}")
 
 
 def run_dirs(root: Path | None = None) -> list[Path]:
@@ -92,31 +101,15 @@ def find_run(name: str | Path, root: Path | None = None) -> Path:
 
 # -- the writer lock ------------------------------------------------------------------------
 
-class WriterLock:
-    """RUN/.writer.lock, held (flock) by the process that trains the run, with its host and pid inside."""
+class WriterLock(OwnerLock):
+    """RUN/.writer.lock, held by the process that trains the run from before its first write to its end.
+
+    A second `bertmtl train` on the same run (a shared --out, a --resume of a run still training)
+    is refused with the holder's pid and host.
+    """
 
     def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / LOCK_NAME
-        self._fh = open(self.path, "a+", encoding="utf-8")
-        try:
-            import fcntl
-
-            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except ImportError:
-            pass  # no advisory locks here: readers fall back to the log's age
-        except OSError:
-            self._fh.close()
-            raise UserError(f"{run_dir} is being trained by another process") from None
-        self._fh.seek(0)
-        self._fh.truncate()
-        self._fh.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
-        self._fh.flush()
-
-    def release(self) -> None:
-        """Remove the lock file and drop the lock (a run that ended needs neither)."""
-        if not self._fh.closed:
-            self.path.unlink(missing_ok=True)
-            self._fh.close()  # closing drops the lock
+        super().__init__(Path(run_dir) / LOCK_NAME, f"run {run_dir}")
 
 
 def writer_alive(run_dir: Path) -> bool:
@@ -130,19 +123,10 @@ def writer_alive(run_dir: Path) -> bool:
         owner = json.loads(path.read_text(encoding="utf-8") or "{}")
     except (OSError, ValueError):
         owner = {}
-    try:
-        import fcntl
-    except ImportError:
-        return recent
-    if owner.get("host") not in (None, socket.gethostname()):
+    if not isinstance(owner, dict) or owner.get("host") not in (None, socket.gethostname()):
         return recent  # another machine's lock is invisible here
-    with open(path, "a", encoding="utf-8") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
-    return False
+    locked = is_locked(path)
+    return recent if locked is None else locked
 
 
 # -- what `bertmtl runs` shows ----------------------------------------------------------------

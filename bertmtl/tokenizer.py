@@ -15,6 +15,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 
 from .config import FAMILIES, family_of
 from .errors import UserError
+from .fsutil import os_errors
 
 DEFAULT_MAX_LENGTH = 128
 
@@ -132,7 +133,8 @@ class WordPieceTokenizer:
         self.save(directory)
         tok = Tokenizer.from_str(self._tok.to_str())
         tok.no_truncation()  # HF's tokenizer truncates when asked, up to model_max_length
-        tok.save(str(directory / "tokenizer.json"))
+        with os_errors(directory / "tokenizer.json"):  # a full disk: OSError, not the library's Exception
+            tok.save(str(directory / "tokenizer.json"))
         sp = family_of(self.model_type).special
         special = {"cls_token": sp.cls, "sep_token": sp.sep, "pad_token": sp.pad, "unk_token": sp.unk,
                    "mask_token": sp.mask}

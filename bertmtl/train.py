@@ -26,6 +26,7 @@ from .device import compile_encoder, pick_device, precision_name
 from .distributed import Dist
 from .ema import WeightAverage, restore_training_weights, trainable
 from .errors import UserError
+from .fsutil import WriteError, crash_point
 from .evaluate import evaluate
 from .metrics_log import MetricsLog
 from .model.bert import BertModel, Dropout
@@ -34,7 +35,8 @@ from .mtl.step import GradBuffers, MultitaskStep
 from .optim import scheduled_lr
 from .progress import SilentReporter, ThroughputWindow, default_reporter
 from .reports import open_reports, require_tensorboard
-from .runs import WriterLock, new_run_dir, runs_root
+from .outputs import check_output
+from .runs import LOCK_NAME, WriterLock, new_run_dir, runs_root
 from .tasks import BUILTIN, TASKS, TaskSpec
 from .tokenizer import WordPieceTokenizer
 from .train_config import TrainConfig
@@ -57,6 +59,14 @@ def _check_writable(run: Path, need_bytes: int) -> None:
     if free < need_bytes:
         raise UserError(f"{run}: {free / 2**20:.0f} MiB free, but checkpoints need about "
                         f"{need_bytes / 2**20:.0f} MiB; free some space or choose another --out")
+
+
+def checkpoint_peak_bytes(model, cfg: TrainConfig) -> int:
+    """Disk a run needs at its peak: while last/ is replaced, the old last/ and its staged successor
+    (each: the weights, two optimizer moments, and the training weights under --ema) beside best/."""
+    weights = sum(p.numel() * 4 for p in model.parameters())  # saved in fp32
+    last = weights * (3 + (1 if cfg.ema else 0))
+    return 2 * last + weights + 16 * 2**20  # and the small files: vocabulary, JSON, the metrics log
 
 
 class _StopFlag:
@@ -194,22 +204,76 @@ class Run:
         return self.stepper.tasks
 
 
-def _run_dir(cfg: TrainConfig, resume: str | Path | None, dist: Dist) -> tuple[Path, Path | None]:
-    """(run directory, its last/ checkpoint when resuming); refuses to train over an existing run."""
+def _inputs(cfg: TrainConfig) -> dict[str, Path | str | None]:
+    """What a run reads, for the overlap check of its directory (outputs.check_output)."""
+    inputs: dict[str, Path | str | None] = {
+        f"the {t} {split} file": task_path(cfg.data_dir, TASKS[t], split, cfg.files)
+        for t in cfg.tasks for split in ("train", "dev")}
+    inputs.update({"--augment": cfg.augment, "--encoder": cfg.encoder, "--init-heads-from": cfg.init_heads_from,
+                   "--tasks-file": cfg.tasks_file})
+    if cfg.declares_tasks:
+        from .user_tasks import declared_entries
+
+        for e in declared_entries(cfg.task, cfg.tasks_file):
+            for split in ("train", "dev"):
+                inputs[f"task {e.get('name')}'s {split} file"] = e.get(split)
+    return inputs
+
+
+def _run_dir(cfg: TrainConfig, resume: str | Path | None, dist: Dist) -> tuple[Path, Path | None, WriterLock | None, bool]:
+    """(run directory, its last/ checkpoint when resuming, the lock that makes this process its only
+    writer, whether the directory was made for this run).
+
+    The main process takes the run's lock before it reads or writes anything there and holds it
+    to the end, so a second `bertmtl train` on the same directory (a shared --out, a --resume of a
+    run still training) is refused instead of interleaving with this one. Runs without --out get
+    a directory of their own (runs.new_run_dir creates it).
+    """
+    if not dist.is_main:  # the main process checks and locks; the others follow it
+        if resume is not None:
+            return Path(resume), Path(resume) / "last", None, False
+        return (Path(cfg.out) if cfg.out is not None else dist.broadcast_object(None)), None, None, False
     if resume is not None:
         run = Path(resume)
-        ckpt.recover_dir(run / "last")
-        if not (run / "last" / "trainer_state.json").is_file():
-            raise UserError(f"{run}: nothing to resume (no {run / 'last'} checkpoint with resume state)")
-        cfg.check_resume(ckpt.read_json(run / "last" / "train_args.json"))
-        return run, run / "last"
+        check_output(run, _inputs(cfg), "--resume")
+        if not run.is_dir():
+            raise UserError(f"{run}: no such run directory")
+        lock = WriterLock(run)
+        try:
+            ckpt.recover_dir(run / "last")
+            if not (run / "last" / "trainer_state.json").is_file():
+                raise UserError(f"{run}: nothing to resume (no {run / 'last'} checkpoint with resume state)")
+            cfg.check_resume(ckpt.read_json(run / "last" / "train_args.json"))
+        except BaseException:
+            lock.release()
+            raise
+        return run, run / "last", lock, False
     if cfg.out is None:
-        return dist.broadcast_object(new_run_dir(runs_root(cfg.runs_dir)) if dist.is_main else None), None
-    run = Path(cfg.out)
-    if dist.is_main and ((run / "metrics.jsonl").exists() or (run / "last").exists()):
+        check_output(runs_root(cfg.runs_dir) / "RUN", _inputs(cfg), "--runs-dir")  # a new run under it
+        run, created = dist.broadcast_object(new_run_dir(runs_root(cfg.runs_dir))), True
+    else:
+        run = Path(cfg.out)
+        check_output(run, _inputs(cfg), "--out")
+        created = not run.exists()
+        try:
+            run.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"{run}: cannot write there ({e.strerror or e})") from None
+    lock = WriterLock(run)
+    if (run / "metrics.jsonl").exists() or (run / "last").exists():
+        lock.release()
         raise UserError(f"{run} already holds a run; continue it with `bertmtl train --resume {run}` "
                         f"or choose another --out")
-    return run, None
+    return run, None, lock, created
+
+
+def _discard_if_unused(run_dir: Path) -> None:
+    """Remove a run directory that a failed start left empty (nothing was logged or saved in it)."""
+    try:
+        if not any(p.name != LOCK_NAME for p in run_dir.iterdir()):
+            shutil.rmtree(run_dir, ignore_errors=True)
+    except OSError:
+        pass
 
 
 def prepare(cfg: TrainConfig, resume: str | Path | None, dist: Dist, reporter=None) -> Run:
@@ -220,12 +284,27 @@ def prepare(cfg: TrainConfig, resume: str | Path | None, dist: Dist, reporter=No
     device = pick_device(cfg.device) if not dist.enabled else dist.device(cfg.device)
     if reporter is None:
         reporter = default_reporter() if dist.is_main else SilentReporter()
-    run_dir, resume_ckpt = _run_dir(cfg, resume, dist)
     if cfg.augment and not Path(cfg.augment).is_dir():
         raise UserError(f"--augment {cfg.augment}: no such directory (make one with `bertmtl augment`)")
-
-    # data and model (the seed fixes the heads' initialisation)
     check_data_files(cfg)
+    run_dir, resume_ckpt, lock, created = _run_dir(cfg, resume, dist)
+    try:
+        run = _build(cfg, run_dir, resume_ckpt, dist, device, reporter)
+        run.lock = lock
+        if dist.is_main:  # the metrics log opens with the whole configuration
+            _open_log(run)
+        return run
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        if created:
+            _discard_if_unused(run_dir)
+        raise
+
+
+def _build(cfg: TrainConfig, run_dir: Path, resume_ckpt: Path | None, dist: Dist, device, reporter) -> Run:
+    """Data, model, optimizer step and resume state of a run whose directory is ours."""
+    # data and model (the seed fixes the heads' initialisation)
     specs, trained = task_specs(cfg, resume_ckpt)  # declared tasks' files are read here: before any download
     torch.manual_seed(cfg.seed)
     pretrained = resolve(cfg.encoder) if resume_ckpt is None else resume_ckpt
@@ -252,8 +331,8 @@ def prepare(cfg: TrainConfig, resume: str | Path | None, dist: Dist, reporter=No
         if isinstance(m, Dropout):
             m.p = cfg.dropout
     model.to(device)
-    if dist.is_main:  # room for about five copies of the fp32 weights: last/, best/, two optimizer moments, staging
-        _check_writable(run_dir, need_bytes=sum(p.numel() for p in model.parameters()) * 4 * 5)
+    if dist.is_main:
+        _check_writable(run_dir, need_bytes=checkpoint_peak_bytes(model, cfg))
 
     # schedule, data order, optimizer step
     rr = RoundRobin(train_sets, cfg.batch_size, cfg.seed, bucket=cfg.bucket, shard=(dist.rank, dist.world),
@@ -273,20 +352,19 @@ def prepare(cfg: TrainConfig, resume: str | Path | None, dist: Dist, reporter=No
     if resume_ckpt is not None:
         Checkpointer(run).restore(resume_ckpt)
 
-    # the metrics log opens with the whole configuration
-    if dist.is_main:
-        run.lock = WriterLock(run_dir)
-        run.log = MetricsLog(run_dir / "metrics.jsonl",
-                             open_reports(cfg.report_to, run_dir, run.step if run.resumed else None))
-        ckpt.write_json(run_dir / "train_args.json", cfg.to_dict())
-        run.log.write({"type": "resume" if run.resumed else "start", "step": run.step, "time": time.time(),
-                       "config": cfg.to_dict(),
-                       "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
-                       "examples": {t: len(d) for t, d in train_sets.items()},
-                       "dev_examples": {t: len(d) for t, d in dev_sets.items()}, "skipped": skipped,
-                       "world_size": dist.world, "device": str(device), "precision": run.precision,
-                       "tasks": [s.to_dict() for s in model.specs.values()]})
     return run
+
+
+def _open_log(run: Run) -> None:
+    cfg = run.cfg
+    run.log = MetricsLog(run.dir / "metrics.jsonl", open_reports(cfg.report_to, run.dir, run.step if run.resumed else None))
+    ckpt.write_json(run.dir / "train_args.json", cfg.to_dict())
+    run.log.write({"type": "resume" if run.resumed else "start", "step": run.step, "time": time.time(),
+                   "config": cfg.to_dict(), "total_steps": run.total_steps, "steps_per_epoch": run.steps_per_epoch,
+                   "examples": {t: len(d) for t, d in run.train_sets.items()},
+                   "dev_examples": {t: len(d) for t, d in run.dev_sets.items()}, "skipped": run.skipped,
+                   "world_size": run.dist.world, "device": str(run.device), "precision": run.precision,
+                   "tasks": [s.to_dict() for s in run.model.specs.values()]})
 
 
 class Checkpointer:
@@ -316,9 +394,8 @@ class Checkpointer:
             ckpt.save_checkpoint(run.dir / name, run.model, run.tokenizer, step=run.step,
                                  epoch=run.step / run.steps_per_epoch, train_args=run.cfg.to_dict(), metrics=metrics,
                                  tasks=run.tasks, resume=self.resume_state(raw) if with_resume else None)
-        except OSError as e:
-            raise UserError(f"could not save {run.dir / name} ({e.strerror or e}); the previous checkpoint "
-                            f"there is intact. Resume with `bertmtl train --resume {run.dir}` once fixed.") from None
+        except WriteError as e:
+            raise UserError(f"{e.message}. Resume with `bertmtl train --resume {run.dir}` once fixed.") from None
 
     def resume_state(self, raw: list | None) -> dict:
         """Optimizer moments, RNG states, data position and counters: what resuming needs beyond the weights."""
@@ -367,18 +444,23 @@ def evaluate_dev(run: Run, checkpointer: Checkpointer) -> dict:
     with checkpointer.averaged() as raw:
         metrics = evaluate(run.model, run.dev_sets, run.cfg.eval_batch_size, run.device) if dist.is_main else {}
         metrics = dist.broadcast_object(metrics)
-        is_best = metrics.get("overall") is not None and (run.best is None or metrics["overall"] > run.best)
+        crash_point("eval:scored")
+        # An undefined (None) or non-finite score never becomes best/: a diverged model scores NaN.
+        score = metrics.get("overall")
+        is_best = isinstance(score, (int, float)) and math.isfinite(score) and (run.best is None or score > run.best)
         if is_best:
-            run.best = metrics["overall"]
-        if metrics.get("overall") is not None:  # no dev score, nothing to be patient about
+            run.best = score
+        if run.dev_sets:  # no dev set, nothing to be patient about; an undefined score is no improvement
             run.since_best = 0 if is_best else run.since_best + 1
         rec = {"type": "eval", "split": "dev", "step": run.step, "epoch": run.step / run.steps_per_epoch, **metrics,
                "best": is_best, "best_overall": run.best}
         if dist.is_main:
             run.log.write(rec)
+            crash_point("eval:logged")
             run.reporter.evaluation(rec)
             if is_best:
                 checkpointer.save_as_is("best", metrics, False, raw)
+                crash_point("eval:saved-best")
     return metrics
 
 
@@ -401,6 +483,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
                 batches = run.rr.next(run.step)
                 lr = scheduled_lr(run.step, run.total_steps, cfg.lr, cfg.warmup, cfg.schedule)
                 losses, smart = run.stepper.backward(batches, run.step)
+                crash_point("step")
                 # a non-finite loss skips the update; too many in a row end the run
                 if not dist.all_true(all(math.isfinite(v) for v in (*losses.values(), *smart.values()))):
                     run.nonfinite += 1
@@ -427,6 +510,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
                            **window.record(), "time": time.time()}
                     if main:
                         log.write(rec)
+                        crash_point("logged")
                         reporter.step(rec)
                 # evaluate and save; a signal stops the run at the end of the step
                 stopping = dist.any_true(stop.signal is not None)
@@ -481,6 +565,7 @@ def _finish(run: Run, status: str, last_metrics: dict | None) -> dict:
                "tasks": [s.to_dict() for s in run.model.specs.values()]}
     if run.dist.is_main:
         run.log.write({"type": "end", "status": status, "step": run.step, "best_overall": run.best})
+        crash_point("end")
         ckpt.write_json(run.dir / "summary.json", summary)
         if status == "early-stopped":
             run.reporter.message(f"early stop at step {run.step}: no better overall dev score in {run.since_best} "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import string
+import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -161,3 +163,30 @@ def assert_ids_match_hf(directory, hf_tokenizer_class, max_length: int = 128):
         assert torch.equal(b.input_ids, r["input_ids"])
         assert torch.equal(b.attention_mask, r["attention_mask"])
     return ours, hf, b, r
+
+
+@contextmanager
+def small_tmpfs(path: Path, size: int):
+    """A real file system of `size` bytes at `path` (a tmpfs), so a full disk is the kernel's ENOSPC,
+    not a stand-in. Mounting needs root (or CAP_SYS_ADMIN); elsewhere the test is skipped."""
+    path.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode(errors='replace').strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def fill_disk(directory: Path) -> Path:
+    """Write zeros into DIRECTORY/filler until the file system is full; returns the filler's path."""
+    filler = directory / "filler"
+    with open(filler, "wb", buffering=0) as fh:
+        for chunk in (1 << 20, 1 << 16, 4096, 512, 1):
+            try:
+                while fh.write(b"\0" * chunk):
+                    pass
+            except OSError:
+                pass
+    return filler

@@ -24,6 +24,7 @@ from bertmtl.metrics_log import read_records
 from bertmtl.progress import SilentReporter
 from bertmtl.train import TrainConfig, train
 
+from .conftest import fill_disk, small_tmpfs
 from .fixtures import write_task_data
 
 
@@ -37,8 +38,8 @@ def _args(tiny, data, out, *extra):
             "--lr", "1e-3", "--seed", "3", "--log-every", "1", *extra]
 
 
-def _spawn(args):
-    env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
+def _spawn(args, **env_extra):
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1", **env_extra}
     return subprocess.Popen([sys.executable, "-m", "bertmtl", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=env)
 
@@ -116,6 +117,62 @@ def test_kill9_at_random_points_then_resume_equals_uninterrupted(tiny_bert_dir, 
     assert not list(run.glob(".last.tmp-*")) and not list(run.glob(".best.tmp-*"))
 
 
+# Kill points (fsutil.crash_point): inside a step, after a log line, while last/ is written, when
+# its staging is complete, right after the swap; inside an evaluation, after its record; while
+# best/ is written, staged, swapped, and between best/ and last/; after the end record.
+RUN_POINTS = ["step:2", "logged", "writing:last", "staged:last", "swapped:last", "eval:scored", "eval:logged", "end"]
+BEST_POINTS = ["writing:best", "staged:best", "swapped:best", "eval:saved-best"]
+
+
+def _assert_consistent_after_kill(run: Path) -> None:
+    """After a kill -9: last/ and best/ each whole or absent, and the run no longer counts as running."""
+    from bertmtl.runs import run_info
+
+    _assert_loadable_or_absent(run)
+    ckpt.recover_dir(run / "best")
+    if (run / "best").exists():
+        ckpt.load_checkpoint(run / "best")
+    if (run / "metrics.jsonl").exists():
+        assert run_info(run)["status"] != "running"  # the kernel dropped the writer lock
+
+
+@pytest.mark.slow
+def test_kill9_at_twelve_points_then_resume_equals_uninterrupted(tiny_bert_dir, data_dir, tmp_path):
+    extra = ("--steps-per-epoch", "4", "--epochs", "3", "--save-every", "1", "--eval-every", "3")
+    ref = _spawn(_args(tiny_bert_dir, data_dir, tmp_path / "ref", *extra))
+    assert ref.wait(300) == 0, ref.stderr.read().decode()[-2000:]
+
+    def start(run: Path, point: str | None):
+        args = ["train", "--resume", str(run)] if (run / "last").exists() else _args(tiny_bert_dir, data_dir, run, *extra)
+        return _spawn(args, **({"BERTMTL_CRASH_AT": point} if point else {}))
+
+    def killed_at(proc, point: str, run: Path) -> None:
+        proc.wait(300)
+        assert proc.returncode == -signal.SIGKILL, (point, proc.returncode, proc.stderr.read().decode()[-2000:])
+        _assert_consistent_after_kill(run)
+
+    # One run killed at each point in turn, resumed after each kill.
+    run = tmp_path / "killed"
+    for point in RUN_POINTS:
+        killed_at(start(run, point), point, run)
+    # best/ is written at the first evaluation of a fresh run: one run per best/ point, killed there.
+    best_runs = {p: tmp_path / f"best-{p.replace(':', '-')}" for p in BEST_POINTS}
+    procs = {p: start(r, p) for p, r in best_runs.items()}
+    for p, proc in procs.items():
+        killed_at(proc, p, best_runs[p])
+    runs = [run, *best_runs.values()]
+    procs = [start(r, None) for r in runs]  # every run to its end, once more
+    for proc in procs:
+        assert proc.wait(300) == 0, proc.stderr.read().decode()[-2000:]
+    for r in runs:
+        assert json.loads((r / "summary.json").read_text())["status"] == "finished"
+        for sub in ("last", "best"):
+            a = load_file(str(tmp_path / "ref" / sub / "multitask.safetensors"))
+            b = load_file(str(r / sub / "multitask.safetensors"))
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), (r, sub)
+        assert not list(r.glob(".*.tmp-*"))  # staging leftovers of the killed writers are gone
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_saves_checkpoint_and_says_how_to_resume(tiny_bert_dir, data_dir, tmp_path, sig):
@@ -143,35 +200,64 @@ def test_unwritable_out_is_refused_before_training(tiny_bert_dir, data_dir, tmp_
     assert r.exit_code == 2 and "cannot write there" in r.output and "Traceback" not in r.output
 
 
-def test_full_disk_is_refused_before_training(tiny_bert_dir, data_dir, tmp_path, monkeypatch):
-    import shutil
+def test_full_disk_is_refused_before_training(tiny_bert_dir, data_dir, tmp_path):
+    from bertmtl.model.bert import BertModel
+    from bertmtl.model.heads import MultitaskBert
+    from bertmtl.train import checkpoint_peak_bytes
 
-    real = shutil.disk_usage
-    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=10_000))
-    cfg = TrainConfig(data_dir=str(data_dir), out=str(tmp_path / "run"), encoder=str(tiny_bert_dir))
-    with pytest.raises(UserError, match=r"MiB free, but checkpoints need about"):
-        train(cfg, reporter=SilentReporter())
-    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    cfg = TrainConfig(data_dir=str(data_dir), encoder=str(tiny_bert_dir))
+    model = MultitaskBert(BertModel.from_pretrained(tiny_bert_dir), cfg.head_config())
+    need = checkpoint_peak_bytes(model, cfg)
+    with small_tmpfs(tmp_path / "disk", need - 2**20) as disk:  # a real file system a little too small
+        cfg.out = str(disk / "run")
+        with pytest.raises(UserError, match=r"MiB free, but checkpoints need about"):
+            train(cfg, reporter=SilentReporter())
+        assert not (disk / "run").exists()  # the failed start leaves nothing behind
 
 
-def test_failed_save_keeps_the_previous_checkpoint(tiny_bert_dir, data_dir, tmp_path, monkeypatch):
-    real = ckpt._save_tensors
-    calls = {"n": 0}
+class _FillDiskAt(SilentReporter):
+    """A reporter that fills the run's file system when the first evaluation is reported: the
+    best/ save that follows meets a real full disk (safetensors' own error, not an OSError)."""
 
-    def flaky(path, tensors):
-        calls["n"] += 1
-        if calls["n"] >= 5:  # the third save of last/ (model + optimizer tensors per save) fails
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(path, tensors)
+    def __init__(self, disk: Path):
+        super().__init__()
+        self.disk, self.filler = disk, None
 
-    monkeypatch.setattr(ckpt, "_save_tensors", flaky)
-    cfg = TrainConfig(data_dir=str(data_dir), out=str(tmp_path / "run"), encoder=str(tiny_bert_dir),
-                      save_every=1, eval_every=100, epochs=2, batch_size=16)
-    with pytest.raises(UserError, match=r"could not save .*No space left on device.*previous checkpoint there is intact"):
-        train(cfg, reporter=SilentReporter())
-    monkeypatch.setattr(ckpt, "_save_tensors", real)
-    assert _assert_loadable_or_absent(tmp_path / "run") == 2
-    assert not list((tmp_path / "run").glob(".last.tmp-*"))
+    def evaluation(self, rec):
+        if self.filler is None:
+            self.filler = fill_disk(self.disk)
+
+
+def test_a_full_disk_mid_run_keeps_the_previous_checkpoint(tiny_bert_dir, data_dir, tmp_path):
+    from bertmtl.model.bert import BertModel
+    from bertmtl.model.heads import MultitaskBert
+    from bertmtl.train import checkpoint_peak_bytes
+
+    cfg = TrainConfig(data_dir=str(data_dir), encoder=str(tiny_bert_dir), save_every=1, eval_every=2, epochs=2,
+                      batch_size=16)
+    need = checkpoint_peak_bytes(MultitaskBert(BertModel.from_pretrained(tiny_bert_dir), cfg.head_config()), cfg)
+    with small_tmpfs(tmp_path / "disk", 2 * need) as disk:
+        run = disk / "run"
+        cfg.out = str(run)
+        reporter = _FillDiskAt(disk)
+        with pytest.raises(UserError, match=rf"could not write {run / 'best'} \(No space left on device\); what "
+                                            rf"was there before is intact\. Resume with `bertmtl train --resume {run}`"):
+            train(cfg, reporter=reporter)
+        assert _assert_loadable_or_absent(run) == 1  # last/ from step 1, whole
+        assert not (run / "best").exists() and not list(run.glob(".best.tmp-*"))
+        reporter.filler.unlink()  # space again: the run goes on from step 1
+        s = train(TrainConfig.from_dict(cfg.to_dict()), resume=run, reporter=SilentReporter())
+        assert s["status"] == "finished" and (run / "best" / "bertmtl.json").is_file()
+
+
+def test_library_write_errors_become_os_errors(tmp_path):
+    """safetensors and tokenizers report a full disk as their own exception types: fsutil maps them."""
+    from bertmtl.fsutil import save_safetensors
+
+    with small_tmpfs(tmp_path / "disk", 64 * 1024) as disk:
+        with pytest.raises(OSError) as e:
+            save_safetensors(disk / "x.safetensors", {"w": torch.zeros(100_000)})
+        assert e.value.errno == errno.ENOSPC and type(e.value.__cause__).__name__ == "SafetensorError"
 
 
 def _nan_on(steps: set[int], monkeypatch):

@@ -199,7 +199,7 @@ def save_mlm(model: BertForMaskedLM, tokenizer, directory: str | Path) -> None:
     It loads in `bertmtl train --pretrained DIR`, `BertModel.from_pretrained` and
     `transformers.BertForMaskedLM.from_pretrained`.
     """
-    from safetensors.torch import save_file
+    from ..fsutil import save_safetensors
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -208,5 +208,5 @@ def save_mlm(model: BertForMaskedLM, tokenizer, directory: str | Path) -> None:
     config["tie_word_embeddings"] = True
     (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     state = {k: v.cpu() for k, v in model.hf_state_dict().items()}
-    save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    save_safetensors(directory / "model.safetensors", state)
     tokenizer.save(directory)

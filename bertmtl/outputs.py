@@ -1,0 +1,168 @@
+"""Where a command writes: an output checked against the command's inputs, and one owner at a time.
+
+Every command that writes (train's run directory, pretrain, augment, export) goes through here
+before it spends any compute:
+
+- `check_output` refuses an output that equals, contains or sits inside one of the command's
+  inputs (outputs are swapped in whole, so `augment --data-dir D --out D` would delete D's task
+  files), and an output that is the current directory or one of its parents.
+- `OwnerLock` is an exclusive advisory lock (flock) held for as long as the command writes. The
+  kernel drops it when the process dies, however it dies, so kill -9 never leaves a stale lock;
+  the lock file names the holder's host and pid, for the refusal message and `bertmtl runs`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import UserError
+
+
+class OwnerLock:
+    """An exclusive lock on `path` (a lock file), or UserError naming the process that holds it.
+
+    `what` completes the refusal: "<what> is being written by process N on HOST".
+    """
+
+    def __init__(self, path: Path, what: str):
+        self.path = Path(path)
+        self._fh = None
+        try:
+            import fcntl
+        except ImportError:  # no advisory locks on this system: nothing to hold
+            return
+        for _ in range(100):
+            fh = open(self.path, "a+", encoding="utf-8")
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                owner = _owner(self.path)
+                fh.close()
+                raise UserError(f"{what} is being written by {owner}; wait for it to finish or stop it first "
+                                f"(or choose another output)") from None
+            # A holder that just released unlinks the file: we may hold a lock on a file nobody
+            # else can see. Only the file at the path counts, so try again on the new one.
+            try:
+                same = os.fstat(fh.fileno()).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._fh = fh
+                break
+            fh.close()
+        else:
+            raise UserError(f"{what}: could not take its lock file {self.path}")
+        fh.seek(0)
+        fh.truncate()
+        fh.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+        fh.flush()
+
+    @property
+    def held(self) -> bool:
+        return self._fh is not None and not self._fh.closed
+
+    def release(self) -> None:
+        """Remove the lock file and drop the lock (in that order: see the inode check above)."""
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self._fh.close()  # closing drops the lock
+
+
+def _owner(path: Path) -> str:
+    """'process PID on HOST' from a lock file (written just after the lock is taken: may be empty)."""
+    try:
+        d = json.loads(path.read_text(encoding="utf-8") or "{}")
+        return f"process {int(d['pid'])} on {d['host']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
+
+def is_locked(path: Path) -> bool | None:
+    """Whether a process holds the lock file `path` now (None where locks cannot be seen here)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    if not Path(path).is_file():
+        return False
+    with open(path, "a", encoding="utf-8") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return False
+
+
+def _overlap(out: Path, inp: Path) -> str | None:
+    """How `out` overlaps input `inp` (both resolved), or None."""
+    if out == inp:
+        return "is"
+    if out in inp.parents:
+        return "contains"
+    if inp in out.parents:
+        return "is inside"
+    return None
+
+
+def check_output(out: str | Path, inputs: dict[str, str | Path | None], option: str = "--out") -> Path:
+    """`out`, resolved, after refusing one that overlaps an input or holds the current directory.
+
+    `inputs` maps a description ("--data-dir", "the sst train file") to a path it reads; None and
+    paths that do not exist are skipped (a built-in encoder name is not a path).
+    """
+    if str(out).strip() == "":
+        raise UserError(f"{option}: empty path")
+    resolved = Path(out).expanduser().resolve()
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise UserError(f"{option} {out}: is the current directory or holds it; the output is replaced whole, "
+                        f"so give it a directory of its own (e.g. {option} {Path(out) / 'output'})")
+    for what, path in inputs.items():
+        if path is None or not Path(path).exists():
+            continue
+        how = _overlap(resolved, Path(path).expanduser().resolve())
+        if how:
+            raise UserError(f"{option} {out}: {how} {what} ({path}), which this command reads; "
+                            f"write the output somewhere else")
+    return resolved
+
+
+def check_output_dir(out: Path, overwrite: bool, inputs: dict[str, str | Path | None], option: str = "--out") -> None:
+    """Fail before any work when `out` overlaps an input, cannot be written, or holds files (without --overwrite)."""
+    check_output(out, inputs, option)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{option} {out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"{option} {out}: already holds files; choose another directory or pass --overwrite")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{option} {out}: cannot create its parent ({e.strerror or e})") from None
+    if not os.access(out.parent, os.W_OK):
+        raise UserError(f"{option} {out}: cannot write in {out.parent}")
+
+
+def lock_name(out: Path) -> str:
+    return f".{Path(out).name}.lock"
+
+
+@contextmanager
+def owned_output(out: str | Path, overwrite: bool, inputs: dict[str, str | Path | None], option: str = "--out"):
+    """Check `out` (check_output_dir) and hold its lock (OUT's parent/.NAME.lock) while the block writes it.
+
+    The lock sits beside the output because the output itself is swapped in whole when done.
+    """
+    out = Path(out)
+    check_output_dir(out, overwrite, inputs, option)
+    lock = OwnerLock(out.parent / lock_name(out), f"{option} {out}")
+    try:
+        check_output_dir(out, overwrite, inputs, option)  # again, now that nobody else can write it
+        yield out
+    finally:
+        lock.release()

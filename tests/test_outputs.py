@@ -1,0 +1,171 @@
+"""One writer per output, and outputs that never overlap inputs: real processes, real directories."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bertmtl.cli import main
+from bertmtl.metrics_log import read_records
+
+from .fixtures import write_task_data
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_task_data(tmp_path_factory.mktemp("odata"))
+
+
+def _train_args(tiny, data, *extra):
+    return ["train", "--encoder", str(tiny), "--data-dir", str(data), "--batch-size", "16", "--lr", "1e-3",
+            "--steps-per-epoch", "3", "--epochs", "2", "--eval-every", "3", "--log-every", "1", *extra]
+
+
+def _spawn(args):
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "bertmtl", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env)
+
+
+def _assert_one_consistent_run(run: Path, seed: int) -> None:
+    """A finished run whose files all come from one process: the same options everywhere, one start record."""
+    records = read_records(run / "metrics.jsonl")[0]
+    starts = [r for r in records if r["type"] == "start"]
+    assert len(starts) == 1 and starts[0]["config"]["seed"] == seed
+    assert [r["type"] for r in records].count("end") == 1
+    assert [r["step"] for r in records if r["type"] == "train"] == list(range(1, 7))
+    for f in (run / "train_args.json", run / "last" / "train_args.json", run / "best" / "train_args.json"):
+        assert json.loads(f.read_text()) == starts[0]["config"], f
+    assert json.loads((run / "summary.json").read_text())["status"] == "finished"
+    assert json.loads((run / "last" / "bertmtl.json").read_text())["step"] == 6
+
+
+@pytest.mark.slow
+def test_runs_started_in_the_same_second_never_share_a_directory(tiny_bert_dir, data_dir, tmp_path):
+    shared, root = tmp_path / "shared", tmp_path / "runs"
+    # Three on one --out and three with no --out, all started at once (a seed sweep gone wrong).
+    on_shared = {seed: _spawn(_train_args(tiny_bert_dir, data_dir, "--out", str(shared), "--seed", str(seed)))
+                 for seed in (1, 2, 3)}
+    own = {seed: _spawn(_train_args(tiny_bert_dir, data_dir, "--runs-dir", str(root), "--seed", str(seed)))
+           for seed in (11, 12, 13)}
+    results = {seed: (p.wait(600), p.stderr.read().decode()) for seed, p in {**on_shared, **own}.items()}
+
+    winners = [seed for seed in on_shared if results[seed][0] == 0]
+    assert len(winners) == 1, results  # exactly one trains the shared directory
+    for seed in on_shared:
+        rc, err = results[seed]
+        if seed != winners[0]:
+            assert rc == 2 and "Traceback" not in err, err
+            assert "is being written by process" in err or "already holds a run" in err, err
+    _assert_one_consistent_run(shared, winners[0])
+
+    for seed in own:
+        assert results[seed][0] == 0, results[seed][1][-2000:]
+    dirs = sorted(p for p in root.iterdir() if p.is_dir())
+    assert len(dirs) == 3  # each its own directory, however close the start
+    seeds = {json.loads((d / "train_args.json").read_text())["seed"]: d for d in dirs}
+    assert set(seeds) == set(own)
+    for seed, d in seeds.items():
+        _assert_one_consistent_run(d, seed)
+
+
+@pytest.mark.slow
+def test_resume_of_a_run_still_training_is_refused_until_its_writer_dies(tiny_bert_dir, data_dir, tmp_path):
+    run = tmp_path / "run"
+    first = _spawn(_train_args(tiny_bert_dir, data_dir, "--out", str(run), "--epochs", "2000", "--save-every", "1"))
+    t0 = time.time()
+    while not (run / "last" / "trainer_state.json").exists():
+        assert first.poll() is None, first.stderr.read().decode()[-2000:]
+        assert time.time() - t0 < 120
+        time.sleep(0.05)
+    second = _spawn(["train", "--resume", str(run), "--max-steps", "1000000"])
+    assert second.wait(120) == 2
+    err = second.stderr.read().decode()
+    assert f"is being written by process {first.pid} on" in err and "Traceback" not in err, err
+    r = CliRunner().invoke(main, ["runs", "--runs-dir", str(tmp_path), "--json"])
+    assert json.loads(r.output)[0]["status"] == "running"
+
+    first.send_signal(signal.SIGKILL)  # the kernel drops the lock with the process: no stale lock
+    first.wait()
+    steps = json.loads((run / "last" / "bertmtl.json").read_text())["step"]
+    third = _spawn(["train", "--resume", str(run), "--max-steps", str(steps + 2)])
+    assert third.wait(300) == 0, third.stderr.read().decode()[-2000:]
+    assert json.loads((run / "last" / "bertmtl.json").read_text())["step"] == steps + 2
+
+
+# -- outputs that overlap inputs ---------------------------------------------------------------
+
+def test_augment_refuses_to_write_over_its_own_data(data_dir, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data)
+    before = {p.name: p.read_bytes() for p in data.iterdir()}
+    r = CliRunner().invoke(main, ["augment", "--data-dir", str(data), "--out", str(data), "--overwrite",
+                                  "--methods", "swap"])
+    assert r.exit_code == 2, r.output
+    assert "contains the sst train file" in r.output and "Traceback" not in r.output
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == before  # nothing deleted
+
+
+def test_pretrain_refuses_the_current_directory_before_any_work(tiny_bert_dir, data_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "keep.txt").write_text("mine")
+    r = CliRunner().invoke(main, ["pretrain", "--data-dir", str(data_dir), "--encoder", str(tiny_bert_dir),
+                                  "--out", ".", "--overwrite", "--max-steps", "1"])
+    assert r.exit_code == 2 and "is the current directory or holds it" in r.output, r.output
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+    r = CliRunner().invoke(main, ["pretrain", "--data-dir", str(data_dir), "--encoder", str(tiny_bert_dir),
+                                  "--out", str(data_dir), "--overwrite", "--max-steps", "1"])
+    assert r.exit_code == 2 and "contains the sst train file" in r.output, r.output
+
+
+def test_train_refuses_an_out_that_holds_or_sits_in_its_inputs(tiny_bert_dir, data_dir, tmp_path):
+    for option, out, how in (("--out", data_dir, "contains the sst train file"),
+                             ("--out", tiny_bert_dir / "run", "is inside --encoder"),
+                             ("--runs-dir", tiny_bert_dir, "is inside --encoder")):
+        r = CliRunner().invoke(main, _train_args(tiny_bert_dir, data_dir, option, str(out)))
+        assert r.exit_code == 2 and how in r.output, (out, r.output)
+    assert not (tiny_bert_dir / "run").exists() and not (data_dir / "metrics.jsonl").exists()
+
+
+def test_export_refuses_to_replace_its_checkpoint(tiny_bert_dir, data_dir, tmp_path):
+    run = tmp_path / "run"
+    r = CliRunner().invoke(main, _train_args(tiny_bert_dir, data_dir, "--out", str(run), "--max-steps", "1"))
+    assert r.exit_code == 0, r.output
+    for out, how in ((run / "best", "is the checkpoint"), (run, "contains the checkpoint")):
+        r = CliRunner().invoke(main, ["export", str(run / "best"), "--format", "hf", "--out", str(out), "--overwrite"])
+        assert r.exit_code == 2 and how in r.output, r.output
+    r = CliRunner().invoke(main, ["predict", "--checkpoint", str(run / "best"), "a good film"])
+    assert r.exit_code == 0, r.output  # still there, whole
+
+
+def test_a_second_writer_of_an_output_is_refused_with_the_holder(tmp_path):
+    """Two processes on one pretrain/augment/export --out: the lock names the first."""
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from bertmtl.outputs import owned_output\n"
+        f"with owned_output({str(out)!r}, False, {{}}):\n"
+        "    print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        assert holder.stdout.readline().strip() == b"held"
+        from bertmtl.errors import UserError
+        from bertmtl.outputs import owned_output
+
+        with pytest.raises(UserError, match=rf"--out {out} is being written by process {holder.pid} on"):
+            with owned_output(out, False, {}):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with owned_output(out, False, {}):  # the lock went with the process
+        pass
