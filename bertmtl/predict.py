@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import json
+import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -80,18 +82,22 @@ class Predictor:
         return list(self.model.specs.values())
 
     def sentence(self, text: str) -> dict:
-        """Every single-sentence task's answer for one sentence."""
-        return next(self.predict([Item(1, text)]))
+        """Every single-sentence task's answer for one sentence (UserError if it is not valid text)."""
+        return self._one(Item(1, text))
 
     def pair(self, a: str, b: str) -> dict:
         """Every task's answer for a pair: sentence tasks for each sentence, pair tasks for the pair."""
-        return next(self.predict([Item(1, a, b)]))
+        return self._one(Item(1, a, b))
 
     def predict(self, items: list[Item]) -> Iterator[dict]:
-        """Results for a list of items, in order (items with `error` give error objects)."""
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.autocast_dtype,
-                                                    enabled=self.autocast_dtype is not None):
-            results = list(self._predict(items))
+        """Results for a list of items, in order, one per item: an item with `error`, or whose
+        text the model cannot take, gives an error object and never costs the others theirs."""
+        for it in items:
+            _check_texts(it)  # before batching: one bad text would fail the whole batch
+        try:
+            results = self._run(items)
+        except Exception:  # noqa: BLE001 - a failure the checks did not foresee: answer the
+            results = [self._alone(it) for it in items]  # items one at a time, so only its item fails
         yield from results
 
     def _predict(self, items: list[Item]) -> Iterator[dict]:
@@ -174,6 +180,27 @@ class Predictor:
 
     # -- internals ----------------------------------------------------------------------
 
+    def _run(self, items: list[Item]) -> list[dict]:
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.autocast_dtype,
+                                                    enabled=self.autocast_dtype is not None):
+            return list(self._predict(items))
+
+    def _one(self, it: Item) -> dict:
+        """One item's answer; a bad text raises UserError (a caller's single input, not a stream)."""
+        from .errors import UserError
+
+        if _check_texts(it):
+            raise UserError(it.error)
+        return self._run([it])[0]
+
+    def _alone(self, it: Item) -> dict:
+        """One item's answer after its batch failed: an error object if it fails alone too."""
+        try:
+            return self._run([it])[0]
+        except Exception as e:  # noqa: BLE001 - one line's failure is that line's answer
+            msg = f"could not be answered ({type(e).__name__}: {e})"[:500]
+            return self._with_id({"line": it.line, "error": msg}, it)
+
     @staticmethod
     def _with_id(out: dict, it: Item) -> dict:
         return {"id": it.id, **out} if it.id is not None else out
@@ -202,6 +229,18 @@ class Predictor:
         return torch.stack(out)
 
 
+def _check_texts(it: Item) -> str | None:
+    """Set (and return) it.error if one of its texts is not something the tokenizer can take."""
+    from .tokenizer import text_problem
+
+    named = [("the sentence", it.text_a)] if it.text_b is None else [("sentence 1", it.text_a), ("sentence 2", it.text_b)]
+    for name, text in named if it.error is None else []:
+        if problem := text_problem(text):
+            it.error = f"{name} is {problem}"
+            break
+    return it.error
+
+
 # -- reading stdin ------------------------------------------------------------------------
 
 def parse_line(line_no: int, raw: bytes) -> Item:
@@ -218,13 +257,17 @@ def parse_line(line_no: int, raw: bytes) -> Item:
     if text.lstrip().startswith("{"):
         try:
             obj = json.loads(text)
-        except ValueError as e:
+        except json.JSONDecodeError as e:
             return Item(line_no, error=f"invalid JSON ({e.msg} at column {e.colno})")
+        except ValueError:  # the only other: an integer past Python's limit on digits
+            return Item(line_no, error=f"invalid JSON (a number longer than {sys.get_int_max_str_digits()} digits)")
+        except RecursionError:  # [[[[... a megabyte deep
+            return Item(line_no, error="invalid JSON (nested too deeply)")
         if not isinstance(obj, dict):
             return Item(line_no, error="a JSON line must be an object")
         ident = obj.get("id")
-        if isinstance(ident, (dict, list)):
-            return Item(line_no, error="id must be a string or a number")
+        if problem := _id_problem(ident):  # an id we could not echo back: the error leaves it out
+            return Item(line_no, error=problem)
         keys = set(obj) - {"id"}
         if keys == {"sentence"} and isinstance(obj["sentence"], str) and obj["sentence"].strip():
             return Item(line_no, obj["sentence"], None, ident)
@@ -238,6 +281,19 @@ def parse_line(line_no: int, raw: bytes) -> Item:
     if len(parts) == 2 and parts[0].strip() and parts[1].strip():
         return Item(line_no, parts[0], parts[1])
     return Item(line_no, error=f"expected one sentence or two tab-separated sentences, got {len(parts)} fields")
+
+
+def _id_problem(ident) -> str | None:
+    """Why a JSON id cannot be echoed back as standard JSON in UTF-8 (None if it can)."""
+    from .tokenizer import text_problem
+
+    if isinstance(ident, float) and not math.isfinite(ident):  # NaN, Infinity, 1e999
+        return "id must be a finite number"
+    if isinstance(ident, str) and (problem := text_problem(ident)):
+        return f"id is {problem}"
+    if ident is not None and not isinstance(ident, (str, int, float)):  # bool is an int
+        return "id must be a string or a number"
+    return None
 
 
 def read_lines(fd: int) -> tuple[Iterator[tuple[int, bytes]], callable]:
@@ -341,4 +397,24 @@ def to_tsv(res: dict, line: int, specs=BUILTIN) -> str:
             else:  # a lone sentence answers under the bare key, a pair's sentences under key1, key2
                 vals += [cell(k + "1") if k + "1" in res else cell(k), cell(k + "2")]
     vals.append(res.get("error", ""))
-    return "\t".join(str(v).replace("\t", " ").replace("\n", " ") for v in vals)
+    return "\t".join(str(v).replace("\t", " ").replace("\n", " ").replace("\r", " ") for v in vals)
+
+
+def output_line(res: dict, line: int, fmt: str = "jsonl", specs=BUILTIN) -> tuple[bytes, bool]:
+    """One result of `predict -` as one output line in UTF-8, and whether it is an error.
+
+    Never raises, so one result can never stop a stream: the line must be standard JSON (no NaN
+    or Infinity), hold no lone surrogate (not even as a \\u escape) and be valid UTF-8; a result
+    that cannot be written so becomes an error line.
+    """
+    def text(r: dict) -> str:
+        if fmt == "tsv":
+            return to_tsv(r, line, specs)
+        json.dumps(r, ensure_ascii=False).encode("utf-8")  # the ASCII escapes below would hide a lone surrogate
+        return json.dumps(r, allow_nan=False)
+
+    try:
+        return (text(res) + "\n").encode("utf-8"), "error" in res
+    except (ValueError, TypeError) as e:  # UnicodeEncodeError is a ValueError
+        err = {"line": line, "error": f"the answer could not be written ({type(e).__name__})"}
+        return (text(err) + "\n").encode("utf-8"), True

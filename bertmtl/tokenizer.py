@@ -53,6 +53,25 @@ def _vocab_is_uncased(vocab: dict[str, int]) -> bool:
     return not any(t != t.lower() for t in vocab if not (t.startswith("[") and t.endswith("]")) and t not in special)
 
 
+def text_problem(text) -> str | None:
+    """Why the tokenizer cannot take `text` (None if it can): it must be a str of valid Unicode.
+
+    Python strings can hold lone surrogates, which UTF-8 cannot encode and the tokenizer refuses:
+    they come from an invalid byte read with surrogateescape (command-line arguments, file
+    names) or from a lone \\uD800-style escape in JSON.
+    """
+    if not isinstance(text, str):
+        return f"not text (got {type(text).__name__})"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        c = ord(text[e.start])
+        if 0xDC80 <= c <= 0xDCFF:  # how surrogateescape carries an undecodable byte
+            return f"not valid UTF-8 (byte 0x{c - 0xDC00:02X} at character {e.start})"
+        return f"not valid Unicode (lone surrogate U+{c:04X} at character {e.start})"
+    return None
+
+
 class WordPieceTokenizer:
     """BERT's tokenizer: basic splitting + WordPiece, the family's special tokens, truncation, padding.
 
@@ -151,9 +170,20 @@ class WordPieceTokenizer:
         return len(self.vocab)
 
     def encode(self, texts: list[str], pairs: list[str] | None = None) -> list[Encoded]:
-        """Tokenise sentences (or sentence pairs) without padding."""
+        """Tokenise sentences (or sentence pairs) without padding.
+
+        Raises UserError naming the text if one is not valid Unicode (see text_problem)."""
         inputs = texts if pairs is None else list(zip(texts, pairs))
-        out = self._tok.encode_batch(inputs, add_special_tokens=True)
+        try:
+            out = self._tok.encode_batch(inputs, add_special_tokens=True)
+        except TypeError:
+            # tokenizers (Rust) takes only valid UTF-8 and says so with a TypeError about its
+            # input types, which names neither the text nor the problem: find and name them.
+            for n, item in enumerate(inputs, 1):
+                for t in (item if pairs is not None else (item,)):
+                    if problem := text_problem(t):
+                        raise UserError(f"text {n} is {problem}") from None
+            raise
         return [Encoded(e.ids, e.type_ids, bool(e.overflowing)) for e in out]
 
     def pad(self, items: list[Encoded]) -> Batch:

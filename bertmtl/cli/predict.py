@@ -56,27 +56,26 @@ def predict(texts: tuple[str, ...], checkpoint_path, runs_dir, as_json, fmt, bat
     _print_prediction(res, predictor.specs)
 
 
-def _predict_stdin(predictor, fmt: str) -> int:
-    """Answer stdin line by line (streaming); exit status 1 if any line failed."""
-    import json
+def _predict_stdin(predictor, fmt: str, fd: int | None = None, out=None) -> int:
+    """Answer stdin (or file descriptor `fd`) line by line, streaming, one output line per input
+    line, to stdout's bytes (or binary file `out`); exit status 1 if any line failed."""
     import sys
 
-    from ..predict import parse_line, read_lines, to_tsv, tsv_columns
+    from ..predict import output_line, parse_line, read_lines, tsv_columns
 
-    lines, ready = read_lines(sys.stdin.fileno())
+    lines, ready = read_lines(sys.stdin.fileno() if fd is None else fd)
     items = (parse_line(n, raw) for n, raw in lines)
-    failed = 0
-    out = sys.stdout
-    if fmt == "tsv":
-        out.write("\t".join(tsv_columns(predictor.specs)) + "\n")
-    line = 0
+    # Bytes, encoded by output_line as UTF-8 whatever the locale says stdout's encoding is.
+    out = sys.stdout.buffer if out is None else out
+    failed = line = 0
     try:
+        if fmt == "tsv":
+            out.write(("\t".join(tsv_columns(predictor.specs)) + "\n").encode())
         for res in predictor.stream(items, ready=ready):
             line += 1
-            if "error" in res:
-                failed += 1
-            row = json.dumps(res) if fmt == "jsonl" else to_tsv(res, res.get("line", line), predictor.specs)
-            out.write(row + "\n")
+            data, is_error = output_line(res, res.get("line", line), fmt, predictor.specs)
+            failed += is_error
+            out.write(data)
             if not ready():  # nothing more waiting: let the reader see what we have
                 out.flush()
         out.flush()
