@@ -19,7 +19,7 @@ import torch
 
 from .errors import UserError
 from .tasks import TASK_ALIASES, TASKS, TaskSpec
-from .tokenizer import Batch, Encoded, WordPieceTokenizer
+from .tokenizer import Batch, Encoded, WordPieceTokenizer, text_problem
 
 # A stray quote can make one field swallow the rest of the file; let it be read (and then
 # truncated by the tokenizer) rather than crash the reader.
@@ -78,8 +78,8 @@ class TaskFile:
 
 
 def _bad_text(s: str) -> str | None:
-    if any("\udc80" <= ch <= "\udcff" for ch in s):
-        return "invalid UTF-8"
+    if problem := text_problem(s):  # an invalid byte, or a lone surrogate from a JSON escape
+        return "invalid " + problem.removeprefix("not valid ")
     if "\x00" in s:
         return "a NUL byte (binary data?)"
     return None

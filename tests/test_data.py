@@ -57,7 +57,21 @@ def test_sts_range_and_invalid_utf8(tmp_path):
     p = _write(tmp_path / "sts.csv", HEADER_STS.encode() + b"0\ta\tx y\tx z\t5.5\n1\tb\tok \xff\tfine\t2\n2\tc\ta\tb\t3.2\n")
     f = read_task_file(p, TASKS["sts"])
     assert [e.label for e in f.examples] == [3.2]
-    assert [s.reason for s in f.skipped] == ["similarity 5.5 is outside 0-5", "sentence1 has invalid UTF-8"]
+    assert [s.reason for s in f.skipped] == ["similarity 5.5 is outside 0-5",
+                                             "sentence1 has invalid UTF-8 (byte 0xFF at character 3)"]
+
+
+def test_a_lone_surrogate_in_a_json_lines_row_is_skipped_not_fatal(tmp_path):
+    """A JSON escape such as \\ud800 decodes to text the tokenizer refuses: that row is skipped."""
+    from bertmtl.user_tasks import build_spec
+
+    p = tmp_path / "t.jsonl"
+    p.write_text('{"text": "fine words", "label": "a"}\n{"text": "bad \\ud800 one", "label": "b"}\n'
+                 '{"text": "more words", "label": "b"}\n', encoding="utf-8")
+    spec = build_spec({"name": "t", "kind": "classification", "train": str(p)})
+    f = read_task_file(p, spec)
+    assert [e.text_a for e in f.examples] == ["fine words", "more words"]
+    assert [(s.line, s.reason) for s in f.skipped] == [(2, "text has invalid Unicode (lone surrogate U+D800 at character 4)")]
 
 
 def test_quoted_fields_are_parsed_as_csv(tmp_path):
