@@ -182,24 +182,37 @@ def print_table(result: dict, console=None) -> None:
 
 def ablate(cfg: AblateConfig, reporter_factory=None) -> dict:
     """Train every chosen row, write OUT/ablation.md and OUT/ablation.json; returns the result."""
+    t0 = time.perf_counter()
+    rows = parse_rows(",".join(cfg.rows))
+    if cfg.epochs is None and (cfg.budget_steps is None or cfg.budget_steps < 1):
+        raise UserError("give a budget: --budget-steps N (>= 1) or --epochs E")
+    from .outputs import OwnerLock, check_output
+
+    inputs = {f"the {t} {split} file": Path(cfg.data_dir) / TASKS[t].filename(split) for t in TASKS
+              for split in ("train", "dev")}
+    out = Path(cfg.out)
+    check_output(out, {**inputs, "--encoder": cfg.encoder, "--pretrained-mlm": cfg.pretrained_mlm})
+    out.mkdir(parents=True, exist_ok=True)
+    lock = OwnerLock(out / ".ablate.lock", f"--out {out}")  # before --overwrite deletes anything there
+    try:
+        return _ablate(cfg, rows, out, reporter_factory, t0)
+    finally:
+        lock.release()
+
+
+def _ablate(cfg: AblateConfig, rows: list[str], out: Path, reporter_factory, t0: float) -> dict:
     from . import checkpoint as ckpt
     from .pretrain import PretrainConfig, pretrain
     from .device import pick_device
     from .train import train
     from .train_config import TrainConfig
 
-    t0 = time.perf_counter()
-    rows = parse_rows(",".join(cfg.rows))
-    if cfg.epochs is None and (cfg.budget_steps is None or cfg.budget_steps < 1):
-        raise UserError("give a budget: --budget-steps N (>= 1) or --epochs E")
-    out = Path(cfg.out)
     runs = out / "runs"
     for name in rows:
         if (runs / name).exists():
             if not cfg.overwrite:
                 raise UserError(f"{runs / name} exists from an earlier ablation; pass --overwrite or another --out")
             shutil.rmtree(runs / name)
-    out.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
     files = dev_subset(cfg.data_dir, out / "dev-subset", cfg.dev_limit, cfg.seed) if cfg.dev_limit else {}
     new_reporter = reporter_factory or (lambda: None)

@@ -143,7 +143,7 @@ def test_cli_export_of_a_run_and_refusals(run, tmp_path, monkeypatch):
     card = (tmp_path / "e" / "README.md").read_text()
     assert "--format hf" in card
     r = CliRunner().invoke(main, ["export", str(run), "--format", "hf", "--out", str(tmp_path / "e")])
-    assert r.exit_code == 2 and "not empty" in r.output
+    assert r.exit_code == 2 and "already holds files" in r.output
     r = CliRunner().invoke(main, ["export", str(run), "--format", "hf", "--out", str(tmp_path / "e"), "--overwrite"])
     assert r.exit_code == 0, r.output
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed
