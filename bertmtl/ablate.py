@@ -182,12 +182,20 @@ def print_table(result: dict, console=None) -> None:
 
 def ablate(cfg: AblateConfig, reporter_factory=None) -> dict:
     """Train every chosen row, write OUT/ablation.md and OUT/ablation.json; returns the result."""
+    from .outputs import OwnerLock, check_output
+    from .train_config import SEED_MAX, check_numbers
+
     t0 = time.perf_counter()
     rows = parse_rows(",".join(cfg.rows))
     if cfg.epochs is None and (cfg.budget_steps is None or cfg.budget_steps < 1):
         raise UserError("give a budget: --budget-steps N (>= 1) or --epochs E")
-    from .outputs import OwnerLock, check_output
-
+    # Every number finite and in range before the first row trains (train_config.number_problem).
+    at_least1 = {"min": 1}
+    check_numbers([("budget_steps", cfg.budget_steps, at_least1), ("epochs", cfg.epochs, {"min": 0, "min_open": True}),
+                   ("batch_size", cfg.batch_size, at_least1), ("eval_batch_size", cfg.eval_batch_size, at_least1),
+                   ("max_length", cfg.max_length, {"min": 8}), ("dev_limit", cfg.dev_limit, at_least1),
+                   ("lr", cfg.lr, {"min": 0, "min_open": True}), ("pretrain_steps", cfg.pretrain_steps, at_least1),
+                   ("seed", cfg.seed, {"min": 0, "max": SEED_MAX})])
     inputs = {f"the {t} {split} file": Path(cfg.data_dir) / TASKS[t].filename(split) for t in TASKS
               for split in ("train", "dev")}
     out = Path(cfg.out)

@@ -460,13 +460,15 @@ def augment(cfg: AugmentConfig, reporter=None) -> dict:
     from .data import parse_tasks
     from .outputs import owned_output
     from .progress import PlainReporter
+    from .train_config import SEED_MAX, check_numbers
 
     t0 = time.perf_counter()
     reporter = reporter or PlainReporter()
-    if cfg.times < 1:
-        raise UserError("--times must be >= 1")
-    if not 0 < cfg.aug_p <= 1:
-        raise UserError("--aug-p is the fraction of words changed, in (0, 1]")
+    # Every number finite and in range (the rule of train_config.number_problem); --aug-p is the
+    # fraction of words changed, in (0, 1].
+    check_numbers([("times", cfg.times, {"min": 1}), ("aug_p", cfg.aug_p, {"min": 0, "max": 1, "min_open": True}),
+                   ("top_k", cfg.top_k, {"min": 1}), ("limit", cfg.limit, {"min": 1}),
+                   ("seed", cfg.seed, {"min": 0, "max": SEED_MAX})])
     tasks = parse_tasks(",".join(cfg.tasks))
     methods = parse_methods(",".join(cfg.methods))
     inputs = {f"the {t} train file": Path(cfg.data_dir) / TASKS[t].filename("train") for t in tasks}

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
+from .train_config import number_problem
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,23 @@ class BertConfig:
     extra: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        # Sizes, ids and rates checked here, naming the field, rather than failing deep in the
+        # model (a zero head count divides by zero, a negative size is a negative dimension).
+        family = family_of(self.model_type)  # an unknown family is an error here, not deep in the model
+        sizes = ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                 "max_position_embeddings", *(["type_vocab_size"] if family.token_types else []),
+                 *(["relative_attention_num_buckets"] if family.relative_attention else [])]
+        for name in sizes:
+            self._check(name, int, min=1)
+        if self.pad_token_id is not None or family.padding_positions:  # BERT configs may leave it null
+            self._check("pad_token_id", int, min=0, max=self.vocab_size - 1)
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            self._check(name, float, min=0, max=1, max_open=True)
+        self._check("layer_norm_eps", float, min=0, min_open=True)
+        self._check("initializer_range", float, min=0)
+        if family.padding_positions and self.max_position_embeddings <= self.pad_token_id + 1:
+            raise UserError(f"max_position_embeddings {self.max_position_embeddings} leaves no position for a token "
+                            f"(positions start at pad_token_id + 1 = {self.pad_token_id + 1})")
         if self.hidden_size % self.num_attention_heads:
             raise UserError(
                 f"hidden_size {self.hidden_size} is not a multiple of "
@@ -110,7 +128,16 @@ class BertConfig:
             )
         if self.hidden_act not in ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu"):
             raise UserError(f"unsupported hidden_act {self.hidden_act!r}")
-        family_of(self.model_type)  # an unknown family is an error here, not deep in the model
+
+    def _check(self, name: str, kind: type, **bounds) -> None:
+        """UserError naming the field unless it is a `kind` (an int for sizes; a float may be
+        written as an int) within `bounds`, finite (train_config.number_problem's rule)."""
+        value = getattr(self, name)
+        kinds = (int,) if kind is int else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise UserError(f"{name} must be {'a whole number' if kind is int else 'a number'}, not {value!r}")
+        if problem := number_problem(value, **bounds):
+            raise UserError(f"{name} {value!r} {problem}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "BertConfig":
@@ -135,6 +162,8 @@ class BertConfig:
             return cls.from_dict(d)
         except TypeError as e:
             raise UserError(f"{path}: bad field type ({e})") from None
+        except UserError as e:  # a field out of range: say which file holds it
+            raise UserError(f"{path}: {e.message}") from None
 
     def to_dict(self) -> dict:
         d = dict(self.extra)

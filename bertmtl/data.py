@@ -410,7 +410,10 @@ class RoundRobin:
         cached = self._cache.get(task)
         if cached and cached[0] == n_pass:
             return cached[1]
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.datasets[task].task.seed_index * 7_919 + n_pass)
+        # Mixed seeds are reduced modulo 2**63 (what a generator takes): the same value for every seed
+        # below ~9e12, so runs repeat as before, and no overflow up to the largest seed (2**63-1).
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.datasets[task].task.seed_index * 7_919
+                                           + n_pass) % 2**63)
         # Every rank draws the same global batches (global batch = per-rank batch x world) and
         # takes its own slice, so N ranks see exactly what one process with the global batch sees.
         batches = bucketed_batches(self.datasets[task].lengths, self.batch_size * self.accum * self.world, g,
@@ -433,7 +436,7 @@ class RoundRobin:
             return list(self.state)
         sizes = {t: self.batches_per_pass(t) for t in self.state}
         most = max(sizes.values())
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + 104_729 + step)
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + 104_729 + step) % 2**63)
         draws = torch.rand(len(sizes), generator=g).tolist()
         return [t for (t, n), u in zip(sizes.items(), draws) if u < n / most]  # u < 1: the largest always
 

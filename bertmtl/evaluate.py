@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 from pathlib import Path
 
@@ -49,16 +50,18 @@ def ranks(x: torch.Tensor) -> torch.Tensor:
     return (sums / counts)[inverse]
 
 
-def spearman_rho(x: torch.Tensor, y: torch.Tensor) -> float:
+def spearman_rho(x: torch.Tensor, y: torch.Tensor) -> float | None:
     """Spearman rank correlation: Pearson's r of the (tie-averaged) ranks."""
     return pearson_r(ranks(x), ranks(y))
 
 
-def pearson_r(x: torch.Tensor, y: torch.Tensor) -> float:
+def pearson_r(x: torch.Tensor, y: torch.Tensor) -> float | None:
+    """Pearson's r, or None when it is undefined: fewer than two values, or one side constant
+    (no variance to correlate; reporting 0 would rank it with a model that learnt nothing)."""
     x, y = x.double(), y.double()
     xc, yc = x - x.mean(), y - y.mean()
     denom = (xc.norm() * yc.norm()).item()
-    return (xc @ yc).item() / denom if denom else 0.0
+    return (xc @ yc).item() / denom if denom else None
 
 
 @torch.inference_mode()
@@ -92,8 +95,36 @@ def decisions(task: str | TaskSpec, outputs: torch.Tensor) -> torch.Tensor:
     return outputs
 
 
-def task_metrics(task: str | TaskSpec, outputs: torch.Tensor, labels: torch.Tensor) -> dict:
-    """The task's metrics (keys like sst_acc) and the number of examples scored (sst_n)."""
+# Why a metric can be undefined, and what that does to `overall`:
+# - because of the dev data (fewer than two examples, or every gold label equal, for a
+#   correlation): the same at every evaluation of a run, so the metric is left out of `overall`,
+#   which stays comparable between evaluations (the mean of the other tasks' scores);
+# - because of the model (non-finite outputs, or constant predictions for a correlation): the
+#   evaluation has no `overall` (None), so it can never become best/.
+DATA, MODEL = "data", "model"
+
+
+def undefined_reason(metric: str, outputs: torch.Tensor, labels: torch.Tensor) -> tuple[str, str] | None:
+    """(cause, why) when `metric` of the task is undefined on these outputs and labels, else None."""
+    if not torch.isfinite(outputs).all():
+        return MODEL, "the model's outputs are not finite (NaN or inf)"
+    if metric not in ("pearson", "spearman"):
+        return None  # accuracy and F1 are defined for any finite outputs and at least one example
+    if len(labels) < 2:
+        return DATA, f"{len(labels)} dev example(s); a correlation needs at least 2"
+    if bool((labels == labels[0]).all()):
+        return DATA, f"all {len(labels)} gold labels are equal ({labels[0].item():g})"
+    if bool((outputs == outputs[0]).all()):
+        return MODEL, f"the model predicts one value ({outputs[0].item():g}) for every example"
+    return None
+
+
+def task_metrics(task: str | TaskSpec, outputs: torch.Tensor, labels: torch.Tensor,
+                 undefined: dict | None = None) -> dict:
+    """The task's metrics (keys like sst_acc) and the number of examples scored (sst_n).
+
+    An undefined metric is None; with `undefined`, its key is added there:
+    {"cause": "data" or "model", "reason": why}."""
     spec = spec_of(task)
     pred = decisions(spec, outputs)
     scores = {"accuracy": lambda: accuracy(pred, labels),
@@ -101,26 +132,43 @@ def task_metrics(task: str | TaskSpec, outputs: torch.Tensor, labels: torch.Tens
               "f1": lambda: binary_f1(pred, labels),
               "pearson": lambda: pearson_r(outputs, labels),
               "spearman": lambda: spearman_rho(outputs, labels)}
-    out = {spec.metric_key(m): scores[m]() for m in spec.metrics}
+    out = {}
+    for m in spec.metrics:
+        key, reason = spec.metric_key(m), undefined_reason(m, outputs, labels)
+        value = None if reason else scores[m]()
+        if reason is None and (value is None or not math.isfinite(value)):  # e.g. overflow to inf
+            reason, value = (MODEL, "it is not a finite number"), None
+        out[key] = value
+        if reason is not None and undefined is not None:
+            undefined[key] = {"cause": reason[0], "reason": reason[1]}
     out[spec.count_key] = len(labels)
     return out
 
 
-def overall(metrics: dict, specs=BUILTIN) -> float | None:
+def overall(metrics: dict, specs=BUILTIN, undefined: dict | None = None) -> float | None:
     """Mean of each task's primary metric (for the CS224N tasks: SST accuracy, paraphrase
-    accuracy and STS Pearson, the paper's Table 1 score)."""
-    parts = [metrics[k] for k in overall_keys(specs) if k in metrics]
+    accuracy and STS Pearson, the paper's Table 1 score).
+
+    Metrics undefined because of the data (None) are left out; any metric undefined because of
+    the model (`undefined` holds its cause) leaves the evaluation without an overall score."""
+    if any(u["cause"] == MODEL for u in (undefined or {}).values()):
+        return None
+    parts = [metrics[k] for k in overall_keys(specs) if metrics.get(k) is not None]
     return sum(parts) / len(parts) if parts else None
 
 
 def evaluate(model: MultitaskBert, datasets: dict[str, TaskDataset], batch_size: int = 64, device="cpu",
              autocast_dtype: torch.dtype | None = None) -> dict:
-    """Metrics of every labelled dataset given, plus `overall`."""
+    """Metrics of every labelled dataset given, plus `overall`; with an "undefined" entry
+    ({metric key: {"cause", "reason"}}) when some metric is undefined (its value is None)."""
     metrics: dict = {}
+    undefined: dict = {}
     for task, ds in datasets.items():
         outputs = predict(model, ds, batch_size, device, autocast_dtype)
-        metrics.update(task_metrics(model.specs[task], outputs, ds.labels))
-    metrics["overall"] = overall(metrics, model.specs.values())
+        metrics.update(task_metrics(model.specs[task], outputs, ds.labels, undefined))
+    metrics["overall"] = overall(metrics, model.specs.values(), undefined)
+    if undefined:  # travels with the metrics into metrics.jsonl, best/metrics.json and the reporters' warnings
+        metrics["undefined"] = undefined
     return metrics
 
 

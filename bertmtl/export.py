@@ -320,12 +320,14 @@ def model_card(ck, fmt: str, command: str) -> str:
               f"`{args.get('data_dir', '?')}`" + (f", with augmented copies from `{args['augment']}`"
                                                   if args.get("augment") else "") + ".", "",
               "## Dev metrics", ""]
-    rows = [(title, ck.metrics[key], ck.metrics.get(count))
-            for key, title, count in metric_rows(ck.model.specs.values())
-            if ck.metrics.get(key) is not None]
+    undefined = ck.metrics.get("undefined") or {}
+    # an undefined metric (None) says why instead of showing a number
+    shown = lambda key, v: f"{v:.4f}" if v is not None else f"undefined ({undefined.get(key, {}).get('reason')})"  # noqa: E731
+    rows = [(title, shown(key, ck.metrics[key]), ck.metrics.get(count))
+            for key, title, count in metric_rows(ck.model.specs.values()) if key in ck.metrics]
     if rows:
         lines += ["| metric | value | examples |", "|---|---|---|"]
-        lines += [f"| {t} | {v:.4f} | {n if n is not None else ''} |" for t, v, n in rows]
+        lines += [f"| {t} | {v} | {n if n is not None else ''} |" for t, v, n in rows]
         if ck.metrics.get("overall") is not None:
             lines.append(f"| overall | {ck.metrics['overall']:.4f} | |")
     else:

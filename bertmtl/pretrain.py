@@ -92,21 +92,21 @@ class PretrainConfig:
     log_every: int = 10
 
     def validate(self) -> None:
-        checks = [
-            (self.batch_size >= 1 and self.eval_batch_size >= 1, "batch sizes must be >= 1"),
-            (self.epochs > 0, "epochs must be > 0"),
-            (self.steps is None or self.steps >= 1, "steps must be >= 1"),
-            (self.head_steps is None or self.head_steps >= 0, "head steps must be >= 0"),
-            (self.lr > 0 and self.head_lr > 0, "learning rates must be > 0"),
-            (0 < self.mask_prob < 1, "mask probability must be in (0, 1)"),
-            (0 < self.heldout < 1, "--heldout is a fraction in (0, 1)"),
-            (self.heldout_max >= 1, "--heldout-max must be >= 1"),
-            (self.max_length >= 8, "max length must be >= 8"),
-            (0 <= self.warmup < 1, "warmup is a fraction of the run, in [0, 1)"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise UserError(msg)
+        """Every number finite and in range (the rule of train_config.number_problem), for Python
+        callers as for the command line."""
+        from .train_config import SEED_MAX, check_numbers
+
+        above0, at_least1 = {"min": 0, "min_open": True}, {"min": 1}
+        fraction = {"min": 0, "max": 1, "min_open": True, "max_open": True}
+        check_numbers([
+            ("batch_size", self.batch_size, at_least1), ("eval_batch_size", self.eval_batch_size, at_least1),
+            ("epochs", self.epochs, above0), ("steps", self.steps, at_least1), ("head_steps", self.head_steps, {"min": 0}),
+            ("lr", self.lr, above0), ("head_lr", self.head_lr, above0), ("weight_decay", self.weight_decay, {"min": 0}),
+            ("warmup", self.warmup, {"min": 0, "max": 1, "max_open": True}), ("clip", self.clip, {"min": 0}),
+            ("mask_prob", self.mask_prob, fraction), ("heldout", self.heldout, fraction),
+            ("heldout_max", self.heldout_max, at_least1), ("max_length", self.max_length, {"min": 8}),
+            ("seed", self.seed, {"min": 0, "max": SEED_MAX}), ("log_every", self.log_every, at_least1),
+        ])
 
 
 # -- text ----------------------------------------------------------------------------------

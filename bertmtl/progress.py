@@ -60,7 +60,8 @@ def format_metrics(m: dict, specs=None) -> str:
     from .tasks import BUILTIN, metric_labels
 
     keys = (*metric_labels(BUILTIN if specs is None else specs), ("overall", "overall"))
-    return "  ".join(f"{label} {m[k]:.3f}" for k, label in keys if m.get(k) is not None)
+    # A metric evaluated but undefined (None: see evaluate.undefined_reason) shows as such, not as a gap.
+    return "  ".join(f"{label} {'undefined' if m[k] is None else f'{m[k]:.3f}'}" for k, label in keys if k in m)
 
 
 class PlainReporter:
@@ -70,6 +71,17 @@ class PlainReporter:
 
     def __init__(self, stream=None):
         self.stream = stream or sys.stderr
+        self._warned: set[str] = set()
+
+    def warn_undefined(self, rec: dict) -> None:
+        """A warning per undefined metric of an evaluation, each distinct one once per run (one
+        undefined because of the dev data is so at every evaluation)."""
+        from .tasks import BUILTIN, undefined_warnings
+
+        for line in undefined_warnings(rec, BUILTIN if self.specs is None else self.specs):
+            if line not in self._warned:
+                self._warned.add(line)
+                self.message(f"warning: {line}")
 
     def __enter__(self):
         return self
@@ -88,6 +100,7 @@ class PlainReporter:
     def evaluation(self, rec: dict) -> None:
         self.message(f"eval @ step {rec['step']}: {format_metrics(rec, self.specs)}" +
                      ("  (best)" if rec.get("best") else ""))
+        self.warn_undefined(rec)
 
     def message(self, text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", file=self.stream, flush=True)
@@ -128,6 +141,7 @@ class RichReporter(PlainReporter):
 
     def evaluation(self, rec: dict) -> None:
         self.console.print(f"eval @ step {rec['step']}: {format_metrics(rec, self.specs)}" + ("  [green](best)" if rec.get("best") else ""))
+        self.warn_undefined(rec)
 
     def message(self, text: str) -> None:
         self.console.print(text, markup=False, highlight=False)

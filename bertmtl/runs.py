@@ -13,6 +13,7 @@ Status of a run:
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import time
@@ -159,7 +160,9 @@ def run_info(run_dir: Path) -> dict:
     started = next((r["time"] for r in records if isinstance(r.get("time"), (int, float))), None)
     if started is None:
         started = (run_dir / "metrics.jsonl").stat().st_mtime if not records else None
-    scored = [e for e in evals if isinstance(e.get("overall"), (int, float))]
+    # Evaluations without an overall score (None: a metric undefined because of the model), and
+    # NaN ones logged by older versions, never count as best.
+    scored = [e for e in evals if isinstance(e.get("overall"), (int, float)) and math.isfinite(e["overall"])]
     best = max(scored, key=lambda e: e["overall"]) if scored else None
     steps = max((r.get("step", 0) for r in records if isinstance(r.get("step"), int)), default=0)
     return {

@@ -314,6 +314,19 @@ def dev_table_metrics(specs) -> list[tuple[str, str]]:
     return primary + [(k, label) for k, label in metric_labels(specs) if k not in dict(primary)]
 
 
+# Why a metric can be undefined (the "cause" of an evaluation's "undefined" entry, see
+# evaluate.undefined_reason) -> what that does to `overall`.
+UNDEFINED_EFFECT = {"data": "left out of overall", "model": "no overall score for this evaluation"}
+
+
+def undefined_warnings(metrics: dict, specs) -> list[str]:
+    """One line per undefined metric of an evaluation (its "undefined" entry), naming the task,
+    the metric, why, and what it does to `overall`."""
+    titles = {s.metric_key(m): f"{s.title} {METRIC_TITLES[m]}" for s in specs for m in s.metrics}
+    return [f"{titles.get(key, key)} is undefined: {u.get('reason')} ({UNDEFINED_EFFECT.get(u.get('cause'), '?')})"
+            for key, u in (metrics.get("undefined") or {}).items() if isinstance(u, dict)]
+
+
 def metric_rows(specs) -> list[tuple[str, str, str]]:
     """(metric key, long title, count key) for every metric of every task, e.g. for `evaluate`."""
     return [(s.metric_key(m), f"{s.title} {METRIC_TITLES[m]}", s.count_key) for s in specs for m in s.metrics]

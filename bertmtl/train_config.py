@@ -27,6 +27,10 @@ ALL_TASKS = tuple(TASKS)
 FILE_OPTIONS = tuple((f"{t.name}_{split}", f"Override the {t.title} {split} file.")
                      for t in TASKS.values() for split in ("train", "dev"))
 
+# Seeds are 0 .. 2**63-1: what torch.manual_seed takes as a signed 64-bit number, and what our
+# generators take after mixing a seed with a task, pass or step (data.py, mtl/ reduce modulo 2**63).
+SEED_MAX = 2**63 - 1
+
 # Keys of older train_args.json files -> today's field names.
 RENAMED = {"pretrained": "encoder"}
 
@@ -169,7 +173,8 @@ class TrainConfig:
                                   min=0, min_open=True)
     smart_steps: int = option(1, "SMART ascent steps K.", min=1)
     # -- hardware
-    seed: int = option(42, "Random seed (same seed, same result; CPU runs repeat exactly).")
+    seed: int = option(42, "Random seed, 0 to 2^63-1 (same seed, same result; CPU runs repeat exactly).",
+                       min=0, max=SEED_MAX)
     device: str = option("auto", "auto = CUDA when available.", choices=DEVICES)
     precision: str = option("auto", "Autocast precision of training steps: auto = bf16 on CPUs that multiply it "
                                     "natively (AVX512-BF16, AMX), fp32 elsewhere; fp16 adds a gradient scaler. "
@@ -282,12 +287,38 @@ def check_value(f: dataclasses.Field, value) -> str | None:
             if bad else None
     if m["choices"] and value not in m["choices"]:
         return f"must be one of {', '.join(m['choices'])}"
+    if m["parse"] is parse_task_weights:  # per-task weights (--loss-weights, --smart-weights): numbers >= 0
+        for task, w in value.items():
+            if isinstance(w, bool) or not isinstance(w, (int, float)):
+                return f"{task}: must be a number, not {w!r}"
+            if problem := number_problem(w, min=0):
+                return f"{task}: {problem}"
+        return None
     if m["type"] in (int, float) and not isinstance(value, bool) and isinstance(value, (int, float)):
-        if not math.isfinite(value):
-            return "must be a finite number"
-        lo, hi = m["min"], m["max"]
-        if lo is not None and (value < lo or (m["min_open"] and value == lo)):
-            return f"must be {'>' if m['min_open'] else '>='} {lo}"
-        if hi is not None and (value > hi or (m["max_open"] and value == hi)):
-            return f"must be {'<' if m['max_open'] else '<='} {hi}"
+        return number_problem(value, m["min"], m["max"], m["min_open"], m["max_open"])
     return None
+
+
+def number_problem(value: int | float, min=None, max=None, min_open=False, max_open=False) -> str | None:
+    """Why a number is not allowed (None when it is): the one rule for every numeric option.
+
+    A number must be finite (NaN compares False with every bound, so a range check alone lets
+    it through; inf passes a range with no upper bound) and within [min, max], either end open.
+    Used by TrainConfig.validate (command line, --config files, Python callers), the Click
+    types of every command's numeric options (cli/options.py) and the other commands' configs.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    if min is not None and (value < min or (min_open and value == min)):
+        return f"must be {'>' if min_open else '>='} {min}"
+    if max is not None and (value > max or (max_open and value == max)):
+        return f"must be {'<' if max_open else '<='} {max}"
+    return None
+
+
+def check_numbers(checks) -> None:
+    """UserError for the first (name, value, range keywords) whose value `number_problem` refuses
+    (None values, options not given, pass)."""
+    for name, value, bounds in checks:
+        if value is not None and (problem := number_problem(value, **bounds)):
+            raise UserError(f"{name} {problem}")

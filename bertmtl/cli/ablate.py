@@ -7,7 +7,8 @@ import sys
 
 import click
 
-from .options import data_dir_option, device_option, encoder_option, out_option, parsed, precision_option, seed_option
+from .options import (FiniteFloat, data_dir_option, device_option, encoder_option, out_option, parsed, precision_option,
+                      seed_option)
 
 
 
@@ -38,7 +39,7 @@ def _command_line(ctx: click.Context) -> str:
               help="Rows to run: baseline, multitask, pretrain, final, adamaxw.")
 @click.option("--budget-steps", type=click.IntRange(min=1), default=300, show_default=True,
               help="Training steps per row (one step = a batch of each task); ignored with --epochs.")
-@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--epochs", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Train each row for full epochs instead of --budget-steps.")
 @click.option("--budget-dev", "dev_limit", type=click.IntRange(min=1), default=None,
               help="Score on a seeded subset of N dev examples per task [default: all dev].")
@@ -50,7 +51,7 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Examples per task per step.")
 @click.option("--max-length", type=click.IntRange(min=8), default=128, show_default=True, help="Maximum tokens per input.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=5e-5, show_default=True, help="Peak learning rate.")
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=5e-5, show_default=True, help="Peak learning rate.")
 @seed_option(note="shared by every row")
 @device_option()
 @precision_option()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import data_dir_option, device_option, out_option, parsed, seed_option
+from .options import FiniteFloat, data_dir_option, device_option, out_option, parsed, seed_option
 
 
 @click.command()
@@ -16,7 +16,7 @@ from .options import data_dir_option, device_option, out_option, parsed, seed_op
                    "Copies take the methods in turn.")
 @click.option("--times", type=click.IntRange(min=1), default=1, show_default=True,
               help="Augmented copies per example.")
-@click.option("--aug-p", type=click.FloatRange(min=0, max=1, min_open=True), default=0.15, show_default=True,
+@click.option("--aug-p", type=FiniteFloat(min=0, max=1, min_open=True), default=0.15, show_default=True,
               help="Fraction of the words each method changes (at least one).")
 @click.option("--mlm", type=click.Path(file_okay=False, exists=True, path_type=str), default=None,
               help="For contextual: a BERT directory with a masked-LM head (e.g. `bertmtl pretrain` output).")

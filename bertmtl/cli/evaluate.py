@@ -33,6 +33,7 @@ def evaluate(checkpoint_path, runs_dir, data_dir, split, tasks, pred_dir, as_jso
     from ..evaluate import evaluate as run_eval
     from ..evaluate import write_predictions
     from ..runs import resolve_checkpoint
+    from ..tasks import undefined_warnings
     from ..device import pick_device
 
     dev = pick_device(device)
@@ -61,7 +62,9 @@ def evaluate(checkpoint_path, runs_dir, data_dir, split, tasks, pred_dir, as_jso
     result: dict = {"checkpoint": str(path), "split": split}
     if split == "dev":
         metrics = run_eval(ck.model, datasets, batch_size, dev)
-        result.update(metrics)
+        for line in undefined_warnings(metrics, ck.model.specs.values()):
+            click.echo(f"warning: {line}", err=True)
+        result.update(metrics)  # an undefined metric is null, with its reason under "undefined"
         result["skipped_rows"] = skipped
     if pred_dir:
         written = write_predictions(ck.model, datasets, Path(pred_dir), split, batch_size, dev)
@@ -83,8 +86,9 @@ def evaluate(checkpoint_path, runs_dir, data_dir, split, tasks, pred_dir, as_jso
         table.add_column("value", justify="right")
         table.add_column("examples", justify="right")
         for key, label, n in (*metric_rows(ck.model.specs.values()), ("overall", "overall", None)):
-            if result.get(key) is not None:
-                table.add_row(label, f"{result[key]:.4f}", str(result.get(n, "")) if n else "")
+            if key in result:  # evaluated; None: undefined (the warning above says why)
+                value = "undefined" if result[key] is None else f"{result[key]:.4f}"
+                table.add_row(label, value, str(result.get(n, "")) if n else "")
         console.print(table)
     for w in result.get("predictions", []):
         console.print(f"wrote {w}")

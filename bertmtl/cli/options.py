@@ -4,10 +4,24 @@ decorator per option that several commands take (one help text each). Imports no
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import click
 
 from ..train_config import DEVICES, FIELDS, FILE_OPTIONS, PRECISIONS, TrainConfig, flag_name
+
+
+class FiniteFloat(click.FloatRange):
+    """A float option that must be finite and within an optional range (a usage error naming the
+    option otherwise). click.FloatRange alone lets NaN through (every comparison with NaN is
+    False) and inf through a range without an upper bound. Every float option of every command
+    uses this type; the same rule checks config files and Python callers (train_config.number_problem)."""
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(number, param, ctx)
 
 
 def parsed(fn, value, param_hint=None):
@@ -64,7 +78,7 @@ def encoder_option(note: str | None = None):
 
 def seed_option(note: str | None = None):
     """--seed, with `note` saying what else it fixes in a command."""
-    return click.option("--seed", type=int, default=FIELDS["seed"].default, show_default=True,
+    return click.option("--seed", type=_click_type(FIELDS["seed"]), default=FIELDS["seed"].default, show_default=True,
                         help=_help("seed", note))
 
 
@@ -86,8 +100,8 @@ def _click_type(f: dataclasses.Field):
         return str
     if m["type"] is int and (m["min"] is not None or m["max"] is not None):
         return click.IntRange(m["min"], m["max"], min_open=m["min_open"], max_open=m["max_open"])
-    if m["type"] is float and (m["min"] is not None or m["max"] is not None):
-        return click.FloatRange(m["min"], m["max"], min_open=m["min_open"], max_open=m["max_open"])
+    if m["type"] is float:  # finite, even without a range
+        return FiniteFloat(m["min"], m["max"], min_open=m["min_open"], max_open=m["max_open"])
     return m["type"]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import data_dir_option, device_option, encoder_option, out_option, parsed, seed_option
+from .options import FiniteFloat, data_dir_option, device_option, encoder_option, out_option, parsed, seed_option
 
 
 @click.command()
@@ -19,7 +19,7 @@ from .options import data_dir_option, device_option, encoder_option, out_option,
               help="At most N training texts from a dataset (e.g. quora=5000; repeatable or comma-separated).")
 @click.option("--upsample", "upsample", multiple=True, metavar="DATASET=FACTOR",
               help="Repeat a dataset's texts (e.g. sts=2, sst=1.5).")
-@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+@click.option("--epochs", type=FiniteFloat(min=0, min_open=True), default=1.0, show_default=True,
               help="Passes over the training text.")
 @click.option("--max-steps", "steps", type=click.IntRange(min=1), default=None,
               help="Train for exactly N steps (overrides --epochs; the schedule spans them).")
@@ -28,13 +28,13 @@ from .options import data_dir_option, device_option, encoder_option, out_option,
 @click.option("--head-steps", type=click.IntRange(min=0), default=None,
               help="Head-only steps before measuring 'before' [default: 20% of the steps when the head is new, else 0].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Texts per step.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=5e-5, show_default=True,
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=5e-5, show_default=True,
               help="Peak learning rate (warm-up, then linear decay).")
-@click.option("--mask-prob", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True), default=0.15,
+@click.option("--mask-prob", type=FiniteFloat(min=0, max=1, min_open=True, max_open=True), default=0.15,
               show_default=True, help="Fraction of tokens chosen for prediction (80% [MASK], 10% random, 10% kept).")
 @click.option("--max-length", type=click.IntRange(min=8), default=128, show_default=True,
               help="Maximum tokens per text (longer IMDB reviews are truncated).")
-@click.option("--heldout", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True), default=0.05,
+@click.option("--heldout", type=FiniteFloat(min=0, max=1, min_open=True, max_open=True), default=0.05,
               show_default=True, help="Fraction of each dataset held out for the before/after perplexity.")
 @click.option("--heldout-max", type=click.IntRange(min=1), default=500, show_default=True,
               help="At most this many held-out examples per dataset.")

@@ -20,6 +20,7 @@ from torch import nn
 from ..data import TaskBatch
 from ..tasks import BUILTIN, SENTIMENT_LABELS, TaskSpec
 from ..tokenizer import Batch
+from ..train_config import number_problem
 from .bert import BertModel, Dropout
 
 __all__ = ["SENTIMENT_LABELS", "HeadConfig", "PairHead", "MultitaskBert", "pearson", "task_loss"]
@@ -51,6 +52,12 @@ class HeadConfig:
             raise ValueError(f"pair_features must be one of {PAIR_FEATURES}")
         if self.sts_loss not in ("pearson", "mse"):
             raise ValueError("sts_loss must be pearson or mse")
+        # A zero or fractional width fails deep in nn.Linear, a NaN dropout silently at the first step.
+        if isinstance(self.mlp_hidden, bool) or not isinstance(self.mlp_hidden, int) or self.mlp_hidden < 1:
+            raise ValueError(f"mlp_hidden must be a whole number >= 1, not {self.mlp_hidden!r}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) \
+                or number_problem(self.dropout, min=0, max=1, max_open=True):
+            raise ValueError(f"dropout must be a finite number in [0, 1), not {self.dropout!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
