@@ -213,5 +213,30 @@ def load_weights(path: Path, info: dict | None = None) -> dict[str, torch.Tensor
 
 
 def load_resume_state(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """The optimizer / RNG tensors and trainer_state.json of a resumable checkpoint."""
-    return _load_tensors(path / "optimizer.safetensors"), read_json(path / "trainer_state.json")
+    """The optimizer / RNG tensors and trainer_state.json of a resumable checkpoint (its counters checked)."""
+    state = read_json(path / "trainer_state.json")
+    check_trainer_state(state, path / "trainer_state.json")
+    return _load_tensors(path / "optimizer.safetensors"), state
+
+
+def check_trainer_state(state: dict, where: Path) -> None:
+    """UserError naming the field when a counter of trainer_state.json is missing, negative or not finite
+    (a NaN best score would keep every later evaluation from becoming best/)."""
+    import math
+
+    def whole(key, required=False):
+        v = state.get(key)
+        if v is None and not required:
+            return
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise UserError(f"{where}: {key} must be a whole number >= 0, not {v!r}")
+
+    for key in ("optimizer", "data"):
+        if not isinstance(state.get(key), dict):
+            raise UserError(f"{where}: {key} is missing or not an object")
+    whole("step", required=True)
+    for key in ("since_best", "nonfinite", "total_steps", "ema_updates"):
+        whole(key)
+    best = state.get("best")
+    if best is not None and (isinstance(best, bool) or not isinstance(best, (int, float)) or not math.isfinite(best)):
+        raise UserError(f"{where}: best must be a finite number or null, not {best!r}")

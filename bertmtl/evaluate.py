@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from .data import TaskDataset, bucketed_batches
+from .fsutil import WriteError
 from .model.heads import MultitaskBert
 from .tasks import BUILTIN, TASKS, TaskSpec, overall_keys, spec_of
 
@@ -184,14 +185,19 @@ def write_predictions(model: MultitaskBert, datasets: dict[str, TaskDataset], ou
             values = [round(v, 4) for v in values]
         path = out_dir / f"{task}-{split}-output.csv"
         tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            w.writerow(["id", spec.prediction_header])
-            for ex, v in zip(ds.examples, values):
-                w.writerow([ex.id, v])
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "w", newline="", encoding="utf-8") as fh:
+                w = csv.writer(fh)
+                w.writerow(["id", spec.prediction_header])
+                for ex, v in zip(ds.examples, values):
+                    w.writerow([ex.id, v])
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except OSError as e:  # a full disk: say so, leave no half file
+            tmp.unlink(missing_ok=True)
+            raise WriteError(f"could not write {path} ({e.strerror or e}); the files written before it are "
+                             f"{', '.join(map(str, written)) or 'none'}") from None
         written.append(path)
     return written
 

@@ -297,6 +297,11 @@ def _output_rows(graph: OnnxGraph) -> list[str]:
     return rows + [f"- `{s.json_keys[0]}`: {s.title}, {what(s)}" for s in graph.pair_specs]
 
 
+def _number(v, spec: str) -> str:
+    """A number formatted, anything else (a hand-edited metrics.json) shown as it is."""
+    return format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else repr(v)
+
+
 def model_card(ck, fmt: str, command: str) -> str:
     """README.md of an export: what it is, how to load it, base encoder, data, options, dev metrics, command."""
     from .tasks import metric_rows
@@ -306,7 +311,7 @@ def model_card(ck, fmt: str, command: str) -> str:
              "onnx": "ONNX graph (encoder and task heads)"}[fmt]
     lines = [f"# {Path(ck.path).resolve().parent.name}: {title}", "",
              f"Exported by bertmtl {__version__} from `{ck.path}` (step {info.get('step', '?')}, "
-             f"epoch {info.get('epoch', 0):.2f}).", "", "## Use", ""]
+             f"epoch {_number(info.get('epoch', 0), '.2f')}).", "", "## Use", ""]
     graph = OnnxGraph(ck.model)
     lines.append(USAGE[fmt].format(out="DIR", pooling=ck.model.cfg.pooling,
                                    inputs="\n".join(f"- `{n}`" for n in graph.input_names),
@@ -320,16 +325,18 @@ def model_card(ck, fmt: str, command: str) -> str:
               f"`{args.get('data_dir', '?')}`" + (f", with augmented copies from `{args['augment']}`"
                                                   if args.get("augment") else "") + ".", "",
               "## Dev metrics", ""]
-    undefined = ck.metrics.get("undefined") or {}
+    undefined = ck.metrics.get("undefined")
+    undefined = undefined if isinstance(undefined, dict) else {}
     # an undefined metric (None) says why instead of showing a number
-    shown = lambda key, v: f"{v:.4f}" if v is not None else f"undefined ({undefined.get(key, {}).get('reason')})"  # noqa: E731
+    shown = lambda key, v: _number(v, ".4f") if v is not None else \
+        f"undefined ({(undefined.get(key) or {}).get('reason')})"  # noqa: E731
     rows = [(title, shown(key, ck.metrics[key]), ck.metrics.get(count))
             for key, title, count in metric_rows(ck.model.specs.values()) if key in ck.metrics]
     if rows:
         lines += ["| metric | value | examples |", "|---|---|---|"]
         lines += [f"| {t} | {v} | {n if n is not None else ''} |" for t, v, n in rows]
         if ck.metrics.get("overall") is not None:
-            lines.append(f"| overall | {ck.metrics['overall']:.4f} | |")
+            lines.append(f"| overall | {_number(ck.metrics['overall'], '.4f')} | |")
     else:
         lines.append("None recorded (no dev evaluation before this checkpoint).")
     lines += ["", "## Training options (train_args.json)", "", "```json", json.dumps(args, indent=2, sort_keys=True),

@@ -23,6 +23,24 @@ class WriteError(UserError):
     """An output could not be written (disk full, permission lost); the previous version is intact."""
 
 
+def check_writable(directory: Path, need_bytes: int = 0, what: str = "") -> None:
+    """Fail before any work when `directory` cannot be created and written, or has less than
+    `need_bytes` free (`what` says what needs them). The probe file is removed whatever happens."""
+    directory = Path(directory)
+    probe = directory / f".write-test-{os.getpid()}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+    except OSError as e:
+        raise UserError(f"{directory}: cannot write there ({e.strerror or e})") from None
+    finally:
+        probe.unlink(missing_ok=True)
+    free = shutil.disk_usage(directory).free
+    if free < need_bytes:
+        raise UserError(f"{directory}: {free / 2**20:.0f} MiB free, but {what or 'the output'} need about "
+                        f"{need_bytes / 2**20:.0f} MiB; free some space or choose another directory")
+
+
 # -- crash points ---------------------------------------------------------------------------
 
 CRASH_ENV = "BERTMTL_CRASH_AT"

@@ -129,7 +129,26 @@ def check_output(out: str | Path, inputs: dict[str, str | Path | None], option: 
         if how:
             raise UserError(f"{option} {out}: {how} {what} ({path}), which this command reads; "
                             f"write the output somewhere else")
+    for parent in resolved.parents:  # a run swaps its best/ and last/ whole: anything inside them is lost
+        if _holds_run(parent):
+            raise UserError(f"{option} {out}: is inside {parent}, a bertmtl run or checkpoint, which only its own "
+                            f"training writes; write the output somewhere else")
     return resolved
+
+
+def _holds_run(path: Path) -> bool:
+    """Whether `path` is a training run (metrics.jsonl) or a checkpoint (bertmtl.json)."""
+    return (path / "metrics.jsonl").is_file() or (path / "bertmtl.json").is_file()
+
+
+def _runs_inside(path: Path) -> Path | None:
+    """A run or checkpoint at `path` or up to two levels below it (a runs root, a run), or None."""
+    if not path.is_dir():
+        return None
+    for cand in (path, *path.glob("*"), *path.glob("*/*")):
+        if cand.is_dir() and _holds_run(cand):
+            return cand
+    return None
 
 
 def check_output_dir(out: Path, overwrite: bool, inputs: dict[str, str | Path | None], option: str = "--out") -> None:
@@ -140,6 +159,9 @@ def check_output_dir(out: Path, overwrite: bool, inputs: dict[str, str | Path | 
         raise UserError(f"{option} {out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise UserError(f"{option} {out}: already holds files; choose another directory or pass --overwrite")
+    if found := _runs_inside(out):  # --overwrite replaces the directory whole
+        raise UserError(f"{option} {out}: holds the bertmtl run or checkpoint {found}, which --overwrite would "
+                        f"delete; choose another directory")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -160,6 +182,7 @@ def owned_output(out: str | Path, overwrite: bool, inputs: dict[str, str | Path 
     """
     out = Path(out)
     check_output_dir(out, overwrite, inputs, option)
+    out = out.expanduser().resolve()  # one lock whatever symlink or relative path names the output
     lock = OwnerLock(out.parent / lock_name(out), f"{option} {out}")
     try:
         check_output_dir(out, overwrite, inputs, option)  # again, now that nobody else can write it

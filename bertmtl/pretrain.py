@@ -328,7 +328,7 @@ def pretrain(cfg: PretrainConfig, reporter=None) -> dict:
 def _pretrain(cfg: PretrainConfig, out: Path, reporter, t_start: float) -> dict:
     from .data import bucketed_batches
     from .device import pick_device
-    from .fsutil import staged_dir, write_json
+    from .fsutil import check_writable, staged_dir, write_json
     from .model.mlm import load_mlm, save_mlm
     from .optim import AdamW, parameter_groups
 
@@ -337,6 +337,8 @@ def _pretrain(cfg: PretrainConfig, out: Path, reporter, t_start: float) -> dict:
 
     loaded = load_mlm(cfg.encoder)
     model = loaded.model
+    # Before the budget is spent: room for the new model beside an old one being replaced (fp32).
+    check_writable(out.parent, 2 * sum(p.numel() * 4 for p in model.parameters()) + 16 * 2**20, "the pretrained model")
     tokenizer = WordPieceTokenizer.from_dir(loaded.source, max_length=cfg.max_length)
     if tokenizer.mask_id is None:
         raise UserError(f"{loaded.source}/vocab.txt has no {tokenizer.mask_token} token, so masked-LM training is impossible")

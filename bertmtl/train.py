@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import shutil
 import signal
 import threading
@@ -26,7 +25,7 @@ from .device import compile_encoder, pick_device, precision_name
 from .distributed import Dist
 from .ema import WeightAverage, restore_training_weights, trainable
 from .errors import UserError
-from .fsutil import WriteError, crash_point
+from .fsutil import WriteError, check_writable, crash_point
 from .evaluate import evaluate
 from .metrics_log import MetricsLog
 from .model.bert import BertModel, Dropout
@@ -44,21 +43,6 @@ from .weights import resolve
 
 __all__ = ["GradBuffers", "MultitaskStep", "TrainConfig", "load_datasets", "Run", "prepare", "Checkpointer",
            "evaluate_dev", "train"]
-
-
-def _check_writable(run: Path, need_bytes: int) -> None:
-    """Fail before training, not at the first save, when --out cannot hold checkpoints."""
-    try:
-        run.mkdir(parents=True, exist_ok=True)
-        probe = run / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as e:
-        raise UserError(f"{run}: cannot write there ({e.strerror or e})") from None
-    free = shutil.disk_usage(run).free
-    if free < need_bytes:
-        raise UserError(f"{run}: {free / 2**20:.0f} MiB free, but checkpoints need about "
-                        f"{need_bytes / 2**20:.0f} MiB; free some space or choose another --out")
 
 
 def checkpoint_peak_bytes(model, cfg: TrainConfig) -> int:
@@ -264,6 +248,9 @@ def _run_dir(cfg: TrainConfig, resume: str | Path | None, dist: Dist) -> tuple[P
         lock.release()
         raise UserError(f"{run} already holds a run; continue it with `bertmtl train --resume {run}` "
                         f"or choose another --out")
+    if any(p.name != LOCK_NAME for p in run.iterdir()):  # a new run goes into a new or empty directory
+        lock.release()
+        raise UserError(f"--out {run}: already holds files (not a run); give a new or empty directory")
     return run, None, lock, created
 
 
@@ -332,7 +319,7 @@ def _build(cfg: TrainConfig, run_dir: Path, resume_ckpt: Path | None, dist: Dist
             m.p = cfg.dropout
     model.to(device)
     if dist.is_main:
-        _check_writable(run_dir, need_bytes=checkpoint_peak_bytes(model, cfg))
+        check_writable(run_dir, checkpoint_peak_bytes(model, cfg), "checkpoints")
 
     # schedule, data order, optimizer step
     rr = RoundRobin(train_sets, cfg.batch_size, cfg.seed, bucket=cfg.bucket, shard=(dist.rank, dist.world),

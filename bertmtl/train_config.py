@@ -30,6 +30,10 @@ FILE_OPTIONS = tuple((f"{t.name}_{split}", f"Override the {t.title} {split} file
 # Seeds are 0 .. 2**63-1: what torch.manual_seed takes as a signed 64-bit number, and what our
 # generators take after mixing a seed with a task, pass or step (data.py, mtl/ reduce modulo 2**63).
 SEED_MAX = 2**63 - 1
+# Training computes in float32: a larger float option overflows when it meets a tensor.
+FLOAT32_MAX = 3.4028234663852886e38
+# Widths beyond this are typos (10^11 units would ask for terabytes), refused before allocating.
+MLP_HIDDEN_MAX = 65_536
 
 # Keys of older train_args.json files -> today's field names.
 RENAMED = {"pretrained": "encoder"}
@@ -171,7 +175,7 @@ class TrainConfig:
     smart_step: float = option(1e-3, "SMART: step size of each ascent step on the noise.", min=0)
     smart_epsilon: float = option(1e-6, "SMART: keeps the normalisation of the ascent direction finite.",
                                   min=0, min_open=True)
-    smart_steps: int = option(1, "SMART ascent steps K.", min=1)
+    smart_steps: int = option(1, "SMART ascent steps K.", min=1, max=100)
     # -- hardware
     seed: int = option(42, "Random seed, 0 to 2^63-1 (same seed, same result; CPU runs repeat exactly).",
                        min=0, max=SEED_MAX)
@@ -205,7 +209,7 @@ class TrainConfig:
     sts_loss: str = option("pearson", "STS loss: 1 - Pearson r over the batch, or squared error on the 0-5 scale.",
                            choices=("pearson", "mse"))
     mlp_hidden: int = option(256, "Hidden units of the bi-encoder pair heads' MLP (paraphrase, similarity).",
-                             min=1, resume=False)
+                             min=1, max=MLP_HIDDEN_MAX, resume=False)
     max_length: int = option(128, "Maximum tokens per input (capped by the model's positions).", min=8)
     # -- data handling
     bucket: bool = option(True, "Length-bucketed batches (less padding).", flag="on/off")
@@ -246,6 +250,12 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Normalise the task list and check every field against its metadata (UserError if not)."""
+        for f in dataclasses.fields(self):  # a config file can put anything in a list: names and paths are text
+            value = getattr(self, f.name)
+            items = value if isinstance(value, (list, tuple)) else \
+                value.values() if isinstance(value, dict) and f.metadata["parse"] is not parse_task_weights else ()
+            if bad := [v for v in items if not isinstance(v, str)]:
+                raise UserError(f"{f.name}: every item must be text, not {bad[0]!r}")
         if self.tasks is None:
             self.tasks = self.builtin_tasks()
         elif self.tasks or not self.declares_tasks:
@@ -309,6 +319,8 @@ def number_problem(value: int | float, min=None, max=None, min_open=False, max_o
     """
     if isinstance(value, float) and not math.isfinite(value):
         return "must be a finite number"
+    if isinstance(value, float) and abs(value) > FLOAT32_MAX:
+        return f"must be at most {FLOAT32_MAX:.4g} in size (training computes in float32)"
     if min is not None and (value < min or (min_open and value == min)):
         return f"must be {'>' if min_open else '>='} {min}"
     if max is not None and (value > max or (max_open and value == max)):

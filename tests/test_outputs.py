@@ -169,3 +169,72 @@ def test_a_second_writer_of_an_output_is_refused_with_the_holder(tmp_path):
         holder.wait()
     with owned_output(out, False, {}):  # the lock went with the process
         pass
+
+
+def test_nothing_writes_inside_a_run_or_over_one(tiny_bert_dir, data_dir, tmp_path):
+    """A run swaps its best/ and last/ whole: an output inside it would vanish at the next save."""
+    run = tmp_path / "run"
+    r = CliRunner().invoke(main, _train_args(tiny_bert_dir, data_dir, "--out", str(run), "--max-steps", "1"))
+    assert r.exit_code == 0, r.output
+    for args in (_train_args(tiny_bert_dir, data_dir, "--out", str(run / "last")),
+                 _train_args(tiny_bert_dir, data_dir, "--out", str(run / "sub")),
+                 ["export", str(run), "--format", "hf", "--out", str(run / "last"), "--overwrite"],
+                 ["export", str(run), "--format", "hf", "--out", str(run / "hf")]):
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code == 2 and f"is inside {run.resolve()}, a bertmtl run or checkpoint" in r.output, r.output
+    # and no --overwrite replaces a directory holding runs (a runs root)
+    import shutil
+
+    shutil.copytree(run, tmp_path / "root" / "other")
+    r = CliRunner().invoke(main, ["export", str(run), "--format", "hf", "--out", str(tmp_path / "root"), "--overwrite"])
+    assert r.exit_code == 2 and f"holds the bertmtl run or checkpoint {tmp_path / 'root' / 'other'}" in r.output, r.output
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("mine")
+    r = CliRunner().invoke(main, _train_args(tiny_bert_dir, data_dir, "--out", str(tmp_path / "notes")))
+    assert r.exit_code == 2 and "already holds files (not a run)" in r.output, r.output
+    assert json.loads((run / "last" / "bertmtl.json").read_text())["step"] == 1  # untouched
+
+
+def test_one_lock_whatever_path_names_the_output(tmp_path, monkeypatch):
+    from bertmtl.errors import UserError
+    from bertmtl.outputs import owned_output
+
+    real = tmp_path / "out"
+    (tmp_path / "link").symlink_to(real)
+    monkeypatch.chdir(tmp_path)
+    with owned_output("out", False, {}):
+        for other in (tmp_path / "link", "./link", tmp_path / "x" / ".." / "out"):
+            with pytest.raises(UserError, match="is being written by process"):
+                with owned_output(other, False, {}):
+                    pass
+
+
+def test_a_full_stdout_or_a_closed_stdin_is_one_error_line(tiny_bert_dir, data_dir, tmp_path):
+    run = tmp_path / "run"
+    r = CliRunner().invoke(main, _train_args(tiny_bert_dir, data_dir, "--out", str(run), "--max-steps", "1"))
+    assert r.exit_code == 0, r.output
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
+    bertmtl = [sys.executable, "-m", "bertmtl"]
+    with open("/dev/full", "wb") as full:
+        for args, stdin in ((["predict", "--checkpoint", str(run), "-"], b"a good film\n"),
+                            (["predict", "--checkpoint", str(run), "a good film"], b""),
+                            (["runs", "--runs-dir", str(tmp_path)], b"")):
+            p = subprocess.run(bertmtl + args, input=stdin, stdout=full, stderr=subprocess.PIPE, env=env, timeout=120)
+            err = p.stderr.decode()
+            assert p.returncode == 2 and "No space left on device" in err and "Traceback" not in err, (args, err)
+    p = subprocess.run(bertmtl + ["predict", "--checkpoint", str(run), "-"], stdin=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, env=env, timeout=120, pass_fds=(), close_fds=True,
+                       preexec_fn=lambda: os.close(0))
+    err = p.stderr.decode()
+    assert p.returncode == 2 and "standard input is closed" in err and "Traceback" not in err, err
+
+
+def test_evaluate_checks_its_prediction_directory_first(tiny_bert_dir, data_dir, tmp_path):
+    run = tmp_path / "run"
+    r = CliRunner().invoke(main, _train_args(tiny_bert_dir, data_dir, "--out", str(run), "--max-steps", "1"))
+    assert r.exit_code == 0, r.output
+    for where, message in ((data_dir / "ids-sst-dev.csv" / "x", "is inside --data-dir"),
+                           (Path("/proc/self/x"), "cannot write there")):
+        r = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(run), "--data-dir", str(data_dir),
+                                      "--write-predictions", str(where)])
+        assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, r.output

@@ -49,6 +49,10 @@ def _refused(r, *words):
     (["augment", "--aug-p", "nan"], "--aug-p"),
     (["ablate", "--lr", "inf"], "--lr"),
     (["ablate", "--epochs", "nan"], "--epochs"),
+    (["train", "--lr", "1e39"], "--lr"),  # finite in Python, inf in float32
+    (["train", "--weight-decay", "-1e39"], "--weight-decay"),
+    (["train", "--smart-steps", str(2**64)], "--smart-steps"),  # would never end a step
+    (["train", "--mlp-hidden", str(10**11)], "--mlp-hidden"),  # terabytes
 ])
 def test_non_finite_and_out_of_range_options_are_usage_errors(tmp_path, args, option):
     # --data-dir does not exist: a refusal must come from the option, before any file is read
@@ -59,7 +63,11 @@ def test_config_file_and_weight_values_are_checked(tmp_path):
     for text, words in (("clip: .nan\n", ["clip must be a finite number"]),
                         ("epochs: .inf\n", ["epochs must be a finite number"]),
                         (f"seed: {2**63 + 5}\n", ["seed must be <= 9223372036854775807"]),
-                        ("loss_weights: {sts: .nan}\n", ["loss_weights sts: must be a finite number"])):
+                        ("loss_weights: {sts: .nan}\n", ["loss_weights sts: must be a finite number"]),
+                        ("loss_weights: {sts: 1.0e+39}\n", ["loss_weights sts: must be at most"]),
+                        ("tasks: [1, 2]\n", ["tasks: every item must be text, not 1"]),
+                        ("task: [{a: 1}]\n", ["task: every item must be text"]),
+                        ("report_to: [[csv]]\n", ["report_to: every item must be text"])):
         (tmp_path / "c.yaml").write_text(text)
         _refused(_cli(["train", "--config", str(tmp_path / "c.yaml"), "--data-dir", str(tmp_path / "none")]), *words)
     _refused(_cli(["train", "--smart-weights", "sst=-1", "--print-config"]), "smart_weights sst: must be >= 0")
@@ -146,12 +154,35 @@ def test_checkpoint_with_bad_sizes_is_refused(checkpoint, tmp_path, field, value
 
 
 @pytest.mark.parametrize("field, value", [("mlp_hidden", 0), ("mlp_hidden", 2.5), ("dropout", float("nan")),
-                                          ("dropout", 1.5)])
+                                          ("dropout", 1.5), ("mlp_hidden", 10**19)])
 def test_checkpoint_with_bad_heads_json_is_refused(checkpoint, tmp_path, field, value):
     ck = tmp_path / "ck"
     shutil.copytree(checkpoint, ck)
     _set_json(ck / "heads.json", **{field: value})
     _refused(_cli(["predict", "--checkpoint", str(ck), "a fine movie"]), str(ck / "heads.json"), field)
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("step", -3, "step must be a whole number >= 0"), ("step", "x", "step must be a whole number >= 0"),
+    ("best", float("nan"), "best must be a finite number or null"),  # would keep best/ stale for ever
+    ("since_best", -1, "since_best must be a whole number >= 0"), ("data", None, "data is missing")])
+def test_resume_refuses_damaged_trainer_state(checkpoint, tmp_path, field, value, words):
+    run = tmp_path / "run"
+    shutil.copytree(checkpoint.parent, run)
+    (run / ".writer.lock").unlink(missing_ok=True)
+    _set_json(run / "last" / "trainer_state.json", **{field: value})
+    _refused(_cli(["train", "--resume", str(run), "--max-steps", "9"]), str(run / "last" / "trainer_state.json"), words)
+
+
+def test_export_model_card_survives_hand_edited_metadata(checkpoint, tmp_path):
+    ck = tmp_path / "ck"
+    shutil.copytree(checkpoint, ck)
+    _set_json(ck / "bertmtl.json", epoch="x")
+    _set_json(ck / "metrics.json", sst_acc="abc")
+    r = _cli(["export", str(ck), "--format", "hf", "--out", str(tmp_path / "e")])
+    assert r.exit_code == 0, r.output
+    card = (tmp_path / "e" / "README.md").read_text()
+    assert "epoch 'x'" in card and "'abc'" in card
 
 
 # -- undefined metrics ----------------------------------------------------------------------------

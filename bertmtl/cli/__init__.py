@@ -12,6 +12,7 @@ import importlib
 import click
 
 from .. import __version__
+from ..errors import UserError
 
 # command name -> module under bertmtl.cli holding a Click command of the same name
 COMMANDS = {
@@ -37,6 +38,28 @@ class LazyGroup(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def invoke(self, ctx: click.Context):
+        """Run the command; an OSError it did not handle (stdout on a full disk or /dev/full, a
+        file system gone read-only) is one `Error:` line and exit code 2, not a traceback.
+        (Click itself turns a closed pipe, EPIPE, into a quiet exit.)"""
+        try:
+            return super().invoke(ctx)
+        except OSError as e:
+            import errno
+            import sys
+
+            if e.errno == errno.EPIPE:
+                raise
+            try:
+                sys.stdout.flush()
+            except OSError:  # stdout is what failed: its buffer would fail again at exit
+                import os
+
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                e.filename = e.filename or "standard output"
+            where = f"{e.filename}: " if e.filename else ""
+            raise UserError(f"could not write: {where}{e.strerror or e}") from None
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in self.lazy_commands:

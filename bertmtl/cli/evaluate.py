@@ -38,6 +38,12 @@ def evaluate(checkpoint_path, runs_dir, data_dir, split, tasks, pred_dir, as_jso
 
     dev = pick_device(device)
     path = resolve_checkpoint(checkpoint_path, runs_dir)
+    if pred_dir:  # checked before the evaluation runs, not after
+        from ..fsutil import check_writable
+        from ..outputs import check_output
+
+        check_output(pred_dir, {"the checkpoint": path, "--data-dir": data_dir}, "--write-predictions")
+        check_writable(Path(pred_dir))
     ck = load_checkpoint(path, device=dev)
     warn = lambda row: click.echo(f"warning: {row}", err=True)  # noqa: E731
     datasets, skipped, missing = {}, {}, []

@@ -8,7 +8,7 @@ import math
 
 import click
 
-from ..train_config import DEVICES, FIELDS, FILE_OPTIONS, PRECISIONS, TrainConfig, flag_name
+from ..train_config import DEVICES, FIELDS, FILE_OPTIONS, PRECISIONS, TrainConfig, flag_name, number_problem
 
 
 class FiniteFloat(click.FloatRange):
@@ -21,6 +21,8 @@ class FiniteFloat(click.FloatRange):
         number = click.FLOAT.convert(value, param, ctx)
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number.", param, ctx)
+        if problem := number_problem(number):  # beyond float32
+            self.fail(f"{value!r}: {problem}.", param, ctx)
         return super().convert(number, param, ctx)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..errors import UserError
 from .options import checkpoint_option, device_option, precision_option, runs_dir_option
 
 
@@ -35,7 +36,7 @@ def predict(texts: tuple[str, ...], checkpoint_path, runs_dir, as_json, fmt, bat
     """
     import sys
 
-    stdin_mode = texts == ("-",) or (not texts and not sys.stdin.isatty())
+    stdin_mode = texts == ("-",) or (not texts and sys.stdin is not None and not sys.stdin.isatty())
     if not stdin_mode and len(texts) not in (1, 2):
         raise click.UsageError("give one sentence, two sentences (a pair), or - to read lines from stdin")
     if not stdin_mode and any(not t.strip() for t in texts):
@@ -63,6 +64,8 @@ def _predict_stdin(predictor, fmt: str, fd: int | None = None, out=None) -> int:
 
     from ..predict import output_line, parse_line, read_lines, tsv_columns
 
+    if fd is None and sys.stdin is None:  # started with stdin closed (`<&-`)
+        raise UserError("standard input is closed; pipe lines in, or give sentences as arguments")
     lines, ready = read_lines(sys.stdin.fileno() if fd is None else fd)
     items = (parse_line(n, raw) for n, raw in lines)
     # Bytes, encoded by output_line as UTF-8 whatever the locale says stdout's encoding is.

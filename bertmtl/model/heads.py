@@ -20,7 +20,7 @@ from torch import nn
 from ..data import TaskBatch
 from ..tasks import BUILTIN, SENTIMENT_LABELS, TaskSpec
 from ..tokenizer import Batch
-from ..train_config import number_problem
+from ..train_config import MLP_HIDDEN_MAX, number_problem
 from .bert import BertModel, Dropout
 
 __all__ = ["SENTIMENT_LABELS", "HeadConfig", "PairHead", "MultitaskBert", "pearson", "task_loss"]
@@ -53,8 +53,9 @@ class HeadConfig:
         if self.sts_loss not in ("pearson", "mse"):
             raise ValueError("sts_loss must be pearson or mse")
         # A zero or fractional width fails deep in nn.Linear, a NaN dropout silently at the first step.
-        if isinstance(self.mlp_hidden, bool) or not isinstance(self.mlp_hidden, int) or self.mlp_hidden < 1:
-            raise ValueError(f"mlp_hidden must be a whole number >= 1, not {self.mlp_hidden!r}")
+        if isinstance(self.mlp_hidden, bool) or not isinstance(self.mlp_hidden, int) \
+                or not 1 <= self.mlp_hidden <= MLP_HIDDEN_MAX:
+            raise ValueError(f"mlp_hidden must be a whole number in [1, {MLP_HIDDEN_MAX}], not {self.mlp_hidden!r}")
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) \
                 or number_problem(self.dropout, min=0, max=1, max_open=True):
             raise ValueError(f"dropout must be a finite number in [0, 1), not {self.dropout!r}")
