@@ -30,8 +30,8 @@ class MetricsLog:
             if record.get("type") in ("eval", "end", "start", "resume"):
                 os.fsync(self._fh.fileno())
         except OSError as e:  # a full disk mid-run: a clear stop; the checkpoints are as last saved
-            raise UserError(f"could not append to {self.path} ({e.strerror or e}); the checkpoints beside it "
-                            f"are as last saved") from None
+            raise UserError(f"could not append to {self.path} ({e.strerror or e}); checkpoints saved beside it "
+                            f"before (last/, best/), if any, are intact") from None
         for report in self.reports:
             report.write(record)
 

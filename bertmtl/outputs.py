@@ -16,10 +16,14 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UserError
+
+# The lock a training run holds inside its directory (runs.WriterLock).
+WRITER_LOCK = ".writer.lock"
 
 
 class OwnerLock:
@@ -36,7 +40,7 @@ class OwnerLock:
         except ImportError:  # no advisory locks on this system: nothing to hold
             return
         for _ in range(100):
-            fh = open(self.path, "a+", encoding="utf-8")
+            fh = _open_lock_file(self.path)
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -72,6 +76,20 @@ class OwnerLock:
             self._fh.close()  # closing drops the lock
 
 
+def _open_lock_file(path: Path):
+    """Open (creating) a lock file, never through a symlink: a planted link would have us
+    truncate and overwrite the file it points to."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as e:
+        raise UserError(f"{path}: cannot open this lock file ({e.strerror or e}; a symlink or a directory "
+                        f"is refused); remove it if no bertmtl process is running") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO, a device
+        os.close(fd)
+        raise UserError(f"{path}: the lock file is not a regular file; remove it if no bertmtl process is running")
+    return os.fdopen(fd, "a+", encoding="utf-8")
+
+
 def _owner(path: Path) -> str:
     """'process PID on HOST' from a lock file (written just after the lock is taken: may be empty)."""
     try:
@@ -98,6 +116,14 @@ def is_locked(path: Path) -> bool | None:
     return False
 
 
+def resolve(path: str | Path, option: str) -> Path:
+    """The absolute path with symlinks resolved; a symlink loop is the user's error, not a traceback."""
+    try:
+        return Path(path).expanduser().resolve()
+    except (OSError, RuntimeError) as e:  # RuntimeError: "Symlink loop from ..." (Python < 3.13)
+        raise UserError(f"{option} {path}: {e}") from None
+
+
 def _overlap(out: Path, inp: Path) -> str | None:
     """How `out` overlaps input `inp` (both resolved), or None."""
     if out == inp:
@@ -117,7 +143,7 @@ def check_output(out: str | Path, inputs: dict[str, str | Path | None], option: 
     """
     if str(out).strip() == "":
         raise UserError(f"{option}: empty path")
-    resolved = Path(out).expanduser().resolve()
+    resolved = resolve(out, option)
     cwd = Path.cwd().resolve()
     if resolved == cwd or resolved in cwd.parents:
         raise UserError(f"{option} {out}: is the current directory or holds it; the output is replaced whole, "
@@ -125,7 +151,7 @@ def check_output(out: str | Path, inputs: dict[str, str | Path | None], option: 
     for what, path in inputs.items():
         if path is None or not Path(path).exists():
             continue
-        how = _overlap(resolved, Path(path).expanduser().resolve())
+        how = _overlap(resolved, resolve(path, what))
         if how:
             raise UserError(f"{option} {out}: {how} {what} ({path}), which this command reads; "
                             f"write the output somewhere else")
@@ -137,8 +163,9 @@ def check_output(out: str | Path, inputs: dict[str, str | Path | None], option: 
 
 
 def _holds_run(path: Path) -> bool:
-    """Whether `path` is a training run (metrics.jsonl) or a checkpoint (bertmtl.json)."""
-    return (path / "metrics.jsonl").is_file() or (path / "bertmtl.json").is_file()
+    """Whether `path` is a training run (metrics.jsonl, or a .writer.lock: a run still starting) or
+    a checkpoint (bertmtl.json)."""
+    return any(os.path.lexists(path / name) for name in ("metrics.jsonl", WRITER_LOCK, "bertmtl.json"))
 
 
 def _runs_inside(path: Path) -> Path | None:
@@ -182,7 +209,7 @@ def owned_output(out: str | Path, overwrite: bool, inputs: dict[str, str | Path 
     """
     out = Path(out)
     check_output_dir(out, overwrite, inputs, option)
-    out = out.expanduser().resolve()  # one lock whatever symlink or relative path names the output
+    out = resolve(out, option)  # one lock whatever symlink or relative path names the output
     lock = OwnerLock(out.parent / lock_name(out), f"{option} {out}")
     try:
         check_output_dir(out, overwrite, inputs, option)  # again, now that nobody else can write it

@@ -4,9 +4,9 @@
 Status of a run:
   finished / stopped / early-stopped / nonfinite   its end record (and summary.json) says so;
   running    no end record, and a training process holds RUN/.writer.lock (an advisory lock the
-             kernel drops when the process dies, however it dies); where locks cannot be seen
-             (no fcntl, or a run written by another machine to a shared disk: the lock file names
-             its host), metrics.jsonl written in the last RECENT_S seconds;
+             kernel drops when the process dies, however it dies; a run that ends, even with an
+             error, removes it); where locks cannot be seen (no fcntl, or a lock file naming
+             another host: a shared disk), metrics.jsonl written in the last RECENT_S seconds;
   crashed    no end record and nobody writing: killed, or an error other than a clean stop.
 """
 
@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 
 from .errors import UserError
-from .outputs import OwnerLock, is_locked
+from .outputs import WRITER_LOCK, OwnerLock, is_locked
 from .train_config import upgrade_config
 
 RUNS_ROOT = Path("checkpoints")
 RUNS_ENV = "BERTMTL_RUNS"
-LOCK_NAME = ".writer.lock"
+LOCK_NAME = WRITER_LOCK
 # A run logs at least every --log-every steps and fsyncs every evaluation; silence this long
 # on a run whose lock we cannot check means its writer is gone.
 RECENT_S = 600
@@ -118,8 +118,8 @@ def writer_alive(run_dir: Path) -> bool:
     path = Path(run_dir) / LOCK_NAME
     log = Path(run_dir) / "metrics.jsonl"
     recent = log.is_file() and time.time() - log.stat().st_mtime < RECENT_S
-    if not path.is_file():
-        return recent
+    if not path.is_file():  # released (a clean end or an error) or never taken here: nobody writes,
+        return recent if _no_locks() else False  # unless this system cannot lock at all
     try:
         owner = json.loads(path.read_text(encoding="utf-8") or "{}")
     except (OSError, ValueError):
@@ -128,6 +128,12 @@ def writer_alive(run_dir: Path) -> bool:
         return recent  # another machine's lock is invisible here
     locked = is_locked(path)
     return recent if locked is None else locked
+
+
+def _no_locks() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("fcntl") is None
 
 
 # -- what `bertmtl runs` shows ----------------------------------------------------------------

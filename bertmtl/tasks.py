@@ -21,6 +21,8 @@ import zlib
 from dataclasses import dataclass
 from functools import cached_property
 
+from .numbers import FLOAT32_MAX, number_problem
+
 # What a task predicts: one sentence or a pair, a class or a number.
 KINDS = ("classification", "regression", "pair-classification", "pair-regression")
 LOSSES = ("cross-entropy", "bce", "pearson")
@@ -105,8 +107,17 @@ class TaskSpec:
             raise ValueError(f"task {self.name}: f1 is for two labels; use macro_f1")
         if self.file_format not in FILE_FORMATS:
             raise ValueError(f"task {self.name}: file_format must be one of {', '.join(FILE_FORMATS)}")
-        if not (math.isfinite(self.loss_weight) and self.loss_weight >= 0):
-            raise ValueError(f"task {self.name}: loss_weight must be a number >= 0")
+        for key in ("loss_weight", "smart_weight"):  # as --loss-weights / --smart-weights
+            if problem := number_problem(getattr(self, key), min=0):
+                raise ValueError(f"task {self.name}: {key} {problem}")
+        for v in self.value_range or ():
+            if problem := number_problem(v):
+                raise ValueError(f"task {self.name}: value_range {problem}")
+        for label in self.labels:  # answers and error messages carry them: they must be valid text
+            try:
+                label.encode("utf-8")
+            except (AttributeError, UnicodeEncodeError):
+                raise ValueError(f"task {self.name}: label {ascii(label)} is not valid Unicode text") from None
         if not self.metric_columns:
             set_("metric_columns", tuple(f"{self.title} {METRIC_SHORT[m]}" for m in self.metrics))
         if not self.prediction_header:
@@ -216,8 +227,8 @@ class TaskSpec:
             value = float(raw)
         except ValueError:
             raise ValueError(f"{self.label_column} {raw.strip()[:40]!r} is not a number") from None
-        if not math.isfinite(value):
-            raise ValueError(f"{self.label_column} {raw.strip()!r} is not finite")
+        if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
+            raise ValueError(f"{self.label_column} {raw.strip()[:40]!r} is not finite (in float32)")
         if self.regression:
             low, high = self.value_range
             if not low <= value <= high:
@@ -252,7 +263,7 @@ def as_number(text: str) -> float | None:
         v = float(text)
     except (TypeError, ValueError):
         return None
-    return v if math.isfinite(v) else None
+    return v if math.isfinite(v) and abs(v) <= FLOAT32_MAX else None  # what a float32 tensor holds
 
 
 SENTIMENT_LABELS = ("negative", "somewhat negative", "neutral", "somewhat positive", "positive")

@@ -180,6 +180,7 @@ class Run:
     best: float | None = None
     since_best: int = 0  # evaluations since the best one (--patience)
     nonfinite: int = 0  # consecutive steps with a non-finite loss
+    diverged: bool = False  # the weights themselves became non-finite
     lock: WriterLock | None = None  # held while the main process trains (`bertmtl runs`: running)
     warnings: list = field(default_factory=list)
 
@@ -282,10 +283,10 @@ def prepare(cfg: TrainConfig, resume: str | Path | None, dist: Dist, reporter=No
             _open_log(run)
         return run
     except BaseException:
+        if created:  # while still holding the lock: nobody else can have started in it
+            _discard_if_unused(run_dir)
         if lock is not None:
             lock.release()
-        if created:
-            _discard_if_unused(run_dir)
         raise
 
 
@@ -501,6 +502,11 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
                         reporter.step(rec)
                 # evaluate and save; a signal stops the run at the end of the step
                 stopping = dist.any_true(stop.signal is not None)
+                saving = stopping or run.step == run.stop_at or run.step % run.eval_every == 0 or \
+                    (cfg.save_every and run.step % cfg.save_every == 0)
+                if saving and not weights_finite(model):  # a finite loss whose update overflowed
+                    status, run.diverged = "nonfinite", True
+                    break
                 if run.step % run.eval_every == 0 and run.step < run.stop_at and not stopping:
                     last_metrics = evaluate_dev(run, saver)
                     saver.save("last", last_metrics, with_resume=True)
@@ -514,6 +520,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
                     status = "stopped"
                     break
             # the end: a final evaluation, and last/ unless the weights diverged
+            if status in ("finished", "stopped") and not weights_finite(model):  # e.g. after skipped steps
+                status, run.diverged = "nonfinite", True
             if status == "finished":
                 last_metrics = evaluate_dev(run, saver)
             if status not in ("nonfinite", "early-stopped"):  # early stopping has just saved last/
@@ -526,6 +534,11 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
             run.lock.release()
         if own_dist:
             dist.close()
+
+
+def weights_finite(model) -> bool:
+    """Whether every parameter is finite (one device sync: checked where weights are saved, not every step)."""
+    return bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())
 
 
 def _announce(run: Run) -> None:
@@ -561,6 +574,10 @@ def _finish(run: Run, status: str, last_metrics: dict | None) -> dict:
             run.reporter.message(f"stopped at step {run.step}; checkpoint saved. Resume with: "
                                  f"bertmtl train --resume {run.dir}")
         if status == "nonfinite":
-            raise UserError(f"stopped after {run.nonfinite} consecutive non-finite losses at step {run.step}; the "
-                            f"last good weights are in {run.dir / 'last'} (try a lower --lr, or --precision fp32)")
+            last = run.dir / "last"
+            kept = f"the last good weights are in {last}" if (last / "bertmtl.json").is_file() else \
+                "no checkpoint was saved before"
+            why = "the weights became non-finite (NaN or inf)" if run.diverged else \
+                f"{run.nonfinite} consecutive non-finite losses"
+            raise UserError(f"stopped at step {run.step}: {why}; {kept} (try a lower --lr, or --precision fp32)")
     return summary

@@ -13,10 +13,10 @@ for two epochs, with SMART (extra forward and backward passes per step) one flag
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 
 from .errors import UserError
+from .numbers import FLOAT32_MAX, number_problem  # noqa: F401 (re-exported: the rule's home is numbers.py)
 from .tasks import TASKS
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -30,8 +30,6 @@ FILE_OPTIONS = tuple((f"{t.name}_{split}", f"Override the {t.title} {split} file
 # Seeds are 0 .. 2**63-1: what torch.manual_seed takes as a signed 64-bit number, and what our
 # generators take after mixing a seed with a task, pass or step (data.py, mtl/ reduce modulo 2**63).
 SEED_MAX = 2**63 - 1
-# Training computes in float32: a larger float option overflows when it meets a tensor.
-FLOAT32_MAX = 3.4028234663852886e38
 # Widths beyond this are typos (10^11 units would ask for terabytes), refused before allocating.
 MLP_HIDDEN_MAX = 65_536
 
@@ -306,25 +304,6 @@ def check_value(f: dataclasses.Field, value) -> str | None:
         return None
     if m["type"] in (int, float) and not isinstance(value, bool) and isinstance(value, (int, float)):
         return number_problem(value, m["min"], m["max"], m["min_open"], m["max_open"])
-    return None
-
-
-def number_problem(value: int | float, min=None, max=None, min_open=False, max_open=False) -> str | None:
-    """Why a number is not allowed (None when it is): the one rule for every numeric option.
-
-    A number must be finite (NaN compares False with every bound, so a range check alone lets
-    it through; inf passes a range with no upper bound) and within [min, max], either end open.
-    Used by TrainConfig.validate (command line, --config files, Python callers), the Click
-    types of every command's numeric options (cli/options.py) and the other commands' configs.
-    """
-    if isinstance(value, float) and not math.isfinite(value):
-        return "must be a finite number"
-    if isinstance(value, float) and abs(value) > FLOAT32_MAX:
-        return f"must be at most {FLOAT32_MAX:.4g} in size (training computes in float32)"
-    if min is not None and (value < min or (min_open and value == min)):
-        return f"must be {'>' if min_open else '>='} {min}"
-    if max is not None and (value > max or (max_open and value == max)):
-        return f"must be {'<' if max_open else '<='} {max}"
     return None
 
 

@@ -238,3 +238,52 @@ def test_evaluate_checks_its_prediction_directory_first(tiny_bert_dir, data_dir,
         r = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(run), "--data-dir", str(data_dir),
                                       "--write-predictions", str(where)])
         assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, r.output
+
+
+def test_a_planted_lock_symlink_is_refused_and_its_target_untouched(tiny_bert_dir, data_dir, tmp_path):
+    run = tmp_path / "run"
+    r = CliRunner().invoke(main, _train_args(tiny_bert_dir, data_dir, "--out", str(run), "--max-steps", "1"))
+    assert r.exit_code == 0, r.output
+    victim = tmp_path / "victim"
+    victim.write_text("secret")
+    (run / ".writer.lock").symlink_to(victim)
+    r = CliRunner().invoke(main, ["train", "--resume", str(run), "--max-steps", "2"])
+    assert r.exit_code == 2 and "cannot open this lock file" in r.output, r.output
+    assert victim.read_text() == "secret"
+
+
+def test_a_run_still_starting_counts_as_a_run(tmp_path):
+    """Before metrics.jsonl exists, a run directory holds only its .writer.lock: nothing may replace it."""
+    from bertmtl.errors import UserError
+    from bertmtl.outputs import check_output, check_output_dir
+    from bertmtl.runs import WriterLock
+
+    run = tmp_path / "starting"
+    run.mkdir()
+    lock = WriterLock(run)
+    try:
+        with pytest.raises(UserError, match="holds the bertmtl run or checkpoint"):
+            check_output_dir(run, True, {})
+        with pytest.raises(UserError, match="is inside .*a bertmtl run or checkpoint"):
+            check_output(run / "exp", {})
+    finally:
+        lock.release()
+
+
+def test_a_symlink_loop_is_an_error_not_a_traceback(tiny_bert_dir, data_dir, tmp_path):
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    for args in (_train_args(tiny_bert_dir, data_dir, "--out", str(tmp_path / "loop" / "x")),
+                 ["augment", "--data-dir", str(data_dir), "--out", str(tmp_path / "loop" / "x"), "--methods", "swap"]):
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code == 2 and "Symlink loop" in r.output and r.exception.__class__ is SystemExit, r.output
+
+
+def test_weights_that_overflow_are_never_saved(tiny_bert_dir, data_dir, tmp_path):
+    """A finite loss whose update makes the weights NaN: the run stops as nonfinite, no NaN checkpoint."""
+    run = tmp_path / "run"
+    r = CliRunner().invoke(main, _train_args(tiny_bert_dir, data_dir, "--out", str(run), "--max-steps", "3",
+                                             "--loss-weights", "sst=3e38"))
+    assert r.exit_code == 2 and "the weights became non-finite" in r.output, r.output
+    assert "no checkpoint was saved before" in r.output
+    assert not (run / "last").exists() and not (run / "best").exists()
+    assert json.loads((run / "summary.json").read_text())["status"] == "nonfinite"

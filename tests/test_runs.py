@@ -83,9 +83,12 @@ def test_running_means_a_live_writer(runs_dir):
     finally:
         lock.release()
     assert {i["name"]: i["status"] for i in list_runs(runs_dir)}["c-crashed"] == "crashed"
-    # no lock file (e.g. an older run, or written elsewhere): a log written just now counts as running
+    # no lock file: its writer released it (an error ended the run) however fresh the log is
     fresh = fake_run(runs_dir, "e-fresh", steps=10)
     assert not (fresh / ".writer.lock").exists()
+    assert {i["name"]: i["status"] for i in list_runs(runs_dir)}["e-fresh"] == "crashed"
+    # another machine's lock (a shared disk) cannot be tested here: a log written just now counts
+    (fresh / ".writer.lock").write_text('{"host": "elsewhere", "pid": 1}')
     assert {i["name"]: i["status"] for i in list_runs(runs_dir)}["e-fresh"] == "running"
 
 

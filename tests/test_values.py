@@ -185,6 +185,31 @@ def test_export_model_card_survives_hand_edited_metadata(checkpoint, tmp_path):
     assert "epoch 'x'" in card and "'abc'" in card
 
 
+def test_declared_task_values_follow_the_same_rule(tmp_path):
+    """Task declarations: weights and ranges finite in float32, labels valid text; a target
+    beyond float32 is a skipped row, not a range that overflows the head."""
+    from bertmtl.data import read_task_file
+    from bertmtl.user_tasks import build_spec
+
+    rows = [{"sentence1": f"a {i}", "sentence2": f"b {i}", "score": i % 5} for i in range(12)]
+    big = tmp_path / "big.jsonl"
+    big.write_text("".join(json.dumps(r) + "\n" for r in [*rows, {"sentence1": "a", "sentence2": "b", "score": 1e39}]))
+    spec = build_spec({"name": "x", "kind": "pair-regression", "train": str(big)})
+    assert spec.value_range == (0.0, 4.0)
+    f = read_task_file(big, spec)
+    assert len(f.examples) == 12 and "is not finite (in float32)" in f.skipped[0].reason
+    for extra, words in (({"range": [0, 1e39]}, "value_range must be at most"),
+                         ({"smart_weight": math.inf}, "smart_weight must be a finite number"),
+                         ({"loss_weight": 1e39}, "loss_weight must be at most")):
+        with pytest.raises(UserError, match=words):
+            build_spec({"name": "x", "kind": "pair-regression", "train": str(big), **extra})
+    sur = tmp_path / "sur.jsonl"
+    sur.write_text("".join(json.dumps({"text": f"movie {i}", "label": "\udfff" if i % 2 else "a"}) + "\n"
+                           for i in range(10)))
+    with pytest.raises(UserError, match=r"label '\\udfff' is not valid Unicode text"):
+        build_spec({"name": "y", "kind": "classification", "train": str(sur)})
+
+
 # -- undefined metrics ----------------------------------------------------------------------------
 
 def test_metric_undefined_by_the_data_is_left_out_of_overall():

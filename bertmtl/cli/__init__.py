@@ -39,6 +39,18 @@ class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self.lazy_commands})
 
+    def main(self, *args, **kwargs):
+        """As click's, but a failed write of --help or --version (stdout on a full disk) is one line too."""
+        try:
+            return super().main(*args, **kwargs)
+        except OSError as e:
+            import os
+            import sys
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # its buffer would fail again at exit
+            click.echo(f"Error: could not write: standard output: {e.strerror or e}", err=True)
+            sys.exit(UserError.exit_code)
+
     def invoke(self, ctx: click.Context):
         """Run the command; an OSError it did not handle (stdout on a full disk or /dev/full, a
         file system gone read-only) is one `Error:` line and exit code 2, not a traceback.
