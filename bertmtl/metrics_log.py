@@ -20,6 +20,11 @@ class MetricsLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.path, "a", encoding="utf-8")
         self.reports = list(reports)
+        if self._fh.tell() and not _ends_with_newline(self.path):
+            # A torn last line (a crash or a full disk mid-write): end it, so the next record starts
+            # a line of its own instead of being glued onto the garbage and skipped with it.
+            self._fh.write("\n")
+            self._fh.flush()
 
     def write(self, record: dict) -> None:
         # One write() per line, so a concurrent reader sees at most one partial line at the end.
@@ -44,6 +49,12 @@ class MetricsLog:
         for report in self.reports:
             report.close()
         self.reports = []
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) == b"\n"
 
 
 def read_records(path: str | Path, offset: int = 0) -> tuple[list[dict], int]:

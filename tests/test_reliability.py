@@ -334,3 +334,16 @@ def test_an_error_while_evaluating_closes_the_log_and_the_process_group(tiny_ber
     with pytest.raises(RuntimeError, match="evaluation failed"):
         train(cfg, reporter=SilentReporter())
     assert closed == ["log", "dist"]
+
+
+def test_a_torn_last_log_line_does_not_swallow_the_next_record(tmp_path):
+    """A crash or a full disk mid-write leaves half a line: the next record (a resume) must not be
+    glued onto it and skipped with it."""
+    from bertmtl.metrics_log import MetricsLog
+
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"type": "start", "step": 0}\n{"type": "train", "st')
+    m = MetricsLog(log)
+    m.write({"type": "resume", "step": 3})
+    m.close()
+    assert [r["type"] for r in read_records(log)[0]] == ["start", "resume"]
