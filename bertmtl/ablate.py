@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .data import TASKS, parse_choices
+from .data import TASKS, parse_choices, task_files
 from .tasks import BASELINE_TASKS, BUILTIN, metric_labels
 from .errors import UserError
 
@@ -196,8 +196,7 @@ def ablate(cfg: AblateConfig, reporter_factory=None) -> dict:
                    ("max_length", cfg.max_length, {"min": 8}), ("dev_limit", cfg.dev_limit, at_least1),
                    ("lr", cfg.lr, {"min": 0, "min_open": True}), ("pretrain_steps", cfg.pretrain_steps, at_least1),
                    ("seed", cfg.seed, {"min": 0, "max": SEED_MAX})])
-    inputs = {f"the {t} {split} file": Path(cfg.data_dir) / TASKS[t].filename(split) for t in TASKS
-              for split in ("train", "dev")}
+    inputs = task_files(cfg.data_dir, TASKS)
     out = Path(cfg.out)
     check_output(out, {**inputs, "--encoder": cfg.encoder, "--pretrained-mlm": cfg.pretrained_mlm})
     out.mkdir(parents=True, exist_ok=True)

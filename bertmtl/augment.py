@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .data import TASKS, Example, read_task_file, stable_seed
+from .data import TASKS, Example, read_task_file, stable_seed, task_files
 from .errors import UserError
 from .progress import progress_bar
 
@@ -471,7 +471,7 @@ def augment(cfg: AugmentConfig, reporter=None) -> dict:
                    ("seed", cfg.seed, {"min": 0, "max": SEED_MAX})])
     tasks = parse_tasks(",".join(cfg.tasks))
     methods = parse_methods(",".join(cfg.methods))
-    inputs = {f"the {t} train file": Path(cfg.data_dir) / TASKS[t].filename("train") for t in tasks}
+    inputs = task_files(cfg.data_dir, {t: TASKS[t] for t in tasks}, ("train",))
     with owned_output(cfg.out, cfg.overwrite, {**inputs, "--mlm": cfg.mlm}) as out:  # checked, and ours
         return _augment(cfg, tasks, methods, out, reporter, t0)
 

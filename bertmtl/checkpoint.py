@@ -186,7 +186,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", max_le
     from .model.bert import BertModel, uninitialised
     from .model.heads import HeadConfig, MultitaskBert
     from .tokenizer import DEFAULT_MAX_LENGTH, WordPieceTokenizer
-    from .weights import load_into
+    from .model.loading import load_into
 
     path = Path(path)
     info = check_checkpoint_dir(path)

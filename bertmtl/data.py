@@ -294,6 +294,14 @@ def task_path(data_dir: str | Path, task: Task, split: str, overrides: dict[str,
     return Path(data_dir) / task.filename(split)
 
 
+def task_files(data_dir: str | Path, tasks: dict[str, Task], splits=("train", "dev"),
+               overrides: dict[str, Path] | None = None) -> dict[str, Path | None]:
+    """The files of these tasks a command reads, by description ("the sst train file"), for
+    missing-file and output-overlap checks (outputs.check_output)."""
+    return {f"the {name} {split} file": task_path(data_dir, task, split, overrides)
+            for name, task in tasks.items() for split in splits}
+
+
 # ----------------------------------------------------------------------------------------
 # Tokenised datasets and batching
 

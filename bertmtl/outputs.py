@@ -90,12 +90,22 @@ def _open_lock_file(path: Path):
     return os.fdopen(fd, "a+", encoding="utf-8")
 
 
-def _owner(path: Path) -> str:
-    """'process PID on HOST' from a lock file (written just after the lock is taken: may be empty)."""
+def lock_owner(path: Path) -> dict:
+    """{"host", "pid"} from a lock file; {} when it is missing, empty (written just after the lock
+    is taken) or unreadable."""
     try:
-        d = json.loads(path.read_text(encoding="utf-8") or "{}")
+        d = json.loads(Path(path).read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
+def _owner(path: Path) -> str:
+    """'process PID on HOST' from a lock file."""
+    d = lock_owner(path)
+    try:
         return f"process {int(d['pid'])} on {d['host']}"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError, ValueError):
         return "another process"
 
 

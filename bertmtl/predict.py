@@ -376,8 +376,6 @@ def tsv_columns(specs=BUILTIN) -> tuple[str, ...]:
     return ("line", "id", *cols, "error")
 
 
-TSV_COLUMNS = tsv_columns()
-
 
 def to_tsv(res: dict, line: int, specs=BUILTIN) -> str:
     """One result as a TSV row (columns tsv_columns(specs); empty where not applicable).

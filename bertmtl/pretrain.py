@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .data import Task, read_task_file, stable_seed
+from .data import Task, read_task_file, stable_seed, task_files
 from .errors import UserError
 from .optim import scheduled_lr
 from .progress import ThroughputWindow, progress_bar
@@ -310,7 +310,7 @@ def evaluate_mlm(model, data: MlmTexts, batch_size: int, device: torch.device, s
 
 def output_inputs(cfg: PretrainConfig) -> dict[str, str | Path | None]:
     """What pretraining reads, which --out must not overlap (outputs.check_output)."""
-    files = {f"the {n} train file": Path(cfg.data_dir) / SOURCES[n].filename("train") for n in cfg.datasets}
+    files = task_files(cfg.data_dir, {n: SOURCES[n] for n in cfg.datasets}, ("train",))
     return {**files, "--augmented": cfg.augmented, "--encoder": cfg.encoder}
 
 

@@ -90,9 +90,8 @@ class CsvReport:
         row = flatten(record)
         if kind in self._files and not set(row) <= set(self._files[kind][1].fieldnames):
             # A column appears late (a task first sampled now, with --sampling proportional):
-            # rewrite the file with the wider header, earlier rows blank in the new columns.
+            # reopen, and the header check below rewrites the file wider, earlier rows blank there.
             self._files.pop(kind)[0].close()
-            _widen(self.dir / self.FILES[kind], list(row))
         if kind not in self._files:
             path = self.dir / self.FILES[kind]
             header = _header(path)

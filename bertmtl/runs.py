@@ -20,12 +20,11 @@ import time
 from pathlib import Path
 
 from .errors import UserError
-from .outputs import WRITER_LOCK, OwnerLock, is_locked
+from .outputs import WRITER_LOCK, OwnerLock, is_locked, lock_owner
 from .train_config import upgrade_config
 
 RUNS_ROOT = Path("checkpoints")
 RUNS_ENV = "BERTMTL_RUNS"
-LOCK_NAME = WRITER_LOCK
 # A run logs at least every --log-every steps and fsyncs every evaluation; silence this long
 # on a run whose lock we cannot check means its writer is gone.
 RECENT_S = 600
@@ -110,30 +109,19 @@ class WriterLock(OwnerLock):
     """
 
     def __init__(self, run_dir: Path):
-        super().__init__(Path(run_dir) / LOCK_NAME, f"run {run_dir}")
+        super().__init__(Path(run_dir) / WRITER_LOCK, f"run {run_dir}")
 
 
 def writer_alive(run_dir: Path) -> bool:
     """Whether a process is training the run now (see the module docstring for how it is told)."""
-    path = Path(run_dir) / LOCK_NAME
+    path = Path(run_dir) / WRITER_LOCK
     log = Path(run_dir) / "metrics.jsonl"
     recent = log.is_file() and time.time() - log.stat().st_mtime < RECENT_S
-    if not path.is_file():  # released (a clean end or an error) or never taken here: nobody writes,
-        return recent if _no_locks() else False  # unless this system cannot lock at all
-    try:
-        owner = json.loads(path.read_text(encoding="utf-8") or "{}")
-    except (OSError, ValueError):
-        owner = {}
-    if not isinstance(owner, dict) or owner.get("host") not in (None, socket.gethostname()):
+    if lock_owner(path).get("host") not in (None, socket.gethostname()):
         return recent  # another machine's lock is invisible here
+    # No lock file (released: a clean end or an error) is no writer; without fcntl, the log's age.
     locked = is_locked(path)
     return recent if locked is None else locked
-
-
-def _no_locks() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("fcntl") is None
 
 
 # -- what `bertmtl runs` shows ----------------------------------------------------------------

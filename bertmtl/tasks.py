@@ -39,7 +39,7 @@ METRIC_TITLES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "f1": "F1", "pe
 METRIC_SHORT = {"accuracy": "acc", "macro_f1": "F1", "f1": "F1", "pearson": "r", "spearman": "rho"}
 # How a task's files are read: by extension / first line (auto), or as declared.
 FILE_FORMATS = ("auto", "csv", "tsv", "jsonl")
-_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*\Z")  # a task name: lower-case letters, digits, _
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class TaskSpec:
     loss_weight: float = 1.0  # its loss is multiplied by this (--loss-weights overrides)
 
     def __post_init__(self):
-        if not _NAME.match(self.name):
+        if not NAME_PATTERN.match(self.name):
             raise ValueError(f"task name {self.name!r}: use lower-case letters, digits and _")
         if self.kind not in KINDS:
             raise ValueError(f"task {self.name}: kind must be one of {', '.join(KINDS)}, not {self.kind!r}")

@@ -136,20 +136,20 @@ class WordPieceTokenizer:
         return cls(directory / "vocab.txt", lowercase=lowercase, max_length=max_length, model_max_length=model_max,
                    model_type=model_type)
 
-    def save(self, directory: str | Path) -> None:
-        """Write vocab.txt and tokenizer_config.json into `directory` (HF layout)."""
+    def save(self, directory: str | Path, extra_config: dict | None = None) -> None:
+        """Write vocab.txt and tokenizer_config.json (with `extra_config`'s keys) into `directory` (HF layout)."""
         directory = Path(directory)
         inv = sorted(self.vocab.items(), key=lambda kv: kv[1])
         (directory / "vocab.txt").write_text("".join(t + "\n" for t, _ in inv), encoding="utf-8")
         (directory / "tokenizer_config.json").write_text(json.dumps(
             {"do_lower_case": self.lowercase, "model_max_length": self.max_length,
-             "tokenizer_class": _TOKENIZER_CLASS[self.model_type]}), encoding="utf-8")
+             "tokenizer_class": _TOKENIZER_CLASS[self.model_type], **(extra_config or {})},
+            indent=2 if extra_config else None), encoding="utf-8")
 
     def save_for_hf(self, directory: str | Path) -> None:
         """Write what HF's AutoTokenizer (and sentence-transformers) load: vocab.txt, tokenizer.json
         (this very tokenizer, so their ids are ours), tokenizer_config.json, special_tokens_map.json."""
         directory = Path(directory)
-        self.save(directory)
         tok = Tokenizer.from_str(self._tok.to_str())
         tok.no_truncation()  # HF's tokenizer truncates when asked, up to model_max_length
         with os_errors(directory / "tokenizer.json"):  # a full disk: OSError, not the library's Exception
@@ -160,10 +160,7 @@ class WordPieceTokenizer:
         if self.model_type == "mpnet":  # RoBERTa-style: <s> and </s> also begin and end a text
             special |= {"bos_token": sp.cls, "eos_token": sp.sep}
         (directory / "special_tokens_map.json").write_text(json.dumps(special, indent=2), encoding="utf-8")
-        (directory / "tokenizer_config.json").write_text(json.dumps(
-            {"tokenizer_class": _TOKENIZER_CLASS[self.model_type], "do_lower_case": self.lowercase,
-             "strip_accents": None, "tokenize_chinese_chars": True, "model_max_length": self.max_length, **special},
-            indent=2), encoding="utf-8")
+        self.save(directory, {"strip_accents": None, "tokenize_chinese_chars": True, **special})
 
     @property
     def vocab_size(self) -> int:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from .data import RoundRobin, TaskDataset, n_examples, read_task_file, task_path
+from .data import RoundRobin, TaskDataset, n_examples, read_task_file, task_files, task_path
 from .device import compile_encoder, pick_device, precision_name
 from .distributed import Dist
 from .ema import WeightAverage, restore_training_weights, trainable
@@ -34,8 +34,8 @@ from .mtl.step import GradBuffers, MultitaskStep
 from .optim import scheduled_lr
 from .progress import SilentReporter, ThroughputWindow, default_reporter
 from .reports import open_reports, require_tensorboard
-from .outputs import check_output
-from .runs import LOCK_NAME, WriterLock, new_run_dir, runs_root
+from .outputs import WRITER_LOCK, check_output
+from .runs import WriterLock, new_run_dir, runs_root
 from .tasks import BUILTIN, TASKS, TaskSpec
 from .tokenizer import WordPieceTokenizer
 from .train_config import TrainConfig
@@ -85,8 +85,8 @@ DATA_SOURCE = ("the Stanford CS224N default final project (\"minbert\") ships th
 
 def check_data_files(cfg: TrainConfig) -> None:
     """Fail before anything slow (fetching weights, tokenising) when the training or dev files are missing."""
-    needed = [task_path(cfg.data_dir, TASKS[t], split, cfg.files) for t in cfg.tasks for split in ("train", "dev")]
-    missing = [p for p in needed if not p.is_file()]
+    missing = [p for p in task_files(cfg.data_dir, {t: TASKS[t] for t in cfg.tasks}, overrides=cfg.files).values()
+               if not p.is_file()]
     if not missing:
         return
     if not Path(cfg.data_dir).is_dir() and all(p.parent == Path(cfg.data_dir) for p in missing):
@@ -191,9 +191,8 @@ class Run:
 
 def _inputs(cfg: TrainConfig) -> dict[str, Path | str | None]:
     """What a run reads, for the overlap check of its directory (outputs.check_output)."""
-    inputs: dict[str, Path | str | None] = {
-        f"the {t} {split} file": task_path(cfg.data_dir, TASKS[t], split, cfg.files)
-        for t in cfg.tasks for split in ("train", "dev")}
+    inputs: dict[str, Path | str | None] = task_files(cfg.data_dir, {t: TASKS[t] for t in cfg.tasks},
+                                                      overrides=cfg.files)
     inputs.update({"--augment": cfg.augment, "--encoder": cfg.encoder, "--init-heads-from": cfg.init_heads_from,
                    "--tasks-file": cfg.tasks_file})
     if cfg.declares_tasks:
@@ -249,7 +248,7 @@ def _run_dir(cfg: TrainConfig, resume: str | Path | None, dist: Dist) -> tuple[P
         lock.release()
         raise UserError(f"{run} already holds a run; continue it with `bertmtl train --resume {run}` "
                         f"or choose another --out")
-    if any(p.name != LOCK_NAME for p in run.iterdir()):  # a new run goes into a new or empty directory
+    if any(p.name != WRITER_LOCK for p in run.iterdir()):  # a new run goes into a new or empty directory
         lock.release()
         raise UserError(f"--out {run}: already holds files (not a run); give a new or empty directory")
     return run, None, lock, created
@@ -258,7 +257,7 @@ def _run_dir(cfg: TrainConfig, resume: str | Path | None, dist: Dist) -> tuple[P
 def _discard_if_unused(run_dir: Path) -> None:
     """Remove a run directory that a failed start left empty (nothing was logged or saved in it)."""
     try:
-        if not any(p.name != LOCK_NAME for p in run_dir.iterdir()):
+        if not any(p.name != WRITER_LOCK for p in run_dir.iterdir()):
             shutil.rmtree(run_dir, ignore_errors=True)
     except OSError:
         pass
@@ -502,19 +501,19 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
                         reporter.step(rec)
                 # evaluate and save; a signal stops the run at the end of the step
                 stopping = dist.any_true(stop.signal is not None)
-                saving = stopping or run.step == run.stop_at or run.step % run.eval_every == 0 or \
-                    (cfg.save_every and run.step % cfg.save_every == 0)
-                if saving and not weights_finite(model):  # a finite loss whose update overflowed
-                    status, run.diverged = "nonfinite", True
+                evaluating = run.step % run.eval_every == 0 and run.step < run.stop_at and not stopping
+                periodic = bool(cfg.save_every) and run.step % cfg.save_every == 0 and not stopping
+                if (stopping or evaluating or periodic or run.step == run.stop_at) and not weights_finite(model):
+                    status, run.diverged = "nonfinite", True  # a finite loss whose update overflowed: save nothing
                     break
-                if run.step % run.eval_every == 0 and run.step < run.stop_at and not stopping:
+                if evaluating:
                     last_metrics = evaluate_dev(run, saver)
                     saver.save("last", last_metrics, with_resume=True)
                     model.train()
                     if cfg.patience and run.since_best >= cfg.patience:
                         status = "early-stopped"  # last/ was just saved; best/ holds the best
                         break
-                elif cfg.save_every and run.step % cfg.save_every == 0 and not stopping:
+                elif periodic:
                     saver.save("last", last_metrics, with_resume=True)
                 if stopping:
                     status = "stopped"

@@ -16,7 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from .errors import UserError
-from .numbers import FLOAT32_MAX, number_problem  # noqa: F401 (re-exported: the rule's home is numbers.py)
+from .numbers import number_problem
 from .tasks import TASKS
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -276,7 +276,6 @@ class TrainConfig:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-FIXED_ON_RESUME = tuple(n for n, f in FIELDS.items() if not f.metadata["resume"])
 
 
 def flag_name(f: dataclasses.Field) -> str:

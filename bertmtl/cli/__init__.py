@@ -29,6 +29,14 @@ COMMANDS = {
 }
 
 
+def _silence_stdout() -> None:
+    """Point a failed stdout at /dev/null: its unwritten buffer would fail again, with a traceback, at exit."""
+    import os
+    import sys
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 class LazyGroup(click.Group):
     """A group whose commands are imported on first use (Click's lazy-loading pattern)."""
 
@@ -44,10 +52,9 @@ class LazyGroup(click.Group):
         try:
             return super().main(*args, **kwargs)
         except OSError as e:
-            import os
             import sys
 
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # its buffer would fail again at exit
+            _silence_stdout()
             click.echo(f"Error: could not write: standard output: {e.strerror or e}", err=True)
             sys.exit(UserError.exit_code)
 
@@ -65,10 +72,8 @@ class LazyGroup(click.Group):
                 raise
             try:
                 sys.stdout.flush()
-            except OSError:  # stdout is what failed: its buffer would fail again at exit
-                import os
-
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except OSError:  # stdout is what failed
+                _silence_stdout()
                 e.filename = e.filename or "standard output"
             where = f"{e.filename}: " if e.filename else ""
             raise UserError(f"could not write: {where}{e.strerror or e}") from None

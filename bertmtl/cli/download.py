@@ -11,12 +11,11 @@ import click
 @click.option("--quiet", is_flag=True, help="Print only the directory.")
 def download(name: str, list_: bool, quiet: bool) -> None:
     """Fetch a built-in encoder (minilm, the default, or mpnet) into the cache; the last line is its directory."""
-    from ..weights import BUILTINS, builtin, home, is_present, pretrained_dir
+    from ..weights import BUILTINS, home, is_present, pretrained_dir
 
     if list_:
         for b in BUILTINS.values():
             state = "present" if is_present(b.name) else "not downloaded"
             click.echo(f"{b.name:8} {state:15} {b.description}  [{home() / b.directory}]")
         return
-    builtin(name)  # an unknown name is a usage error listing the built-ins, before any fetching
-    click.echo(str(pretrained_dir(name, quiet=quiet)))
+    click.echo(str(pretrained_dir(name, quiet=quiet)))  # an unknown name: an error listing the built-ins

@@ -20,7 +20,8 @@ from torch import nn
 from ..data import TaskBatch
 from ..tasks import BUILTIN, SENTIMENT_LABELS, TaskSpec
 from ..tokenizer import Batch
-from ..train_config import MLP_HIDDEN_MAX, number_problem
+from ..numbers import number_problem
+from ..train_config import MLP_HIDDEN_MAX
 from .bert import BertModel, Dropout
 
 __all__ = ["SENTIMENT_LABELS", "HeadConfig", "PairHead", "MultitaskBert", "pearson", "task_loss"]

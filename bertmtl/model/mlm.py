@@ -143,9 +143,9 @@ def has_mlm_head(directory: str | Path) -> bool:
     """Whether an HF directory's weights include a masked-LM head (reads the weights)."""
     from .loading import read_config, read_state_dict
 
-    model_type = read_config(directory).model_type
-    state = read_state_dict(directory)
-    return all(_head_key(state, k, model_type) is not None for k in HEAD_KEYS)
+    config = read_config(directory)  # read once: the state's key map depends on its family
+    state = read_state_dict(directory, family=config.family)
+    return all(_head_key(state, k, config.model_type) is not None for k in HEAD_KEYS)
 
 
 def _head_key(state: dict, k: str, model_type: str) -> str | None:

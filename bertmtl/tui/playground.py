@@ -21,7 +21,7 @@ from textual.timer import Timer
 from textual.widgets import Input, Static
 from textual.worker import get_current_worker
 
-from ..tasks import BUILTIN
+from ..tasks import BUILTIN, TaskSpec
 from .bars import text_bar
 from .feed import checkpoint_identity
 
@@ -142,7 +142,7 @@ class PairScores(Static):
                 out.append("yes" if r[spec.json_keys[1]] else "no", style="bold")
             else:
                 value = r[spec.json_keys[0]]
-                low, high = spec.value_range if spec.regression else (0.0, 1.0)
+                low, high = spec.value_range  # the only activation left here is a regression's clamp
                 out.append(text_bar((value - low) / (high - low), bar_w), style=spec.color)
                 out.append(f" {value:.2f} / {high:g}", style="bold")
         return out
@@ -152,6 +152,9 @@ class PlaygroundPane(Vertical):
     """Two inputs, the model's status, and the predictions of the three heads."""
 
     status: reactive[str] = reactive("")
+    # The model's first sentence task (shown as bars) and its others; set when the model loads.
+    sentence_spec: TaskSpec | None = SENTENCE_SPEC
+    other_sentence_specs: tuple = ()
 
     def __init__(self, run_dir: Path, checkpoint: str | None = None,
                  predictor_factory: Callable[[Path], object] = default_predictor, *, id: str | None = None):
@@ -330,8 +333,7 @@ class PlaygroundPane(Vertical):
             self.latency_ms = ms
             self._refresh_status()
         self.result, self.result_for = result, inputs
-        spec = getattr(self, "sentence_spec", SENTENCE_SPEC)
-        others = getattr(self, "other_sentence_specs", ())
+        spec, others = self.sentence_spec, self.other_sentence_specs
         if result is None:
             sa.sentiment = sb.sentiment = pair.scores = None
         elif spec is None:  # a model of pair tasks only
