@@ -5,7 +5,8 @@ process (the final dev evaluation included, as in a real run) and prints that ch
 beside the peak RSS of a child that only imports torch, so the figure that the training itself
 adds is visible. Options this script does not know are passed on to `bertmtl train`.
 
-    python benchmarks/memory.py [--steps 30] [--encoder NAME|DIR] [--data-dir DIR] [train options...]
+    python benchmarks/memory.py [--steps 30 | --full] [--encoder NAME|DIR] [--data-dir DIR] [train options...]
+    python benchmarks/memory.py --full                 the whole default run (2 epochs, 3 dev evaluations)
     python benchmarks/memory.py --steps 30 --encoder mpnet
     python benchmarks/memory.py --steps 30 -- --smart --batch-size 32
 """
@@ -46,6 +47,8 @@ def peak_rss_of(cmd: list[str], env: dict | None = None, quiet: bool = True) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=30, help="training steps (then one dev evaluation)")
+    ap.add_argument("--full", action="store_true", help="the whole run the options give (the default: 2 epochs), "
+                                                        "not --steps: its longest batches and every evaluation")
     ap.add_argument("--data-dir", default=None, help="task CSVs [default: $BERTMTL_DATA, ./data or ../shared/data]")
     ap.add_argument("--encoder", "--pretrained", dest="encoder", default=None,
                     help="built-in encoder name (minilm, mpnet) or directory, passed to train")
@@ -57,7 +60,7 @@ def main() -> None:
     base, _, _ = peak_rss_of([sys.executable, "-c", "import torch"], env)
     with tempfile.TemporaryDirectory(prefix="bertmtl-mem-") as tmp:
         cmd = [sys.executable, "-m", "bertmtl", "train", "--data-dir", str(args.data_dir or data_dir()),
-               "--out", str(Path(tmp) / "run"), "--max-steps", str(args.steps)]
+               "--out", str(Path(tmp) / "run"), *([] if args.full else ["--max-steps", str(args.steps)])]
         if args.encoder:
             cmd += ["--encoder", args.encoder]
         cmd += extra
@@ -66,7 +69,8 @@ def main() -> None:
         raise SystemExit(f"training failed (exit status {rc}): {' '.join(cmd)}")
     shown = " ".join(cmd[3:6] + ["--out", "TMP"] + cmd[8:])
     print(f"command: bertmtl {shown}")
-    rows = [('python -c "import torch"', base, ""), (f"train, {args.steps} steps + dev eval", peak, f"   ({secs:.0f} s)"),
+    what = "train, the whole run" if args.full else f"train, {args.steps} steps + dev eval"
+    rows = [('python -c "import torch"', base, ""), (what, peak, f"   ({secs:.0f} s)"),
             ("added by training", peak - base, "")]
     print(f"{'process':<34} {'peak RSS':>11}")
     for label, gib, note in rows:

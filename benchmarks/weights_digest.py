@@ -2,9 +2,10 @@
 
     python benchmarks/weights_digest.py [extra train options]
 
-Trains 4 steps (batch 8, evaluation every 2, seed 7, fp32) on the synthetic task files of the
-tests, from the default encoder, and prints one sha256 over every tensor (name, dtype, shape,
-bytes) of RUN/last and RUN/best. A refactor that must not change training is checked by running
+Trains the first 4 steps of a 2-epoch schedule (batch 8, evaluation every 2, seed 7, fp32) on
+the synthetic task files of the tests, from the default encoder, and prints one sha256 over every
+tensor (name, dtype, shape, bytes) of RUN/last and RUN/best. The digests depend on the CPU (its
+fp32 kernels): compare runs on one machine. A refactor that must not change training is checked by running
 this before and after it; the README's measured figures stand when the digests match.
 """
 
@@ -43,7 +44,7 @@ def main() -> None:
         data = write_task_data(Path(tmp) / "data")
         run = Path(tmp) / "run"
         subprocess.run([sys.executable, "-m", "bertmtl", "train", "--data-dir", str(data), "--out", str(run),
-                        "--max-steps", "4", "--batch-size", "8", "--eval-every", "2", "--precision", "fp32",
+                        "--stop-at-step", "4", "--batch-size", "8", "--eval-every", "2", "--precision", "fp32",
                         "--seed", "7", *sys.argv[1:]], check=True, capture_output=True, cwd=ROOT,
                        # one thread: CPU reductions split over threads sum in another order
                        env={**os.environ, "OMP_NUM_THREADS": "1"})

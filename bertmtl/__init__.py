@@ -1,3 +1,3 @@
 """bertmtl: one BERT encoder trained on sentiment, paraphrase and similarity at once."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -8,11 +8,9 @@ The paper's numbers are printed beside ours where we have them, never invented.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import platform
-import random
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -69,7 +67,7 @@ class AblateConfig:
     batch_size: int = 16
     eval_batch_size: int = 128
     max_length: int = 128
-    dev_limit: int | None = None  # score on a seeded subset of N dev examples per task
+    dev_limit: int | None = None  # score on a fixed subset of N dev examples per task (train's --dev-limit)
     lr: float = 5e-5
     encoder: str = "minilm"  # a built-in name or an HF directory
     pretrained_mlm: str | None = None  # an existing `bertmtl pretrain` output for the "pretrain" row
@@ -92,7 +90,7 @@ class AblateConfig:
         b.update(batch_size=self.batch_size, max_length=self.max_length, dev_limit=self.dev_limit,
                  pretrain_steps=self.pretrain_steps if self.pretrained_mlm is None else None, seed=self.seed, lr=self.lr)
         text += f", batch {self.batch_size}, max length {self.max_length}, seed {self.seed}, lr {self.lr:g}"
-        text += f", dev: {'all examples' if not self.dev_limit else f'a seeded subset of {self.dev_limit} per task'}"
+        text += f", dev: {'all examples' if not self.dev_limit else f'a fixed subset of {self.dev_limit} per task'}"
         if "pretrain" in self.rows:
             text += (f", further pretraining: {self.pretrain_steps} MLM steps" if self.pretrained_mlm is None
                      else f", further pretraining: taken from {self.pretrained_mlm}")
@@ -110,27 +108,6 @@ def machine() -> dict:
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name(0)
     return info
-
-
-def dev_subset(data_dir: str | Path, out: Path, n: int, seed: int) -> dict[str, Path]:
-    """Seeded subsets of n rows of each dev file (rows copied verbatim), as TrainConfig.files overrides."""
-    out.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for name, task in TASKS.items():
-        src = Path(data_dir) / task.filename("dev")
-        if not src.is_file():
-            continue
-        with open(src, newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh, delimiter="\t"))
-        header, body = rows[0], rows[1:]
-        keep = sorted(random.Random(seed).sample(range(len(body)), min(n, len(body))))
-        dst = out / src.name
-        with open(dst, "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh, delimiter="\t")
-            w.writerow(header)
-            w.writerows(body[i] for i in keep)
-        files[f"{name}_dev"] = str(dst)
-    return files
 
 
 def _fmt(v) -> str:
@@ -221,7 +198,6 @@ def _ablate(cfg: AblateConfig, rows: list[str], out: Path, reporter_factory, t0:
                 raise UserError(f"{runs / name} exists from an earlier ablation; pass --overwrite or another --out")
             shutil.rmtree(runs / name)
     device = pick_device(cfg.device)
-    files = dev_subset(cfg.data_dir, out / "dev-subset", cfg.dev_limit, cfg.seed) if cfg.dev_limit else {}
     new_reporter = reporter_factory or (lambda: None)
 
     result: dict = {"budget": cfg.budget(), "command": cfg.command or "(called from Python)", "machine": machine(),
@@ -251,7 +227,7 @@ def _ablate(cfg: AblateConfig, rows: list[str], out: Path, reporter_factory, t0:
         row = ROWS[name]
         overrides = dict(row.train)
         tc = TrainConfig(data_dir=cfg.data_dir, out=str(runs / name),
-                         encoder=mlm_dir if row.pretrained_mlm else cfg.encoder, files=dict(files),
+                         encoder=mlm_dir if row.pretrained_mlm else cfg.encoder, dev_limit=cfg.dev_limit,
                          batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size, max_length=cfg.max_length,
                          lr=cfg.lr, seed=cfg.seed, device=cfg.device, precision=cfg.precision)
         if cfg.epochs is not None:

@@ -31,8 +31,8 @@ METHOD_ALIASES = {"random-swap": "swap", "random_swap": "swap", "deletion": "del
 BACKTRANSLATION = ("backtranslation", "back-translation", "back_translation", "backtranslate", "translation")
 BACKTRANSLATION_HELP = (
     "back-translation is not available: it needs two translation models (e.g. English->German "
-    "and back, as nlpaug's BackTranslationAug downloads from the Hugging Face hub), and model "
-    "weights cannot be fetched on this machine. Use --methods swap,delete,synonym,contextual instead.")
+    "and back, as nlpaug's BackTranslationAug downloads from the Hugging Face hub), and bertmtl "
+    "does not fetch translation models. Use --methods swap,delete,synonym,contextual instead.")
 
 WORDNET_HELP = (
     "WordNet is not installed. Any one of these provides it:\n"
@@ -339,7 +339,7 @@ class ContextualMethod:
         self.model = loaded.model.eval()
         self.tokenizer = WordPieceTokenizer.from_dir(loaded.source)
         if self.tokenizer.mask_id is None:
-            raise UserError(f"{loaded.source}/vocab.txt has no [MASK] token")
+            raise UserError(f"{loaded.source}/vocab.txt has no {self.tokenizer.mask_token} token")
         self.aug_p, self.top_k, self.batch_size = aug_p, top_k, batch_size
         vocab = self.tokenizer.vocab
         self.id_to_token = {i: t for t, i in vocab.items()}

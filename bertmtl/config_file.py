@@ -49,7 +49,7 @@ def read_config_file(path: str | Path) -> dict:
         try:
             settings[name] = coerce(name, value)
         except ValueError as e:
-            raise UserError(f"--config {path}: {name} {e}") from None
+            raise UserError(f"--config {path}: {name}: {e}") from None
     return settings
 
 

@@ -6,11 +6,16 @@ autocast dtype here, so the rule is stated once.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .errors import UserError
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# BERTMTL_NATIVE_BF16=1 (or 0) overrides the CPU check below: the tests force both branches of
+# `--precision auto` on any machine, and a user can see what the other branch would do.
+NATIVE_BF16_ENV = "BERTMTL_NATIVE_BF16"
 
 
 def pick_device(name: str) -> torch.device:
@@ -28,7 +33,10 @@ def pick_device(name: str) -> torch.device:
 
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX); elsewhere bf16 is
-    emulated and slower than fp32."""
+    emulated and slower than fp32. $BERTMTL_NATIVE_BF16 (1 or 0) overrides the answer."""
+    forced = os.environ.get(NATIVE_BF16_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
             for line in fh:

@@ -11,3 +11,9 @@ class UserError(click.ClickException):
     """
 
     exit_code = 2
+
+
+def extra_hint(extra: str, packages: str) -> str:
+    """How to install an optional feature's packages: bertmtl is installed from a clone (the quotes
+    keep zsh from expanding the brackets), or the packages alone."""
+    return f'pip install -e ".[{extra}]" in the bertmtl clone, or pip install {packages}'

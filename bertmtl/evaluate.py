@@ -67,9 +67,10 @@ def pearson_r(x: torch.Tensor, y: torch.Tensor) -> float | None:
 
 @torch.inference_mode()
 def predict(model: MultitaskBert, dataset: TaskDataset, batch_size: int = 64, device="cpu",
-            autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+            autocast_dtype: torch.dtype | None = None, progress=None) -> torch.Tensor:
     """Model outputs for every example, in dataset order, as `model.postprocess` gives them:
-    class probabilities (N, classes), probability of the second label (N,), or a score (N,)."""
+    class probabilities (N, classes), probability of the second label (N,), or a score (N,).
+    `progress(n)` (optional) is called with the examples of each batch done."""
     was_training = model.training
     model.eval()
     out = [None] * len(dataset)
@@ -81,6 +82,8 @@ def predict(model: MultitaskBert, dataset: TaskDataset, batch_size: int = 64, de
         res = model.postprocess(batch.task, raw)
         for i, r in zip(idx, res.cpu()):
             out[i] = r
+        if progress is not None:
+            progress(len(idx))
     model.train(was_training)
     return torch.stack(out)
 
@@ -158,14 +161,25 @@ def overall(metrics: dict, specs=BUILTIN, undefined: dict | None = None) -> floa
     return sum(parts) / len(parts) if parts else None
 
 
+def leaderboard_overall(metrics: dict) -> float | None:
+    """The CS224N course leaderboard's overall score: the mean of SST accuracy, Quora accuracy and
+    STS Pearson r mapped to [0, 1] as (r + 1) / 2 (the plain `overall` averages r itself); None
+    unless all three are in `metrics`."""
+    parts = [metrics.get(s.primary_metric) for s in BUILTIN]
+    if any(not isinstance(v, (int, float)) for v in parts):
+        return None
+    return sum((v + 1) / 2 if s.regression else v for s, v in zip(BUILTIN, parts)) / len(parts)
+
+
 def evaluate(model: MultitaskBert, datasets: dict[str, TaskDataset], batch_size: int = 64, device="cpu",
-             autocast_dtype: torch.dtype | None = None) -> dict:
+             autocast_dtype: torch.dtype | None = None, progress=None) -> dict:
     """Metrics of every labelled dataset given, plus `overall`; with an "undefined" entry
-    ({metric key: {"cause", "reason"}}) when some metric is undefined (its value is None)."""
+    ({metric key: {"cause", "reason"}}) when some metric is undefined (its value is None).
+    `progress(n)` (optional) is called with the examples of each batch scored."""
     metrics: dict = {}
     undefined: dict = {}
     for task, ds in datasets.items():
-        outputs = predict(model, ds, batch_size, device, autocast_dtype)
+        outputs = predict(model, ds, batch_size, device, autocast_dtype, progress)
         metrics.update(task_metrics(model.specs[task], outputs, ds.labels, undefined))
     metrics["overall"] = overall(metrics, model.specs.values(), undefined)
     if undefined:  # travels with the metrics into metrics.jsonl, best/metrics.json and the reporters' warnings
@@ -202,4 +216,5 @@ def write_predictions(model: MultitaskBert, datasets: dict[str, TaskDataset], ou
     return written
 
 
-__all__ = ["METRIC_KEYS", "TASKS", "decisions", "evaluate", "predict", "task_metrics", "overall", "write_predictions"]
+__all__ = ["METRIC_KEYS", "TASKS", "decisions", "evaluate", "leaderboard_overall", "predict", "task_metrics", "overall",
+           "write_predictions"]

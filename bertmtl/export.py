@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .errors import UserError
+from .errors import UserError, extra_hint
 from .fsutil import save_safetensors, staged_dir, write_json
 from .runs import encoder_of
 
@@ -43,10 +43,10 @@ def export(source: str | Path | None, fmt: str, out: str | Path, command: str | 
         require_onnx()
     path = resolve_checkpoint(source)
     with owned_output(out, overwrite, {"the checkpoint": path}) as out:
-        return _export(path, fmt, out, command or _command(source, fmt, out, overwrite))
+        return _export(path, fmt, out, command or command_line(source, fmt, out, overwrite))
 
 
-def _command(source, fmt: str, out: Path, overwrite: bool) -> str:
+def command_line(source, fmt: str, out: Path, overwrite: bool) -> str:
     """The command line that does this export (for the model card)."""
     return shlex.join(["bertmtl", "export", *([str(source)] if source is not None else []), "--format", fmt,
                        "--out", str(out), *(["--overwrite"] if overwrite else [])])
@@ -136,7 +136,7 @@ def require_onnx() -> None:
         except ImportError:
             missing.append(name)
     if missing:
-        raise UserError(f"ONNX export needs {' and '.join(missing)}: pip install 'bertmtl[onnx]'")
+        raise UserError(f"ONNX export needs {' and '.join(missing)}: {extra_hint('onnx', 'onnx onnxscript')}")
 
 
 class OnnxGraph(nn.Module):
@@ -302,6 +302,22 @@ def _number(v, spec: str) -> str:
     return format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else repr(v)
 
 
+def _comparison_notes(ck, args: dict) -> list[str]:
+    """What to keep in mind when comparing these scores: the CS224N leaderboard's overall score,
+    and what of the task data the base encoder had seen (the built-ins were trained on Quora pairs)."""
+    from .evaluate import leaderboard_overall
+    from .weights import BUILTINS
+
+    notes = []
+    if (board := leaderboard_overall(ck.metrics)) is not None:
+        notes.append(f"The CS224N leaderboard averages STS Pearson r mapped to [0, 1] as (r + 1) / 2: overall "
+                     f"{board:.4f} on that scale (the table's overall averages r itself).")
+    base = BUILTINS.get(encoder_of(args))
+    if base is not None and base.seen_task_data:
+        notes.append(base.seen_task_data)
+    return ["", "## Comparing these scores", "", *(f"- {n}" for n in notes)] if notes else []
+
+
 def model_card(ck, fmt: str, command: str) -> str:
     """README.md of an export: what it is, how to load it, base encoder, data, options, dev metrics, command."""
     from .tasks import metric_rows
@@ -339,6 +355,7 @@ def model_card(ck, fmt: str, command: str) -> str:
             lines.append(f"| overall | {_number(ck.metrics['overall'], '.4f')} | |")
     else:
         lines.append("None recorded (no dev evaluation before this checkpoint).")
+    lines += _comparison_notes(ck, args)
     lines += ["", "## Training options (train_args.json)", "", "```json", json.dumps(args, indent=2, sort_keys=True),
               "```", "", "## Made with", "", "```", command, "```", ""]
     return "\n".join(lines)

@@ -37,8 +37,8 @@ def check_writable(directory: Path, need_bytes: int = 0, what: str = "") -> None
         probe.unlink(missing_ok=True)
     free = shutil.disk_usage(directory).free
     if free < need_bytes:
-        raise UserError(f"{directory}: {free / 2**20:.0f} MiB free, but {what or 'the output'} need about "
-                        f"{need_bytes / 2**20:.0f} MiB; free some space or choose another directory")
+        raise UserError(f"{directory}: {free / 2**20:.0f} MiB free, but about {need_bytes / 2**20:.0f} MiB are "
+                        f"needed for {what or 'the output'}; free some space or choose another directory")
 
 
 # -- crash points ---------------------------------------------------------------------------
@@ -94,13 +94,32 @@ def os_errors(path: Path):
 
 
 def save_safetensors(path: Path, tensors: dict) -> None:
-    """Write tensors as a safetensors file and fsync it; a failed write raises OSError."""
+    """Write tensors as a safetensors file and fsync it; a failed write raises OSError.
+
+    safetensors creates its files with mode 0600; ours get the mode of every other file we write
+    (0666 less the umask), so an export or checkpoint is readable as a whole or not at all.
+    """
     from safetensors.torch import save_file
 
     with os_errors(path):
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path), metadata={"format": "pt"})
+    os.chmod(path, 0o666 & ~_umask())
     with open(path, "rb+") as fh:
         os.fsync(fh.fileno())
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it where the system says it (Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: the only portable read is a set and reset
+    os.umask(mask)
+    return mask
 
 
 

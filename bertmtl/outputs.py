@@ -29,20 +29,22 @@ WRITER_LOCK = ".writer.lock"
 class OwnerLock:
     """An exclusive lock on `path` (a lock file), or UserError naming the process that holds it.
 
-    `what` completes the refusal: "<what> is being written by process N on HOST".
+    `what` completes the refusal: "<what> is being written by process N on HOST". With `wait`,
+    the lock is waited for instead (e.g. parallel processes fetching the same weights: one
+    fetches, the others then find them). POSIX systems only (fcntl): README, Set up.
     """
 
-    def __init__(self, path: Path, what: str):
+    def __init__(self, path: Path, what: str, wait: bool = False):
+        import fcntl
+
         self.path = Path(path)
         self._fh = None
-        try:
-            import fcntl
-        except ImportError:  # no advisory locks on this system: nothing to hold
-            return
+        if wait:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(100):
             fh = _open_lock_file(self.path)
             try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except OSError:
                 owner = _owner(self.path)
                 fh.close()

@@ -64,15 +64,24 @@ class Predictor:
     def __init__(self, checkpoint: str | Path | None = None, device: str = "cpu", batch_size: int = 64,
                  precision: str = "auto", runs_dir: str | Path | None = None):
         from .checkpoint import load_checkpoint
-        from .runs import resolve_checkpoint
+        from .runs import choose_checkpoint
 
-        self.path = resolve_checkpoint(checkpoint, runs_dir)
+        choice = choose_checkpoint(checkpoint, runs_dir)
+        self.path, self.note = choice.path, choice.note  # note: why this is not a best/ checkpoint
         self.device = torch.device(device)
         self.autocast_dtype = autocast_dtype(precision, self.device, training=False)
         ck = load_checkpoint(self.path, device=self.device)
         self.model, self.tokenizer, self.metrics = ck.model, ck.tokenizer, ck.metrics
+        self.step = ck.info.get("step")
         self.cross = self.model.cfg.pair_mode == "cross"
         self.batch_size = batch_size
+
+    def describe(self) -> str:
+        """Which checkpoint answers, for people: its path, step and dev overall score."""
+        overall = self.metrics.get("overall")
+        score = f", dev overall {overall:.4f}" if isinstance(overall, (int, float)) else ", not evaluated on dev"
+        step = f"step {self.step}" if isinstance(self.step, int) else "step ?"
+        return f"{self.path} ({step}{score})"
 
     # -- the public calls ---------------------------------------------------------------
 

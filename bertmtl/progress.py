@@ -64,14 +64,32 @@ def format_metrics(m: dict, specs=None) -> str:
     return "  ".join(f"{label} {'undefined' if m[k] is None else f'{m[k]:.3f}'}" for k, label in keys if k in m)
 
 
+def _clock(seconds: float) -> str:
+    """12.3 -> '0:00:12', as Rich's time columns show it."""
+    s = int(max(0.0, seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
 class PlainReporter:
-    """One line per logged step and per evaluation, to stderr (pipes and logs stay readable)."""
+    """One line per logged step and per evaluation, to stderr (pipes and logs stay readable).
+
+    The loop calls `advance(step)` after every step and `step(record)` every --log-every steps;
+    `evaluating(n)` wraps a dev evaluation of n examples (its progress, where there is a bar).
+    """
 
     specs = None  # the run's tasks (set by training), which name the metrics of evaluations
 
     def __init__(self, stream=None):
         self.stream = stream or sys.stderr
         self._warned: set[str] = set()
+        self._t0, self._first = time.perf_counter(), 0
+
+    def eta(self, step: int) -> float | None:
+        """Seconds left to the last step at the pace of this process's steps so far (None before one)."""
+        done = step - self._first
+        if done <= 0:
+            return None
+        return (time.perf_counter() - self._t0) / done * max(0, self.total - step)
 
     def warn_undefined(self, rec: dict) -> None:
         """A warning per undefined metric of an evaluation, each distinct one once per run (one
@@ -90,12 +108,23 @@ class PlainReporter:
         return False
 
     def start(self, total_steps: int, start_step: int, steps_per_epoch: int) -> None:
-        self.total = total_steps
+        self.total, self._t0, self._first = total_steps, time.perf_counter(), start_step
         self.message(f"training for {total_steps} steps ({steps_per_epoch} per epoch), starting at step {start_step}")
 
+    def advance(self, step: int) -> None:
+        """After every step (a log line comes every --log-every steps only)."""
+
     def step(self, rec: dict) -> None:
+        eta = self.eta(rec["step"])
         self.message(f"step {rec['step']}/{self.total}  epoch {rec['epoch']:.2f}  {_fmt_losses(rec)}  "
-                     f"lr {rec['lr']:.2e}  {rec['examples_per_s']:.0f} ex/s")
+                     f"lr {rec['lr']:.2e}  {rec['examples_per_s']:.0f} ex/s" +
+                     (f"  eta {_clock(eta)}" if eta is not None else ""))
+
+    @contextlib.contextmanager
+    def evaluating(self, examples: int):
+        """Around a dev evaluation of `examples` examples; yields advance(n) for each batch scored."""
+        self.message(f"evaluating on {examples} dev examples ...")
+        yield lambda n=1: None
 
     def evaluation(self, rec: dict) -> None:
         self.message(f"eval @ step {rec['step']}: {format_metrics(rec, self.specs)}" +
@@ -119,9 +148,7 @@ class RichReporter(PlainReporter):
     def __enter__(self):
         from rich.progress import TextColumn
 
-        self.progress = _rich_progress("train", TextColumn("epoch {task.fields[epoch]:.2f}"),
-                                       TextColumn("{task.fields[losses]}"), TextColumn("{task.fields[speed]}"),
-                                       console=self.console, transient=False)
+        self.progress = _rich_progress(TextColumn("{task.fields[info]}"), console=self.console, transient=False)
         self.progress.__enter__()
         self.task = None
         return self
@@ -131,13 +158,29 @@ class RichReporter(PlainReporter):
         return False
 
     def start(self, total_steps: int, start_step: int, steps_per_epoch: int) -> None:
-        self.total = total_steps
-        self.task = self.progress.add_task("train", total=total_steps, completed=start_step, epoch=0.0,
-                                           losses="", speed="")
+        self.total, self._t0, self._first = total_steps, time.perf_counter(), start_step
+        self.steps_per_epoch, self._info = steps_per_epoch, ""
+        self.task = self.progress.add_task("train", total=total_steps, completed=start_step,
+                                           info=self._line(start_step))
+
+    def _line(self, step: int) -> str:
+        return f"epoch {step / self.steps_per_epoch:.2f}  {self._info}".rstrip()
+
+    def advance(self, step: int) -> None:
+        # Every step, so the bar and its ETA move from the first steps on, not every --log-every.
+        self.progress.update(self.task, completed=step, info=self._line(step))
 
     def step(self, rec: dict) -> None:
-        self.progress.update(self.task, completed=rec["step"], epoch=rec["epoch"], losses=_fmt_losses(rec),
-                             speed=f"{rec['examples_per_s']:.0f} ex/s")
+        self._info = f"{_fmt_losses(rec)}  {rec['examples_per_s']:.0f} ex/s"
+        self.progress.update(self.task, completed=rec["step"], info=self._line(rec["step"]))
+
+    @contextlib.contextmanager
+    def evaluating(self, examples: int):
+        task = self.progress.add_task("dev eval", total=examples, info="examples")
+        try:
+            yield lambda n=1: self.progress.advance(task, n)
+        finally:
+            self.progress.remove_task(task)
 
     def evaluation(self, rec: dict) -> None:
         self.console.print(f"eval @ step {rec['step']}: {format_metrics(rec, self.specs)}" + ("  [green](best)" if rec.get("best") else ""))
@@ -159,6 +202,10 @@ class SilentReporter(PlainReporter):
     def step(self, rec: dict) -> None:
         pass
 
+    @contextlib.contextmanager
+    def evaluating(self, examples: int):
+        yield lambda n=1: None
+
     def evaluation(self, rec: dict) -> None:
         pass
 
@@ -175,15 +222,20 @@ def progress_bar(description: str, total: int, quiet: bool = False):
         return
     from rich.console import Console
 
-    with _rich_progress(description, console=Console(stderr=True), transient=True) as p:
+    with _rich_progress(console=Console(stderr=True), transient=True) as p:
         task = p.add_task(description, total=total)
         yield lambda n=1: p.advance(task, n)
 
 
-def _rich_progress(description: str, *extra_columns, console, transient: bool):
-    """The one bar layout: name, bar, done/total, any extra columns, elapsed time, ETA."""
+# The ETA's pace is averaged over this long (Rich's default, 30 s, holds no two samples when a step
+# takes longer, as on a slow CPU, and the ETA then shows -:--:--).
+ETA_WINDOW_S = 600
+
+
+def _rich_progress(*extra_columns, console, transient: bool):
+    """The one bar layout: the task's name, bar, done/total, any extra columns, elapsed time, ETA."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    return Progress(TextColumn(f"[bold]{description}"), BarColumn(), MofNCompleteColumn(), *extra_columns,
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), *extra_columns,
                     TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console,
-                    transient=transient)
+                    transient=transient, speed_estimate_period=ETA_WINDOW_S)

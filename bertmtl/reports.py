@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, extra_hint
 
 
 def flatten(record: dict, sep: str = "_") -> dict:
@@ -38,8 +38,8 @@ def require_tensorboard():
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise UserError("--report-to tensorboard needs the tensorboard package: "
-                        "pip install bertmtl[tensorboard] (or pip install tensorboard)") from None
+        raise UserError(f"--report-to tensorboard needs the tensorboard package: "
+                        f"{extra_hint('tensorboard', 'tensorboard')}") from None
     return SummaryWriter
 
 

@@ -17,6 +17,7 @@ import math
 import os
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
@@ -72,23 +73,56 @@ def latest_run(root: Path | None = None) -> Path | None:
     return max(runs, key=lambda p: (p / "metrics.jsonl").stat().st_mtime) if runs else None
 
 
-def resolve_checkpoint(path: str | Path | None, root: Path | None = None) -> Path:
-    """A checkpoint directory from an option: itself, a run's best/ (or last/), or the latest run's."""
+@dataclass(frozen=True)
+class CheckpointChoice:
+    """The checkpoint a command loads, and a note when it is not what one would assume (a run's
+    last/, never evaluated on dev, instead of its best/)."""
+
+    path: Path
+    note: str | None = None
+
+
+def _is_ckpt(path: Path) -> bool:
+    return (path / "bertmtl.json").is_file()
+
+
+def choose_checkpoint(path: str | Path | None, root: Path | None = None) -> CheckpointChoice:
+    """A checkpoint from an option: itself, a run's best/ (else its last/, with a note), or, with
+    no option, the best/ of the most recent run that has one (else the latest run's last/, noted).
+
+    A stopped or still-early run's last/ was never scored on dev, so it answers only when no run
+    under the root has a best/ checkpoint.
+    """
     if path is None:
-        run = latest_run(root)
-        if run is None:
-            raise UserError(f"no trained model found under {runs_root(root)}/; train one first with `bertmtl train` "
-                            f"(or pass --checkpoint PATH, or --runs-dir DIR)")
-        path = run
+        runs = sorted(run_dirs(root), key=lambda p: (p / "metrics.jsonl").stat().st_mtime, reverse=True)
+        if not runs:
+            raise UserError(f"no trained model found under {runs_root(root)}/; train one first with `bertmtl train`, "
+                            f"or name a checkpoint or run directory (runs elsewhere: --runs-dir DIR or $BERTMTL_RUNS)")
+        best = next((r for r in runs if _is_ckpt(r / "best")), None)
+        if best is not None:
+            return CheckpointChoice(best / "best")
+        last = next((r for r in runs if _is_ckpt(r / "last")), None)
+        if last is None:
+            raise UserError(f"no run under {runs_root(root)}/ has saved a checkpoint yet (best/ or last/); wait for "
+                            f"its first evaluation, or name a checkpoint directory")
+        return CheckpointChoice(last / "last", f"no run under {runs_root(root)}/ has a best/ checkpoint (none was "
+                                               f"evaluated on dev yet): using {last / 'last'}")
     path = Path(path)
-    if (path / "bertmtl.json").is_file():
-        return path
-    for sub in ("best", "last"):
-        if (path / sub / "bertmtl.json").is_file():
-            return path / sub
+    if _is_ckpt(path):
+        return CheckpointChoice(path)
+    if _is_ckpt(path / "best"):
+        return CheckpointChoice(path / "best")
+    if _is_ckpt(path / "last"):
+        return CheckpointChoice(path / "last", f"{path} has no best/ checkpoint (it was not evaluated on dev yet): "
+                                               f"using {path / 'last'}")
     if not path.exists():
         raise UserError(f"{path}: no such checkpoint")
     raise UserError(f"{path}: not a bertmtl checkpoint or run directory (no bertmtl.json in it, best/ or last/)")
+
+
+def resolve_checkpoint(path: str | Path | None, root: Path | None = None) -> Path:
+    """The directory `choose_checkpoint` picks."""
+    return choose_checkpoint(path, root).path
 
 
 def find_run(name: str | Path, root: Path | None = None) -> Path:
@@ -201,3 +235,74 @@ def compare_runs(a: dict, b: dict) -> list[tuple[str, object, object]]:
             if va != vb:
                 rows.append((f"{group}.{k}", va, vb))
     return rows
+
+
+# -- cleaning up: `bertmtl runs --delete / --drop-last` ---------------------------------------
+
+# Runs whose last/ nobody needs: they are done, and best/ holds what they are for.
+DONE = ("finished", "early-stopped")
+
+
+def disk_bytes(path: Path) -> int:
+    """Bytes of the files under `path` (symlinks not followed)."""
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+@dataclass(frozen=True)
+class Removal:
+    """A directory a clean-up removes, what it is, and the space that frees."""
+
+    run: Path
+    path: Path
+    what: str  # "run" or "last/"
+    bytes: int
+
+
+def plan_delete(run_dir: Path) -> Removal:
+    """Deleting a whole run (UserError while a process trains it)."""
+    if writer_alive(run_dir):
+        raise UserError(f"{run_dir} is running; stop it first (a run is deleted only when nobody writes it)")
+    return Removal(run_dir, run_dir, "run", disk_bytes(run_dir))
+
+
+def plan_drop_last(run_dir: Path) -> tuple[Removal | None, str | None]:
+    """Dropping a finished run's resumable last/ (weights and optimizer moments), keeping best/;
+    (None, why) when the run keeps it."""
+    info = run_info(run_dir)
+    last = run_dir / "last"
+    if not last.exists():
+        return None, "has no last/"
+    if info["status"] not in DONE:
+        return None, f"is {info['status']}: its last/ is what resumes it"
+    if not (run_dir / "best" / "bertmtl.json").is_file():
+        return None, "has no best/ checkpoint: its last/ is its only model"
+    return Removal(run_dir, last, "last/", disk_bytes(last)), None
+
+
+def remove(r: Removal) -> None:
+    """Carry out a removal, holding the run's writer lock (so no `--resume` starts meanwhile)."""
+    import shutil
+
+    lock = WriterLock(r.run)  # refuses, naming the holder, when a training process has started since
+    try:
+        shutil.rmtree(r.path)
+    finally:
+        lock.release()
+
+
+def human_bytes(n: int) -> str:
+    """1234567 -> '1.2 MB' (decimal units, as `du -h --si` and file managers show)."""
+    if n < 1000:
+        return f"{n} B"
+    for unit in ("kB", "MB", "GB"):
+        n /= 1000
+        if n < 1000:
+            return f"{n:.1f} {unit}"
+    return f"{n / 1000:.1f} TB"

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import random
 import shutil
 import signal
 import threading
@@ -20,7 +22,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from .data import RoundRobin, TaskDataset, n_examples, read_task_file, task_files, task_path
+from .data import RoundRobin, TaskDataset, n_examples, read_task_file, stable_seed, task_files, task_path
 from .device import compile_encoder, pick_device, precision_name
 from .distributed import Dist
 from .ema import WeightAverage, restore_training_weights, trainable
@@ -54,11 +56,15 @@ def checkpoint_peak_bytes(model, cfg: TrainConfig) -> int:
 
 
 class _StopFlag:
-    """SIGINT / SIGTERM set a flag; the loop saves a checkpoint and stops at the step's end."""
+    """SIGINT / SIGTERM set a flag; the loop saves a checkpoint and stops at the step's end.
 
-    def __init__(self):
+    `said(text)` tells the user at once that the stop is coming (a step can take seconds).
+    """
+
+    def __init__(self, said=None):
         self.signal: int | None = None
         self._old = {}
+        self._said = said
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -70,6 +76,14 @@ class _StopFlag:
         if self.signal is not None:  # a second Ctrl-C: stop now
             raise KeyboardInterrupt
         self.signal = signum
+        if self._said is not None:
+            name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+            text = (f"{name}: stopping after this step and saving a checkpoint "
+                    f"(Ctrl-C again stops at once, without saving)")
+            try:
+                self._said(text)
+            except RuntimeError:  # the signal came while that stream was mid-write: write around it
+                os.write(2, (text + "\n").encode())
 
     def __exit__(self, *exc):
         for s, h in self._old.items():
@@ -141,6 +155,8 @@ def load_datasets(cfg: TrainConfig, tokenizer: WordPieceTokenizer, warn, specs=B
             if f.skipped:
                 skipped[str(path)] = len(f.skipped)
             examples = f.examples
+            if split == "dev" and cfg.dev_limit:
+                examples = dev_subset(examples, cfg.dev_limit, name)
             if split == "train" and cfg.augment:
                 extra = Path(cfg.augment) / task.filename("train")
                 if extra.is_file():  # augmented copies, in the same format, added to the originals
@@ -150,6 +166,17 @@ def load_datasets(cfg: TrainConfig, tokenizer: WordPieceTokenizer, warn, specs=B
                     examples = examples + a.examples
             target[name] = TaskDataset(task, examples, tokenizer, cfg.pair_mode)
     return train, dev, skipped
+
+
+def dev_subset(examples: list, n: int, task: str) -> list:
+    """A fixed subset of n examples (in file order), the same for every run of the task: seeded by
+    the task's name only, so runs with other seeds or options score the same examples, and the
+    subset for a smaller n lies inside the one for a larger."""
+    if n >= len(examples):
+        return examples
+    order = list(range(len(examples)))
+    random.Random(stable_seed("dev-limit", task)).shuffle(order)
+    return [examples[i] for i in sorted(order[:n])]
 
 
 @dataclass
@@ -172,7 +199,7 @@ class Run:
     log: MetricsLog | None  # on the main process only
     steps_per_epoch: int
     total_steps: int  # the schedule's length
-    stop_at: int  # where this run stops (--max-steps)
+    stop_at: int  # where this run stops (--stop-at-step)
     eval_every: int
     precision: str  # of the training steps
     resumed: bool
@@ -325,7 +352,7 @@ def _build(cfg: TrainConfig, run_dir: Path, resume_ckpt: Path | None, dist: Dist
     rr = RoundRobin(train_sets, cfg.batch_size, cfg.seed, bucket=cfg.bucket, shard=(dist.rank, dist.world),
                     accum=cfg.grad_accum, proportional=cfg.sampling == "proportional")
     steps_per_epoch = cfg.steps_per_epoch or rr.steps_per_epoch()
-    total_steps = max(1, int(round(cfg.epochs * steps_per_epoch)))
+    total_steps = cfg.max_steps or max(1, int(round(cfg.epochs * steps_per_epoch)))
     stepper = MultitaskStep(model, cfg, list(train_sets), device, dist)
     if cfg.compile:
         compile_encoder(model, reporter.message)
@@ -333,7 +360,7 @@ def _build(cfg: TrainConfig, run_dir: Path, resume_ckpt: Path | None, dist: Dist
               train_sets=train_sets, dev_sets=dev_sets, skipped=skipped, model=model, stepper=stepper, rr=rr,
               averager=WeightAverage(model, cfg.ema) if cfg.ema else None, log=None,
               steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-              stop_at=min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps,
+              stop_at=min(total_steps, cfg.stop_at_step) if cfg.stop_at_step else total_steps,
               eval_every=cfg.eval_every or steps_per_epoch, precision=precision_name(stepper.autocast_dtype),
               resumed=resume_ckpt is not None, warnings=warnings)
     if resume_ckpt is not None:
@@ -429,7 +456,10 @@ def evaluate_dev(run: Run, checkpointer: Checkpointer) -> dict:
     """
     dist = run.dist
     with checkpointer.averaged() as raw:
-        metrics = evaluate(run.model, run.dev_sets, run.cfg.eval_batch_size, run.device) if dist.is_main else {}
+        metrics = {}
+        if dist.is_main:
+            with run.reporter.evaluating(sum(map(len, run.dev_sets.values()))) as advance:
+                metrics = evaluate(run.model, run.dev_sets, run.cfg.eval_batch_size, run.device, progress=advance)
         metrics = dist.broadcast_object(metrics)
         crash_point("eval:scored")
         # An undefined (None) or non-finite score never becomes best/: a diverged model scores NaN.
@@ -461,7 +491,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
         reporter, log, model, main = run.reporter, run.log, run.model, dist.is_main
         saver, window = Checkpointer(run), ThroughputWindow(run.tasks)
         status, last_metrics = "finished", None
-        with reporter, _StopFlag() as stop:
+        with reporter, _StopFlag(reporter.message if main else None) as stop:
             reporter.start(run.stop_at, run.step, run.steps_per_epoch)
             _announce(run)
             model.train()
@@ -480,6 +510,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
                                    "consecutive": run.nonfinite})
                         reporter.message(f"warning: step {run.step + 1} skipped, non-finite loss ({bad})")
                     run.step += 1  # the batch is consumed; the parameters are not updated
+                    reporter.advance(run.step)
                     if run.nonfinite >= cfg.max_nonfinite:
                         status = "nonfinite"
                         break
@@ -490,6 +521,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
                 if run.averager is not None:
                     run.averager.update()
                 run.step += 1
+                reporter.advance(run.step)
                 # log
                 window.add(n_examples(batches) * dist.world, losses, smart)
                 if run.step % cfg.log_every == 0 or run.step == run.stop_at:
@@ -567,8 +599,9 @@ def _finish(run: Run, status: str, last_metrics: dict | None) -> dict:
         crash_point("end")
         ckpt.write_json(run.dir / "summary.json", summary)
         if status == "early-stopped":
+            best = f"best/ holds the best ({run.best:.4f})" if run.best is not None else "no evaluation had an overall score"
             run.reporter.message(f"early stop at step {run.step}: no better overall dev score in {run.since_best} "
-                                 f"evaluations (--patience); best/ holds the best ({run.best:.4f})")
+                                 f"evaluations (--patience); {best}")
         if status == "stopped":
             run.reporter.message(f"stopped at step {run.step}; checkpoint saved. Resume with: "
                                  f"bertmtl train --resume {run.dir}")

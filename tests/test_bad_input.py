@@ -246,18 +246,27 @@ def test_empty_string_arguments_are_usage_errors(checkpoint):
     assert r.exit_code == 2 and "must not be empty" in r.output
 
 
+def _lines(n: int) -> bytes:
+    return b"".join(b"the film number %d is good\tthe movie %d\n" % (i, i % 97) if i % 3 else b"plot %d\n" % i
+                    for i in range(n))
+
+
 @pytest.mark.slow
 def test_100k_stdin_lines_in_bounded_memory(checkpoint):
     n = 100_000
-    data = b"".join(b"the film number %d is good\tthe movie %d\n" % (i, i % 97) if i % 3 else b"plot %d\n" % i
-                    for i in range(n))
-    r = _predict_stdin(checkpoint, data)
+    r = _predict_stdin(checkpoint, _lines(n))
     assert r.returncode == 0, r.stderr[-2000:]
     out = r.stdout.splitlines()
     assert len(out) == n
     assert "similarity" in json.loads(out[1]) and "sentiment" in json.loads(out[0])
-    max_rss_kb = int(r.stderr.strip().splitlines()[-1])
-    print(f"100,000 stdin lines: peak RSS {max_rss_kb / 1024:.0f} MiB")
-    # The whole input is 3 MB, its answers ~40 MB: bounded means well below holding it all in memory
-    # several times over, whatever n is; torch and the model alone take ~300 MB.
-    assert max_rss_kb < 700_000, max_rss_kb
+    peak_kb = int(r.stderr.strip().splitlines()[-1])
+    # The baseline, measured here with the same torch build: the same command answering 100 lines
+    # (torch, the model, one window's batches). A CUDA build of torch maps ~200 MB more at import
+    # than the CPU build, so an absolute bound passes or fails with the build, not with this code.
+    base = _predict_stdin(checkpoint, _lines(100))
+    assert base.returncode == 0, base.stderr[-2000:]
+    base_kb = int(base.stderr.strip().splitlines()[-1])
+    print(f"stdin: peak RSS {peak_kb / 1024:.0f} MiB for {n:,} lines, {base_kb / 1024:.0f} MiB for 100")
+    # The input is 3 MB and its answers ~40 MB: bounded means the stream adds far less than holding
+    # them, whatever n is (a window of 1,024 lines is in memory at a time).
+    assert peak_kb - base_kb < 100_000, (peak_kb, base_kb)

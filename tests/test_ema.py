@@ -78,8 +78,8 @@ def test_training_saves_the_average_and_resumes_exactly(tiny_bert_dir, data_dir,
     common = ["--pretrained", str(tiny_bert_dir), "--data-dir", str(data_dir), "--epochs", "2", "--lr", "1e-3",
               "--batch-size", "16", "--seed", "0", "--ema", "0.8"]
     _train([*common, "--out", str(tmp_path / "a")])
-    _train([*common, "--out", str(tmp_path / "b"), "--max-steps", "4", "--save-every", "2"])
-    _train(["--resume", str(tmp_path / "b"), "--max-steps", "12"])
+    _train([*common, "--out", str(tmp_path / "b"), "--stop-at-step", "4", "--save-every", "2"])
+    _train(["--resume", str(tmp_path / "b"), "--stop-at-step", "12"])
     for f in ("multitask.safetensors", "optimizer.safetensors"):
         a = load_file(str(tmp_path / "a" / "last" / f))
         b = load_file(str(tmp_path / "b" / "last" / f))
@@ -103,7 +103,7 @@ def test_training_saves_the_average_and_resumes_exactly(tiny_bert_dir, data_dir,
     _train([*plain, "--out", str(tmp_path / "c")])
     c = load_file(str(tmp_path / "c" / "last" / "multitask.safetensors"))
     assert all(torch.equal(c[k], raw[k]) for k in raw)
-    _train([*common, "--out", str(tmp_path / "d"), "--max-steps", "4", "--save-every", "2"])
-    _train(["--resume", str(tmp_path / "d"), "--ema", "0", "--max-steps", "12"])
+    _train([*common, "--out", str(tmp_path / "d"), "--stop-at-step", "4", "--save-every", "2"])
+    _train(["--resume", str(tmp_path / "d"), "--ema", "0", "--stop-at-step", "12"])
     d = load_file(str(tmp_path / "d" / "last" / "multitask.safetensors"))
     assert all(torch.equal(c[k], d[k]) for k in c)

@@ -86,7 +86,7 @@ def test_resume_of_a_run_still_training_is_refused_until_its_writer_dies(tiny_be
         assert first.poll() is None, first.stderr.read().decode()[-2000:]
         assert time.time() - t0 < 120
         time.sleep(0.05)
-    second = _spawn(["train", "--resume", str(run), "--max-steps", "1000000"])
+    second = _spawn(["train", "--resume", str(run), "--stop-at-step", "1000000"])
     assert second.wait(120) == 2
     err = second.stderr.read().decode()
     assert f"is being written by process {first.pid} on" in err and "Traceback" not in err, err
@@ -96,7 +96,7 @@ def test_resume_of_a_run_still_training_is_refused_until_its_writer_dies(tiny_be
     first.send_signal(signal.SIGKILL)  # the kernel drops the lock with the process: no stale lock
     first.wait()
     steps = json.loads((run / "last" / "bertmtl.json").read_text())["step"]
-    third = _spawn(["train", "--resume", str(run), "--max-steps", str(steps + 2)])
+    third = _spawn(["train", "--resume", str(run), "--stop-at-step", str(steps + 2)])
     assert third.wait(300) == 0, third.stderr.read().decode()[-2000:]
     assert json.loads((run / "last" / "bertmtl.json").read_text())["step"] == steps + 2
 
@@ -242,12 +242,12 @@ def test_evaluate_checks_its_prediction_directory_first(tiny_bert_dir, data_dir,
 
 def test_a_planted_lock_symlink_is_refused_and_its_target_untouched(tiny_bert_dir, data_dir, tmp_path):
     run = tmp_path / "run"
-    r = CliRunner().invoke(main, _train_args(tiny_bert_dir, data_dir, "--out", str(run), "--max-steps", "1"))
+    r = CliRunner().invoke(main, _train_args(tiny_bert_dir, data_dir, "--out", str(run), "--stop-at-step", "1"))
     assert r.exit_code == 0, r.output
     victim = tmp_path / "victim"
     victim.write_text("secret")
     (run / ".writer.lock").symlink_to(victim)
-    r = CliRunner().invoke(main, ["train", "--resume", str(run), "--max-steps", "2"])
+    r = CliRunner().invoke(main, ["train", "--resume", str(run), "--stop-at-step", "2"])
     assert r.exit_code == 2 and "cannot open this lock file" in r.output, r.output
     assert victim.read_text() == "secret"
 

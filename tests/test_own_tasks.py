@@ -288,13 +288,13 @@ def test_declared_tasks_train_evaluate_resume_predict(tiny_bert_dir, task_files,
     run = tmp_path / "run"
     common = ["--batch-size", "8", "--eval-every", "2", "--log-every", "1", "--precision", "fp32", "--lr", "1e-3"]
     tasks = [a for n in names for a in ("--task", flags[n])]
-    r = _cli("train", "--pretrained", str(tiny_bert_dir), "--out", str(run), *tasks, *common, "--max-steps", "2",
+    r = _cli("train", "--pretrained", str(tiny_bert_dir), "--out", str(run), *tasks, *common, "--stop-at-step", "2",
              "--sampling", "proportional" if len(names) == 4 else "round-robin", "--loss-weights", f"{names[0]}=2")
     assert "final dev:" in r.stdout and f"{names[0]} acc" in r.stdout
     start = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert [t["name"] for t in start["tasks"]] == names and start["config"]["tasks"] == []
 
-    r = _cli("train", "--resume", str(run), "--max-steps", "3")
+    r = _cli("train", "--resume", str(run), "--stop-at-step", "3")
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["type"] for r in records if r["type"] in ("start", "resume", "end")] == ["start", "end", "resume", "end"]
     assert records[-1]["step"] == 3
@@ -309,7 +309,7 @@ def test_declared_tasks_train_evaluate_resume_predict(tiny_bert_dir, task_files,
                              "what is python code").stdout)
     pair_tasks = {"dupes", "scores"}
     expected = [n + s for n in names if n not in pair_tasks for s in ("1", "2")] + [n for n in names if n in pair_tasks]
-    assert list(answer) == expected
+    assert list(answer) == [*expected, "checkpoint"] and answer["checkpoint"] == str(run / "last")
     for n in names:
         if n == "scores":
             assert isinstance(answer[n], float)

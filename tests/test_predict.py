@@ -40,9 +40,9 @@ def _cli(args, cwd=None, stdin=b"", timeout=120):
 def test_single_sentence_json(run_dir):
     r = CliRunner().invoke(main, ["predict", "the movie is very good", "--checkpoint", str(run_dir), "--json"])
     assert r.exit_code == 0, r.output
-    out = json.loads(r.output)
+    out = json.loads(r.stdout)
     s = out["sentiment"]
-    assert set(out) == {"sentiment"}
+    assert set(out) == {"sentiment", "checkpoint"} and out["checkpoint"] == str(run_dir / "best")
     assert s["label"] in ("negative", "somewhat negative", "neutral", "somewhat positive", "positive")
     assert s["index"] == max(range(5), key=lambda i: s["probabilities"][i])
     assert sum(s["probabilities"]) == pytest.approx(1.0, abs=1e-4)
@@ -51,8 +51,8 @@ def test_single_sentence_json(run_dir):
 def test_pair_json_matches_the_evaluation_path(run_dir, tmp_path):
     a, b = "the dog eat food ?", "the cat eat food ?"
     r = CliRunner().invoke(main, ["predict", a, b, "--checkpoint", str(run_dir), "--json", "--precision", "fp32"])
-    out = json.loads(r.output)
-    assert set(out) == {"sentiment1", "sentiment2", "paraphrase_prob", "is_paraphrase", "similarity"}
+    out = json.loads(r.stdout)
+    assert set(out) == {"sentiment1", "sentiment2", "paraphrase_prob", "is_paraphrase", "similarity", "checkpoint"}
     assert out["is_paraphrase"] == (out["paraphrase_prob"] > 0.5)
     # The same numbers as the dev-evaluation code path computes for this pair.
     p = Predictor(run_dir, precision="fp32")

@@ -183,12 +183,16 @@ def test_interrupt_saves_checkpoint_and_says_how_to_resume(tiny_bert_dir, data_d
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err.decode()[-2000:]
     assert f"Resume with: bertmtl train --resume {run}".encode() in err
+    # Said when the signal came, before the step ended and the checkpoint was written.
+    name = b"Ctrl-C" if sig == signal.SIGINT else b"SIGTERM"
+    said = err.index(name + b": stopping after this step and saving a checkpoint")
+    assert said < err.index(b"stopped at step")
     assert b"Traceback" not in err
     step = _assert_loadable_or_absent(run)
     assert step and step > 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "stopped" and summary["step"] == step
-    r = CliRunner().invoke(main, ["train", "--resume", str(run), "--max-steps", str(step + 2)])
+    r = CliRunner().invoke(main, ["train", "--resume", str(run), "--stop-at-step", str(step + 2)])
     assert r.exit_code == 0, r.output
     assert json.loads((run / "last" / "bertmtl.json").read_text())["step"] == step + 2
 
@@ -210,7 +214,7 @@ def test_full_disk_is_refused_before_training(tiny_bert_dir, data_dir, tmp_path)
     need = checkpoint_peak_bytes(model, cfg)
     with small_tmpfs(tmp_path / "disk", need - 2**20) as disk:  # a real file system a little too small
         cfg.out = str(disk / "run")
-        with pytest.raises(UserError, match=r"MiB free, but checkpoints need about"):
+        with pytest.raises(UserError, match=r"MiB free, but about \d+ MiB are needed for checkpoints"):
             train(cfg, reporter=SilentReporter())
         assert not (disk / "run").exists()  # the failed start leaves nothing behind
 
@@ -302,14 +306,14 @@ def test_consecutive_nonfinite_steps_stop_with_last_good_checkpoint(tiny_bert_di
 
 def test_resume_never_writes_where_metadata_points(tiny_bert_dir, data_dir, tmp_path):
     run = tmp_path / "run"
-    r = CliRunner().invoke(main, _args(tiny_bert_dir, data_dir, run, "--max-steps", "2"))
+    r = CliRunner().invoke(main, _args(tiny_bert_dir, data_dir, run, "--stop-at-step", "2"))
     assert r.exit_code == 0, r.output
     evil = tmp_path / "elsewhere"
     for f in (run / "train_args.json", run / "last" / "train_args.json"):
         args = json.loads(f.read_text())
         args["out"] = str(evil)
         f.write_text(json.dumps(args))
-    r = CliRunner().invoke(main, ["train", "--resume", str(run), "--max-steps", "4"])
+    r = CliRunner().invoke(main, ["train", "--resume", str(run), "--stop-at-step", "4"])
     assert r.exit_code == 0, r.output
     assert not evil.exists()
     assert json.loads((run / "last" / "bertmtl.json").read_text())["step"] == 4

@@ -92,7 +92,7 @@ def test_missing_tensorboard_is_a_clear_error(tiny_bert_dir, tmp_path, monkeypat
     r = CliRunner().invoke(main, ["train", "--pretrained", str(tiny_bert_dir), "--data-dir", str(data),
                                   "--out", str(tmp_path / "run"), "--max-steps", "1", "--report-to", "tensorboard"])
     assert r.exit_code == 2
-    assert "pip install bertmtl[tensorboard]" in r.output
+    assert 'pip install -e ".[tensorboard]"' in r.output
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 

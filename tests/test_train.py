@@ -105,12 +105,12 @@ def test_resume_equals_uninterrupted(tiny_bert_dir, data_dir, tmp_path):
     common = ["--pretrained", str(tiny_bert_dir), "--data-dir", str(data_dir), "--epochs", "2", "--lr", "1e-3",
               "--combine", "pcgrad", "--smart", "--layer-decay", "0.8", *FAST]
     _train([*common, "--out", str(tmp_path / "a")])
-    _train([*common, "--out", str(tmp_path / "b"), "--max-steps", "4", "--save-every", "2"])
+    _train([*common, "--out", str(tmp_path / "b"), "--stop-at-step", "4", "--save-every", "2"])
     assert json.loads((tmp_path / "b" / "last" / "bertmtl.json").read_text())["step"] == 4
     # Another --layer-decay would regroup the parameters: refused with a reason, nothing written.
     r = CliRunner().invoke(main, ["train", "--resume", str(tmp_path / "b"), "--layer-decay", "1"])
     assert r.exit_code == 2 and "--layer-decay cannot change" in r.output and "0.8" in r.output, r.output
-    _train(["--resume", str(tmp_path / "b"), "--max-steps", "12"])
+    _train(["--resume", str(tmp_path / "b"), "--stop-at-step", "12"])
     a = load_file(str(tmp_path / "a" / "last" / "multitask.safetensors"))
     b = load_file(str(tmp_path / "b" / "last" / "multitask.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)

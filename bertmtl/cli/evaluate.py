@@ -31,13 +31,17 @@ def evaluate(checkpoint_path, runs_dir, data_dir, split, tasks, pred_dir, as_jso
     from ..checkpoint import load_checkpoint
     from ..data import TASK_ALIASES, TaskDataset, parse_choices, read_task_file, task_path
     from ..evaluate import evaluate as run_eval
+    from ..evaluate import leaderboard_overall
     from ..evaluate import write_predictions
-    from ..runs import resolve_checkpoint
+    from ..runs import choose_checkpoint
     from ..tasks import undefined_warnings
     from ..device import pick_device
 
     dev = pick_device(device)
-    path = resolve_checkpoint(checkpoint_path, runs_dir)
+    choice = choose_checkpoint(checkpoint_path, runs_dir)
+    path = choice.path
+    if choice.note:
+        click.echo(f"note: {choice.note}", err=True)
     if pred_dir:  # checked before the evaluation runs, not after
         from ..fsutil import check_writable
         from ..outputs import check_output
@@ -67,7 +71,10 @@ def evaluate(checkpoint_path, runs_dir, data_dir, split, tasks, pred_dir, as_jso
         click.echo(m, err=True)
     result: dict = {"checkpoint": str(path), "split": split}
     if split == "dev":
-        metrics = run_eval(ck.model, datasets, batch_size, dev)
+        from ..progress import progress_bar
+
+        with progress_bar("evaluating", sum(map(len, datasets.values()))) as advance:
+            metrics = run_eval(ck.model, datasets, batch_size, dev, progress=advance)
         for line in undefined_warnings(metrics, ck.model.specs.values()):
             click.echo(f"warning: {line}", err=True)
         result.update(metrics)  # an undefined metric is null, with its reason under "undefined"
@@ -95,6 +102,8 @@ def evaluate(checkpoint_path, runs_dir, data_dir, split, tasks, pred_dir, as_jso
             if key in result:  # evaluated; None: undefined (the warning above says why)
                 value = "undefined" if result[key] is None else f"{result[key]:.4f}"
                 table.add_row(label, value, str(result.get(n, "")) if n else "")
+        if (board := leaderboard_overall(result)) is not None:
+            table.add_row("overall, CS224N leaderboard ((r + 1) / 2 for STS)", f"{board:.4f}", "")
         console.print(table)
     for w in result.get("predictions", []):
         console.print(f"wrote {w}")

@@ -31,14 +31,15 @@ def parsed(fn, value, param_hint=None):
     try:
         return fn(value)
     except ValueError as e:
-        raise click.BadParameter(str(e), param_hint=param_hint) from None
+        # Quoted, as Click names the options of its own errors.
+        raise click.BadParameter(str(e), param_hint=f"'{param_hint}'" if param_hint else None) from None
 
 
 # -- options several commands take -----------------------------------------------------------
 
 def _help(name: str, note: str | None = None) -> str:
     text = FIELDS[name].metadata["help"]
-    return f"{text[:-1]} ({note})." if note else text
+    return f"{text[:-1]}; {note}." if note else text
 
 
 def data_dir_option(note: str | None = None):
@@ -56,8 +57,8 @@ def out_option(default: str, help: str):
 def checkpoint_option():
     """--checkpoint: what evaluate and predict load."""
     return click.option("--checkpoint", "checkpoint_path", type=click.Path(path_type=str), default=None,
-                        help="Checkpoint or run directory (its best/) [default: the best checkpoint of the latest "
-                             "run under --runs-dir].")
+                        help="Checkpoint or run directory (its best/) [default: best/ of the most recent run under "
+                             "--runs-dir that has one].")
 
 
 def runs_dir_option():

@@ -46,13 +46,18 @@ def predict(texts: tuple[str, ...], checkpoint_path, runs_dir, as_json, fmt, bat
 
     predictor = Predictor(checkpoint_path, device=str(pick_device(device)), batch_size=batch_size, precision=precision,
                           runs_dir=runs_dir)
+    # Which checkpoint answers, on stderr (stdout stays the answers): a newcomer with several
+    # runs should never have to guess.
+    if predictor.note:
+        click.echo(f"note: {predictor.note}", err=True)
+    click.echo(f"checkpoint: {predictor.describe()}", err=True)
     if stdin_mode:
         raise SystemExit(_predict_stdin(predictor, fmt))
     res = predictor.sentence(texts[0]) if len(texts) == 1 else predictor.pair(texts[0], texts[1])
     if as_json:
         import json
 
-        click.echo(json.dumps(res))
+        click.echo(json.dumps({**res, "checkpoint": str(predictor.path)}))
         return
     _print_prediction(res, predictor.specs)
 

@@ -11,13 +11,21 @@ from .options import runs_dir_option
 
 
 @click.command()
+@click.argument("names", nargs=-1, metavar="[RUN]...")
 @runs_dir_option()
 @click.option("--compare", nargs=2, metavar="RUN_A RUN_B", default=None,
               help="Show two runs' configurations and metrics side by side (only what differs); a run is a "
                    "directory or a name under --runs-dir.")
+@click.option("--delete", is_flag=True, help="Delete the runs named (whole directories; never a running one).")
+@click.option("--drop-last", is_flag=True,
+              help="Delete the resumable last/ (weights and optimizer moments) of finished runs, keeping best/: "
+                   "of the runs named, or of every finished run.")
+@click.option("--dry-run", is_flag=True, help="With --delete or --drop-last: show what would go and the space it "
+                                              "would free, and delete nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def runs(runs_dir: str | None, compare: tuple[str, str] | None, as_json: bool) -> None:
-    """List the runs: start, steps, status, encoder, best dev scores.
+def runs(names: tuple[str, ...], runs_dir: str | None, compare: tuple[str, str] | None, delete: bool, drop_last: bool,
+         dry_run: bool, as_json: bool) -> None:
+    """List the runs: start, steps, status, encoder, best dev scores; clean them up.
 
     \b
     Status: finished, stopped (Ctrl-C / SIGTERM, resumable), early-stopped (--patience),
@@ -29,10 +37,28 @@ def runs(runs_dir: str | None, compare: tuple[str, str] | None, as_json: bool) -
       bertmtl runs
       bertmtl runs --json
       bertmtl runs --compare 20261126-101500 20261126-120000
+      bertmtl runs --drop-last --dry-run        what dropping finished runs' last/ would free
+      bertmtl runs --delete 20261126-101500     delete one run
     """
     from ..runs import compare_runs, find_run, list_runs, run_info, runs_root
 
     root = runs_root(runs_dir)
+    if delete and drop_last:
+        raise click.UsageError("--delete removes whole runs and --drop-last their last/ only: give one of them")
+    if dry_run and not (delete or drop_last):
+        raise click.UsageError("--dry-run goes with --delete or --drop-last")
+    if delete or drop_last:
+        if delete and not names:
+            raise click.UsageError("--delete needs the runs to delete by name (see `bertmtl runs`)")
+        _clean(root, [find_run(n, root) for n in names], delete, dry_run, as_json)
+        return
+    if names:
+        infos = [run_info(find_run(n, root)) for n in names]
+        if as_json:
+            click.echo(json.dumps(infos))
+        else:
+            _print_table(root, infos)
+        return
     if compare:
         a, b = (run_info(find_run(name, root)) for name in compare)
         rows = compare_runs(a, b)
@@ -51,6 +77,42 @@ def runs(runs_dir: str | None, compare: tuple[str, str] | None, as_json: bool) -
                    f"at another directory)")
         return
     _print_table(root, infos)
+
+
+def _clean(root: Path, named: list[Path], delete: bool, dry_run: bool, as_json: bool) -> None:
+    """--delete / --drop-last: plan every removal first (so a refusal removes nothing), then remove."""
+    from ..runs import human_bytes, plan_delete, plan_drop_last, remove, run_dirs
+
+    plans, kept = [], []
+    if delete:
+        plans = [plan_delete(r) for r in named]
+    else:
+        for r in named or sorted(run_dirs(root)):
+            plan, why = plan_drop_last(r)
+            if plan is not None:
+                plans.append(plan)
+            elif named:  # runs asked for by name say why they keep last/; the others are passed over
+                kept.append((r, why))
+    for r in plans:
+        if not dry_run:
+            remove(r)
+    total = sum(r.bytes for r in plans)
+    if as_json:
+        click.echo(json.dumps({"dry_run": dry_run, "bytes": total,
+                               "removed": [{"run": str(r.run), "path": str(r.path), "bytes": r.bytes} for r in plans],
+                               "kept": [{"run": str(r), "why": why} for r, why in kept]}))
+        return
+    verb = "would delete" if dry_run else "deleted"
+    for r in plans:
+        click.echo(f"{verb} {r.path}  ({human_bytes(r.bytes)})")
+    for r, why in kept:
+        click.echo(f"kept: {r} {why}")
+    if not plans:
+        click.echo("nothing to delete" + ("" if named else f" (no finished run under {root}/ has a last/ beside "
+                                                           f"its best/)"))
+        return
+    what = "run(s)" if delete else "last/ director(y/ies)"
+    click.echo(f"{'would free' if dry_run else 'freed'} {human_bytes(total)} ({len(plans)} {what})")
 
 
 def _short(v) -> str:

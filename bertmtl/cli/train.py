@@ -18,7 +18,7 @@ from .options import config_from_options, train_options
               help="Read options from a YAML or JSON file (e.g. a run's train_args.json, or --print-config's "
                    "output); options given on the command line override it.")
 @click.option("--print-config", type=click.Choice(("yaml", "json")), is_flag=False, flag_value="yaml", default=None,
-              help="Print the full resolved configuration (YAML, or json) and exit without training.")
+              help="Print the full resolved configuration (yaml, the default, or json) and exit without training.")
 @click.pass_context
 def train(ctx: click.Context, resume: str | None, config_file: str | None, print_config: str | None, **opts) -> None:
     """Train the multi-task model; best/ and last/ checkpoints land in the run directory.

@@ -21,8 +21,8 @@ def tui(ctx: click.Context, run: str | None, checkpoint_path: str | None, start_
     """Watch a run live (loss curves, dev metrics, progress) and try its model in a playground.
 
     \b
-      bertmtl tui                          the latest run under --runs-dir (./checkpoints)
-      bertmtl tui checkpoints/20261126-1015
+      bertmtl tui                          the latest run under --runs-dir ($BERTMTL_RUNS, else ./checkpoints)
+      bertmtl tui checkpoints/20261126-101500
       bertmtl tui --train --data-dir data  start training and watch it (s stops it cleanly)
     """
     import sys

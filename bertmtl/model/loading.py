@@ -26,8 +26,9 @@ def encoder_directory(path: str | Path) -> Path:
     """`path` as an existing directory, or a clear error."""
     p = Path(path).expanduser()
     if not p.is_dir():
-        raise UserError(f"{p}: not a directory (expected a Hugging Face BERT or MPNet directory, "
-                        f"or a built-in encoder name such as minilm or mpnet)")
+        raise UserError(f"{p}: not a directory. --encoder takes a built-in encoder name (minilm, mpnet), a "
+                        f"Hugging Face BERT or MPNet directory (config.json, vocab.txt, model.safetensors or "
+                        f"pytorch_model.bin), or a bertmtl run or checkpoint directory.")
     return p
 
 

@@ -161,11 +161,13 @@ def load_mlm(path: str | Path | None = None, require_head: bool = False,
     otherwise it is freshly initialised, or, with `require_head`, that is an error.
     """
     from ..weights import resolve
-    from .loading import load_into, read_state_dict
+    from .loading import checkpoint_state, is_checkpoint, load_into, read_state_dict
 
     directory = resolve(path)
     config = BertConfig.from_json(directory / "config.json")
-    state = read_state_dict(directory, family=config.family)
+    # A bertmtl checkpoint (another run's best/) has its encoder under our names, and no MLM head.
+    state = checkpoint_state(directory, "encoder") if is_checkpoint(directory) else \
+        read_state_dict(directory, family=config.family)
     model = BertForMaskedLM(config)
     load_into(model.bert, state, source=directory)
     keys = {k: _head_key(state, k, config.model_type) for k in HEAD_KEYS}

@@ -156,7 +156,9 @@ class BertmtlApp(App):
         if self.state.status == "stopped":
             return None, f"stopped at step {self.state.step}; checkpoint saved. {resume}"
         if self.state.status == "nonfinite":
-            return None, f"stopped by non-finite losses; the last good weights are in {self.run_dir.name}/last"
+            kept = f"the last good weights are in {self.run_dir.name}/last" \
+                if (self.run_dir / "last" / "bertmtl.json").is_file() else "no checkpoint was saved before"
+            return None, f"stopped by non-finite losses; {kept}"
         return None, ""
 
     def _check_training(self) -> None:
@@ -171,9 +173,11 @@ class BertmtlApp(App):
 
     def _exit_message(self, rc: int) -> str:
         """What to print after quitting once our training has stopped."""
-        if rc == 0:
+        if rc == 130 or self.state.status == "stopped":  # 130: stopped by its SIGINT, checkpoint saved
             return (f"training stopped; checkpoint saved in {self.run_dir / 'last'}. "
                     f"Resume with: bertmtl train --resume {self.run_dir}")
+        if rc == 0:
+            return f"training finished; the best checkpoint is {self.run_dir / 'best'}"
         return f"training exited with code {rc}; see {self.training.log_path}"
 
     # -- actions -------------------------------------------------------------------------
