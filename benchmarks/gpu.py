@@ -67,7 +67,7 @@ def encoder_throughput(pretrained: Path, data: Path, rounds: int) -> None:
 
 def step_seconds(metrics_jsonl: Path) -> float:
     """Seconds per training step between the first and last logged steps (no loading, eval or saving)."""
-    from bertmtl.metrics_log import read_records
+    from bertmtl.sinks.metrics_log import read_records
 
     recs = [r for r in read_records(metrics_jsonl)[0] if r["type"] == "train"]
     return (recs[-1]["time"] - recs[0]["time"]) / (recs[-1]["step"] - recs[0]["step"])
@@ -75,7 +75,7 @@ def step_seconds(metrics_jsonl: Path) -> float:
 
 def epoch_times(pretrained: Path, data: Path) -> None:
     from bertmtl.progress import SilentReporter
-    from bertmtl.train import TrainConfig, train
+    from bertmtl.engine import TrainConfig, train
 
     times, steps = {}, {}
     # The steps-only figure tells a slow step from fixed costs (tokenising, evaluation, saving);

@@ -19,13 +19,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import data_dir, interleaved  # noqa: E402
 
-from bertmtl.data import RoundRobin  # noqa: E402
+from bertmtl.batching import RoundRobin  # noqa: E402
 from bertmtl.device import cpu_has_native_bf16  # noqa: E402
 from bertmtl.model.bert import BertModel  # noqa: E402
-from bertmtl.model.heads import MultitaskBert  # noqa: E402
+from bertmtl.model.heads import HeadConfig, MultitaskBert  # noqa: E402
 from bertmtl.mtl.step import MultitaskStep  # noqa: E402
 from bertmtl.tokenizer import WordPieceTokenizer  # noqa: E402
-from bertmtl.train import load_datasets  # noqa: E402
+from bertmtl.engine import load_datasets  # noqa: E402
 from bertmtl.train_config import TrainConfig  # noqa: E402
 from bertmtl.weights import pretrained_dir  # noqa: E402
 
@@ -41,7 +41,7 @@ def main() -> None:
     tok = WordPieceTokenizer.from_dir(pretrained_dir())
     train_sets, _, _ = load_datasets(base, tok, warn=lambda row: None)
     tasks = list(train_sets)
-    model = MultitaskBert(BertModel.from_pretrained(pretrained_dir()), base.head_config()).train()
+    model = MultitaskBert(BertModel.from_pretrained(pretrained_dir()), HeadConfig.of(base)).train()
     dev = torch.device("cpu")
 
     variants = {

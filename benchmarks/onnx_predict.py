@@ -2,7 +2,7 @@
 
 Both sides answer the same real Quora pairs as `bertmtl predict -` does (minus reading stdin and
 writing JSON): tokenise, batch by length (64 per batch), run encoder and heads, and build the
-answer objects with `predict.answer`. Timings alternate between the two (median of --rounds), so
+answer objects with the output kinds. Timings alternate between the two (median of --rounds), so
 machine noise hits both alike; on a shared machine the absolute figures wander, the ratio less.
 
     python benchmarks/onnx_predict.py [--checkpoint DIR] [--pairs 2000] [--rounds 3] [--threads 1]
@@ -37,7 +37,6 @@ def onnx_answers(session, predictor, pairs: list[tuple[str, str]], batch_size: i
     import torch
 
     from bertmtl.evaluate import decisions
-    from bertmtl.predict import answer
 
     tok, specs = predictor.tokenizer, list(predictor.model.specs.values())
     enc_a = tok.encode([a for a, _ in pairs])
@@ -56,7 +55,7 @@ def onnx_answers(session, predictor, pairs: list[tuple[str, str]], batch_size: i
                 keys = [spec.json_keys[0]] if spec.pair else [spec.json_keys[0] + "1", spec.json_keys[0] + "2"]
                 for k, suffix in zip(keys, [""] if spec.pair else ["1", "2"]):
                     o = got[k][row]
-                    ans.update(answer(spec, o, decisions(spec, o), suffix))
+                    ans.update(spec.output.answer(spec, o, decisions(spec, o), suffix))
             out[i] = ans
     return out
 

@@ -1,3 +1,19 @@
-"""bertmtl: one BERT encoder trained on sentiment, paraphrase and similarity at once."""
+"""bertmtl: one BERT encoder trained on sentiment, paraphrase and similarity at once.
+
+The Python API (README, Python): `Predictor` answers with a trained run, `TrainConfig` holds a
+run's options and `train(cfg)` runs one; `pretrain_config(...)` is `bertmtl pretrain`'s
+TrainConfig. They are imported on first use, so `import bertmtl` (and the CLI's start) stays light.
+"""
 
 __version__ = "0.2.0"
+
+_API = {"Predictor": "predict", "TrainConfig": "train_config", "train": "engine", "pretrain_config": "pretrain"}
+__all__ = [*_API, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_API[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,16 +8,16 @@ The paper's numbers are printed beside ours where we have them, never invented.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .data import TASKS, parse_choices, task_files
-from .tasks import BASELINE_TASKS, BUILTIN, metric_labels
+from .configs import AblateConfig
+from .taskfiles import task_files
+from .tasks import BASELINE_TASKS, BUILTIN, TASKS, metric_labels
 from .errors import UserError
 
 
@@ -50,52 +50,23 @@ BASELINE_NOTE = ("The baseline trains on SST only; its paraphrase and similarity
                  "the cosine similarity of the encoder's sentence embeddings through the heads' initial scale and offset.")
 
 
-def parse_rows(spec: str) -> list[str]:
-    """'baseline,final' -> ['baseline', 'final'] in table order."""
-    return parse_choices(spec, list(ROWS), "row")
-
-
-@dataclass
-class AblateConfig:
-    """The options of `bertmtl ablate` (saved in ablation.json)."""
-
-    data_dir: str = "data"
-    out: str = "ablation"
-    rows: list = field(default_factory=lambda: list(ROWS))
-    budget_steps: int | None = 300  # steps per row; None with `epochs` = full epochs
-    epochs: float | None = None
-    batch_size: int = 16
-    eval_batch_size: int = 128
-    max_length: int = 128
-    dev_limit: int | None = None  # score on a fixed subset of N dev examples per task (train's --dev-limit)
-    lr: float = 5e-5
-    encoder: str = "minilm"  # a built-in name or an HF directory
-    pretrained_mlm: str | None = None  # an existing `bertmtl pretrain` output for the "pretrain" row
-    pretrain_steps: int = 300
-    seed: int = 42
-    device: str = "auto"
-    precision: str = "auto"  # of the training steps, as in TrainConfig
-    keep_checkpoints: bool = False
-    overwrite: bool = False
-    command: str | None = None
-
-    def budget(self) -> dict:
-        """What limited the runs, in words and numbers (printed with the table)."""
-        if self.epochs is not None:
-            b = {"mode": "epochs", "epochs_per_row": self.epochs}
-            text = f"{self.epochs:g} epoch(s) per row"
-        else:
-            b = {"mode": "steps", "steps_per_row": self.budget_steps}
-            text = f"{self.budget_steps} steps per row (one step = one batch of each trained task)"
-        b.update(batch_size=self.batch_size, max_length=self.max_length, dev_limit=self.dev_limit,
-                 pretrain_steps=self.pretrain_steps if self.pretrained_mlm is None else None, seed=self.seed, lr=self.lr)
-        text += f", batch {self.batch_size}, max length {self.max_length}, seed {self.seed}, lr {self.lr:g}"
-        text += f", dev: {'all examples' if not self.dev_limit else f'a fixed subset of {self.dev_limit} per task'}"
-        if "pretrain" in self.rows:
-            text += (f", further pretraining: {self.pretrain_steps} MLM steps" if self.pretrained_mlm is None
-                     else f", further pretraining: taken from {self.pretrained_mlm}")
-        b["text"] = text
-        return b
+def budget(cfg: AblateConfig) -> dict:
+    """What limited the runs, in words and numbers (printed with the table)."""
+    if cfg.epochs is not None:
+        b = {"mode": "epochs", "epochs_per_row": cfg.epochs}
+        text = f"{cfg.epochs:g} epoch(s) per row"
+    else:
+        b = {"mode": "steps", "steps_per_row": cfg.budget_steps}
+        text = f"{cfg.budget_steps} steps per row (one step = one batch of each trained task)"
+    b.update(batch_size=cfg.batch_size, max_length=cfg.max_length, dev_limit=cfg.dev_limit,
+             pretrain_steps=cfg.pretrain_steps if cfg.pretrained_mlm is None else None, seed=cfg.seed, lr=cfg.lr)
+    text += f", batch {cfg.batch_size}, max length {cfg.max_length}, seed {cfg.seed}, lr {cfg.lr:g}"
+    text += f", dev: {'all examples' if not cfg.dev_limit else f'a fixed subset of {cfg.dev_limit} per task'}"
+    if "pretrain" in cfg.rows:
+        text += (f", further pretraining: {cfg.pretrain_steps} MLM steps" if cfg.pretrained_mlm is None
+                 else f", further pretraining: taken from {cfg.pretrained_mlm}")
+    b["text"] = text
+    return b
 
 
 def machine() -> dict:
@@ -159,20 +130,14 @@ def print_table(result: dict, console=None) -> None:
 
 def ablate(cfg: AblateConfig, reporter_factory=None) -> dict:
     """Train every chosen row, write OUT/ablation.md and OUT/ablation.json; returns the result."""
-    from .outputs import OwnerLock, check_output
-    from .train_config import SEED_MAX, check_numbers
+    from .locks import OwnerLock
+    from .ownership import check_output
 
     t0 = time.perf_counter()
-    rows = parse_rows(",".join(cfg.rows))
-    if cfg.epochs is None and (cfg.budget_steps is None or cfg.budget_steps < 1):
+    cfg.validate()  # every number finite and in range before the first row trains (options.py)
+    rows = [r for r in ROWS if r in cfg.rows]
+    if cfg.epochs is None and cfg.budget_steps is None:
         raise UserError("give a budget: --budget-steps N (>= 1) or --epochs E")
-    # Every number finite and in range before the first row trains (train_config.number_problem).
-    at_least1 = {"min": 1}
-    check_numbers([("budget_steps", cfg.budget_steps, at_least1), ("epochs", cfg.epochs, {"min": 0, "min_open": True}),
-                   ("batch_size", cfg.batch_size, at_least1), ("eval_batch_size", cfg.eval_batch_size, at_least1),
-                   ("max_length", cfg.max_length, {"min": 8}), ("dev_limit", cfg.dev_limit, at_least1),
-                   ("lr", cfg.lr, {"min": 0, "min_open": True}), ("pretrain_steps", cfg.pretrain_steps, at_least1),
-                   ("seed", cfg.seed, {"min": 0, "max": SEED_MAX})])
     inputs = task_files(cfg.data_dir, TASKS)
     out = Path(cfg.out)
     check_output(out, {**inputs, "--encoder": cfg.encoder, "--pretrained-mlm": cfg.pretrained_mlm})
@@ -185,10 +150,10 @@ def ablate(cfg: AblateConfig, reporter_factory=None) -> dict:
 
 
 def _ablate(cfg: AblateConfig, rows: list[str], out: Path, reporter_factory, t0: float) -> dict:
-    from . import checkpoint as ckpt
-    from .pretrain import PretrainConfig, pretrain
+    from .fsutil import write_bytes, write_json
+    from .pretrain import pretrain_config, report
     from .device import pick_device
-    from .train import train
+    from .engine import train
     from .train_config import TrainConfig
 
     runs = out / "runs"
@@ -200,28 +165,28 @@ def _ablate(cfg: AblateConfig, rows: list[str], out: Path, reporter_factory, t0:
     device = pick_device(cfg.device)
     new_reporter = reporter_factory or (lambda: None)
 
-    result: dict = {"budget": cfg.budget(), "command": cfg.command or "(called from Python)", "machine": machine(),
+    result: dict = {"budget": budget(cfg), "command": cfg.command or "(called from Python)", "machine": machine(),
                     "device": str(device), "config": asdict(cfg), "rows": [], "pretrain": None,
                     "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
     mlm_dir = cfg.pretrained_mlm
-    if "pretrain" in rows and mlm_dir is None:
-        tp = time.perf_counter()
-        mlm_dir = str(out / "pretrained-mlm")
-        report = pretrain(PretrainConfig(data_dir=cfg.data_dir, out=mlm_dir, encoder=cfg.encoder,
-                                         steps=cfg.pretrain_steps, batch_size=max(cfg.batch_size, 16),
-                                         max_length=cfg.max_length, seed=cfg.seed, device=cfg.device, overwrite=True,
-                                         heldout_max=min(500, cfg.dev_limit or 500),
-                                         log_every=max(1, cfg.pretrain_steps // 20)), reporter=new_reporter())
-        result["pretrain"] = {"source": mlm_dir, "steps": report["steps"], "wall_s": time.perf_counter() - tp,
-                              "before_perplexity": report["before"]["perplexity"],
-                              "after_perplexity": report["after"]["perplexity"], "head": report["head"]}
-    elif "pretrain" in rows:
-        rep = Path(mlm_dir) / "pretrain.json"
-        info = json.loads(rep.read_text()) if rep.is_file() else {}
-        result["pretrain"] = {"source": mlm_dir, "steps": info.get("steps"), "wall_s": info.get("wall_s", 0.0),
-                              "before_perplexity": info.get("before", {}).get("perplexity"),
-                              "after_perplexity": info.get("after", {}).get("perplexity"), "head": info.get("head")}
+    if "pretrain" in rows:
+        wall = 0.0
+        if mlm_dir is None:  # further pretraining first, as `bertmtl pretrain` runs it
+            tp = time.perf_counter()
+            mlm_dir = str(out / "pretrained-mlm")
+            if cfg.overwrite:
+                shutil.rmtree(mlm_dir, ignore_errors=True)
+            train(pretrain_config(data_dir=cfg.data_dir, out=mlm_dir, encoder=cfg.encoder, max_steps=cfg.pretrain_steps,
+                                  batch_size=max(cfg.batch_size, 16), max_length=cfg.max_length, seed=cfg.seed,
+                                  device=cfg.device, mlm_heldout_max=min(500, cfg.dev_limit or 500),
+                                  log_every=max(1, cfg.pretrain_steps // 20)), reporter=new_reporter())
+            wall = time.perf_counter() - tp
+        r = report(Path(mlm_dir))
+        result["pretrain"] = {"source": mlm_dir, "steps": r["steps"], "wall_s": wall,
+                              "before_perplexity": (r.get("before") or {}).get("perplexity"),
+                              "after_perplexity": (r.get("after") or {}).get("perplexity"),
+                              "head": "initialised" if "initial" in r else "checkpoint"}
 
     for name in rows:
         row = ROWS[name]
@@ -251,6 +216,6 @@ def _ablate(cfg: AblateConfig, rows: list[str], out: Path, reporter_factory, t0:
             for sub in ("best", "last"):
                 shutil.rmtree(runs / name / sub, ignore_errors=True)
     result["wall_s"] = time.perf_counter() - t0
-    ckpt.write_json(out / "ablation.json", result)
-    ckpt.write_bytes(out / "ablation.md", markdown(result).encode())
+    write_json(out / "ablation.json", result)
+    write_bytes(out / "ablation.md", markdown(result).encode())
     return result

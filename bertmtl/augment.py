@@ -17,22 +17,14 @@ import os
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
-from .data import TASKS, Example, read_task_file, stable_seed, task_files
+from .configs import AugmentConfig, parse_methods
+from .taskfiles import Example, TaskSource, augmented_spec, read_tasks, stable_seed, task_files
 from .errors import UserError
 from .progress import progress_bar
-
-METHODS = ("swap", "delete", "synonym", "contextual")
-METHOD_ALIASES = {"random-swap": "swap", "random_swap": "swap", "deletion": "delete", "random-delete": "delete",
-                  "random_deletion": "delete", "synonyms": "synonym", "wordnet": "synonym", "mlm": "contextual",
-                  "fill-mask": "contextual"}
-BACKTRANSLATION = ("backtranslation", "back-translation", "back_translation", "backtranslate", "translation")
-BACKTRANSLATION_HELP = (
-    "back-translation is not available: it needs two translation models (e.g. English->German "
-    "and back, as nlpaug's BackTranslationAug downloads from the Hugging Face hub), and bertmtl "
-    "does not fetch translation models. Use --methods swap,delete,synonym,contextual instead.")
+from .tasks import MLM
 
 WORDNET_HELP = (
     "WordNet is not installed. Any one of these provides it:\n"
@@ -70,35 +62,6 @@ same too very s t just don 's n't 're 've 'd 'll 'm -lrb- -rrb- also""".split())
 
 
 # -- options -------------------------------------------------------------------------------
-
-def parse_methods(spec: str) -> list[str]:
-    """'swap,delete' -> ['swap', 'delete']; back-translation is a clear UserError."""
-    names = [METHOD_ALIASES.get(m.strip().lower(), m.strip().lower()) for m in spec.replace(" ", ",").split(",") if m.strip()]
-    if any(n in BACKTRANSLATION for n in names):
-        raise UserError(BACKTRANSLATION_HELP)
-    bad = [n for n in names if n not in METHODS]
-    if bad or not names:
-        raise ValueError(f"unknown method(s) {', '.join(bad) or repr(spec)}; choose from {', '.join(METHODS)}")
-    return list(dict.fromkeys(names))
-
-
-@dataclass
-class AugmentConfig:
-    """Every option of an augmentation run (saved in augment.json)."""
-
-    data_dir: str = "data"
-    out: str = "augmented"
-    tasks: list = field(default_factory=lambda: list(TASKS))
-    methods: list = field(default_factory=lambda: ["swap", "delete"])
-    times: int = 1
-    aug_p: float = 0.15
-    seed: int = 42
-    mlm: str | None = None  # HF BERT dir with a masked-LM head, for "contextual"
-    top_k: int = 10
-    device: str = "auto"
-    limit: int | None = None  # augment only the first N examples of each task
-    overwrite: bool = False
-
 
 # -- seeded, contained randomness ----------------------------------------------------------
 
@@ -326,13 +289,13 @@ class ContextualMethod:
                  batch_size: int = 32):
         import torch
 
-        from .model.mlm import load_mlm
-        from .tokenizer import WordPieceTokenizer
         from .device import pick_device
+        from .tokenizer import WordPieceTokenizer
+        from .weights import load_mlm
 
         if mlm_dir is None:
-            raise UserError("the contextual method needs --mlm DIR: a BERT directory with a masked-LM head. "
-                            "Run `bertmtl pretrain --out DIR` first, or pass a BERT that has a masked-LM head "
+            raise UserError("the contextual method needs --mlm DIR: a model with a masked-LM head. Run "
+                            "`bertmtl pretrain --out DIR` first, or pass a BERT that has a masked-LM head "
                             "(bert-base-uncased has one; all-MiniLM-L6-v2 has none).")
         self.device = pick_device(device)
         loaded = load_mlm(mlm_dir, require_head=True, device=self.device)
@@ -398,7 +361,7 @@ class ContextualMethod:
                 for _, p in where:
                     positions[r, p] = True
             with torch.inference_mode():
-                logits = self.model.masked_logits(input_ids.to(self.device), attention.to(self.device),
+                logits = self.model.masked_logits(MLM.name, input_ids.to(self.device), attention.to(self.device),
                                                   positions.to(self.device)).float()
                 logits = logits.masked_fill(~self.allowed, float("-inf"))
                 top = logits.topk(min(self.top_k + 1, int(self.allowed.sum())), dim=-1)
@@ -433,20 +396,16 @@ def build_method(name: str, cfg: AugmentConfig):
 
 # -- the run -------------------------------------------------------------------------------
 
-def _format_label(task: str, label) -> str:
-    """Class indices as integers (as the CS224N files write them), other labels as floats."""
-    return str(int(label)) if TASKS[task].label_dtype == "int" else repr(float(label))
-
-
-def write_task_rows(path: Path, task: str, examples: list[Example]) -> None:
-    """A CS224N-format file (tab-separated, header, CSV quoting) of labelled examples."""
-    t = TASKS[task]
+def write_task_rows(path: Path, spec, examples: list[Example]) -> None:
+    """Labelled examples as a file in the CS224N format (tab-separated, a header, CSV quoting), which
+    every reader of augmented copies reads with `augmented_spec(spec)`."""
+    t = augmented_spec(spec)
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh, delimiter="\t")
         w.writerow(["", t.id_column, *t.text_columns, t.label_column])
         for n, e in enumerate(examples):
             texts = [e.text_a] if not t.pair else [e.text_a, e.text_b]
-            w.writerow([str(n), e.id, *texts, _format_label(task, e.label)])
+            w.writerow([str(n), e.id, *texts, t.output.format_label(t, e.label)])
         fh.flush()
         os.fsync(fh.fileno())
 
@@ -457,41 +416,35 @@ RETRIES = 2
 
 def augment(cfg: AugmentConfig, reporter=None) -> dict:
     """Write augmented copies of the chosen tasks' train files into cfg.out; returns the manifest."""
-    from .data import parse_tasks
-    from .outputs import owned_output
+    from .ownership import owned_output
     from .progress import PlainReporter
-    from .train_config import SEED_MAX, check_numbers
+    from .tasks.declared import chosen_specs
 
     t0 = time.perf_counter()
     reporter = reporter or PlainReporter()
-    # Every number finite and in range (the rule of train_config.number_problem); --aug-p is the
-    # fraction of words changed, in (0, 1].
-    check_numbers([("times", cfg.times, {"min": 1}), ("aug_p", cfg.aug_p, {"min": 0, "max": 1, "min_open": True}),
-                   ("top_k", cfg.top_k, {"min": 1}), ("limit", cfg.limit, {"min": 1}),
-                   ("seed", cfg.seed, {"min": 0, "max": SEED_MAX})])
-    tasks = parse_tasks(",".join(cfg.tasks))
+    cfg.validate()  # every number finite and in range (options.py); --aug-p in (0, 1]
+    specs = chosen_specs(cfg.tasks, cfg.task, cfg.tasks_file)  # declared tasks' files are read here
     methods = parse_methods(",".join(cfg.methods))
-    inputs = task_files(cfg.data_dir, {t: TASKS[t] for t in tasks}, ("train",))
-    with owned_output(cfg.out, cfg.overwrite, {**inputs, "--mlm": cfg.mlm}) as out:  # checked, and ours
-        return _augment(cfg, tasks, methods, out, reporter, t0)
+    inputs = task_files(cfg.data_dir, {s.name: s for s in specs}, ("train",))
+    with owned_output(cfg.out, cfg.overwrite, {**inputs, "--mlm": cfg.mlm,
+                                               "--tasks-file": cfg.tasks_file}) as out:  # checked, and ours
+        return _augment(cfg, specs, methods, out, reporter, t0)
 
 
-def _augment(cfg: AugmentConfig, tasks: list[str], methods: list[str], out: Path, reporter, t0: float) -> dict:
+def _augment(cfg: AugmentConfig, specs: list, methods: list[str], out: Path, reporter, t0: float) -> dict:
     from .fsutil import staged_dir, write_json
 
-    data = {}
-    for name in tasks:
-        path = Path(cfg.data_dir) / TASKS[name].filename("train")
-        f = read_task_file(path, TASKS[name], labelled=True, warn=lambda row: reporter.message(f"warning: {row}"))
-        data[name] = f.examples[:cfg.limit] if cfg.limit else f.examples
+    read = read_tasks(specs, "train", TaskSource(cfg.data_dir), warn=lambda row: reporter.message(f"warning: {row}"))
+    data = {s.name: read.examples[s.name][:cfg.limit] if cfg.limit else read.examples[s.name] for s in specs}
     # Build every method before the long work, so a missing WordNet or MLM head fails at once.
     built = {m: build_method(m, cfg) for m in methods}
 
     manifest: dict = {"config": asdict(cfg), "methods": {m: getattr(b, "notes", {}) for m, b in built.items()}, "tasks": {}}
     with staged_dir(out) as staging:
-        for name, examples in data.items():
-            rows, stats = _augment_task(name, examples, methods, built, cfg, reporter)
-            write_task_rows(staging / TASKS[name].filename("train"), name, rows)
+        for spec in specs:
+            name = spec.name
+            rows, stats = _augment_task(spec, data[name], methods, built, cfg, reporter)
+            write_task_rows(staging / spec.filename("train"), spec, rows)
             manifest["tasks"][name] = stats
             reporter.message(f"{name}: {stats['copies']} augmented copies of {stats['examples']} examples"
                              + (f" ({stats['unchanged_dropped']} unchanged copies dropped)" if stats["unchanged_dropped"] else ""))
@@ -500,10 +453,10 @@ def _augment(cfg: AugmentConfig, tasks: list[str], methods: list[str], out: Path
     return manifest
 
 
-def _augment_task(name: str, examples: list[Example], methods: list[str], built: dict, cfg: AugmentConfig,
+def _augment_task(spec, examples: list[Example], methods: list[str], built: dict, cfg: AugmentConfig,
                   reporter) -> tuple[list[Example], dict]:
     """Augmented copies of one task's examples: copy k of example i uses method (i + k) mod len(methods)."""
-    pair = TASKS[name].pair
+    name, pair = spec.name, spec.pair
     jobs: dict[str, list[tuple[int, int]]] = {m: [] for m in methods}
     for i in range(len(examples)):
         for k in range(cfg.times):

@@ -1,67 +1,23 @@
 """Checkpoints: one directory of safetensors + JSON, written atomically; no pickle anywhere.
 
-Layout of a checkpoint directory (RUN/last, RUN/best):
-  bertmtl.json          format version, bertmtl version, step, epoch
-  multitask.safetensors encoder (`encoder.*`) + heads, under our parameter names
-  config.json           encoder config (Hugging Face format, without "architectures")
-  heads.json            head configuration and the tasks trained
-  tasks.json            the task specs of the heads (absent in older checkpoints: the built-in three)
-  train_args.json       the training options
-  metrics.json          dev metrics at this step
-  vocab.txt, tokenizer_config.json
-and, for resuming (last/ only):
-  optimizer.safetensors optimizer moments and RNG states
-  trainer_state.json    optimizer hyper-parameters, data position, best score so far
-
-A checkpoint is not a Hugging Face model and is named so that nothing takes it for one: no
-`model.safetensors`, so `transformers.AutoModel.from_pretrained(RUN/best)` fails instead of
-loading a random encoder. `bertmtl export` writes what other tools load; `--encoder RUN/best`
-starts a new run from its encoder (model/loading.py reads it). Format 1 checkpoints (weights
-in model.safetensors, config.json naming an HF class) are still read.
+Writing a checkpoint, building the model it holds, and the state a resumed run needs; the layout
+and the reading of a checkpoint's files are rundir.py's.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from . import __version__
-from .config import BertConfig
+from .encoder_config import BertConfig
 from .errors import UserError
-from .tasks import BUILTIN, TASKS, TaskSpec
-from .fsutil import crash_point, recover_dir, save_safetensors, staged_dir, write_bytes, write_json  # noqa: F401 (some re-exported)
-
-FORMAT = 2
-# The weights file of each format we read.
-WEIGHTS_FILE = {1: "model.safetensors", 2: "multitask.safetensors"}
-REQUIRED_FILES = ("bertmtl.json", "config.json", "heads.json", "vocab.txt")
-
-
-def read_json(path: Path) -> dict:
-    try:
-        d = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: missing (an incomplete or foreign checkpoint)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: damaged JSON ({e})") from None
-    if not isinstance(d, dict):
-        raise UserError(f"{path}: expected a JSON object")
-    return d
-
-
-def _load_tensors(path: Path, device="cpu") -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        raise UserError(f"{path}: missing")
-    try:
-        return load_file(str(path), device=str(device))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise UserError(f"{path}: damaged or truncated safetensors file ({e})") from None
+from .fsutil import crash_point, save_safetensors, staged_dir, write_json
+from .rundir import (FORMAT, MARKER, OPTIMIZER_STATE, TRAINER_STATE, WEIGHTS_FILE, check_checkpoint_dir,
+                     checkpoint_part, checkpoint_weights, is_checkpoint, read_json, read_specs, read_tensors)
+from .tasks import TASKS
 
 
 # -- saving -------------------------------------------------------------------------------
@@ -81,11 +37,11 @@ def save_checkpoint(target: Path, model, tokenizer, *, step: int, epoch: float, 
         write_json(staging / "metrics.json", metrics or {})
         tokenizer.save(staging)
         if resume is not None:
-            save_safetensors(staging / "optimizer.safetensors", resume.pop("tensors"))
-            write_json(staging / "trainer_state.json", resume)
+            save_safetensors(staging / OPTIMIZER_STATE, resume.pop("tensors"))
+            write_json(staging / TRAINER_STATE, resume)
         # Written last: a directory without it is never taken for a checkpoint.
-        write_json(staging / "bertmtl.json", {"format": FORMAT, "version": __version__, "step": step,
-                                              "epoch": epoch, "resumable": resume is not None})
+        write_json(staging / MARKER, {"format": FORMAT, "version": __version__, "step": step, "epoch": epoch,
+                                      "resumable": resume is not None})
 
 
 def optimizer_state(optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -152,41 +108,12 @@ class Checkpoint:
         return list(self.heads.get("tasks", TASKS))
 
 
-def check_checkpoint_dir(path: Path) -> dict:
-    """Validate that `path` is a bertmtl checkpoint of a format we read; return bertmtl.json."""
-    path = Path(path)
-    if not path.is_dir():
-        raise UserError(f"{path}: no such checkpoint directory")
-    if not (path / "bertmtl.json").is_file() and (path / "best" / "bertmtl.json").is_file():
-        raise UserError(f"{path} is a run directory; use {path / 'best'} (or {path / 'last'})")
-    info = read_json(path / "bertmtl.json")
-    if info.get("format") not in WEIGHTS_FILE:
-        readable = " or ".join(map(str, WEIGHTS_FILE))
-        raise UserError(f"{path}: checkpoint format {info.get('format')!r} is not {readable} "
-                        f"(written by bertmtl {info.get('version', '?')}; this is {__version__})")
-    missing = [f for f in (*REQUIRED_FILES, WEIGHTS_FILE[info["format"]]) if not (path / f).is_file()]
-    if missing:
-        raise UserError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
-    return info
-
-
-def read_specs(path: Path) -> list[TaskSpec]:
-    """The task specs a checkpoint's heads were built from (tasks.json), or the built-in three."""
-    path = Path(path)
-    if not (path / "tasks.json").is_file():
-        return list(BUILTIN)
-    try:
-        return [TaskSpec.from_dict(d) for d in read_json(path / "tasks.json")["tasks"]]
-    except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{path / 'tasks.json'}: unexpected content ({e})") from None
-
-
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", max_length: int | None = None) -> Checkpoint:
     """Load a checkpoint directory for prediction, evaluation or resuming."""
     from .model.bert import BertModel, uninitialised
     from .model.heads import HeadConfig, MultitaskBert
-    from .tokenizer import DEFAULT_MAX_LENGTH, WordPieceTokenizer
     from .model.loading import load_into
+    from .tokenizer import DEFAULT_MAX_LENGTH, WordPieceTokenizer
 
     path = Path(path)
     info = check_checkpoint_dir(path)
@@ -201,22 +128,55 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", max_le
     tokenizer = WordPieceTokenizer.from_dir(path, max_length=max_length or train_args.get("max_length", DEFAULT_MAX_LENGTH))
     with uninitialised():  # every parameter is loaded next
         model = MultitaskBert(BertModel(config, init_weights=False), head_cfg, tuple(read_specs(path)))
-    load_into(model, load_weights(path, info), source=path / WEIGHTS_FILE[info["format"]], assign=True)
+    load_into(model, checkpoint_weights(path, info), source=path / WEIGHTS_FILE[info["format"]], assign=True)
     model.to(device).eval()
     return Checkpoint(path, model, tokenizer, info, heads, train_args, metrics)
 
 
-def load_weights(path: Path, info: dict | None = None) -> dict[str, torch.Tensor]:
-    """A checkpoint's tensors under our names: `encoder.*` and the heads."""
-    info = info or check_checkpoint_dir(path)
-    return _load_tensors(Path(path) / WEIGHTS_FILE[info["format"]])
+def load_heads(model: torch.nn.Module, directory: str | Path) -> list[str]:
+    """Copy the task heads of checkpoint `directory` into the multitask `model`; returns the tasks taken.
+
+    Heads of tasks the checkpoint lacks stay as initialised. The head structure (pooling, pair
+    mode and features, MLP width) must match: heads trained on other embeddings would not fit.
+    """
+    directory = Path(directory)
+    if not is_checkpoint(directory):
+        raise UserError(f"{directory}: not a bertmtl checkpoint (no {MARKER}); --init-heads-from takes RUN/best")
+    saved = read_json(directory / "heads.json")
+    own = model.cfg.to_dict()
+    differ = [f"{k}: {saved.get(k)!r} there, {own[k]!r} here" for k in ("pooling", "pair_mode", "pair_features",
+                                                                      "mlp_hidden") if saved.get(k, own[k]) != own[k]]
+    if differ:
+        raise UserError(f"{directory}: its heads do not fit this run's ({'; '.join(differ)}); "
+                        f"train with the same options to take them")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in checkpoint_part(directory, "heads").items()}
+    own_state = model.state_dict()
+    theirs = {s.name: s for s in read_specs(directory)}
+    taken = []
+    for task, spec in model.specs.items():
+        other = theirs.get(task)
+        if other is not None and (other.kind, other.labels, other.value_range) != (spec.kind, spec.labels,
+                                                                                   spec.value_range):
+            raise UserError(f"{directory}: its task {task} is a {other.kind} over "
+                            f"{list(other.labels) or other.value_range}, this run's a {spec.kind} over "
+                            f"{list(spec.labels) or spec.value_range}: the head would answer other labels")
+        keys = [k for k in own_state if k.split(".")[0] in (task, *(f"{task}_{x}" for x in ("calibration",)))]
+        if not keys or not all(k in state for k in keys):
+            continue
+        bad = [k for k in keys if state[k].shape != own_state[k].shape]
+        if bad:
+            raise UserError(f"{directory}: head {task} has other shapes ({', '.join(bad)}): trained on another "
+                            f"encoder (hidden size) or other labels")
+        model.load_state_dict({k: state[k] for k in keys}, strict=False)
+        taken.append(task)
+    return taken
 
 
 def load_resume_state(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """The optimizer / RNG tensors and trainer_state.json of a resumable checkpoint (its counters checked)."""
-    state = read_json(path / "trainer_state.json")
-    check_trainer_state(state, path / "trainer_state.json")
-    return _load_tensors(path / "optimizer.safetensors"), state
+    state = read_json(path / TRAINER_STATE)
+    check_trainer_state(state, path / TRAINER_STATE)
+    return read_tensors(path / OPTIMIZER_STATE), state
 
 
 def check_trainer_state(state: dict, where: Path) -> None:

@@ -9,64 +9,17 @@ from pathlib import Path
 
 import torch
 
-from .data import TaskDataset, bucketed_batches
+from .batching import TaskDataset, bucketed_batches
+from .metrics import accuracy, binary_f1, macro_f1, pearson_r, spearman_rho
 from .fsutil import WriteError
 from .model.heads import MultitaskBert
-from .tasks import BUILTIN, TASKS, TaskSpec, overall_keys, spec_of
+from .tasks import BUILTIN, CORRELATIONS, TASKS, TaskSpec, overall_keys, spec_of
 
 METRIC_KEYS = (*(k for s in BUILTIN for k in s.metric_keys), "overall")
 
 
-def accuracy(pred: torch.Tensor, gold: torch.Tensor) -> float:
-    return (pred == gold).float().mean().item()
-
-
-def macro_f1(pred: torch.Tensor, gold: torch.Tensor, num_classes: int = 5) -> float:
-    """Unweighted mean of per-class F1 (a class absent from both counts as F1 0)."""
-    return sum(f1_of_class(pred, gold, c) for c in range(num_classes)) / num_classes
-
-
-def binary_f1(pred: torch.Tensor, gold: torch.Tensor) -> float:
-    """F1 of the second label (index 1, the positive class of a binary task)."""
-    return f1_of_class(pred, gold, 1)
-
-
-def f1_of_class(pred: torch.Tensor, gold: torch.Tensor, c: int) -> float:
-    """F1 of one class (0 when it is absent from both predictions and gold)."""
-    tp = ((pred == c) & (gold == c)).sum().item()
-    fp = ((pred == c) & (gold != c)).sum().item()
-    fn = ((pred != c) & (gold == c)).sum().item()
-    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-
-
-def ranks(x: torch.Tensor) -> torch.Tensor:
-    """Ranks from 1, ties given their average rank (as Spearman's rho needs)."""
-    x = x.double()
-    order = x.argsort()
-    r = torch.empty_like(x)
-    r[order] = torch.arange(1, len(x) + 1, dtype=torch.float64)
-    values, inverse = torch.unique(x, return_inverse=True)
-    sums = torch.zeros(len(values), dtype=torch.float64).index_add_(0, inverse, r)
-    counts = torch.zeros(len(values), dtype=torch.float64).index_add_(0, inverse, torch.ones_like(r))
-    return (sums / counts)[inverse]
-
-
-def spearman_rho(x: torch.Tensor, y: torch.Tensor) -> float | None:
-    """Spearman rank correlation: Pearson's r of the (tie-averaged) ranks."""
-    return pearson_r(ranks(x), ranks(y))
-
-
-def pearson_r(x: torch.Tensor, y: torch.Tensor) -> float | None:
-    """Pearson's r, or None when it is undefined: fewer than two values, or one side constant
-    (no variance to correlate; reporting 0 would rank it with a model that learnt nothing)."""
-    x, y = x.double(), y.double()
-    xc, yc = x - x.mean(), y - y.mean()
-    denom = (xc.norm() * yc.norm()).item()
-    return (xc @ yc).item() / denom if denom else None
-
-
 @torch.inference_mode()
-def predict(model: MultitaskBert, dataset: TaskDataset, batch_size: int = 64, device="cpu",
+def outputs_of(model: MultitaskBert, dataset: TaskDataset, batch_size: int = 64, device="cpu",
             autocast_dtype: torch.dtype | None = None, progress=None) -> torch.Tensor:
     """Model outputs for every example, in dataset order, as `model.postprocess` gives them:
     class probabilities (N, classes), probability of the second label (N,), or a score (N,).
@@ -89,14 +42,9 @@ def predict(model: MultitaskBert, dataset: TaskDataset, batch_size: int = 64, de
 
 
 def decisions(task: str | TaskSpec, outputs: torch.Tensor) -> torch.Tensor:
-    """Post-processed outputs -> predictions: the most probable class, probability > 0.5 as
-    1.0 / 0.0 (the float labels BCE trains on), or the score itself."""
-    spec = spec_of(task)
-    if spec.activation == "softmax":
-        return outputs.argmax(-1)
-    if spec.activation == "sigmoid":
-        return (outputs > 0.5).float()
-    return outputs
+    """Post-processed outputs -> predictions (the output kind's: the most probable class,
+    probability > 0.5 as 1.0 / 0.0, or the score itself)."""
+    return spec_of(task).output.decide(outputs)
 
 
 # Why a metric can be undefined, and what that does to `overall`:
@@ -112,7 +60,7 @@ def undefined_reason(metric: str, outputs: torch.Tensor, labels: torch.Tensor) -
     """(cause, why) when `metric` of the task is undefined on these outputs and labels, else None."""
     if not torch.isfinite(outputs).all():
         return MODEL, "the model's outputs are not finite (NaN or inf)"
-    if metric not in ("pearson", "spearman"):
+    if metric not in CORRELATIONS:
         return None  # accuracy and F1 are defined for any finite outputs and at least one example
     if len(labels) < 2:
         return DATA, f"{len(labels)} dev example(s); a correlation needs at least 2"
@@ -149,6 +97,33 @@ def task_metrics(task: str | TaskSpec, outputs: torch.Tensor, labels: torch.Tens
     return out
 
 
+@torch.inference_mode()
+def token_metrics(model: MultitaskBert, spec: TaskSpec, dataset, batch_size: int = 64, device="cpu",
+                  autocast_dtype: torch.dtype | None = None, progress=None) -> dict:
+    """A masked-LM task's held-out scores: masked-token accuracy, perplexity and mean loss, summed
+    over every masked token (the dataset's masks are fixed, so every call scores the same tokens)."""
+    import torch.nn.functional as F
+
+    was_training = model.training
+    model.eval()
+    device = torch.device(device)
+    loss_sum, correct, n = 0.0, 0, 0
+    for idx in bucketed_batches(dataset.lengths, batch_size, generator=None, bucket=True):
+        batch = dataset.batch(idx).to(device)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            logits = model(batch)
+        gold = batch.labels[batch.labels != -100]
+        loss_sum += F.cross_entropy(logits.float(), gold, reduction="sum").item()
+        correct += int((logits.argmax(-1) == gold).sum())
+        n += len(gold)
+        if progress is not None:
+            progress(len(idx))
+    model.train(was_training)
+    loss = loss_sum / max(n, 1)
+    values = {"accuracy": correct / max(n, 1), "perplexity": math.exp(min(loss, 700.0)), "loss": loss}
+    return {**{spec.metric_key(m): values[m] for m in spec.metrics}, spec.count_key: n}
+
+
 def overall(metrics: dict, specs=BUILTIN, undefined: dict | None = None) -> float | None:
     """Mean of each task's primary metric (for the CS224N tasks: SST accuracy, paraphrase
     accuracy and STS Pearson, the paper's Table 1 score).
@@ -168,7 +143,7 @@ def leaderboard_overall(metrics: dict) -> float | None:
     parts = [metrics.get(s.primary_metric) for s in BUILTIN]
     if any(not isinstance(v, (int, float)) for v in parts):
         return None
-    return sum((v + 1) / 2 if s.regression else v for s, v in zip(BUILTIN, parts)) / len(parts)
+    return sum((v + 1) / 2 if s.metrics[0] in CORRELATIONS else v for s, v in zip(BUILTIN, parts)) / len(parts)
 
 
 def evaluate(model: MultitaskBert, datasets: dict[str, TaskDataset], batch_size: int = 64, device="cpu",
@@ -179,8 +154,12 @@ def evaluate(model: MultitaskBert, datasets: dict[str, TaskDataset], batch_size:
     metrics: dict = {}
     undefined: dict = {}
     for task, ds in datasets.items():
-        outputs = predict(model, ds, batch_size, device, autocast_dtype, progress)
-        metrics.update(task_metrics(model.specs[task], outputs, ds.labels, undefined))
+        spec = model.specs[task]
+        if spec.output.head_family == "tokens":  # masked LM: scored over its masked tokens
+            metrics.update(token_metrics(model, spec, ds, batch_size, device, autocast_dtype, progress))
+            continue
+        outputs = outputs_of(model, ds, batch_size, device, autocast_dtype, progress)
+        metrics.update(task_metrics(spec, outputs, ds.labels, undefined))
     metrics["overall"] = overall(metrics, model.specs.values(), undefined)
     if undefined:  # travels with the metrics into metrics.jsonl, best/metrics.json and the reporters' warnings
         metrics["undefined"] = undefined
@@ -194,9 +173,7 @@ def write_predictions(model: MultitaskBert, datasets: dict[str, TaskDataset], ou
     written = []
     for task, ds in datasets.items():
         spec = model.specs[task]
-        values = decisions(spec, predict(model, ds, batch_size, device)).tolist()
-        if spec.regression:
-            values = [round(v, 4) for v in values]
+        values = [spec.output.prediction_value(v) for v in decisions(spec, outputs_of(model, ds, batch_size, device)).tolist()]
         path = out_dir / f"{task}-{split}-output.csv"
         tmp = path.with_name(path.name + ".tmp")
         try:
@@ -216,5 +193,5 @@ def write_predictions(model: MultitaskBert, datasets: dict[str, TaskDataset], ou
     return written
 
 
-__all__ = ["METRIC_KEYS", "TASKS", "decisions", "evaluate", "leaderboard_overall", "predict", "task_metrics", "overall",
-           "write_predictions"]
+__all__ = ["METRIC_KEYS", "TASKS", "decisions", "evaluate", "leaderboard_overall", "outputs_of", "task_metrics",
+           "overall", "write_predictions"]

@@ -25,6 +25,7 @@ from . import __version__
 from .errors import UserError, extra_hint
 from .fsutil import save_safetensors, staged_dir, write_json
 from .runs import encoder_of
+from .tasks import MLM
 
 FORMATS = ("hf", "sentence-transformers", "onnx")
 ONNX_FILE = "model.onnx"
@@ -34,7 +35,7 @@ ONNX_OPSET = 18
 def export(source: str | Path | None, fmt: str, out: str | Path, command: str | None = None,
            overwrite: bool = False) -> Path:
     """Export checkpoint (or run directory: its best/) `source` as `fmt` into directory `out`."""
-    from .outputs import owned_output
+    from .ownership import owned_output
     from .runs import resolve_checkpoint
 
     if fmt not in FORMATS:
@@ -61,7 +62,7 @@ def _export(path: Path, fmt: str, out: Path, command: str) -> Path:
             write_onnx(ck, d / ONNX_FILE)
             ck.tokenizer.save_for_hf(d)  # the graph takes token ids: ship what makes them
         else:
-            write_hf(ck, d)
+            write_hf(ck.model, ck.tokenizer, d)
             if fmt == "sentence-transformers":
                 write_sentence_transformers(ck, d)
         (d / "README.md").write_text(model_card(ck, fmt, command), encoding="utf-8")
@@ -78,14 +79,24 @@ def hf_state_dict(encoder) -> dict[str, torch.Tensor]:
     return {to_hf_key(k, family): v.detach().float().contiguous().cpu() for k, v in encoder.state_dict().items()}
 
 
-def write_hf(ck, d: Path) -> None:
-    """config.json + model.safetensors of the encoder, and the tokenizer files."""
-    encoder = ck.model.encoder
+def write_hf(model, tokenizer, d: Path) -> None:
+    """config.json + model.safetensors of the encoder, and the tokenizer files. A model with a
+    masked-LM task (`bertmtl pretrain`) is written as transformers' BertForMaskedLM /
+    MPNetForMaskedLM, head included; its encoder part still loads in AutoModel."""
+    from .model import mlm
+
+    encoder = model.encoder
     config = encoder.config.to_dict()
-    config["architectures"] = [encoder.config.family.architecture]
+    if MLM.name in model.specs:
+        config["architectures"] = [mlm.HF_MLM_CLASS[encoder.config.model_type]]
+        config["tie_word_embeddings"] = True  # the decoder is the word embeddings, stored once
+        state = mlm.hf_state_dict(model)
+    else:
+        config["architectures"] = [encoder.config.family.architecture]
+        state = hf_state_dict(encoder)
     write_json(d / "config.json", config)
-    save_safetensors(d / "model.safetensors", hf_state_dict(encoder))
-    ck.tokenizer.save_for_hf(d)
+    save_safetensors(d / "model.safetensors", state)
+    tokenizer.save_for_hf(d)
 
 
 # -- sentence-transformers ----------------------------------------------------------------
@@ -153,8 +164,9 @@ class OnnxGraph(nn.Module):
     def __init__(self, model):
         super().__init__()
         self.model = model
-        self.sentence_specs = [s for s in model.specs.values() if not s.pair]
-        self.pair_specs = [s for s in model.specs.values() if s.pair]
+        answered = [s for s in model.specs.values() if s.output.answers]  # not masked LM
+        self.sentence_specs = [s for s in answered if not s.pair]
+        self.pair_specs = [s for s in answered if s.pair]
         self.cross = model.cfg.pair_mode == "cross"
 
     @property
@@ -285,16 +297,10 @@ For a single sentence, pass it as both sentence 1 and sentence 2 and read the se
 
 def _output_rows(graph: OnnxGraph) -> list[str]:
     """The graph's outputs for people, e.g. "`similarity`: STS, score from 0 to 5 (batch)"."""
-    def what(s) -> str:
-        if s.activation == "softmax":
-            return f"probabilities of {', '.join(s.labels)} (batch x {len(s.labels)})"
-        if s.activation == "sigmoid":
-            return f"probability of {s.labels[1]} (batch)"
-        return f"score from {s.value_range[0]:g} to {s.value_range[1]:g} (batch)"
-
     rows = ["- `embedding1`, `embedding2`: the sentence embeddings (batch x hidden)"]
-    rows += [f"- `{s.json_keys[0]}1`, `{s.json_keys[0]}2`: {s.title}, {what(s)}" for s in graph.sentence_specs]
-    return rows + [f"- `{s.json_keys[0]}`: {s.title}, {what(s)}" for s in graph.pair_specs]
+    rows += [f"- `{s.json_keys[0]}1`, `{s.json_keys[0]}2`: {s.title}, {s.output.describe(s)}"
+             for s in graph.sentence_specs]
+    return rows + [f"- `{s.json_keys[0]}`: {s.title}, {s.output.describe(s)}" for s in graph.pair_specs]
 
 
 def _number(v, spec: str) -> str:

@@ -186,6 +186,20 @@ def write_json(path: Path, obj) -> None:
     write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
+def read_json(path: Path, missing: str, damaged: str = "not valid JSON") -> dict:
+    """The JSON object in `path`, or a UserError naming the file: `missing` says why a file that is
+    not there matters, `damaged` what one that does not parse is."""
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: {missing}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: {damaged} ({e})") from None
+    if not isinstance(d, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    return d
+
+
 def _pid_alive(pid: str) -> bool:
     """Whether process `pid` (of this machine) exists; a name that is no pid counts as dead."""
     try:

@@ -42,22 +42,6 @@ class _Encoded:
     truncated: bool
 
 
-def answer(spec: TaskSpec, output: torch.Tensor, decision: torch.Tensor, suffix: str = "") -> dict:
-    """One task's answer for one input, under the task's JSON keys (+ suffix: sentence 1 or 2).
-
-    `output` is the post-processed output (model.postprocess) and `decision` what
-    evaluate.decisions makes of it, the same two that dev metrics are computed from.
-    """
-    keys = [k + suffix for k in spec.json_keys]
-    if spec.answers_class:
-        i = int(decision)
-        probs = output if spec.activation == "softmax" else torch.stack([1 - output, output])
-        return {keys[0]: {"label": spec.labels[i], "index": i, "probabilities": [round(float(x), 6) for x in probs]}}
-    if spec.activation == "sigmoid":
-        return {keys[0]: round(float(output), 6), keys[1]: bool(decision)}
-    return {keys[0]: round(float(output), 4)}
-
-
 class Predictor:
     """A trained multi-task model ready to answer; load once, call many times."""
 
@@ -88,7 +72,7 @@ class Predictor:
     @property
     def specs(self) -> list[TaskSpec]:
         """The checkpoint's tasks, which `predict` answers."""
-        return list(self.model.specs.values())
+        return [s for s in self.model.specs.values() if s.output.answers]  # not masked LM
 
     def sentence(self, text: str) -> dict:
         """Every single-sentence task's answer for one sentence (UserError if it is not valid text)."""
@@ -98,7 +82,7 @@ class Predictor:
         """Every task's answer for a pair: sentence tasks for each sentence, pair tasks for the pair."""
         return self._one(Item(1, a, b))
 
-    def predict(self, items: list[Item]) -> Iterator[dict]:
+    def answers(self, items: list[Item]) -> Iterator[dict]:
         """Results for a list of items, in order, one per item: an item with `error`, or whose
         text the model cannot take, gives an error object and never costs the others theirs."""
         for it in items:
@@ -109,11 +93,11 @@ class Predictor:
             results = [self._alone(it) for it in items]  # items one at a time, so only its item fails
         yield from results
 
-    def _predict(self, items: list[Item]) -> Iterator[dict]:
+    def _answer(self, items: list[Item]) -> Iterator[dict]:
         from .evaluate import decisions
 
         model = self.model
-        specs = list(model.specs.values())
+        specs = self.specs
         sentence_specs = [s for s in specs if not s.pair]
         pair_specs = [s for s in specs if s.pair]
         good = [it for it in items if it.error is None]
@@ -156,17 +140,17 @@ class Predictor:
             if it.text_b is None:
                 for s in sentence_specs:
                     o, d = per_sentence[s.name]
-                    out.update(answer(s, o[ra], d[ra]))
+                    out.update(s.output.answer(s, o[ra], d[ra]))
             else:
                 rb, k = singles[it.text_b], pair_row[id(it)]
                 truncated = truncated or enc[rb].truncated or pair_trunc[k]
                 for s in sentence_specs:
                     o, d = per_sentence[s.name]
-                    out.update(answer(s, o[ra], d[ra], "1"))
-                    out.update(answer(s, o[rb], d[rb], "2"))
+                    out.update(s.output.answer(s, o[ra], d[ra], "1"))
+                    out.update(s.output.answer(s, o[rb], d[rb], "2"))
                 for s in pair_specs:
                     o, d = per_pair[s.name]
-                    out.update(answer(s, o[k], d[k]))
+                    out.update(s.output.answer(s, o[k], d[k]))
             if truncated:
                 out["truncated"] = f"input longer than the model's maximum ({self.tokenizer.max_length} tokens); the rest was ignored"
             yield self._with_id(out, it)
@@ -182,17 +166,17 @@ class Predictor:
         for it in items:
             buf.append(it)
             if len(buf) >= window or (ready is not None and not ready()):
-                yield from self.predict(buf)
+                yield from self.answers(buf)
                 buf = []
         if buf:
-            yield from self.predict(buf)
+            yield from self.answers(buf)
 
     # -- internals ----------------------------------------------------------------------
 
     def _run(self, items: list[Item]) -> list[dict]:
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.autocast_dtype,
                                                     enabled=self.autocast_dtype is not None):
-            return list(self._predict(items))
+            return list(self._answer(items))
 
     def _one(self, it: Item) -> dict:
         """One item's answer; a bad text raises UserError (a caller's single input, not a stream)."""
@@ -362,18 +346,8 @@ def answer_rows(res: dict, specs=BUILTIN) -> list[tuple[str, str, str]]:
     rows = []
     for s in specs:
         for suffix in ("", "1", "2") if not s.pair else ("",):
-            keys = [k + suffix for k in s.json_keys]
-            if keys[0] not in res:
-                continue
-            name = s.answer_name + (f" {suffix}" if suffix else "")
-            value = res[keys[0]]
-            if s.answers_class:
-                probs = "  ".join(f"{p:.2f}" for p in value["probabilities"])
-                rows.append((name, f"{value['label']} ({value['index']})", f"p = {probs}"))
-            elif s.activation == "sigmoid":
-                rows.append((name, "yes" if res[keys[1]] else "no", f"p = {value:.3f}"))
-            else:
-                rows.append((name, f"{value:.2f} / {s.value_range[1]:g}", ""))
+            if s.json_keys[0] + suffix in res:
+                rows.append((s.answer_name + (f" {suffix}" if suffix else ""), *s.output.row(s, res, suffix)))
     return rows
 
 
@@ -389,20 +363,15 @@ def tsv_columns(specs=BUILTIN) -> tuple[str, ...]:
 def to_tsv(res: dict, line: int, specs=BUILTIN) -> str:
     """One result as a TSV row (columns tsv_columns(specs); empty where not applicable).
 
-    A class shows as its label name, a yes/no as true/false."""
-    def cell(key: str):
-        value = res.get(key, "")
-        if isinstance(value, dict):
-            return value["label"]
-        return str(value).lower() if isinstance(value, bool) else value
-
+    The output kinds write the cells: a class as its label name, a yes/no as true/false."""
     vals = [line, res.get("id", "")]
     for s in specs:
-        for k in s.json_keys:
-            if s.pair:
-                vals.append(cell(k))
-            else:  # a lone sentence answers under the bare key, a pair's sentences under key1, key2
-                vals += [cell(k + "1") if k + "1" in res else cell(k), cell(k + "2")]
+        if s.pair:
+            vals += s.output.cells(s, res)
+        else:  # a lone sentence answers under the bare keys, a pair's sentences under key1, key2
+            one = s.output.cells(s, res, "1" if s.json_keys[0] + "1" in res else "")
+            two = s.output.cells(s, res, "2")
+            vals += [v for k in range(len(s.json_keys)) for v in (one[k], two[k])]
     vals.append(res.get("error", ""))
     return "\t".join(str(v).replace("\t", " ").replace("\n", " ").replace("\r", " ") for v in vals)
 

@@ -1,34 +1,26 @@
-"""Run directories: the runs root, naming a new run, finding the latest, a run's best/, and what
-`bertmtl runs` shows about each run (read from metrics.jsonl and summary.json, no torch).
+"""The runs root: naming a new run, finding runs and the checkpoint a command loads, what `bertmtl
+runs` shows about each (the fold of rundir.RunState, no torch), and cleaning up.
 
 Status of a run:
   finished / stopped / early-stopped / nonfinite   its end record (and summary.json) says so;
-  running    no end record, and a training process holds RUN/.writer.lock (an advisory lock the
-             kernel drops when the process dies, however it dies; a run that ends, even with an
-             error, removes it); where locks cannot be seen (no fcntl, or a lock file naming
-             another host: a shared disk), metrics.jsonl written in the last RECENT_S seconds;
+  running    no end record, and a training process holds RUN/.writer.lock (rundir.writer_alive);
   crashed    no end record and nobody writing: killed, or an error other than a clean stop.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
-from .outputs import WRITER_LOCK, OwnerLock, is_locked, lock_owner
+from .rundir import BEST, LAST, METRICS_LOG, SUMMARY, RunState, WriterLock, is_checkpoint, is_run, writer_alive
 from .train_config import upgrade_config
 
 RUNS_ROOT = Path("checkpoints")
 RUNS_ENV = "BERTMTL_RUNS"
-# A run logs at least every --log-every steps and fsyncs every evaluation; silence this long
-# on a run whose lock we cannot check means its writer is gone.
-RECENT_S = 600
 
 
 def encoder_of(config: dict) -> str:
@@ -64,13 +56,13 @@ def run_dirs(root: Path | None = None) -> list[Path]:
     root = runs_root(root)
     if not root.is_dir():
         return []
-    return [p for p in root.iterdir() if p.is_dir() and (p / "metrics.jsonl").is_file()]
+    return [p for p in root.iterdir() if p.is_dir() and is_run(p)]
 
 
 def latest_run(root: Path | None = None) -> Path | None:
     """The most recently modified run directory under the runs root."""
     runs = run_dirs(root)
-    return max(runs, key=lambda p: (p / "metrics.jsonl").stat().st_mtime) if runs else None
+    return max(runs, key=lambda p: (p / METRICS_LOG).stat().st_mtime) if runs else None
 
 
 @dataclass(frozen=True)
@@ -82,10 +74,6 @@ class CheckpointChoice:
     note: str | None = None
 
 
-def _is_ckpt(path: Path) -> bool:
-    return (path / "bertmtl.json").is_file()
-
-
 def choose_checkpoint(path: str | Path | None, root: Path | None = None) -> CheckpointChoice:
     """A checkpoint from an option: itself, a run's best/ (else its last/, with a note), or, with
     no option, the best/ of the most recent run that has one (else the latest run's last/, noted).
@@ -94,30 +82,30 @@ def choose_checkpoint(path: str | Path | None, root: Path | None = None) -> Chec
     under the root has a best/ checkpoint.
     """
     if path is None:
-        runs = sorted(run_dirs(root), key=lambda p: (p / "metrics.jsonl").stat().st_mtime, reverse=True)
+        runs = sorted(run_dirs(root), key=lambda p: (p / METRICS_LOG).stat().st_mtime, reverse=True)
         if not runs:
             raise UserError(f"no trained model found under {runs_root(root)}/; train one first with `bertmtl train`, "
                             f"or name a checkpoint or run directory (runs elsewhere: --runs-dir DIR or $BERTMTL_RUNS)")
-        best = next((r for r in runs if _is_ckpt(r / "best")), None)
+        best = next((r for r in runs if is_checkpoint(r / BEST)), None)
         if best is not None:
-            return CheckpointChoice(best / "best")
-        last = next((r for r in runs if _is_ckpt(r / "last")), None)
+            return CheckpointChoice(best / BEST)
+        last = next((r for r in runs if is_checkpoint(r / LAST)), None)
         if last is None:
             raise UserError(f"no run under {runs_root(root)}/ has saved a checkpoint yet (best/ or last/); wait for "
                             f"its first evaluation, or name a checkpoint directory")
-        return CheckpointChoice(last / "last", f"no run under {runs_root(root)}/ has a best/ checkpoint (none was "
-                                               f"evaluated on dev yet): using {last / 'last'}")
+        return CheckpointChoice(last / LAST, f"no run under {runs_root(root)}/ has a best/ checkpoint (none was "
+                                               f"evaluated on dev yet): using {last / LAST}")
     path = Path(path)
-    if _is_ckpt(path):
+    if is_checkpoint(path):
         return CheckpointChoice(path)
-    if _is_ckpt(path / "best"):
-        return CheckpointChoice(path / "best")
-    if _is_ckpt(path / "last"):
-        return CheckpointChoice(path / "last", f"{path} has no best/ checkpoint (it was not evaluated on dev yet): "
-                                               f"using {path / 'last'}")
+    if is_checkpoint(path / BEST):
+        return CheckpointChoice(path / BEST)
+    if is_checkpoint(path / LAST):
+        return CheckpointChoice(path / LAST, f"{path} has no best/ checkpoint (it was not evaluated on dev yet): "
+                                             f"using {path / LAST}")
     if not path.exists():
         raise UserError(f"{path}: no such checkpoint")
-    raise UserError(f"{path}: not a bertmtl checkpoint or run directory (no bertmtl.json in it, best/ or last/)")
+    raise UserError(f"{path}: not a bertmtl checkpoint or run directory (none in it, its best/ or its last/)")
 
 
 def resolve_checkpoint(path: str | Path | None, root: Path | None = None) -> Path:
@@ -128,82 +116,41 @@ def resolve_checkpoint(path: str | Path | None, root: Path | None = None) -> Pat
 def find_run(name: str | Path, root: Path | None = None) -> Path:
     """A run directory given as a path or as a name under the runs root."""
     for cand in (Path(name), runs_root(root) / str(name)):
-        if (cand / "metrics.jsonl").is_file():
+        if is_run(cand):
             return cand
     raise UserError(f"{name}: no run there or under {runs_root(root)}/ (a run directory has metrics.jsonl)")
 
 
-# -- the writer lock ------------------------------------------------------------------------
-
-class WriterLock(OwnerLock):
-    """RUN/.writer.lock, held by the process that trains the run from before its first write to its end.
-
-    A second `bertmtl train` on the same run (a shared --out, a --resume of a run still training)
-    is refused with the holder's pid and host.
-    """
-
-    def __init__(self, run_dir: Path):
-        super().__init__(Path(run_dir) / WRITER_LOCK, f"run {run_dir}")
-
-
-def writer_alive(run_dir: Path) -> bool:
-    """Whether a process is training the run now (see the module docstring for how it is told)."""
-    path = Path(run_dir) / WRITER_LOCK
-    log = Path(run_dir) / "metrics.jsonl"
-    recent = log.is_file() and time.time() - log.stat().st_mtime < RECENT_S
-    if lock_owner(path).get("host") not in (None, socket.gethostname()):
-        return recent  # another machine's lock is invisible here
-    # No lock file (released: a clean end or an error) is no writer; without fcntl, the log's age.
-    locked = is_locked(path)
-    return recent if locked is None else locked
-
-
 # -- what `bertmtl runs` shows ----------------------------------------------------------------
-
-# Keys of an eval record that are not dev metrics.
-_EVAL_META = {"type", "split", "step", "epoch", "best", "best_overall", "time"}
-
 
 def run_info(run_dir: Path) -> dict:
     """A run's name, start time, progress, status, encoder, configuration and best dev metrics.
 
     `best` holds the dev metrics of the evaluation with the best overall score: those of RUN/best.
     """
-    from .metrics_log import read_records
-
     run_dir = Path(run_dir)
-    records, _ = read_records(run_dir / "metrics.jsonl")
-    starts = [r for r in records if r.get("type") in ("start", "resume")]
-    evals = [r for r in records if r.get("type") == "eval"]
-    config = upgrade_config(starts[-1].get("config", {})) if starts else {}
-    last_start = max((i for i, r in enumerate(records) if r.get("type") in ("start", "resume")), default=-1)
-    end = next((r for r in reversed(records[last_start + 1:]) if r.get("type") == "end"), None)
-    summary = run_dir / "summary.json"
-    if end is not None:
-        status = end.get("status", "finished")
-    elif summary.is_file() and summary.stat().st_mtime >= (run_dir / "metrics.jsonl").stat().st_mtime:
+    state = RunState.of(run_dir)
+    summary = run_dir / SUMMARY
+    if state.status not in ("running", "waiting"):
+        status = state.status  # the end record of the last start or resume
+    elif summary.is_file() and summary.stat().st_mtime >= (run_dir / METRICS_LOG).stat().st_mtime:
         status = _read_status(summary)  # written right after the end record, which was lost
     else:
         status = "running" if writer_alive(run_dir) else "crashed"
-    started = next((r["time"] for r in records if isinstance(r.get("time"), (int, float))), None)
-    if started is None:
-        started = (run_dir / "metrics.jsonl").stat().st_mtime if not records else None
-    # Evaluations without an overall score (None: a metric undefined because of the model), and
-    # NaN ones logged by older versions, never count as best.
-    scored = [e for e in evals if isinstance(e.get("overall"), (int, float)) and math.isfinite(e["overall"])]
-    best = max(scored, key=lambda e: e["overall"]) if scored else None
-    steps = max((r.get("step", 0) for r in records if isinstance(r.get("step"), int)), default=0)
+    started = state.started if state.started is not None else (
+        (run_dir / METRICS_LOG).stat().st_mtime if not state.records else None)
+    config = upgrade_config(state.config)
     return {
         "name": run_dir.name,
         "path": str(run_dir),
         "started": started,
         "status": status,
-        "step": steps,
-        "total_steps": starts[-1].get("total_steps") if starts else None,
+        "step": state.step,
+        "total_steps": state.total_steps,
         "encoder": encoder_of(config),
         "tasks": config.get("tasks"),
-        "best_step": best["step"] if best else None,
-        "best": {k: v for k, v in best.items() if k not in _EVAL_META} if best else {},
+        "best_step": state.best_step,
+        "best": state.best,
         "config": config,
     }
 
@@ -276,12 +223,12 @@ def plan_drop_last(run_dir: Path) -> tuple[Removal | None, str | None]:
     """Dropping a finished run's resumable last/ (weights and optimizer moments), keeping best/;
     (None, why) when the run keeps it."""
     info = run_info(run_dir)
-    last = run_dir / "last"
+    last = run_dir / LAST
     if not last.exists():
         return None, "has no last/"
     if info["status"] not in DONE:
         return None, f"is {info['status']}: its last/ is what resumes it"
-    if not (run_dir / "best" / "bertmtl.json").is_file():
+    if not is_checkpoint(run_dir / BEST):
         return None, "has no best/ checkpoint: its last/ is its only model"
     return Removal(run_dir, last, "last/", disk_bytes(last)), None
 

@@ -1,10 +1,10 @@
 """Every training option, once: a dataclass field per option (no torch import).
 
 A field's metadata is its help text, its choices or numeric range, and whether it may change
-when a run is resumed. From it come the `bertmtl train` options (cli/options.py), the
-validation (`TrainConfig.validate`) and the resume check (`TrainConfig.check_resume`, run by
-training itself), and what `--config FILE` may hold and `--print-config` prints (config_file.py).
-Adding an option is adding a field here and reading it where it acts.
+when a run is resumed (options.py). From it come the `bertmtl train` options (cli/options.py),
+the validation (`TrainConfig.validate`), the resume check (`TrainConfig.check_resume`, run by
+training itself), what `--config FILE` may hold and what `--print-config` prints. Adding an
+option is adding a field here and reading it where it acts.
 
 The defaults were chosen by dev measurements (README, Results): batch 64 per task and lr 1e-4
 for two epochs, with SMART (extra forward and backward passes per step) one flag away.
@@ -12,24 +12,26 @@ for two epochs, with SMART (extra forward and backward passes per step) one flag
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from .errors import UserError
-from .numbers import number_problem
+from .options import DEVICES, PRECISIONS, SEED_MAX, Options, option
+from .mlm_text import parse_amounts, parse_sources
+from .taskfiles import parse_tasks
 from .tasks import TASKS
+from .tasks.declared import builtin_names, parse_task_flags
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 REPORT_TO = ("tensorboard", "csv")
-DEVICES = ("auto", "cpu", "cuda")
-ALL_TASKS = tuple(TASKS)
+# The head options' choices (model/heads.py's HeadConfig takes them from the fields below).
+POOLINGS = ("mean", "cls", "pooler")
+PAIR_MODES = ("bi", "cross")
+PAIR_FEATURES = ("concat", "symmetric")
+STS_LOSSES = ("pearson", "mse")
+COMBINERS = ("sum", "pcgrad")
+OPTIMIZERS = ("adamw", "adamaxw")
 # --sst-train FILE and friends: (field key in TrainConfig.files, help), one pair per task.
 FILE_OPTIONS = tuple((f"{t.name}_{split}", f"Override the {t.title} {split} file.")
                      for t in TASKS.values() for split in ("train", "dev"))
 
-# Seeds are 0 .. 2**63-1: what torch.manual_seed takes as a signed 64-bit number, and what our
-# generators take after mixing a seed with a task, pass or step (data.py, mtl/ reduce modulo 2**63).
-SEED_MAX = 2**63 - 1
 # Widths beyond this are typos (10^11 units would ask for terabytes), refused before allocating.
 MLP_HIDDEN_MAX = 65_536
 
@@ -51,13 +53,6 @@ def upgrade_config(d: dict) -> dict:
     if all(k in out for k in _SAVED_BEFORE_STOP_AT) and "stop_at_step" not in out:
         out["stop_at_step"], out["max_steps"] = out["max_steps"], None
     return out
-
-
-def parse_tasks(spec: str) -> list[str]:
-    """'sst,para' -> ['sst', 'para'] in canonical order (also accepts full names); ValueError if unknown."""
-    from .data import parse_tasks as parse
-
-    return parse(spec)
 
 
 def parse_task_weights(spec: str) -> dict[str, float]:
@@ -83,39 +78,11 @@ def parse_report_to(values) -> list[str]:
         raise ValueError(f"unknown destination(s) {', '.join(bad)}; choose from {', '.join(REPORT_TO)}")
     return names
 
-def parse_task_flags(values) -> list[str]:
-    """--task values, each checked for the NAME:KIND:TRAIN[:DEV] form."""
-    from .user_tasks import parse_task_flags as parse
-
-    return parse(values)
-
-
-def option(default=None, help: str = "", *, factory=None, type=None, choices=None, min=None, max=None,
-           min_open=False, max_open=False, resume=True, flag=None, path=None, metavar=None, parse=None, cli=True,
-           aliases=(), multiple=False):
-    """A TrainConfig field with the metadata that generates its option, validation and resume check.
-
-    type: the value type when the default is None. choices / min, max (+ min_open, max_open):
-    the allowed values. resume=False: fixed once a run exists (it shapes the saved weights or the
-    optimizer's parameter groups). flag: "on/off" for --x/--no-x, "on" for a bare --x.
-    path: "dir" or "existing_dir". parse: turns the option's text into the value (lists, dicts);
-    a dict-valued option updates the default's keys. multiple: the option may be repeated (`parse`
-    gets the list of its values). cli=False: no generated option. aliases: other flag names
-    accepted for the same option (kept for old command lines).
-    """
-    if type is None and (default is not None or factory is not None):
-        type = (factory() if factory else default).__class__
-    meta = {"help": help, "type": type, "choices": tuple(choices) if choices else None, "min": min, "max": max,
-            "min_open": min_open, "max_open": max_open, "resume": resume, "flag": flag, "path": path,
-            "metavar": metavar, "parse": parse, "cli": cli, "aliases": tuple(aliases), "multiple": multiple}
-    if factory is not None:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
-
-
 @dataclass
-class TrainConfig:
+class TrainConfig(Options):
     """Every option of a training run (saved as train_args.json)."""
+
+    file_options = FILE_OPTIONS  # --sst-train FILE and friends, into `files`
 
     # -- data
     data_dir: str = option("data", "Directory with the CS224N task CSVs.", path="dir")
@@ -138,14 +105,15 @@ class TrainConfig:
     tasks_file: str | None = option(None, "A YAML or JSON file declaring tasks (columns, labels, id, loss weight, "
                                           "metrics; README, Your own tasks).", type=str, resume=False)
     files: dict = option(help="Per-task file overrides, e.g. {'sst_train': path} (--sst-train FILE ...).",
-                         factory=dict, cli=False)
-    augment: str | None = option(None, "Also train on the augmented copies in this directory "
-                                       "(from `bertmtl augment`).", type=str, path="dir")
+                         factory=dict, cli=False, text_items=True)
+    augment: str | None = option(None, "Also train on the augmented copies in this directory (from `bertmtl "
+                                       "augment`; their text joins masked LM's too).", type=str, path="dir",
+                                 aliases=("augmented",))
     # -- length of the run
     epochs: float = option(2.0, "Epochs (one epoch = one pass over the largest task).", min=0, min_open=True)
     steps_per_epoch: int | None = option(None, "Override the epoch length in steps.", type=int, min=1)
     max_steps: int | None = option(None, "Train for this many steps: the learning-rate schedule spans them "
-                                         "(overrides --epochs).", type=int, min=1)
+                                         "(overrides --epochs).", type=int, min=1, aliases=("steps",))
     stop_at_step: int | None = option(None, "Stop at this step, keeping the schedule of --epochs / --max-steps "
                                             "(a budgeted part of a longer run; --resume with a larger value goes "
                                             "on).", type=int, min=1)
@@ -157,7 +125,7 @@ class TrainConfig:
     eval_batch_size: int = option(128, "Examples per forward pass when evaluating on dev.", min=1)
     dev_limit: int | None = option(None, "Evaluate during training on a fixed subset of N dev examples per task "
                                          "(the same subset in every run; a dev evaluation takes about a minute on "
-                                         "a CPU) [default: all; `bertmtl evaluate` always scores all].",
+                                         "a CPU) [default: all; `bertmtl evaluate --dev-limit N` scores the same subset].",
                                    type=int, min=1)
     # -- optimisation
     lr: float = option(1e-4, "Peak learning rate.", min=0, min_open=True)
@@ -173,13 +141,13 @@ class TrainConfig:
     dropout: float = option(0.1, "Dropout in the encoder and heads.", min=0, max=1, max_open=True)
     ema: float = option(0.0, "Evaluate and save an exponential moving average of the weights with this decay "
                              "(e.g. 0.99; 0 = off).", min=0, max=1, max_open=True)
-    combine: str = option("pcgrad", "How per-task gradients become one update.", choices=("sum", "pcgrad"))
+    combine: str = option("pcgrad", "How per-task gradients become one update.", choices=COMBINERS)
     sampling: str = option("round-robin", "Each step takes a batch of every task (round-robin), or of each task with "
                                           "probability its size / the largest task's (proportional).",
                            choices=("round-robin", "proportional"), resume=False)
     loss_weights: dict = option(help="Per-task loss weights [default: 1, or a tasks file's loss_weight].",
                                 factory=dict, metavar="TASK=W,...", parse=parse_task_weights)
-    optimizer: str = option("adamw", "Optimizer (ours).", choices=("adamw", "adamaxw"), resume=False)
+    optimizer: str = option("adamw", "Optimizer (ours).", choices=OPTIMIZERS, resume=False)
     # -- SMART adversarial regularisation
     smart: bool = option(False, "SMART adversarial regularisation.", flag="on/off")
     smart_weights: dict = option(help="Per-task SMART weights [default: sst=0.5,para=0,sts=0.5, as in the paper].",
@@ -214,14 +182,14 @@ class TrainConfig:
                                   type=str, path="dir")
     # -- model
     pooling: str = option("mean", "Sentence embedding: mean of tokens, [CLS] state, or the tanh pooler.",
-                          choices=("mean", "cls", "pooler"), resume=False)
+                          choices=POOLINGS, resume=False)
     pair_mode: str = option("bi", "Pairs as two embeddings (cosine + MLP) or one [CLS] a [SEP] b [SEP] input.",
-                            choices=("bi", "cross"), resume=False)
+                            choices=PAIR_MODES, resume=False)
     pair_features: str = option("concat", "Bi-encoder MLP input: [u, v, |u-v|, u*v], or [u+v, |u-v|, u*v], which "
                                           "scores (a, b) and (b, a) alike.",
-                                choices=("concat", "symmetric"), resume=False)
+                                choices=PAIR_FEATURES, resume=False)
     sts_loss: str = option("pearson", "STS loss: 1 - Pearson r over the batch, or squared error on the 0-5 scale.",
-                           choices=("pearson", "mse"))
+                           choices=STS_LOSSES)
     mlp_hidden: int = option(256, "Hidden units of the bi-encoder pair heads' MLP (paraphrase, similarity).",
                              min=1, max=MLP_HIDDEN_MAX, resume=False)
     max_length: int = option(128, "Maximum tokens per input (capped by the model's positions).", min=8)
@@ -229,102 +197,69 @@ class TrainConfig:
     bucket: bool = option(True, "Length-bucketed batches (less padding).", flag="on/off")
     strict: bool = option(False, "Stop at the first unusable data row instead of skipping it.", flag="on")
     max_nonfinite: int = option(5, "Stop after this many consecutive steps with a non-finite loss.", min=1)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    # -- masked-LM further pretraining (one more task: `bertmtl pretrain`, or beside the others)
+    mlm_text: list = option(help="Also train masked LM on the train-file text of these: sst, quora, sts, imdb "
+                                 "(ids-cfimdb-train.csv, used when present) or a declared task's name [bertmtl "
+                                 "pretrain: the four built-in sources].", factory=list, parse=parse_sources,
+                            metavar="DATASET,...", aliases=("datasets",), resume=False)
+    mlm_caps: dict = option(help="At most N training texts of a masked-LM source (e.g. quora=5000).", factory=dict,
+                            metavar="DATASET=N,...", parse=lambda v: parse_amounts(v, "--mlm-caps", True),
+                            multiple=True, aliases=("cap",), resume=False)
+    mlm_upsample: dict = option(help="Repeat a masked-LM source's texts by a factor (e.g. sts=2).", factory=dict,
+                                metavar="DATASET=FACTOR,...", min=1,
+                                parse=lambda v: parse_amounts(v, "--mlm-upsample", False), multiple=True,
+                                aliases=("upsample",), resume=False)
+    mlm_heldout: float = option(0.05, "Fraction of each masked-LM source held out for its dev scores.", min=0, max=1,
+                                min_open=True, max_open=True, aliases=("heldout",), resume=False)
+    mlm_heldout_max: int = option(500, "At most this many held-out examples per masked-LM source.", min=1,
+                                  aliases=("heldout-max",), resume=False)
+    mask_prob: float = option(0.15, "Masked LM: fraction of tokens chosen for prediction (80% masked, 10% random, "
+                                    "10% kept).", min=0, max=1, min_open=True, max_open=True)
+    head_steps: int | None = option(None, "Train the heads alone for the first N steps, the encoder frozen, at "
+                                          "--head-lr (decaying to 0), before the --lr schedule [default: 20% of the "
+                                          "steps when a masked-LM head is new, else 0].", type=int, min=0)
+    head_lr: float | None = option(None, "Learning rate of the head-only steps [default: --lr; bertmtl pretrain: "
+                                         "1e-3].", type=float, min=0, min_open=True)
+    mlm_only: bool = option(False, "Train masked LM alone: declared tasks give their text, their heads do not "
+                                   "train (what `bertmtl pretrain` runs).", flag="on", resume=False)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        d = upgrade_config(d)
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def head_config(self):
-        from .model.heads import HeadConfig
-
-        return HeadConfig(pooling=self.pooling, pair_mode=self.pair_mode, pair_features=self.pair_features,
-                          mlp_hidden=self.mlp_hidden, dropout=self.dropout, sts_loss=self.sts_loss)
-
-    def smart_config(self):
-        from .mtl import SmartConfig
-
-        return SmartConfig(weights=dict(self.smart_weights), noise=self.smart_noise, step=self.smart_step,
-                           epsilon=self.smart_epsilon, steps=self.smart_steps)
+    def upgrade(cls, d: dict) -> dict:
+        return upgrade_config(d)
 
     @property
     def declares_tasks(self) -> bool:
-        """Whether --task or --tasks-file declare tasks of the user's own."""
-        return bool(self.task or self.tasks_file)
+        """Whether --task, --tasks-file or --mlm-text add tasks of their own (then the built-in tasks
+        train only when named)."""
+        return bool(self.task or self.tasks_file or self.mlm_text)
 
     def builtin_tasks(self) -> list[str]:
         """The built-in tasks trained: --tasks, or by default all three (none beside declared tasks)."""
-        if self.tasks is None:
-            return [] if self.declares_tasks else list(ALL_TASKS)
-        return list(self.tasks)
+        return builtin_names(self.tasks, self.declares_tasks)
 
-    def validate(self) -> None:
-        """Normalise the task list and check every field against its metadata (UserError if not)."""
-        for f in dataclasses.fields(self):  # a config file can put anything in a list: names and paths are text
-            value = getattr(self, f.name)
-            items = value if isinstance(value, (list, tuple)) else \
-                value.values() if isinstance(value, dict) and f.metadata["parse"] is not parse_task_weights else ()
-            if bad := [v for v in items if not isinstance(v, str)]:
-                raise UserError(f"--{flag_name(f)}: every item must be text, not {bad[0]!r}")
-        if self.tasks is None:
-            self.tasks = self.builtin_tasks()
-        elif self.tasks or not self.declares_tasks:
-            try:
-                self.tasks = parse_tasks(self.tasks if isinstance(self.tasks, str) else ",".join(self.tasks))
-            except ValueError as e:
-                raise UserError(f"--tasks: {e}") from None
-        for f in dataclasses.fields(self):
-            problem = check_value(f, getattr(self, f.name))
-            if problem:
-                raise UserError(f"--{flag_name(f)} {problem}")
+    def normalise(self) -> None:
+        """The task list in canonical order (default: every built-in task, none beside declared tasks);
+        masked LM alone reads, unless told, the declared tasks' text, else every built-in source's."""
+        if self.mlm_only and not self.mlm_text:
+            from .mlm_text import BUILTIN_SOURCES
+            from .tasks.declared import declared_entries
 
-    def check_resume(self, saved: dict) -> None:
-        """Refuse options that may not change on resume (resume=False) and differ from the saved run's."""
-        saved = {**TrainConfig().to_dict(), **upgrade_config(saved)}  # keys an older run did not save: defaults
-        for f in dataclasses.fields(self):
-            if not f.metadata["resume"] and f.name in saved and getattr(self, f.name) != saved[f.name]:
-                raise UserError(f"--{flag_name(f)} cannot change when resuming: the run was trained with "
-                                f"{saved[f.name]!r} (its weights or optimizer state depend on it)")
+            declared = [str(e["name"]) for e in declared_entries(self.task, self.tasks_file)]
+            self.mlm_text = declared or list(BUILTIN_SOURCES)
+        self.tasks = self.builtin_tasks()
 
 
-FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+FIELDS = TrainConfig.fields()
 
 
-def flag_name(f: dataclasses.Field) -> str:
-    """The option's name without dashes: data_dir -> data-dir."""
-    return f.name.replace("_", "-")
-
-
-def check_value(f: dataclasses.Field, value) -> str | None:
-    """Why `value` is not allowed for field `f` (None when it is)."""
-    m = f.metadata
-    if value is None:
-        return None if f.default is None else "must be given"
-    if m["choices"] and isinstance(value, (list, tuple)):
-        bad = [v for v in value if v not in m["choices"]]
-        return f"has unknown value(s) {', '.join(map(str, bad))}; choose from {', '.join(m['choices'])}" \
-            if bad else None
-    if m["choices"] and value not in m["choices"]:
-        return f"must be one of {', '.join(m['choices'])}"
-    if m["parse"] is parse_task_weights:  # per-task weights (--loss-weights, --smart-weights): numbers >= 0
-        for task, w in value.items():
-            if isinstance(w, bool) or not isinstance(w, (int, float)):
-                return f"{task}: must be a number, not {w!r}"
-            if problem := number_problem(w, min=0):
-                return f"{task}: {problem}"
-        return None
-    if m["type"] in (int, float) and not isinstance(value, bool) and isinstance(value, (int, float)):
-        return number_problem(value, m["min"], m["max"], m["min_open"], m["max_open"])
-    return None
-
-
-def check_numbers(checks) -> None:
-    """UserError for the first (name, value, range keywords) whose value `number_problem` refuses
-    (None values, options not given, pass)."""
-    for name, value, bounds in checks:
-        if value is not None and (problem := number_problem(value, **bounds)):
-            raise UserError(f"{name} {problem}")
+# `bertmtl pretrain`: a training run whose one task is masked LM on the tasks' text (the same loop,
+# checkpoints, resume and sinks as train), with these options and defaults (the ones measured in
+# README: lr 5e-5, batch 32, one epoch, a fresh head fitted alone first at 1e-3).
+PRETRAIN_OPTIONS = ("data_dir", "out", "runs_dir", "encoder", "mlm_text", "augment", "mlm_caps", "mlm_upsample",
+                    "mlm_heldout", "mlm_heldout_max", "mask_prob", "task", "tasks_file", "epochs", "max_steps",
+                    "stop_at_step", "batch_size", "grad_accum", "eval_batch_size", "lr", "head_steps", "head_lr",
+                    "weight_decay", "warmup", "schedule", "clip", "dropout", "max_length", "seed", "device",
+                    "precision", "compile", "eval_every", "save_every", "log_every", "report_to", "strict",
+                    "max_nonfinite", "bucket")
+PRETRAIN_DEFAULTS = {"out": "pretrained-mlm", "mlm_only": True, "tasks": [], "combine": "sum", "epochs": 1.0,
+                     "batch_size": 32, "eval_batch_size": 64, "lr": 5e-5, "head_lr": 1e-3}

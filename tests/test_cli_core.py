@@ -58,24 +58,35 @@ def test_help_imports_no_torch():
     assert "--pair-mode" in out and "--pair-features" in out and out.strip().endswith("TORCH False"), out
 
 
-def test_every_command_loads_and_train_options_come_from_the_config():
+def test_every_commands_options_come_from_its_config():
+    """One field, one option: each command's options are generated from its Options dataclass, and
+    their defaults build the command's default configuration."""
     import dataclasses
 
     from bertmtl.cli import COMMANDS
-    from bertmtl.train_config import FIELDS, TrainConfig
+    from bertmtl.cli.options import config_from_options
+    from bertmtl.configs import AblateConfig, AugmentConfig, EvaluateConfig, ExportConfig, PredictConfig
+    from bertmtl.pretrain import pretrain_config
+    from bertmtl.train_config import PRETRAIN_OPTIONS, TrainConfig
 
     for name in COMMANDS:
         r = CliRunner().invoke(main, [name, "--help"])
         assert r.exit_code == 0, (name, r.output)
-    train_cmd = main.get_command(None, "train")
-    names = {p.name for p in train_cmd.params}
-    assert {n for n, f in FIELDS.items() if f.metadata["cli"]} <= names
-    # The generated options' defaults build the default config.
-    ctx = train_cmd.make_context("train", [])
-    from bertmtl.cli.options import config_from_options
-
-    assert config_from_options(ctx, ctx.params) == TrainConfig()
-    assert all(f.metadata["help"] for f in dataclasses.fields(TrainConfig))
+    commands = {"train": (TrainConfig, None, TrainConfig()), "pretrain": (TrainConfig, PRETRAIN_OPTIONS, pretrain_config()),
+                "augment": (AugmentConfig, None, AugmentConfig()), "ablate": (AblateConfig, None, AblateConfig()),
+                "evaluate": (EvaluateConfig, None, EvaluateConfig()), "export": (ExportConfig, None, ExportConfig()),
+                "predict": (PredictConfig, None, PredictConfig())}
+    for name, (cls, only, expected) in commands.items():
+        cmd = main.get_command(None, name)
+        fields = {f.name for f in dataclasses.fields(cls) if f.metadata["cli"] and (only is None or f.name in only)}
+        assert fields <= {p.name for p in cmd.params}, name
+        ctx = cmd.make_context(name, ["--format", "hf", "--out", "x"] if name == "export" else [])
+        base = None if name != "pretrain" else pretrain_config().to_dict()
+        got = config_from_options(cls, ctx, dict(ctx.params), base)
+        if name == "export":
+            got.format, got.out = None, None
+        assert got == expected, name
+        assert all(f.metadata["help"] for f in dataclasses.fields(cls)), name
 
 
 def test_config_validation_and_resume_check_follow_the_metadata():
@@ -86,7 +97,7 @@ def test_config_validation_and_resume_check_follow_the_metadata():
     from bertmtl.train_config import FIELDS, TrainConfig
 
     cfg = TrainConfig()
-    assert cfg.smart_config() == SmartConfig() and cfg.max_length == DEFAULT_MAX_LENGTH
+    assert SmartConfig.of(cfg) == SmartConfig() and cfg.max_length == DEFAULT_MAX_LENGTH
     assert set(FIELDS["optimizer"].metadata["choices"]) == set(OPTIMIZERS)
     for bad, msg in (({"lr": 0.0}, "lr must be > 0"), ({"warmup": 1.0}, "warmup must be < 1"),
                      ({"combine": "mean"}, "combine must be one of sum, pcgrad"),

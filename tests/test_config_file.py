@@ -84,7 +84,7 @@ def test_config_file_mistakes_are_named(tmp_path, text, message):
 
 def test_runs_saved_before_the_encoder_option_resume_and_repeat(tmp_path):
     """Older train_args.json say "pretrained" (null = the default): they still load, resume and repeat."""
-    from bertmtl.config_file import read_config_file
+    from bertmtl.options import read_options_file
     from bertmtl.errors import UserError
     from bertmtl.train_config import TrainConfig
 
@@ -98,4 +98,4 @@ def test_runs_saved_before_the_encoder_option_resume_and_repeat(tmp_path):
     with pytest.raises(UserError, match="--encoder cannot change"):
         cfg.check_resume(old)
     (tmp_path / "train_args.json").write_text(json.dumps({**old, "pretrained": "/models/bert"}))
-    assert read_config_file(tmp_path / "train_args.json")["encoder"] == "/models/bert"
+    assert read_options_file(TrainConfig, tmp_path / "train_args.json")["encoder"] == "/models/bert"

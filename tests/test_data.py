@@ -6,7 +6,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from bertmtl.data import TASKS, RoundRobin, TaskDataset, bucketed_batches, parse_tasks, read_task_file
+from bertmtl.tasks import TASKS
+from bertmtl.batching import RoundRobin, TaskDataset, bucketed_batches
+from bertmtl.taskfiles import parse_tasks, read_task_file
 from bertmtl.errors import UserError
 from bertmtl.tokenizer import WordPieceTokenizer
 
@@ -63,7 +65,7 @@ def test_sts_range_and_invalid_utf8(tmp_path):
 
 def test_a_lone_surrogate_in_a_json_lines_row_is_skipped_not_fatal(tmp_path):
     """A JSON escape such as \\ud800 decodes to text the tokenizer refuses: that row is skipped."""
-    from bertmtl.user_tasks import build_spec
+    from bertmtl.tasks.declared import build_spec
 
     p = tmp_path / "t.jsonl"
     p.write_text('{"text": "fine words", "label": "a"}\n{"text": "bad \\ud800 one", "label": "b"}\n'

@@ -13,8 +13,7 @@ from bertmtl.cli import main
 from bertmtl.ema import RAW_PREFIX, WeightAverage
 from bertmtl.model import BertModel
 
-from .conftest import tiny_config
-from .fixtures import write_task_data
+from .conftest import cli, tiny_config
 
 
 def test_update_follows_the_warmed_up_decay():
@@ -64,22 +63,12 @@ def test_applied_swaps_the_average_in_and_restores_exactly():
     assert all(torch.equal(v, raw_before[k]) for k, v in model.state_dict().items())
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return write_task_data(tmp_path_factory.mktemp("edata"))
-
-
-def _train(args):
-    r = CliRunner().invoke(main, ["train", *args])
-    assert r.exit_code == 0, r.output + repr(r.exception)
-
-
 def test_training_saves_the_average_and_resumes_exactly(tiny_bert_dir, data_dir, tmp_path):
     common = ["--pretrained", str(tiny_bert_dir), "--data-dir", str(data_dir), "--epochs", "2", "--lr", "1e-3",
               "--batch-size", "16", "--seed", "0", "--ema", "0.8"]
-    _train([*common, "--out", str(tmp_path / "a")])
-    _train([*common, "--out", str(tmp_path / "b"), "--stop-at-step", "4", "--save-every", "2"])
-    _train(["--resume", str(tmp_path / "b"), "--stop-at-step", "12"])
+    cli("train", *common, "--out", str(tmp_path / "a"))
+    cli("train", *common, "--out", str(tmp_path / "b"), "--stop-at-step", "4", "--save-every", "2")
+    cli("train", "--resume", str(tmp_path / "b"), "--stop-at-step", "12")
     for f in ("multitask.safetensors", "optimizer.safetensors"):
         a = load_file(str(tmp_path / "a" / "last" / f))
         b = load_file(str(tmp_path / "b" / "last" / f))
@@ -100,10 +89,10 @@ def test_training_saves_the_average_and_resumes_exactly(tiny_bert_dir, data_dir,
     # The average never touches training: a run without it ends on the same training weights,
     # and a run saved with it and resumed with `--ema 0` goes on from those weights too.
     plain = [c for c in common if c not in ("--ema", "0.8")]
-    _train([*plain, "--out", str(tmp_path / "c")])
+    cli("train", *plain, "--out", str(tmp_path / "c"))
     c = load_file(str(tmp_path / "c" / "last" / "multitask.safetensors"))
     assert all(torch.equal(c[k], raw[k]) for k in raw)
-    _train([*common, "--out", str(tmp_path / "d"), "--stop-at-step", "4", "--save-every", "2"])
-    _train(["--resume", str(tmp_path / "d"), "--ema", "0", "--stop-at-step", "12"])
+    cli("train", *common, "--out", str(tmp_path / "d"), "--stop-at-step", "4", "--save-every", "2")
+    cli("train", "--resume", str(tmp_path / "d"), "--ema", "0", "--stop-at-step", "12")
     d = load_file(str(tmp_path / "d" / "last" / "multitask.safetensors"))
     assert all(torch.equal(c[k], d[k]) for k in c)

@@ -16,24 +16,18 @@ from bertmtl.export import export
 from bertmtl.predict import Item, Predictor
 
 from .conftest import REAL_PAIRS, REAL_SENTENCES
-from .fixtures import write_task_data
 
 transformers = pytest.importorskip("transformers")
 
 SENTENCES = REAL_SENTENCES[:8] + ["the movie was good", "x"]
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return write_task_data(tmp_path_factory.mktemp("xdata"))
-
-
 @pytest.fixture(scope="module", params=["bert", "mpnet"])
-def run(request, data, tmp_path_factory):
+def run(request, data_dir, tmp_path_factory):
     """A run of each encoder family, trained two steps (with a dev evaluation, for the card)."""
     encoder = request.getfixturevalue("tiny_bert_dir" if request.param == "bert" else "tiny_mpnet_dir")
     out = tmp_path_factory.mktemp(f"xrun-{request.param}") / "run"
-    r = CliRunner().invoke(main, ["train", "--encoder", str(encoder), "--data-dir", str(data), "--out", str(out),
+    r = CliRunner().invoke(main, ["train", "--encoder", str(encoder), "--data-dir", str(data_dir), "--out", str(out),
                                   "--max-steps", "2", "--eval-every", "2", "--batch-size", "8", "--lr", "1e-3"])
     assert r.exit_code == 0, r.output
     return out
@@ -87,6 +81,7 @@ def test_sentence_transformers_export_encodes_our_embeddings(run, pooling, tmp_p
     assert theirs.shape == ours.shape and (theirs - ours).abs().max() <= 1e-5
 
 
+@pytest.mark.slow
 def test_onnx_export_answers_what_predict_answers(run, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
@@ -119,7 +114,7 @@ def test_onnx_export_answers_what_predict_answers(run, tmp_path):
     for k, w in want.items():
         assert got[k].shape == tuple(w.shape) and abs(got[k] - w.numpy()).max() <= 1e-4, k
     # ... and what `predict` prints, within its rounding
-    answers = list(predictor.predict([Item(i, x, y) for i, (x, y) in enumerate(pairs)]))
+    answers = list(predictor.answers([Item(i, x, y) for i, (x, y) in enumerate(pairs)]))
     for i, ans in enumerate(answers):
         assert abs(ans["paraphrase_prob"] - got["paraphrase_prob"][i]) <= 1e-4
         assert abs(ans["similarity"] - got["similarity"][i]) <= 1e-4 + 5e-5
@@ -151,11 +146,12 @@ def test_cli_export_of_a_run_and_refusals(run, tmp_path, monkeypatch):
         export(run, "onnx", tmp_path / "o")
 
 
-def test_onnx_export_of_a_cross_encoder(tiny_bert_dir, data, tmp_path):
+@pytest.mark.slow
+def test_onnx_export_of_a_cross_encoder(tiny_bert_dir, data_dir, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     run = tmp_path / "cross"
-    r = CliRunner().invoke(main, ["train", "--encoder", str(tiny_bert_dir), "--data-dir", str(data), "--out", str(run),
+    r = CliRunner().invoke(main, ["train", "--encoder", str(tiny_bert_dir), "--data-dir", str(data_dir), "--out", str(run),
                                   "--pair-mode", "cross", "--max-steps", "1", "--batch-size", "8"])
     assert r.exit_code == 0, r.output
     out = export(run, "onnx", tmp_path / "onnx")
@@ -169,7 +165,7 @@ def test_onnx_export_of_a_cross_encoder(tiny_bert_dir, data, tmp_path):
         "input_ids_2": s2.input_ids.numpy(), "attention_mask_2": s2.attention_mask.numpy(),
         "pair_input_ids": p.input_ids.numpy(), "pair_attention_mask": p.attention_mask.numpy(),
         "pair_token_type_ids": p.token_type_ids.numpy()})))
-    for i, ans in enumerate(predictor.predict([Item(i, x, y) for i, (x, y) in enumerate(REAL_PAIRS)])):
+    for i, ans in enumerate(predictor.answers([Item(i, x, y) for i, (x, y) in enumerate(REAL_PAIRS)])):
         assert abs(ans["paraphrase_prob"] - got["paraphrase_prob"][i]) <= 1e-4
         assert abs(ans["similarity"] - got["similarity"][i]) <= 1e-4 + 5e-5
         assert max(abs(x - y) for x, y in zip(ans["sentiment2"]["probabilities"], got["sentiment2"][i])) <= 1e-4

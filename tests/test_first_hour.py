@@ -16,32 +16,21 @@ from click.testing import CliRunner
 
 from bertmtl.cli import check_system, main
 from bertmtl.errors import UserError
-from bertmtl.metrics_log import read_records
+from bertmtl.sinks.metrics_log import read_records
 from bertmtl.optim import scheduled_lr
 from bertmtl.progress import RichReporter, SilentReporter
-from bertmtl.train import TrainConfig, train
+from bertmtl.engine import TrainConfig, train
+from .conftest import cli
 
-from .fixtures import write_task_data
 
 FAST = ["--batch-size", "16", "--lr", "1e-3", "--seed", "0", "--log-every", "1", "--precision", "fp32"]
-
-
-def _cli(*args, code: int = 0):
-    r = CliRunner().invoke(main, [str(a) for a in args])
-    assert r.exit_code == code, r.output + repr(r.exception)
-    return r
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return write_task_data(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="module")
 def finished(tiny_bert_dir, data_dir, tmp_path_factory) -> Path:
     """A finished 4-step run (best/ and last/) under a runs root of its own."""
     run = tmp_path_factory.mktemp("root") / "20260101-000000"
-    _cli("train", "--encoder", tiny_bert_dir, "--data-dir", data_dir, "--out", run, "--max-steps", 4, *FAST)
+    cli("train", "--encoder", tiny_bert_dir, "--data-dir", data_dir, "--out", run, "--max-steps", 4, *FAST)
     return run
 
 
@@ -64,11 +53,11 @@ def _stopped_copy(run: Path, name: str) -> Path:
 def test_predict_answers_from_the_latest_run_with_a_best_checkpoint_and_says_so(finished, tmp_path):
     stopped = _stopped_copy(finished, "20260101-000001")
     try:
-        r = _cli("predict", "a good film", "--runs-dir", finished.parent, "--json")
+        r = cli("predict", "a good film", "--runs-dir", finished.parent, "--json")
         # The newer run was never evaluated: the finished run's best/ answers, and is named.
         assert json.loads(r.stdout)["checkpoint"] == str(finished / "best")
         assert f"checkpoint: {finished / 'best'} (step 4, dev overall" in r.stderr
-        r = _cli("predict", "a good film", "--checkpoint", stopped, "--json")  # a run without best/: its last/
+        r = cli("predict", "a good film", "--checkpoint", stopped, "--json")  # a run without best/: its last/
         assert json.loads(r.stdout)["checkpoint"] == str(stopped / "last")
         assert "has no best/ checkpoint" in r.stderr
     finally:
@@ -80,7 +69,7 @@ def test_without_any_best_checkpoint_the_latest_last_answers_with_a_note(finishe
     root.mkdir()
     shutil.copytree(finished, root / "only")
     shutil.rmtree(root / "only" / "best")
-    r = _cli("predict", "a good film", "--runs-dir", root, "--json")
+    r = cli("predict", "a good film", "--runs-dir", root, "--json")
     assert json.loads(r.stdout)["checkpoint"] == str(root / "only" / "last")
     assert "no run under" in r.stderr and "has a best/ checkpoint" in r.stderr
 
@@ -103,7 +92,7 @@ def test_max_steps_is_the_schedules_length(finished):
 
 def test_stop_at_step_keeps_the_longer_schedule(tiny_bert_dir, data_dir, tmp_path):
     run = tmp_path / "run"
-    r = _cli("train", "--encoder", tiny_bert_dir, "--data-dir", data_dir, "--out", run, "--stop-at-step", 3, *FAST)
+    r = cli("train", "--encoder", tiny_bert_dir, "--data-dir", data_dir, "--out", run, "--stop-at-step", 3, *FAST)
     start, steps = _train_records(run)
     assert start["total_steps"] == 12 and [s["step"] for s in steps] == [1, 2, 3]
     assert steps[-1]["lr"] == pytest.approx(scheduled_lr(2, 12, 1e-3, 0.06))
@@ -113,13 +102,13 @@ def test_stop_at_step_keeps_the_longer_schedule(tiny_bert_dir, data_dir, tmp_pat
 def test_a_run_saved_before_stop_at_step_resumes_with_its_own_schedule(tiny_bert_dir, data_dir, tmp_path):
     """In bertmtl 0.1 --max-steps stopped a run early; such a run resumes with the schedule it had."""
     common = ["--encoder", tiny_bert_dir, "--data-dir", data_dir, "--save-every", 2, "--dropout", 0, *FAST]
-    _cli("train", *common, "--out", tmp_path / "new", "--stop-at-step", 4)
-    _cli("train", *common, "--out", tmp_path / "old", "--stop-at-step", 2)
+    cli("train", *common, "--out", tmp_path / "new", "--stop-at-step", 4)
+    cli("train", *common, "--out", tmp_path / "old", "--stop-at-step", 2)
     for f in (tmp_path / "old" / "train_args.json", tmp_path / "old" / "last" / "train_args.json"):
         saved = json.loads(f.read_text())
         saved["max_steps"] = saved.pop("stop_at_step")  # what an older bertmtl wrote
         f.write_text(json.dumps(saved))
-    _cli("train", "--resume", tmp_path / "old", "--stop-at-step", 4)
+    cli("train", "--resume", tmp_path / "old", "--stop-at-step", 4)
     resumed, _ = _train_records(tmp_path / "old")
     assert resumed["type"] == "resume" and resumed["total_steps"] == 12
     from safetensors.torch import load_file
@@ -130,10 +119,10 @@ def test_a_run_saved_before_stop_at_step_resumes_with_its_own_schedule(tiny_bert
 
 
 def test_a_partial_config_file_means_todays_max_steps(tmp_path):
-    from bertmtl.config_file import read_config_file
+    from bertmtl.options import read_options_file
 
     (tmp_path / "mine.yaml").write_text("max_steps: 30\nlr: 2.0e-4\n")
-    assert read_config_file(tmp_path / "mine.yaml") == {"max_steps": 30, "lr": 2e-4}
+    assert read_options_file(TrainConfig, tmp_path / "mine.yaml") == {"max_steps": 30, "lr": 2e-4}
 
 
 # -- progress: every step, and during evaluation ---------------------------------------------
@@ -165,13 +154,19 @@ def test_progress_moves_every_step_and_through_each_evaluation(tiny_bert_dir, da
 
 
 def test_dev_limit_scores_the_same_subset_in_every_run(tiny_bert_dir, data_dir, tmp_path):
-    from bertmtl.train import dev_subset
+    from bertmtl.taskfiles import dev_subset
 
     for seed in (0, 1):
         cfg = TrainConfig(data_dir=str(data_dir), encoder=str(tiny_bert_dir), out=str(tmp_path / f"r{seed}"),
                           max_steps=1, dev_limit=10, batch_size=16, seed=seed, precision="fp32")
         metrics = train(cfg, reporter=SilentReporter())["last_metrics"]
         assert metrics["sst_n"] == metrics["para_n"] == metrics["sts_n"] == 10
+    # evaluate --dev-limit scores that subset again: the numbers training saw for its best/
+    got = json.loads(cli("evaluate", "--checkpoint", tmp_path / "r1", "--data-dir", data_dir, "--dev-limit", "10",
+                         "--json").stdout)
+    for k in ("sst_n", "para_n", "sts_n", "sst_acc", "para_acc", "sts_corr", "overall"):
+        assert got[k] == pytest.approx(metrics[k], abs=1e-6), k
+    cli("evaluate", "--checkpoint", tmp_path / "r1", "--data-dir", data_dir, "--dev-limit", "0", code=2)
     items = list(range(32))
     assert dev_subset(items, 10, "sst") == dev_subset(items, 10, "sst") != dev_subset(items, 10, "sts")
     assert set(dev_subset(items, 5, "sst")) <= set(dev_subset(items, 10, "sst"))  # nested
@@ -220,32 +215,32 @@ def test_runs_clean_up_with_a_dry_run_and_the_space_freed(finished, tmp_path):
     stopped = _stopped_copy(done, "stopped")  # not finished: its last/ is what resumes it
     last_bytes = sum(f.stat().st_size for f in (done / "last").rglob("*") if f.is_file())
 
-    r = _cli("runs", "--runs-dir", root, "--drop-last", "--dry-run")
+    r = cli("runs", "--runs-dir", root, "--drop-last", "--dry-run")
     assert f"would delete {done / 'last'}" in r.stdout and "would free" in r.stdout
     assert (done / "last").is_dir()
-    r = _cli("runs", "--runs-dir", root, "--drop-last", "--json")
+    r = cli("runs", "--runs-dir", root, "--drop-last", "--json")
     out = json.loads(r.stdout)
     assert out["bytes"] == last_bytes and [x["path"] for x in out["removed"]] == [str(done / "last")]
     assert not (done / "last").exists() and (done / "best" / "bertmtl.json").is_file()
     assert (stopped / "last").is_dir()
-    r = _cli("runs", "--runs-dir", root, "--drop-last", "stopped")
+    r = cli("runs", "--runs-dir", root, "--drop-last", "stopped")
     assert "kept" in r.stdout and "what resumes it" in r.stdout and (stopped / "last").is_dir()
 
-    r = _cli("runs", "--runs-dir", root, "--delete", "stopped", "--dry-run")
+    r = cli("runs", "--runs-dir", root, "--delete", "stopped", "--dry-run")
     assert "would delete" in r.stdout and stopped.is_dir()
-    _cli("runs", "--runs-dir", root, "--delete", "stopped")
+    cli("runs", "--runs-dir", root, "--delete", "stopped")
     assert not stopped.exists() and done.is_dir()
-    _cli("runs", "--runs-dir", root, "--delete", code=2)  # which runs? never all of them by default
+    cli("runs", "--runs-dir", root, "--delete", code=2)  # which runs? never all of them by default
 
 
 def test_a_running_run_is_never_deleted(finished, tmp_path):
-    from bertmtl.runs import WriterLock
+    from bertmtl.rundir import WriterLock
 
     run = tmp_path / "live"
     shutil.copytree(finished, run)
     lock = WriterLock(run)
     try:
-        r = _cli("runs", "--runs-dir", tmp_path, "--delete", "live", code=2)
+        r = cli("runs", "--runs-dir", tmp_path, "--delete", "live", code=2)
         assert "is running" in r.output and run.is_dir()
     finally:
         lock.release()
@@ -254,7 +249,7 @@ def test_a_running_run_is_never_deleted(finished, tmp_path):
 # -- files and messages ----------------------------------------------------------------------
 
 def test_every_exported_and_checkpoint_file_has_the_same_mode(finished, tmp_path):
-    _cli("export", finished, "--format", "sentence-transformers", "--out", tmp_path / "st")
+    cli("export", finished, "--format", "sentence-transformers", "--out", tmp_path / "st")
     umask = os.umask(0o022)
     os.umask(umask)
     for root in (tmp_path / "st", finished / "best", finished / "last"):
@@ -266,7 +261,7 @@ def test_install_hints_work_from_a_clone_and_in_zsh(monkeypatch):
     import sys
 
     from bertmtl.export import require_onnx
-    from bertmtl.reports import require_tensorboard
+    from bertmtl.sinks.tensorboard import require_tensorboard
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     monkeypatch.setitem(sys.modules, "onnxscript", None)
@@ -327,12 +322,12 @@ def test_auto_training_and_prediction_on_each_kind_of_cpu(native_bf16, tiny_bert
     from bertmtl.predict import Predictor
 
     run = tmp_path / "run"
-    _cli("train", "--encoder", tiny_bert_dir, "--data-dir", data_dir, "--out", run, "--max-steps", 2,
+    cli("train", "--encoder", tiny_bert_dir, "--data-dir", data_dir, "--out", run, "--max-steps", 2,
          "--batch-size", "16", "--seed", "0")
     start, _ = _train_records(run)
     assert start["precision"] == ("bf16" if native_bf16 else "fp32")
     exact = Predictor(run, precision="fp32").pair("a good film", "a great movie")
-    auto = json.loads(_cli("predict", "a good film", "a great movie", "--checkpoint", run, "--json").stdout)
+    auto = json.loads(cli("predict", "a good film", "a great movie", "--checkpoint", run, "--json").stdout)
     if native_bf16:  # bf16 keeps 8 bits of mantissa: probabilities within a few 1e-3
         assert auto["paraphrase_prob"] == pytest.approx(exact["paraphrase_prob"], abs=2e-2)
         assert auto["sentiment1"]["probabilities"] == pytest.approx(exact["sentiment1"]["probabilities"], abs=2e-2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bertmtl.config import FAMILIES, BertConfig
+from bertmtl.encoder_config import FAMILIES, BertConfig
 from bertmtl.model import BertModel
 from bertmtl.model.bert import relative_position_bucket
 from bertmtl.model.loading import from_hf_key, to_hf_key
@@ -142,31 +142,34 @@ def test_tokenizer_round_trips_through_save(tiny_mpnet_dir, tmp_path):
 
 
 def test_mlm_head_round_trips_through_hf(tiny_mpnet_dir, tmp_path):
-    """Our MPNet MLM saves under HF's MPNetForMaskedLM names: transformers gives our logits, we read the head back."""
-    from bertmtl.model.mlm import BertForMaskedLM, has_mlm_head, load_mlm, save_mlm
+    """Our MPNet MLM exports under HF's MPNetForMaskedLM names: transformers gives our logits, we read the head back."""
+    from bertmtl.export import write_hf
+    from bertmtl.model.mlm import source_head
+    from bertmtl.weights import load_mlm
 
     tok = WordPieceTokenizer.from_dir(tiny_mpnet_dir)
     loaded = load_mlm(tiny_mpnet_dir)
-    assert not loaded.head_from_checkpoint and not has_mlm_head(tiny_mpnet_dir)
+    assert not loaded.head_from_checkpoint and source_head(tiny_mpnet_dir) is None
     model = loaded.model.eval()
     with torch.no_grad():  # a non-trivial head
-        for p in model.cls.parameters():
+        for p in model.mlm.parameters():
             p.add_(torch.randn_like(p) * 0.1)
-    save_mlm(model, tok, tmp_path / "mlm")
-    assert has_mlm_head(tmp_path / "mlm")
+    (tmp_path / "mlm").mkdir()
+    write_hf(model, tok, tmp_path / "mlm")
+    assert source_head(tmp_path / "mlm") is not None
     hf = transformers.MPNetForMaskedLM.from_pretrained(str(tmp_path / "mlm")).eval()
     b = tok(REAL_SENTENCES[:5])
     real = b.attention_mask.bool()
     with torch.no_grad():
-        ours = model(b.input_ids, b.attention_mask)
+        ours = model.masked_logits("mlm", b.input_ids, b.attention_mask, real)
         theirs = hf(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
-        assert (ours - theirs)[real].abs().max() < 1e-4
+        assert (ours - theirs[real]).abs().max() < 1e-4
         again = load_mlm(tmp_path / "mlm")
-        assert again.head_from_checkpoint and isinstance(again.model, BertForMaskedLM)
-        assert torch.equal(again.model.eval()(b.input_ids, b.attention_mask), ours)
+        assert again.head_from_checkpoint
+        assert torch.equal(again.model.eval().masked_logits("mlm", b.input_ids, b.attention_mask, real), ours)
     # The MLM directory is also an encoder directory (`mpnet.` prefix, lm_head ignored).
     enc = BertModel.from_pretrained(tmp_path / "mlm")
-    assert torch.equal(enc.encoder.relative_attention_bias.weight, model.bert.encoder.relative_attention_bias.weight)
+    assert torch.equal(enc.encoder.relative_attention_bias.weight, model.encoder.encoder.relative_attention_bias.weight)
 
 
 def test_pretrain_train_predict_end_to_end(tiny_mpnet_dir, tmp_path):

@@ -14,14 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from bertmtl.cli import main
-from bertmtl.metrics_log import read_records
+from bertmtl.sinks.metrics_log import read_records
 
-from .fixtures import write_task_data
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return write_task_data(tmp_path_factory.mktemp("odata"))
 
 
 def _train_args(tiny, data, *extra):
@@ -120,11 +114,11 @@ def test_pretrain_refuses_the_current_directory_before_any_work(tiny_bert_dir, d
     monkeypatch.chdir(tmp_path)
     (tmp_path / "keep.txt").write_text("mine")
     r = CliRunner().invoke(main, ["pretrain", "--data-dir", str(data_dir), "--encoder", str(tiny_bert_dir),
-                                  "--out", ".", "--overwrite", "--max-steps", "1"])
+                                  "--out", ".", "--max-steps", "1"])
     assert r.exit_code == 2 and "is the current directory or holds it" in r.output, r.output
     assert (tmp_path / "keep.txt").read_text() == "mine"
     r = CliRunner().invoke(main, ["pretrain", "--data-dir", str(data_dir), "--encoder", str(tiny_bert_dir),
-                                  "--out", str(data_dir), "--overwrite", "--max-steps", "1"])
+                                  "--out", str(data_dir), "--max-steps", "1"])
     assert r.exit_code == 2 and "contains the sst train file" in r.output, r.output
 
 
@@ -152,14 +146,14 @@ def test_a_second_writer_of_an_output_is_refused_with_the_holder(tmp_path):
     """Two processes on one pretrain/augment/export --out: the lock names the first."""
     out = tmp_path / "out"
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from bertmtl.outputs import owned_output\n"
+        "import sys, time; from bertmtl.ownership import owned_output\n"
         f"with owned_output({str(out)!r}, False, {{}}):\n"
         "    print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": os.getcwd()})
     try:
         assert holder.stdout.readline().strip() == b"held"
         from bertmtl.errors import UserError
-        from bertmtl.outputs import owned_output
+        from bertmtl.ownership import owned_output
 
         with pytest.raises(UserError, match=rf"--out {out} is being written by process {holder.pid} on"):
             with owned_output(out, False, {}):
@@ -197,7 +191,7 @@ def test_nothing_writes_inside_a_run_or_over_one(tiny_bert_dir, data_dir, tmp_pa
 
 def test_one_lock_whatever_path_names_the_output(tmp_path, monkeypatch):
     from bertmtl.errors import UserError
-    from bertmtl.outputs import owned_output
+    from bertmtl.ownership import owned_output
 
     real = tmp_path / "out"
     (tmp_path / "link").symlink_to(real)
@@ -209,6 +203,7 @@ def test_one_lock_whatever_path_names_the_output(tmp_path, monkeypatch):
                     pass
 
 
+@pytest.mark.slow
 def test_a_full_stdout_or_a_closed_stdin_is_one_error_line(tiny_bert_dir, data_dir, tmp_path):
     run = tmp_path / "run"
     r = CliRunner().invoke(main, _train_args(tiny_bert_dir, data_dir, "--out", str(run), "--max-steps", "1"))
@@ -255,8 +250,8 @@ def test_a_planted_lock_symlink_is_refused_and_its_target_untouched(tiny_bert_di
 def test_a_run_still_starting_counts_as_a_run(tmp_path):
     """Before metrics.jsonl exists, a run directory holds only its .writer.lock: nothing may replace it."""
     from bertmtl.errors import UserError
-    from bertmtl.outputs import check_output, check_output_dir
-    from bertmtl.runs import WriterLock
+    from bertmtl.ownership import check_output, check_output_dir
+    from bertmtl.rundir import WriterLock
 
     run = tmp_path / "starting"
     run.mkdir()

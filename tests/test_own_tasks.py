@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from bertmtl.data import RoundRobin, TaskDataset, read_task_file
+from bertmtl.batching import RoundRobin, TaskDataset
+from bertmtl.taskfiles import read_task_file
 from bertmtl.errors import UserError
 from bertmtl.evaluate import spearman_rho, task_metrics
 from bertmtl.tasks import METRIC_SHORT, TaskSpec
-from bertmtl.tui.feed import RunState
-from bertmtl.user_tasks import build_spec, declared_specs, parse_task_flag, read_tasks_file
+from bertmtl.rundir import RunState
+from bertmtl.tasks.declared import build_spec, declared_specs, parse_task_flag, read_tasks_file
 
 from .fixtures import NEG, POS, TOPICS
 
@@ -116,12 +117,12 @@ def test_one_spec_of_each_kind_from_the_data(task_files):
     # Columns guessed, labels read and sorted, no id column: examples numbered by line.
     assert (intents.text_columns, intents.label_column, intents.id_column) == (("text",), "intent", "")
     assert intents.labels == ("ask", "bye", "greet")
-    assert (intents.loss, intents.metrics, intents.json_keys) == ("cross-entropy", ("accuracy", "macro_f1"),
-                                                                  ("intents",))
+    assert (intents.output.name, intents.metrics, intents.json_keys) == ("softmax", ("accuracy", "macro_f1"),
+                                                                         ("intents",))
     assert (dupes.text_columns, dupes.label_column, dupes.labels) == (("question1", "question2"), "is_duplicate",
                                                                       ("no", "yes"))
-    assert (dupes.activation, dupes.metrics, dupes.metric_keys) == ("sigmoid", ("accuracy", "f1"),
-                                                                    ("dupes_acc", "dupes_f1"))
+    assert (dupes.output.name, dupes.metrics, dupes.metric_keys) == ("sigmoid", ("accuracy", "f1"),
+                                                                     ("dupes_acc", "dupes_f1"))
     assert scores.kind == "pair-regression" and scores.metrics == ("pearson", "spearman")
     values = [json.loads(line)["score"] for p in ("train", "dev") for line in open(d / f"scores-{p}.jsonl")]
     assert scores.value_range == (min(values), max(values))
@@ -208,19 +209,19 @@ def test_new_metrics_exact():
     assert spearman_rho(x, torch.tensor([2.0, 4.0, 6.0, 8.0, 10.0])) == pytest.approx(1.0)
     # Ties get their average rank: ranks (1.5, 1.5, 3) against (1, 2, 3).
     assert spearman_rho(torch.tensor([1.0, 1.0, 2.0]), torch.tensor([1.0, 2.0, 3.0])) == pytest.approx(0.8660254)
-    spec = TaskSpec("d", "D", "d", ("a", "b"), "y", kind="pair-classification", labels=("no", "yes"),
+    spec = TaskSpec.define("d", "D", "d", ("a", "b"), "y", kind="pair-classification", labels=("no", "yes"),
                     metrics=("accuracy", "f1"), json_keys=("d",))
     m = task_metrics(spec, torch.tensor([0.9, 0.8, 0.2, 0.1]), torch.tensor([1.0, 0.0, 1.0, 0.0]))
     assert m == {"d_acc": 0.5, "d_f1": 0.5, "d_n": 4}  # tp 1, fp 1, fn 1
 
 
 def test_proportional_sampling_follows_task_sizes(tiny_bert_dir):
-    from bertmtl.data import Example
+    from bertmtl.taskfiles import Example
     from bertmtl.tokenizer import WordPieceTokenizer
 
     tok = WordPieceTokenizer.from_dir(tiny_bert_dir)
-    spec = TaskSpec("t", "T", "t", ("s",), "y", labels=("a", "b"))
-    sets = {name: TaskDataset(TaskSpec(name, name, name, ("s",), "y", labels=("a", "b")),
+    spec = TaskSpec.define("t", "T", "t", ("s",), "y", labels=("a", "b"))
+    sets = {name: TaskDataset(TaskSpec.define(name, name, name, ("s",), "y", labels=("a", "b")),
                               [Example(str(i), "good movie", None, i % 2, i) for i in range(n)], tok)
             for name, n in (("big", 400), ("small", 100))}
     rr = RoundRobin(sets, batch_size=10, seed=3, proportional=True)
@@ -282,6 +283,7 @@ def _cli(*args, input=None):
     return r
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("names", [["intents"], ["dupes", "reviews"], ["intents", "dupes", "scores", "reviews"]])
 def test_declared_tasks_train_evaluate_resume_predict(tiny_bert_dir, task_files, tmp_path, names):
     _, flags = task_files

@@ -11,13 +11,13 @@ from safetensors.torch import load_file
 
 from bertmtl.device import compile_encoder
 from bertmtl.cli import main
-from bertmtl.data import RoundRobin
-from bertmtl.metrics_log import read_records
+from bertmtl.batching import RoundRobin
+from bertmtl.sinks.metrics_log import read_records
 from bertmtl.model import BertModel
-from bertmtl.model.heads import MultitaskBert
+from bertmtl.model.heads import HeadConfig, MultitaskBert
 from bertmtl.progress import SilentReporter
 from bertmtl.tokenizer import WordPieceTokenizer
-from bertmtl.train import MultitaskStep, TrainConfig, load_datasets, train
+from bertmtl.engine import MultitaskStep, TrainConfig, load_datasets, train
 
 from .fixtures import write_task_data
 
@@ -29,7 +29,7 @@ def test_autocast_training_runs_with_fp32_gradients(tiny_bert_dir, tmp_path, pre
                       smart=True, batch_size=16, device="cpu")
     tok = WordPieceTokenizer.from_dir(tiny_bert_dir)
     sets, _, _ = load_datasets(cfg, tok, warn=lambda r: None)
-    model = MultitaskBert(BertModel.from_pretrained(tiny_bert_dir), cfg.head_config()).train()
+    model = MultitaskBert(BertModel.from_pretrained(tiny_bert_dir), HeadConfig.of(cfg)).train()
     step = MultitaskStep(model, cfg, list(sets), torch.device("cpu"))
     rr = RoundRobin(sets, 16, 0)
     before = [p.detach().clone() for p in model.parameters()]

@@ -14,16 +14,17 @@ import torch
 from click.testing import CliRunner
 
 from bertmtl.cli import main
-from bertmtl.data import TASKS, TaskDataset, read_task_file
-from bertmtl.evaluate import predict as dataset_predict
+from bertmtl.tasks import TASKS
+from bertmtl.batching import TaskDataset
+from bertmtl.taskfiles import read_task_file
+from bertmtl.evaluate import outputs_of as dataset_predict
 from bertmtl.predict import Item, Predictor, parse_line
 
-from .fixtures import write_task_data
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_bert_dir, tmp_path_factory):
-    data = write_task_data(tmp_path_factory.mktemp("pdata"))
+def run_dir(tiny_bert_dir, data_dir, tmp_path_factory):
+    data = data_dir
     run = tmp_path_factory.mktemp("prun") / "checkpoints" / "run1"
     r = CliRunner().invoke(main, ["train", "--pretrained", str(tiny_bert_dir), "--data-dir", str(data), "--out", str(run),
                                   "--epochs", "1", "--batch-size", "16", "--lr", "1e-3", "--seed", "0"])

@@ -18,19 +18,14 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from bertmtl import checkpoint as ckpt
+from bertmtl.fsutil import recover_dir
 from bertmtl.cli import main
 from bertmtl.errors import UserError
-from bertmtl.metrics_log import read_records
+from bertmtl.sinks.metrics_log import read_records
 from bertmtl.progress import SilentReporter
-from bertmtl.train import TrainConfig, train
+from bertmtl.engine import TrainConfig, train
 
 from .conftest import fill_disk, small_tmpfs
-from .fixtures import write_task_data
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return write_task_data(tmp_path_factory.mktemp("rdata"))
 
 
 def _args(tiny, data, out, *extra):
@@ -70,7 +65,7 @@ def _wait_for_training(run: Path, proc, steps: int = 1, timeout=120) -> bool:
 
 def _assert_loadable_or_absent(run: Path) -> int | None:
     """A run directory after a crash: last/ is complete and loads, or there is none yet."""
-    ckpt.recover_dir(run / "last")
+    recover_dir(run / "last")
     if not (run / "last").exists():
         return None
     c = ckpt.load_checkpoint(run / "last")
@@ -129,7 +124,7 @@ def _assert_consistent_after_kill(run: Path) -> None:
     from bertmtl.runs import run_info
 
     _assert_loadable_or_absent(run)
-    ckpt.recover_dir(run / "best")
+    recover_dir(run / "best")
     if (run / "best").exists():
         ckpt.load_checkpoint(run / "best")
     if (run / "metrics.jsonl").exists():
@@ -206,11 +201,11 @@ def test_unwritable_out_is_refused_before_training(tiny_bert_dir, data_dir, tmp_
 
 def test_full_disk_is_refused_before_training(tiny_bert_dir, data_dir, tmp_path):
     from bertmtl.model.bert import BertModel
-    from bertmtl.model.heads import MultitaskBert
-    from bertmtl.train import checkpoint_peak_bytes
+    from bertmtl.model.heads import HeadConfig, MultitaskBert
+    from bertmtl.engine import checkpoint_peak_bytes
 
     cfg = TrainConfig(data_dir=str(data_dir), encoder=str(tiny_bert_dir))
-    model = MultitaskBert(BertModel.from_pretrained(tiny_bert_dir), cfg.head_config())
+    model = MultitaskBert(BertModel.from_pretrained(tiny_bert_dir), HeadConfig.of(cfg))
     need = checkpoint_peak_bytes(model, cfg)
     with small_tmpfs(tmp_path / "disk", need - 2**20) as disk:  # a real file system a little too small
         cfg.out = str(disk / "run")
@@ -234,12 +229,12 @@ class _FillDiskAt(SilentReporter):
 
 def test_a_full_disk_mid_run_keeps_the_previous_checkpoint(tiny_bert_dir, data_dir, tmp_path):
     from bertmtl.model.bert import BertModel
-    from bertmtl.model.heads import MultitaskBert
-    from bertmtl.train import checkpoint_peak_bytes
+    from bertmtl.model.heads import HeadConfig, MultitaskBert
+    from bertmtl.engine import checkpoint_peak_bytes
 
     cfg = TrainConfig(data_dir=str(data_dir), encoder=str(tiny_bert_dir), save_every=1, eval_every=2, epochs=2,
                       batch_size=16)
-    need = checkpoint_peak_bytes(MultitaskBert(BertModel.from_pretrained(tiny_bert_dir), cfg.head_config()), cfg)
+    need = checkpoint_peak_bytes(MultitaskBert(BertModel.from_pretrained(tiny_bert_dir), HeadConfig.of(cfg)), cfg)
     with small_tmpfs(tmp_path / "disk", 2 * need) as disk:
         run = disk / "run"
         cfg.out = str(run)
@@ -266,9 +261,9 @@ def test_library_write_errors_become_os_errors(tmp_path):
 
 def _nan_on(steps: set[int], monkeypatch):
     """Make every task loss NaN at the given (1-based) steps."""
-    import bertmtl.mtl.step as tr
+    from bertmtl.model.heads import MultitaskBert
 
-    real = tr.task_loss
+    real = MultitaskBert.loss
     state = {"calls": 0}
 
     def patched(model, task, out, labels):
@@ -277,7 +272,7 @@ def _nan_on(steps: set[int], monkeypatch):
         loss = real(model, task, out, labels)
         return loss * float("nan") if step in steps else loss
 
-    monkeypatch.setattr(tr, "task_loss", patched)
+    monkeypatch.setattr(MultitaskBert, "loss", patched)
 
 
 def test_isolated_nonfinite_steps_are_skipped(tiny_bert_dir, data_dir, tmp_path, monkeypatch):
@@ -320,7 +315,7 @@ def test_resume_never_writes_where_metadata_points(tiny_bert_dir, data_dir, tmp_
 
 
 def test_an_error_while_evaluating_closes_the_log_and_the_process_group(tiny_bert_dir, data_dir, tmp_path, monkeypatch):
-    import bertmtl.train as tr
+    import bertmtl.engine as tr
     from bertmtl.distributed import Dist
 
     closed = []
@@ -343,7 +338,7 @@ def test_an_error_while_evaluating_closes_the_log_and_the_process_group(tiny_ber
 def test_a_torn_last_log_line_does_not_swallow_the_next_record(tmp_path):
     """A crash or a full disk mid-write leaves half a line: the next record (a resume) must not be
     glued onto it and skipped with it."""
-    from bertmtl.metrics_log import MetricsLog
+    from bertmtl.sinks.metrics_log import MetricsLog
 
     log = tmp_path / "metrics.jsonl"
     log.write_text('{"type": "start", "step": 0}\n{"type": "train", "st')

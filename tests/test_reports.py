@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from bertmtl.cli import main
 from bertmtl.evaluate import binary_f1, spearman_rho
-from bertmtl.metrics_log import read_records
+from bertmtl.sinks.metrics_log import read_records
 from bertmtl.tasks import TASKS, overall_keys
 
 from .fixtures import write_task_data
@@ -118,13 +118,13 @@ def test_tui_train_passes_repeated_report_to_and_runs_dir_to_the_child(tmp_path,
 
 def test_csv_widens_for_a_task_first_seen_late_and_across_a_resume(tmp_path):
     """With --sampling proportional a task may miss the first log window: its column still comes."""
-    from bertmtl.reports import CsvReport
+    from bertmtl.sinks.csv import CsvSink
 
-    r = CsvReport(tmp_path)
+    r = CsvSink(tmp_path)
     r.write({"type": "train", "step": 10, "loss": {"para": 0.5}, "lr": 1e-4})
     r.write({"type": "train", "step": 20, "loss": {"para": 0.4, "sst": 1.5}, "lr": 1e-4})
     r.close()
-    r = CsvReport(tmp_path, resume_step=20)
+    r = CsvSink(tmp_path, resume_step=20)
     r.write({"type": "train", "step": 30, "loss": {"para": 0.3, "sst": 1.4, "sts": 0.9}, "lr": 1e-4})
     r.close()
     with open(tmp_path / "train.csv", newline="") as fh:

@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from bertmtl.cli import main
-from bertmtl.runs import RECENT_S, WriterLock, list_runs, runs_root
+from bertmtl.rundir import RECENT_S, WriterLock
+from bertmtl.runs import list_runs, runs_root
 
 from .fixtures import write_task_data
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from bertmtl.data import TaskBatch
+from bertmtl.batching import TaskBatch
 from bertmtl.mtl import SmartConfig, smart_loss
 from bertmtl.mtl.smart import divergence
 from bertmtl.tokenizer import Batch
@@ -31,7 +31,9 @@ class ToyModel(nn.Module):
 
 def _batch(task, n=4):
     ids = torch.ones(n, 5, dtype=torch.long)
-    return TaskBatch(task, Batch(ids, torch.ones_like(ids), torch.zeros_like(ids)), None, list(range(n)))
+    from bertmtl.tasks import TASKS
+
+    return TaskBatch(TASKS[task], Batch(ids, torch.ones_like(ids), torch.zeros_like(ids)), None, list(range(n)))
 
 
 @pytest.mark.parametrize("task, dim", [("sst", 5), ("para", 1), ("sts", 1)])
@@ -83,7 +85,7 @@ def test_noise_is_per_example_whatever_the_batch():
     from bertmtl.mtl.smart import example_noise
 
     full = _batch("sst", 4)
-    half = TaskBatch("sst", full.inputs, None, [2, 3])
+    half = TaskBatch(full.spec, full.inputs, None, [2, 3])
     a = example_noise(full, torch.Size([4, 5, 8]), 1.0, key=9, device="cpu")
     b = example_noise(half, torch.Size([2, 5, 8]), 1.0, key=9, device="cpu")
     assert torch.equal(a[2:], b)

@@ -20,15 +20,14 @@ from bertmtl.errors import UserError
 from bertmtl.predict import Item, Predictor, tsv_columns
 from bertmtl.tokenizer import WordPieceTokenizer
 
-from .fixtures import write_task_data
 
 GOOD = "the movie is very good"
 BAD_ARG = os.fsdecode(b"bad \xff byte")  # how Python hands a program an argument with an invalid byte
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_bert_dir, tmp_path_factory):
-    data = write_task_data(tmp_path_factory.mktemp("sdata"), n_train=32, n_dev=16)
+def run_dir(tiny_bert_dir, small_data_dir, tmp_path_factory):
+    data = small_data_dir
     run = tmp_path_factory.mktemp("srun") / "run"
     r = CliRunner().invoke(main, ["train", "--pretrained", str(tiny_bert_dir), "--data-dir", str(data), "--out", str(run),
                                   "--epochs", "1", "--batch-size", "16", "--seed", "0"])
@@ -82,6 +81,7 @@ def _cli(args, stdin=b""):
                           env=env, timeout=180)
 
 
+@pytest.mark.slow
 def test_invalid_byte_in_an_argument_is_a_clear_error(run_dir):
     r = _cli([os.fsencode(BAD_ARG), "--checkpoint", str(run_dir)])  # the real byte 0xFF in argv
     assert r.returncode == 2, r.stderr
@@ -100,6 +100,7 @@ def test_predictor_raises_user_error_for_one_bad_sentence(predictor):
 
 # -- the stream ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_known_killers_in_a_real_process(run_dir):
     lines = [
         GOOD.encode(),
@@ -145,7 +146,7 @@ def test_a_batch_failure_costs_only_the_failing_item(predictor, monkeypatch):
     # the batch is then answered one item at a time, and only that item gets an error.
     monkeypatch.setattr(pm, "_check_texts", lambda it: it.error)
     items = [Item(1, GOOD), Item(2, "\ud800", id="x"), Item(3, "good", "bad"), Item(4, "fine")]
-    out = list(predictor.predict(items))
+    out = list(predictor.answers(items))
     assert [o.get("line") for o in out] == [None, 2, None, None]
     assert out[1]["id"] == "x" and "not valid Unicode (lone surrogate U+D800" in out[1]["error"]
     assert out[0] == predictor.sentence(GOOD) and "similarity" in out[2] and "sentiment" in out[3]

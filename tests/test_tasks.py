@@ -10,26 +10,30 @@ import sys
 import pytest
 import torch
 
-from bertmtl.data import Example, RoundRobin, TaskDataset
+from bertmtl.taskfiles import Example
+from bertmtl.batching import RoundRobin, TaskDataset
 from bertmtl.evaluate import decisions, evaluate, overall, task_metrics, write_predictions
 from bertmtl.model import BertModel
-from bertmtl.model.heads import HeadConfig, MultitaskBert, task_loss
+from bertmtl.model.heads import HeadConfig, MultitaskBert
 from bertmtl.mtl.smart import SmartConfig, divergence, smart_loss
 from bertmtl.predict import Predictor, to_tsv, tsv_columns
-from bertmtl.tasks import BUILTIN, TASK_ALIASES, TASKS, TaskSpec, metric_rows, pretrain_sources
+from bertmtl.tasks import (BUILTIN, REGRESSION, SIGMOID, SOFTMAX, TASK_ALIASES, TASKS, TaskSpec, metric_rows,
+                           pretrain_sources)
 from bertmtl.tokenizer import WordPieceTokenizer
-from bertmtl.tui.feed import RunState
+from bertmtl.rundir import RunState
 
 from .conftest import tiny_config, tiny_vocab
 
 # Tasks nobody tuned for: one of each kind, and a three-way pair classification.
-INTENT = TaskSpec("intent", "Intent", "intents", ("text",), "label", kind="classification",
-                  labels=("greet", "bye", "ask"))
-DUPE = TaskSpec("dupe", "Dupes", "dupes", ("q1", "q2"), "dup", kind="pair-classification", labels=("no", "yes"))
-SCORE = TaskSpec("score", "Score", "scores", ("a", "b"), "score", kind="pair-regression", value_range=(1.0, 10.0))
-NLI = TaskSpec("nli", "NLI", "nli", ("premise", "hypothesis"), "label", kind="pair-classification",
-               labels=("entail", "neutral", "contradict"))
-RATING = TaskSpec("rating", "Rating", "ratings", ("review",), "stars", kind="regression", value_range=(0.0, 1.0))
+INTENT = TaskSpec.define("intent", "Intent", "intents", ("text",), "label", kind="classification",
+                         labels=("greet", "bye", "ask"))
+DUPE = TaskSpec.define("dupe", "Dupes", "dupes", ("q1", "q2"), "dup", kind="pair-classification", labels=("no", "yes"))
+SCORE = TaskSpec.define("score", "Score", "scores", ("a", "b"), "score", kind="pair-regression",
+                        value_range=(1.0, 10.0))
+NLI = TaskSpec.define("nli", "NLI", "nli", ("premise", "hypothesis"), "label", kind="pair-classification",
+                      labels=("entail", "neutral", "contradict"))
+RATING = TaskSpec.define("rating", "Rating", "ratings", ("review",), "stars", kind="regression",
+                         value_range=(0.0, 1.0))
 USER = (INTENT, DUPE, SCORE, NLI, RATING)
 
 
@@ -38,15 +42,15 @@ def test_tasks_module_imports_no_torch():
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
-def test_builtin_specs_declare_what_the_code_branches_on():
+def test_builtin_specs_hold_data_and_their_output_kind():
     sst, para, sts = BUILTIN
     assert list(TASKS) == ["sst", "para", "sts"]
-    assert (sst.kind, sst.loss, sst.activation, sst.metrics, sst.num_outputs, sst.label_dtype) == \
-        ("classification", "cross-entropy", "softmax", ("accuracy", "macro_f1"), 5, "int")
-    assert (para.kind, para.loss, para.activation, para.metrics, para.num_outputs, para.label_dtype) == \
-        ("pair-classification", "bce", "sigmoid", ("accuracy", "f1"), 1, "float")
-    assert (sts.kind, sts.loss, sts.activation, sts.metrics, sts.value_range) == \
-        ("pair-regression", "pearson", "clamp", ("pearson", "spearman"), (0.0, 5.0))
+    assert (sst.kind, sst.output, sst.metrics, sst.width, sst.output.label_dtype) == \
+        ("classification", SOFTMAX, ("accuracy", "macro_f1"), 5, "int")
+    assert (para.kind, para.output, para.metrics, para.width, para.output.label_dtype) == \
+        ("pair-classification", SIGMOID, ("accuracy", "f1"), 1, "float")
+    assert (sts.kind, sts.output, sts.metrics, sts.value_range) == \
+        ("pair-regression", REGRESSION, ("pearson", "spearman"), (0.0, 5.0))
     assert [k for s in BUILTIN for k in s.metric_keys] == ["sst_acc", "sst_f1", "para_acc", "para_f1", "sts_corr",
                                                            "sts_spearman"]
     assert [s.prediction_header for s in BUILTIN] == ["Predicted_Sentiment", "Predicted_Is_Paraphrase",
@@ -63,12 +67,13 @@ def test_builtin_specs_declare_what_the_code_branches_on():
 
 
 def test_user_spec_defaults_follow_the_kind():
-    assert (INTENT.loss, INTENT.activation, INTENT.metrics, INTENT.json_keys) == \
-        ("cross-entropy", "softmax", ("accuracy", "macro_f1"), ("intent",))
-    assert (DUPE.loss, DUPE.activation, DUPE.metrics, DUPE.json_keys) == \
-        ("bce", "sigmoid", ("accuracy",), ("dupe_prob", "is_dupe"))
-    assert (SCORE.loss, SCORE.activation, SCORE.metric_keys, SCORE.metric_columns) == \
-        ("pearson", "clamp", ("score_corr",), ("Score r",))
+    assert (INTENT.output, INTENT.metrics, INTENT.json_keys) == (SOFTMAX, ("accuracy", "macro_f1"), ("intent",))
+    assert (DUPE.output, DUPE.metrics, DUPE.json_keys) == (SIGMOID, ("accuracy",), ("dupe_prob", "is_dupe"))
+    assert (SCORE.output, SCORE.metric_keys, SCORE.metric_columns) == (REGRESSION, ("score_corr",), ("Score r",))
+    # What tasks.json holds, and what an older checkpoint's tasks.json (its activation) reads as.
+    assert TaskSpec.from_dict(SCORE.to_dict()) == SCORE and SCORE.to_dict()["output"] == "regression"
+    old = {k: v for k, v in DUPE.to_dict().items() if k != "output"} | {"loss": "bce", "activation": "sigmoid"}
+    assert TaskSpec.from_dict(old) == DUPE
     assert SCORE.parse_label("10") == 10.0 and INTENT.parse_label("2") == 2
     with pytest.raises(ValueError, match="outside 1-10"):
         SCORE.parse_label("11")
@@ -83,12 +88,15 @@ def test_user_spec_defaults_follow_the_kind():
     (dict(labels=("only",)), "at least two label names"),
     (dict(kind="regression", labels=()), "needs a value_range"),
     (dict(metrics=("bleu",)), "unknown metric"),
-    (dict(activation="clamp"), "clamp is for regression"),
+    (dict(output=REGRESSION), "cannot have a regression output"),
+    (dict(output=SIGMOID), "exactly two labels"),
 ])
 def test_bad_specs_are_refused(kw, message):
     args = dict(name="t", title="T", prefix="t", text_columns=("text",), label_column="y", labels=("a", "b", "c"))
     with pytest.raises(ValueError, match=message):
-        TaskSpec(**{**args, **kw})
+        TaskSpec.define(**{**args, **kw})
+    with pytest.raises(TypeError):  # TaskSpec itself takes a complete spec: only define() derives
+        TaskSpec(**args)
 
 
 def _model(specs, cfg: HeadConfig | None = None) -> MultitaskBert:
@@ -115,18 +123,18 @@ def test_spec_driven_heads_have_one_output_per_class():
     with pytest.raises(ValueError, match="is taken"):
         _model((INTENT, INTENT))
     with pytest.raises(ValueError, match="is taken"):
-        _model((TaskSpec("encoder", "E", "e", ("t",), "y", labels=("a", "b")),))
+        _model((TaskSpec.define("encoder", "E", "e", ("t",), "y", labels=("a", "b")),))
 
 
 def test_spec_driven_losses_exact():
     model = _model(USER)
-    assert task_loss(model, "intent", torch.zeros(1, 3), torch.tensor([0])).item() == pytest.approx(math.log(3))
-    assert task_loss(model, "dupe", torch.zeros(2), torch.tensor([1.0, 0.0])).item() == pytest.approx(math.log(2))
+    assert model.loss("intent", torch.zeros(1, 3), torch.tensor([0])).item() == pytest.approx(math.log(3))
+    assert model.loss("dupe", torch.zeros(2), torch.tensor([1.0, 0.0])).item() == pytest.approx(math.log(2))
     # Perfect correlation: 1 - Pearson is 0, leaving the calibration term mean((out - label)^2) = 14/3.
     out, gold = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([2.0, 4.0, 6.0])
-    assert task_loss(model, "score", out, gold).item() == pytest.approx(14 / 3)
+    assert model.loss("score", out, gold).item() == pytest.approx(14 / 3)
     mse = _model(USER, HeadConfig(mlp_hidden=8, sts_loss="mse"))
-    assert task_loss(mse, "rating", out, gold).item() == pytest.approx(14 / 3)
+    assert mse.loss("rating", out, gold).item() == pytest.approx(14 / 3)
 
 
 def test_spec_driven_postprocessing_and_decisions_exact():
@@ -168,7 +176,7 @@ def _datasets(tok, specs, n=6):
     for spec in specs:
         examples = []
         for i in range(n):
-            if spec.regression:
+            if spec.value_range is not None:
                 low, high = spec.value_range
                 label = low + (high - low) * i / (n - 1)
             else:
@@ -186,17 +194,17 @@ def test_any_spec_list_trains_evaluates_and_predicts(tiny_bert_dir, tmp_path, sp
     batches = RoundRobin(datasets, batch_size=4, seed=1).next()
     assert list(batches) == [s.name for s in specs]
     for name, batch in batches.items():
-        assert batch.labels.dtype == (torch.long if model.specs[name].label_dtype == "int" else torch.float32)
+        assert batch.labels.dtype == (torch.long if model.specs[name].output.label_dtype == "int" else torch.float32)
         embeds = model.embed(batch)
         out = model.head(batch, embeds)
-        loss = task_loss(model, name, out, batch.labels) + smart_loss(model, batch, embeds, out, SmartConfig(), key=3)
+        loss = model.loss(name, out, batch.labels) + smart_loss(model, batch, embeds, out, SmartConfig(), key=3)
         loss.backward()
         assert torch.isfinite(loss)
     metrics = evaluate(model, datasets, batch_size=4)
     assert set(metrics) - {"undefined"} == {*(k for s in specs for k in (*s.metric_keys, s.count_key)), "overall"}
     # A fresh regression head whose scores all clamp to one end of the range predicts one value:
     # its correlation is undefined because of the model, and the evaluation has no overall.
-    constant = {k for s in specs if s.regression and evaluate_outputs(model, datasets[s.name]).unique().numel() == 1
+    constant = {k for s in specs if s.output is REGRESSION and evaluate_outputs(model, datasets[s.name]).unique().numel() == 1
                 for k in s.metric_keys}
     assert set(metrics.get("undefined", {})) == constant
     if constant:
@@ -216,16 +224,16 @@ def test_any_spec_list_trains_evaluates_and_predicts(tiny_bert_dir, tmp_path, sp
     # The Predictor answers what evaluation computes for the same text.
     single = predictor.sentence("good movie")
     for s in specs:
-        if not s.pair and s.activation == "softmax":
+        if not s.pair and s.output is SOFTMAX:
             probs = evaluate_outputs(model, datasets[s.name])[0]
             assert single[s.json_keys[0]]["probabilities"] == pytest.approx(probs.tolist(), abs=1e-6)
     assert len(to_tsv(pair, 1, specs).split("\t")) == len(tsv_columns(specs))
 
 
 def evaluate_outputs(model, dataset):
-    from bertmtl.evaluate import predict
+    from bertmtl.evaluate import outputs_of
 
-    return predict(model, dataset, batch_size=4)
+    return outputs_of(model, dataset, batch_size=4)
 
 
 def test_run_state_keeps_the_metrics_of_its_tasks():

@@ -14,9 +14,10 @@ from click.testing import CliRunner
 from bertmtl.cli import main
 from bertmtl.errors import UserError
 from bertmtl.evaluate import evaluate, overall, task_metrics
-from bertmtl.metrics_log import read_records
+from bertmtl.sinks.metrics_log import read_records
 from bertmtl.tasks import BUILTIN, TASKS
-from bertmtl.train_config import SEED_MAX, TrainConfig, number_problem
+from bertmtl.options import SEED_MAX, number_problem
+from bertmtl.train_config import TrainConfig
 
 from .fixtures import write_task_data
 
@@ -74,8 +75,9 @@ def test_config_file_and_weight_values_are_checked(tmp_path):
 
 
 def test_the_one_number_rule_serves_python_callers():
-    from bertmtl.ablate import AblateConfig, ablate
-    from bertmtl.pretrain import PretrainConfig
+    from bertmtl.ablate import ablate
+    from bertmtl.configs import AblateConfig, AugmentConfig
+    from bertmtl.pretrain import pretrain_config
 
     assert number_problem(float("nan"), min=0) == "must be a finite number"
     assert number_problem(float("inf"), min=0, min_open=True) == "must be a finite number"
@@ -86,16 +88,19 @@ def test_the_one_number_rule_serves_python_callers():
             TrainConfig(**bad).validate()
     TrainConfig(seed=SEED_MAX).validate()
     for bad, msg in (({"clip": float("nan")}, "clip must be a finite number"),
-                     ({"epochs": float("inf")}, "epochs must be a finite number"), ({"lr": 0.0}, "lr must be > 0")):
+                     ({"epochs": float("inf")}, "epochs must be a finite number"), ({"lr": 0.0}, "lr must be > 0"),
+                     ({"mask_prob": 1.0}, "mask-prob must be < 1")):
         with pytest.raises(UserError, match=msg):
-            PretrainConfig(**bad).validate()
+            pretrain_config(**bad).validate()
+    with pytest.raises(UserError, match="aug-p must be <= 1"):
+        AugmentConfig(aug_p=1.5).validate()
     with pytest.raises(UserError, match="lr must be a finite number"):
         ablate(AblateConfig(lr=float("nan")))
 
 
 def test_the_largest_seed_draws_batches():
     """Seeds are mixed with task and pass numbers before seeding a generator (reduced modulo 2**63)."""
-    from bertmtl.data import RoundRobin
+    from bertmtl.batching import RoundRobin
 
     class Fake:  # what RoundRobin reads of a dataset
         def __init__(self, spec):
@@ -132,14 +137,9 @@ def test_encoder_dir_with_bad_sizes_is_refused(tiny_bert_dir, tmp_path, field, v
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return write_task_data(tmp_path_factory.mktemp("data"), n_train=32, n_dev=16)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tiny_bert_dir, data_dir, tmp_path_factory):
+def checkpoint(tiny_bert_dir, small_data_dir, tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "run"
-    r = _cli(["train", "--encoder", str(tiny_bert_dir), "--data-dir", str(data_dir), "--out", str(run),
+    r = _cli(["train", "--encoder", str(tiny_bert_dir), "--data-dir", str(small_data_dir), "--out", str(run),
               "--max-steps", "2", "--batch-size", "16", "--seed", "0", "--device", "cpu", "--precision", "fp32"])
     assert r.exit_code == 0, r.output + repr(r.exception)
     return run / "best"
@@ -188,8 +188,8 @@ def test_export_model_card_survives_hand_edited_metadata(checkpoint, tmp_path):
 def test_declared_task_values_follow_the_same_rule(tmp_path):
     """Task declarations: weights and ranges finite in float32, labels valid text; a target
     beyond float32 is a skipped row, not a range that overflows the head."""
-    from bertmtl.data import read_task_file
-    from bertmtl.user_tasks import build_spec
+    from bertmtl.taskfiles import read_task_file
+    from bertmtl.tasks.declared import build_spec
 
     rows = [{"sentence1": f"a {i}", "sentence2": f"b {i}", "score": i % 5} for i in range(12)]
     big = tmp_path / "big.jsonl"
@@ -239,11 +239,11 @@ def _write_dev(path, rows):
                     "".join(f"{i}\ts{i}\t{a}\t{b}\t{y}\n" for i, (a, b, y) in enumerate(rows)))
 
 
-def test_training_with_one_sts_dev_pair_warns_and_scores_the_other_tasks(tiny_bert_dir, data_dir, tmp_path):
+def test_training_with_one_sts_dev_pair_warns_and_scores_the_other_tasks(tiny_bert_dir, small_data_dir, tmp_path):
     dev = tmp_path / "sts-one.csv"
     _write_dev(dev, [("a man plays guitar", "a man is playing", "4.0")])
     run = tmp_path / "run"
-    r = _cli(["train", "--encoder", str(tiny_bert_dir), "--data-dir", str(data_dir), "--out", str(run),
+    r = _cli(["train", "--encoder", str(tiny_bert_dir), "--data-dir", str(small_data_dir), "--out", str(run),
               "--sts-dev", str(dev), "--max-steps", "2", "--eval-every", "1", "--batch-size", "16",
               "--device", "cpu", "--precision", "fp32"])
     assert r.exit_code == 0, r.output + repr(r.exception)
@@ -258,9 +258,9 @@ def test_training_with_one_sts_dev_pair_warns_and_scores_the_other_tasks(tiny_be
     assert json.loads((run / "best" / "metrics.json").read_text())["sts_corr"] is None
 
 
-def test_evaluate_reports_all_equal_labels_as_undefined(checkpoint, data_dir, tmp_path):
+def test_evaluate_reports_all_equal_labels_as_undefined(checkpoint, small_data_dir, tmp_path):
     data = tmp_path / "data"
-    shutil.copytree(data_dir, data)
+    shutil.copytree(small_data_dir, data)
     _write_dev(data / "sts-dev.csv", [("a man plays guitar", "a man is playing", "2.0"),
                                       ("the dog runs", "a cat eats", "2.0"), ("good movie", "bad film", "2.0")])
     r = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(checkpoint), "--data-dir", str(data), "--json"])
@@ -273,12 +273,13 @@ def test_evaluate_reports_all_equal_labels_as_undefined(checkpoint, data_dir, tm
     assert table.exit_code == 0 and "undefined" in table.output
 
 
-def test_non_finite_model_output_leaves_no_overall(checkpoint, data_dir):
+def test_non_finite_model_output_leaves_no_overall(checkpoint, small_data_dir):
     from bertmtl.checkpoint import load_checkpoint
-    from bertmtl.data import TaskDataset, read_task_file, task_path
+    from bertmtl.batching import TaskDataset
+    from bertmtl.taskfiles import read_task_file, task_path
 
     ck = load_checkpoint(checkpoint)
-    datasets = {s.name: TaskDataset(s, read_task_file(task_path(data_dir, s, "dev"), s, labelled=True).examples,
+    datasets = {s.name: TaskDataset(s, read_task_file(task_path(small_data_dir, s, "dev"), s, labelled=True).examples,
                                     ck.tokenizer, ck.model.cfg.pair_mode) for s in BUILTIN}
     assert math.isfinite(evaluate(ck.model, datasets)["overall"])
     with torch.no_grad():
@@ -291,7 +292,7 @@ def test_non_finite_model_output_leaves_no_overall(checkpoint, data_dir):
 
 def test_consumers_cope_with_undefined_metrics(tmp_path):
     from bertmtl.progress import PlainReporter, format_metrics
-    from bertmtl.reports import CsvReport
+    from bertmtl.sinks.csv import CsvSink
     from bertmtl.runs import run_info
 
     rec = {"type": "eval", "step": 2, "sst_acc": 0.5, "para_acc": 0.7, "sts_corr": None, "overall": 0.6,
@@ -304,7 +305,7 @@ def test_consumers_cope_with_undefined_metrics(tmp_path):
     rep.evaluation(rec)
     rep.evaluation(rec)
     assert out.getvalue().count("warning: STS Pearson r is undefined") == 1
-    csv_report = CsvReport(tmp_path)
+    csv_report = CsvSink(tmp_path)
     csv_report.write(rec)
     csv_report.close()
     assert "sts_corr" not in (tmp_path / "eval.csv").read_text().splitlines()[0]  # no number, no column

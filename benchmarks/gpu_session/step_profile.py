@@ -13,12 +13,12 @@ from torch.nn.attention import SDPBackend
 
 import bertmtl.model.bert as bert
 
-from bertmtl.data import RoundRobin
-from bertmtl.model.heads import MultitaskBert
+from bertmtl.batching import RoundRobin
+from bertmtl.model.heads import HeadConfig, MultitaskBert
 from bertmtl.model.loading import load_encoder
 from bertmtl.mtl.step import MultitaskStep
 from bertmtl.tokenizer import WordPieceTokenizer
-from bertmtl.train import TrainConfig, load_datasets
+from bertmtl.engine import TrainConfig, load_datasets
 
 ap = argparse.ArgumentParser()
 ap.add_argument("encoder")
@@ -35,7 +35,7 @@ for prec in ("fp32", "bf16"):
     tok = WordPieceTokenizer.from_dir(args.encoder, max_length=cfg.max_length)
     train_sets, _, _ = load_datasets(cfg, tok, lambda row: None)
     torch.manual_seed(0)
-    model = MultitaskBert(load_encoder(args.encoder), cfg.head_config()).to(dev).train()
+    model = MultitaskBert(load_encoder(args.encoder), HeadConfig.of(cfg)).to(dev).train()
     step = MultitaskStep(model, cfg, list(train_sets), dev)
     rr = RoundRobin(train_sets, cfg.batch_size, cfg.seed)
     batches = [rr.next() for _ in range(12)]

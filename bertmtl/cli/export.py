@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import click
 
-FORMATS = ("hf", "sentence-transformers", "onnx")  # bertmtl.export.FORMATS, without importing torch
+from ..configs import ExportConfig
+from .options import options_of, resolved_options
 
 
 @click.command()
-@click.argument("source", required=False, type=click.Path(path_type=str))
-@click.option("--format", "fmt", type=click.Choice(FORMATS), required=True,
-              help="hf: transformers' AutoModel + AutoTokenizer (the encoder); sentence-transformers: "
-                   "SentenceTransformer(DIR).encode gives our sentence embeddings; onnx: encoder and task "
-                   "heads in one graph for ONNX Runtime (needs `pip install -e \".[onnx]\"`).")
-@click.option("--out", required=True, type=click.Path(path_type=str), help="Directory to write (new or empty).")
-@click.option("--overwrite", is_flag=True, help="Replace --out if it already holds files.")
-def export(source, fmt, out, overwrite) -> None:
+@options_of(ExportConfig)
+@click.pass_context
+def export(ctx: click.Context, **opts) -> None:
     """Export a checkpoint or run (its best/) [default: best/ of the most recent run that has one].
 
     \b
@@ -27,8 +23,10 @@ def export(source, fmt, out, overwrite) -> None:
     from ..export import export as run_export
     from ..runs import choose_checkpoint
 
-    choice = choose_checkpoint(source)
+    cfg = resolved_options(ExportConfig, ctx, opts)
+    choice = choose_checkpoint(cfg.source)
     if choice.note:
         click.echo(f"note: {choice.note}", err=True)
-    path = run_export(choice.path, fmt, out, command=command_line(source, fmt, out, overwrite), overwrite=overwrite)
-    click.echo(f"{fmt} export written to {path} (see {path}/README.md)")
+    path = run_export(choice.path, cfg.format, cfg.out,
+                      command=command_line(cfg.source, cfg.format, cfg.out, cfg.overwrite), overwrite=cfg.overwrite)
+    click.echo(f"{cfg.format} export written to {path} (see {path}/README.md)")

@@ -1,5 +1,5 @@
-"""Options of the commands: the `train` options generated from TrainConfig's fields, and one
-decorator per option that several commands take (one help text each). Imports no torch."""
+"""Click options generated from a command's `Options` dataclass (options.py): one per field, plus
+`--config FILE` and `--print-config` for every command that has them. Imports no torch."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import math
 
 import click
 
-from ..train_config import DEVICES, FIELDS, FILE_OPTIONS, PRECISIONS, TrainConfig, flag_name, number_problem
+from ..options import DEVICES, Options, default_of, dump_options, flag_name, number_problem, read_options_file
 
 
 class FiniteFloat(click.FloatRange):
     """A float option that must be finite and within an optional range (a usage error naming the
     option otherwise). click.FloatRange alone lets NaN through (every comparison with NaN is
     False) and inf through a range without an upper bound. Every float option of every command
-    uses this type; the same rule checks config files and Python callers (train_config.number_problem)."""
+    uses this type; the same rule checks config files and Python callers (options.number_problem)."""
 
     def convert(self, value, param, ctx):
         number = click.FLOAT.convert(value, param, ctx)
@@ -35,24 +35,124 @@ def parsed(fn, value, param_hint=None):
         raise click.BadParameter(str(e), param_hint=f"'{param_hint}'" if param_hint else None) from None
 
 
-# -- options several commands take -----------------------------------------------------------
+def _click_type(f: dataclasses.Field):
+    m = f.metadata
+    if m["choices"]:
+        return click.Choice(m["choices"])
+    if m["path"]:
+        kind = m["path"]
+        return click.Path(file_okay=kind.endswith("file"), dir_okay=kind.endswith("dir"),
+                          exists=kind.startswith("existing"), path_type=str)
+    if m["parse"]:
+        return str
+    if m["type"] is int and (m["min"] is not None or m["max"] is not None):
+        return click.IntRange(m["min"], m["max"], min_open=m["min_open"], max_open=m["max_open"])
+    if m["type"] is float:  # finite, even without a range
+        return FiniteFloat(m["min"], m["max"], min_open=m["min_open"], max_open=m["max_open"])
+    return m["type"]
 
-def _help(name: str, note: str | None = None) -> str:
-    text = FIELDS[name].metadata["help"]
-    return f"{text[:-1]}; {note}." if note else text
+
+def field_option(f: dataclasses.Field, default=dataclasses.MISSING):
+    """The Click option (or argument) of one field (with another default where a command has its own)."""
+    m, name = f.metadata, flag_name(f)
+    if m["argument"]:
+        if m["multiple"]:
+            return click.argument(f.name, nargs=-1, type=str, metavar=m["metavar"])
+        return click.argument(f.name, required=m["required"], type=_click_type(f), metavar=m["metavar"])
+    names = [f"--{name}", *(f"--{a}" for a in m["aliases"])]
+    default = default_of(f) if default is dataclasses.MISSING else default
+    if m["flag"] == "on/off":
+        return click.option(f"--{name}/--no-{name}", f.name, default=default, show_default=True, help=m["help"])
+    if m["flag"] == "on":
+        return click.option(*names, f.name, is_flag=True, default=default, help=m["help"])
+    if m["multiple"]:
+        return click.option(*names, f.name, type=str, multiple=True, metavar=m["metavar"], help=m["help"])
+    if isinstance(default, list):
+        default = ",".join(map(str, default)) or None  # shown and parsed as text; empty: not given
+    elif isinstance(default, dict):
+        default = None  # given keys update the default's
+    # A required option is checked with the others (Options.validate), so --config may give it too.
+    return click.option(*names, f.name, type=_click_type(f), default=default, metavar=m["metavar"],
+                        show_default=default is not None, help=m["help"] + ("  [required]" if m["required"] else ""))
 
 
-def data_dir_option(note: str | None = None):
-    """--data-dir: where the task CSVs are (`note` says which files the command reads)."""
-    return click.option("--data-dir", type=click.Path(file_okay=False, path_type=str),
-                        default=FIELDS["data_dir"].default, show_default=True, help=_help("data_dir", note))
+def options_of(cls: type[Options], config_file: bool = True, only: tuple[str, ...] | None = None,
+               defaults: dict | None = None):
+    """The options of a command whose settings are `cls`: one per field (those of `only`, with the
+    command's own `defaults`; the per-file options of `cls.file_options`), plus --config FILE and
+    --print-config unless `config_file` is False."""
+    defaults = defaults or {}
+
+    def decorate(fn):
+        fields = [f for f in dataclasses.fields(cls) if f.metadata["cli"] and (only is None or f.name in only)]
+        opts = [field_option(f, defaults.get(f.name, dataclasses.MISSING)) for f in fields]
+        opts += [click.option(f"--{key.replace('_', '-')}", key, type=click.Path(dir_okay=False), default=None,
+                              help=text) for key, text in getattr(cls, "file_options", ())]
+        if config_file:
+            opts += [click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True,
+                                                                             path_type=str), default=None,
+                                  help="Read options from a YAML or JSON file (e.g. --print-config's output); "
+                                       "options given on the command line override it."),
+                     click.option("--print-config", type=click.Choice(("yaml", "json")), is_flag=False,
+                                  flag_value="yaml", default=None,
+                                  help="Print the full resolved configuration (yaml, the default, or json) and "
+                                       "exit.")]
+        for opt in reversed(opts):
+            fn = opt(fn)
+        return fn
+    return decorate
 
 
-def out_option(default: str, help: str):
-    """--out: the directory a command writes (what goes there differs per command)."""
-    return click.option("--out", type=click.Path(file_okay=False, path_type=str), default=default, show_default=True,
-                        help=help)
+def config_from_options(cls: type[Options], ctx: click.Context, opts: dict, base: dict | None = None):
+    """An instance of `cls` from its generated options; with `base` (a saved run, a --config
+    file), only options given explicitly override it. The values used are removed from `opts`.
 
+    Options that may not change on resume are checked by the command itself (check_resume).
+    """
+    from click.core import ParameterSource
+
+    file_keys = [k for k, _ in getattr(cls, "file_options", ())]
+    files = {k: opts.pop(k) for k in file_keys if opts.get(k)}
+    for k in file_keys:
+        opts.pop(k, None)
+    cfg = cls() if base is None else cls.from_dict(base)
+    for name, fl in cls.fields().items():
+        if not fl.metadata["cli"] or name not in opts:
+            continue
+        value = opts.pop(name)
+        if base is not None and ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE:
+            continue
+        if fl.metadata["parse"] is not None:
+            if value is None or (fl.metadata["multiple"] and not value):
+                continue
+            value = parsed(fl.metadata["parse"], value, f"--{flag_name(fl)}")
+            if isinstance(value, dict):
+                value = {**getattr(cfg, name), **value}
+        elif fl.metadata["type"] is list and isinstance(value, tuple):  # an argument's values, as the field holds them
+            value = list(value)
+        setattr(cfg, name, value)
+    if files:
+        cfg.files = {**cfg.files, **files}
+    return cfg
+
+
+def resolved_options(cls: type[Options], ctx: click.Context, opts: dict, saved: dict | None = None,
+                     defaults: dict | None = None):
+    """The command's settings: its `defaults` < `saved` (a run's) < --config FILE < the command line,
+    validated; with --print-config, printed instead (and the command exits)."""
+    config_file, print_config = opts.pop("config_file", None), opts.pop("print_config", None)
+    base = saved if saved is not None else ({**cls().to_dict(), **defaults} if defaults else None)
+    if config_file is not None:
+        base = {**(base or cls().to_dict()), **read_options_file(cls, config_file)}
+    cfg = config_from_options(cls, ctx, opts, base)
+    cfg.validate()
+    if print_config:
+        click.echo(dump_options(cfg.to_dict(), print_config), nl=False)
+        ctx.exit(0)
+    return cfg
+
+
+# -- options of commands that have no settings of their own to save ------------------------------
 
 def checkpoint_option():
     """--checkpoint: what evaluate and predict load."""
@@ -63,101 +163,13 @@ def checkpoint_option():
 
 def runs_dir_option():
     """--runs-dir: the runs root (train makes runs there; the other commands find them there)."""
+    from ..train_config import FIELDS
+
     return click.option("--runs-dir", type=click.Path(file_okay=False, path_type=str), default=None,
-                        help=_help("runs_dir"))
+                        help=FIELDS["runs_dir"].metadata["help"])
 
 
-def device_option(default: str = "auto", note: str | None = None):
-    """--device auto|cpu|cuda; each command picks its default."""
+def device_option(default: str = "auto"):
+    """--device auto|cpu|cuda."""
     return click.option("--device", type=click.Choice(DEVICES), default=default, show_default=True,
-                        help=_help("device", note))
-
-
-def encoder_option(note: str | None = None):
-    """--encoder (alias --pretrained): a built-in encoder name or an HF directory."""
-    return click.option("--encoder", "--pretrained", "encoder", default=FIELDS["encoder"].default, show_default=True,
-                        help=_help("encoder", note))
-
-
-def seed_option(note: str | None = None):
-    """--seed, with `note` saying what else it fixes in a command."""
-    return click.option("--seed", type=_click_type(FIELDS["seed"]), default=FIELDS["seed"].default, show_default=True,
-                        help=_help("seed", note))
-
-
-def precision_option(choices=PRECISIONS, help: str | None = None):
-    """--precision of training steps (train, ablate), or with prediction's choices and text."""
-    return click.option("--precision", type=click.Choice(choices), default="auto", show_default=True,
-                        help=help or _help("precision"))
-
-
-# -- `bertmtl train` options, one per TrainConfig field ----------------------------------------
-
-def _click_type(f: dataclasses.Field):
-    m = f.metadata
-    if m["choices"]:
-        return click.Choice(m["choices"])
-    if m["path"]:
-        return click.Path(file_okay=False, exists=m["path"] == "existing_dir", path_type=str)
-    if m["parse"]:
-        return str
-    if m["type"] is int and (m["min"] is not None or m["max"] is not None):
-        return click.IntRange(m["min"], m["max"], min_open=m["min_open"], max_open=m["max_open"])
-    if m["type"] is float:  # finite, even without a range
-        return FiniteFloat(m["min"], m["max"], min_open=m["min_open"], max_open=m["max_open"])
-    return m["type"]
-
-
-def field_option(f: dataclasses.Field):
-    """The Click option of one TrainConfig field."""
-    m, name = f.metadata, flag_name(f)
-    if m["flag"] == "on/off":
-        return click.option(f"--{name}/--no-{name}", f.name, default=f.default, show_default=True, help=m["help"])
-    if m["flag"] == "on":
-        return click.option(f"--{name}", f.name, is_flag=True, help=m["help"])
-    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    if m["multiple"]:
-        return click.option(f"--{name}", f.name, type=str, multiple=True, metavar=m["metavar"], help=m["help"])
-    if isinstance(default, list):
-        default = ",".join(default)  # shown and parsed as text
-    elif isinstance(default, dict):
-        default = None  # given keys update the default's
-    names = [f"--{name}", *(f"--{a}" for a in m["aliases"])]
-    return click.option(*names, f.name, type=_click_type(f), default=default, metavar=m["metavar"],
-                        show_default=default is not None, help=m["help"])
-
-
-def train_options(f):
-    """The options of `bertmtl train` (also accepted by `bertmtl tui --train`): one per TrainConfig field."""
-    opts = [field_option(fl) for fl in FIELDS.values() if fl.metadata["cli"]]
-    opts += [click.option(f"--{key.replace('_', '-')}", key, type=click.Path(dir_okay=False), default=None, help=text)
-             for key, text in FILE_OPTIONS]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
-
-
-def config_from_options(ctx: click.Context, opts: dict, base: dict | None = None) -> TrainConfig:
-    """A TrainConfig from `train_options` values; with `base` (resuming), only options given explicitly override.
-
-    Options that may not change on resume are checked by training itself (TrainConfig.check_resume).
-    """
-    from click.core import ParameterSource
-
-    files = {k: opts[k] for k, _ in FILE_OPTIONS if opts.get(k)}
-    cfg = TrainConfig() if base is None else TrainConfig.from_dict(base)
-    for name, fl in FIELDS.items():
-        if not fl.metadata["cli"] or name not in opts:
-            continue
-        value = opts[name]
-        if base is not None and ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE:
-            continue
-        if fl.metadata["parse"] is not None:
-            if value is None or (fl.metadata["multiple"] and not value):
-                continue
-            value = parsed(fl.metadata["parse"], value, f"--{flag_name(fl)}")
-            if isinstance(value, dict):
-                value = {**getattr(cfg, name), **value}
-        setattr(cfg, name, value)
-    cfg.files = {**cfg.files, **files}
-    return cfg
+                        help="auto = CUDA when available.")

@@ -5,22 +5,14 @@ from __future__ import annotations
 import click
 
 from ..errors import UserError
-from .options import checkpoint_option, device_option, precision_option, runs_dir_option
+from ..configs import PredictConfig
+from .options import config_from_options, options_of
 
 
 @click.command()
-@click.argument("texts", nargs=-1)
-@checkpoint_option()
-@runs_dir_option()
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "tsv"]), default="jsonl", show_default=True,
-              help="Output format when reading stdin.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Sentences per forward pass.")
-@device_option(default="cpu")
-@precision_option(choices=("auto", "fp32", "bf16"),
-                  help="auto = bf16 where the hardware multiplies bf16 natively (CPUs with AVX512-BF16 or AMX, "
-                       "CUDA GPUs), else fp32; README gives its speed and agreement with fp32.")
-def predict(texts: tuple[str, ...], checkpoint_path, runs_dir, as_json, fmt, batch_size, device, precision) -> None:
+@options_of(PredictConfig, config_file=False)
+@click.pass_context
+def predict(ctx: click.Context, **opts) -> None:
     """Predict with a trained model: one sentence, a pair, or lines from stdin.
 
     Every task of the checkpoint answers (declared tasks under their names).
@@ -36,6 +28,9 @@ def predict(texts: tuple[str, ...], checkpoint_path, runs_dir, as_json, fmt, bat
     """
     import sys
 
+    cfg = config_from_options(PredictConfig, ctx, opts)
+    cfg.validate()
+    texts = tuple(cfg.texts)
     stdin_mode = texts == ("-",) or (not texts and sys.stdin is not None and not sys.stdin.isatty())
     if not stdin_mode and len(texts) not in (1, 2):
         raise click.UsageError("give one sentence, two sentences (a pair), or - to read lines from stdin")
@@ -44,17 +39,17 @@ def predict(texts: tuple[str, ...], checkpoint_path, runs_dir, as_json, fmt, bat
     from ..predict import Predictor
     from ..device import pick_device
 
-    predictor = Predictor(checkpoint_path, device=str(pick_device(device)), batch_size=batch_size, precision=precision,
-                          runs_dir=runs_dir)
+    predictor = Predictor(cfg.checkpoint, device=str(pick_device(cfg.device)), batch_size=cfg.batch_size,
+                          precision=cfg.precision, runs_dir=cfg.runs_dir)
     # Which checkpoint answers, on stderr (stdout stays the answers): a newcomer with several
     # runs should never have to guess.
     if predictor.note:
         click.echo(f"note: {predictor.note}", err=True)
     click.echo(f"checkpoint: {predictor.describe()}", err=True)
     if stdin_mode:
-        raise SystemExit(_predict_stdin(predictor, fmt))
+        raise SystemExit(_predict_stdin(predictor, cfg.format))
     res = predictor.sentence(texts[0]) if len(texts) == 1 else predictor.pair(texts[0], texts[1])
-    if as_json:
+    if cfg.json:
         import json
 
         click.echo(json.dumps({**res, "checkpoint": str(predictor.path)}))

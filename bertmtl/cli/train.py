@@ -7,20 +7,16 @@ from pathlib import Path
 
 import click
 
-from .options import config_from_options, train_options
+from ..train_config import TrainConfig
+from .options import options_of, resolved_options
 
 
 @click.command()
-@train_options
+@options_of(TrainConfig)
 @click.option("--resume", type=click.Path(file_okay=False, exists=True, path_type=str), default=None,
               help="Continue the run in this directory from its last checkpoint (options given again override).")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True, path_type=str), default=None,
-              help="Read options from a YAML or JSON file (e.g. a run's train_args.json, or --print-config's "
-                   "output); options given on the command line override it.")
-@click.option("--print-config", type=click.Choice(("yaml", "json")), is_flag=False, flag_value="yaml", default=None,
-              help="Print the full resolved configuration (yaml, the default, or json) and exit without training.")
 @click.pass_context
-def train(ctx: click.Context, resume: str | None, config_file: str | None, print_config: str | None, **opts) -> None:
+def train(ctx: click.Context, resume: str | None, **opts) -> None:
     """Train the multi-task model; best/ and last/ checkpoints land in the run directory.
 
     \b
@@ -33,30 +29,24 @@ def train(ctx: click.Context, resume: str | None, config_file: str | None, print
       bertmtl train --task intents:classification:train.csv:dev.csv   (your own tasks)
       torchrun --nproc_per_node 4 -m bertmtl train --data-dir data        (data parallel)
     """
-    base = None  # saved run < --config file < command line
+    saved = None  # saved run < --config file < command line
     if resume is not None:
-        from ..checkpoint import read_json
+        from ..rundir import read_json
 
-        base = read_json(Path(resume) / "train_args.json")
-    if config_file is not None:
-        from ..config_file import read_config_file
-        from ..train_config import TrainConfig
+        saved = read_json(Path(resume) / "train_args.json")
+    cfg = resolved_options(TrainConfig, ctx, opts, saved)
+    report_summary(cfg, resume)
 
-        base = {**(base or TrainConfig().to_dict()), **read_config_file(config_file)}
-    cfg = config_from_options(ctx, opts, base)
-    if print_config:
-        from ..config_file import dump_config
 
-        cfg.validate()
-        click.echo(dump_config(cfg.to_dict(), print_config), nl=False)
-        return
+def report_summary(cfg: TrainConfig, resume: str | None) -> dict:
+    """Run training and print its summary (train and pretrain); the summary."""
     from ..progress import format_metrics
     from ..tasks import TaskSpec
-    from ..train import train as run_training
+    from ..engine import train as run_training
 
     summary = run_training(cfg, resume=resume)
     if int(os.environ.get("RANK", "0")) != 0:
-        return  # under torchrun, rank 0 reports
+        raise SystemExit(0)  # under torchrun, rank 0 reports
     lines = [f"run: {summary['run']}  ({summary['status']} at step {summary['step']}/{summary['total_steps']})"]
     if summary.get("last_metrics"):
         specs = [TaskSpec.from_dict(d) for d in summary.get("tasks", [])] or None
@@ -68,3 +58,4 @@ def train(ctx: click.Context, resume: str | None, config_file: str | None, print
     click.echo("\n".join(lines))
     if summary["status"] == "stopped":
         raise SystemExit(130)  # interrupted (checkpoint saved): the shell convention for Ctrl-C
+    return summary

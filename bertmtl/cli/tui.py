@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from .options import train_options
+from ..train_config import TrainConfig
+from .options import options_of
 
 
 @click.command(context_settings={"ignore_unknown_options": False})
@@ -15,7 +16,7 @@ from .options import train_options
               help="Checkpoint for the playground [default: the run's best/].")
 @click.option("--train", "start_training", is_flag=True,
               help="Start a training run (with the train options below) in the background and watch it.")
-@train_options
+@options_of(TrainConfig, config_file=False)
 @click.pass_context
 def tui(ctx: click.Context, run: str | None, checkpoint_path: str | None, start_training: bool, **opts) -> None:
     """Watch a run live (loss curves, dev metrics, progress) and try its model in a playground.

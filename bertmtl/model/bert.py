@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..config import BertConfig
+from ..encoder_config import BertConfig
 
 # Which attention kernel is faster, by device type, as measured by benchmarks/encoder.py:
 # on the 2-core CPU the explicit softmax(QK^T)V path beats SDPA's CPU kernels at BERT
@@ -426,11 +426,19 @@ class BertModel(nn.Module):
         dtype: torch.dtype = torch.float32,
         device: str | torch.device | None = None,
     ) -> "BertModel":
-        """Load an HF-format BERT or MPNet directory (the family read from its config.json).
+        """Load an HF-format BERT or MPNet directory (the family read from its config.json), or the
+        encoder of a bertmtl checkpoint.
 
         Built-in encoders by name (`minilm`, `mpnet`) are `bertmtl.weights.resolve`'s job:
         `BertModel.from_pretrained(resolve("mpnet"))`.
         """
-        from .loading import load_encoder
+        from .loading import encoder_directory, encoder_state, load_into, read_config
 
-        return load_encoder(path, dtype=dtype, device=device)
+        path = encoder_directory(path)
+        config = read_config(path)
+        state = encoder_state(path, dtype, config.family)
+        has_pooler = any(k.startswith("pooler.") for k in state)
+        with uninitialised() if has_pooler else contextlib.nullcontext():  # all of it is loaded next
+            model = cls(config, init_weights=not has_pooler)
+        load_into(model, state, source=path)
+        return model.to(device=device, dtype=dtype) if device is not None else model.to(dtype)

@@ -17,52 +17,63 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import TaskBatch
+from ..batching import TaskBatch
 from ..tasks import BUILTIN, SENTIMENT_LABELS, TaskSpec
+from ..tasks.kinds import pearson
 from ..tokenizer import Batch
-from ..numbers import number_problem
-from ..train_config import MLP_HIDDEN_MAX
+from ..options import check_value
+from ..train_config import FIELDS
 from .bert import BertModel, Dropout
+from .mlm import MaskedLMHead
 
-__all__ = ["SENTIMENT_LABELS", "HeadConfig", "PairHead", "MultitaskBert", "pearson", "task_loss"]
-POOLINGS = ("mean", "cls", "pooler")
-PAIR_MODES = ("bi", "cross")
-PAIR_FEATURES = ("concat", "symmetric")
+__all__ = ["SENTIMENT_LABELS", "HeadConfig", "PairHead", "MultitaskBert", "pearson"]
+
+
+# The options a checkpoint's heads are built from (heads.json): their defaults, choices and ranges
+# are the train options' of the same names (train_config.py).
+HEAD_OPTIONS = ("pooling", "pair_mode", "pair_features", "mlp_hidden", "dropout", "sts_loss")
 
 
 @dataclass
 class HeadConfig:
-    """How sentences become embeddings and embeddings become predictions."""
+    """How sentences become embeddings and embeddings become predictions (see train_config.py)."""
 
-    pooling: str = "mean"  # mean of token states | [CLS] state | tanh pooler over [CLS]
-    pair_mode: str = "bi"  # bi-encoder (cosine + MLP) | cross-encoder
+    pooling: str = FIELDS["pooling"].default  # mean of token states | [CLS] state | tanh pooler over [CLS]
+    pair_mode: str = FIELDS["pair_mode"].default  # bi-encoder (cosine + MLP) | cross-encoder
     # The bi-encoder MLP's input: the classic [u, v, |u-v|, u*v], or [u+v, |u-v|, u*v], which gives
     # (a, b) and (b, a) the same score. Measured equal within noise (README, Results), so the
     # default stays the one the paper's heads use.
-    pair_features: str = "concat"
-    mlp_hidden: int = 256
-    dropout: float = 0.1
-    sts_loss: str = "pearson"  # regression tasks' loss: pearson | mse
+    pair_features: str = FIELDS["pair_features"].default
+    mlp_hidden: int = FIELDS["mlp_hidden"].default
+    dropout: float = FIELDS["dropout"].default
+    sts_loss: str = FIELDS["sts_loss"].default  # regression tasks' loss: pearson | mse
 
     def __post_init__(self):
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}")
-        if self.pair_mode not in PAIR_MODES:
-            raise ValueError(f"pair_mode must be one of {PAIR_MODES}")
-        if self.pair_features not in PAIR_FEATURES:
-            raise ValueError(f"pair_features must be one of {PAIR_FEATURES}")
-        if self.sts_loss not in ("pearson", "mse"):
-            raise ValueError("sts_loss must be pearson or mse")
-        # A zero or fractional width fails deep in nn.Linear, a NaN dropout silently at the first step.
-        if isinstance(self.mlp_hidden, bool) or not isinstance(self.mlp_hidden, int) \
-                or not 1 <= self.mlp_hidden <= MLP_HIDDEN_MAX:
-            raise ValueError(f"mlp_hidden must be a whole number in [1, {MLP_HIDDEN_MAX}], not {self.mlp_hidden!r}")
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) \
-                or number_problem(self.dropout, min=0, max=1, max_open=True):
-            raise ValueError(f"dropout must be a finite number in [0, 1), not {self.dropout!r}")
+        # The train options' checks (a zero or fractional width fails deep in nn.Linear, a NaN
+        # dropout silently at the first step); heads.json of a checkpoint is read through here.
+        for name in HEAD_OPTIONS:
+            value, f = getattr(self, name), FIELDS[name]
+            kind = f.metadata["type"]
+            wrong = isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else kind)
+            if wrong or check_value(f, value):
+                raise ValueError(f"{name} must be {_allowed(f)}, not {value!r}")
+
+    @classmethod
+    def of(cls, options) -> "HeadConfig":
+        """The head options of a TrainConfig."""
+        return cls(**{name: getattr(options, name) for name in HEAD_OPTIONS})
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _allowed(f) -> str:
+    m = f.metadata
+    if m["choices"]:
+        return f"one of {', '.join(m['choices'])}"
+    low = f"{'(' if m['min_open'] else '['}{m['min']}"
+    high = f"{m['max']}{')' if m['max_open'] else ']'}"
+    return f"{'a whole number' if m['type'] is int else 'a finite number'} in {low}, {high}"
 
 
 class PairHead(nn.Module):
@@ -117,20 +128,22 @@ class MultitaskBert(nn.Module):
         # Built in spec order: the order parameters are created in (and draw their initial
         # values from the random generator) is part of reproducing a run.
         for spec in specs or BUILTIN:
-            names = [spec.name, f"{spec.name}_dropout", f"{spec.name}_calibration"]
+            extras = spec.output.head_parameters(spec)  # e.g. a regression's calibration (tasks/kinds.py)
+            names = [spec.name, f"{spec.name}_dropout", *(f"{spec.name}_{k}" for k in ("calibration", *extras))]
             if spec.name in self.specs or any(hasattr(self, n) for n in names):
                 raise ValueError(f"task name {spec.name!r} is taken (a duplicate, or a name the model uses)")
             self.specs[spec.name] = spec
-            if spec.pair:
-                setattr(self, spec.name, PairHead(h, self.cfg, *spec.head_init, outputs=spec.num_outputs))
+            # The family of its output kind (tasks/kinds.py) says what the head reads: token states
+            # (masked LM), or one pooled embedding per sentence (or pair).
+            if spec.output.head_family == "tokens":
+                setattr(self, spec.name, MaskedLMHead(encoder.config))
+            elif spec.pair:
+                setattr(self, spec.name, PairHead(h, self.cfg, *spec.head_init, outputs=spec.width))
             else:
                 setattr(self, f"{spec.name}_dropout", Dropout(self.cfg.dropout))
-                setattr(self, spec.name, nn.Linear(h, spec.num_outputs))
-            if spec.regression:
-                # Affine map from the raw score to the target's scale. The Pearson loss ignores
-                # scale and offset, so these two numbers are fitted by a separate squared-error
-                # term on the detached score (see task_loss) and touch nothing else.
-                setattr(self, f"{spec.name}_calibration", nn.Parameter(torch.tensor([1.0, 0.0])))
+                setattr(self, spec.name, nn.Linear(h, spec.width))
+            for suffix, value in extras.items():
+                setattr(self, f"{spec.name}_{suffix}", nn.Parameter(value))
 
     # -- encoding ------------------------------------------------------------------------
 
@@ -157,11 +170,38 @@ class MultitaskBert(nn.Module):
         return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
 
     def head(self, batch: TaskBatch, embeds: torch.Tensor) -> torch.Tensor:
-        """Task output from embedding outputs: logits (B, classes), one logit or score (B,)."""
-        pooled = self.pool(embeds, batch.inputs)
+        """Task output from embedding outputs: logits (B, classes), one logit or score (B,), or
+        masked-LM logits (masked tokens, vocabulary)."""
+        return self.head_of(batch, self.features(batch, embeds))
+
+    def features(self, batch: TaskBatch, embeds: torch.Tensor) -> torch.Tensor:
+        """What the batch's head reads, from embedding outputs: the pooled embeddings (one per
+        sequence), or the token states at the masked positions (a masked-LM batch)."""
+        if batch.spec.output.head_family == "tokens":
+            unpad = embeds.device.type == "cpu"
+            hidden = self.encoder.encode(embeds, batch.inputs.attention_mask, unpad=unpad).last_hidden_state
+            return hidden[batch.labels != -100]
+        return self.pool(embeds, batch.inputs)
+
+    def head_of(self, batch: TaskBatch, features: torch.Tensor) -> torch.Tensor:
+        """The batch's head on its features (see `features`)."""
+        if batch.spec.output.head_family == "tokens":
+            return self.token_logits(batch.task, features)
         if batch.bi_pair:
-            return self.head_output(batch.task, *pooled.chunk(2))
-        return self.head_output(batch.task, pooled)
+            return self.head_output(batch.task, *features.chunk(2))
+        return self.head_output(batch.task, features)
+
+    def token_logits(self, task: str, hidden: torch.Tensor) -> torch.Tensor:
+        """A masked-LM task's vocabulary logits from token states (the decoder: the word embeddings)."""
+        return getattr(self, task)(hidden, self.encoder.embeddings.word_embeddings.weight)
+
+    def masked_logits(self, task: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                      positions: torch.Tensor) -> torch.Tensor:
+        """Logits (n, vocab) at the positions where the boolean (batch, seq) `positions` is set."""
+        embeds = self.encoder.embeddings(input_ids, torch.zeros_like(input_ids))
+        unpad = input_ids.device.type == "cpu"
+        hidden = self.encoder.encode(embeds, attention_mask, unpad=unpad).last_hidden_state
+        return self.token_logits(task, hidden[positions])
 
     def head_output(self, task: str, u: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
         """A task's raw output from pooled embeddings: one sentence (or a cross-encoded pair)
@@ -170,48 +210,24 @@ class MultitaskBert(nn.Module):
         if spec.pair:
             return getattr(self, task)(u) if v is None else getattr(self, task)(u, v)
         out = getattr(self, task)(getattr(self, f"{task}_dropout")(u))
-        return out.squeeze(-1) if spec.num_outputs == 1 else out
+        return out.squeeze(-1) if spec.width == 1 else out
 
     def forward(self, batch: TaskBatch) -> torch.Tensor:
         return self.head(batch, self.embed(batch))
 
-    # -- outputs for people --------------------------------------------------------------
+    # -- what the output kinds compute with ----------------------------------------------
+
+    def head_parameter(self, task: str, suffix: str) -> nn.Parameter:
+        """A task's parameter beside its head layers (its output kind's head_parameters)."""
+        return getattr(self, f"{task}_{suffix}")
+
+    def loss(self, task: str, raw: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The task's loss on its raw output (its output kind's: cross-entropy, BCE, 1 - Pearson ...)."""
+        spec = self.specs[task]
+        return spec.output.loss(self, spec, raw, labels)
 
     def postprocess(self, task: str, raw: torch.Tensor) -> torch.Tensor:
-        """Raw output -> what people read: class probabilities (softmax), the probability of
-        the second label (sigmoid), or the calibrated score within the task's value range."""
+        """Raw output -> what people read: class probabilities, the probability of the second
+        label, or the calibrated score within the task's value range (its output kind's)."""
         spec = self.specs[task]
-        raw = raw.float()
-        if spec.activation == "softmax":
-            return raw.softmax(-1)
-        if spec.activation == "sigmoid":
-            return raw.sigmoid()
-        a, b = getattr(self, f"{task}_calibration")
-        low, high = spec.value_range
-        return (a * raw + b).clamp(low, high)
-
-
-def pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation of two 1-D tensors (0 when either is constant)."""
-    xc, yc = x - x.mean(), y - y.mean()
-    denom = xc.norm() * yc.norm()
-    # torch.where on a safe denominator: no host sync, and no NaN gradient when it is 0.
-    ok = denom > 0
-    return torch.where(ok, (xc * yc).sum() / torch.where(ok, denom, torch.ones_like(denom)), torch.zeros_like(denom))
-
-
-def task_loss(model: MultitaskBert, task: str, output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The task's loss: cross-entropy, BCE with logits, or 1 - Pearson plus the calibration fit
-    (squared error instead of Pearson with HeadConfig.sts_loss="mse")."""
-    spec = model.specs[task]
-    if spec.loss == "cross-entropy":
-        return F.cross_entropy(output.float(), labels)
-    if spec.loss == "bce":
-        return F.binary_cross_entropy_with_logits(output.float(), labels)
-    a, b = getattr(model, f"{task}_calibration")
-    if model.cfg.sts_loss == "mse":
-        return F.mse_loss(a * output.float() + b, labels)
-    calibration = F.mse_loss(a * output.detach().float() + b, labels)
-    if len(labels) < 2:
-        return calibration
-    return 1.0 - pearson(output.float(), labels) + calibration
+        return spec.output.postprocess(self, spec, raw)

@@ -1,21 +1,20 @@
-"""Hugging Face checkpoint directories in: read tensors, rename keys to ours, load an encoder.
+"""Encoder directories in: an HF one's tensors renamed to ours, or a bertmtl checkpoint's encoder.
 
 Our modules have one naming (HF BERT's). A checkpoint of another family is renamed with that
-family's plain key map (`Family.key_map` in config.py); `to_hf_key` is the inverse, for export.
-Fetching built-in encoders by name is `bertmtl.weights`' job; this module reads directories:
-HF ones, and bertmtl checkpoints, whose encoder starts a new run (`--encoder RUN/best`) and
-whose heads can come with it (`--init-heads-from`).
+family's plain key map (`Family.key_map` in encoder_config.py); `to_hf_key` is the inverse, for
+export. Fetching built-in encoders by name is `bertmtl.weights`' job; a bertmtl checkpoint's
+files are read through rundir.py (its encoder starts a new run: `--encoder RUN/best`).
 """
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import torch
 
-from ..config import BertConfig, Family
+from ..encoder_config import BertConfig, Family
 from ..errors import UserError
+from ..rundir import checkpoint_part, is_checkpoint
 
 # Keys that HF checkpoints carry but the bare encoder does not own: a registered buffer, and
 # the pretraining heads (kept for the masked-LM head of `bertmtl pretrain`).
@@ -51,64 +50,6 @@ def to_hf_key(key: str, family: Family) -> str:
     for theirs, ours in family.key_map:
         key = key.replace(ours, theirs)
     return key
-
-
-def is_checkpoint(directory: str | Path) -> bool:
-    """Whether `directory` is a bertmtl checkpoint (rather than an HF encoder directory)."""
-    return (Path(directory) / "bertmtl.json").is_file()
-
-
-def checkpoint_state(directory: str | Path, part: str, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    """One part of a bertmtl checkpoint's weights: "encoder" (under the encoder's own names) or "heads"."""
-    from ..checkpoint import load_weights
-
-    state = load_weights(Path(directory))
-    if part == "encoder":
-        state = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
-    else:
-        state = {k: v for k, v in state.items() if not k.startswith("encoder.")}
-    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-
-
-def load_heads(model: torch.nn.Module, directory: str | Path) -> list[str]:
-    """Copy the task heads of checkpoint `directory` into the multitask `model`; returns the tasks taken.
-
-    Heads of tasks the checkpoint lacks stay as initialised. The head structure (pooling, pair
-    mode and features, MLP width) must match: heads trained on other embeddings would not fit.
-    """
-    from ..checkpoint import read_json, read_specs
-
-    directory = Path(directory)
-    if not is_checkpoint(directory):
-        raise UserError(f"{directory}: not a bertmtl checkpoint (no bertmtl.json); --init-heads-from takes RUN/best")
-    saved = read_json(directory / "heads.json")
-    own = model.cfg.to_dict()
-    differ = [f"{k}: {saved.get(k)!r} there, {own[k]!r} here" for k in ("pooling", "pair_mode", "pair_features",
-                                                                      "mlp_hidden") if saved.get(k, own[k]) != own[k]]
-    if differ:
-        raise UserError(f"{directory}: its heads do not fit this run's ({'; '.join(differ)}); "
-                        f"train with the same options to take them")
-    state = checkpoint_state(directory, "heads")
-    own_state = model.state_dict()
-    theirs = {s.name: s for s in read_specs(directory)}
-    taken = []
-    for task, spec in model.specs.items():
-        other = theirs.get(task)
-        if other is not None and (other.kind, other.labels, other.value_range) != (spec.kind, spec.labels,
-                                                                                   spec.value_range):
-            raise UserError(f"{directory}: its task {task} is a {other.kind} over "
-                            f"{list(other.labels) or other.value_range}, this run's a {spec.kind} over "
-                            f"{list(spec.labels) or spec.value_range}: the head would answer other labels")
-        keys = [k for k in own_state if k.split(".")[0] in (task, f"{task}_calibration")]
-        if not keys or not all(k in state for k in keys):
-            continue
-        bad = [k for k in keys if state[k].shape != own_state[k].shape]
-        if bad:
-            raise UserError(f"{directory}: head {task} has other shapes ({', '.join(bad)}): trained on another "
-                            f"encoder (hidden size) or other labels")
-        model.load_state_dict({k: state[k] for k in keys}, strict=False)
-        taken.append(task)
-    return taken
 
 
 def read_config(directory: str | Path) -> BertConfig:
@@ -150,22 +91,14 @@ def read_state_dict(directory: str | Path, dtype: torch.dtype = torch.float32,
     return out
 
 
-def load_encoder(path: str | Path, dtype: torch.dtype = torch.float32,
-                 device: str | torch.device | None = None):
-    """Build our encoder from an HF-format BERT or MPNet directory and load its weights."""
-    from .bert import BertModel, uninitialised
-
-    directory = encoder_directory(path)
-    config = read_config(directory)
-    if is_checkpoint(directory):  # a trained run: its encoder, without the heads
-        state = checkpoint_state(directory, "encoder", dtype)
-    else:
-        state = read_state_dict(directory, dtype, config.family)
-    has_pooler = any(k.startswith("pooler.") for k in state)
-    with uninitialised() if has_pooler else contextlib.nullcontext():  # all of it is loaded next
-        model = BertModel(config, init_weights=not has_pooler)
-    load_into(model, state, source=directory)
-    return model.to(device=device, dtype=dtype) if device is not None else model.to(dtype)
+def encoder_state(directory: str | Path, dtype: torch.dtype = torch.float32,
+                  family: Family | None = None) -> dict[str, torch.Tensor]:
+    """The encoder's tensors of an encoder directory under our names: an HF directory's (renamed),
+    or a bertmtl checkpoint's encoder (a trained run's, without its heads)."""
+    if is_checkpoint(directory):
+        state = checkpoint_part(Path(directory), "encoder")
+        return {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    return read_state_dict(directory, dtype, family)
 
 
 def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str | Path, assign: bool = False) -> None:

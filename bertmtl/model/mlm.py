@@ -1,29 +1,27 @@
-"""Our encoder (BERT or MPNet) with a masked-LM head, for further pretraining on task text.
+"""The masked-LM head (BERT's: dense, activation, LayerNorm, then the word embeddings as decoder,
+plus a bias), and reading one from Hugging Face directories and bertmtl checkpoints.
 
-Module and parameter names follow HF's BertForMaskedLM (`bert.…`, `cls.predictions.transform.dense`,
-`cls.predictions.transform.LayerNorm`, `cls.predictions.decoder`, `cls.predictions.bias`).
-HF's MPNetForMaskedLM has the same head (dense, GELU, LayerNorm, tied decoder, bias) under
-other names (`mpnet.…`, `lm_head.dense`, `lm_head.layer_norm`, `lm_head.bias`): `HF_HEAD_NAMES`
-maps between them, so our output loads in the matching `transformers` class and a checkpoint's
-head (bert-base-uncased's, our `pretrain` output) loads here. The decoder's weight *is* the
-word-embedding matrix (tied), as in BERT.
+In the multitask model the head is the `mlm` task's (tasks/kinds.py: MaskedLM), parameters
+`mlm.transform.dense.*`, `mlm.transform.LayerNorm.*`, `mlm.bias`. The decoder weight *is* the
+word-embedding matrix: the head multiplies by it rather than holding a tied copy, so checkpoints
+store each tensor once. HF's BertForMaskedLM names the same tensors `cls.predictions.…` and
+MPNetForMaskedLM `lm_head.…` (`HF_HEAD_NAMES`), so a checkpoint's head (bert-base-uncased's, a
+`bertmtl pretrain` run's) loads here and `bertmtl export --format hf` writes what transformers reads.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from ..config import BertConfig
+from ..encoder_config import BertConfig
 from ..errors import UserError
-from .bert import BertModel, _activation
+from .bert import _activation
 
-# The head's own tensors, as named inside `cls.predictions`. The decoder weight is absent: it
-# is the word-embedding matrix, and safetensors cannot store one tensor under two names.
+# The head's own tensors. The decoder weight is absent: it is the word-embedding matrix.
 HEAD_KEYS = ("transform.dense.weight", "transform.dense.bias", "transform.LayerNorm.weight",
              "transform.LayerNorm.bias", "bias")
 
@@ -39,7 +37,7 @@ HF_HEAD_NAMES = {
 }
 
 
-class BertPredictionHeadTransform(nn.Module):
+class PredictionTransform(nn.Module):
     """dense -> activation -> LayerNorm, before the vocabulary projection."""
 
     def __init__(self, config: BertConfig):
@@ -52,163 +50,80 @@ class BertPredictionHeadTransform(nn.Module):
         return self.LayerNorm(self.act(self.dense(x)))
 
 
-class BertLMPredictionHead(nn.Module):
-    """Transform, then a vocabulary projection tied to the word embeddings, plus a bias."""
-
-    def __init__(self, config: BertConfig, word_embeddings: nn.Embedding):
-        super().__init__()
-        self.transform = BertPredictionHeadTransform(config)
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.decoder.weight = word_embeddings.weight  # tied: one Parameter, two names
-        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.transform(hidden)) + self.bias
-
-
-class BertOnlyMLMHead(nn.Module):
-    def __init__(self, config: BertConfig, word_embeddings: nn.Embedding):
-        super().__init__()
-        self.predictions = BertLMPredictionHead(config, word_embeddings)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.predictions(hidden)
-
-
-class BertForMaskedLM(nn.Module):
-    """`model(input_ids, attention_mask)` -> vocabulary logits at every position.
-
-    `masked_logits` scores only chosen positions: the vocabulary projection is most of the
-    head's cost, and pretraining needs it at the ~15% masked tokens only.
-    """
+class MaskedLMHead(nn.Module):
+    """Token states -> vocabulary logits, through the word-embedding matrix `decoder` given to forward."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.config = config
-        # The pooler is kept (not used here) so that the output serves `bertmtl train --pooling pooler`.
-        self.bert = BertModel(config)
-        self.cls = BertOnlyMLMHead(config, self.bert.embeddings.word_embeddings)
-        self.reset_head()
+        self.transform = PredictionTransform(config)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.initializer_range = config.initializer_range
+        self.reset()
 
-    def reset_head(self) -> None:
-        """BERT's initialisation for the head: N(0, 0.02) dense, identity LayerNorm, zero bias."""
-        p = self.cls.predictions
-        nn.init.normal_(p.transform.dense.weight, std=self.config.initializer_range)
-        nn.init.zeros_(p.transform.dense.bias)
-        nn.init.ones_(p.transform.LayerNorm.weight)
-        nn.init.zeros_(p.transform.LayerNorm.bias)
-        nn.init.zeros_(p.bias)
+    def reset(self) -> None:
+        """BERT's initialisation: N(0, 0.02) dense, identity LayerNorm, zero bias."""
+        nn.init.normal_(self.transform.dense.weight, std=self.initializer_range)
+        nn.init.zeros_(self.transform.dense.bias)
+        nn.init.ones_(self.transform.LayerNorm.weight)
+        nn.init.zeros_(self.transform.LayerNorm.bias)
+        nn.init.zeros_(self.bias)
 
-    def tie_weights(self) -> None:
-        """Point the decoder at the word embeddings again (after replacing either)."""
-        self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
-
-    def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-               token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        unpad = attention_mask is not None and input_ids.device.type == "cpu"
-        return self.bert(input_ids, attention_mask, token_type_ids, unpad=unpad).last_hidden_state
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        return self.cls(self.hidden(input_ids, attention_mask, token_type_ids))
-
-    def masked_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                      positions: torch.Tensor) -> torch.Tensor:
-        """Logits (n, vocab) at the positions where the boolean (batch, seq) `positions` is set."""
-        return self.cls(self.hidden(input_ids, attention_mask)[positions])
-
-    def hf_state_dict(self) -> dict[str, torch.Tensor]:
-        """Tensors under HF's masked-LM names for the family, the tied decoder weight stored once (as HF does)."""
-        from .loading import to_hf_key
-
-        family = self.config.family
-        out = {family.hf_prefix + to_hf_key(k, family): v for k, v in self.bert.state_dict().items()}
-        names = HF_HEAD_NAMES[family.model_type]
-        for k, v in self.cls.predictions.state_dict().items():
-            if k != "decoder.weight":
-                out[names[k][0]] = v
-        return {k: v.detach().contiguous() for k, v in out.items()}
+    def forward(self, hidden: torch.Tensor, decoder: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.transform(hidden), decoder) + self.bias
 
 
-@dataclass
-class LoadedMlm:
-    """A masked-LM model and where its head came from."""
+def head_state(state: dict[str, torch.Tensor], family: str, prefix: str | None = None) -> dict[str, torch.Tensor] | None:
+    """The masked-LM head tensors in `state` under our names (HEAD_KEYS), from HF names of `family`
+    or, with `prefix` ("mlm."), from a bertmtl checkpoint's; None when there is none, UserError when
+    part of one is missing."""
+    def key(k):
+        names = (prefix + k,) if prefix is not None else HF_HEAD_NAMES[family][k]
+        return next((n for n in names if n in state), None)
 
-    model: BertForMaskedLM
-    head_from_checkpoint: bool
-    source: Path
+    keys = {k: key(k) for k in HEAD_KEYS}
+    present = [k for k, v in keys.items() if v is not None]
+    if not present:
+        return None
+    if len(present) < len(HEAD_KEYS):
+        missing = [(prefix + k) if prefix is not None else HF_HEAD_NAMES[family][k][0] for k in HEAD_KEYS
+                   if keys[k] is None]
+        raise UserError(f"incomplete masked-LM head (missing {', '.join(missing)})")
+    return {k: state[v] for k, v in keys.items()}
 
 
-def has_mlm_head(directory: str | Path) -> bool:
-    """Whether an HF directory's weights include a masked-LM head (reads the weights)."""
+def source_head(directory: str | Path) -> dict[str, torch.Tensor] | None:
+    """The masked-LM head an encoder directory brings (an HF directory's, or a bertmtl checkpoint's),
+    under our names; None when it has none."""
+    from ..rundir import checkpoint_weights, is_checkpoint
     from .loading import read_config, read_state_dict
 
-    config = read_config(directory)  # read once: the state's key map depends on its family
-    state = read_state_dict(directory, family=config.family)
-    return all(_head_key(state, k, config.model_type) is not None for k in HEAD_KEYS)
-
-
-def _head_key(state: dict, k: str, model_type: str) -> str | None:
-    """The key under which `state` holds our head tensor `k`, if any."""
-    return next((name for name in HF_HEAD_NAMES[model_type][k] if name in state), None)
-
-
-def load_mlm(path: str | Path | None = None, require_head: bool = False,
-             device: str | torch.device | None = None) -> LoadedMlm:
-    """An HF-format BERT or MPNet directory (or built-in name, None = default) as a BertForMaskedLM.
-
-    The head is reused when the checkpoint has one (bert-base-uncased, our `pretrain` output);
-    otherwise it is freshly initialised, or, with `require_head`, that is an error.
-    """
-    from ..weights import resolve
-    from .loading import checkpoint_state, is_checkpoint, load_into, read_state_dict
-
-    directory = resolve(path)
-    config = BertConfig.from_json(directory / "config.json")
-    # A bertmtl checkpoint (another run's best/) has its encoder under our names, and no MLM head.
-    state = checkpoint_state(directory, "encoder") if is_checkpoint(directory) else \
-        read_state_dict(directory, family=config.family)
-    model = BertForMaskedLM(config)
-    load_into(model.bert, state, source=directory)
-    keys = {k: _head_key(state, k, config.model_type) for k in HEAD_KEYS}
-    present = [k for k, v in keys.items() if v is not None]
-    if present and len(present) < len(HEAD_KEYS):
-        missing = [HF_HEAD_NAMES[config.model_type][k][0] for k in HEAD_KEYS if keys[k] is None]
-        raise UserError(f"{directory}: incomplete masked-LM head (missing {', '.join(missing)})")
-    if not present and require_head:
-        raise UserError(
-            f"{directory}: these weights have no masked-LM head ({HF_HEAD_NAMES[config.model_type]['bias'][0]} ...). Run "
-            f"`bertmtl pretrain --out DIR` first and pass DIR, or pass a BERT directory that has a "
-            f"masked-LM head (bert-base-uncased has one; all-MiniLM-L6-v2 has none).")
-    if present:
-        head = {k: state[v] for k, v in keys.items()}
-        want = dict(model.cls.predictions.state_dict())
-        bad = [f"{k}: {tuple(head[k].shape)} vs {tuple(want[k].shape)}" for k in head if head[k].shape != want[k].shape]
-        if bad:
-            raise UserError(f"{directory}: masked-LM head does not fit its config.json: " + "; ".join(bad))
-        with torch.no_grad():
-            for k, v in head.items():
-                want[k].copy_(v)
-    if device is not None:
-        model.to(device)
-        model.tie_weights()
-    return LoadedMlm(model, bool(present), directory)
-
-
-def save_mlm(model: BertForMaskedLM, tokenizer, directory: str | Path) -> None:
-    """Write an HF-format directory: config.json, model.safetensors, vocab.txt, tokenizer_config.json.
-
-    It loads in `bertmtl train --pretrained DIR`, `BertModel.from_pretrained` and
-    `transformers.BertForMaskedLM.from_pretrained`.
-    """
-    from ..fsutil import save_safetensors
-
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    config = model.config.to_dict()
-    config["architectures"] = [HF_MLM_CLASS[model.config.model_type]]
-    config["tie_word_embeddings"] = True
-    (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    state = {k: v.cpu() for k, v in model.hf_state_dict().items()}
-    save_safetensors(directory / "model.safetensors", state)
-    tokenizer.save(directory)
+    if is_checkpoint(directory):
+        state, prefix = checkpoint_weights(directory), "mlm."
+    else:
+        state, prefix = read_state_dict(directory), None
+    try:
+        return head_state(state, read_config(directory).model_type, prefix)
+    except UserError as e:
+        raise UserError(f"{directory}: {e.message}") from None
+
+
+def load_head(model: nn.Module, head: dict[str, torch.Tensor], source: Path) -> None:
+    """Copy head tensors (our names) into the multitask model's `mlm` head."""
+    own = model.mlm.state_dict()
+    bad = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in head.items() if v.shape != own[k].shape]
+    if bad:
+        raise UserError(f"{source}: masked-LM head does not fit its config.json: " + "; ".join(bad))
+    model.mlm.load_state_dict({k: v.to(own[k].dtype) for k, v in head.items()})
+
+
+def hf_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Encoder and masked-LM head under the names of the family's HF masked-LM class (the tied
+    decoder weight stored once, as HF does)."""
+    from .loading import to_hf_key
+
+    family = model.encoder.config.family
+    out = {family.hf_prefix + to_hf_key(k, family): v for k, v in model.encoder.state_dict().items()}
+    names = HF_HEAD_NAMES[family.model_type]
+    out.update({names[k][0]: v for k, v in model.mlm.state_dict().items()})
+    return {k: v.detach().float().contiguous().cpu() for k, v in out.items()}

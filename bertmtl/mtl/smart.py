@@ -12,68 +12,47 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import torch
-import torch.nn.functional as F
 
-from ..tasks import BUILTIN, TASKS, TaskSpec, spec_of
-
-# Each task's default weight is in its spec (the paper's, for the built-in tasks).
-DEFAULT_WEIGHTS = {s.name: s.smart_weight for s in BUILTIN}
-
+from ..tasks import TaskSpec, spec_of
+from ..train_config import FIELDS
 
 @dataclass
 class SmartConfig:
-    """SMART hyper-parameters (defaults from the paper)."""
+    """SMART hyper-parameters: the train options smart_weights, smart_noise, smart_step,
+    smart_epsilon and smart_steps (their defaults, from the paper, are there: train_config.py)."""
 
-    weights: dict = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
-    noise: float = 1e-5  # std of the initial Gaussian perturbation
-    step: float = 1e-3  # ascent step size
-    epsilon: float = 1e-6  # keeps the gradient normalisation finite
-    steps: int = 1  # K, ascent steps
+    weights: dict = field(default_factory=FIELDS["smart_weights"].default_factory)
+    noise: float = FIELDS["smart_noise"].default  # std of the initial Gaussian perturbation
+    step: float = FIELDS["smart_step"].default  # ascent step size
+    epsilon: float = FIELDS["smart_epsilon"].default  # keeps the gradient normalisation finite
+    steps: int = FIELDS["smart_steps"].default  # K, ascent steps
+
+    @classmethod
+    def of(cls, options) -> "SmartConfig":
+        """The SMART options of a TrainConfig."""
+        return cls(weights=dict(options.smart_weights), noise=options.smart_noise, step=options.smart_step,
+                   epsilon=options.smart_epsilon, steps=options.smart_steps)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def _kl(p_logits: torch.Tensor, q_logits: torch.Tensor, reduction: str) -> torch.Tensor:
-    """KL(p || q) for categorical logits, summed over classes; batch mean or sum."""
-    return F.kl_div(F.log_softmax(q_logits, -1), F.log_softmax(p_logits, -1), log_target=True,
-                    reduction="batchmean" if reduction == "mean" else "sum")
-
-
-def _as_categorical(spec: TaskSpec, out: torch.Tensor) -> torch.Tensor:
-    # A sigmoid logit is a Bernoulli distribution: logits [0, z] over (no, yes).
-    return torch.stack([torch.zeros_like(out), out], -1) if spec.activation == "sigmoid" else out
-
-
 def divergence(task: str | TaskSpec, adv: torch.Tensor, clean: torch.Tensor, symmetric: bool,
                reduction: str = "mean") -> torch.Tensor:
-    """Symmetric KL for classification, squared error for regression; mean or sum over the batch.
-
-    `task`: a spec, or the name of a built-in task."""
-    spec = spec_of(task)
-    adv, clean = adv.float(), clean.float()
-    if spec.regression:
-        d = F.mse_loss(adv, clean.detach(), reduction=reduction)
-        return d + F.mse_loss(clean, adv.detach(), reduction=reduction) if symmetric else d
-    a, c = _as_categorical(spec, adv), _as_categorical(spec, clean)
-    if not symmetric:
-        return _kl(c.detach(), a, reduction)
-    # Each direction pulls one side only, the other held fixed (as in the reference MT-DNN code).
-    return _kl(c.detach(), a, reduction) + _kl(a.detach(), c, reduction)
+    """The task's output kind's divergence (symmetric KL for classes, squared error for a score);
+    mean or sum over the batch. `task`: a spec, or the name of a built-in task."""
+    return spec_of(task).output.divergence(adv, clean, symmetric, reduction)
 
 
-def example_noise(batch, shape: torch.Size, std: float, key: int, device, spec: TaskSpec | None = None) -> torch.Tensor:
+def example_noise(batch, shape: torch.Size, std: float, key: int, device) -> torch.Tensor:
     """Initial perturbation, drawn per example from (key, task, example, side).
-
-    `spec` is the batch's task (default: the built-in task of that name).
 
     Keyed by example rather than drawn for the batch as a whole, so each example gets the same
     noise whichever rank or batch it lands in: N data-parallel ranks compute exactly what one
     process computes for the global batch.
     """
     rows, length, hidden = shape
-    spec = spec or TASKS.get(batch.task)
-    task_id = spec.seed_index + 1 if spec is not None else 0
+    task_id = batch.spec.seed_index + 1
     n = len(batch.index)
     out = torch.empty(rows, length, hidden)
     g = torch.Generator()
@@ -90,9 +69,8 @@ def smart_loss(model, batch, embeds: torch.Tensor, clean: torch.Tensor, cfg: Sma
     `model.head(batch, embeds)` maps embedding outputs to the task output; `clean` is that
     output for the unperturbed `embeds`; `key` (e.g. seed and step) seeds the initial noise.
     """
-    # The model's own spec of the task; a model without specs runs a built-in task.
-    task = spec_of(batch.task, getattr(model, "specs", None))
-    noise = example_noise(batch, embeds.shape, cfg.noise, key, embeds.device, task).to(embeds.dtype)
+    task = batch.spec
+    noise = example_noise(batch, embeds.shape, cfg.noise, key, embeds.device).to(embeds.dtype)
     for _ in range(cfg.steps):
         noise.requires_grad_(True)
         adv = model.head(batch, embeds.detach() + noise)

@@ -13,10 +13,10 @@ import torch
 
 from ..device import autocast_dtype
 from ..distributed import Dist
-from ..model.heads import MultitaskBert, task_loss
+from ..model.heads import MultitaskBert
 from ..optim import OPTIMIZERS, parameter_groups
 from .pcgrad import pcgrad
-from .smart import smart_loss
+from .smart import SmartConfig, smart_loss
 
 if TYPE_CHECKING:
     from ..train_config import TrainConfig
@@ -74,16 +74,19 @@ class MultitaskStep:
         self.pc_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.autocast_dtype = autocast_dtype(cfg.precision, device, training=True)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
-        self.smart = cfg.smart_config()
+        self.smart = SmartConfig.of(cfg)
         self.stepped = list(tasks)  # the tasks of the last backward(): all, unless sampling leaves some out
+        self.heads_only = False  # the last backward() froze the encoder (--head-steps)
 
-    def backward(self, batches: dict, step: int = 0) -> tuple[dict[str, float], dict[str, float]]:
+    def backward(self, batches: dict, step: int = 0, heads_only: bool = False) -> tuple[dict[str, float], dict[str, float]]:
         """Forward and backward every task's batch into its gradient buffer; (losses, SMART terms).
 
         A task's batch may be a list of micro-batches (--grad-accum): each one's loss is weighted
         by its share of the examples, so the buffer ends up with the gradient of the mean loss
         over all of them, as one large batch would give (for losses that are means over examples).
+        With `heads_only` (--head-steps) the encoder runs without gradients.
         """
+        self.heads_only = heads_only
         cfg = self.cfg
         for p in self.head_params:
             p.grad = None
@@ -109,18 +112,22 @@ class MultitaskStep:
 
     def _backward_one(self, task: str, batch, share: float, key: int):
         """One batch's forward and backward (its loss scaled by `share`); (loss, SMART term or None) as tensors."""
-        model, cfg = self.model, self.cfg
+        model, cfg, spec = self.model, self.cfg, batch.spec
         if self.device.type == "cuda":  # pinned host memory lets the copy overlap compute
             batch = batch.pin_memory()
         batch = batch.to(self.device, non_blocking=True)
         s_term = None
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            embeds = model.embed(batch)
-            out = model.head(batch, embeds)
-            loss = task_loss(model, task, out, batch.labels)
+            if self.heads_only:  # the encoder frozen: its states without a graph, only the head learns
+                with torch.no_grad():
+                    features = model.features(batch, model.embed(batch))
+                out, embeds = model.head_of(batch, features), None
+            else:
+                embeds = model.embed(batch)
+                out = model.head(batch, embeds)
+            loss = model.loss(task, out, batch.labels)
             total = loss
-            spec = model.specs[task]
-            w = self.smart.weights.get(task, spec.smart_weight) if cfg.smart else 0.0
+            w = self.smart.weights.get(task, spec.smart_weight) if cfg.smart and embeds is not None else 0.0
             if w > 0:
                 s_term = smart_loss(model, batch, embeds, out, self.smart, key=key)
                 total = loss + w * s_term
@@ -150,6 +157,9 @@ class MultitaskStep:
             if p.grad is not None:
                 dist.all_reduce_mean(p.grad)
         grads.point(self.combined)
+        if self.heads_only:  # no update, no decay, no moments for a frozen encoder (the optimizer skips it)
+            for p in self.shared:
+                p.grad = None
         for g in self.optimizer.param_groups:
             g["lr"] = lr * g.get("lr_scale", 1.0)
         self.scaler.unscale_(self.optimizer)

@@ -12,7 +12,8 @@ from textual.message import Message
 from textual.widgets import Footer, Header, Input, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from .feed import MetricsTail, Poll, RunState, checkpoint_identity
+from ..rundir import LAST, RunState, checkpoint_identity, is_checkpoint
+from .feed import MetricsTail, Poll
 from .monitor import MonitorPane
 from .playground import PlaygroundPane, default_predictor
 from .screens import HelpScreen, QuitScreen
@@ -157,7 +158,7 @@ class BertmtlApp(App):
             return None, f"stopped at step {self.state.step}; checkpoint saved. {resume}"
         if self.state.status == "nonfinite":
             kept = f"the last good weights are in {self.run_dir.name}/last" \
-                if (self.run_dir / "last" / "bertmtl.json").is_file() else "no checkpoint was saved before"
+                if is_checkpoint(self.run_dir / LAST) else "no checkpoint was saved before"
             return None, f"stopped by non-finite losses; {kept}"
         return None, ""
 

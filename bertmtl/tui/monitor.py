@@ -16,7 +16,8 @@ from textual.widgets import DataTable, Static
 from ..runs import encoder_of
 from ..tasks import BUILTIN, dev_table_metrics
 from .bars import text_bar
-from .feed import RunState, format_duration
+from ..rundir import RunState
+from .feed import format_duration
 from .lineplot import LinePlot
 
 # One colour per task (from its spec), the same in every plot.

@@ -5,7 +5,6 @@ The model is loaded and called in thread workers, so the interface never waits f
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +22,7 @@ from textual.worker import get_current_worker
 
 from ..tasks import BUILTIN, TaskSpec
 from .bars import text_bar
-from .feed import checkpoint_identity
+from ..rundir import checkpoint_identity
 
 # The pane shows the first single-sentence task as bars per class (one panel per sentence),
 # other single-sentence tasks as one line each below them, and every pair task as one bar
@@ -55,10 +54,8 @@ def describe_checkpoint(predictor, fallback: Path) -> str:
     """RUN/best (step N, dev overall X): which model answers, read from its files."""
     path = Path(getattr(predictor, "path", fallback))
     info = []
-    try:
-        info.append(f"step {json.loads((path / 'bertmtl.json').read_text())['step']}")
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    if isinstance(getattr(predictor, "step", None), int):
+        info.append(f"step {predictor.step}")
     overall = (getattr(predictor, "metrics", None) or {}).get("overall")
     if isinstance(overall, (int, float)):
         info.append(f"dev overall {overall:.3f}")
@@ -68,29 +65,32 @@ def describe_checkpoint(predictor, fallback: Path) -> str:
 class SentimentBars(Static):
     """Predicted sentiment: the label, then one bar per class with its probability."""
 
-    sentiment: reactive[dict | None] = reactive(None)
+    # (result, suffix): the answer of `spec` is under its JSON keys + suffix ("" for one sentence,
+    # "1" or "2" for a pair's); the task's output kind reads it.
+    answer: reactive[tuple | None] = reactive(None)
     hint: reactive[str] = reactive("")
     spec = SENTENCE_SPEC  # the task drawn as bars
-    others: reactive[tuple] = reactive(tuple)  # ((spec, answer), ...) of other sentence tasks, one line each
+    others: reactive[tuple] = reactive(tuple)  # ((spec, result, suffix), ...) of other sentence tasks, one line each
 
     def render(self) -> Text:
-        s = self.sentiment
-        if s is None or s == {}:
+        if self.answer is None:
             return Text(self.hint, style="dim")
+        res, suffix = self.answer
         out = Text(no_wrap=True)
-        if not isinstance(s, dict):  # a score (a regression task drawn here): one line
-            out.append(answer_text(self.spec, s), style="bold")
+        view = self.spec.output.probabilities(self.spec, res, suffix)
+        if view is None:  # a score (a regression task drawn here): one line
+            out.append(self.spec.output.brief(self.spec, res, suffix), style="bold")
             self._append_others(out)
             return out
+        best, probabilities = view
         width = self.content_size.width
         full = self.spec.labels
         labels = full if width >= 36 or len(SHORT_LABELS) != len(full) else SHORT_LABELS
         label_w = max(len(x) for x in labels)
         bar_w = max(3, width - label_w - 6)
-        best = s["index"]
         out.append(f"{full[best]}", style=f"bold {SENTIMENT_COLORS[best % len(SENTIMENT_COLORS)]}")
-        out.append(f"  p={s['probabilities'][best]:.2f}", style="dim")
-        for i, (label, p) in enumerate(zip(labels, s["probabilities"])):
+        out.append(f"  p={probabilities[best]:.2f}", style="dim")
+        for i, (label, p) in enumerate(zip(labels, probabilities)):
             out.append("\n" + label.ljust(label_w) + " ", style="bold" if i == best else "")
             out.append(text_bar(p, bar_w), style=SENTIMENT_COLORS[i % len(SENTIMENT_COLORS)])
             out.append(f" {p:.2f}", style="bold" if i == best else "dim")
@@ -98,23 +98,15 @@ class SentimentBars(Static):
         return out
 
     def _append_others(self, out: Text) -> None:
-        for spec, answer in self.others:
+        for spec, res, suffix in self.others:
             out.append("\n" + spec.answer_name + " ", style=f"bold {spec.color}")
-            out.append(answer_text(spec, answer))
-
-
-def answer_text(spec, answer) -> str:
-    """One task's answer in a few words: its class and probability, or its score on the range."""
-    if isinstance(answer, dict):
-        return f"{answer['label']} p={answer['probabilities'][answer['index']]:.2f}"
-    if spec.regression:
-        return f"{answer:.2f} / {spec.value_range[1]:g}"
-    return f"p={answer:.2f}"
+            out.append(spec.output.brief(spec, res, suffix))
 
 
 class PairScores(Static):
-    """The pair tasks' answers for the two sentences, one bar each: a probability with its
-    yes/no (paraphrase), or a score on its range (similarity 0-5)."""
+    """The pair tasks' answers for the two sentences, one bar each (as each task's output kind
+    gauges it): a probability with its yes/no or label (paraphrase), a score on its range
+    (similarity 0-5)."""
 
     scores: reactive[dict | None] = reactive(None)
     hint: reactive[str] = reactive("")
@@ -129,22 +121,14 @@ class PairScores(Static):
         bar_w = max(3, self.content_size.width - name_w - 11)
         out = Text(no_wrap=True)
         for n, (spec, name) in enumerate(zip(self.specs, names)):
+            fill, number, word = spec.output.gauge(spec, r)
             out.append(("\n" if n else "") + name.ljust(name_w))
-            if spec.answers_class:
-                a = r[spec.json_keys[0]]
-                out.append(text_bar(a["probabilities"][a["index"]], bar_w), style=spec.color)
-                out.append(f" {a['probabilities'][a['index']]:.2f} ")
-                out.append(a["label"], style="bold")
-            elif spec.activation == "sigmoid":
-                p = r[spec.json_keys[0]]
-                out.append(text_bar(p, bar_w), style=spec.color)
-                out.append(f" {p:.2f} ")
-                out.append("yes" if r[spec.json_keys[1]] else "no", style="bold")
+            out.append(text_bar(fill, bar_w), style=spec.color)
+            if number:  # "0.93 yes"; a score is its word alone ("3.21 / 5")
+                out.append(f" {number} ")
+                out.append(word, style="bold")
             else:
-                value = r[spec.json_keys[0]]
-                low, high = spec.value_range  # the only activation left here is a regression's clamp
-                out.append(text_bar((value - low) / (high - low), bar_w), style=spec.color)
-                out.append(f" {value:.2f} / {high:g}", style="bold")
+                out.append(f" {word}", style="bold")
         return out
 
 
@@ -303,10 +287,10 @@ class PlaygroundPane(Vertical):
             self._show_result(None)
             return
         if self.predictor is not None:
-            self.predict(a, b or None)
+            self.ask(a, b or None)
 
     @work(thread=True, exclusive=True, group="predict", exit_on_error=False)
-    def predict(self, a: str, b: str | None) -> None:
+    def ask(self, a: str, b: str | None) -> None:
         """One forward pass in a thread; a newer request cancels this one's display."""
         worker = get_current_worker()
         with self._lock:
@@ -335,17 +319,17 @@ class PlaygroundPane(Vertical):
         self.result, self.result_for = result, inputs
         spec, others = self.sentence_spec, self.other_sentence_specs
         if result is None:
-            sa.sentiment = sb.sentiment = pair.scores = None
+            sa.answer = sb.answer = pair.scores = None
         elif spec is None:  # a model of pair tasks only
-            sa.sentiment = sb.sentiment = None
+            sa.answer = sb.answer = None
             pair.scores = result if result.keys() & {k for s in pair.specs for k in s.json_keys} else None
-        elif (key := spec.json_keys[0]) in result:
-            sa.others = tuple((o, result[o.json_keys[0]]) for o in others)
-            sa.sentiment, sb.sentiment, pair.scores = result[key], None, None
+        elif spec.json_keys[0] in result:  # one sentence: its answers under the bare keys
+            sa.others = tuple((o, result, "") for o in others)
+            sa.answer, sb.answer, pair.scores = (result, ""), None, None
         else:
-            sa.others = tuple((o, result[o.json_keys[0] + "1"]) for o in others)
-            sb.others = tuple((o, result[o.json_keys[0] + "2"]) for o in others)
-            sa.sentiment, sb.sentiment = result[key + "1"], result[key + "2"]
+            sa.others = tuple((o, result, "1") for o in others)
+            sb.others = tuple((o, result, "2") for o in others)
+            sa.answer, sb.answer = (result, "1"), (result, "2")
             pair.scores = result
 
 

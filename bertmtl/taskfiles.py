@@ -1,25 +1,28 @@
-"""Task files in, validated examples out; tokenised datasets, length buckets, round-robin steps.
+"""Task files in, validated examples out (no torch: the CLI, option parsing and the tasks read them).
 
 The CS224N files are tab-separated with a header and CSV quoting, so they are read with the
 csv module; declared tasks' files may also be comma-separated or JSON lines (`RowSource`).
 Rows that cannot be used are skipped with a warning that names file, line and reason, and
 counted; `strict` turns the first such row into an error.
+
+`read_tasks` is the one way every command reads its tasks' files (train, evaluate, pretrain,
+augment): which file a task's split is in (`TaskSource`), augmented copies, the dev subset.
+batching.py turns the examples into tokenised datasets.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import random
 import re
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-
-import torch
 
 from .errors import UserError
 from .tasks import TASK_ALIASES, TASKS, TaskSpec
-from .tokenizer import Batch, Encoded, WordPieceTokenizer, text_problem
+from .text import text_problem
 
 # A stray quote can make one field swallow the rest of the file; let it be read (and then
 # truncated by the tokenizer) rather than crash the reader.
@@ -27,10 +30,6 @@ csv.field_size_limit(64 * 1024 * 1024)
 
 SPLITS = ("train", "dev", "test")
 
-
-# A task's files, columns and label rules are its spec (tasks.py); `Task` is the name this
-# module's readers have always used for it.
-Task = TaskSpec
 
 
 def parse_choices(spec: str, choices, what: str, aliases: dict | None = None) -> list[str]:
@@ -71,7 +70,7 @@ class SkippedRow:
 class TaskFile:
     """The usable examples of one file and the rows that were skipped."""
 
-    task: Task
+    task: TaskSpec
     path: Path
     examples: list[Example]
     skipped: list[SkippedRow] = field(default_factory=list)
@@ -237,7 +236,7 @@ class RowSource:
             yield start, lambda c, r=row: r[col[c]] if col[c] < len(r) else None, reason
 
 
-def read_task_file(path: str | Path, task: Task, labelled: bool = True, strict: bool = False,
+def read_task_file(path: str | Path, task: TaskSpec, labelled: bool = True, strict: bool = False,
                    warn=None) -> TaskFile:
     """Read one task file (CSV, TSV or JSONL); `warn(SkippedRow)` is called for each skipped row.
 
@@ -283,7 +282,7 @@ def read_task_file(path: str | Path, task: Task, labelled: bool = True, strict: 
     return out
 
 
-def task_path(data_dir: str | Path, task: Task, split: str, overrides: dict[str, Path] | None = None) -> Path | None:
+def task_path(data_dir: str | Path, task: TaskSpec, split: str, overrides: dict[str, Path] | None = None) -> Path | None:
     """Where a task's file for a split is: an explicit override, the file its spec names, else
     DATA_DIR/<CS224N name>; None for a declared task without a file for that split."""
     if overrides and (p := overrides.get(f"{task.name}_{split}")):
@@ -294,7 +293,7 @@ def task_path(data_dir: str | Path, task: Task, split: str, overrides: dict[str,
     return Path(data_dir) / task.filename(split)
 
 
-def task_files(data_dir: str | Path, tasks: dict[str, Task], splits=("train", "dev"),
+def task_files(data_dir: str | Path, tasks: dict[str, TaskSpec], splits=("train", "dev"),
                overrides: dict[str, Path] | None = None) -> dict[str, Path | None]:
     """The files of these tasks a command reads, by description ("the sst train file"), for
     missing-file and output-overlap checks (outputs.check_output)."""
@@ -302,187 +301,92 @@ def task_files(data_dir: str | Path, tasks: dict[str, Task], splits=("train", "d
             for name, task in tasks.items() for split in splits}
 
 
-# ----------------------------------------------------------------------------------------
-# Tokenised datasets and batching
-
-
-@dataclass
-class TaskBatch:
-    """A batch for one task.
-
-    `inputs` holds one row per sentence: B rows for single sentences and cross-encoded pairs,
-    2B rows for bi-encoded pairs (all first sentences, then all second ones), so the encoder
-    runs once per task batch with twice the rows instead of twice.
-    """
-
-    task: str
-    inputs: Batch
-    labels: torch.Tensor | None
-    index: list[int]
-    bi_pair: bool = False
-
-    def to(self, device, non_blocking: bool = False) -> "TaskBatch":
-        labels = self.labels.to(device, non_blocking=non_blocking) if self.labels is not None else None
-        return TaskBatch(self.task, self.inputs.to(device, non_blocking), labels, self.index, self.bi_pair)
-
-    def pin_memory(self) -> "TaskBatch":
-        return TaskBatch(self.task, self.inputs.pin_memory(),
-                         self.labels.pin_memory() if self.labels is not None else None, self.index, self.bi_pair)
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-
-class TaskDataset:
-    """Examples of one task, tokenised once up front; batches are padded on demand."""
-
-    def __init__(self, task: Task, examples: list[Example], tokenizer: WordPieceTokenizer, pair_mode: str = "bi"):
-        self.task = task
-        self.examples = examples
-        self.tokenizer = tokenizer
-        self.cross = task.pair and pair_mode == "cross"
-        a = [e.text_a for e in examples]
-        if not task.pair:
-            self.encoded: list[list[Encoded]] = [tokenizer.encode(a)]
-        elif self.cross:
-            self.encoded = [tokenizer.encode(a, [e.text_b for e in examples])]
-        else:
-            self.encoded = [tokenizer.encode(a), tokenizer.encode([e.text_b for e in examples])]
-        self.lengths = [max(len(enc[i].ids) for enc in self.encoded) for i in range(len(examples))]
-        labelled = all(e.label is not None for e in examples)
-        if not labelled:
-            self.labels = None
-        else:
-            dtype = torch.long if task.label_dtype == "int" else torch.float32
-            self.labels = torch.tensor([e.label for e in examples], dtype=dtype)
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    def batch(self, index: list[int]) -> TaskBatch:
-        inputs = self.tokenizer.pad([enc[i] for enc in self.encoded for i in index])
-        labels = self.labels[index] if self.labels is not None else None
-        return TaskBatch(self.task.name, inputs, labels, list(index), bi_pair=len(self.encoded) == 2)
-
-    def truncated(self, i: int) -> bool:
-        return any(enc[i].truncated for enc in self.encoded)
-
-
-def bucketed_batches(lengths: list[int], batch_size: int, generator: torch.Generator | None,
-                     bucket: bool = True, window: int = 50) -> list[list[int]]:
-    """Batches of similar length, in random order.
-
-    Examples are shuffled, then sorted by length inside windows of `window` batches and cut
-    into batches, and the batches are shuffled again: padding drops while every epoch still
-    sees a different random grouping. With generator=None nothing is shuffled (evaluation).
-    """
-    n = len(lengths)
-    order = torch.randperm(n, generator=generator).tolist() if generator is not None else list(range(n))
-    if bucket:
-        span = batch_size * window
-        chunks = [sorted(order[i:i + span], key=lambda j: lengths[j]) for i in range(0, n, span)]
-        order = [j for c in chunks for j in c]
-    batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
-    if generator is not None:
-        batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
-    return batches
-
-
-class RoundRobin:
-    """Each step takes one batch from every task; shorter datasets cycle.
-
-    With `accum` K > 1 (gradient accumulation) a step's batch per task is K times larger and
-    comes as K micro-batches: the same examples as one batch of K x batch_size.
-    With `proportional`, a step takes a batch of each task with probability (its batches per
-    pass) / (the largest task's): over an epoch every task goes through its data about once, so
-    tasks are seen in proportion to their size; the largest is in every step.
-
-    The order of each pass over a task is a pure function of (seed, task, pass number), and the
-    tasks of a step a pure function of (seed, step), so the position (pass, batch) is the whole
-    state: saved as JSON, it resumes the exact data order.
-    """
-
-    def __init__(self, datasets: dict[str, TaskDataset], batch_size: int, seed: int, bucket: bool = True,
-                 shard: tuple[int, int] = (0, 1), accum: int = 1, proportional: bool = False):
-        self.datasets = datasets
-        self.batch_size = batch_size
-        self.accum = accum
-        self.seed = seed
-        self.bucket = bucket
-        self.proportional = proportional
-        self.rank, self.world = shard
-        self.state = {t: {"pass": 0, "pos": 0} for t in datasets}
-        self._cache: dict[str, tuple[int, list[list[int]]]] = {}
-
-    def _batches(self, task: str, n_pass: int) -> list[list[int]]:
-        cached = self._cache.get(task)
-        if cached and cached[0] == n_pass:
-            return cached[1]
-        # Mixed seeds are reduced modulo 2**63 (what a generator takes): the same value for every seed
-        # below ~9e12, so runs repeat as before, and no overflow up to the largest seed (2**63-1).
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.datasets[task].task.seed_index * 7_919
-                                           + n_pass) % 2**63)
-        # Every rank draws the same global batches (global batch = per-rank batch x world) and
-        # takes its own slice, so N ranks see exactly what one process with the global batch sees.
-        batches = bucketed_batches(self.datasets[task].lengths, self.batch_size * self.accum * self.world, g,
-                                   self.bucket)
-        if self.world > 1:
-            batches = [b[self.rank::self.world] for b in batches if len(b) >= self.world]
-        self._cache[task] = (n_pass, batches)
-        return batches
-
-    def batches_per_pass(self, task: str) -> int:
-        return len(self._batches(task, 0))
-
-    def steps_per_epoch(self) -> int:
-        """One pass over the largest task."""
-        return max(self.batches_per_pass(t) for t in self.datasets)
-
-    def tasks_at(self, step: int) -> list[str]:
-        """The tasks that give a batch at this step (all of them, unless proportional)."""
-        if not self.proportional:
-            return list(self.state)
-        sizes = {t: self.batches_per_pass(t) for t in self.state}
-        most = max(sizes.values())
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + 104_729 + step) % 2**63)
-        draws = torch.rand(len(sizes), generator=g).tolist()
-        return [t for (t, n), u in zip(sizes.items(), draws) if u < n / most]  # u < 1: the largest always
-
-    def next(self, step: int = 0) -> dict[str, TaskBatch | list[TaskBatch]]:
-        """One batch of each task of this step (`step` matters only with proportional sampling);
-        with accum > 1, each task's list of micro-batches."""
-        out = {}
-        chosen = self.tasks_at(step)
-        for task, st in self.state.items():
-            if task not in chosen:
-                continue
-            batches = self._batches(task, st["pass"])
-            if st["pos"] >= len(batches):
-                st["pass"], st["pos"] = st["pass"] + 1, 0
-                batches = self._batches(task, st["pass"])
-            index = batches[st["pos"]]
-            if self.accum == 1:
-                out[task] = self.datasets[task].batch(index)
-            else:  # parts of ceil(n / accum) examples (a pass's last, short batch may give fewer parts)
-                size = -(-len(index) // self.accum)
-                out[task] = [self.datasets[task].batch(index[i:i + size]) for i in range(0, len(index), size)]
-            st["pos"] += 1
-        return out
-
-    def state_dict(self) -> dict:
-        return {t: dict(s) for t, s in self.state.items()}
-
-    def load_state_dict(self, state: dict) -> None:
-        for t in self.state:
-            if t in state:
-                self.state[t] = {"pass": int(state[t]["pass"]), "pos": int(state[t]["pos"])}
-
-
-def n_examples(batches: dict[str, TaskBatch | list[TaskBatch]]) -> int:
-    """Examples in a step's batches (micro-batches included)."""
-    return sum(sum(map(len, b)) if isinstance(b, list) else len(b) for b in batches.values())
 
 
 def stable_seed(*parts) -> int:
     """A seed from values, the same in every process (Python's hash() of str is salted)."""
     return zlib.crc32("|".join(map(str, parts)).encode())
+
+
+# ----------------------------------------------------------------------------------------
+# The one reader of a command's tasks
+
+
+@dataclass(frozen=True)
+class TaskSource:
+    """Where a command's tasks' files are, and how to read them.
+
+    data_dir: the CS224N files (<prefix>-<split>.csv); declared tasks name their own files.
+    files: per-file overrides, {"sst_train": path} (--sst-train and friends).
+    augment: a `bertmtl augment` output, whose copies of a task's train file join its train split.
+    dev_limit: a fixed subset of this many dev examples per task (train's --dev-limit).
+    """
+
+    data_dir: str | Path = "data"
+    files: dict = field(default_factory=dict)
+    augment: str | Path | None = None
+    strict: bool = False
+    dev_limit: int | None = None
+
+    def path(self, task: TaskSpec, split: str) -> Path | None:
+        return task_path(self.data_dir, task, split, self.files)
+
+
+@dataclass
+class TaskExamples:
+    """What `read_tasks` read: each task's examples, the rows skipped per file, and the tasks left
+    out because their file is not there (None: no file declared for the split)."""
+
+    examples: dict[str, list[Example]] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    absent: dict[str, Path | None] = field(default_factory=dict)
+
+
+def read_tasks(specs, split: str, source: TaskSource, *, labelled: bool = True, warn=None,
+               optional=lambda spec: False) -> TaskExamples:
+    """The examples of each task's `split` file, in spec order: train, evaluate, pretrain and augment
+    all read their tasks here.
+
+    A missing file is an error (read_task_file's), unless `optional(spec)` says the task may go
+    without it: then it is listed in `absent`. A task without a file for the split (a declared task
+    without a dev file) is always absent. Train splits gain the augmented copies of `source.augment`;
+    dev splits are cut to `source.dev_limit` examples.
+    """
+    out = TaskExamples()
+    for spec in specs:
+        path = source.path(spec, split)
+        if path is None or (optional(spec) and not path.is_file()):
+            out.absent[spec.name] = path
+            continue
+        files = [(path, spec)]
+        if split == "train" and source.augment:
+            extra = Path(source.augment) / spec.filename("train")
+            if extra.is_file():  # augmented copies, after the originals
+                files.append((extra, augmented_spec(spec)))
+        examples = []
+        for p, s in files:
+            f = read_task_file(p, s, labelled=labelled, strict=source.strict, warn=warn)
+            if f.skipped:
+                out.skipped[str(p)] = len(f.skipped)
+            examples += f.examples
+        if split == "dev" and source.dev_limit:
+            examples = dev_subset(examples, source.dev_limit, spec.name)
+        out.examples[spec.name] = examples
+    return out
+
+
+def augmented_spec(spec: TaskSpec) -> TaskSpec:
+    """How `bertmtl augment` writes a task's copies, and so how they are read: tab-separated, with
+    an id column (the originals' ids, + -augN), whatever the task's own files are."""
+    return replace(spec, file_format="tsv", id_column=spec.id_column or "id")
+
+
+def dev_subset(examples: list, n: int, task: str) -> list:
+    """A fixed subset of n examples (in file order), the same for every run of the task: seeded by
+    the task's name only, so runs with other seeds or options score the same examples, and the
+    subset for a smaller n lies inside the one for a larger."""
+    if n >= len(examples):
+        return examples
+    order = list(range(len(examples)))
+    random.Random(stable_seed("dev-limit", task)).shuffle(order)
+    return [examples[i] for i in sorted(order[:n])]

@@ -1,9 +1,11 @@
-"""The one training loop: `bertmtl train`, the TUI and torchrun all end up in `train()`.
+"""The one training engine: `bertmtl train`, `bertmtl pretrain`, the TUI and torchrun all run `train()`.
 
 `prepare()` builds everything a run needs (a `Run`), `Checkpointer` saves and restores it,
 `evaluate_dev()` scores it, and `train()` is the loop. A step (mtl/step.py) takes one batch per
 task (round-robin), backpropagates each task into its own gradient buffer, and combines them
-(sum, or PCGrad surgery) into one update.
+(sum, or PCGrad surgery) into one update. Masked LM is one more task kind (tasks/kinds.py), so
+pretraining is a run like the others: a fresh MLM head first trains alone (`head_steps`, the
+encoder frozen), then everything trains on the schedule.
 """
 
 from __future__ import annotations
@@ -11,34 +13,40 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import random
 import shutil
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from . import checkpoint as ckpt
-from .data import RoundRobin, TaskDataset, n_examples, read_task_file, stable_seed, task_files, task_path
+from . import batching
+from .batching import RoundRobin, n_examples
+from .taskfiles import TaskSource, task_files
 from .device import compile_encoder, pick_device, precision_name
 from .distributed import Dist
 from .ema import WeightAverage, restore_training_weights, trainable
 from .errors import UserError
 from .fsutil import WriteError, check_writable, crash_point
 from .evaluate import evaluate
-from .metrics_log import MetricsLog
+from .sinks import ConsoleSink, report_sinks
+from .sinks.metrics_log import MetricsLog
+from .sinks.tensorboard import require_tensorboard
 from .model.bert import BertModel, Dropout
-from .model.heads import MultitaskBert
+from .model.heads import HeadConfig, MultitaskBert
+from .model.mlm import load_head, source_head
 from .mtl.step import GradBuffers, MultitaskStep
 from .optim import scheduled_lr
 from .progress import SilentReporter, ThroughputWindow, default_reporter
-from .reports import open_reports, require_tensorboard
-from .outputs import WRITER_LOCK, check_output
-from .runs import WriterLock, new_run_dir, runs_root
-from .tasks import BUILTIN, TASKS, TaskSpec
+from .ownership import check_output
+from .rundir import (BEST, LAST, METRICS_LOG, SUMMARY, TRAIN_ARGS, TRAINER_STATE, WRITER_LOCK, WriterLock,
+                     is_checkpoint, read_json, read_specs)
+from .fsutil import recover_dir, write_json
+from .runs import new_run_dir, runs_root
+from .tasks import BUILTIN, MLM, TASKS, TaskSpec
 from .tokenizer import WordPieceTokenizer
 from .train_config import TrainConfig
 from .weights import resolve
@@ -97,14 +105,23 @@ DATA_SOURCE = ("the Stanford CS224N default final project (\"minbert\") ships th
                "project handout; copy that folder here as ./data or pass --data-dir DIR")
 
 
+def builtin_files(cfg: TrainConfig) -> dict:
+    """The CS224N files a run reads: its built-in tasks' train and dev files, and the train files of
+    its built-in masked-LM sources (IMDB's is optional)."""
+    from .mlm_text import BUILTIN_SOURCES, OPTIONAL
+
+    text = {n: BUILTIN_SOURCES[n] for n in cfg.mlm_text if n in BUILTIN_SOURCES and n not in OPTIONAL}
+    return {**task_files(cfg.data_dir, {t: TASKS[t] for t in cfg.tasks}, overrides=cfg.files),
+            **task_files(cfg.data_dir, text, ("train",), overrides=cfg.files)}
+
+
 def check_data_files(cfg: TrainConfig) -> None:
     """Fail before anything slow (fetching weights, tokenising) when the training or dev files are missing."""
-    missing = [p for p in task_files(cfg.data_dir, {t: TASKS[t] for t in cfg.tasks}, overrides=cfg.files).values()
-               if not p.is_file()]
+    missing = [p for p in builtin_files(cfg).values() if not p.is_file()]
     if not missing:
         return
     if not Path(cfg.data_dir).is_dir() and all(p.parent == Path(cfg.data_dir) for p in missing):
-        names = ", ".join(TASKS[t].filename(split) for t in cfg.tasks for split in ("train", "dev"))
+        names = ", ".join(p.name for p in builtin_files(cfg).values())
         raise UserError(f"data directory {cfg.data_dir!r} not found (resolved: {Path(cfg.data_dir).resolve()}). "
                         f"Training reads {names}: {DATA_SOURCE}")
     also = f" (also missing: {', '.join(p.name for p in missing[1:])})" if len(missing) > 1 else ""
@@ -112,19 +129,27 @@ def check_data_files(cfg: TrainConfig) -> None:
                     f"can be given with --sst-train PATH and friends")
 
 
-def task_specs(cfg: TrainConfig, resume_ckpt: Path | None) -> tuple[list[TaskSpec], list[str]]:
-    """The model's tasks (one head each) and the names of those trained.
+def task_specs(cfg: TrainConfig, resume_ckpt: Path | None) -> tuple[list[TaskSpec], list[str], list[TaskSpec]]:
+    """The model's tasks (one head each), the names of those trained, and the declared tasks.
 
     Without declared tasks the model has the three built-in heads whichever are trained (as
-    always); with them, the chosen built-in tasks and the declared ones. A resumed run takes
-    its specs from its checkpoint, so it does not depend on the files' current labels.
+    always); with them, the chosen built-in tasks and the declared ones, and masked LM with
+    --mlm-text (alone with --mlm-only, where declared tasks only give their text). A resumed run
+    takes its specs from its checkpoint, so it does not depend on the files' current labels.
     """
-    if resume_ckpt is not None:
-        specs = ckpt.read_specs(resume_ckpt)
-    elif cfg.declares_tasks:
-        from .user_tasks import declared_specs
+    from .tasks.declared import declared_specs
 
-        specs = [TASKS[n] for n in cfg.tasks] + declared_specs(cfg.task, cfg.tasks_file, taken=cfg.tasks)
+    declared = declared_specs(cfg.task, cfg.tasks_file, taken=cfg.tasks) if cfg.task or cfg.tasks_file else []
+    if cfg.mlm_text:  # the sources named, before any download
+        from .mlm_text import check_amounts, source_specs
+
+        check_amounts(source_specs(cfg.mlm_text, declared), cfg.mlm_caps, cfg.mlm_upsample)
+    if resume_ckpt is not None:
+        specs = read_specs(resume_ckpt)
+    elif cfg.mlm_only:
+        specs = [MLM]
+    elif cfg.declares_tasks:
+        specs = [TASKS[n] for n in cfg.tasks] + declared + ([MLM] if cfg.mlm_text else [])
     else:
         specs = list(BUILTIN)
     trained = [s.name for s in specs if s.name in cfg.tasks or s.name not in TASKS]
@@ -133,50 +158,53 @@ def task_specs(cfg: TrainConfig, resume_ckpt: Path | None) -> tuple[list[TaskSpe
         if bad := sorted(set(weights) - known):
             raise UserError(f"{option}: unknown task(s) {', '.join(bad)}; this run's tasks are "
                             f"{', '.join(s.name for s in specs)}")
-    return specs, trained
+    return specs, trained, declared
+
+
+def task_source(cfg: TrainConfig) -> TaskSource:
+    """Where a run's task files are (train's options)."""
+    return TaskSource(cfg.data_dir, files=dict(cfg.files), augment=cfg.augment, strict=cfg.strict,
+                      dev_limit=cfg.dev_limit)
 
 
 def load_datasets(cfg: TrainConfig, tokenizer: WordPieceTokenizer, warn, specs=BUILTIN,
-                  trained: list[str] | None = None) -> tuple[dict, dict, dict]:
+                  trained: list[str] | None = None, note=None, declared=()) -> tuple[dict, dict, dict]:
     """Train datasets of the trained tasks, dev datasets of every task with a dev file, skip counts."""
     trained = cfg.builtin_tasks() if trained is None else trained
-    train, dev, skipped = {}, {}, {}
-    for task in specs:
-        name = task.name
-        for split, target in (("train", train), ("dev", dev)):
-            if split == "train" and name not in trained:
-                continue
-            path = task_path(cfg.data_dir, task, split, cfg.files)
-            if path is None:
-                continue  # a declared task without a dev file
-            if split == "dev" and name not in trained and not path.is_file():
-                continue  # untrained heads are evaluated only when their dev file is there
-            f = read_task_file(path, task, labelled=True, strict=cfg.strict, warn=warn)
-            if f.skipped:
-                skipped[str(path)] = len(f.skipped)
-            examples = f.examples
-            if split == "dev" and cfg.dev_limit:
-                examples = dev_subset(examples, cfg.dev_limit, name)
-            if split == "train" and cfg.augment:
-                extra = Path(cfg.augment) / task.filename("train")
-                if extra.is_file():  # augmented copies, in the same format, added to the originals
-                    a = read_task_file(extra, task, labelled=True, strict=cfg.strict, warn=warn)
-                    if a.skipped:
-                        skipped[str(extra)] = len(a.skipped)
-                    examples = examples + a.examples
-            target[name] = TaskDataset(task, examples, tokenizer, cfg.pair_mode)
-    return train, dev, skipped
+    source = task_source(cfg)
+    pooled = [s for s in specs if s.output.head_family == "pooled"]  # read from their task files
+    train, read_train = batching.load_datasets([s for s in pooled if s.name in trained], "train", source, tokenizer,
+                                               cfg.pair_mode, warn=warn)
+    # Heads that do not train are evaluated only when their dev file is there.
+    dev, read_dev = batching.load_datasets(pooled, "dev", source, tokenizer, cfg.pair_mode, warn=warn,
+                                           optional=lambda s: s.name not in trained)
+    for spec in specs:
+        if spec.output.head_family == "tokens":  # masked LM: its sources' text, and a held-out part of it
+            train[spec.name], dev[spec.name], skipped = mlm_datasets(cfg, spec, source, tokenizer, declared, warn,
+                                                                     note)
+            read_dev.skipped.update(skipped)
+    return train, dev, {**read_train.skipped, **read_dev.skipped}
 
 
-def dev_subset(examples: list, n: int, task: str) -> list:
-    """A fixed subset of n examples (in file order), the same for every run of the task: seeded by
-    the task's name only, so runs with other seeds or options score the same examples, and the
-    subset for a smaller n lies inside the one for a larger."""
-    if n >= len(examples):
-        return examples
-    order = list(range(len(examples)))
-    random.Random(stable_seed("dev-limit", task)).shuffle(order)
-    return [examples[i] for i in sorted(order[:n])]
+def mlm_datasets(cfg: TrainConfig, spec: TaskSpec, source: TaskSource, tokenizer: WordPieceTokenizer, declared,
+                 warn, note=None) -> tuple[batching.MlmDataset, batching.MlmDataset, dict]:
+    """The masked-LM task's train and held-out text (mlm_text.py), masked per example."""
+    from . import mlm_text
+
+    if tokenizer.mask_id is None:
+        raise UserError(f"the vocabulary has no {tokenizer.mask_token} token, so masked-LM training is impossible")
+    sources = mlm_text.source_specs(cfg.mlm_text, declared)
+    texts, skipped = mlm_text.collect_texts(sources, replace(source, dev_limit=None), warn, note)
+    train, held = mlm_text.split_heldout(texts, cfg.mlm_heldout, cfg.mlm_heldout_max, cfg.seed)
+    train = mlm_text.balance(train, cfg.mlm_caps, cfg.mlm_upsample, cfg.seed)
+    if not any(train.values()):
+        raise UserError("no masked-LM training text left after the held-out split and caps; lower --mlm-heldout or "
+                        "raise --mlm-caps")
+    if not any(held.values()):
+        raise UserError("no held-out masked-LM text (each source needs at least 2 examples); add data or raise "
+                        "--mlm-heldout")
+    return (batching.MlmDataset(spec, train, tokenizer, cfg.seed, cfg.mask_prob),
+            batching.MlmDataset(spec, held, tokenizer, cfg.seed, cfg.mask_prob, fixed=True), skipped)
 
 
 @dataclass
@@ -196,13 +224,14 @@ class Run:
     stepper: MultitaskStep
     rr: RoundRobin
     averager: WeightAverage | None
-    log: MetricsLog | None  # on the main process only
+    sinks: list | None  # where records go (the metrics log first), on the main process only
     steps_per_epoch: int
     total_steps: int  # the schedule's length
     stop_at: int  # where this run stops (--stop-at-step)
     eval_every: int
     precision: str  # of the training steps
     resumed: bool
+    eval_steps: set = field(default_factory=set)  # evaluations besides every eval_every steps (--head-steps)
     step: int = 0
     best: float | None = None
     since_best: int = 0  # evaluations since the best one (--patience)
@@ -215,15 +244,27 @@ class Run:
     def tasks(self) -> list[str]:
         return self.stepper.tasks
 
+    def emit(self, record: dict) -> None:
+        """Send a record to every sink once: metrics.jsonl, the console, the --report-to destinations."""
+        for sink in self.sinks:
+            sink.write(record)
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of 0-based `step`: the head-only steps' (--head-lr, decaying to 0), then
+        the --lr schedule over the steps after them."""
+        cfg, heads = self.cfg, self.cfg.head_steps or 0
+        if step < heads:
+            return (cfg.head_lr or cfg.lr) * (heads - step) / heads
+        return scheduled_lr(step - heads, self.total_steps - heads, cfg.lr, cfg.warmup, cfg.schedule)
+
 
 def _inputs(cfg: TrainConfig) -> dict[str, Path | str | None]:
     """What a run reads, for the overlap check of its directory (outputs.check_output)."""
-    inputs: dict[str, Path | str | None] = task_files(cfg.data_dir, {t: TASKS[t] for t in cfg.tasks},
-                                                      overrides=cfg.files)
+    inputs: dict[str, Path | str | None] = builtin_files(cfg)
     inputs.update({"--augment": cfg.augment, "--encoder": cfg.encoder, "--init-heads-from": cfg.init_heads_from,
                    "--tasks-file": cfg.tasks_file})
     if cfg.declares_tasks:
-        from .user_tasks import declared_entries
+        from .tasks.declared import declared_entries
 
         for e in declared_entries(cfg.task, cfg.tasks_file):
             for split in ("train", "dev"):
@@ -242,7 +283,7 @@ def _run_dir(cfg: TrainConfig, resume: str | Path | None, dist: Dist) -> tuple[P
     """
     if not dist.is_main:  # the main process checks and locks; the others follow it
         if resume is not None:
-            return Path(resume), Path(resume) / "last", None, False
+            return Path(resume), Path(resume) / LAST, None, False
         return (Path(cfg.out) if cfg.out is not None else dist.broadcast_object(None)), None, None, False
     if resume is not None:
         run = Path(resume)
@@ -251,14 +292,14 @@ def _run_dir(cfg: TrainConfig, resume: str | Path | None, dist: Dist) -> tuple[P
             raise UserError(f"{run}: no such run directory")
         lock = WriterLock(run)
         try:
-            ckpt.recover_dir(run / "last")
-            if not (run / "last" / "trainer_state.json").is_file():
-                raise UserError(f"{run}: nothing to resume (no {run / 'last'} checkpoint with resume state)")
-            cfg.check_resume(ckpt.read_json(run / "last" / "train_args.json"))
+            recover_dir(run / LAST)
+            if not (run / LAST / TRAINER_STATE).is_file():
+                raise UserError(f"{run}: nothing to resume (no {run / LAST} checkpoint with resume state)")
+            cfg.check_resume(read_json(run / LAST / TRAIN_ARGS))
         except BaseException:
             lock.release()
             raise
-        return run, run / "last", lock, False
+        return run, run / LAST, lock, False
     if cfg.out is None:
         check_output(runs_root(cfg.runs_dir) / "RUN", _inputs(cfg), "--runs-dir")  # a new run under it
         run, created = dist.broadcast_object(new_run_dir(runs_root(cfg.runs_dir))), True
@@ -271,7 +312,7 @@ def _run_dir(cfg: TrainConfig, resume: str | Path | None, dist: Dist) -> tuple[P
         except OSError as e:
             raise UserError(f"{run}: cannot write there ({e.strerror or e})") from None
     lock = WriterLock(run)
-    if (run / "metrics.jsonl").exists() or (run / "last").exists():
+    if (run / METRICS_LOG).exists() or (run / LAST).exists():
         lock.release()
         raise UserError(f"{run} already holds a run; continue it with `bertmtl train --resume {run}` "
                         f"or choose another --out")
@@ -319,7 +360,7 @@ def prepare(cfg: TrainConfig, resume: str | Path | None, dist: Dist, reporter=No
 def _build(cfg: TrainConfig, run_dir: Path, resume_ckpt: Path | None, dist: Dist, device, reporter) -> Run:
     """Data, model, optimizer step and resume state of a run whose directory is ours."""
     # data and model (the seed fixes the heads' initialisation)
-    specs, trained = task_specs(cfg, resume_ckpt)  # declared tasks' files are read here: before any download
+    specs, trained, declared = task_specs(cfg, resume_ckpt)  # declared tasks' files are read here: before any download
     torch.manual_seed(cfg.seed)
     pretrained = resolve(cfg.encoder) if resume_ckpt is None else resume_ckpt
     tokenizer = WordPieceTokenizer.from_dir(pretrained, max_length=cfg.max_length)
@@ -331,13 +372,21 @@ def _build(cfg: TrainConfig, run_dir: Path, resume_ckpt: Path | None, dist: Dist
 
     with contextlib.suppress(AttributeError):  # evaluation lines name this run's metrics
         reporter.specs = specs
-    train_sets, dev_sets, skipped = load_datasets(cfg, tokenizer, warn, specs, trained)
+    train_sets, dev_sets, skipped = load_datasets(cfg, tokenizer, warn, specs, trained, note=reporter.message,
+                                                  declared=declared)
+    fresh_heads = []  # masked-LM heads the encoder does not bring: initialised, then trained alone first
     if resume_ckpt is None:
-        model = MultitaskBert(BertModel.from_pretrained(pretrained), cfg.head_config(), tuple(specs))
+        model = MultitaskBert(BertModel.from_pretrained(pretrained), HeadConfig.of(cfg), tuple(specs))
+        for spec in specs:
+            if spec.output.head_family == "tokens":
+                head = source_head(pretrained)
+                if head is None:
+                    fresh_heads.append(spec.name)
+                    reporter.message(f"{pretrained} has no masked-LM head: initialised a fresh one (BERT's init)")
+                else:
+                    load_head(model, head, pretrained)
         if cfg.init_heads_from:
-            from .model.loading import load_heads
-
-            taken = load_heads(model, resolve(cfg.init_heads_from))
+            taken = ckpt.load_heads(model, resolve(cfg.init_heads_from))
             reporter.message(f"heads from {cfg.init_heads_from}: {', '.join(taken) or 'none'}")
     else:
         model = ckpt.load_checkpoint(resume_ckpt, max_length=cfg.max_length).model
@@ -352,17 +401,22 @@ def _build(cfg: TrainConfig, run_dir: Path, resume_ckpt: Path | None, dist: Dist
     rr = RoundRobin(train_sets, cfg.batch_size, cfg.seed, bucket=cfg.bucket, shard=(dist.rank, dist.world),
                     accum=cfg.grad_accum, proportional=cfg.sampling == "proportional")
     steps_per_epoch = cfg.steps_per_epoch or rr.steps_per_epoch()
-    total_steps = cfg.max_steps or max(1, int(round(cfg.epochs * steps_per_epoch)))
+    main_steps = cfg.max_steps or max(1, int(round(cfg.epochs * steps_per_epoch)))
+    if cfg.head_steps is None:  # resolved once, and saved: a resumed run keeps the schedule it started with
+        cfg.head_steps = max(1, main_steps // 5) if fresh_heads else 0
+    total_steps = cfg.head_steps + main_steps
     stepper = MultitaskStep(model, cfg, list(train_sets), device, dist)
     if cfg.compile:
         compile_encoder(model, reporter.message)
     run = Run(cfg=cfg, dir=run_dir, dist=dist, device=device, reporter=reporter, tokenizer=tokenizer,
               train_sets=train_sets, dev_sets=dev_sets, skipped=skipped, model=model, stepper=stepper, rr=rr,
-              averager=WeightAverage(model, cfg.ema) if cfg.ema else None, log=None,
+              averager=WeightAverage(model, cfg.ema) if cfg.ema else None, sinks=None,
               steps_per_epoch=steps_per_epoch, total_steps=total_steps,
               stop_at=min(total_steps, cfg.stop_at_step) if cfg.stop_at_step else total_steps,
               eval_every=cfg.eval_every or steps_per_epoch, precision=precision_name(stepper.autocast_dtype),
-              resumed=resume_ckpt is not None, warnings=warnings)
+              resumed=resume_ckpt is not None, warnings=warnings,
+              # a fresh head is scored as it is, then after its head-only steps ("before" the rest)
+              eval_steps={*([0] if fresh_heads or cfg.mlm_only else ()), *([cfg.head_steps] if cfg.head_steps else ())})
     if resume_ckpt is not None:
         Checkpointer(run).restore(resume_ckpt)
 
@@ -371,9 +425,10 @@ def _build(cfg: TrainConfig, run_dir: Path, resume_ckpt: Path | None, dist: Dist
 
 def _open_log(run: Run) -> None:
     cfg = run.cfg
-    run.log = MetricsLog(run.dir / "metrics.jsonl", open_reports(cfg.report_to, run.dir, run.step if run.resumed else None))
-    ckpt.write_json(run.dir / "train_args.json", cfg.to_dict())
-    run.log.write({"type": "resume" if run.resumed else "start", "step": run.step, "time": time.time(),
+    run.sinks = [MetricsLog(run.dir / METRICS_LOG), ConsoleSink(run.reporter),
+                 *report_sinks(cfg.report_to, run.dir, run.step if run.resumed else None)]
+    write_json(run.dir / TRAIN_ARGS, cfg.to_dict())
+    run.emit({"type": "resume" if run.resumed else "start", "step": run.step, "time": time.time(),
                    "config": cfg.to_dict(), "total_steps": run.total_steps, "steps_per_epoch": run.steps_per_epoch,
                    "examples": {t: len(d) for t, d in run.train_sets.items()},
                    "dev_examples": {t: len(d) for t, d in run.dev_sets.items()}, "skipped": run.skipped,
@@ -472,11 +527,10 @@ def evaluate_dev(run: Run, checkpointer: Checkpointer) -> dict:
         rec = {"type": "eval", "split": "dev", "step": run.step, "epoch": run.step / run.steps_per_epoch, **metrics,
                "best": is_best, "best_overall": run.best}
         if dist.is_main:
-            run.log.write(rec)
+            run.emit(rec)
             crash_point("eval:logged")
-            run.reporter.evaluation(rec)
             if is_best:
-                checkpointer.save_as_is("best", metrics, False, raw)
+                checkpointer.save_as_is(BEST, metrics, False, raw)
                 crash_point("eval:saved-best")
     return metrics
 
@@ -488,25 +542,27 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
     run = None
     try:
         run = prepare(cfg, resume, dist, reporter)
-        reporter, log, model, main = run.reporter, run.log, run.model, dist.is_main
+        reporter, model, main = run.reporter, run.model, dist.is_main
         saver, window = Checkpointer(run), ThroughputWindow(run.tasks)
         status, last_metrics = "finished", None
         with reporter, _StopFlag(reporter.message if main else None) as stop:
             reporter.start(run.stop_at, run.step, run.steps_per_epoch)
             _announce(run)
+            if run.step == 0 and 0 in run.eval_steps:  # a fresh head as it is, before any step
+                last_metrics = evaluate_dev(run, saver)
             model.train()
             while run.step < run.stop_at:
                 # forward and backward, one batch per task
                 batches = run.rr.next(run.step)
-                lr = scheduled_lr(run.step, run.total_steps, cfg.lr, cfg.warmup, cfg.schedule)
-                losses, smart = run.stepper.backward(batches, run.step)
+                lr = run.lr_at(run.step)
+                losses, smart = run.stepper.backward(batches, run.step, heads_only=run.step < (cfg.head_steps or 0))
                 crash_point("step")
                 # a non-finite loss skips the update; too many in a row end the run
                 if not dist.all_true(all(math.isfinite(v) for v in (*losses.values(), *smart.values()))):
                     run.nonfinite += 1
                     bad = ", ".join(f"{t}={v}" for t, v in {**losses, **smart}.items() if not math.isfinite(v))
                     if main:
-                        log.write({"type": "nonfinite", "step": run.step + 1, "losses": losses,
+                        run.emit({"type": "nonfinite", "step": run.step + 1, "losses": losses,
                                    "consecutive": run.nonfinite})
                         reporter.message(f"warning: step {run.step + 1} skipped, non-finite loss ({bad})")
                     run.step += 1  # the batch is consumed; the parameters are not updated
@@ -528,25 +584,25 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
                     rec = {"type": "train", "step": run.step, "epoch": run.step / run.steps_per_epoch, "lr": lr,
                            **window.record(), "time": time.time()}
                     if main:
-                        log.write(rec)
+                        run.emit(rec)
                         crash_point("logged")
-                        reporter.step(rec)
                 # evaluate and save; a signal stops the run at the end of the step
                 stopping = dist.any_true(stop.signal is not None)
-                evaluating = run.step % run.eval_every == 0 and run.step < run.stop_at and not stopping
+                evaluating = (run.step % run.eval_every == 0 or run.step in run.eval_steps) and run.step < run.stop_at \
+                    and not stopping
                 periodic = bool(cfg.save_every) and run.step % cfg.save_every == 0 and not stopping
                 if (stopping or evaluating or periodic or run.step == run.stop_at) and not weights_finite(model):
                     status, run.diverged = "nonfinite", True  # a finite loss whose update overflowed: save nothing
                     break
                 if evaluating:
                     last_metrics = evaluate_dev(run, saver)
-                    saver.save("last", last_metrics, with_resume=True)
+                    saver.save(LAST, last_metrics, with_resume=True)
                     model.train()
                     if cfg.patience and run.since_best >= cfg.patience:
                         status = "early-stopped"  # last/ was just saved; best/ holds the best
                         break
                 elif periodic:
-                    saver.save("last", last_metrics, with_resume=True)
+                    saver.save(LAST, last_metrics, with_resume=True)
                 if stopping:
                     status = "stopped"
                     break
@@ -556,11 +612,11 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
             if status == "finished":
                 last_metrics = evaluate_dev(run, saver)
             if status not in ("nonfinite", "early-stopped"):  # early stopping has just saved last/
-                saver.save("last", last_metrics, with_resume=True)
+                saver.save(LAST, last_metrics, with_resume=True)
         return _finish(run, status, last_metrics)
     finally:
-        if run is not None and run.log is not None:
-            run.log.close()
+        for sink in (run.sinks or []) if run is not None else []:
+            sink.close()
         if run is not None and run.lock is not None:
             run.lock.release()
         if own_dist:
@@ -595,9 +651,9 @@ def _finish(run: Run, status: str, last_metrics: dict | None) -> dict:
                "skipped": run.skipped, "world_size": run.dist.world,
                "tasks": [s.to_dict() for s in run.model.specs.values()]}
     if run.dist.is_main:
-        run.log.write({"type": "end", "status": status, "step": run.step, "best_overall": run.best})
+        run.emit({"type": "end", "status": status, "step": run.step, "best_overall": run.best})
         crash_point("end")
-        ckpt.write_json(run.dir / "summary.json", summary)
+        write_json(run.dir / SUMMARY, summary)
         if status == "early-stopped":
             best = f"best/ holds the best ({run.best:.4f})" if run.best is not None else "no evaluation had an overall score"
             run.reporter.message(f"early stop at step {run.step}: no better overall dev score in {run.since_best} "
@@ -606,8 +662,8 @@ def _finish(run: Run, status: str, last_metrics: dict | None) -> dict:
             run.reporter.message(f"stopped at step {run.step}; checkpoint saved. Resume with: "
                                  f"bertmtl train --resume {run.dir}")
         if status == "nonfinite":
-            last = run.dir / "last"
-            kept = f"the last good weights are in {last}" if (last / "bertmtl.json").is_file() else \
+            last = run.dir / LAST
+            kept = f"the last good weights are in {last}" if is_checkpoint(last) else \
                 "no checkpoint was saved before"
             why = "the weights became non-finite (NaN or inf)" if run.diverged else \
                 f"{run.nonfinite} consecutive non-finite losses"

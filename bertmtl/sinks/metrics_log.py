@@ -1,4 +1,5 @@
-"""RUN/metrics.jsonl: one JSON object per line, appended as training goes (the TUI's feed)."""
+"""RUN/metrics.jsonl: one JSON object per line, appended as training goes: the sink that is always
+on, and the one reader of the file (rundir.RunState folds what it reads)."""
 
 from __future__ import annotations
 
@@ -6,20 +7,16 @@ import json
 import os
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 
 class MetricsLog:
-    """Append-only JSON-lines writer; each record is flushed so readers see whole lines quickly.
+    """Append-only JSON-lines writer; each record is flushed so readers see whole lines quickly."""
 
-    `reports` (reports.py, from --report-to) receive every record after it is in the file.
-    """
-
-    def __init__(self, path: str | Path, reports: list | tuple = ()):
+    def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.path, "a", encoding="utf-8")
-        self.reports = list(reports)
         if self._fh.tell() and not _ends_with_newline(self.path):
             # A torn last line (a crash or a full disk mid-write): end it, so the next record starts
             # a line of its own instead of being glued onto the garbage and skipped with it.
@@ -37,8 +34,6 @@ class MetricsLog:
         except OSError as e:  # a full disk mid-run: a clear stop; the checkpoints are as last saved
             raise UserError(f"could not append to {self.path} ({e.strerror or e}); checkpoints saved beside it "
                             f"before (last/, best/), if any, are intact") from None
-        for report in self.reports:
-            report.write(record)
 
     def close(self) -> None:
         if not self._fh.closed:
@@ -46,9 +41,6 @@ class MetricsLog:
                 self._fh.close()
             except OSError:
                 pass  # a write that failed already said so; closing only retried its buffer
-        for report in self.reports:
-            report.close()
-        self.reports = []
 
 
 def _ends_with_newline(path: Path) -> bool:

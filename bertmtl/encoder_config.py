@@ -9,12 +9,12 @@ Hugging Face names the parameters. Code asks the family; it does not branch on i
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
-from .numbers import number_problem
+from .fsutil import read_json
+from .options import number_problem
 
 
 @dataclass(frozen=True)
@@ -150,14 +150,7 @@ class BertConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> "BertConfig":
         path = Path(path)
-        try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UserError(f"{path}: no such file (an HF BERT or MPNet directory needs config.json)") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise UserError(f"{path}: not valid JSON ({e})") from None
-        if not isinstance(d, dict):
-            raise UserError(f"{path}: expected a JSON object")
+        d = read_json(path, missing="no such file (an HF BERT or MPNet directory needs config.json)")
         try:
             return cls.from_dict(d)
         except TypeError as e:

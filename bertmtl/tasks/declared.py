@@ -15,8 +15,11 @@ import json
 import re
 from pathlib import Path
 
-from .errors import UserError
-from .tasks import KINDS, NAME_PATTERN, TASK_ALIASES, TASKS, TaskSpec, as_number
+from ..errors import UserError
+from ..taskfiles import RowSource, parse_tasks
+from .builtin import TASK_ALIASES, TASKS
+from .kinds import DECLARABLE, TARGETS
+from .spec import NAME_PATTERN, TaskSpec
 
 # Header names that hold what a task needs, most telling first (matched case-insensitively).
 TEXT_COLUMNS = ("sentence", "text", "review", "content", "document", "utterance", "query", "question",
@@ -29,11 +32,9 @@ LABEL_COLUMNS = ("label", "labels", "gold_label", "sentiment", "similarity", "sc
 ID_COLUMNS = ("id", "guid", "uid", "example_id")
 # Curve colours of declared tasks in the TUI, in declaration order (the built-ins use others).
 PALETTE = ("#c061cb", "#f5c211", "#1c71d8", "#e01b24", "#865e3c", "#2ec27e", "#613583", "#ff7800")
-# More distinct labels than this in a classification task is most likely a regression target.
-MAX_LABELS = 200
 # What a tasks-file entry may say (key -> what it sets).
 FILE_KEYS = {
-    "name": "identifier (lower-case letters, digits, _)", "kind": ", ".join(KINDS), "train": "train file",
+    "name": "identifier (lower-case letters, digits, _)", "kind": ", ".join(DECLARABLE), "train": "train file",
     "dev": "dev file", "format": "auto, csv, tsv or jsonl", "text": "text column, or a list of two",
     "label": "label column", "id": "id column (none: examples are numbered by line)",
     "labels": "label names in index order", "range": "[low, high] of a regression target",
@@ -47,12 +48,12 @@ def parse_kind(text: str) -> tuple[str, tuple[float, float] | None]:
     """'pair-regression[0,5]' (or [0-5]) -> ('pair-regression', (0.0, 5.0)); a bare kind -> (kind, None)."""
     text = text.strip()
     kind, bracket, rest = text.partition("[")
-    if kind not in KINDS:
-        raise ValueError(f"kind {kind!r}: choose from {', '.join(KINDS)}")
+    if kind not in DECLARABLE:
+        raise ValueError(f"kind {kind!r}: choose from {', '.join(DECLARABLE)}")
     if not bracket:
         return kind, None
     m = _RANGE.match("[" + rest)
-    if not m or not kind.endswith("regression"):
+    if not m or not TARGETS[kind].number:
         raise ValueError(f"{text!r}: only regression kinds take a range, written like {kind}[0,5]")
     low, high = float(m.group(1)), float(m.group(2))
     if not low < high:
@@ -194,8 +195,6 @@ def _columns(entry: dict, header: list[str], path: Path, pair: bool) -> tuple[tu
 
 def _label_values(path: Path, fmt: str, columns: tuple[str, ...], label: str) -> list[str]:
     """Every non-empty label of the rows that can be read (bad rows are reported when training reads them)."""
-    from .data import RowSource
-
     values = []
     with RowSource(path, fmt) as src:
         src.require(columns)
@@ -206,20 +205,10 @@ def _label_values(path: Path, fmt: str, columns: tuple[str, ...], label: str) ->
     return values
 
 
-def label_names(values: list[str]) -> tuple[str, ...]:
-    """The distinct labels, sorted (numerically when all are numbers, "1.0" and "1" being one)."""
-    numbers = [as_number(v) for v in values]
-    if values and all(n is not None for n in numbers):
-        return tuple(f"{n:g}" for n in sorted(set(numbers)))
-    return tuple(sorted(set(values)))
-
-
 def build_spec(entry: dict, index: int = 0) -> TaskSpec:
     """The TaskSpec of one declaration, reading its files for what it leaves out."""
-    from .data import RowSource
-
     name, kind = str(entry["name"]), entry["kind"]
-    pair, regression = kind.startswith("pair-"), kind.endswith("regression")
+    pair = kind.startswith("pair-")
     train = Path(entry["train"]).expanduser().resolve()
     dev = Path(entry["dev"]).expanduser().resolve() if entry.get("dev") else None
     fmt = entry.get("format", "auto")
@@ -227,39 +216,22 @@ def build_spec(entry: dict, index: int = 0) -> TaskSpec:
         header = src.header
     texts, label, ident = _columns(entry, header, train, pair)
     columns = ((ident,) if ident else ()) + texts + (label,)
-    kw: dict = {}
-    if regression:
-        value_range = tuple(entry["range"]) if entry.get("range") else None
-        if value_range is None:
-            values = [v for p in (train, dev) if p for v in map(as_number, _label_values(p, fmt, columns, label))
-                      if v is not None]
-            if not values or min(values) == max(values):
-                raise UserError(f"{train}: the {label} column needs at least two different numbers to read a range "
-                                f"from (or give one: {name}:{kind}[LOW,HIGH]:...)")
-            value_range = (min(values), max(values))
-        kw["value_range"] = (float(value_range[0]), float(value_range[1]))
-        metrics = ("pearson", "spearman")
-        head_init = (kw["value_range"][1] - kw["value_range"][0], kw["value_range"][0])  # cos 0..1 onto the range
-    else:
-        labels = tuple(map(str, entry["labels"])) if entry.get("labels") else \
-            label_names(_label_values(train, fmt, columns, label))
-        if len(labels) < 2:
-            raise UserError(f"{train}: the {label} column holds {len(labels)} distinct label(s) "
-                            f"({', '.join(labels) or 'none'}); a classification task needs two or more")
-        if len(labels) > MAX_LABELS:
-            raise UserError(f"{train}: the {label} column holds {len(labels)} distinct labels; is it a "
-                            f"regression target ({'pair-' if pair else ''}regression)?")
-        kw["labels"] = labels
-        metrics = ("accuracy", "f1") if pair and len(labels) == 2 else ("accuracy", "macro_f1")
-        # As the built-in paraphrase head: a pair counts as the second label around cos > 0.7.
-        head_init = (10.0, -7.0) if pair and len(labels) == 2 else (1.0, 0.0)
+    # The labels (a class target) or the value range (a number) come from the data unless given.
+    try:
+        target = TARGETS[kind].declare({**entry, "label_column": label}, lambda with_dev: [
+            v for p in ((train, dev) if with_dev else (train,)) if p for v in _label_values(p, fmt, columns, label)],
+            pair, str(train))
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if entry.get("metrics"):
+        target["metrics"] = tuple(entry["metrics"])
     title = str(entry.get("title") or name)
     try:
-        return TaskSpec(
-            name, title, name, texts, label, kind=kind, id_column=ident, metrics=tuple(entry.get("metrics") or metrics),
-            json_keys=(name,), head_init=head_init, color=PALETTE[index % len(PALETTE)],
-            smart_weight=float(entry.get("smart_weight", 0.5)), train_file=str(train),
-            dev_file=str(dev) if dev else "", file_format=fmt, loss_weight=float(entry.get("loss_weight", 1.0)), **kw)
+        return TaskSpec.define(
+            name, title, name, texts, label, kind=kind, id_column=ident, json_keys=(name,),
+            color=PALETTE[index % len(PALETTE)], smart_weight=float(entry.get("smart_weight", 0.5)),
+            train_file=str(train), dev_file=str(dev) if dev else "", file_format=fmt,
+            loss_weight=float(entry.get("loss_weight", 1.0)), **target)
     except (TypeError, ValueError) as e:
         raise UserError(f"task {name}: {e}") from None
 
@@ -275,3 +247,24 @@ def declared_specs(flags, tasks_file: str | None, taken=()) -> list[TaskSpec]:
         names.append(e["name"])
         specs.append(build_spec(e, i))
     return specs
+
+
+def builtin_names(tasks, declares: bool) -> list[str]:
+    """The built-in tasks a command works on, in canonical order: `tasks` (names or aliases, a list or
+    'sst,para'), by default all three, and none beside declared tasks unless named."""
+    if tasks is None:
+        return [] if declares else list(TASKS)
+    if not tasks and declares:
+        return []
+    try:
+        return parse_tasks(tasks if isinstance(tasks, str) else ",".join(tasks))
+    except ValueError as e:
+        raise UserError(f"--tasks: {e}") from None
+
+
+def chosen_specs(tasks, flags, tasks_file: str | None) -> list[TaskSpec]:
+    """The specs of the tasks a command works on: the built-in ones chosen (builtin_names), then the
+    declared ones (--task, --tasks-file)."""
+    names = builtin_names(tasks, bool(flags or tasks_file))
+    declared = declared_specs(flags, tasks_file, taken=names) if flags or tasks_file else []
+    return [TASKS[n] for n in names] + declared

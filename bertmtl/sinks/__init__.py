@@ -1,0 +1,37 @@
+"""Where a run's records go: each destination is one class with `write(record)` and `close()`.
+
+The training loop emits every record once (`Run.emit`) to its sinks, in order: the metrics log
+(RUN/metrics.jsonl, always: the source of truth that `bertmtl runs` and the TUI read), the
+console (the progress bar or log lines), then the `--report-to` destinations. Each picks the
+record types it shows (`train`, `eval`) and ignores the rest; a new destination is one class
+here and its name in REPORT_TO (train_config.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ConsoleSink:
+    """The reporter's lines for train and eval records (progress.py draws them)."""
+
+    def __init__(self, reporter):
+        self.reporter = reporter
+
+    def write(self, record: dict) -> None:
+        if record.get("type") == "train":
+            self.reporter.step(record)
+        elif record.get("type") == "eval":
+            self.reporter.evaluation(record)
+
+    def close(self) -> None:
+        pass
+
+
+def report_sinks(names: list[str], run_dir: Path, resume_step: int | None = None) -> list:
+    """The `--report-to` destinations, opened for `run_dir` (resume_step: where a resumed run goes on)."""
+    from .csv import CsvSink
+    from .tensorboard import TensorBoardSink
+
+    kinds = {"tensorboard": TensorBoardSink, "csv": CsvSink}
+    return [kinds[n](run_dir, resume_step) for n in names]

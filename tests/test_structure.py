@@ -1,0 +1,136 @@
+"""The package's shape: no import cycle, task files read without torch, output kinds decided in
+one module, the run directory's layout named in one, and the public Python API README shows."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "bertmtl"
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _runtime_imports(tree: ast.AST):
+    """Import statements that run (at module level or inside functions), not `if TYPE_CHECKING:` ones."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING":
+            node.body = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the package's modules it imports, read from the source (function-level imports too)."""
+    modules = {_module(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in _runtime_imports(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                base = node.module or ""
+                if node.level:
+                    parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*parent, *([base] if base else [])])
+                # `from pkg import sub` imports the submodule when there is one, else a name in pkg.
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+            for t in targets:
+                while t and t not in modules:
+                    t = t.rpartition(".")[0]  # a name inside a module: the module
+                if t and t != name:
+                    graph[name].add(t)
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        state[m] = 1
+        stack.append(m)
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                return stack[stack.index(n):] + [n]
+            if n not in state and (found := visit(n)):
+                return found
+        stack.pop()
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if m not in state and (found := visit(m)):
+            return found
+    return None
+
+
+def test_no_import_cycle_among_the_packages_modules():
+    graph = import_graph()
+    assert len(graph) > 40 and "bertmtl.engine" in graph["bertmtl.cli.train"]
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+
+
+def test_the_cycle_finder_finds_one():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_reading_task_files_imports_no_torch(tmp_path):
+    from .fixtures import write_task_data
+
+    data = write_task_data(tmp_path / "data")
+    code = (f"import sys\n"
+            f"from bertmtl.taskfiles import TaskSource, read_tasks\n"
+            f"from bertmtl.tasks import BUILTIN\n"
+            f"from bertmtl.train_config import TrainConfig\n"
+            f"from bertmtl.configs import AugmentConfig\n"
+            f"read = read_tasks(BUILTIN, 'train', TaskSource({str(data)!r}))\n"
+            f"assert [len(v) for v in read.examples.values()] == [96, 96, 96], read\n"
+            f"TrainConfig().validate()\n"
+            f"sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+# What deciding by output kind looks like: comparing an activation or a loss name, or asking a
+# spec whether it is a regression, a softmax or answers as a class.
+KIND_BRANCHES = re.compile(r"""\.(activation|regression|answers_class|num_outputs|label_dtype)\b(?![.\w])|"""
+                           r"""==\s*["'](softmax|sigmoid|clamp|regression|cross-entropy|bce)["']""")
+
+
+def test_output_kinds_are_decided_only_by_the_kind_classes():
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.relative_to(PACKAGE).as_posix() == "tasks/kinds.py":
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if KIND_BRANCHES.search(code) and ".output.label_dtype" not in code:
+                found.append(f"{path.relative_to(PACKAGE)}:{n}: {line.strip()}")
+    assert not found, "\n".join(found)
+
+
+def test_the_checkpoint_marker_is_named_in_one_module():
+    named = [p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")
+             if re.search(r"""["']bertmtl\.json["']""", p.read_text())]
+    assert named == ["rundir.py"], named
+
+
+def test_the_public_api_is_what_readme_shows():
+    code = ("import sys\n"
+            "import bertmtl\n"
+            "from bertmtl import TrainConfig\n"
+            "assert 'torch' not in sys.modules  # a config costs no torch\n"
+            "from bertmtl import Predictor, train, pretrain_config\n"
+            "assert callable(train) and Predictor.__name__ == 'Predictor'\n"
+            "assert pretrain_config().mlm_only and TrainConfig().epochs == 2.0\n"
+            "assert set(bertmtl.__all__) >= {'Predictor', 'TrainConfig', 'train', '__version__'}\n")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
