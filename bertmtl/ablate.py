@@ -157,11 +157,12 @@ def _ablate(cfg: AblateConfig, rows: list[str], out: Path, reporter_factory, t0:
     from .train_config import TrainConfig
 
     runs = out / "runs"
-    for name in rows:
-        if (runs / name).exists():
+    pretrains_here = "pretrain" in rows and cfg.pretrained_mlm is None  # into out/pretrained-mlm, a run
+    for d in [runs / name for name in rows] + ([out / "pretrained-mlm"] if pretrains_here else []):
+        if d.exists():
             if not cfg.overwrite:
-                raise UserError(f"{runs / name} exists from an earlier ablation; pass --overwrite or another --out")
-            shutil.rmtree(runs / name)
+                raise UserError(f"{d} exists from an earlier ablation; pass --overwrite or another --out")
+            shutil.rmtree(d)
     device = pick_device(cfg.device)
     new_reporter = reporter_factory or (lambda: None)
 
@@ -172,11 +173,9 @@ def _ablate(cfg: AblateConfig, rows: list[str], out: Path, reporter_factory, t0:
     mlm_dir = cfg.pretrained_mlm
     if "pretrain" in rows:
         wall = 0.0
-        if mlm_dir is None:  # further pretraining first, as `bertmtl pretrain` runs it
+        if pretrains_here:  # further pretraining first, as `bertmtl pretrain` runs it
             tp = time.perf_counter()
             mlm_dir = str(out / "pretrained-mlm")
-            if cfg.overwrite:
-                shutil.rmtree(mlm_dir, ignore_errors=True)
             train(pretrain_config(data_dir=cfg.data_dir, out=mlm_dir, encoder=cfg.encoder, max_steps=cfg.pretrain_steps,
                                   batch_size=max(cfg.batch_size, 16), max_length=cfg.max_length, seed=cfg.seed,
                                   device=cfg.device, mlm_heldout_max=min(500, cfg.dev_limit or 500),

@@ -88,7 +88,7 @@ class AblateConfig(Options):
     data_dir: str = same_as(TRAIN["data_dir"])
     out: str = option("ablation", "Where ablation.md, ablation.json and the runs' logs go.", path="dir")
     rows: list = option(help="Rows to run: baseline, multitask, pretrain, final, adamaxw.",
-                        factory=lambda: list(ABLATION_ROWS), parse=parse_rows)
+                        factory=lambda: list(ABLATION_ROWS), choices=ABLATION_ROWS, parse=parse_rows)
     budget_steps: int | None = option(300, "Training steps per row (one step = a batch of each task); ignored with "
                                            "--epochs.", type=int, min=1)
     epochs: float | None = option(None, "Train each row for full epochs instead of --budget-steps.", type=float,

@@ -259,7 +259,7 @@ class Run:
 
 
 def _inputs(cfg: TrainConfig) -> dict[str, Path | str | None]:
-    """What a run reads, for the overlap check of its directory (outputs.check_output)."""
+    """What a run reads, for the overlap check of its directory (ownership.check_output)."""
     inputs: dict[str, Path | str | None] = builtin_files(cfg)
     inputs.update({"--augment": cfg.augment, "--encoder": cfg.encoder, "--init-heads-from": cfg.init_heads_from,
                    "--tasks-file": cfg.tasks_file})
@@ -314,7 +314,7 @@ def _run_dir(cfg: TrainConfig, resume: str | Path | None, dist: Dist) -> tuple[P
     lock = WriterLock(run)
     if (run / METRICS_LOG).exists() or (run / LAST).exists():
         lock.release()
-        raise UserError(f"{run} already holds a run; continue it with `bertmtl train --resume {run}` "
+        raise UserError(f"{run} already holds a run; continue it with `{cfg.resume_command(run)}` "
                         f"or choose another --out")
     if any(p.name != WRITER_LOCK for p in run.iterdir()):  # a new run goes into a new or empty directory
         lock.release()
@@ -464,7 +464,7 @@ class Checkpointer:
                                  epoch=run.step / run.steps_per_epoch, train_args=run.cfg.to_dict(), metrics=metrics,
                                  tasks=run.tasks, resume=self.resume_state(raw) if with_resume else None)
         except WriteError as e:
-            raise UserError(f"{e.message}. Resume with `bertmtl train --resume {run.dir}` once fixed.") from None
+            raise UserError(f"{e.message}. Resume with `{run.cfg.resume_command(run.dir)}` once fixed.") from None
 
     def resume_state(self, raw: list | None) -> dict:
         """Optimizer moments, RNG states, data position and counters: what resuming needs beyond the weights."""
@@ -607,9 +607,11 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
                     status = "stopped"
                     break
             # the end: a final evaluation, and last/ unless the weights diverged
-            if status in ("finished", "stopped") and not weights_finite(model):  # e.g. after skipped steps
+            if status == "finished" and run.step < run.total_steps:
+                status = "paused"  # at --stop-at-step: evaluated and saved like the end; --resume goes on
+            if status in ("finished", "paused", "stopped") and not weights_finite(model):  # e.g. after skipped steps
                 status, run.diverged = "nonfinite", True
-            if status == "finished":
+            if status in ("finished", "paused"):
                 last_metrics = evaluate_dev(run, saver)
             if status not in ("nonfinite", "early-stopped"):  # early stopping has just saved last/
                 saver.save(LAST, last_metrics, with_resume=True)
@@ -660,7 +662,10 @@ def _finish(run: Run, status: str, last_metrics: dict | None) -> dict:
                                  f"evaluations (--patience); {best}")
         if status == "stopped":
             run.reporter.message(f"stopped at step {run.step}; checkpoint saved. Resume with: "
-                                 f"bertmtl train --resume {run.dir}")
+                                 f"{run.cfg.resume_command(run.dir)}")
+        if status == "paused":
+            run.reporter.message(f"paused at step {run.step} of {run.total_steps} (--stop-at-step); checkpoint saved. "
+                                 f"Go on with: {run.cfg.resume_command(run.dir)} [--stop-at-step N]")
         if status == "nonfinite":
             last = run.dir / LAST
             kept = f"the last good weights are in {last}" if is_checkpoint(last) else \

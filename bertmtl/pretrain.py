@@ -15,7 +15,8 @@ import copy
 import dataclasses
 from pathlib import Path
 
-from .rundir import RunState
+from .errors import UserError
+from .rundir import RunState, holds_run, is_checkpoint, is_run, read_json
 from .tasks import MLM
 from .train_config import PRETRAIN_DEFAULTS, TrainConfig
 
@@ -26,10 +27,39 @@ def pretrain_config(**options) -> TrainConfig:
     return dataclasses.replace(TrainConfig(**copy.deepcopy(PRETRAIN_DEFAULTS)), **options)
 
 
-def report(run_dir: Path) -> dict:
+LEGACY_REPORT = "pretrain.json"  # what `bertmtl pretrain` wrote beside its HF directory before 0.2
+
+
+def remove_earlier(out: Path) -> None:
+    """`bertmtl pretrain --overwrite`: remove the earlier output at `out`, a run (refused while a
+    process writes it) or a pre-0.2 output (its pretrain.json). Anything else is refused, so a
+    mistyped --out deletes nothing."""
+    from .runs import plan_delete, remove
+
+    if not (holds_run(out) or (out / LEGACY_REPORT).is_file()):
+        if any(out.iterdir()):
+            raise UserError(f"--out {out}: holds files that are not a pretraining run; --overwrite replaces only "
+                            f"runs (and pre-0.2 pretrain outputs), so choose another --out")
+        return
+    remove(plan_delete(out))
+
+
+def report(path: Path) -> dict:
     """The held-out masked-LM scores of a pretraining run: "before" (its first evaluation after any
     head-only steps), "after" (its last), and "initial" (a fresh head before any step), each
-    {"loss", "perplexity", "accuracy", "tokens"}."""
+    {"loss", "perplexity", "accuracy", "tokens"}; "steps" and "head_steps".
+
+    `path` may be the run, one of its checkpoints, a pre-0.2 output (its pretrain.json) or any
+    other directory with an MLM head, which has no scores: {"steps": None, "head_steps": 0}.
+    """
+    path = Path(path)
+    run_dir = path if is_run(path) else path.parent if is_checkpoint(path) and is_run(path.parent) else None
+    if run_dir is None:
+        legacy = path / LEGACY_REPORT
+        if legacy.is_file():
+            d = read_json(legacy)
+            return {k: d[k] for k in ("steps", "head_steps", "initial", "before", "after") if k in d}
+        return {"steps": None, "head_steps": 0}
     state = RunState.of(run_dir)
     head_steps = state.config.get("head_steps") or 0
 

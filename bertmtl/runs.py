@@ -2,7 +2,8 @@
 runs` shows about each (the fold of rundir.RunState, no torch), and cleaning up.
 
 Status of a run:
-  finished / stopped / early-stopped / nonfinite   its end record (and summary.json) says so;
+  finished / stopped / paused / early-stopped / nonfinite   its end record (and summary.json) says
+             so (paused: at --stop-at-step, before the end of its schedule);
   running    no end record, and a training process holds RUN/.writer.lock (rundir.writer_alive);
   crashed    no end record and nobody writing: killed, or an error other than a clean stop.
 """

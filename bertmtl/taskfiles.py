@@ -296,7 +296,7 @@ def task_path(data_dir: str | Path, task: TaskSpec, split: str, overrides: dict[
 def task_files(data_dir: str | Path, tasks: dict[str, TaskSpec], splits=("train", "dev"),
                overrides: dict[str, Path] | None = None) -> dict[str, Path | None]:
     """The files of these tasks a command reads, by description ("the sst train file"), for
-    missing-file and output-overlap checks (outputs.check_output)."""
+    missing-file and output-overlap checks (ownership.check_output)."""
     return {f"the {name} {split} file": task_path(data_dir, task, split, overrides)
             for name, task in tasks.items() for split in splits}
 

@@ -1,7 +1,7 @@
 """WordPiece tokenisation from a checkpoint's vocab.txt (the `tokenizers` library does the work).
 
 BERT and MPNet share the uncased WordPiece; their special tokens and pair layout come from the
-encoder family (config.py): `[CLS] a [SEP] b [SEP]` with token types, or `<s> a </s></s> b </s>`.
+encoder family (encoder_config.py): `[CLS] a [SEP] b [SEP]` with token types, or `<s> a </s></s> b </s>`.
 """
 
 from __future__ import annotations

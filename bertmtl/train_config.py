@@ -199,8 +199,7 @@ class TrainConfig(Options):
     max_nonfinite: int = option(5, "Stop after this many consecutive steps with a non-finite loss.", min=1)
     # -- masked-LM further pretraining (one more task: `bertmtl pretrain`, or beside the others)
     mlm_text: list = option(help="Also train masked LM on the train-file text of these: sst, quora, sts, imdb "
-                                 "(ids-cfimdb-train.csv, used when present) or a declared task's name [bertmtl "
-                                 "pretrain: the four built-in sources].", factory=list, parse=parse_sources,
+                                 "(ids-cfimdb-train.csv, used when present) or a declared task's name.", factory=list, parse=parse_sources,
                             metavar="DATASET,...", aliases=("datasets",), resume=False)
     mlm_caps: dict = option(help="At most N training texts of a masked-LM source (e.g. quora=5000).", factory=dict,
                             metavar="DATASET=N,...", parse=lambda v: parse_amounts(v, "--mlm-caps", True),
@@ -218,14 +217,22 @@ class TrainConfig(Options):
     head_steps: int | None = option(None, "Train the heads alone for the first N steps, the encoder frozen, at "
                                           "--head-lr (decaying to 0), before the --lr schedule [default: 20% of the "
                                           "steps when a masked-LM head is new, else 0].", type=int, min=0)
-    head_lr: float | None = option(None, "Learning rate of the head-only steps [default: --lr; bertmtl pretrain: "
-                                         "1e-3].", type=float, min=0, min_open=True)
+    head_lr: float | None = option(None, "Learning rate of the head-only steps [default: --lr].", type=float, min=0,
+                                   min_open=True)
     mlm_only: bool = option(False, "Train masked LM alone: declared tasks give their text, their heads do not "
                                    "train (what `bertmtl pretrain` runs).", flag="on", resume=False)
 
     @classmethod
     def upgrade(cls, d: dict) -> dict:
         return upgrade_config(d)
+
+    @property
+    def command(self) -> str:
+        """The command that runs (and resumes) this configuration: masked LM alone is `bertmtl pretrain`."""
+        return "pretrain" if self.mlm_only else "train"
+
+    def resume_command(self, run_dir) -> str:
+        return f"bertmtl {self.command} --resume {run_dir}"
 
     @property
     def declares_tasks(self) -> bool:
@@ -255,11 +262,20 @@ FIELDS = TrainConfig.fields()
 # `bertmtl pretrain`: a training run whose one task is masked LM on the tasks' text (the same loop,
 # checkpoints, resume and sinks as train), with these options and defaults (the ones measured in
 # README: lr 5e-5, batch 32, one epoch, a fresh head fitted alone first at 1e-3).
-PRETRAIN_OPTIONS = ("data_dir", "out", "runs_dir", "encoder", "mlm_text", "augment", "mlm_caps", "mlm_upsample",
+PRETRAIN_OPTIONS = ("data_dir", "out", "encoder", "mlm_text", "augment", "mlm_caps", "mlm_upsample",
                     "mlm_heldout", "mlm_heldout_max", "mask_prob", "task", "tasks_file", "epochs", "max_steps",
                     "stop_at_step", "batch_size", "grad_accum", "eval_batch_size", "lr", "head_steps", "head_lr",
                     "weight_decay", "warmup", "schedule", "clip", "dropout", "max_length", "seed", "device",
                     "precision", "compile", "eval_every", "save_every", "log_every", "report_to", "strict",
                     "max_nonfinite", "bucket")
+# Where pretrain's meaning of an option differs from train's, its own help text.
+PRETRAIN_HELP = {
+    "out": "Run directory (best/ and last/ checkpoints, metrics.jsonl); `bertmtl train --encoder OUT` starts "
+           "from it.",
+    "mlm_text": "Masked LM on the train-file text of these: sst, quora, sts, imdb (ids-cfimdb-train.csv, used when "
+                "present) or a declared task's name [default: the declared tasks' text with --task / --tasks-file, "
+                "else sst,quora,sts,imdb].",
+    "head_lr": "Learning rate of the head-only steps (a new masked-LM head).",
+}
 PRETRAIN_DEFAULTS = {"out": "pretrained-mlm", "mlm_only": True, "tasks": [], "combine": "sum", "epochs": 1.0,
                      "batch_size": 32, "eval_batch_size": 64, "lr": 5e-5, "head_lr": 1e-3}

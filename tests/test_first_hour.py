@@ -96,7 +96,12 @@ def test_stop_at_step_keeps_the_longer_schedule(tiny_bert_dir, data_dir, tmp_pat
     start, steps = _train_records(run)
     assert start["total_steps"] == 12 and [s["step"] for s in steps] == [1, 2, 3]
     assert steps[-1]["lr"] == pytest.approx(scheduled_lr(2, 12, 1e-3, 0.06))
-    assert "finished at step 3/12" in r.stdout
+    # Not finished: evaluated and saved like an end, but its last/ is what the rest of the schedule resumes.
+    assert "paused at step 3/12" in r.stdout and f"Go on with: bertmtl train --resume {run}" in r.stderr
+    assert json.loads((run / "summary.json").read_text())["status"] == "paused"
+    assert (run / "best" / "bertmtl.json").is_file()
+    r = cli("runs", "--runs-dir", tmp_path, "--drop-last", "run")
+    assert "is paused: its last/ is what resumes it" in r.stdout and (run / "last").is_dir()
 
 
 def test_a_run_saved_before_stop_at_step_resumes_with_its_own_schedule(tiny_bert_dir, data_dir, tmp_path):

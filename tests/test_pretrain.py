@@ -229,7 +229,69 @@ def test_existing_output_is_not_overwritten(pretrained, tiny_bert_dir, data_dir)
     out, _ = pretrained
     r = CliRunner().invoke(main, ["pretrain", "--encoder", str(tiny_bert_dir), "--data-dir", str(data_dir),
                                   "--out", str(out), "--steps", "1"])  # the hidden former name of --max-steps
-    assert r.exit_code == 2 and "already holds a run" in r.output and "--resume" in r.output
+    assert r.exit_code == 2 and "already holds a run" in r.output
+    assert f"bertmtl pretrain --resume {out}" in r.output  # the command that made it, not train
+
+
+def test_overwrite_replaces_an_earlier_run_and_nothing_else(pretrained, tiny_bert_dir, data_dir, tmp_path):
+    import shutil
+
+    run = tmp_path / "again"
+    shutil.copytree(pretrained[0], run)
+    args = ["pretrain", "--encoder", str(tiny_bert_dir), "--data-dir", str(data_dir), "--out", str(run),
+            "--max-steps", "2", "--head-steps", "0", *PRETRAIN]
+    r = CliRunner().invoke(main, [*args, "--overwrite"])
+    assert r.exit_code == 0, r.output
+    assert report(run)["steps"] == 2  # a new run, not the 7 steps copied there
+    r = CliRunner().invoke(main, [*args[:-len(PRETRAIN)], "--overwrite", "--resume", str(run)])
+    assert r.exit_code == 2 and "give one of them" in r.output
+    mine = tmp_path / "mine"
+    (mine / "notes").mkdir(parents=True)
+    r = CliRunner().invoke(main, [*args[:6], str(mine), "--overwrite"])
+    assert r.exit_code == 2 and "not a pretraining run" in r.output and (mine / "notes").is_dir()
+    from bertmtl.rundir import WriterLock
+
+    lock = WriterLock(run)  # a process writing it
+    try:
+        r = CliRunner().invoke(main, [*args, "--overwrite"])
+        assert r.exit_code == 2 and "is running" in r.output and report(run)["steps"] == 2
+    finally:
+        lock.release()
+
+
+def test_report_of_outputs_that_are_not_runs(pretrained, tmp_path):
+    """A checkpoint inside a run reports its run; a pre-0.2 output its pretrain.json; any other MLM
+    directory has no scores."""
+    out, _ = pretrained
+    assert report(out / "best") == report(out)
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "pretrain.json").write_text(json.dumps({"steps": 300, "head_steps": 60, "wall_s": 9.0,
+                                                       "before": {"perplexity": 20.0}, "after": {"perplexity": 9.5}}))
+    assert report(legacy) == {"steps": 300, "head_steps": 60, "before": {"perplexity": 20.0},
+                              "after": {"perplexity": 9.5}}
+    assert report(tmp_path) == {"steps": None, "head_steps": 0}
+
+
+def test_evaluate_refuses_a_masked_lm_only_checkpoint(pretrained):
+    r = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(pretrained[0])])
+    assert r.exit_code == 2 and "only a masked-LM task" in r.output and "mlm_perplexity.py" in r.output, r.output
+
+
+def test_pretrain_help_states_its_own_defaults():
+    import re
+
+    r = CliRunner().invoke(main, ["pretrain", "--help"], terminal_width=200)
+    assert r.exit_code == 0
+    text = re.sub(r"\s+", " ", r.output)
+    assert "--runs-dir" not in text  # pretrain writes --out, never a new run under the runs root
+    start = text.index("--out DIRECTORY")
+    out = text[start:text.index("--encoder, --pretrained", start)]
+    assert out.count("default") == 1 and "[default: pretrained-mlm]" in out
+    start = text.index("--head-lr FLOAT")
+    head_lr = text[start:text.index("--sst-train", start)]
+    assert head_lr.count("default") == 1 and "[default: 0.001" in head_lr
+    assert "declared tasks' text with --task" in text
 
 
 def test_vocabulary_without_mask_token_is_a_clear_error(tmp_path, data_dir):
@@ -309,7 +371,7 @@ def test_pretraining_resumes_after_ctrl_c_and_kill_9_as_if_uninterrupted(tiny_be
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err.decode()[-2000:]
-    assert b"Ctrl-C: stopping after this step" in err and b"Resume with: bertmtl train --resume" in err
+    assert b"Ctrl-C: stopping after this step" in err and b"Resume with: bertmtl pretrain --resume" in err
     step = json.loads((stopped / "last" / "bertmtl.json").read_text())["step"]
     run(["pretrain", "--resume", str(stopped), "--stop-at-step", str(step + 3)])
     a, b = uninterrupted("whole", step + 3), _weights(stopped)
@@ -325,3 +387,17 @@ def test_pretraining_resumes_after_ctrl_c_and_kill_9_as_if_uninterrupted(tiny_be
     assert all(torch.equal(a[k], b[k]) for k in a)
     for run in (stopped, killed):
         assert [r["type"] for r in read_records(run / "metrics.jsonl")[0]].count("resume") == 1
+
+
+def test_a_run_with_masked_lm_beside_its_tasks_evaluates_the_tasks(tiny_bert_dir, data_dir, tmp_path):
+    """Masked LM as an auxiliary task (--mlm-text) is scored while it trains; evaluate scores the rest."""
+    run = tmp_path / "aux"
+    r = CliRunner().invoke(main, ["train", "--encoder", str(tiny_bert_dir), "--data-dir", str(data_dir), "--out",
+                                  str(run), "--tasks", "sst", "--mlm-text", "sst", "--max-steps", "2", *PRETRAIN[:-4]])
+    assert r.exit_code == 0, r.output
+    evals = [e for e in read_records(run / "metrics.jsonl")[0] if e["type"] == "eval"]
+    assert MLM.metric_key("perplexity") in evals[-1]
+    r = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(run), "--data-dir", str(data_dir), "--json"])
+    assert r.exit_code == 0, r.output
+    scores = json.loads(r.stdout)
+    assert 0 <= scores["sst_acc"] <= 1 and not [k for k in scores if "mlm" in k]

@@ -17,8 +17,8 @@ from bertmtl.model import BertModel
 from bertmtl.model.heads import HeadConfig, MultitaskBert
 from bertmtl.mtl.smart import SmartConfig, divergence, smart_loss
 from bertmtl.predict import Predictor, to_tsv, tsv_columns
-from bertmtl.tasks import (BUILTIN, REGRESSION, SIGMOID, SOFTMAX, TASK_ALIASES, TASKS, TaskSpec, metric_rows,
-                           pretrain_sources)
+from bertmtl.mlm_text import BUILTIN_SOURCES, SOURCE_ALIASES
+from bertmtl.tasks import BUILTIN, REGRESSION, SIGMOID, SOFTMAX, TASK_ALIASES, TASKS, TaskSpec, metric_rows
 from bertmtl.tokenizer import WordPieceTokenizer
 from bertmtl.rundir import RunState
 
@@ -60,8 +60,7 @@ def test_builtin_specs_hold_data_and_their_output_kind():
                                                       "sts-test-student.csv"]
     assert TASK_ALIASES == {"sentiment": "sst", "paraphrase": "para", "quora": "para", "similarity": "sts"}
     assert metric_rows(BUILTIN)[1] == ("sst_f1", "SST macro-F1", "sst_n")
-    sources, aliases = pretrain_sources()
-    assert list(sources) == ["sst", "quora", "sts", "imdb"] and aliases["para"] == "quora"
+    assert list(BUILTIN_SOURCES) == ["sst", "quora", "sts", "imdb"] and SOURCE_ALIASES["para"] == "quora"
     assert tsv_columns() == ("line", "id", "sentiment1", "sentiment2", "paraphrase_prob", "is_paraphrase",
                              "similarity", "error")
 

@@ -15,7 +15,7 @@ import bertmtl.model.bert as bert
 
 from bertmtl.batching import RoundRobin
 from bertmtl.model.heads import HeadConfig, MultitaskBert
-from bertmtl.model.loading import load_encoder
+from bertmtl.weights import load_encoder
 from bertmtl.mtl.step import MultitaskStep
 from bertmtl.tokenizer import WordPieceTokenizer
 from bertmtl.engine import TrainConfig, load_datasets

@@ -21,6 +21,7 @@ def evaluate(ctx: click.Context, **opts) -> None:
     from ..batching import load_datasets
     from ..checkpoint import load_checkpoint
     from ..device import pick_device
+    from ..errors import UserError
     from ..evaluate import evaluate as run_eval
     from ..evaluate import leaderboard_overall, write_predictions
     from ..runs import choose_checkpoint
@@ -42,7 +43,12 @@ def evaluate(ctx: click.Context, **opts) -> None:
         check_writable(Path(cfg.write_predictions))
     ck = load_checkpoint(path, device=dev)
     warn = lambda row: click.echo(f"warning: {row}", err=True)  # noqa: E731
-    names = list(ck.model.specs)
+    # Masked LM is scored on held-out train text while it trains (the run's metrics.jsonl), not here.
+    names = [n for n, s in ck.model.specs.items() if s.output.answers]
+    if not names:
+        raise UserError(f"{path} has only a masked-LM task, which evaluate does not score: its held-out perplexity "
+                        f"is in its run's metrics.jsonl (`bertmtl runs`), and `python benchmarks/mlm_perplexity.py "
+                        f"--data-dir DATA {path}` scores it on the dev sentences")
     if cfg.tasks is not None:
         names = parsed(lambda t: parse_choices(t, names, "task", TASK_ALIASES), cfg.tasks, "--tasks")
     specs = [ck.model.specs[n] for n in names]

@@ -37,14 +37,14 @@ def parsed(fn, value, param_hint=None):
 
 def _click_type(f: dataclasses.Field):
     m = f.metadata
+    if m["parse"]:  # a list spelled as text (rows, report_to): its parser checks the choices
+        return str
     if m["choices"]:
         return click.Choice(m["choices"])
     if m["path"]:
         kind = m["path"]
         return click.Path(file_okay=kind.endswith("file"), dir_okay=kind.endswith("dir"),
                           exists=kind.startswith("existing"), path_type=str)
-    if m["parse"]:
-        return str
     if m["type"] is int and (m["min"] is not None or m["max"] is not None):
         return click.IntRange(m["min"], m["max"], min_open=m["min_open"], max_open=m["max_open"])
     if m["type"] is float:  # finite, even without a range
@@ -52,9 +52,12 @@ def _click_type(f: dataclasses.Field):
     return m["type"]
 
 
-def field_option(f: dataclasses.Field, default=dataclasses.MISSING):
-    """The Click option (or argument) of one field (with another default where a command has its own)."""
+def field_option(f: dataclasses.Field, default=dataclasses.MISSING, help: str | None = None):
+    """The Click option (or argument) of one field (with another default and help text where a
+    command has its own)."""
     m, name = f.metadata, flag_name(f)
+    if help is not None:
+        m = {**m, "help": help}
     if m["argument"]:
         if m["multiple"]:
             return click.argument(f.name, nargs=-1, type=str, metavar=m["metavar"])
@@ -77,15 +80,15 @@ def field_option(f: dataclasses.Field, default=dataclasses.MISSING):
 
 
 def options_of(cls: type[Options], config_file: bool = True, only: tuple[str, ...] | None = None,
-               defaults: dict | None = None):
+               defaults: dict | None = None, helps: dict | None = None):
     """The options of a command whose settings are `cls`: one per field (those of `only`, with the
-    command's own `defaults`; the per-file options of `cls.file_options`), plus --config FILE and
-    --print-config unless `config_file` is False."""
-    defaults = defaults or {}
+    command's own `defaults` and help texts `helps`; the per-file options of `cls.file_options`),
+    plus --config FILE and --print-config unless `config_file` is False."""
+    defaults, helps = defaults or {}, helps or {}
 
     def decorate(fn):
         fields = [f for f in dataclasses.fields(cls) if f.metadata["cli"] and (only is None or f.name in only)]
-        opts = [field_option(f, defaults.get(f.name, dataclasses.MISSING)) for f in fields]
+        opts = [field_option(f, defaults.get(f.name, dataclasses.MISSING), helps.get(f.name)) for f in fields]
         opts += [click.option(f"--{key.replace('_', '-')}", key, type=click.Path(dir_okay=False), default=None,
                               help=text) for key, text in getattr(cls, "file_options", ())]
         if config_file:

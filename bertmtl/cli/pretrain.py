@@ -6,16 +6,19 @@ from pathlib import Path
 
 import click
 
-from ..train_config import PRETRAIN_DEFAULTS, PRETRAIN_OPTIONS, TrainConfig
+from ..train_config import PRETRAIN_DEFAULTS, PRETRAIN_HELP, PRETRAIN_OPTIONS, TrainConfig
 from .options import options_of, resolved_options
 
 
 @click.command()
-@options_of(TrainConfig, only=PRETRAIN_OPTIONS, defaults=PRETRAIN_DEFAULTS)
+@options_of(TrainConfig, only=PRETRAIN_OPTIONS, defaults=PRETRAIN_DEFAULTS, helps=PRETRAIN_HELP)
 @click.option("--resume", type=click.Path(file_okay=False, exists=True, path_type=str), default=None,
               help="Continue the pretraining run in this directory from its last checkpoint.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the earlier pretraining run (or pre-0.2 output) at --out; refused while a process "
+                   "writes it, and for a directory that is not one.")
 @click.pass_context
-def pretrain(ctx: click.Context, resume: str | None, **opts) -> None:
+def pretrain(ctx: click.Context, resume: str | None, overwrite: bool, **opts) -> None:
     """Further masked-LM pretraining on the task text; reports held-out perplexity before and after.
 
     A training run whose one task is masked LM: checkpoints in --out (best/, last/), --resume,
@@ -28,12 +31,17 @@ def pretrain(ctx: click.Context, resume: str | None, **opts) -> None:
       bertmtl pretrain --task reviews:classification:reviews.csv --out mlm-reviews   (your own text)
       bertmtl train --data-dir data --encoder pretrained-mlm
     """
-    from ..pretrain import report
+    from ..errors import UserError
+    from ..pretrain import remove_earlier, report
     from ..rundir import TRAIN_ARGS, read_json
     from .train import report_summary
 
+    if overwrite and resume is not None:
+        raise UserError("--overwrite replaces a run and --resume continues one: give one of them")
     saved = read_json(Path(resume) / TRAIN_ARGS) if resume is not None else None
     cfg = resolved_options(TrainConfig, ctx, opts, saved, defaults=PRETRAIN_DEFAULTS)
+    if overwrite and cfg.out is not None and Path(cfg.out).exists():
+        remove_earlier(Path(cfg.out))
     summary = report_summary(cfg, resume)
     r = report(Path(summary["run"]))
     if "before" in r:

@@ -28,7 +28,8 @@ def runs(names: tuple[str, ...], runs_dir: str | None, compare: tuple[str, str] 
     """List the runs: start, steps, status, encoder, best dev scores; clean them up.
 
     \b
-    Status: finished, stopped (Ctrl-C / SIGTERM, resumable), early-stopped (--patience),
+    Status: finished, stopped (Ctrl-C / SIGTERM, resumable), paused (at --stop-at-step, before
+    the end of its schedule: resumable), early-stopped (--patience),
     nonfinite (diverged), running (a live process holds the run's writer lock), crashed
     (no end record and nobody writing: resume it with `bertmtl train --resume RUN`).
     Best dev scores are those of the run's best checkpoint (RUN/best).
@@ -130,7 +131,7 @@ def _fmt(v) -> str:
 
 
 STATUS_STYLE = {"finished": "green", "early-stopped": "green", "running": "cyan", "stopped": "yellow",
-                "crashed": "red", "nonfinite": "red"}
+                "paused": "yellow", "crashed": "red", "nonfinite": "red"}
 
 
 def _print_table(root, infos: list[dict]) -> None:

@@ -51,15 +51,3 @@ def spec_of(task: str | TaskSpec, specs: dict[str, TaskSpec] | None = None) -> T
         return task
     return (specs or TASKS)[task]
 
-
-def pretrain_sources(specs=BUILTIN) -> tuple[dict[str, TaskSpec], dict[str, str]]:
-    """MLM text sources named as the options name them (a task's title, lower case) plus IMDB,
-    and their aliases (task names and aliases)."""
-    sources = {s.title.lower(): s for s in specs} | {IMDB.title.lower(): IMDB}
-    aliases = {}
-    for s in specs:
-        for a in (s.name, *s.aliases):
-            if a != s.title.lower():
-                aliases[a] = s.title.lower()
-    aliases["cfimdb"] = IMDB.title.lower()
-    return sources, aliases

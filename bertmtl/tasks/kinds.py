@@ -46,7 +46,7 @@ class OutputKind:
     # embedding per input; outputs collected and scored per example) or "tokens" (the encoder's token
     # states; masked-LM scores summed over tokens).
     head_family = "pooled"
-    answers = True  # whether `predict` answers with it
+    answers = True  # whether `predict` answers with it and `evaluate` scores it from its split files
     auxiliary = False  # trained beside other tasks for their sake: not in their `overall`
 
     # -- the spec ---------------------------------------------------------------------------

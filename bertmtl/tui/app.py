@@ -152,10 +152,10 @@ class BertmtlApp(App):
             if self.state.records == 0:
                 return "starting", f"starting training in the background (log: {self.run_dir.name}/train.log)"
             return None, ""
-        if t is not None and self._training_rc != 0 and self.state.status not in ("stopped", "finished"):
+        if t is not None and self._training_rc != 0 and self.state.status not in ("stopped", "paused", "finished"):
             return "failed", f"training exited with code {self._training_rc} (log: {t.log_path}):\n{t.log_tail()}"
-        if self.state.status == "stopped":
-            return None, f"stopped at step {self.state.step}; checkpoint saved. {resume}"
+        if self.state.status in ("stopped", "paused"):
+            return None, f"{self.state.status} at step {self.state.step}; checkpoint saved. {resume}"
         if self.state.status == "nonfinite":
             kept = f"the last good weights are in {self.run_dir.name}/last" \
                 if is_checkpoint(self.run_dir / LAST) else "no checkpoint was saved before"
@@ -177,6 +177,9 @@ class BertmtlApp(App):
         if rc == 130 or self.state.status == "stopped":  # 130: stopped by its SIGINT, checkpoint saved
             return (f"training stopped; checkpoint saved in {self.run_dir / 'last'}. "
                     f"Resume with: bertmtl train --resume {self.run_dir}")
+        if rc == 0 and self.state.status == "paused":
+            return (f"training paused at --stop-at-step; checkpoint saved in {self.run_dir / 'last'}. "
+                    f"Go on with: bertmtl train --resume {self.run_dir}")
         if rc == 0:
             return f"training finished; the best checkpoint is {self.run_dir / 'best'}"
         return f"training exited with code {rc}; see {self.training.log_path}"

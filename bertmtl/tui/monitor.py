@@ -46,7 +46,7 @@ class Progress:
 
 
 STATUS_STYLES = {"waiting": "dim", "running": "bold green", "finished": "bold", "stopped": "bold yellow",
-                 "stopping": "bold yellow", "nonfinite": "bold red", "failed": "bold red"}
+                 "paused": "bold yellow", "stopping": "bold yellow", "nonfinite": "bold red", "failed": "bold red"}
 
 
 class RunStatus(Static):
