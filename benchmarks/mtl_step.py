@@ -1,11 +1,14 @@
 """Cost of one multi-task training step: sum vs PCGrad vs PCGrad + SMART, bucketed vs not,
-fp32 vs bf16 autocast (what `--precision auto` picks on CPUs that multiply bf16 natively).
+fp32 vs bf16 autocast (what `--precision auto` picks on CPUs that multiply bf16 natively);
+with --combiners, every gradient combiner instead.
 
 Every variant runs the training loop's own step (bertmtl.mtl.step.MultitaskStep) on the same
 real batches (default weights, ../shared/data), alternating variants round by round; prints
-the median seconds per step and ratios against `sum`.
+the median seconds per step and ratios against `sum`. With --combiners it also times each
+combiner's own work (the Gram matrix, its weights, the weighted sum) on encoder-sized gradients
+for the three tasks and for 10, as a share of the sum step.
 
-    python benchmarks/mtl_step.py [--rounds 6] [--batch-size 32]
+    python benchmarks/mtl_step.py [--rounds 6] [--batch-size 32] [--combiners]
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--combiners", action="store_true", help="time every --combine method instead")
     args = ap.parse_args()
     torch.manual_seed(0)
     # fp32 is the reference for every comparison but the last one.
@@ -43,6 +47,8 @@ def main() -> None:
     tasks = list(train_sets)
     model = MultitaskBert(BertModel.from_pretrained(pretrained_dir()), HeadConfig.of(base)).train()
     dev = torch.device("cpu")
+    if args.combiners:
+        return combiners(model, base, train_sets, tasks, dev, args)
 
     variants = {
         "sum": dict(combine="sum", smart=False),
@@ -84,6 +90,54 @@ def main() -> None:
           f"unbucketed/bucketed time {times['pcgrad, unbucketed'] / times['pcgrad']:.2f}x")
     print(f"bf16 autocast vs fp32 step: {times['pcgrad'] / times['pcgrad, bf16']:.2f}x faster "
           f"(native bf16 on this CPU: {cpu_has_native_bf16()}; --precision auto uses bf16 only then)")
+
+
+def combiners(model, base, train_sets, tasks, dev, args) -> None:
+    """Each combiner's full step against sum's, then its own cost at 3 and 10 tasks."""
+    from bertmtl.mtl.combiners import REGISTRY, combine_into, gram_matrix, make_combiner
+
+    steppers = {name: MultitaskStep(model, TrainConfig(**{**base.to_dict(), "combine": name, "smart": False}), tasks,
+                                    dev) for name in REGISTRY}
+    rr = RoundRobin(train_sets, args.batch_size, seed=1)
+    rounds = [rr.next() for _ in range(args.rounds + 1)]
+    it = {name: iter(rounds) for name in steppers}
+
+    def make(name):
+        def run():
+            steppers[name].backward(next(it[name]))
+            steppers[name].apply(1e-5)
+        return run
+
+    times = interleaved({n: make(n) for n in steppers}, rounds=args.rounds, warmup=1)
+    params = sum(p.numel() for p in steppers["sum"].shared)
+    gen = torch.Generator().manual_seed(0)
+    own = {}
+    for t in (3, 10):  # encoder-sized gradients: what the Gram matrix and the weighted sum pass over
+        grads = [torch.randn(params, generator=gen) for _ in range(t)]
+        names = [f"t{i}" for i in range(t)]
+        out = torch.empty(params)
+
+        def combine(c):
+            def run():
+                gram = gram_matrix(grads)
+                combine_into(out, grads, c(gram, names))
+            return run
+
+        cs = {n: make_combiner(TrainConfig(combine=n), seed=1) for n in REGISTRY}
+        own[t] = interleaved({n: combine(c) for n, c in cs.items()}, rounds=max(3, args.rounds), warmup=1)
+        # The weights alone (the Gram matrix given), which is what grows with T.
+        gram = gram_matrix(grads)
+        own[f"w{t}"] = interleaved({n: (lambda c=c: c(gram, names)) for n, c in cs.items()},
+                                   rounds=max(3, args.rounds), inner=20, warmup=2)
+    print(f"{args.batch_size} examples per task per step, 3 tasks, fp32, CPU threads {torch.get_num_threads()}; "
+          f"median of {args.rounds} steps each, interleaved; combiner cost on {params / 1e6:.1f}M-parameter "
+          f"gradients (Gram matrix + weights + weighted sum; weights alone)")
+    print(f"{'combiner':<13}{'s/step':>8}{'vs sum':>8}{'own ms, 3 tasks':>17}{'% of step':>10}"
+          f"{'own ms, 10 tasks':>18}{'weights ms 3 / 10':>19}")
+    for name, t in times.items():
+        print(f"{name:<13}{t:>8.2f}{t / times['sum']:>8.2f}{1000 * own[3][name]:>17.1f}"
+              f"{100 * own[3][name] / times['sum']:>9.1f}%{1000 * own[10][name]:>18.1f}"
+              f"{1000 * own['w3'][name]:>10.3f} / {1000 * own['w10'][name]:.3f}")
 
 
 if __name__ == "__main__":

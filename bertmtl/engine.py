@@ -419,6 +419,8 @@ def _build(cfg: TrainConfig, run_dir: Path, resume_ckpt: Path | None, dist: Dist
               eval_steps={*([0] if fresh_heads or cfg.mlm_only else ()), *([cfg.head_steps] if cfg.head_steps else ())})
     if resume_ckpt is not None:
         Checkpointer(run).restore(resume_ckpt)
+        if run.stop_at <= run.step:  # a paused run's --stop-at-step is behind it: --resume goes on to the end
+            run.stop_at, cfg.stop_at_step = total_steps, None
 
     return run
 
@@ -470,10 +472,12 @@ class Checkpointer:
         """Optimizer moments, RNG states, data position and counters: what resuming needs beyond the weights."""
         run, stepper = self.run, self.run.stepper
         tensors, opt_meta = ckpt.optimizer_state(stepper.optimizer)
-        tensors.update(ckpt.rng_state({"pcgrad": stepper.pc_gen}))
+        tensors.update(ckpt.rng_state(stepper.combiner.generators()))
+        combiner_tensors, combiner_meta = stepper.combiner.state_dict()
+        tensors.update({f"combiner.{k}": v for k, v in combiner_tensors.items()})
         state = {"tensors": tensors, "optimizer": opt_meta, "step": run.step, "best": run.best,
                  "since_best": run.since_best, "nonfinite": run.nonfinite, "data": run.rr.state_dict(),
-                 "total_steps": run.total_steps}
+                 "total_steps": run.total_steps, "combiner": combiner_meta}
         if run.cfg.precision == "fp16":
             state["scaler"] = stepper.scaler.state_dict()
         if run.averager is not None:
@@ -488,7 +492,9 @@ class Checkpointer:
         ckpt.load_optimizer_state(stepper.optimizer, {
             k: v.to(run.device) if k.startswith("state.") and not k.endswith(".step") else v
             for k, v in tensors.items()}, state["optimizer"])
-        ckpt.load_rng_state(tensors, {"pcgrad": stepper.pc_gen})
+        ckpt.load_rng_state(tensors, stepper.combiner.generators())
+        stepper.combiner.load_state_dict({k[len("combiner."):]: v for k, v in tensors.items()
+                                          if k.startswith("combiner.")}, state.get("combiner", {}))
         run.rr.load_state_dict(state["data"])
         run.step, run.best, run.nonfinite = state["step"], state.get("best"), state.get("nonfinite", 0)
         run.since_best = state.get("since_best", 0)
@@ -582,7 +588,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
                 window.add(n_examples(batches) * dist.world, losses, smart)
                 if run.step % cfg.log_every == 0 or run.step == run.stop_at:
                     rec = {"type": "train", "step": run.step, "epoch": run.step / run.steps_per_epoch, "lr": lr,
-                           **window.record(), "time": time.time()}
+                           **window.record(), **run.stepper.conflicts.record(), "time": time.time()}
                     if main:
                         run.emit(rec)
                         crash_point("logged")

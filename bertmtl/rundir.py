@@ -184,6 +184,32 @@ def _finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+# What a train record holds of the task-conflict telemetry (mtl/telemetry.py writes it).
+TELEMETRY_KEYS = ("cos", "conflict", "grad_norm", "weight", "conflicting", "update_cos", "update_norm_ratio")
+
+
+def _step_of(point) -> int:
+    return point["step"] if isinstance(point, dict) else point[0]
+
+
+def conflict_summary(records: list[dict]) -> dict:
+    """Per task pair over a run's telemetry records: how often they conflicted (the mean of the
+    windows' fractions of steps with a negative gradient cosine), their mean and lowest windowed
+    cosine, and the number of windows."""
+    pairs: dict[str, dict] = {}
+    for rec in records:
+        for pair, c in (rec.get("cos") or {}).items():
+            if not _finite(c):
+                continue
+            p = pairs.setdefault(pair, {"windows": 0, "conflict": 0.0, "cos": 0.0, "min_cos": c})
+            p["windows"] += 1
+            p["cos"] += c
+            p["conflict"] += (rec.get("conflict") or {}).get(pair, 1.0 if c < 0 else 0.0)
+            p["min_cos"] = min(p["min_cos"], c)
+    return {pair: {"conflict_fraction": p["conflict"] / p["windows"], "mean_cos": p["cos"] / p["windows"],
+                   "min_cos": p["min_cos"], "windows": p["windows"]} for pair, p in pairs.items()}
+
+
 class RunState:
     """Everything a run's metrics.jsonl says, folded from its records in order: what `bertmtl runs`
     lists and what the TUI draws read this one fold.
@@ -222,6 +248,16 @@ class RunState:
         return ("", "step", "overall", *(label for _, label in self.dev_metrics))
 
     @property
+    def cos_series(self) -> dict[str, list[tuple[int, float]]]:
+        """Each task pair's windowed gradient cosine against step (the telemetry records)."""
+        out: dict[str, list[tuple[int, float]]] = {}
+        for rec in self.telemetry:
+            for pair, c in (rec.get("cos") or {}).items():
+                if _finite(c):
+                    out.setdefault(pair, []).append((rec["step"], float(c)))
+        return out
+
+    @property
     def colors(self) -> dict[str, str]:
         return {s.name: s.color for s in self.specs}
 
@@ -241,6 +277,7 @@ class RunState:
         self.world_size = 1
         self.loss: dict[str, list[tuple[int, float]]] = {}
         self.smart: dict[str, list[tuple[int, float]]] = {}
+        self.telemetry: list[dict] = []  # the task-conflict part of each train record (mtl/telemetry.py)
         self.evals: list[dict] = []  # dev-table rows: step, epoch, the specs' metrics, overall, best
         self.eval_records: list[dict] = []  # the same evaluations, every field
         self.best_step: int | None = None
@@ -287,8 +324,8 @@ class RunState:
         # Training restarts from the saved step: points logged after it are redone, so drop them
         # rather than draw the curve going back or count an evaluation twice.
         step = int(rec["step"])
-        for series in (*self.loss.values(), *self.smart.values()):
-            while series and series[-1][0] > step:
+        for series in (*self.loss.values(), *self.smart.values(), self.telemetry):
+            while series and _step_of(series[-1]) > step:
                 series.pop()
         self.evals = [e for e in self.evals if e["step"] <= step]
         self.eval_records = [e for e in self.eval_records if e["step"] <= step]
@@ -311,6 +348,8 @@ class RunState:
         for task, value in (rec.get("smart") or {}).items():
             if _finite(value):
                 self.smart.setdefault(task, []).append((step, float(value)))
+        if isinstance(rec.get("cos"), dict):
+            self.telemetry.append({"step": step, **{k: rec[k] for k in TELEMETRY_KEYS if k in rec}})
         self.step = step
         self.epoch = float(rec.get("epoch", self.epoch))
         self.lr = rec.get("lr", self.lr)

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
-from .rundir import BEST, LAST, METRICS_LOG, SUMMARY, RunState, WriterLock, is_checkpoint, is_run, writer_alive
+from .rundir import (BEST, LAST, METRICS_LOG, SUMMARY, RunState, WriterLock, conflict_summary, is_checkpoint, is_run,
+                     writer_alive)
 from .train_config import upgrade_config
 
 RUNS_ROOT = Path("checkpoints")
@@ -152,6 +153,7 @@ def run_info(run_dir: Path) -> dict:
         "tasks": config.get("tasks"),
         "best_step": state.best_step,
         "best": state.best,
+        "conflicts": conflict_summary(state.telemetry),  # per task pair, where the run logged telemetry
         "config": config,
     }
 

@@ -26,7 +26,11 @@ POOLINGS = ("mean", "cls", "pooler")
 PAIR_MODES = ("bi", "cross")
 PAIR_FEATURES = ("concat", "symmetric")
 STS_LOSSES = ("pearson", "mse")
-COMBINERS = ("sum", "pcgrad")
+# --combine: the gradient combiners (mtl/combiners/, one module each; its REGISTRY has these names).
+COMBINERS = ("sum", "mean", "pcgrad", "mgda", "cagrad", "nash-mtl", "imtl-g", "aligned-mtl", "upgrad", "dualproj",
+             "fairgrad", "random")
+ALIGNED_SCALES = ("min", "median", "mean")
+TELEMETRY = ("auto", "on", "off")
 OPTIMIZERS = ("adamw", "adamaxw")
 # --sst-train FILE and friends: (field key in TrainConfig.files, help), one pair per task.
 FILE_OPTIONS = tuple((f"{t.name}_{split}", f"Override the {t.title} {split} file.")
@@ -141,7 +145,21 @@ class TrainConfig(Options):
     dropout: float = option(0.1, "Dropout in the encoder and heads.", min=0, max=1, max_open=True)
     ema: float = option(0.0, "Evaluate and save an exponential moving average of the weights with this decay "
                              "(e.g. 0.99; 0 = off).", min=0, max=1, max_open=True)
-    combine: str = option("pcgrad", "How per-task gradients become one update.", choices=COMBINERS)
+    combine: str = option("pcgrad", "How per-task gradients become one update: sum, mean, pcgrad (Yu et al.), mgda "
+                                    "(min-norm), cagrad, nash-mtl, imtl-g, aligned-mtl, upgrad, dualproj (Quinton & "
+                                    "Rey), fairgrad, random (RLW); README, Gradient combiners.", choices=COMBINERS)
+    cagrad_c: float = option(0.4, "CAGrad: radius of the ball around the mean gradient, relative to its norm.",
+                             min=0)
+    nash_update_every: int = option(1, "Nash-MTL: solve for new weights every N steps (the paper's speed-up).",
+                                    min=1)
+    nash_max_norm: float = option(1.0, "Nash-MTL: cap on the update's norm (0 = none), as in the paper.", min=0)
+    fairgrad_alpha: float = option(1.0, "FairGrad: the fairness alpha (1 = proportional fairness; larger favours "
+                                        "the worst task).", min=0)
+    aligned_scale: str = option("min", "Aligned-MTL: eigenvalue the aligned gradients are scaled to.",
+                                choices=ALIGNED_SCALES)
+    telemetry: str = option("auto", "Task-conflict statistics (gradient cosines, norms, the combiner's weights) "
+                                    "in each log record: auto = with every combiner but sum (which adds all "
+                                    "tasks into one buffer; on gives it one per task).", choices=TELEMETRY)
     sampling: str = option("round-robin", "Each step takes a batch of every task (round-robin), or of each task with "
                                           "probability its size / the largest task's (proportional).",
                            choices=("round-robin", "proportional"), resume=False)

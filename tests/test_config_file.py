@@ -68,7 +68,7 @@ def test_config_file_keys_may_be_flag_names_and_yaml_exponents(tmp_path):
     ("lr: 1e-4\nbogus: 1\nmax-step: 3\n", "unknown option(s) bogus, max-step"),
     ("lr: fast\n", "lr: must be a number"),
     ("epochs: -1\n", "epochs must be > 0"),
-    ("combine: mean\n", "combine must be one of sum, pcgrad"),
+    ("combine: gradnorm\n", "combine must be one of sum, mean, pcgrad"),
     ("report_to: [csv, wandb]\n", "--report-to has unknown value(s) wandb"),
     ("grad_accum: 2.5\n", "grad_accum: must be a whole number"),
     ("- lr\n", "expected a mapping"),

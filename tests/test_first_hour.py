@@ -102,6 +102,8 @@ def test_stop_at_step_keeps_the_longer_schedule(tiny_bert_dir, data_dir, tmp_pat
     assert (run / "best" / "bertmtl.json").is_file()
     r = cli("runs", "--runs-dir", tmp_path, "--drop-last", "run")
     assert "is paused: its last/ is what resumes it" in r.stdout and (run / "last").is_dir()
+    r = cli("train", "--resume", run)  # its stop is behind it: on to the end of the schedule
+    assert "finished at step 12/12" in r.stdout
 
 
 def test_a_run_saved_before_stop_at_step_resumes_with_its_own_schedule(tiny_bert_dir, data_dir, tmp_path):

@@ -70,6 +70,12 @@ def test_tensorboard_events_hold_the_logged_numbers(reported_run):
     assert [s for s, _ in series("dev/overall")] == [2, 4]
     assert series("dev/sts_spearman") == [(e["step"], pytest.approx(e["sts_spearman"], rel=1e-6)) for e in evals]
     assert series("dev/para_f1") == [(e["step"], pytest.approx(e["para_f1"], rel=1e-6)) for e in evals]
+    # The default combiner (PCGrad) logs its task-conflict telemetry.
+    assert {"cos/sst-para", "conflict/sst-sts", "grad_norm/sts", "weight/para", "conflict/pairs",
+            "update/cos_to_sum", "update/norm_ratio"} <= tags
+    assert series("cos/para-sts") == [(r["step"], pytest.approx(r["cos"]["para-sts"], rel=1e-6)) for r in train]
+    assert series("update/norm_ratio") == [(r["step"], pytest.approx(r["update_norm_ratio"], rel=1e-6))
+                                           for r in train]
 
 
 def test_csv_files_hold_the_logged_numbers(reported_run):

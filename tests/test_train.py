@@ -116,7 +116,7 @@ def test_existing_run_dir_is_not_overwritten(trained_run, tiny_bert_dir, data_di
 @pytest.mark.parametrize("args, msg", [
     (["--tasks", "nli"], "unknown task"),
     (["--lr", "-1"], "Invalid value for '--lr'"),
-    (["--combine", "mean"], "Invalid value for '--combine'"),
+    (["--combine", "gradnorm"], "Invalid value for '--combine'"),
     (["--smart-weights", "sst:1"], "expected task=weight"),
 ])
 def test_bad_options_are_usage_errors(args, msg):

@@ -56,7 +56,14 @@ def train_record(step: int, steps_per_epoch=100, t0=1_700_000_000.0) -> dict:
             "loss": {"sst": 1.2 + 0.4 * decay + 0.05 * math.sin(step / 7), "para": 0.35 + 0.3 * decay,
                      "sts": 0.4 + 0.5 * decay + 0.03 * math.cos(step / 5)},
             "smart": {"sst": 0.02 * decay + 0.004, "para": 0.0, "sts": 0.015 * decay + 0.003},
-            "examples_per_s": 480.0, "time": t0 + step * 0.2}
+            "examples_per_s": 480.0, "time": t0 + step * 0.2,
+            # task-conflict telemetry (mtl/telemetry.py): SST and Quora drift into conflict
+            "cos": {"sst-para": 0.3 - 0.4 * (1 - decay), "sst-sts": 0.1 + 0.05 * math.sin(step / 9),
+                    "para-sts": 0.45 * decay},
+            "conflict": {"sst-para": round(1 - decay, 2), "sst-sts": 0.1, "para-sts": 0.0},
+            "grad_norm": {"sst": 2.0 + decay, "para": 1.1, "sts": 3.0 * decay + 0.5},
+            "weight": {"sst": 1.1, "para": 1.05 + 0.1 * (1 - decay), "sts": 1.0},
+            "conflicting": round(1 - decay, 2) / 3, "update_cos": 0.97 + 0.02 * decay, "update_norm_ratio": 1.02}
 
 
 def eval_record(step: int, overall: float, best: bool, best_overall: float) -> dict:
@@ -368,13 +375,16 @@ def test_tab_crosses_panes_and_keys_work(tmp_path):
 
         tabs = app.query_one(TabbedContent)
         seen = []
-        for _ in range(4):
+        for _ in range(5):
             seen.append((tabs.active, app.focused.id))
             await pilot.press("tab")
             await pilot.pause()
         assert seen == [("monitor", "dev-table"), ("monitor", "config-box"), ("playground", "sentence-a"),
-                        ("playground", "sentence-b")]
+                        ("playground", "sentence-b"), ("conflicts", "conflict-summary")]
         assert (tabs.active, app.focused.id) == ("monitor", "dev-table")
+        await pilot.press("shift+tab")
+        await pilot.pause()
+        assert (tabs.active, app.focused.id) == ("conflicts", "conflict-summary")
         await pilot.press("shift+tab")
         await pilot.pause()
         assert (tabs.active, app.focused.id) == ("playground", "sentence-b")
@@ -384,7 +394,9 @@ def test_tab_crosses_panes_and_keys_work(tmp_path):
         await pilot.press("p")
         await pilot.pause()
         assert (tabs.active, app.focused.id) == ("playground", "sentence-a")
-        await pilot.press("escape")
+        await pilot.press("escape", "c")
+        await pilot.pause()
+        assert (tabs.active, app.focused.id) == ("conflicts", "conflict-summary")
         theme = app.theme
         await pilot.press("t")
         assert app.theme != theme
@@ -500,6 +512,27 @@ def test_snapshot_monitor_large_light(snap_compare, tmp_path):
         await pilot.pause(0.1)
 
     assert snap_compare(app, terminal_size=(140, 44), run_before=run_before)
+
+
+def test_snapshot_conflicts(snap_compare, tmp_path):
+    """The heat map of the last record (SST and Quora in conflict, red) and the pairs' curves."""
+    app = BertmtlApp(snapshot_run(tmp_path), poll_interval=POLL, predictor_factory=FakePredictor)
+
+    async def run_before(pilot):
+        await wait_for_records(app, len(snapshot_records()))(pilot)
+        await pilot.press("c")
+        await pilot.pause(0.1)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_conflict_series_follow_resume_and_the_records():
+    state = RunState()
+    state.apply(snapshot_records())
+    assert set(state.cos_series) == {"sst-para", "sst-sts", "para-sts"} and len(state.cos_series["sst-para"]) == 20
+    assert state.cos_series["sst-para"][-1] == (200, pytest.approx(train_record(200)["cos"]["sst-para"]))
+    state.apply([{"type": "resume", "step": 150, "config": CONFIG, "total_steps": 300}])
+    assert state.cos_series["sst-para"][-1][0] == 150 and state.telemetry[-1]["step"] == 150
 
 
 def test_snapshot_playground(snap_compare, tmp_path, monkeypatch):

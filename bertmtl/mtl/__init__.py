@@ -1,6 +1,7 @@
-"""Multi-task optimisation: PCGrad gradient surgery and the SMART regulariser."""
+"""Multi-task optimisation: gradient combiners (combiners/), task-conflict telemetry and the SMART regulariser."""
 
-from .pcgrad import pcgrad
+from .combiners import REGISTRY as COMBINERS
+from .combiners import pcgrad
 from .smart import SmartConfig, smart_loss
 
-__all__ = ["pcgrad", "SmartConfig", "smart_loss"]
+__all__ = ["COMBINERS", "pcgrad", "SmartConfig", "smart_loss"]

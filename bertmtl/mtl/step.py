@@ -2,7 +2,8 @@
 
 Each step takes one batch per task, computes each task's loss (plus its SMART term),
 backpropagates each task into its own flat gradient buffer of the shared encoder, and
-combines the buffers (sum, or PCGrad surgery) into one update.
+combines the buffers into one update with the weights a combiner (combiners/, --combine) draws
+from their Gram matrix, which also gives the step's task-conflict statistics (telemetry.py).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from ..device import autocast_dtype
 from ..distributed import Dist
 from ..model.heads import MultitaskBert
 from ..optim import OPTIMIZERS, parameter_groups
-from .pcgrad import pcgrad
+from .combiners import combine_into, gram_matrix, make_combiner
 from .smart import SmartConfig, smart_loss
+from .telemetry import ConflictWindow, step_stats
 
 if TYPE_CHECKING:
     from ..train_config import TrainConfig
@@ -60,18 +62,20 @@ class MultitaskStep:
         self.dist = dist or Dist()
         self.shared = [p for p in model.encoder.parameters() if p.requires_grad]
         self.head_params = [p for n, p in model.named_parameters() if not n.startswith("encoder.") and p.requires_grad]
-        # PCGrad needs one buffer per task and writes their combination over the first one
-        # (apply()), which saves an encoder-sized buffer; summing needs one buffer that every
-        # task accumulates into.
-        pc = cfg.combine == "pcgrad"
-        self.grads = GradBuffers(self.shared, list(tasks) if pc else ["combined"])
-        self.combined = tasks[0] if pc else "combined"  # the buffer the update reads
+        # A combiner needs one buffer per task and writes their combination over the first one
+        # (apply()), which saves an encoder-sized buffer; the plain sum without telemetry needs
+        # one buffer that every task accumulates into.
+        self.combiner = make_combiner(cfg, seed=cfg.seed + 1)
+        self.telemetry = cfg.telemetry == "on" or (cfg.telemetry == "auto" and cfg.combine != "sum")
+        self.per_task = cfg.combine != "sum" or self.telemetry
+        self.grads = GradBuffers(self.shared, list(tasks) if self.per_task else ["combined"])
+        self.combined = tasks[0] if self.per_task else "combined"  # the buffer the update reads
+        self.conflicts = ConflictWindow()  # the telemetry of the steps since the last log record
         # The flat buffers already hold a dense gradient, so the word embeddings can hand autograd
         # a sparse one (only the rows in the batch) that is added into the buffer in place,
         # instead of materialising a dense vocab x hidden tensor per task per step.
         model.encoder.embeddings.word_embeddings.sparse = True
         self.optimizer = OPTIMIZERS[cfg.optimizer](parameter_groups(model, cfg.weight_decay, cfg.layer_decay), lr=cfg.lr)
-        self.pc_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.autocast_dtype = autocast_dtype(cfg.precision, device, training=True)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         self.smart = SmartConfig.of(cfg)
@@ -94,7 +98,7 @@ class MultitaskStep:
         losses, smart_terms = {}, {}
         self.stepped = list(batches)  # the tasks whose gradients apply() combines
         for task, batch in batches.items():
-            self.grads.point(task if cfg.combine == "pcgrad" else "combined")
+            self.grads.point(task if self.per_task else "combined")
             if not isinstance(batch, list):
                 losses[task], s_term = self._backward_one(task, batch, 1.0, cfg.seed * 100_003 + step)
                 if s_term is not None:
@@ -138,19 +142,31 @@ class MultitaskStep:
         self.scaler.scale(total if share == 1.0 else total * share).backward()
         return loss.detach(), s_term
 
+    def combine(self) -> None:
+        """The combiner's weighted sum of the (reduced) task gradients, over the first one's buffer."""
+        stepped, combiner = self.stepped, self.combiner
+        task_grads = [self.grads.buffers[t] for t in stepped]
+        # The frozen encoder of --head-steps has zero gradients: no statistics, but the combiner
+        # still runs, so a random one draws the same numbers as ever.
+        watch = self.telemetry and not self.heads_only
+        gram = gram_matrix(task_grads) if combiner.needs_gram or watch else None  # the step's one host sync
+        weights = combiner(gram, stepped)
+        if watch:
+            self.conflicts.add(step_stats(gram, weights, stepped))
+        # The combination overwrites the first stepped task's buffer: every gradient has been
+        # read into the Gram matrix before it is written.
+        self.combined = stepped[0]
+        combine_into(self.grads.buffers[self.combined], task_grads, weights)
+
     def apply(self, lr: float) -> None:
-        """Reduce across ranks, combine (sum or PCGrad), clip, and step the optimizer."""
+        """Reduce across ranks, combine, clip, and step the optimizer."""
         dist, grads = self.dist, self.grads
-        if self.cfg.combine == "pcgrad":
-            # PCGrad needs each task's global gradient: reduce per task, then project identically everywhere.
-            # (Every rank samples the same tasks for a step, so they reduce the same buffers.)
-            stepped = self.stepped
-            for t in stepped:
+        if self.per_task:
+            # A combiner needs each task's global gradient: reduce per task, then combine identically
+            # everywhere. (Every rank samples the same tasks for a step, so they reduce the same buffers.)
+            for t in self.stepped:
                 dist.all_reduce_mean(grads.buffers[t])
-            # The combination overwrites the first stepped task's buffer: pcgrad reads every
-            # gradient into its dot products before writing, and grads[0] may be its output.
-            self.combined = stepped[0]
-            pcgrad([grads.buffers[t] for t in stepped], self.pc_gen, out=grads.buffers[self.combined])
+            self.combine()
         else:
             dist.all_reduce_mean(grads.buffers[self.combined])
         for p in self.head_params:

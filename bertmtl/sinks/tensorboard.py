@@ -19,7 +19,9 @@ def require_tensorboard():
 
 
 class TensorBoardSink:
-    """Scalars in RUN/tensorboard: loss/TASK, smart/TASK, train/lr, train/examples_per_s, dev/METRIC."""
+    """Scalars in RUN/tensorboard: loss/TASK, smart/TASK, train/lr, train/examples_per_s, dev/METRIC;
+    with telemetry cos/PAIR, conflict/PAIR, grad_norm/TASK, weight/TASK, conflict/pairs,
+    update/cos_to_sum, update/norm_ratio."""
 
     def __init__(self, run_dir: Path, resume_step: int | None = None):
         SummaryWriter = require_tensorboard()
@@ -32,7 +34,12 @@ class TensorBoardSink:
         if kind == "train":
             tags = {**{f"loss/{t}": v for t, v in record.get("loss", {}).items()},
                     **{f"smart/{t}": v for t, v in record.get("smart", {}).items()},
-                    "train/lr": record.get("lr"), "train/examples_per_s": record.get("examples_per_s")}
+                    "train/lr": record.get("lr"), "train/examples_per_s": record.get("examples_per_s"),
+                    # task-conflict telemetry (mtl/telemetry.py): per pair, per task, and the update's
+                    **{f"{kind}/{key}": v for kind in ("cos", "conflict", "grad_norm", "weight")
+                       for key, v in (record.get(kind) or {}).items()},
+                    "conflict/pairs": record.get("conflicting"), "update/cos_to_sum": record.get("update_cos"),
+                    "update/norm_ratio": record.get("update_norm_ratio")}
         elif kind == "eval":
             tags = {f"dev/{k}": v for k, v in flatten(record).items() if k not in NOT_SCALARS}
         else:

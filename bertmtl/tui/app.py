@@ -13,6 +13,7 @@ from textual.widgets import Footer, Header, Input, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from ..rundir import LAST, RunState, checkpoint_identity, is_checkpoint
+from .conflicts import ConflictPane
 from .feed import MetricsTail, Poll
 from .monitor import MonitorPane
 from .playground import PlaygroundPane, default_predictor
@@ -21,7 +22,7 @@ from .training import TrainingProcess
 
 # Where Tab goes, in order, across both panes: (pane, widget). Tab switches panes on the way.
 FOCUS_RING = (("monitor", "#dev-table"), ("monitor", "#config-box"),
-              ("playground", "#sentence-a"), ("playground", "#sentence-b"))
+              ("playground", "#sentence-a"), ("playground", "#sentence-b"), ("conflicts", "#conflict-summary"))
 # Torch threads of the TUI process (only the playground uses torch here); see run_tui.
 PLAYGROUND_THREADS = 1
 # How often the child process is checked for having exited (cheap: a waitpid).
@@ -59,6 +60,7 @@ class BertmtlApp(App):
         Binding("question_mark", "help", "help", key_display="?"),
         Binding("m", "show_pane('monitor')", "monitor"),
         Binding("p", "show_pane('playground')", "playground"),
+        Binding("c", "show_pane('conflicts')", "conflicts"),
         Binding("s", "stop_training", "stop training"),
         Binding("t", "toggle_dark", "theme"),
         # Priority, so that Tab crosses panes instead of staying inside the visible one.
@@ -90,6 +92,8 @@ class BertmtlApp(App):
                 yield MonitorPane(id="monitor-pane")
             with TabPane("Playground", id="playground"):
                 yield PlaygroundPane(self.run_dir, self.checkpoint, self.predictor_factory, id="playground-pane")
+            with TabPane("Conflicts", id="conflicts"):
+                yield ConflictPane(id="conflict-pane")
         yield Footer()
 
     @property
@@ -140,6 +144,7 @@ class BertmtlApp(App):
         evals = [e["step"] for e in self.state.evals], self.state.best_step  # the table redraws only on change
         status, note = self._training_note()
         self.monitor.show(self.state, status=status, note=note, evals_changed=evals != self._evals_seen)
+        self.query_one(ConflictPane).show(self.state)
         self._evals_seen = evals
 
     def _training_note(self) -> tuple[str | None, str]:
@@ -257,7 +262,7 @@ class BertmtlApp(App):
         places = [sel for p, sel in FOCUS_RING if p == pane]
 
         def focus_if_outside() -> None:
-            # Tab, m and p have put the focus in the pane already; a click on the tab has not.
+            # Tab, m, p and c have put the focus in the pane already; a click on the tab has not.
             # The event may also be stale (the first pane's, at start-up): then leave it.
             if self.query_one(TabbedContent).active != pane:
                 return

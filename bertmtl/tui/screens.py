@@ -11,7 +11,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 KEYS = (
-    ("m / p", "Monitor / Playground"),
+    ("m / p / c", "Monitor / Playground / Conflicts (task-conflict telemetry)"),
     ("Tab, Shift+Tab", "next / previous place, across both panes"),
     ("Esc", "leave an input (then the single keys work again)"),
     ("s", ("stop the training started with --train: it saves RUN/last, "
@@ -28,7 +28,9 @@ in RUN/best/), progress with ETA, and the run's configuration.
 
 [b]Playground[/b] answers as you type: the sentiment of a sentence with a bar per class; with a second \
 sentence also the paraphrase probability and the similarity (0-5). It uses the run's best checkpoint \
-(or --checkpoint) and reloads it when training writes a new best."""
+(or --checkpoint) and reloads it when training writes a new best.
+
+[b]Conflicts[/b] shows how much the tasks' gradients fight: the last log record's gradient cosine of every task pair ([red]red[/red] where they conflict), each task's gradient norm and the combiner's weight, how far the combiner moved the update from the plain sum, and each pair's cosine over the run."""
 
 
 def help_table() -> Table:
