@@ -29,7 +29,7 @@ class GradBuffers:
 
     Autograd accumulates into an existing .grad in place, so pointing .grad at a slice of a
     flat buffer before a task's backward collects that task's gradient as one vector without
-    copying; PCGrad then works on whole vectors, and DDP reduces one tensor per task.
+    copying; a combiner then works on whole vectors, and DDP reduces one tensor per task.
     """
 
     def __init__(self, params: list[torch.nn.Parameter], names: list[str]):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UserError, extra_hint
+from ..rundir import TELEMETRY_KEYS
 from .records import NOT_SCALARS, flatten, is_number
 
 
@@ -36,8 +37,8 @@ class TensorBoardSink:
                     **{f"smart/{t}": v for t, v in record.get("smart", {}).items()},
                     "train/lr": record.get("lr"), "train/examples_per_s": record.get("examples_per_s"),
                     # task-conflict telemetry (mtl/telemetry.py): per pair, per task, and the update's
-                    **{f"{kind}/{key}": v for kind in ("cos", "conflict", "grad_norm", "weight")
-                       for key, v in (record.get(kind) or {}).items()},
+                    **{f"{kind}/{key}": v for kind in TELEMETRY_KEYS if isinstance(record.get(kind), dict)
+                       for key, v in record[kind].items()},
                     "conflict/pairs": record.get("conflicting"), "update/cos_to_sum": record.get("update_cos"),
                     "update/norm_ratio": record.get("update_norm_ratio")}
         elif kind == "eval":

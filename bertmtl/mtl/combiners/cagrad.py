@@ -48,9 +48,9 @@ def cagrad_weights(gram: torch.Tensor, c: float) -> torch.Tensor:
     lo, hi = max(norm(w_mn), 1e-12), math.sqrt(float(g.diagonal().max()))
     best = w_mn
     if hi > lo:
-        f_lo, f_hi = math.log(norm(solve(lo)) / lo), math.log(max(norm(solve(hi)), 1e-300) / hi)
-        a, z, side = math.log(lo), math.log(hi), 0
         w = solve(hi)
+        f_lo, f_hi = math.log(norm(solve(lo)) / lo), math.log(max(norm(w), 1e-300) / hi)
+        a, z, side = math.log(lo), math.log(hi), 0
         for _ in range(200):
             if f_lo <= 0:
                 w = solve(math.exp(a))
