@@ -1,14 +1,15 @@
 """Cost of one multi-task training step: sum vs PCGrad vs PCGrad + SMART, bucketed vs not,
 fp32 vs bf16 autocast (what `--precision auto` picks on CPUs that multiply bf16 natively);
-with --combiners, every gradient combiner instead.
+with --combiners, every gradient combiner instead; with --weightings, every loss weighting.
 
 Every variant runs the training loop's own step (bertmtl.mtl.step.MultitaskStep) on the same
 real batches (default weights, ../shared/data), alternating variants round by round; prints
 the median seconds per step and ratios against `sum`. With --combiners it also times each
 combiner's own work (the Gram matrix, its weights, the weighted sum) on encoder-sized gradients
-for the three tasks and for 10, as a share of the sum step.
+for the three tasks and for 10, as a share of the sum step. With --weightings each loss
+weighting's step on the plain sum and on PCGrad, against no weighting.
 
-    python benchmarks/mtl_step.py [--rounds 6] [--batch-size 32] [--combiners]
+    python benchmarks/mtl_step.py [--rounds 6] [--batch-size 32] [--combiners | --weightings]
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--combiners", action="store_true", help="time every --combine method instead")
+    ap.add_argument("--weightings", action="store_true", help="time every --loss-weighting instead")
     args = ap.parse_args()
     torch.manual_seed(0)
     # fp32 is the reference for every comparison but the last one.
@@ -49,6 +51,8 @@ def main() -> None:
     dev = torch.device("cpu")
     if args.combiners:
         return combiners(model, base, train_sets, tasks, dev, args)
+    if args.weightings:
+        return weightings(model, base, train_sets, tasks, dev, args)
 
     variants = {
         "sum": dict(combine="sum", smart=False),
@@ -92,12 +96,8 @@ def main() -> None:
           f"(native bf16 on this CPU: {cpu_has_native_bf16()}; --precision auto uses bf16 only then)")
 
 
-def combiners(model, base, train_sets, tasks, dev, args) -> None:
-    """Each combiner's full step against sum's, then its own cost at 3 and 10 tasks."""
-    from bertmtl.mtl.combiners import REGISTRY, combine_into, gram_matrix, make_combiner
-
-    steppers = {name: MultitaskStep(model, TrainConfig(**{**base.to_dict(), "combine": name, "smart": False}), tasks,
-                                    dev) for name in REGISTRY}
+def step_times(steppers: dict, train_sets, args) -> dict:
+    """Median seconds per step of each stepper, on the same batches, interleaved round by round."""
     rr = RoundRobin(train_sets, args.batch_size, seed=1)
     rounds = [rr.next() for _ in range(args.rounds + 1)]
     it = {name: iter(rounds) for name in steppers}
@@ -108,7 +108,31 @@ def combiners(model, base, train_sets, tasks, dev, args) -> None:
             steppers[name].apply(1e-5)
         return run
 
-    times = interleaved({n: make(n) for n in steppers}, rounds=args.rounds, warmup=1)
+    return interleaved({n: make(n) for n in steppers}, rounds=args.rounds, warmup=1)
+
+
+def weightings(model, base, train_sets, tasks, dev, args) -> None:
+    """Each loss weighting's full step on sum and on PCGrad, against none on the same combiner."""
+    from bertmtl.mtl.weightings import REGISTRY
+
+    steppers = {(c, w): MultitaskStep(model, TrainConfig(**{**base.to_dict(), "combine": c, "loss_weighting": w,
+                                                            "smart": False}), tasks, dev, steps_per_epoch=2)
+                for c in ("sum", "pcgrad") for w in REGISTRY}
+    times = step_times(steppers, train_sets, args)
+    print(f"{args.batch_size} examples per task per step, 3 tasks, fp32, CPU threads {torch.get_num_threads()}; "
+          f"median of {args.rounds} steps each, interleaved")
+    print(f"{'combiner':<10}{'weighting':<13}{'s/step':>8}{'vs none':>9}")
+    for (c, w), t in times.items():
+        print(f"{c:<10}{w:<13}{t:>8.2f}{t / times[(c, 'none')]:>9.2f}")
+
+
+def combiners(model, base, train_sets, tasks, dev, args) -> None:
+    """Each combiner's full step against sum's, then its own cost at 3 and 10 tasks."""
+    from bertmtl.mtl.combiners import REGISTRY, combine_into, gram_matrix, make_combiner
+
+    steppers = {name: MultitaskStep(model, TrainConfig(**{**base.to_dict(), "combine": name, "smart": False}), tasks,
+                                    dev) for name in REGISTRY}
+    times = step_times(steppers, train_sets, args)
     params = sum(p.numel() for p in steppers["sum"].shared)
     gen = torch.Generator().manual_seed(0)
     own = {}

@@ -1,21 +1,29 @@
-"""The paper's ablation table (Table 1) with our stack: `bertmtl ablate`.
+"""The paper's ablation table (Table 1) and the combiner comparison with our stack: `bertmtl ablate`.
 
-Every row is one call of `train()` with a shared budget and seed, scored on dev with all three
-heads. Rows: the SST-only baseline, simple multi-task (summed losses), further MLM pretraining
-+ SMART + PCGrad, the final recipe (SMART + PCGrad, AdamW), and the final recipe with AdamaxW.
-The paper's numbers are printed beside ours where we have them, never invented.
+Every row is `train()` with a shared budget, once per seed (`--seeds N`: the same seeds, so the
+same data order, for every row), scored on dev with all three heads; the table gives the mean
+and standard deviation over seeds. Two tables (`--table`):
+
+- paper: the SST-only baseline, simple multi-task (summed losses), further MLM pretraining +
+  SMART + PCGrad, the final recipe (SMART + PCGrad, AdamW), and the final recipe with AdamaxW.
+  The paper's numbers are printed beside ours where we have them, never invented.
+- combiners: every `--combine` method with everything else equal (SMART off, so that only the
+  combiner differs), with the task-conflict telemetry of each row (how often the tasks'
+  gradients conflicted, how far the combiner moved the update from the plain sum) and a picture
+  of one run's telemetry (conflicts.svg).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .configs import AblateConfig
+from .configs import ABLATION_TABLES, AblateConfig
 from .taskfiles import task_files
 from .tasks import BASELINE_TASKS, BUILTIN, TASKS, metric_labels
 from .errors import UserError
@@ -32,7 +40,7 @@ class Row:
     pretrained_mlm: bool = False
 
 
-ROWS: dict[str, Row] = {r.name: r for r in (
+PAPER_ROWS: dict[str, Row] = {r.name: r for r in (
     Row("baseline", "Baseline: SST only (sum, no SMART)", "baseline (SST only)", {"tasks": list(BASELINE_TASKS), "combine": "sum", "smart": False}),
     Row("multitask", "Simple multi-task (sum, no SMART)", "multi-task (sum)", {"combine": "sum", "smart": False}),
     Row("pretrain", "+ further MLM pretraining, SMART, PCGrad", "+ MLM pretraining", {"combine": "pcgrad", "smart": True}, pretrained_mlm=True),
@@ -40,14 +48,63 @@ ROWS: dict[str, Row] = {r.name: r for r in (
     Row("adamaxw", "Final with AdamaxW", "final (AdamaxW)", {"combine": "pcgrad", "smart": True, "optimizer": "adamaxw"}),
 )}
 
+# Every combiner with the defaults otherwise, SMART off: its cost would double each row's and it
+# is a regulariser of its own, not a way of combining the tasks. Telemetry on for every row, the
+# plain sum too, so that each row says how much its tasks conflicted.
+COMBINER_ROWS: dict[str, Row] = {c: Row(c, f"--combine {c}", c, {"combine": c, "smart": False, "telemetry": "on"})
+                                 for c in ABLATION_TABLES["combiners"]}
+# Every loss weighting on the plain sum (the papers' setting), telemetry on, SMART off.
+WEIGHTING_ROWS: dict[str, Row] = {w: Row(w, f"--loss-weighting {w}", w, {"combine": "sum", "loss_weighting": w,
+                                                                       "smart": False, "telemetry": "on"})
+                                  for w in ABLATION_TABLES["weightings"]}
+ROWS: dict[str, Row] = {**PAPER_ROWS, **COMBINER_ROWS, **WEIGHTING_ROWS}
+
 METRICS = (*metric_labels(BUILTIN, primary_only=True), ("overall", "Overall"))
+# The combiners table's telemetry columns: means over a row's log records and seeds.
+TELEMETRY = (("conflicting", "Conflicting pairs"), ("update_cos", "cos(update, sum)"),
+             ("update_norm_ratio", "|update| / |sum|"))
 
 # The CS224N report (bert-base) gives figures for its final model only; other cells are "—".
 PAPER = {"final": {"sst_acc": 0.514, "para_acc": 0.789, "sts_corr": 0.727, "overall": 0.677}}
+COMBINERS_NOTE = ("Every row trains the three tasks with the same options, budget, seeds and data order; only "
+                  "--combine differs (SMART off). Conflicting pairs: the mean fraction of task pairs whose "
+                  "gradients had a negative cosine; cos(update, sum) and |update| / |sum|: how far the combiner "
+                  "moved the update from the plain sum of the task gradients (1 and 1 for sum).")
+WEIGHTINGS_NOTE = ("Every row trains the three tasks with --combine sum and the same options, budget, seeds and "
+                   "data order; only --loss-weighting differs (SMART off). Conflicting pairs: the mean fraction "
+                   "of task pairs whose weighted gradients had a negative cosine. Final loss weights: the last "
+                   "log record's, of the first seed (every seed's are in ablation.json).")
 PAPER_NOTE = ("Paper: the CS224N report's Table 1 (bert-base). Only its final row (SMART + PCGrad, no further "
               "pretraining) is available to us; \"—\" marks paper cells we do not have (not invented).")
 BASELINE_NOTE = ("The baseline trains on SST only; its paraphrase and similarity heads are untrained, so they score "
                  "the cosine similarity of the encoder's sentence embeddings through the heads' initial scale and offset.")
+
+
+@dataclass(frozen=True)
+class Table:
+    """One of `--table`'s tables: its rows, what it prints beside our metrics, its notes."""
+
+    name: str
+    title: str
+    rows: dict[str, Row]
+    paper: dict = field(default_factory=dict)  # row -> the paper's metrics, where it has them
+    columns: tuple = ()  # telemetry columns (TELEMETRY)
+    notes: tuple = ()
+    loss_weights: bool = False  # a column of the final loss weights
+
+
+TABLES: dict[str, Table] = {
+    "paper": Table("paper", "Ablation (the paper's Table 1 with bertmtl)", PAPER_ROWS, PAPER,
+                   notes=(PAPER_NOTE, BASELINE_NOTE)),
+    "combiners": Table("combiners", "Gradient combiners (bertmtl ablate --table combiners)", COMBINER_ROWS,
+                       columns=TELEMETRY, notes=(COMBINERS_NOTE,)),
+    "weightings": Table("weightings", "Loss weightings (bertmtl ablate --table weightings)", WEIGHTING_ROWS,
+                        columns=TELEMETRY[:1], notes=(WEIGHTINGS_NOTE,), loss_weights=True),
+}
+
+
+def seeds_of(cfg: AblateConfig) -> list[int]:
+    return [cfg.seed + i for i in range(cfg.seeds)]
 
 
 def budget(cfg: AblateConfig) -> dict:
@@ -59,10 +116,13 @@ def budget(cfg: AblateConfig) -> dict:
         b = {"mode": "steps", "steps_per_row": cfg.budget_steps}
         text = f"{cfg.budget_steps} steps per row (one step = one batch of each trained task)"
     b.update(batch_size=cfg.batch_size, max_length=cfg.max_length, dev_limit=cfg.dev_limit,
-             pretrain_steps=cfg.pretrain_steps if cfg.pretrained_mlm is None else None, seed=cfg.seed, lr=cfg.lr)
-    text += f", batch {cfg.batch_size}, max length {cfg.max_length}, seed {cfg.seed}, lr {cfg.lr:g}"
+             pretrain_steps=cfg.pretrain_steps if cfg.pretrained_mlm is None else None, seed=cfg.seed, lr=cfg.lr,
+             seeds=seeds_of(cfg))
+    seeds = seeds_of(cfg)
+    text += f", batch {cfg.batch_size}, max length {cfg.max_length}, lr {cfg.lr:g}, " + (
+        f"seed {cfg.seed}" if len(seeds) == 1 else f"{len(seeds)} seeds ({seeds[0]}-{seeds[-1]}; mean ± sd)")
     text += f", dev: {'all examples' if not cfg.dev_limit else f'a fixed subset of {cfg.dev_limit} per task'}"
-    if "pretrain" in cfg.rows:
+    if "pretrain" in (cfg.rows or ()):
         text += (f", further pretraining: {cfg.pretrain_steps} MLM steps" if cfg.pretrained_mlm is None
                  else f", further pretraining: taken from {cfg.pretrained_mlm}")
     b["text"] = text
@@ -85,16 +145,42 @@ def _fmt(v) -> str:
     return "—" if v is None else f"{v:.3f}"
 
 
+def _cell(row: dict, key: str) -> str:
+    """A row's metric: the value of one seed, or mean ± sd over several."""
+    v = (row.get("metrics") or {}).get(key)
+    sd = (row.get("std") or {}).get(key)
+    return _fmt(v) if sd is None or v is None else f"{v:.3f} ± {sd:.3f}"
+
+
+def mean_sd(values: list) -> tuple:
+    """(mean, sample standard deviation) of the finite values; sd None for fewer than two."""
+    vs = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not vs:
+        return None, None
+    m = sum(vs) / len(vs)
+    return m, (math.sqrt(sum((v - m) ** 2 for v in vs) / (len(vs) - 1)) if len(vs) > 1 else None)
+
+
+def weights_text(weights: dict | None) -> str:
+    return ", ".join(f"{t} {w:.2f}" for t, w in weights.items()) if weights else "—"
+
+
 def markdown(result: dict) -> str:
     """The table as Markdown, with its budget, command, machine and notes."""
+    table = TABLES[result.get("table", "paper")]
     cols = [label for _, label in METRICS]
-    lines = ["# Ablation (the paper's Table 1 with bertmtl)", "",
-             "| Row | " + " | ".join(cols) + " | " + " | ".join(f"Paper {c}" for c in cols) + " | Wall time |",
-             "|---" * (2 * len(cols) + 2) + "|"]
+    paper_cols = [f"Paper {c}" for c in cols] if table.paper else []
+    tele = [label for _, label in table.columns] + (["Final loss weights"] if table.loss_weights else [])
+    head = ["Row", *cols, *tele, *paper_cols, "Wall time"]
+    lines = [f"# {table.title}", "", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for r in result["rows"]:
-        ours = [_fmt((r["metrics"] or {}).get(k)) for k, _ in METRICS]
-        paper = [_fmt((r["paper"] or {}).get(k)) for k, _ in METRICS]
-        lines.append(f"| {r['title']} | " + " | ".join(ours) + " | " + " | ".join(paper) + f" | {r['wall_s']:.0f} s |")
+        cells = [_cell(r, k) for k, _ in METRICS] + [_cell({"metrics": r.get("telemetry"),
+                                                           "std": r.get("telemetry_std")}, k) for k, _ in table.columns]
+        if table.loss_weights:
+            cells.append(weights_text(r["seeds"][0].get("loss_weight")) if r.get("seeds") else "—")
+        if table.paper:
+            cells += [_fmt((r["paper"] or {}).get(k)) for k, _ in METRICS]
+        lines.append(f"| {r['title']} | " + " | ".join(cells) + f" | {r['wall_s']:.0f} s |")
     lines += ["", f"**Budget:** {result['budget']['text']}.", "",
               f"**Command:** `{result['command']}`", "",
               "**Machine:** " + ", ".join(f"{k} {v}" for k, v in result["machine"].items()) + f"; device {result['device']}.", "",
@@ -104,28 +190,47 @@ def markdown(result: dict) -> str:
         lines += [f"**Further pretraining:** {p['source']}: held-out MLM perplexity "
                   f"{_fmt(p.get('before_perplexity'))} before, {_fmt(p.get('after_perplexity'))} after "
                   f"({p.get('steps', '?')} steps, {p.get('wall_s', 0):.0f} s).", ""]
-    lines += [f"Notes: {PAPER_NOTE} {BASELINE_NOTE} Overall = mean of SST accuracy, Quora accuracy and STS "
-              f"Pearson r, on dev.", ""]
+    if result.get("picture"):
+        lines += [f"![task-conflict telemetry of one run]({result['picture']['file']})", "",
+                  f"The picture: {result['picture']['caption']}", ""]
+    lines += ["Notes: " + " ".join(table.notes) + " Overall = mean of SST accuracy, Quora accuracy and STS "
+              "Pearson r, on dev." + (" ± is one standard deviation over seeds." if result["budget"].get("seeds", [0])[1:]
+                                      else ""), ""]
     return "\n".join(lines)
 
 
 def print_table(result: dict, console=None) -> None:
-    """The table in the terminal (Rich), ours beside the paper's."""
+    """The table in the terminal (Rich), ours beside the paper's where it has them."""
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Table as RichTable
 
     console = console or Console()
-    table = Table(title="Ablation: ours (paper)", show_header=True, header_style="bold")
-    table.add_column("Row")
-    for _, label in METRICS:
-        table.add_column(label, justify="right")
-    table.add_column("time", justify="right")
+    table = TABLES[result.get("table", "paper")]
+    rich = RichTable(title="Ablation: ours (paper)" if table.paper else table.title, show_header=True,
+                     header_style="bold")
+    rich.add_column("Row")
+    for _, label in (*METRICS, *table.columns):
+        rich.add_column(label, justify="right")
+    rich.add_column("time", justify="right")
     for r in result["rows"]:
-        cells = [f"{_fmt((r['metrics'] or {}).get(k))} ({_fmt((r['paper'] or {}).get(k))})" for k, _ in METRICS]
-        table.add_row(ROWS[r["name"]].short if r.get("name") in ROWS else r["title"], *cells, f"{r['wall_s']:.0f} s")
-    console.print(table)
+        cells = [_cell(r, k) + (f" ({_fmt((r['paper'] or {}).get(k))})" if table.paper else "") for k, _ in METRICS]
+        cells += [_fmt((r.get("telemetry") or {}).get(k)) for k, _ in table.columns]
+        rich.add_row(ROWS[r["name"]].short if r.get("name") in ROWS else r["title"], *cells, f"{r['wall_s']:.0f} s")
+    console.print(rich)
     console.print(f"budget: {result['budget']['text']}", markup=False, highlight=False)
-    console.print(PAPER_NOTE, markup=False, highlight=False)
+    for note in table.notes[:1]:
+        console.print(note, markup=False, highlight=False)
+
+
+def chosen_rows(cfg: AblateConfig) -> list[str]:
+    """The rows to run, in their table's order; a row of another table is an error."""
+    table = TABLES[cfg.table]
+    if cfg.rows is None:
+        return list(table.rows)
+    bad = [r for r in cfg.rows if r not in table.rows]
+    if bad:
+        raise UserError(f"--rows: {', '.join(bad)} not in --table {cfg.table}; its rows: {', '.join(table.rows)}")
+    return [r for r in table.rows if r in cfg.rows]
 
 
 def ablate(cfg: AblateConfig, reporter_factory=None) -> dict:
@@ -135,7 +240,7 @@ def ablate(cfg: AblateConfig, reporter_factory=None) -> dict:
 
     t0 = time.perf_counter()
     cfg.validate()  # every number finite and in range before the first row trains (options.py)
-    rows = [r for r in ROWS if r in cfg.rows]
+    rows = chosen_rows(cfg)
     if cfg.epochs is None and cfg.budget_steps is None:
         raise UserError("give a budget: --budget-steps N (>= 1) or --epochs E")
     inputs = task_files(cfg.data_dir, TASKS)
@@ -149,6 +254,27 @@ def ablate(cfg: AblateConfig, reporter_factory=None) -> dict:
         lock.release()
 
 
+def run_dir_of(out: Path, row: str, seed: int, cfg: AblateConfig) -> Path:
+    """A row's run: runs/ROW with one seed (as before --seeds), runs/ROW/seed-S with several."""
+    return out / "runs" / row if cfg.seeds == 1 else out / "runs" / row / f"seed-{seed}"
+
+
+def row_telemetry(run_dir: Path) -> dict:
+    """The means of a run's telemetry scalars over its log records (TELEMETRY's keys)."""
+    from .rundir import RunState
+
+    records = RunState.of(run_dir).telemetry
+    return {k: mean_sd([r.get(k) for r in records])[0] for k, _ in TELEMETRY}
+
+
+def last_loss_weights(run_dir: Path) -> dict | None:
+    """The loss weights of a run's last log record (None without a loss weighting)."""
+    from .rundir import RunState
+
+    records = RunState.of(run_dir).telemetry
+    return next((r["loss_weight"] for r in reversed(records) if r.get("loss_weight")), None)
+
+
 def _ablate(cfg: AblateConfig, rows: list[str], out: Path, reporter_factory, t0: float) -> dict:
     from .fsutil import write_bytes, write_json
     from .pretrain import pretrain_config, report
@@ -156,6 +282,7 @@ def _ablate(cfg: AblateConfig, rows: list[str], out: Path, reporter_factory, t0:
     from .engine import train
     from .train_config import TrainConfig
 
+    table = TABLES[cfg.table]
     runs = out / "runs"
     pretrains_here = "pretrain" in rows and cfg.pretrained_mlm is None  # into out/pretrained-mlm, a run
     for d in [runs / name for name in rows] + ([out / "pretrained-mlm"] if pretrains_here else []):
@@ -166,8 +293,8 @@ def _ablate(cfg: AblateConfig, rows: list[str], out: Path, reporter_factory, t0:
     device = pick_device(cfg.device)
     new_reporter = reporter_factory or (lambda: None)
 
-    result: dict = {"budget": budget(cfg), "command": cfg.command or "(called from Python)", "machine": machine(),
-                    "device": str(device), "config": asdict(cfg), "rows": [], "pretrain": None,
+    result: dict = {"table": cfg.table, "budget": budget(cfg), "command": cfg.command or "(called from Python)",
+                    "machine": machine(), "device": str(device), "config": asdict(cfg), "rows": [], "pretrain": None,
                     "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
     mlm_dir = cfg.pretrained_mlm
@@ -189,32 +316,68 @@ def _ablate(cfg: AblateConfig, rows: list[str], out: Path, reporter_factory, t0:
 
     for name in rows:
         row = ROWS[name]
-        overrides = dict(row.train)
-        tc = TrainConfig(data_dir=cfg.data_dir, out=str(runs / name),
-                         encoder=mlm_dir if row.pretrained_mlm else cfg.encoder, dev_limit=cfg.dev_limit,
-                         batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size, max_length=cfg.max_length,
-                         lr=cfg.lr, seed=cfg.seed, device=cfg.device, precision=cfg.precision)
-        if cfg.epochs is not None:
-            tc.epochs = cfg.epochs
-        else:  # the whole schedule (warm-up, decay) fits the budget; one dev evaluation at its end
-            tc.epochs, tc.steps_per_epoch = 1.0, cfg.budget_steps
-            tc.log_every = max(1, cfg.budget_steps // 10)
-        for k, v in overrides.items():
-            setattr(tc, k, list(v) if isinstance(v, list) else v)
-        tr = time.perf_counter()
-        summary = train(tc, reporter=new_reporter())
-        wall = time.perf_counter() - tr
-        metrics = summary.get("last_metrics") or {}
-        result["rows"].append({"name": name, "title": row.title, "metrics": {k: metrics.get(k) for k, _ in METRICS},
-                               "dev_n": {s.count_key: metrics.get(s.count_key) for s in BUILTIN},
-                               "paper": PAPER.get(name), "wall_s": wall, "steps": summary.get("step"),
-                               "status": summary.get("status"), "train": {k: getattr(tc, k) for k in (
-                                   "tasks", "combine", "smart", "optimizer", "encoder", "epochs", "steps_per_epoch",
-                                   "precision")}})
-        if not cfg.keep_checkpoints:  # the metrics and logs stay; the weights are large
-            for sub in ("best", "last"):
-                shutil.rmtree(runs / name / sub, ignore_errors=True)
+        per_seed = []
+        for seed in seeds_of(cfg):
+            run_dir = run_dir_of(out, name, seed, cfg)
+            tc = TrainConfig(data_dir=cfg.data_dir, out=str(run_dir),
+                             encoder=mlm_dir if row.pretrained_mlm else cfg.encoder, dev_limit=cfg.dev_limit,
+                             batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size, max_length=cfg.max_length,
+                             lr=cfg.lr, seed=seed, device=cfg.device, precision=cfg.precision)
+            if cfg.epochs is not None:
+                tc.epochs = cfg.epochs
+            else:  # the whole schedule (warm-up, decay) fits the budget; one dev evaluation at its end
+                tc.epochs, tc.steps_per_epoch = 1.0, cfg.budget_steps
+                tc.log_every = max(1, cfg.budget_steps // 10)
+            for k, v in row.train.items():
+                setattr(tc, k, list(v) if isinstance(v, list) else v)
+            tr = time.perf_counter()
+            summary = train(tc, reporter=new_reporter())
+            metrics = summary.get("last_metrics") or {}
+            per_seed.append({"seed": seed, "run": str(run_dir), "metrics": {k: metrics.get(k) for k, _ in METRICS},
+                             "dev_n": {s.count_key: metrics.get(s.count_key) for s in BUILTIN},
+                             "telemetry": row_telemetry(run_dir) if table.columns else None,
+                             "wall_s": time.perf_counter() - tr, "steps": summary.get("step"),
+                             "status": summary.get("status"), "loss_weight": last_loss_weights(run_dir)})
+            if not cfg.keep_checkpoints:  # the metrics and logs stay; the weights are large
+                for sub in ("best", "last"):
+                    shutil.rmtree(run_dir / sub, ignore_errors=True)
+        result["rows"].append(summarise_row(name, per_seed, tc, table))
+    if table.columns and result["rows"]:
+        result["picture"] = conflict_picture(out, result["rows"])
     result["wall_s"] = time.perf_counter() - t0
     write_json(out / "ablation.json", result)
     write_bytes(out / "ablation.md", markdown(result).encode())
     return result
+
+
+def summarise_row(name: str, per_seed: list[dict], tc, table: Table) -> dict:
+    """A row of the table from its seeds' runs: mean and sd of every metric (and telemetry)."""
+    def fold(part: str, keys) -> tuple[dict, dict | None]:
+        stats = {k: mean_sd([(s[part] or {}).get(k) for s in per_seed]) for k in keys}
+        return {k: m for k, (m, _) in stats.items()}, ({k: sd for k, (_, sd) in stats.items()}
+                                                        if len(per_seed) > 1 else None)
+
+    metrics, std = fold("metrics", [k for k, _ in METRICS])
+    first = per_seed[0]
+    row = {"name": name, "title": ROWS[name].title, "metrics": metrics, "std": std, "dev_n": first["dev_n"],
+           "paper": table.paper.get(name), "wall_s": sum(s["wall_s"] for s in per_seed), "steps": first["steps"],
+           "status": first["status"] if all(s["status"] == first["status"] for s in per_seed) else "mixed",
+           "seeds": per_seed, "train": {k: getattr(tc, k) for k in (
+               "tasks", "combine", "loss_weighting", "smart", "optimizer", "encoder", "epochs", "steps_per_epoch", "precision")}}
+    if table.columns:
+        row["telemetry"], row["telemetry_std"] = fold("telemetry", [k for k, _ in table.columns])
+    return row
+
+
+def conflict_picture(out: Path, rows: list[dict]) -> dict:
+    """conflicts.svg: the telemetry of the first row's first seed (pictures.py)."""
+    from .fsutil import write_bytes
+    from .pictures import conflict_svg
+    from .rundir import RunState
+
+    run = rows[0]["seeds"][0]
+    svg = conflict_svg(RunState.of(Path(run["run"])), title=f"{rows[0]['title']}, seed {run['seed']}")
+    write_bytes(out / "conflicts.svg", svg.encode())
+    return {"file": "conflicts.svg", "run": run["run"],
+            "caption": f"{rows[0]['title']} (seed {run['seed']}): each task pair's gradient cosine over the run "
+                       "(left: its mean, red where the tasks conflict) and per log window (right)."}

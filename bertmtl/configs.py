@@ -11,9 +11,13 @@ from dataclasses import dataclass
 
 from .errors import UserError
 from .options import PRECISIONS, PREDICT_PRECISIONS, Options, option, same_as
-from .train_config import FIELDS as TRAIN
+from .train_config import COMBINERS, FIELDS as TRAIN, LOSS_WEIGHTINGS
 
-ABLATION_ROWS = ("baseline", "multitask", "pretrain", "final", "adamaxw")
+# `bertmtl ablate --table`: the paper's Table 1 rows, or one row per gradient combiner or loss
+# weighting (ablate.py).
+ABLATION_TABLES = {"paper": ("baseline", "multitask", "pretrain", "final", "adamaxw"), "combiners": COMBINERS,
+                   "weightings": LOSS_WEIGHTINGS}
+ABLATION_ROWS = tuple(dict.fromkeys(r for rows in ABLATION_TABLES.values() for r in rows))
 EXPORT_FORMATS = ("hf", "sentence-transformers", "onnx")
 SPLITS = ("dev", "test")
 PREDICT_FORMATS = ("jsonl", "tsv")
@@ -87,8 +91,16 @@ class AblateConfig(Options):
 
     data_dir: str = same_as(TRAIN["data_dir"])
     out: str = option("ablation", "Where ablation.md, ablation.json and the runs' logs go.", path="dir")
-    rows: list = option(help="Rows to run: baseline, multitask, pretrain, final, adamaxw.",
-                        factory=lambda: list(ABLATION_ROWS), choices=ABLATION_ROWS, parse=parse_rows)
+    table: str = option("paper", "paper: the CS224N report's Table 1 rows; combiners: every --combine on the same "
+                                 "budget, data order and seeds (SMART off, so that only the combiner differs); "
+                                 "weightings: every --loss-weighting the same way, on the plain sum.",
+                        choices=tuple(ABLATION_TABLES))
+    rows: list | None = option(None, "Rows to run [default: every row of --table]; paper: "
+                                     + ", ".join(ABLATION_TABLES["paper"]) + "; combiners: the --combine names; weightings: the "
+                                     "--loss-weighting names.",
+                               type=list, choices=ABLATION_ROWS, parse=parse_rows)
+    seeds: int = option(1, "Train every row with N seeds (--seed, --seed + 1, ...); the table gives their mean and "
+                           "standard deviation.", min=1)
     budget_steps: int | None = option(300, "Training steps per row (one step = a batch of each task); ignored with "
                                            "--epochs.", type=int, min=1)
     epochs: float | None = option(None, "Train each row for full epochs instead of --budget-steps.", type=float,

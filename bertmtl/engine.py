@@ -405,7 +405,7 @@ def _build(cfg: TrainConfig, run_dir: Path, resume_ckpt: Path | None, dist: Dist
     if cfg.head_steps is None:  # resolved once, and saved: a resumed run keeps the schedule it started with
         cfg.head_steps = max(1, main_steps // 5) if fresh_heads else 0
     total_steps = cfg.head_steps + main_steps
-    stepper = MultitaskStep(model, cfg, list(train_sets), device, dist)
+    stepper = MultitaskStep(model, cfg, list(train_sets), device, dist, steps_per_epoch=steps_per_epoch)
     if cfg.compile:
         compile_encoder(model, reporter.message)
     run = Run(cfg=cfg, dir=run_dir, dist=dist, device=device, reporter=reporter, tokenizer=tokenizer,
@@ -473,11 +473,12 @@ class Checkpointer:
         run, stepper = self.run, self.run.stepper
         tensors, opt_meta = ckpt.optimizer_state(stepper.optimizer)
         tensors.update(ckpt.rng_state(stepper.combiner.generators()))
-        combiner_tensors, combiner_meta = stepper.combiner.state_dict()
-        tensors.update({f"combiner.{k}": v for k, v in combiner_tensors.items()})
         state = {"tensors": tensors, "optimizer": opt_meta, "step": run.step, "best": run.best,
                  "since_best": run.since_best, "nonfinite": run.nonfinite, "data": run.rr.state_dict(),
-                 "total_steps": run.total_steps, "combiner": combiner_meta}
+                 "total_steps": run.total_steps}
+        for part, obj in stepper.stateful().items():  # the combiner's and the loss weighting's own state
+            part_tensors, state[part] = obj.state_dict()
+            tensors.update({f"{part}.{k}": v for k, v in part_tensors.items()})
         if run.cfg.precision == "fp16":
             state["scaler"] = stepper.scaler.state_dict()
         if run.averager is not None:
@@ -493,8 +494,9 @@ class Checkpointer:
             k: v.to(run.device) if k.startswith("state.") and not k.endswith(".step") else v
             for k, v in tensors.items()}, state["optimizer"])
         ckpt.load_rng_state(tensors, stepper.combiner.generators())
-        stepper.combiner.load_state_dict({k[len("combiner."):]: v for k, v in tensors.items()
-                                          if k.startswith("combiner.")}, state.get("combiner", {}))
+        for part, obj in stepper.stateful().items():
+            obj.load_state_dict({k[len(part) + 1:]: v for k, v in tensors.items() if k.startswith(f"{part}.")},
+                                state.get(part, {}))
         run.rr.load_state_dict(state["data"])
         run.step, run.best, run.nonfinite = state["step"], state.get("best"), state.get("nonfinite", 0)
         run.since_best = state.get("since_best", 0)

@@ -185,7 +185,8 @@ def _finite(v) -> bool:
 
 
 # What a train record holds of the task-conflict telemetry (mtl/telemetry.py writes it).
-TELEMETRY_KEYS = ("cos", "conflict", "grad_norm", "weight", "conflicting", "update_cos", "update_norm_ratio")
+TELEMETRY_KEYS = ("cos", "conflict", "grad_norm", "weight", "loss_weight", "conflicting", "update_cos",
+                  "update_norm_ratio")
 
 
 def _step_of(point) -> int:

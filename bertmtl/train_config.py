@@ -29,6 +29,8 @@ STS_LOSSES = ("pearson", "mse")
 # --combine: the gradient combiners (mtl/combiners/, one module each; its REGISTRY has these names).
 COMBINERS = ("sum", "mean", "pcgrad", "mgda", "cagrad", "nash-mtl", "imtl-g", "aligned-mtl", "upgrad", "dualproj",
              "fairgrad", "random")
+# --loss-weighting: the loss weightings (mtl/weightings/, one module each; its REGISTRY has these names).
+LOSS_WEIGHTINGS = ("none", "uncertainty", "dwa", "gradnorm")
 ALIGNED_SCALES = ("min", "median", "mean")
 TELEMETRY = ("auto", "on", "off")
 OPTIMIZERS = ("adamw", "adamaxw")
@@ -157,6 +159,18 @@ class TrainConfig(Options):
                                         "the worst task).", min=0)
     aligned_scale: str = option("min", "Aligned-MTL: eigenvalue the aligned gradients are scaled to.",
                                 choices=ALIGNED_SCALES)
+    loss_weighting: str = option("none", "How much each task's loss counts, learned or adapted as training goes: "
+                                         "none, uncertainty (Kendall et al., learned log-variances), dwa (Liu et "
+                                         "al.), gradnorm (Chen et al.); with any --combine. README, Loss weighting.",
+                                 choices=LOSS_WEIGHTINGS, resume=False)
+    weighting_lr: float = option(1e-2, "Peak learning rate of the learned loss weights (uncertainty, gradnorm), "
+                                       "on the schedule of --lr.", min=0, min_open=True)
+    dwa_temperature: float = option(2.0, "DWA: the softmax temperature (larger: more uniform weights).", min=0,
+                                    min_open=True)
+    dwa_window: int = option(0, "DWA: steps per period whose mean losses set the weights (0 = one epoch, the "
+                                "paper's).", min=0)
+    gradnorm_alpha: float = option(1.5, "GradNorm: the asymmetry alpha (0 = equal gradient norms; larger pulls "
+                                        "harder on the tasks that train slowest).", min=0)
     telemetry: str = option("auto", "Task-conflict statistics (gradient cosines, norms, the combiner's weights) "
                                     "in each log record: auto = with every combiner but sum (which adds all "
                                     "tasks into one buffer; on gives it one per task).", choices=TELEMETRY)

@@ -78,3 +78,73 @@ def test_markdown_marks_missing_paper_cells():
     md = markdown(res)
     row = [line for line in md.splitlines() if line.startswith("| Simple")][0]
     assert row.count("—") == 4 and "0.500" in row and "3 s" in row
+
+
+@pytest.fixture(scope="module")
+def combiner_table(tiny_bert_dir, small_data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("combiners") / "out"
+    args = ["ablate", "--table", "combiners", "--rows", "upgrad,sum", "--seeds", "2", "--data-dir", str(small_data_dir),
+            "--out", str(out), "--pretrained", str(tiny_bert_dir), "--budget-steps", "3", "--budget-dev", "16",
+            "--batch-size", "8", "--seed", "5", "--device", "cpu", "--precision", "fp32"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    return out, r.output
+
+
+def test_combiner_table_over_seeds(combiner_table):
+    out, output = combiner_table
+    res = json.loads((out / "ablation.json").read_text())
+    assert res["table"] == "combiners" and [r["name"] for r in res["rows"]] == ["sum", "upgrad"]  # table order
+    assert res["budget"]["seeds"] == [5, 6] and "2 seeds (5-6; mean ± sd)" in res["budget"]["text"]
+    for r in res["rows"]:
+        assert r["train"]["combine"] == r["name"] and r["train"]["smart"] is False
+        assert [s["seed"] for s in r["seeds"]] == [5, 6]
+        for s in r["seeds"]:  # each seed an ordinary run of its own, its metrics those of its log
+            run = out / "runs" / r["name"] / f"seed-{s['seed']}"
+            assert s["run"] == str(run) and s["status"] == "finished" and s["steps"] == 3
+            evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+            last_eval = [e for e in evals if e.get("type") == "eval"][-1]
+            assert s["metrics"]["overall"] == pytest.approx(last_eval["overall"])
+        for k in ("sst_acc", "para_acc", "sts_corr", "overall"):
+            vals = [s["metrics"][k] for s in r["seeds"]]
+            assert r["metrics"][k] == pytest.approx(sum(vals) / 2)
+            assert r["std"][k] == pytest.approx(abs(vals[0] - vals[1]) / 2 ** 0.5)
+        assert r["seeds"][0]["metrics"] != r["seeds"][1]["metrics"]  # the seeds differ
+    rows = {r["name"]: r for r in res["rows"]}
+    # The plain sum leaves the update where it is; UPGrad moves it (its telemetry says how far).
+    assert rows["sum"]["telemetry"]["update_cos"] == pytest.approx(1.0)
+    assert rows["sum"]["telemetry"]["update_norm_ratio"] == pytest.approx(1.0)
+    assert 0 <= rows["upgrad"]["telemetry"]["conflicting"] <= 1
+    assert rows["upgrad"]["telemetry"]["update_cos"] < 1.0
+    # The same seeds give the same data order for every row: the first step's losses agree.
+    first = {name: [rec for rec in map(json.loads, (out / "runs" / name / "seed-5" / "metrics.jsonl").read_text()
+                                       .splitlines()) if rec["type"] == "train"][0] for name in rows}
+    assert first["sum"]["loss"] == first["upgrad"]["loss"]
+    md = (out / "ablation.md").read_text()
+    assert md.count("\n| ") == 3 and " ± " in md and "Conflicting pairs" in md and "Paper" not in md
+    assert "![task-conflict telemetry of one run](conflicts.svg)" in md
+    svg = (out / "conflicts.svg").read_text()
+    assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>") and "sst-para" in svg and "<polyline" in svg
+    assert "conflicts.svg" in output and "cos(update, sum)" in output
+
+
+def test_rows_of_another_table_are_refused(small_data_dir, tmp_path):
+    r = CliRunner().invoke(main, ["ablate", "--data-dir", str(small_data_dir), "--out", str(tmp_path / "o"),
+                                  "--table", "combiners", "--rows", "baseline"])
+    assert r.exit_code == 2 and "baseline not in --table combiners" in r.output
+
+
+def test_weightings_table(tiny_bert_dir, small_data_dir, tmp_path):
+    out = tmp_path / "out"
+    cli = CliRunner().invoke(main, [
+        "ablate", "--table", "weightings", "--rows", "none,uncertainty", "--data-dir", str(small_data_dir),
+        "--out", str(out), "--pretrained", str(tiny_bert_dir), "--budget-steps", "2", "--budget-dev", "16",
+        "--batch-size", "8", "--device", "cpu", "--precision", "fp32"])
+    assert cli.exit_code == 0, cli.output + repr(cli.exception)
+    res = json.loads((out / "ablation.json").read_text())
+    rows = {r["name"]: r for r in res["rows"]}
+    assert rows["uncertainty"]["train"]["combine"] == "sum" and rows["none"]["seeds"][0]["loss_weight"] is None
+    weights = rows["uncertainty"]["seeds"][0]["loss_weight"]
+    assert set(weights) == {"sst", "para", "sts"} and all(w > 0 for w in weights.values())
+    md = (out / "ablation.md").read_text()
+    assert "Final loss weights" in md and f"sst {weights['sst']:.2f}" in md

@@ -21,17 +21,19 @@ def _run(args, tmp_path, name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("combine", ["pcgrad", "upgrad", "nash-mtl", "random"])
-def test_two_gloo_ranks_equal_one_process(combine, tiny_bert_dir, tmp_path):
-    """Every combiner weighs the all-reduced per-task gradients: rank 0's weights equal one
-    process's after four steps, which they could not if the ranks' updates had differed (each
-    rank's half batch runs on its own copy of the weights)."""
+@pytest.mark.parametrize("combine,weighting", [("pcgrad", "none"), ("upgrad", "none"), ("nash-mtl", "none"),
+                                               ("random", "none"), ("pcgrad", "uncertainty"), ("sum", "gradnorm")])
+def test_two_gloo_ranks_equal_one_process(combine, weighting, tiny_bert_dir, tmp_path):
+    """Every combiner weighs the all-reduced per-task gradients, and a loss weighting learns from
+    the losses averaged over ranks: rank 0's weights equal one process's after four steps, which
+    they could not if the ranks' updates had differed (each rank's half batch runs on its own
+    copy of the weights)."""
     data = write_task_data(tmp_path / "data")
     # Dropout off (its masks are drawn per rank); STS with squared error, since a Pearson
     # correlation over a half batch is not half of one over the whole batch; fp32, since bf16
     # sums of half batches round differently from sums of the whole one.
     common = ["train", "--pretrained", str(tiny_bert_dir), "--data-dir", str(data), "--combine", combine,
-              "--smart", "--dropout", "0", "--sts-loss", "mse", "--max-steps", "4", "--seed", "5", "--lr", "1e-3",
+              "--loss-weighting", weighting, "--smart", "--dropout", "0", "--sts-loss", "mse", "--max-steps", "4", "--seed", "5", "--lr", "1e-3",
               "--device", "cpu", "--precision", "fp32", "--log-every", "1"]
     _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "bertmtl", *common,
           "--batch-size", "8", "--out", str(tmp_path / "ddp")], tmp_path, "torchrun")

@@ -169,6 +169,41 @@ def test_kill9_at_twelve_points_then_resume_equals_uninterrupted(tiny_bert_dir, 
 
 
 @pytest.mark.slow
+def test_kill9_then_resume_is_exact_for_every_combiner_and_weighting(tiny_bert_dir, data_dir, tmp_path):
+    """Every --combine method and every --loss-weighting, killed with SIGKILL inside a step and
+    resumed from last/: the same weights as the uninterrupted run, bit for bit (their own state:
+    generators, Nash-MTL's weights, learned log-variances and GradNorm weights, DWA's history)."""
+    from bertmtl.train_config import COMBINERS, LOSS_WEIGHTINGS
+
+    configs = {c: ("--combine", c) for c in COMBINERS}
+    configs.update({w: ("--combine", "pcgrad", "--loss-weighting", w, "--dwa-window", "2", "--weighting-lr", "0.1")
+                    for w in LOSS_WEIGHTINGS if w != "none"})
+    extra = ("--max-steps", "6", "--save-every", "1", "--eval-every", "100", "--precision", "fp32",
+             "--nash-update-every", "2", "--no-smart")
+
+    def args(name, kind):
+        return _args(tiny_bert_dir, data_dir, tmp_path / kind / name, *extra, *configs[name])
+
+    names = list(configs)
+    for i in range(0, len(names), 3):  # six processes at a time: the reference and the killed run of three
+        batch = names[i:i + 3]
+        procs = [(n, "ref", _spawn(args(n, "ref"))) for n in batch]
+        procs += [(n, "killed", _spawn(args(n, "killed"), BERTMTL_CRASH_AT="step:4")) for n in batch]
+        for n, kind, proc in procs:
+            proc.wait(300)
+            want = 0 if kind == "ref" else -signal.SIGKILL
+            assert proc.returncode == want, (n, kind, proc.returncode, proc.stderr.read().decode()[-2000:])
+        resumed = [(n, _spawn(["train", "--resume", str(tmp_path / "killed" / n)])) for n in batch]
+        for n, proc in resumed:
+            assert proc.wait(300) == 0, (n, proc.stderr.read().decode()[-2000:])
+    for n in names:
+        a = load_file(str(tmp_path / "ref" / n / "last" / "multitask.safetensors"))
+        b = load_file(str(tmp_path / "killed" / n / "last" / "multitask.safetensors"))
+        assert all(torch.equal(a[k], b[k]) for k in a), n
+        assert json.loads((tmp_path / "killed" / n / "summary.json").read_text())["step"] == 6, n
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_saves_checkpoint_and_says_how_to_resume(tiny_bert_dir, data_dir, tmp_path, sig):
     run = tmp_path / "run"

@@ -535,6 +535,25 @@ def test_conflict_series_follow_resume_and_the_records():
     assert state.cos_series["sst-para"][-1][0] == 150 and state.telemetry[-1]["step"] == 150
 
 
+def test_heat_map_shows_loss_weights():
+    """Under --loss-weighting the heat map gains each task's loss weight; without one it has none."""
+    from rich.console import Console
+
+    from bertmtl.tui.conflicts import heat_map
+
+    def text(record):
+        console = Console(record=True, width=100)
+        console.print(heat_map(record, ["sst", "para"]))
+        return console.export_text()
+
+    rec = {"cos": {"sst-para": -0.25}, "grad_norm": {"sst": 2.0, "para": 1.0}, "weight": {"sst": 1.0, "para": 1.0}}
+    assert "loss w" not in text(rec) and "-0.25" in text(rec)
+    shown = text({**rec, "loss_weight": {"sst": 0.375, "para": 1.625}})
+    assert "loss w" in shown and "0.375" in shown and "1.62" in shown
+    # the plain sum with a weighting has loss weights but no gradient statistics: still a table of its tasks
+    assert "0.375" in text({"loss_weight": {"sst": 0.375, "para": 1.625}})
+
+
 def test_snapshot_playground(snap_compare, tmp_path, monkeypatch):
     monkeypatch.setattr(playground_module, "perf_counter", lambda: 0.0)  # latency shows as 0 ms
     app = BertmtlApp(snapshot_run(tmp_path), poll_interval=POLL, predictor_factory=FakePredictor)

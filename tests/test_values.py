@@ -96,8 +96,10 @@ def test_the_one_number_rule_serves_python_callers():
         AugmentConfig(aug_p=1.5).validate()
     with pytest.raises(UserError, match="lr must be a finite number"):
         ablate(AblateConfig(lr=float("nan")))
-    with pytest.raises(UserError, match="rows has unknown value.s. pcgrad; choose from baseline"):
-        ablate(AblateConfig(rows=["baseline", "pcgrad"]))  # a Python caller's row list is checked too
+    with pytest.raises(UserError, match="rows has unknown value.s. smart; choose from baseline"):
+        ablate(AblateConfig(rows=["baseline", "smart"]))  # a Python caller's row list is checked too
+    with pytest.raises(UserError, match="pcgrad not in --table paper; its rows: baseline"):
+        ablate(AblateConfig(rows=["baseline", "pcgrad"]))  # a row of the other table
 
 
 def test_the_largest_seed_draws_batches():

@@ -35,12 +35,15 @@ def _command_line(ctx: click.Context) -> str:
 @options_of(AblateConfig)
 @click.pass_context
 def ablate(ctx: click.Context, **opts) -> None:
-    """Reproduce the paper's ablation table with a shared budget; writes Markdown and JSON.
+    """Reproduce the paper's ablation table, or compare every gradient combiner, with a shared
+    budget and seeds; writes Markdown and JSON (and, for --table combiners, conflicts.svg).
 
     \b
     Examples:
       bertmtl ablate --data-dir data --budget-steps 300 --budget-dev 300
       bertmtl ablate --data-dir data --rows baseline,final --epochs 3
+      bertmtl ablate --data-dir data --table combiners --seeds 3 --budget-steps 300
+      bertmtl ablate --data-dir data --table combiners --rows sum,pcgrad,upgrad --seeds 2
     """
     from ..ablate import ablate as run_ablate
     from ..ablate import print_table
@@ -49,4 +52,5 @@ def ablate(ctx: click.Context, **opts) -> None:
     cfg.command = _command_line(ctx)
     result = run_ablate(cfg)
     print_table(result)
-    click.echo(f"wrote {cfg.out}/ablation.md and {cfg.out}/ablation.json")
+    extra = f" and {cfg.out}/{result['picture']['file']}" if result.get("picture") else ""
+    click.echo(f"wrote {cfg.out}/ablation.md, {cfg.out}/ablation.json{extra}")

@@ -8,7 +8,8 @@ sum s = sum g_k: cos(d, s) = w'G1 / (|d| |s|) and |d| / |s|, with |d|^2 = w'Gw, 
 `ConflictWindow` averages them over the steps between two log records, which get
     "cos": {"sst-para": mean cosine, ...}, "conflict": {"sst-para": fraction of steps < 0, ...},
     "grad_norm": {task: mean}, "weight": {task: the combiner's mean weight},
-    "conflicting": mean fraction of conflicting pairs, "update_cos", "update_norm_ratio".
+    "conflicting": mean fraction of conflicting pairs, "update_cos", "update_norm_ratio",
+    and with a loss weighting "loss_weight": {task: its mean weight}.
 Pairs are named "a-b" in the order of the tasks (task names have no "-"). rundir.RunState folds
 them back (curves for the TUI, `conflict_summary` for `bertmtl runs --json`).
 """
@@ -51,15 +52,17 @@ class ConflictWindow:
         self._reset()
 
     def _reset(self) -> None:
-        self.sums: dict[str, dict[str, float]] = {k: {} for k in ("cos", "conflict", "grad_norm", "weight")}
+        self.sums: dict[str, dict[str, float]] = {k: {} for k in ("cos", "conflict", "grad_norm", "weight",
+                                                                  "loss_weight")}
         self.counts: dict[str, dict[str, int]] = {k: {} for k in self.sums}
         self.scalars: dict[str, list[float]] = {"conflicting": [], "update_cos": [], "update_norm_ratio": []}
 
-    def add(self, stats: dict) -> None:
-        def put(kind: str, key: str, v: float) -> None:
-            self.sums[kind][key] = self.sums[kind].get(key, 0.0) + v
-            self.counts[kind][key] = self.counts[kind].get(key, 0) + 1
+    def _put(self, kind: str, key: str, v: float) -> None:
+        self.sums[kind][key] = self.sums[kind].get(key, 0.0) + v
+        self.counts[kind][key] = self.counts[kind].get(key, 0) + 1
 
+    def add(self, stats: dict) -> None:
+        put = self._put
         for pair, c in stats["cos"].items():
             put("cos", pair, c)
             put("conflict", pair, 1.0 if c < 0 else 0.0)
@@ -71,6 +74,11 @@ class ConflictWindow:
         for k in ("update_cos", "update_norm_ratio"):
             if stats[k] is not None:
                 self.scalars[k].append(stats[k])
+
+    def add_loss_weights(self, weights: dict[str, float]) -> None:
+        """The loss weighting's weights of one step (mtl/weightings/)."""
+        for t, v in weights.items():
+            self._put("loss_weight", t, v)
 
     def record(self) -> dict:
         """The window's means (nothing when no step had statistics), then start a new window."""

@@ -14,6 +14,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
+from ..pictures import cosine_fill
 from ..rundir import RunState
 from .lineplot import LinePlot
 
@@ -23,19 +24,21 @@ PAIR_COLORS = ("magenta", "cyan", "yellow", "green", "red", "blue", "bright_mage
 
 def cosine_style(c: float) -> str:
     """A cell's background: red for conflict (-1), dark for orthogonal (0), green for agreement (1)."""
-    level = min(1.0, abs(c))
-    shade = int(40 + 150 * level)
-    return f"white on rgb({shade},30,30)" if c < 0 else f"white on rgb(30,{shade},40)"
+    return f"white on {cosine_fill(c)}"
 
 
 def heat_map(last: dict, tasks: list[str]) -> Table:
-    """The cosine matrix of one record, with each task's gradient norm and weight."""
+    """The cosine matrix of one record, with each task's gradient norm and weight (and its loss
+    weight under --loss-weighting)."""
     table = Table(box=None, pad_edge=False, show_edge=False, padding=(0, 1))
     table.add_column("")
     for t in tasks:
         table.add_column(t, justify="center")
     table.add_column("|g|", justify="right", style="dim")
     table.add_column("weight", justify="right")
+    loss_weights = last.get("loss_weight")
+    if loss_weights:
+        table.add_column("loss w", justify="right")
     cos = last.get("cos") or {}
     for i, a in enumerate(tasks):
         cells = []
@@ -47,9 +50,13 @@ def heat_map(last: dict, tasks: list[str]) -> Table:
             cells.append(Text(f"{c:+.2f}", style=cosine_style(c)) if c is not None else Text("  –  ", style="dim"))
         norm = (last.get("grad_norm") or {}).get(a)
         weight = (last.get("weight") or {}).get(a)
-        table.add_row(a, *cells, f"{norm:.3g}" if norm is not None else "–",
-                      f"{weight:.3g}" if weight is not None else "–")
+        extra = [_number(loss_weights.get(a))] if loss_weights else []
+        table.add_row(a, *cells, _number(norm), _number(weight), *extra)
     return table
+
+
+def _number(v) -> str:
+    return f"{v:.3g}" if v is not None else "–"
 
 
 class ConflictSummary(Static):
@@ -66,8 +73,10 @@ class ConflictSummary(Static):
             self.update(Text(f"no task-conflict statistics yet: {why}", style="dim"))
             return
         last = state.telemetry[-1]
-        tasks = list((last.get("grad_norm") or {}).keys())
-        lines = Text(f"combiner {combiner}, step {last['step']}: ")
+        tasks = list((last.get("grad_norm") or last.get("loss_weight") or {}).keys())
+        weighting = state.config.get("loss_weighting", "none")
+        lines = Text(f"combiner {combiner}" + (f", loss weighting {weighting}" if weighting != "none" else "")
+                     + f", step {last['step']}: ")
         if last.get("conflicting") is not None:
             lines.append(f"{100 * last['conflicting']:.0f}% of pairs conflicting")
         if last.get("update_cos") is not None:
