@@ -126,6 +126,27 @@ class AblateConfig(Options):
 
 
 @dataclass
+class SweepConfig(Options):
+    """The options of `bertmtl sweep`."""
+
+    spec: str | None = option(None, "The sweep's spec, YAML or JSON (base, grid or search, seeds, baseline, "
+                                    "metric; README, Sweeps).", type=str, argument=True, metavar="[SPEC]",
+                              path="existing_file")
+    out: str = option("sweep", "The sweep's directory: its runs (DIR/runs), study (DIR/study.db) and report.",
+                      path="dir")
+    storage: str | None = option(None, "The Optuna storage: an SQLAlchemy URL (postgresql://..., mysql://...) that "
+                                       "workers on several machines share [default: sqlite in --out].", type=str)
+    workers: int = option(1, "Trials trained at once on this machine (CPU threads divided between them; one GPU "
+                             "each where there are several).", min=1)
+    heartbeat: int = option(10, "Seconds between a worker's heartbeats; a trial silent for 3 of them is retried by "
+                                "the next worker.", min=1)
+    report: str | None = option(None, "Only rebuild the report (report.md, report.json, report.svg) of the sweep in "
+                                      "this directory, from its runs.", type=str, path="existing_dir", metavar="DIR")
+    bootstrap: int = option(1000, "Paired bootstrap replicates of each comparison with the baseline.", min=100)
+    worker: bool = option(False, "Run as one worker of a sweep started elsewhere (no report).", flag="on")
+
+
+@dataclass
 class EvaluateConfig(Options):
     """The options of `bertmtl evaluate`."""
 
@@ -179,5 +200,5 @@ class PredictConfig(Options):
                             choices=PREDICT_PRECISIONS)
 
 
-__all__ = ["ABLATION_ROWS", "METHODS", "AblateConfig", "AugmentConfig", "EXPORT_FORMATS", "EvaluateConfig",
+__all__ = ["SweepConfig", "ABLATION_ROWS", "METHODS", "AblateConfig", "AugmentConfig", "EXPORT_FORMATS", "EvaluateConfig",
            "ExportConfig", "PredictConfig"]

@@ -43,7 +43,7 @@ from .optim import scheduled_lr
 from .progress import SilentReporter, ThroughputWindow, default_reporter
 from .ownership import check_output
 from .rundir import (BEST, LAST, METRICS_LOG, SUMMARY, TRAIN_ARGS, TRAINER_STATE, WRITER_LOCK, WriterLock,
-                     is_checkpoint, read_json, read_specs)
+                     is_checkpoint, read_json, read_specs, write_dev_outputs)
 from .fsutil import recover_dir, write_json
 from .runs import new_run_dir, runs_root
 from .tasks import BUILTIN, MLM, TASKS, TaskSpec
@@ -519,10 +519,11 @@ def evaluate_dev(run: Run, checkpointer: Checkpointer) -> dict:
     """
     dist = run.dist
     with checkpointer.averaged() as raw:
-        metrics = {}
+        metrics, kept = {}, {}
         if dist.is_main:
             with run.reporter.evaluating(sum(map(len, run.dev_sets.values()))) as advance:
-                metrics = evaluate(run.model, run.dev_sets, run.cfg.eval_batch_size, run.device, progress=advance)
+                metrics = evaluate(run.model, run.dev_sets, run.cfg.eval_batch_size, run.device, progress=advance,
+                                   keep=kept)
         metrics = dist.broadcast_object(metrics)
         crash_point("eval:scored")
         # An undefined (None) or non-finite score never becomes best/: a diverged model scores NaN.
@@ -537,6 +538,11 @@ def evaluate_dev(run: Run, checkpointer: Checkpointer) -> dict:
         if dist.is_main:
             run.emit(rec)
             crash_point("eval:logged")
+            if kept:  # the outputs behind these scores, for paired comparisons of runs (bertmtl sweep)
+                try:
+                    write_dev_outputs(run.dir, kept)
+                except OSError as e:  # a comparison loses this run's outputs; the training goes on
+                    run.reporter.message(f"warning: could not write the dev outputs ({e})")
             if is_best:
                 checkpointer.save_as_is(BEST, metrics, False, raw)
                 crash_point("eval:saved-best")

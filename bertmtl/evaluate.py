@@ -147,10 +147,12 @@ def leaderboard_overall(metrics: dict) -> float | None:
 
 
 def evaluate(model: MultitaskBert, datasets: dict[str, TaskDataset], batch_size: int = 64, device="cpu",
-             autocast_dtype: torch.dtype | None = None, progress=None) -> dict:
+             autocast_dtype: torch.dtype | None = None, progress=None, keep: dict | None = None) -> dict:
     """Metrics of every labelled dataset given, plus `overall`; with an "undefined" entry
     ({metric key: {"cause", "reason"}}) when some metric is undefined (its value is None).
-    `progress(n)` (optional) is called with the examples of each batch scored."""
+    `progress(n)` (optional) is called with the examples of each batch scored. `keep` (a dict)
+    receives each scored task's (example ids, outputs, labels): what a paired comparison of two
+    runs resamples (stats.py)."""
     metrics: dict = {}
     undefined: dict = {}
     for task, ds in datasets.items():
@@ -160,6 +162,8 @@ def evaluate(model: MultitaskBert, datasets: dict[str, TaskDataset], batch_size:
             continue
         outputs = outputs_of(model, ds, batch_size, device, autocast_dtype, progress)
         metrics.update(task_metrics(spec, outputs, ds.labels, undefined))
+        if keep is not None:
+            keep[task] = ([str(ex.id) for ex in ds.examples], outputs, ds.labels)
     metrics["overall"] = overall(metrics, model.specs.values(), undefined)
     if undefined:  # travels with the metrics into metrics.jsonl, best/metrics.json and the reporters' warnings
         metrics["undefined"] = undefined

@@ -93,7 +93,7 @@ def os_errors(path: Path):
         raise OSError(code, os.strerror(code), str(path)) from e
 
 
-def save_safetensors(path: Path, tensors: dict) -> None:
+def save_safetensors(path: Path, tensors: dict, metadata: dict | None = None) -> None:
     """Write tensors as a safetensors file and fsync it; a failed write raises OSError.
 
     safetensors creates its files with mode 0600; ours get the mode of every other file we write
@@ -102,7 +102,8 @@ def save_safetensors(path: Path, tensors: dict) -> None:
     from safetensors.torch import save_file
 
     with os_errors(path):
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path), metadata={"format": "pt"})
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path),
+                  metadata={"format": "pt", **(metadata or {})})
     os.chmod(path, 0o666 & ~_umask())
     with open(path, "rb+") as fh:
         os.fsync(fh.fileno())

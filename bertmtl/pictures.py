@@ -89,3 +89,44 @@ def conflict_svg(state: RunState, title: str = "") -> str:
         out.append(f'<text x="{plot_x + plot_w + 10}" y="{top + 16 + 18 * k}" fill="{color}">{escape(pair)}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
+
+
+def intervals_svg(rows: list[tuple[str, dict]], metrics: list[tuple[str, str]], title: str = "") -> str:
+    """One panel per metric: every configuration's mean (a dot) and 95% interval (a bar), rows
+    named by configuration. `rows`: (name, {metric: {"mean", "lo", "hi"}})."""
+    label_w, panel_w, row_h, top = 300, 220, 22, 60
+    width = label_w + panel_w * len(metrics) + 20
+    height = top + row_h * len(rows) + 40
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'font-family="sans-serif" font-size="12">',
+           f'<rect width="{width}" height="{height}" fill="white"/>',
+           f'<text x="10" y="22" font-size="15" font-weight="bold">{escape(title)}</text>']
+    for i, (name, _) in enumerate(rows):
+        y = top + i * row_h + row_h / 2
+        out.append(f'<text x="{label_w - 10}" y="{y + 4}" text-anchor="end">{escape(name[:48])}</text>')
+    for j, (key, label) in enumerate(metrics):
+        x0 = label_w + j * panel_w
+        vals = [v for _, m in rows for v in (m[key].get("lo"), m[key].get("hi"), m[key].get("mean"))
+                if isinstance(v, (int, float))]
+        lo, hi = (min(vals), max(vals)) if vals else (0.0, 1.0)
+        pad = (hi - lo) * 0.1 or 0.01
+        lo, hi = lo - pad, hi + pad
+
+        def x(v: float) -> float:
+            return x0 + 10 + (v - lo) / (hi - lo) * (panel_w - 30)
+
+        out.append(f'<text x="{x0 + panel_w / 2}" y="{top - 22}" text-anchor="middle" '
+                   f'font-weight="bold">{escape(label)}</text>')
+        out.append(f'<text x="{x0 + 10}" y="{top - 6}" font-size="10">{lo:.3f}</text>')
+        out.append(f'<text x="{x0 + panel_w - 20}" y="{top - 6}" font-size="10" text-anchor="end">{hi:.3f}</text>')
+        out.append(f'<rect x="{x0 + 5}" y="{top}" width="{panel_w - 20}" height="{row_h * len(rows)}" '
+                   f'fill="none" stroke="#ccc"/>')
+        for i, (_, m) in enumerate(rows):
+            s, y = m[key], top + i * row_h + row_h / 2
+            if s.get("lo") is not None and s.get("hi") is not None:
+                out.append(f'<line x1="{x(s["lo"]):.1f}" y1="{y}" x2="{x(s["hi"]):.1f}" y2="{y}" '
+                           f'stroke="#1565c0" stroke-width="3"/>')
+            if s.get("mean") is not None:
+                out.append(f'<circle cx="{x(s["mean"]):.1f}" cy="{y}" r="4" fill="#c2185b"/>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"

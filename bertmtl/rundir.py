@@ -42,6 +42,8 @@ BEST, LAST = "best", "last"
 MARKER = "bertmtl.json"  # a checkpoint is a directory with this file (written last)
 TRAINER_STATE = "trainer_state.json"
 OPTIMIZER_STATE = "optimizer.safetensors"
+# The last dev evaluation's raw outputs, labels and example ids per task (write_dev_outputs).
+DEV_OUTPUTS = "dev_outputs.safetensors"
 FORMAT = 2
 # The weights file of each checkpoint format we read.
 WEIGHTS_FILE = {1: "model.safetensors", 2: "multitask.safetensors"}
@@ -178,6 +180,37 @@ MAX_EVAL_ROWS = 200
 PACE_WINDOW = 20
 # Keys of an eval record that are not dev metrics.
 EVAL_META = {"type", "split", "step", "epoch", "best", "best_overall", "time"}
+
+
+def write_dev_outputs(run_dir: Path, kept: dict) -> None:
+    """RUN/dev_outputs.safetensors from evaluate()'s `keep`: replaced whole at each evaluation
+    (a reader sees the last one or the one before, never a mix)."""
+    import json
+
+    tensors, ids = {}, {}
+    for task, (task_ids, outputs, labels) in kept.items():
+        tensors[f"{task}.outputs"], tensors[f"{task}.labels"] = outputs, labels
+        ids[task] = task_ids
+    path = Path(run_dir) / DEV_OUTPUTS
+    tmp = path.with_name(path.name + ".tmp")
+    fsutil.save_safetensors(tmp, tensors, {"ids": json.dumps(ids)})
+    os.replace(tmp, path)
+
+
+def read_dev_outputs(run_dir: Path) -> dict | None:
+    """{task: (ids, outputs, labels)} of a run's last dev evaluation; None for a run without one
+    (older runs did not keep them)."""
+    import json
+
+    from safetensors import safe_open
+
+    path = Path(run_dir) / DEV_OUTPUTS
+    if not path.is_file():
+        return None
+    with safe_open(str(path), "pt") as fh:
+        ids = json.loads(fh.metadata()["ids"])
+        return {task: (task_ids, fh.get_tensor(f"{task}.outputs"), fh.get_tensor(f"{task}.labels"))
+                for task, task_ids in ids.items()}
 
 
 def _finite(v) -> bool:

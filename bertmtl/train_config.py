@@ -191,6 +191,8 @@ class TrainConfig(Options):
                                   min=0, min_open=True)
     smart_steps: int = option(1, "SMART ascent steps K.", min=1, max=100)
     # -- hardware
+    sweep: str | None = option(None, "The sweep and configuration this run is a trial of (bertmtl sweep sets it).",
+                               type=str, cli=False)
     seed: int = option(42, "Random seed, 0 to 2^63-1 (same seed, same result; CPU runs repeat exactly).",
                        min=0, max=SEED_MAX)
     device: str = option("auto", "auto = CUDA when available.", choices=DEVICES)

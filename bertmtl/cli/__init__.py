@@ -24,6 +24,7 @@ COMMANDS = {
     "augment": "augment",
     "pretrain": "pretrain",
     "ablate": "ablate",
+    "sweep": "sweep",
     "runs": "runs",
     "export": "export",
 }

@@ -1,0 +1,141 @@
+"""A sweep's report, rebuilt from its runs alone: DIR/report.md, report.json and report.svg.
+
+For every configuration and metric: the mean over seeds, their standard deviation and the 95%
+t interval (stats.mean_ci); against the baseline, a paired bootstrap over the dev examples both
+scored, pooled over seeds (stats.paired_bootstrap), with its p-value and "within noise" where
+the interval of the difference covers zero. The runs are read from DIR/runs (each run's own
+metrics.jsonl and dev outputs), so `bertmtl sweep --report DIR` gives the same report at any
+time, from whatever has finished.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+from ..errors import UserError
+from .spec import SweepSpec, config_key
+from .study import RUNS
+
+SPEC_FILE = "sweep.json"  # the spec as the sweep read it, beside its runs
+
+
+def collect(out: Path, spec: SweepSpec) -> dict[str, dict]:
+    """{config key: {"params", "runs": {seed: run dir}}} of the finished runs under DIR/runs."""
+    from ..rundir import RunState, holds_run
+    from ..runs import run_info
+
+    configs: dict[str, dict] = {}
+    root = Path(out) / RUNS
+    for run in sorted(root.iterdir()) if root.is_dir() else ():
+        if not run.is_dir() or not holds_run(run) or run_info(run)["status"] != "finished":
+            continue
+        cfg = RunState.of(run).config
+        if any(k not in cfg for k in spec.swept):
+            continue
+        params = {k: cfg[k] for k in spec.swept}
+        c = configs.setdefault(config_key(params), {"params": params, "runs": {}})
+        c["runs"][int(cfg["seed"])] = run
+    return configs
+
+
+def metrics_of(spec: SweepSpec, specs) -> list[tuple[str, str]]:
+    """(key, label) of the report's metrics: the spec's metric first, then every task's primary one."""
+    from ..tasks import metric_labels
+
+    labels = [*metric_labels(specs, primary_only=True), ("overall", "Overall")]
+    ordered = [m for m in labels if m[0] == spec.metric] + [m for m in labels if m[0] != spec.metric]
+    if not any(k == spec.metric for k, _ in ordered):
+        raise UserError(f"metric {spec.metric!r} is not a dev metric of these runs; choose from "
+                        f"{', '.join(k for k, _ in labels)}")
+    return ordered
+
+
+def build_report(out: Path, spec: SweepSpec, replicates: int = 1000) -> dict:
+    """The report of the sweep in `out` (written there); returns it."""
+    from ..fsutil import write_bytes, write_json
+    from ..pictures import intervals_svg
+    from ..rundir import RunState, read_dev_outputs
+    from ..stats import mean_ci, paired_bootstrap
+    from .study import last_metric
+
+    out = Path(out)
+    configs = collect(out, spec)
+    if not configs:
+        raise UserError(f"{out / RUNS}: no finished run of this sweep yet")
+    first_run = next(iter(next(iter(configs.values()))["runs"].values()))
+    specs = RunState.of(first_run).specs
+    spec_by_task = {s.name: s for s in specs}
+    metrics = metrics_of(spec, specs)
+    baseline_key = None
+    if spec.baseline:
+        baseline_key = next((k for k, c in configs.items()
+                             if all(c["params"].get(n) == v for n, v in spec.baseline.items())), None)
+    rows = []
+    outputs = {k: [read_dev_outputs(r) for _, r in sorted(c["runs"].items())] for k, c in configs.items()}
+    for key, c in configs.items():
+        seeds = sorted(c["runs"])
+        per_seed = {m: [last_metric(c["runs"][s], m) for s in seeds] for m, _ in metrics}
+        row = {"config": key, "params": c["params"], "seeds": seeds, "runs": [str(c["runs"][s]) for s in seeds],
+               "values": per_seed, "summary": {m: mean_ci(v) for m, v in per_seed.items()},
+               "baseline": key == baseline_key, "vs_baseline": None}
+        if baseline_key and key != baseline_key and all(outputs[key]) and all(outputs[baseline_key]):
+            row["vs_baseline"] = {m: paired_bootstrap(outputs[baseline_key], outputs[key], spec_by_task, m,
+                                                      n=replicates, seed=0) for m, _ in metrics}
+        rows.append(row)
+    lead = metrics[0][0]
+    rows.sort(key=lambda r: (not r["baseline"], -(r["summary"][lead]["mean"] or -math.inf)))
+    report = {"sweep": spec.name, "spec": spec.to_dict(), "metric": spec.metric, "metrics": metrics,
+              "baseline": baseline_key, "configurations": rows, "replicates": replicates,
+              "expected_seeds": spec.seed_list(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    write_json(out / "report.json", report)
+    write_bytes(out / "report.md", markdown(report).encode())
+    write_bytes(out / "report.svg", intervals_svg(
+        [(r["config"], {m: r["summary"][m] for m, _ in metrics}) for r in rows], metrics,
+        title=f"sweep {spec.name}: mean over seeds, 95% interval").encode())
+    return report
+
+
+def _num(v, digits: int = 3) -> str:
+    return "—" if v is None else f"{v:.{digits}f}"
+
+
+def _ci(s: dict) -> str:
+    if s["mean"] is None:
+        return "—"
+    if s["lo"] is None:
+        return f"{s['mean']:.3f}"
+    return f"{s['mean']:.3f} [{s['lo']:.3f}, {s['hi']:.3f}]"
+
+
+def _vs(c: dict | None) -> str:
+    if not c or c.get("diff") is None:
+        return "—"
+    verdict = "within noise" if c["within_noise"] else ("better" if c["diff"] > 0 else "worse")
+    return f"{c['diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}], p {c['p']:.3f}, {verdict}"
+
+
+def markdown(report: dict) -> str:
+    metrics = report["metrics"]
+    lines = [f"# Sweep {report['sweep']}", "",
+             f"Mean over seeds with its 95% t interval [low, high]; seeds {report['expected_seeds']}.", "",
+             "| Configuration | Seeds | " + " | ".join(label for _, label in metrics) + " |",
+             "|---" * (len(metrics) + 2) + "|"]
+    for r in report["configurations"]:
+        name = ", ".join(f"{k}={v}" for k, v in r["params"].items()) + (" (baseline)" if r["baseline"] else "")
+        lines.append(f"| {name} | {len(r['seeds'])} | " + " | ".join(_ci(r["summary"][m]) for m, _ in metrics) + " |")
+    if report["baseline"]:
+        lines += ["", "## Against the baseline", "",
+                  f"Paired bootstrap over the dev examples both scored, pooled over seeds ({report['replicates']} "
+                  "replicates): the difference (configuration minus baseline), its 95% interval, a two-sided "
+                  "p-value, and \"within noise\" where the interval covers zero.", "",
+                  "| Configuration | " + " | ".join(label for _, label in metrics) + " |",
+                  "|---" * (len(metrics) + 1) + "|"]
+        for r in report["configurations"]:
+            if r["baseline"]:
+                continue
+            name = ", ".join(f"{k}={v}" for k, v in r["params"].items())
+            lines.append(f"| {name} | " + " | ".join(_vs((r["vs_baseline"] or {}).get(m)) for m, _ in metrics) + " |")
+    lines += ["", "![metrics per configuration with their intervals](report.svg)", ""]
+    return "\n".join(lines)

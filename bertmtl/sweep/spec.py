@@ -1,0 +1,215 @@
+"""A sweep's spec file (YAML or JSON), read and checked before anything trains. No torch.
+
+    name: lr-and-combiner          # the study's name [default: the file's stem]
+    base: {max_steps: 300, batch_size: 16}   # train options every trial shares (train's names)
+    grid: {combine: [sum, pcgrad], lr: [5e-5, 1e-4]}      # every combination, or
+    search: {lr: {log_uniform: [1e-5, 1e-3]}, dropout: {uniform: [0, 0.3]},
+             batch_size: {int: [8, 32]}, combine: {choice: [sum, pcgrad]}}
+    trials: 20                     # configurations a search tries
+    sampler: tpe                   # tpe (default) or random, for a search
+    seeds: 3                       # every configuration trains with seeds seed, seed + 1, ...
+    baseline: {combine: sum}       # the configuration the others are compared with
+    metric: overall                # what the search maximises and the report leads with
+
+A configuration is the values of the swept options; every one of them, merged over `base`, is
+a TrainConfig checked like a command line (options.py), so a typo fails here, not an hour in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import UserError
+from ..options import coerce
+from ..train_config import TrainConfig
+
+DISTRIBUTIONS = ("log_uniform", "uniform", "int", "choice")
+SAMPLERS = ("tpe", "random")
+KEYS = ("name", "base", "grid", "search", "trials", "sampler", "seeds", "baseline", "metric")
+# Options a sweep decides itself: where each run goes, and its seed (base's seed is the first).
+OWN = ("out", "seed", "resume", "runs_dir")
+
+
+@dataclass
+class SweepSpec:
+    name: str
+    base: dict = field(default_factory=dict)
+    grid: dict | None = None
+    search: dict | None = None
+    trials: int | None = None
+    sampler: str = "tpe"
+    seeds: int = 1
+    baseline: dict | None = None
+    metric: str = "overall"
+    first_seed: int = 42
+
+    @property
+    def swept(self) -> list[str]:
+        return list(self.grid or self.search or {})
+
+    def seed_list(self) -> list[int]:
+        return [self.first_seed + i for i in range(self.seeds)]
+
+    def grid_points(self) -> list[dict]:
+        """Every combination of the grid's values, in the spec's order."""
+        names = list(self.grid)
+        return [dict(zip(names, values)) for values in itertools.product(*(self.grid[n] for n in names))]
+
+    def config(self, params: dict, seed: int, out: Path | str) -> TrainConfig:
+        """The TrainConfig of one configuration and seed (checked)."""
+        cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **self.base, **params, "seed": seed, "out": str(out)})
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SweepSpec":
+        return cls(**d)
+
+
+def config_key(params: dict) -> str:
+    """A configuration's name: its values, readable and safe as a directory name, and a short hash
+    of them (two configurations whose readable parts coincide still differ)."""
+    canon = json.dumps(params, sort_keys=True, default=str)
+    text = "_".join(f"{k}={v}" for k, v in params.items())
+    text = re.sub(r"[^A-Za-z0-9=._+-]+", "-", text)[:60].strip("-") or "base"
+    return f"{text}-{hashlib.sha1(canon.encode()).hexdigest()[:8]}"
+
+
+def _field(name: str, where: str):
+    fields = TrainConfig.fields()
+    key = str(name).replace("-", "_")
+    if key not in fields:
+        raise UserError(f"{where}: {name} is not an option of bertmtl train (`bertmtl train --print-config` lists them)")
+    if key in OWN:
+        raise UserError(f"{where}: {name} is set by the sweep itself (each trial's run directory and seeds)")
+    return key, fields[key]
+
+
+def _coerce(name: str, value, where: str):
+    key, f = _field(name, where)
+    try:
+        return key, coerce(f, value)
+    except ValueError as e:
+        raise UserError(f"{where}: {name}: {e}") from None
+
+
+def _distribution(name: str, d, where: str) -> dict:
+    if not isinstance(d, dict) or len(d) != 1 or next(iter(d)) not in DISTRIBUTIONS:
+        raise UserError(f"{where}: {name} needs one of {', '.join(DISTRIBUTIONS)}, e.g. {{log_uniform: [1e-5, 1e-3]}}")
+    kind, args = next(iter(d.items()))
+    if not isinstance(args, list) or not args:
+        raise UserError(f"{where}: {name}: {kind} takes a list ({'[low, high]' if kind != 'choice' else 'of values'})")
+    if kind == "choice":
+        return {"choice": [_coerce(name, v, where)[1] for v in args]}
+    if len(args) != 2:
+        raise UserError(f"{where}: {name}: {kind} takes [low, high]")
+    try:
+        lo, hi = (int(a) if kind == "int" else float(a) for a in args)
+    except (TypeError, ValueError):
+        raise UserError(f"{where}: {name}: {kind} bounds must be numbers, not {args!r}") from None
+    if not lo < hi or (kind == "log_uniform" and lo <= 0):
+        raise UserError(f"{where}: {name}: {kind} needs low < high" + (" and low > 0" if kind == "log_uniform" else ""))
+    return {kind: [lo, hi]}
+
+
+def read_spec(path: str | Path) -> SweepSpec:
+    """The spec in `path`, every configuration it can produce checked; UserError naming what is wrong."""
+    path = Path(path)
+    where = f"sweep spec {path}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"{where}: cannot read it ({e.strerror or e})") from None
+    import yaml
+
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as e:
+        raise UserError(f"{where}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'} ({e})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: expected a mapping with base and grid or search")
+    if unknown := [str(k) for k in data if k not in KEYS]:
+        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; a spec has {', '.join(KEYS)}")
+    if ("grid" in data) == ("search" in data):
+        raise UserError(f"{where}: give either grid (every combination) or search (distributions), not "
+                        f"{'both' if 'grid' in data else 'neither'}")
+    base = data.get("base") or {}
+    if not isinstance(base, dict):
+        raise UserError(f"{where}: base must be a mapping of train options")
+    first_seed = base.pop("seed", TrainConfig().seed)
+    if isinstance(first_seed, bool) or not isinstance(first_seed, int) or first_seed < 0:
+        raise UserError(f"{where}: base: seed must be a whole number >= 0 (the first seed)")
+    base = dict(_coerce(k, v, f"{where}: base") for k, v in base.items())
+    spec = SweepSpec(name=str(data.get("name") or path.stem), base=base, first_seed=first_seed)
+    if "grid" in data:
+        grid = data["grid"]
+        if not isinstance(grid, dict) or not grid:
+            raise UserError(f"{where}: grid must map options to lists of values")
+        spec.grid = {}
+        for name, values in grid.items():
+            if not isinstance(values, list) or not values:
+                raise UserError(f"{where}: grid: {name} needs a list of values")
+            key = _field(name, f"{where}: grid")[0]
+            spec.grid[key] = [_coerce(name, v, f"{where}: grid")[1] for v in values]
+        if "trials" in data:
+            raise UserError(f"{where}: trials is for a search; a grid runs every combination")
+    else:
+        search = data["search"]
+        if not isinstance(search, dict) or not search:
+            raise UserError(f"{where}: search must map options to distributions")
+        spec.search = {_field(n, f"{where}: search")[0]: _distribution(n, d, f"{where}: search")
+                       for n, d in search.items()}
+        trials = data.get("trials")
+        if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+            raise UserError(f"{where}: a search needs trials: N (N >= 1)")
+        spec.trials = trials
+        spec.sampler = str(data.get("sampler", "tpe"))
+        if spec.sampler not in SAMPLERS:
+            raise UserError(f"{where}: sampler must be one of {', '.join(SAMPLERS)}")
+    seeds = data.get("seeds", 1)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise UserError(f"{where}: seeds must be a whole number >= 1")
+    spec.seeds = seeds
+    spec.metric = str(data.get("metric", "overall"))
+    if data.get("baseline") is not None:
+        b = data["baseline"]
+        if not isinstance(b, dict):
+            raise UserError(f"{where}: baseline must map swept options to values")
+        spec.baseline = dict(_coerce(k, v, f"{where}: baseline") for k, v in b.items())
+        if stray := [k for k in spec.baseline if k not in spec.swept]:
+            raise UserError(f"{where}: baseline: {', '.join(stray)} not swept (the swept options: "
+                            f"{', '.join(spec.swept)})")
+        if spec.grid and not any(all(p[k] == v for k, v in spec.baseline.items()) for p in spec.grid_points()):
+            raise UserError(f"{where}: baseline {spec.baseline} is not a point of the grid")
+        if spec.search and set(spec.baseline) != set(spec.search):
+            raise UserError(f"{where}: a search's baseline gives every searched option a value "
+                            f"({', '.join(spec.search)})")
+    # Every configuration the grid can make (a search: its bounds and choices) must be a valid run.
+    for params in spec.grid_points() if spec.grid else [_extremes(spec.search, i) for i in (0, 1)]:
+        try:
+            spec.config(params, spec.first_seed, "sweep")
+        except UserError as e:
+            raise UserError(f"{where}: the configuration {params}: {e.message}") from None
+    if spec.baseline and spec.search:
+        spec.config(spec.baseline, spec.first_seed, "sweep")
+    return spec
+
+
+def _extremes(search: dict, end: int) -> dict:
+    """A search's lowest (end 0) or highest (1) values of every option, to check them as runs."""
+    out = {}
+    for name, d in search.items():
+        kind, args = next(iter(d.items()))
+        out[name] = args[end if kind != "choice" else -end]
+    return out
+
+
+__all__ = ["SweepSpec", "config_key", "read_spec"]

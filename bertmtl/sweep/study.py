@@ -1,0 +1,212 @@
+"""A sweep's Optuna study: one trial per configuration, its seeds trained one after another as
+ordinary runs, any number of workers on one storage.
+
+The study lives in an Optuna storage (SQLite in the sweep directory by default; any SQLAlchemy
+URL, so that workers on several machines share it). Each worker runs the same loop: fail the
+trials whose worker stopped beating (Optuna's heartbeat; RetryHeartbeatStaleTrialCallback puts
+a copy back in the queue with the same configuration), take a waiting trial or, in a search,
+ask the sampler for a new configuration, and train it. A grid's points are queued once, when
+the study is made (enqueue_trial skips a point already there), so a worker never samples one.
+
+A trial's runs are named by its configuration, not by its trial number: a retried trial finds
+the runs of the trial it retries, skips the seeds that finished and resumes the one that was
+killed from its last/. Running the command again continues the study; finished configurations
+are never trained again.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+from ..errors import UserError, extra_hint
+from .spec import SweepSpec, config_key
+
+RUNS = "runs"  # DIR/runs: the sweep's runs root (`bertmtl runs --runs-dir DIR/runs`)
+GRID_ATTR = "grid_point"  # user attribute of a queued grid point
+
+
+def require_optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise UserError(f"bertmtl sweep needs Optuna: {extra_hint('sweep', 'optuna')}") from None
+    import warnings
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # The heartbeat and its retry callback are marked experimental; they are what a killed worker needs.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return optuna
+
+
+def default_storage(out: Path) -> str:
+    return f"sqlite:///{(Path(out) / 'study.db').resolve()}"
+
+
+def open_study(spec: SweepSpec, storage_url: str, heartbeat: int):
+    """The spec's study in `storage_url` (made on first use, its grid queued)."""
+    optuna = require_optuna()
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    try:
+        storage = RDBStorage(storage_url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
+                             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                             engine_kwargs={"connect_args": {"timeout": 60}} if storage_url.startswith("sqlite")
+                             else None)
+    except Exception as e:  # a bad URL, a missing driver, a server that does not answer
+        raise UserError(f"--storage {storage_url}: cannot open it ({type(e).__name__}: {e})") from None
+    sampler = (optuna.samplers.RandomSampler(seed=spec.first_seed) if spec.sampler == "random"
+               else optuna.samplers.TPESampler(seed=spec.first_seed))
+    study = optuna.create_study(study_name=spec.name, storage=storage, direction="maximize", sampler=sampler,
+                                load_if_exists=True)
+    if spec.grid:
+        for params in spec.grid_points():
+            study.enqueue_trial(params, user_attrs={GRID_ATTR: True}, skip_if_exists=True)
+    elif spec.baseline:
+        study.enqueue_trial(spec.baseline, skip_if_exists=True)
+    return study
+
+
+def suggest(trial, spec: SweepSpec) -> dict:
+    """The trial's configuration: its queued values, or the sampler's draw from the distributions."""
+    if spec.grid:
+        return {name: trial.suggest_categorical(name, values) for name, values in spec.grid.items()}
+    params = {}
+    for name, d in spec.search.items():
+        kind, args = next(iter(d.items()))
+        if kind == "log_uniform":
+            params[name] = trial.suggest_float(name, args[0], args[1], log=True)
+        elif kind == "uniform":
+            params[name] = trial.suggest_float(name, args[0], args[1])
+        elif kind == "int":
+            params[name] = trial.suggest_int(name, args[0], args[1])
+        else:
+            params[name] = trial.suggest_categorical(name, args)
+    return params
+
+
+def run_dir_of(out: Path, params: dict, seed: int) -> Path:
+    return Path(out) / RUNS / f"{config_key(params)}-s{seed}"
+
+
+def train_seed(spec: SweepSpec, out: Path, params: dict, seed: int, label: str) -> float | None:
+    """One seed of a configuration, trained to its end (resumed where an earlier worker left it);
+    its last evaluation's `metric`."""
+    from ..engine import train
+    from ..rundir import LAST, SUMMARY, holds_run
+    from ..runs import run_info
+
+    run = run_dir_of(out, params, seed)
+    resume = None
+    if holds_run(run):
+        info = run_info(run)
+        if info["status"] == "finished" and (run / SUMMARY).is_file():
+            return last_metric(run, spec.metric)
+        if info["status"] == "running":  # a live writer: another worker holds this configuration
+            raise UserError(f"{run} is being trained by another process; its trial is not this worker's")
+        if (run / LAST).exists():
+            resume = run
+    if resume is None and run.exists():  # killed before its first checkpoint: nothing to keep
+        shutil.rmtree(run)
+    cfg = spec.config(params, seed, run)
+    cfg.sweep = label
+    if resume is not None:
+        train(cfg, resume=resume)
+    else:
+        train(cfg)
+    return last_metric(run, spec.metric)
+
+
+def last_metric(run: Path, metric: str) -> float | None:
+    """`metric` of a run's last dev evaluation (metrics.jsonl)."""
+    from ..rundir import METRICS_LOG
+    from ..sinks.metrics_log import read_records
+
+    evals = [r for r in read_records(Path(run) / METRICS_LOG)[0] if r.get("type") == "eval"]
+    v = evals[-1].get(metric) if evals else None
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def objective(spec: SweepSpec, out: Path):
+    optuna = require_optuna()
+
+    def run_trial(trial) -> float:
+        if spec.grid and not trial.user_attrs.get(GRID_ATTR):
+            # A worker that found the queue empty a moment after another took its last point: the
+            # grid is done, and a sampled point would repeat one of it.
+            raise optuna.TrialPruned("the grid has no point left")
+        params = suggest(trial, spec)
+        trial.set_user_attr("config", config_key(params))
+        values = []
+        for seed in spec.seed_list():
+            v = train_seed(spec, out, params, seed, f"{spec.name}/{config_key(params)}")
+            values.append(v)
+            trial.set_user_attr(f"seed_{seed}", v)
+        finite = [v for v in values if v is not None]
+        if not finite:
+            raise UserError(f"the configuration {params} has no {spec.metric} on dev (see its runs in {out / RUNS})")
+        return sum(finite) / len(finite)
+
+    return run_trial
+
+
+def work(spec: SweepSpec, out: Path, storage_url: str, heartbeat: int, poll: float = 1.0, say=print) -> None:
+    """One worker's loop, until the study has nothing left to train."""
+    require_optuna()
+    from optuna.storages import fail_stale_trials
+    from optuna.trial import TrialState
+
+    study = open_study(spec, storage_url, heartbeat)
+    run_trial = objective(spec, out)
+    while True:
+        fail_stale_trials(study)  # a killed worker's trial goes back in the queue
+        trials = study.get_trials(deepcopy=False)
+        states = [t.state for t in trials]
+        waiting, running = states.count(TrialState.WAITING), states.count(TrialState.RUNNING)
+        started = sum(s in (TrialState.COMPLETE, TrialState.RUNNING) for s in states)
+        if waiting or (spec.search and started < spec.trials):
+            study.optimize(run_trial, n_trials=1, catch=())
+            continue
+        if running:  # another worker's trial: it may finish, or die and come back to the queue
+            time.sleep(poll)
+            continue
+        break
+    failed = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.FAIL
+              and not _retried(study, t)]
+    if failed:
+        say(f"{len(failed)} trial(s) failed and were not retried: {[t.params for t in failed]}")
+
+
+def _retried(study, trial) -> bool:
+    """Whether a failed trial was put back in the queue (a stale heartbeat) as a later trial."""
+    return any(t.system_attrs.get("failed_trial") == trial.number for t in study.get_trials(deepcopy=False))
+
+
+def spawn_workers(spec_path: Path, out: Path, storage_url: str, workers: int, heartbeat: int) -> list:
+    """`workers` processes of `bertmtl sweep --worker`, the CPU threads divided between them and,
+    where there are several GPUs, one each."""
+    import subprocess
+    import sys
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    gpus = _gpu_count()
+    procs = []
+    for i in range(workers):
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        if gpus > 1:
+            env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
+        procs.append(subprocess.Popen([sys.executable, "-m", "bertmtl", "sweep", str(spec_path), "--out", str(out),
+                                       "--storage", storage_url, "--heartbeat", str(heartbeat), "--worker"], env=env))
+    return procs
+
+
+def _gpu_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # noqa: BLE001 - no usable CUDA: CPU workers
+        return 0

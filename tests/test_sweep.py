@@ -1,0 +1,238 @@
+"""`bertmtl sweep`: the spec's checks, the statistics against known answers, and real sweeps on an
+Optuna SQLite study with a tiny model: two worker processes, a worker killed with kill -9, a
+search, and the report rebuilt from the runs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from bertmtl.stats import mean_ci, paired_bootstrap, score
+from bertmtl.sweep.spec import config_key, read_spec
+from bertmtl.tasks import BUILTIN
+
+from .conftest import cli
+
+optuna = pytest.importorskip("optuna")
+SPECS = {s.name: s for s in BUILTIN}
+
+
+def _write(tmp_path: Path, spec: dict, name: str = "spec.json") -> Path:
+    p = tmp_path / name
+    p.write_text(json.dumps(spec))
+    return p
+
+
+# -- the spec --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("spec,message", [
+    ({"base": {}, "grid": {"lrr": [1e-4]}}, "lrr is not an option of bertmtl train"),
+    ({"base": {}, "grid": {"lr": [1e-4]}, "search": {"lr": {"uniform": [0, 1]}}}, "not both"),
+    ({"base": {}}, "not neither"),
+    ({"base": {}, "grid": {"lr": [1e-4, -1.0]}}, "lr must be > 0"),
+    ({"base": {}, "grid": {"combine": ["sum", "pcgrad"]}, "baseline": {"combine": "mgda"}}, "not a point of the grid"),
+    ({"base": {}, "grid": {"combine": ["sum"]}, "baseline": {"lr": 1e-4}}, "lr not swept"),
+    ({"base": {"out": "x"}, "grid": {"combine": ["sum"]}}, "set by the sweep itself"),
+    ({"base": {}, "search": {"lr": {"log_uniform": [0, 1e-3]}}, "trials": 2}, "low > 0"),
+    ({"base": {}, "search": {"lr": {"normal": [0, 1]}}, "trials": 2}, "needs one of log_uniform"),
+    ({"base": {}, "search": {"lr": {"uniform": [1e-5, 1e-3]}}}, "a search needs trials"),
+    ({"base": {}, "grid": {"combine": ["sum"]}, "prune": True}, "unknown key(s) prune"),
+])
+def test_spec_errors_name_the_problem(tmp_path, spec, message):
+    from bertmtl.errors import UserError
+
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        read_spec(_write(tmp_path, spec))
+
+
+def test_spec_reads_yaml_and_enumerates_the_grid(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text("base: {max-steps: 3, seed: 7}\ngrid: {combine: [sum, pcgrad], lr: ['1e-4', 2e-4]}\nseeds: 2\n"
+                 "baseline: {combine: sum, lr: 1e-4}\n")
+    spec = read_spec(p)
+    assert spec.name == "s" and spec.base == {"max_steps": 3} and spec.seed_list() == [7, 8]
+    assert spec.grid_points() == [{"combine": "sum", "lr": 1e-4}, {"combine": "sum", "lr": 2e-4},
+                                  {"combine": "pcgrad", "lr": 1e-4}, {"combine": "pcgrad", "lr": 2e-4}]
+    assert config_key({"combine": "sum", "lr": 1e-4}) != config_key({"combine": "sum", "lr": 2e-4})
+    assert config_key({"combine": "sum", "lr": 1e-4}).startswith("combine=sum_lr=0.0001-")
+
+
+# -- the statistics ----------------------------------------------------------------------------
+
+def test_mean_ci_known_answer():
+    s = mean_ci([1.0, 2.0, 3.0])
+    assert s["mean"] == 2.0 and s["sd"] == 1.0
+    assert s["lo"] == pytest.approx(2 - 4.303 / math.sqrt(3)) and s["hi"] == pytest.approx(2 + 4.303 / math.sqrt(3))
+    assert mean_ci([0.5]) == {"n": 1, "mean": 0.5, "sd": None, "lo": None, "hi": None}
+
+
+def _outputs(seed: int, n: int = 200, flip: float = 0.0):
+    """Kept dev outputs of SST (5 classes) and STS, with a share `flip` of SST answers made right."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 5, (n,), generator=g)
+    logits = torch.randn(n, 5, generator=g)
+    right = torch.rand(n, generator=g) < flip
+    logits[right, labels[right]] += 10.0
+    sts_labels = torch.rand(n, generator=g) * 5
+    sts = sts_labels + torch.randn(n, generator=g) * 2
+    ids = [f"e{i}" for i in range(n)]
+    return {"sst": (ids, logits, labels), "sts": (ids, sts, sts_labels)}
+
+
+def test_identical_predictions_give_p_one_and_a_zero_interval():
+    a = [_outputs(0), _outputs(1)]
+    r = paired_bootstrap(a, [dict(x) for x in a], SPECS, "overall", n=200)
+    assert r["diff"] == 0 and r["lo"] == 0 and r["hi"] == 0 and r["p"] == 1.0 and r["within_noise"]
+
+
+def test_a_constructed_difference_is_detected_and_the_bootstrap_repeats():
+    a = [_outputs(0)]
+    b = [_outputs(0, flip=0.3)]  # the same examples, 30% of SST made right
+    r = paired_bootstrap(a, b, SPECS, "sst_acc", n=300, seed=3)
+    assert r["diff"] == pytest.approx(score(b[0], SPECS, "sst_acc") - score(a[0], SPECS, "sst_acc"))
+    assert r["diff"] > 0.15 and r["lo"] > 0 and r["p"] < 0.01 and not r["within_noise"]
+    assert paired_bootstrap(a, b, SPECS, "sst_acc", n=300, seed=3) == r  # seeded: the same numbers
+    # A small difference on few examples is within the noise.
+    small = paired_bootstrap([_outputs(0, n=30)], [_outputs(0, n=30, flip=0.05)], SPECS, "sst_acc", n=300)
+    assert small["within_noise"] and small["p"] > 0.05
+
+
+def test_only_the_examples_both_scored_are_compared():
+    a = _outputs(0)
+    ids, logits, labels = a["sst"]
+    b = {"sst": (ids[:100], logits[:100], labels[:100]), "sts": a["sts"]}
+    r = paired_bootstrap([a], [b], SPECS, "sst_acc", n=100)
+    assert r["n_examples"] == {"sst": 100, "sts": 200} and r["diff"] == 0
+
+
+# -- real sweeps -------------------------------------------------------------------------------
+
+def _base(tiny_bert_dir, data_dir, **extra):
+    return {"encoder": str(tiny_bert_dir), "data_dir": str(data_dir), "max_steps": 3, "eval_every": 3,
+            "dev_limit": 16, "batch_size": 8, "precision": "fp32", "smart": False, "device": "cpu",
+            "log_every": 1, **extra}
+
+
+def _records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _spawn_sweep(*args, **env):
+    e = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1", **env}
+    return subprocess.Popen([sys.executable, "-m", "bertmtl", "sweep", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=e)
+
+
+def _study(out: Path, name: str):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{(out / 'study.db').resolve()}")
+
+
+def test_grid_with_two_workers_trains_each_configuration_and_seed_once(tiny_bert_dir, small_data_dir, tmp_path):
+    spec = _write(tmp_path, {"name": "g", "base": _base(tiny_bert_dir, small_data_dir), "seeds": 2,
+                             "grid": {"combine": ["sum", "pcgrad"]}, "baseline": {"combine": "sum"}})
+    out = tmp_path / "out"
+    r = cli("sweep", spec, "--out", out, "--workers", 2, "--bootstrap", 200)
+    assert "wrote" in r.output and "2 configurations" in r.output
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert len(runs) == 4  # two configurations x two seeds, each its own run
+    for run in (out / "runs").iterdir():
+        types = [x["type"] for x in _records(run)]
+        assert types.count("start") == 1 and "resume" not in types and types[-1] == "end", run
+    study = _study(out, "g")
+    assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "COMPLETE"]
+    report = json.loads((out / "report.json").read_text())
+    rows = {r["params"]["combine"]: r for r in report["configurations"]}
+    assert rows["sum"]["baseline"] and rows["sum"]["seeds"] == [42, 43]
+    for row in rows.values():  # the report's numbers are the runs' own
+        for seed, run in zip(row["seeds"], row["runs"]):
+            last_eval = [x for x in _records(Path(run)) if x["type"] == "eval"][-1]
+            assert row["values"]["overall"][row["seeds"].index(seed)] == pytest.approx(last_eval["overall"])
+        vals = row["values"]["overall"]
+        assert row["summary"]["overall"]["mean"] == pytest.approx(sum(vals) / 2)
+    trial = {t.params["combine"]: t for t in study.trials}
+    assert trial["pcgrad"].value == pytest.approx(rows["pcgrad"]["summary"]["overall"]["mean"])
+    vs = rows["pcgrad"]["vs_baseline"]["overall"]
+    assert vs["replicates"] == 200 and vs["lo"] <= vs["diff"] <= vs["hi"] and 0 <= vs["p"] <= 1
+    md = (out / "report.md").read_text()
+    assert "combine=pcgrad" in md and "(baseline)" in md and "p " in md
+    assert (out / "report.svg").read_text().startswith("<svg")
+    # The runs are ordinary runs: listed with their sweep, and the same command again trains nothing.
+    listed = json.loads(cli("runs", "--runs-dir", out / "runs", "--json").stdout)
+    assert {x["config"]["sweep"].split("/")[0] for x in listed} == {"g"}
+    before = {p.name: (p / "metrics.jsonl").stat().st_mtime_ns for p in (out / "runs").iterdir()}
+    cli("sweep", spec, "--out", out)
+    assert {p.name: (p / "metrics.jsonl").stat().st_mtime_ns for p in (out / "runs").iterdir()} == before
+    assert len(_study(out, "g").trials) == 2
+    # The report rebuilt from the runs alone is the same report.
+    (out / "report.json").unlink()
+    cli("sweep", "--report", out, "--bootstrap", 200)
+    again = json.loads((out / "report.json").read_text())
+    assert again["configurations"] == report["configurations"]
+
+
+def test_a_worker_killed_mid_trial_loses_and_duplicates_nothing(tiny_bert_dir, small_data_dir, tmp_path):
+    base = _base(tiny_bert_dir, small_data_dir, max_steps=4, eval_every=4, save_every=1)
+    spec = _write(tmp_path, {"name": "k", "base": base, "seeds": 2, "grid": {"combine": ["sum", "mean"]}})
+    out = tmp_path / "out"
+    # The worker kills itself (SIGKILL) inside the third step of its second run: its trial is RUNNING
+    # with a stale heartbeat, its run has a last/ at step 2.
+    proc = _spawn_sweep(spec, "--out", out, "--heartbeat", 1, BERTMTL_CRASH_AT="step:7")
+    proc.wait(300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    states = [t.state.name for t in _study(out, "k").trials]
+    assert "RUNNING" in states
+    t0 = time.monotonic()
+    cli("sweep", spec, "--out", out, "--heartbeat", 1, "--bootstrap", 100)  # the next worker
+    assert time.monotonic() - t0 < 120
+    study = _study(out, "k")
+    by_state = sorted(t.state.name for t in study.trials)
+    assert by_state == ["COMPLETE", "COMPLETE", "FAIL"]  # the killed trial, retried once
+    failed = next(t for t in study.trials if t.state.name == "FAIL")
+    retry = next(t for t in study.trials if t.system_attrs.get("failed_trial") == failed.number)
+    assert retry.state.name == "COMPLETE" and retry.params == failed.params
+    runs = list((out / "runs").iterdir())
+    assert len(runs) == 4
+    resumed = 0
+    for run in runs:
+        types = [x["type"] for x in _records(run)]
+        assert types.count("start") == 1 and types[-1] == "end", run
+        assert json.loads((run / "summary.json").read_text())["step"] == 4
+        resumed += types.count("resume")
+    assert resumed == 1  # only the killed run was resumed, from its last/; nothing trained twice
+    report = json.loads((out / "report.json").read_text())
+    assert sorted(len(r["seeds"]) for r in report["configurations"]) == [2, 2]
+
+
+def test_a_search_runs_its_trials(tiny_bert_dir, small_data_dir, tmp_path):
+    spec = _write(tmp_path, {"name": "s", "base": _base(tiny_bert_dir, small_data_dir), "trials": 3,
+                             "sampler": "random", "search": {"lr": {"log_uniform": [1e-4, 1e-2]},
+                                                             "combine": {"choice": ["sum", "upgrad"]}},
+                             "baseline": {"lr": 1e-3, "combine": "sum"}})
+    out = tmp_path / "out"
+    cli("sweep", spec, "--out", out, "--bootstrap", 100)
+    study = _study(out, "s")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    assert study.trials[0].params == {"lr": 1e-3, "combine": "sum"}  # the baseline first
+    assert all(1e-4 <= t.params["lr"] <= 1e-2 for t in study.trials)
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["configurations"]) == 3 and report["configurations"][0]["baseline"]
+    assert all(r["vs_baseline"] for r in report["configurations"][1:])
+
+
+def test_another_sweeps_directory_is_refused(tiny_bert_dir, small_data_dir, tmp_path):
+    a = _write(tmp_path, {"base": _base(tiny_bert_dir, small_data_dir), "grid": {"combine": ["sum"]}}, "a.json")
+    b = _write(tmp_path, {"base": _base(tiny_bert_dir, small_data_dir), "grid": {"combine": ["mean"]}}, "b.json")
+    cli("sweep", a, "--out", tmp_path / "out")
+    r = cli("sweep", b, "--out", tmp_path / "out", code=2)
+    assert "holds another sweep" in r.output
+    r = cli("sweep", "--report", tmp_path, code=2)
+    assert "not a sweep directory" in r.output
