@@ -168,6 +168,8 @@ def test_grid_with_two_workers_trains_each_configuration_and_seed_once(tiny_bert
     # The runs are ordinary runs: listed with their sweep, and the same command again trains nothing.
     listed = json.loads(cli("runs", "--runs-dir", out / "runs", "--json").stdout)
     assert {x["config"]["sweep"].split("/")[0] for x in listed} == {"g"}
+    table = cli("runs", "--runs-dir", out / "runs", env={"COLUMNS": "200"}).stdout
+    assert "sweep" in table and "g/combine=pcgrad" in table
     before = {p.name: (p / "metrics.jsonl").stat().st_mtime_ns for p in (out / "runs").iterdir()}
     cli("sweep", spec, "--out", out)
     assert {p.name: (p / "metrics.jsonl").stat().st_mtime_ns for p in (out / "runs").iterdir()} == before
@@ -236,3 +238,79 @@ def test_another_sweeps_directory_is_refused(tiny_bert_dir, small_data_dir, tmp_
     assert "holds another sweep" in r.output
     r = cli("sweep", "--report", tmp_path, code=2)
     assert "not a sweep directory" in r.output
+
+
+# -- two "machines" on one PostgreSQL study ------------------------------------------------------
+
+@pytest.fixture
+def postgres_url(tmp_path_factory):
+    """A PostgreSQL server of its own (initdb in a temporary directory, a free port on loopback),
+    stopped after the test; skipped with the reason where one cannot be started (.ci/run installs
+    Debian's postgresql package)."""
+    import shutil
+    import socket
+    import tempfile
+
+    pytest.importorskip("psycopg", reason="the PostgreSQL driver (psycopg[binary], in the test extra) is missing")
+    bindir = next((Path(p) for p in [*sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)]
+                   if (p / "initdb").exists()), None)
+    if bindir is None and shutil.which("initdb"):
+        bindir = Path(shutil.which("initdb")).parent
+    if bindir is None:
+        pytest.skip("no PostgreSQL server here (initdb not found; Debian: apt-get install postgresql)")
+    prefix = []
+    if os.geteuid() == 0:  # the server refuses to run as root: as the postgres user, in a directory it owns
+        import pwd
+
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no postgres user to run the server as")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    root = Path(tempfile.mkdtemp(prefix="bertmtl-pg-"))
+    os.chmod(root, 0o755)
+    if prefix:
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+    data = root / "data"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = lambda *a: subprocess.run([*prefix, *map(str, a)], capture_output=True, text=True, timeout=120)  # noqa: E731
+    r = run(bindir / "initdb", "-D", data, "-U", "bertmtl", "--auth", "trust")
+    if r.returncode:
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.skip(f"initdb failed: {r.stderr.strip()[-300:]}")
+    r = run(bindir / "pg_ctl", "-D", data, "-l", root / "log", "-w", "-o",
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start")
+    if r.returncode:
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.skip(f"the PostgreSQL server did not start: {r.stderr.strip()[-300:]}")
+    try:
+        r = run(bindir / "createdb", "-h", "127.0.0.1", "-p", port, "-U", "bertmtl", "study")
+        assert r.returncode == 0, r.stderr
+        yield f"postgresql://bertmtl@127.0.0.1:{port}/study"
+    finally:
+        run(bindir / "pg_ctl", "-D", data, "-m", "immediate", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_workers_share_a_postgresql_study(tiny_bert_dir, small_data_dir, tmp_path, postgres_url):
+    """Two workers as two machines would run them: the same command, one PostgreSQL study, each
+    with its own sweep directory (runs) on a shared disk here."""
+    spec = _write(tmp_path, {"name": "pg", "base": _base(tiny_bert_dir, small_data_dir), "seeds": 1,
+                             "grid": {"combine": ["sum", "mean", "pcgrad", "upgrad"]}, "baseline": {"combine": "sum"}})
+    out = tmp_path / "out"
+    procs = [_spawn_sweep(spec, "--out", out, "--storage", postgres_url, "--bootstrap", 100) for _ in range(2)]
+    for p in procs:
+        assert p.wait(300) == 0, p.stderr.read().decode()[-2000:]
+    study = optuna.load_study(study_name="pg", storage=postgres_url)
+    # (Two workers queueing the grid at the same instant may both queue a point; its second trial
+    # then waits for the first one's runs instead of training them again.)
+    assert {t.state.name for t in study.trials} == {"COMPLETE"}
+    assert {t.params["combine"] for t in study.trials} == {"mean", "pcgrad", "sum", "upgrad"}
+    runs = list((out / "runs").iterdir())
+    assert len(runs) == 4
+    for run in runs:
+        assert [x["type"] for x in _records(run)].count("start") == 1, run
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["configurations"]) == 4

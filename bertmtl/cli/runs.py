@@ -152,14 +152,18 @@ def _print_table(root, infos: list[dict]) -> None:
     for col, justify in (("run", "left"), ("started", "left"), ("steps", "right"), ("status", "left")):
         table.add_column(col, justify=justify, no_wrap=True)
     table.add_column("encoder", overflow="fold")
+    sweeps = any((i.get("config") or {}).get("sweep") for i in infos)
+    if sweeps:  # the sweep and configuration each trial's run belongs to (bertmtl sweep)
+        table.add_column("sweep", overflow="fold")
     for _, label in (*metrics, ("overall", "overall")):
         table.add_column(label, justify="right", no_wrap=True)
     for i in infos:
         started = time.strftime("%m-%d %H:%M", time.localtime(i["started"])) if i["started"] else "–"
         steps = f"{i['step']}/{i['total_steps']}" if i["total_steps"] else str(i["step"])
         style = STATUS_STYLE.get(i["status"], "")
+        sweep = [(i.get("config") or {}).get("sweep") or "–"] if sweeps else []
         table.add_row(i["name"], started, steps, f"[{style}]{i['status']}[/]" if style else i["status"],
-                      Path(i["encoder"]).name, *(_short(i["best"].get(k)) for k, _ in metrics),
+                      Path(i["encoder"]).name, *sweep, *(_short(i["best"].get(k)) for k, _ in metrics),
                       _short(i["best"].get("overall")))
     console = Console()
     # Too narrow a terminal would cut run names and scores to "…": wrap lines instead.

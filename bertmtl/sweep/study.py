@@ -49,15 +49,7 @@ def default_storage(out: Path) -> str:
 def open_study(spec: SweepSpec, storage_url: str, heartbeat: int):
     """The spec's study in `storage_url` (made on first use, its grid queued)."""
     optuna = require_optuna()
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-
-    try:
-        storage = RDBStorage(storage_url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
-                             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-                             engine_kwargs={"connect_args": {"timeout": 60}} if storage_url.startswith("sqlite")
-                             else None)
-    except Exception as e:  # a bad URL, a missing driver, a server that does not answer
-        raise UserError(f"--storage {storage_url}: cannot open it ({type(e).__name__}: {e})") from None
+    storage = _storage(storage_url, heartbeat)
     sampler = (optuna.samplers.RandomSampler(seed=spec.first_seed) if spec.sampler == "random"
                else optuna.samplers.TPESampler(seed=spec.first_seed))
     study = optuna.create_study(study_name=spec.name, storage=storage, direction="maximize", sampler=sampler,
@@ -68,6 +60,28 @@ def open_study(spec: SweepSpec, storage_url: str, heartbeat: int):
     elif spec.baseline:
         study.enqueue_trial(spec.baseline, skip_if_exists=True)
     return study
+
+
+def _storage(storage_url: str, heartbeat: int, tries: int = 6):
+    """The RDB storage; workers starting together on a new database race to create its tables, so
+    a failed first contact is retried a few times before it is an error."""
+    import random
+
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    for attempt in range(tries):
+        try:
+            return RDBStorage(storage_url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                              engine_kwargs={"connect_args": {"timeout": 60}} if storage_url.startswith("sqlite")
+                              else None)
+        except ImportError as e:  # no driver for this kind of database
+            raise UserError(f"--storage {storage_url}: no database driver for it ({e}); for PostgreSQL: "
+                            f"pip install 'psycopg[binary]'") from None
+        except Exception as e:  # noqa: BLE001 - a race on the schema, a server not up yet, a bad URL
+            if attempt == tries - 1:
+                raise UserError(f"--storage {storage_url}: cannot open it ({type(e).__name__}: {e})") from None
+            time.sleep(0.5 + random.random())
 
 
 def suggest(trial, spec: SweepSpec) -> dict:
@@ -92,7 +106,7 @@ def run_dir_of(out: Path, params: dict, seed: int) -> Path:
     return Path(out) / RUNS / f"{config_key(params)}-s{seed}"
 
 
-def train_seed(spec: SweepSpec, out: Path, params: dict, seed: int, label: str) -> float | None:
+def train_seed(spec: SweepSpec, out: Path, params: dict, seed: int, label: str, poll: float = 2.0) -> float | None:
     """One seed of a configuration, trained to its end (resumed where an earlier worker left it);
     its last evaluation's `metric`."""
     from ..engine import train
@@ -101,14 +115,18 @@ def train_seed(spec: SweepSpec, out: Path, params: dict, seed: int, label: str) 
 
     run = run_dir_of(out, params, seed)
     resume = None
-    if holds_run(run):
+    while holds_run(run):
         info = run_info(run)
         if info["status"] == "finished" and (run / SUMMARY).is_file():
             return last_metric(run, spec.metric)
-        if info["status"] == "running":  # a live writer: another worker holds this configuration
-            raise UserError(f"{run} is being trained by another process; its trial is not this worker's")
+        if info["status"] == "running":
+            # A live writer: a grid point two workers queued at the same moment, trained by the
+            # other one. Wait for its end rather than train it twice.
+            time.sleep(poll)
+            continue
         if (run / LAST).exists():
             resume = run
+        break
     if resume is None and run.exists():  # killed before its first checkpoint: nothing to keep
         shutil.rmtree(run)
     cfg = spec.config(params, seed, run)
