@@ -32,9 +32,8 @@ from .ema import WeightAverage, restore_training_weights, trainable
 from .errors import UserError
 from .fsutil import WriteError, check_writable, crash_point
 from .evaluate import evaluate
-from .sinks import ConsoleSink, report_sinks
+from .sinks import ConsoleSink, report_sinks, require_sinks
 from .sinks.metrics_log import MetricsLog
-from .sinks.tensorboard import require_tensorboard
 from .model.bert import BertModel, Dropout
 from .model.heads import HeadConfig, MultitaskBert
 from .model.mlm import load_head, source_head
@@ -334,8 +333,8 @@ def _discard_if_unused(run_dir: Path) -> None:
 def prepare(cfg: TrainConfig, resume: str | Path | None, dist: Dist, reporter=None) -> Run:
     """Validate the options and build the run: directory, data, model, optimizer step, resume state, log."""
     cfg.validate()
-    if "tensorboard" in cfg.report_to and dist.is_main:
-        require_tensorboard()  # before any work, not after loading the data
+    if dist.is_main:
+        require_sinks(cfg.report_to)  # before any work, not after loading the data
     device = pick_device(cfg.device) if not dist.enabled else dist.device(cfg.device)
     if reporter is None:
         reporter = default_reporter() if dist.is_main else SilentReporter()

@@ -20,7 +20,7 @@ from .taskfiles import parse_tasks
 from .tasks import TASKS
 from .tasks.declared import builtin_names, parse_task_flags
 
-REPORT_TO = ("tensorboard", "csv")
+REPORT_TO = ("tensorboard", "csv", "mlflow")
 # The head options' choices (model/heads.py's HeadConfig takes them from the fields below).
 POOLINGS = ("mean", "cls", "pooler")
 PAIR_MODES = ("bi", "cross")
@@ -208,9 +208,10 @@ class TrainConfig(Options):
     patience: int | None = option(None, "Early stopping: end the run after N evaluations in a row without a better "
                                         "overall dev score (status early-stopped) [default: off].", type=int, min=1)
     report_to: list = option(help="Also send the metrics to: tensorboard (event files in RUN/tensorboard; needs "
-                                  "`pip install -e \".[tensorboard]\"`), csv (RUN/train.csv, RUN/eval.csv). "
-                                  "Repeat or give a comma list; metrics.jsonl is always written.",
-                             factory=list, choices=REPORT_TO, metavar="tensorboard,csv", parse=parse_report_to,
+                                  "`pip install -e \".[tensorboard]\"`), csv (RUN/train.csv, RUN/eval.csv), mlflow "
+                                  "($MLFLOW_TRACKING_URI, else RUNS_ROOT/mlflow.db; needs `pip install -e "
+                                  "\".[mlflow]\"`). Repeat or give a comma list; metrics.jsonl is always written.",
+                             factory=list, choices=REPORT_TO, metavar="tensorboard,csv,mlflow", parse=parse_report_to,
                              multiple=True)
     runs_dir: str | None = option(None, "Where runs are made and found [default: $BERTMTL_RUNS, else ./checkpoints].",
                                   type=str, path="dir")

@@ -137,3 +137,59 @@ def test_csv_widens_for_a_task_first_seen_late_and_across_a_resume(tmp_path):
         rows = list(csv.DictReader(fh))
     assert [r["step"] for r in rows] == ["10", "20", "30"]
     assert [r["loss_sst"] for r in rows] == ["", "1.5", "1.4"] and rows[2]["loss_sts"] == "0.9"
+
+
+def test_mlflow_holds_params_metrics_and_the_best_checkpoint_and_a_resume_continues(tiny_bert_dir, data_dir, tmp_path,
+                                                                                    monkeypatch):
+    """--report-to mlflow into the default local store beside the run, read back through MLflow's
+    own client; a run stopped and resumed is one MLflow run with every step."""
+    mlflow = pytest.importorskip("mlflow")
+    from .conftest import cli
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    run = tmp_path / "runs" / "r"
+    args = ["train", "--encoder", tiny_bert_dir, "--data-dir", data_dir, "--max-steps", 4, "--batch-size", 8,
+            "--log-every", 1, "--eval-every", 2, "--precision", "fp32", "--no-smart", "--report-to", "mlflow",
+            "--out", run]
+    cli(*args, "--stop-at-step", 2)
+    cli("train", "--resume", run)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("bertmtl")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1  # the resume continued the same MLflow run
+    r = runs[0]
+    assert r.info.status == "FINISHED" and r.info.run_name == "r"
+    assert r.data.params["lr"] == "0.0001" and r.data.params["max_steps"] == "4" and r.data.params["combine"] == "pcgrad"
+    records = read_records(run / "metrics.jsonl")[0]
+    train = [x for x in records if x["type"] == "train"]
+    history = client.get_metric_history(r.info.run_id, "loss_sst")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4]
+    assert {m.step: m.value for m in history}[4] == pytest.approx(train[-1]["loss"]["sst"])
+    last_eval = [x for x in records if x["type"] == "eval"][-1]
+    assert r.data.metrics["dev_overall"] == pytest.approx(last_eval["overall"])
+    best = [a.path for a in client.list_artifacts(r.info.run_id, "best")]
+    assert "best/multitask.safetensors" in best and "best/bertmtl.json" in best
+
+
+def test_mlflow_groups_a_sweeps_trials_by_sweep(tiny_bert_dir, data_dir, tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    from bertmtl import TrainConfig, train
+
+    store = tmp_path / "store.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")  # honoured over the default
+    train(TrainConfig(encoder=str(tiny_bert_dir), data_dir=str(data_dir), max_steps=2, batch_size=8,
+                      precision="fp32", smart=False, report_to=["mlflow"], out=str(tmp_path / "t"),
+                      sweep="lr-sweep/combine=sum-abc"))
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{store}")
+    exp = client.get_experiment_by_name("lr-sweep")
+    assert exp is not None and len(client.search_runs([exp.experiment_id])) == 1
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_missing_mlflow_is_a_clear_error(tiny_bert_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # as if not installed
+    data = write_task_data(tmp_path / "data")
+    r = CliRunner().invoke(main, ["train", "--pretrained", str(tiny_bert_dir), "--data-dir", str(data),
+                                  "--out", str(tmp_path / "run"), "--max-steps", "1", "--report-to", "mlflow"])
+    assert r.exit_code == 2 and 'pip install -e ".[mlflow]"' in r.output and "mlflow-skinny" in r.output
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()

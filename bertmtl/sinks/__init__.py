@@ -28,10 +28,25 @@ class ConsoleSink:
         pass
 
 
+def _kinds() -> dict:
+    from .csv import CsvSink
+    from .mlflow import MlflowSink, require_mlflow
+    from .tensorboard import TensorBoardSink, require_tensorboard
+
+    # name -> (the sink, what checks its packages are there; None: nothing to install)
+    return {"tensorboard": (TensorBoardSink, require_tensorboard), "csv": (CsvSink, None),
+            "mlflow": (MlflowSink, require_mlflow)}
+
+
+def require_sinks(names: list[str]) -> None:
+    """A UserError saying what to install, before any work, when a destination's packages are missing."""
+    for n in names:
+        check = _kinds()[n][1]
+        if check is not None:
+            check()
+
+
 def report_sinks(names: list[str], run_dir: Path, resume_step: int | None = None) -> list:
     """The `--report-to` destinations, opened for `run_dir` (resume_step: where a resumed run goes on)."""
-    from .csv import CsvSink
-    from .tensorboard import TensorBoardSink
-
-    kinds = {"tensorboard": TensorBoardSink, "csv": CsvSink}
-    return [kinds[n](run_dir, resume_step) for n in names]
+    kinds = _kinds()
+    return [kinds[n][0](run_dir, resume_step) for n in names]
