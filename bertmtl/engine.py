@@ -548,8 +548,12 @@ def evaluate_dev(run: Run, checkpointer: Checkpointer) -> dict:
     return metrics
 
 
-def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dist: Dist | None = None) -> dict:
-    """Train (or resume) a run; returns the run summary (also in RUN/summary.json)."""
+def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dist: Dist | None = None,
+          judge=None) -> dict:
+    """Train (or resume) a run; returns the run summary (also in RUN/summary.json).
+
+    `judge(step, dev_metrics) -> bool`, called after each dev evaluation during training, ends
+    the run when it says so (status "pruned", last/ saved): how a sweep's pruner stops a trial."""
     own_dist = dist is None
     dist = dist or Dist.from_env()
     run = None
@@ -614,6 +618,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
                     if cfg.patience and run.since_best >= cfg.patience:
                         status = "early-stopped"  # last/ was just saved; best/ holds the best
                         break
+                    if judge is not None and dist.any_true(bool(judge(run.step, last_metrics))):
+                        status = "pruned"  # last/ was just saved
+                        break
                 elif periodic:
                     saver.save(LAST, last_metrics, with_resume=True)
                 if stopping:
@@ -626,7 +633,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
                 status, run.diverged = "nonfinite", True
             if status in ("finished", "paused"):
                 last_metrics = evaluate_dev(run, saver)
-            if status not in ("nonfinite", "early-stopped"):  # early stopping has just saved last/
+            if status not in ("nonfinite", "early-stopped", "pruned"):  # those have just saved last/
                 saver.save(LAST, last_metrics, with_resume=True)
         return _finish(run, status, last_metrics)
     finally:
@@ -673,6 +680,9 @@ def _finish(run: Run, status: str, last_metrics: dict | None) -> dict:
             best = f"best/ holds the best ({run.best:.4f})" if run.best is not None else "no evaluation had an overall score"
             run.reporter.message(f"early stop at step {run.step}: no better overall dev score in {run.since_best} "
                                  f"evaluations (--patience); {best}")
+        if status == "pruned":
+            run.reporter.message(f"pruned at step {run.step}: the sweep's pruner found its dev score behind the "
+                                 f"other trials'")
         if status == "stopped":
             run.reporter.message(f"stopped at step {run.step}; checkpoint saved. Resume with: "
                                  f"{run.cfg.resume_command(run.dir)}")

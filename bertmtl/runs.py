@@ -2,7 +2,7 @@
 runs` shows about each (the fold of rundir.RunState, no torch), and cleaning up.
 
 Status of a run:
-  finished / stopped / paused / early-stopped / nonfinite   its end record (and summary.json) says
+  finished / stopped / paused / early-stopped / pruned / nonfinite   its end record (and summary.json) says
              so (paused: at --stop-at-step, before the end of its schedule);
   running    no end record, and a training process holds RUN/.writer.lock (rundir.writer_alive);
   crashed    no end record and nobody writing: killed, or an error other than a clean stop.
@@ -190,7 +190,7 @@ def compare_runs(a: dict, b: dict) -> list[tuple[str, object, object]]:
 # -- cleaning up: `bertmtl runs --delete / --drop-last` ---------------------------------------
 
 # Runs whose last/ nobody needs: they are done, and best/ holds what they are for.
-DONE = ("finished", "early-stopped")
+DONE = ("finished", "early-stopped", "pruned")
 
 
 def disk_bytes(path: Path) -> int:

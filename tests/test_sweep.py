@@ -314,3 +314,43 @@ def test_two_workers_share_a_postgresql_study(tiny_bert_dir, small_data_dir, tmp
         assert [x["type"] for x in _records(run)].count("start") == 1, run
     report = json.loads((out / "report.json").read_text())
     assert len(report["configurations"]) == 4
+
+
+def test_a_judge_prunes_a_run_at_an_evaluation(tiny_bert_dir, small_data_dir, tmp_path):
+    """engine.train's judge: asked after each dev evaluation; its yes ends the run 'pruned', last/ saved."""
+    from bertmtl import TrainConfig, train
+
+    seen = []
+    summary = train(TrainConfig(encoder=str(tiny_bert_dir), data_dir=str(small_data_dir), max_steps=6, eval_every=2,
+                                batch_size=8, precision="fp32", smart=False, out=str(tmp_path / "r")),
+                    judge=lambda step, m: seen.append((step, m["overall"])) or step >= 4)
+    assert summary["status"] == "pruned" and summary["step"] == 4 and [s for s, _ in seen] == [2, 4]
+    assert json.loads((tmp_path / "r" / "last" / "bertmtl.json").read_text())["step"] == 4
+    info = json.loads(cli("runs", "--runs-dir", tmp_path, "--json").stdout)[0]
+    assert info["status"] == "pruned"
+
+
+def test_the_median_pruner_sees_every_evaluation(tiny_bert_dir, small_data_dir, tmp_path):
+    """With `prune`, each evaluation of a trial's run is reported to Optuna at its step, and the
+    second trial is pruned exactly when the median rule says so (here: its overall below the first
+    trial's at some step)."""
+    base = _base(tiny_bert_dir, small_data_dir, max_steps=4, eval_every=1)
+    spec = _write(tmp_path, {"name": "p", "base": base, "grid": {"lr": [1e-12, 1e-3]},
+                             "prune": {"startup_trials": 1, "warmup_steps": 0}})
+    out = tmp_path / "out"
+    cli("sweep", spec, "--out", out, "--bootstrap", 100)
+    first, second = _study(out, "p").trials
+    assert first.state.name == "COMPLETE"
+    for t in (first, second):
+        run = out / "runs" / f"{config_key(t.params)}-s42"
+        evals = {x["step"]: x["overall"] for x in _records(run) if x["type"] == "eval"}
+        assert {s: v for s, v in t.intermediate_values.items()} == pytest.approx(
+            {s: v for s, v in evals.items() if s in t.intermediate_values})
+    behind = [s for s, v in second.intermediate_values.items() if v < first.intermediate_values[s]]
+    assert second.state.name == ("PRUNED" if behind else "COMPLETE")
+    if behind:
+        assert max(second.intermediate_values) == behind[0]  # stopped at the first evaluation behind
+        report = json.loads((out / "report.json").read_text())
+        assert [p["params"] for p in report["pruned"]] == [{"lr": 1e-3}]
+        info = json.loads(cli("runs", "--runs-dir", out / "runs", "--json").stdout)
+        assert sorted(i["status"] for i in info) == ["finished", "pruned"]

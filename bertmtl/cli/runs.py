@@ -29,7 +29,7 @@ def runs(names: tuple[str, ...], runs_dir: str | None, compare: tuple[str, str] 
 
     \b
     Status: finished, stopped (Ctrl-C / SIGTERM, resumable), paused (at --stop-at-step, before
-    the end of its schedule: resumable), early-stopped (--patience),
+    the end of its schedule: resumable), early-stopped (--patience), pruned (by a sweep's pruner),
     nonfinite (diverged), running (a live process holds the run's writer lock), crashed
     (no end record and nobody writing: resume it with `bertmtl train --resume RUN`).
     Best dev scores are those of the run's best checkpoint (RUN/best).
@@ -130,7 +130,7 @@ def _fmt(v) -> str:
     return str(v)
 
 
-STATUS_STYLE = {"finished": "green", "early-stopped": "green", "running": "cyan", "stopped": "yellow",
+STATUS_STYLE = {"finished": "green", "early-stopped": "green", "pruned": "yellow", "running": "cyan", "stopped": "yellow",
                 "paused": "yellow", "crashed": "red", "nonfinite": "red"}
 
 

@@ -21,15 +21,16 @@ from .study import RUNS
 SPEC_FILE = "sweep.json"  # the spec as the sweep read it, beside its runs
 
 
-def collect(out: Path, spec: SweepSpec) -> dict[str, dict]:
-    """{config key: {"params", "runs": {seed: run dir}}} of the finished runs under DIR/runs."""
+def collect(out: Path, spec: SweepSpec, status: str = "finished") -> dict[str, dict]:
+    """{config key: {"params", "runs": {seed: run dir}}} of the runs under DIR/runs that ended
+    with `status` (finished; pruned: the ones a pruner stopped)."""
     from ..rundir import RunState, holds_run
     from ..runs import run_info
 
     configs: dict[str, dict] = {}
     root = Path(out) / RUNS
     for run in sorted(root.iterdir()) if root.is_dir() else ():
-        if not run.is_dir() or not holds_run(run) or run_info(run)["status"] != "finished":
+        if not run.is_dir() or not holds_run(run) or run_info(run)["status"] != status:
             continue
         cfg = RunState.of(run).config
         if any(k not in cfg for k in spec.swept):
@@ -86,8 +87,10 @@ def build_report(out: Path, spec: SweepSpec, replicates: int = 1000) -> dict:
         rows.append(row)
     lead = metrics[0][0]
     rows.sort(key=lambda r: (not r["baseline"], -(r["summary"][lead]["mean"] or -math.inf)))
+    pruned = [{"config": k, "params": c["params"], "runs": [str(r) for _, r in sorted(c["runs"].items())]}
+              for k, c in collect(out, spec, "pruned").items() if k not in configs]
     report = {"sweep": spec.name, "spec": spec.to_dict(), "metric": spec.metric, "metrics": metrics,
-              "baseline": baseline_key, "configurations": rows, "replicates": replicates,
+              "baseline": baseline_key, "configurations": rows, "pruned": pruned, "replicates": replicates,
               "expected_seeds": spec.seed_list(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     write_json(out / "report.json", report)
     write_bytes(out / "report.md", markdown(report).encode())
@@ -137,5 +140,8 @@ def markdown(report: dict) -> str:
                 continue
             name = ", ".join(f"{k}={v}" for k, v in r["params"].items())
             lines.append(f"| {name} | " + " | ".join(_vs((r["vs_baseline"] or {}).get(m)) for m, _ in metrics) + " |")
+    if report.get("pruned"):
+        lines += ["", "Pruned (stopped early by the median pruner, not in the tables): "
+                  + "; ".join(", ".join(f"{k}={v}" for k, v in p["params"].items()) for p in report["pruned"]) + "."]
     lines += ["", "![metrics per configuration with their intervals](report.svg)", ""]
     return "\n".join(lines)

@@ -10,6 +10,8 @@
     seeds: 3                       # every configuration trains with seeds seed, seed + 1, ...
     baseline: {combine: sum}       # the configuration the others are compared with
     metric: overall                # what the search maximises and the report leads with
+    prune: {startup_trials: 2, warmup_steps: 0}   # stop lagging trials early (Optuna's median
+                                   # pruner on each dev evaluation); `prune: true` for these defaults
 
 A configuration is the values of the swept options; every one of them, merged over `base`, is
 a TrainConfig checked like a command line (options.py), so a typo fails here, not an hour in.
@@ -30,7 +32,8 @@ from ..train_config import TrainConfig
 
 DISTRIBUTIONS = ("log_uniform", "uniform", "int", "choice")
 SAMPLERS = ("tpe", "random")
-KEYS = ("name", "base", "grid", "search", "trials", "sampler", "seeds", "baseline", "metric")
+KEYS = ("name", "base", "grid", "search", "trials", "sampler", "seeds", "baseline", "metric", "prune")
+PRUNE_DEFAULTS = {"startup_trials": 2, "warmup_steps": 0}
 # Options a sweep decides itself: where each run goes, and its seed (base's seed is the first).
 OWN = ("out", "seed", "resume", "runs_dir")
 
@@ -47,6 +50,7 @@ class SweepSpec:
     baseline: dict | None = None
     metric: str = "overall"
     first_seed: int = 42
+    prune: dict | None = None  # MedianPruner's settings (PRUNE_DEFAULTS' keys); None: no pruning
 
     @property
     def swept(self) -> list[str]:
@@ -179,6 +183,17 @@ def read_spec(path: str | Path) -> SweepSpec:
         raise UserError(f"{where}: seeds must be a whole number >= 1")
     spec.seeds = seeds
     spec.metric = str(data.get("metric", "overall"))
+    prune = data.get("prune")
+    if prune is True:
+        spec.prune = dict(PRUNE_DEFAULTS)
+    elif isinstance(prune, dict):
+        if stray := [str(k) for k in prune if k not in PRUNE_DEFAULTS]:
+            raise UserError(f"{where}: prune: unknown key(s) {', '.join(stray)}; it takes {', '.join(PRUNE_DEFAULTS)}")
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in prune.values()):
+            raise UserError(f"{where}: prune: startup_trials and warmup_steps are whole numbers >= 0")
+        spec.prune = {**PRUNE_DEFAULTS, **prune}
+    elif prune not in (None, False):
+        raise UserError(f"{where}: prune is true, false or {{startup_trials: N, warmup_steps: S}}")
     if data.get("baseline") is not None:
         b = data["baseline"]
         if not isinstance(b, dict):

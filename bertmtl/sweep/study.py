@@ -52,8 +52,11 @@ def open_study(spec: SweepSpec, storage_url: str, heartbeat: int):
     storage = _storage(storage_url, heartbeat)
     sampler = (optuna.samplers.RandomSampler(seed=spec.first_seed) if spec.sampler == "random"
                else optuna.samplers.TPESampler(seed=spec.first_seed))
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=spec.prune["startup_trials"],
+                                          n_warmup_steps=spec.prune["warmup_steps"])
+              if spec.prune else optuna.pruners.NopPruner())
     study = optuna.create_study(study_name=spec.name, storage=storage, direction="maximize", sampler=sampler,
-                                load_if_exists=True)
+                                pruner=pruner, load_if_exists=True)
     if spec.grid:
         for params in spec.grid_points():
             study.enqueue_trial(params, user_attrs={GRID_ATTR: True}, skip_if_exists=True)
@@ -106,9 +109,10 @@ def run_dir_of(out: Path, params: dict, seed: int) -> Path:
     return Path(out) / RUNS / f"{config_key(params)}-s{seed}"
 
 
-def train_seed(spec: SweepSpec, out: Path, params: dict, seed: int, label: str, poll: float = 2.0) -> float | None:
-    """One seed of a configuration, trained to its end (resumed where an earlier worker left it);
-    its last evaluation's `metric`."""
+def train_seed(spec: SweepSpec, out: Path, params: dict, seed: int, label: str, poll: float = 2.0,
+               judge=None) -> tuple[float | None, bool]:
+    """One seed of a configuration, trained to its end (resumed where an earlier worker left it):
+    its last evaluation's `metric`, and whether the pruner (`judge`, engine.train's) stopped it."""
     from ..engine import train
     from ..rundir import LAST, SUMMARY, holds_run
     from ..runs import run_info
@@ -117,8 +121,8 @@ def train_seed(spec: SweepSpec, out: Path, params: dict, seed: int, label: str, 
     resume = None
     while holds_run(run):
         info = run_info(run)
-        if info["status"] == "finished" and (run / SUMMARY).is_file():
-            return last_metric(run, spec.metric)
+        if info["status"] in ("finished", "pruned") and (run / SUMMARY).is_file():
+            return last_metric(run, spec.metric), info["status"] == "pruned"
         if info["status"] == "running":
             # A live writer: a grid point two workers queued at the same moment, trained by the
             # other one. Wait for its end rather than train it twice.
@@ -131,11 +135,8 @@ def train_seed(spec: SweepSpec, out: Path, params: dict, seed: int, label: str, 
         shutil.rmtree(run)
     cfg = spec.config(params, seed, run)
     cfg.sweep = label
-    if resume is not None:
-        train(cfg, resume=resume)
-    else:
-        train(cfg)
-    return last_metric(run, spec.metric)
+    summary = train(cfg, resume=resume, judge=judge)
+    return last_metric(run, spec.metric), summary.get("status") == "pruned"
 
 
 def last_metric(run: Path, metric: str) -> float | None:
@@ -146,6 +147,22 @@ def last_metric(run: Path, metric: str) -> float | None:
     evals = [r for r in read_records(Path(run) / METRICS_LOG)[0] if r.get("type") == "eval"]
     v = evals[-1].get(metric) if evals else None
     return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+# The seeds of a trial train one after another; the i-th one reports its evaluations at steps
+# i * SEED_STEPS + step, so that every trial's k-th seed is compared with the others' k-th.
+SEED_STEPS = 1_000_000
+
+
+def make_judge(trial, metric: str, offset: int):
+    """engine.train's judge: report each dev evaluation to the trial, stop when the pruner says so."""
+    def judge(step: int, metrics: dict) -> bool:
+        v = (metrics or {}).get(metric)
+        if not isinstance(v, (int, float)) or not math.isfinite(v):
+            return False
+        trial.report(float(v), offset + step)
+        return trial.should_prune()
+    return judge
 
 
 def objective(spec: SweepSpec, out: Path):
@@ -159,10 +176,13 @@ def objective(spec: SweepSpec, out: Path):
         params = suggest(trial, spec)
         trial.set_user_attr("config", config_key(params))
         values = []
-        for seed in spec.seed_list():
-            v = train_seed(spec, out, params, seed, f"{spec.name}/{config_key(params)}")
+        for i, seed in enumerate(spec.seed_list()):
+            judge = make_judge(trial, spec.metric, offset=i * SEED_STEPS) if spec.prune else None
+            v, pruned = train_seed(spec, out, params, seed, f"{spec.name}/{config_key(params)}", judge=judge)
             values.append(v)
             trial.set_user_attr(f"seed_{seed}", v)
+            if pruned:
+                raise optuna.TrialPruned(f"pruned in seed {seed}")
         finite = [v for v in values if v is not None]
         if not finite:
             raise UserError(f"the configuration {params} has no {spec.metric} on dev (see its runs in {out / RUNS})")
@@ -184,7 +204,7 @@ def work(spec: SweepSpec, out: Path, storage_url: str, heartbeat: int, poll: flo
         trials = study.get_trials(deepcopy=False)
         states = [t.state for t in trials]
         waiting, running = states.count(TrialState.WAITING), states.count(TrialState.RUNNING)
-        started = sum(s in (TrialState.COMPLETE, TrialState.RUNNING) for s in states)
+        started = sum(s in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED) for s in states)
         if waiting or (spec.search and started < spec.trials):
             study.optimize(run_trial, n_trials=1, catch=())
             continue
