@@ -38,6 +38,7 @@ class Row:
     short: str  # for the terminal table
     train: dict
     pretrained_mlm: bool = False
+    per_budget: object = None  # steps per row -> more train options (what a method's period is at this budget)
 
 
 PAPER_ROWS: dict[str, Row] = {r.name: r for r in (
@@ -54,8 +55,12 @@ PAPER_ROWS: dict[str, Row] = {r.name: r for r in (
 COMBINER_ROWS: dict[str, Row] = {c: Row(c, f"--combine {c}", c, {"combine": c, "smart": False, "telemetry": "on"})
                                  for c in ABLATION_TABLES["combiners"]}
 # Every loss weighting on the plain sum (the papers' setting), telemetry on, SMART off.
+# DWA's period is an epoch, longer than a budgeted row: a tenth of the row instead, so that its
+# weights move nine times.
 WEIGHTING_ROWS: dict[str, Row] = {w: Row(w, f"--loss-weighting {w}", w, {"combine": "sum", "loss_weighting": w,
-                                                                       "smart": False, "telemetry": "on"})
+                                                                       "smart": False, "telemetry": "on"},
+                                         per_budget=(lambda steps: {"dwa_window": max(1, steps // 10)})
+                                         if w == "dwa" else None)
                                   for w in ABLATION_TABLES["weightings"]}
 ROWS: dict[str, Row] = {**PAPER_ROWS, **COMBINER_ROWS, **WEIGHTING_ROWS}
 
@@ -91,15 +96,16 @@ class Table:
     columns: tuple = ()  # telemetry columns (TELEMETRY)
     notes: tuple = ()
     loss_weights: bool = False  # a column of the final loss weights
+    baseline: str | None = None  # the row the others are compared with (paired bootstrap)
 
 
 TABLES: dict[str, Table] = {
     "paper": Table("paper", "Ablation (the paper's Table 1 with bertmtl)", PAPER_ROWS, PAPER,
-                   notes=(PAPER_NOTE, BASELINE_NOTE)),
+                   notes=(PAPER_NOTE, BASELINE_NOTE), baseline="multitask"),
     "combiners": Table("combiners", "Gradient combiners (bertmtl ablate --table combiners)", COMBINER_ROWS,
-                       columns=TELEMETRY, notes=(COMBINERS_NOTE,)),
+                       columns=TELEMETRY, notes=(COMBINERS_NOTE,), baseline="sum"),
     "weightings": Table("weightings", "Loss weightings (bertmtl ablate --table weightings)", WEIGHTING_ROWS,
-                        columns=TELEMETRY[:1], notes=(WEIGHTINGS_NOTE,), loss_weights=True),
+                        columns=TELEMETRY[:1], notes=(WEIGHTINGS_NOTE,), loss_weights=True, baseline="none"),
 }
 
 
@@ -190,6 +196,18 @@ def markdown(result: dict) -> str:
         lines += [f"**Further pretraining:** {p['source']}: held-out MLM perplexity "
                   f"{_fmt(p.get('before_perplexity'))} before, {_fmt(p.get('after_perplexity'))} after "
                   f"({p.get('steps', '?')} steps, {p.get('wall_s', 0):.0f} s).", ""]
+    if result.get("baseline") and any(r.get("vs_baseline") for r in result["rows"]):
+        from .stats import describe_difference
+
+        lines += [f"**Against {ROWS[result['baseline']].title}** (paired bootstrap over the dev examples both "
+                  f"scored, pooled over seeds, {result.get('config', {}).get('bootstrap', 1000)} replicates: the "
+                  "difference, its 95% interval, a two-sided p-value; \"within noise\" where the interval covers "
+                  "zero):", "", "| Row | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        for r in result["rows"]:
+            if r.get("vs_baseline"):
+                lines.append(f"| {r['title']} | " + " | ".join(describe_difference(r["vs_baseline"].get(k))
+                                                              for k, _ in METRICS) + " |")
+        lines.append("")
     if result.get("picture"):
         lines += [f"![task-conflict telemetry of one run]({result['picture']['file']})", "",
                   f"The picture: {result['picture']['caption']}", ""]
@@ -328,7 +346,8 @@ def _ablate(cfg: AblateConfig, rows: list[str], out: Path, reporter_factory, t0:
             else:  # the whole schedule (warm-up, decay) fits the budget; one dev evaluation at its end
                 tc.epochs, tc.steps_per_epoch = 1.0, cfg.budget_steps
                 tc.log_every = max(1, cfg.budget_steps // 10)
-            for k, v in row.train.items():
+            more = row.per_budget(cfg.budget_steps) if row.per_budget and cfg.epochs is None else {}
+            for k, v in {**row.train, **more}.items():
                 setattr(tc, k, list(v) if isinstance(v, list) else v)
             tr = time.perf_counter()
             summary = train(tc, reporter=new_reporter())
@@ -342,12 +361,34 @@ def _ablate(cfg: AblateConfig, rows: list[str], out: Path, reporter_factory, t0:
                 for sub in ("best", "last"):
                     shutil.rmtree(run_dir / sub, ignore_errors=True)
         result["rows"].append(summarise_row(name, per_seed, tc, table))
+    compare_with_baseline(result, table, cfg.bootstrap)
     if table.columns and result["rows"]:
         result["picture"] = conflict_picture(out, result["rows"])
     result["wall_s"] = time.perf_counter() - t0
     write_json(out / "ablation.json", result)
     write_bytes(out / "ablation.md", markdown(result).encode())
     return result
+
+
+def compare_with_baseline(result: dict, table: Table, replicates: int) -> None:
+    """Each row against the table's baseline row (where both ran): a paired bootstrap over the
+    dev examples both scored, pooled over seeds (stats.paired_bootstrap), per metric."""
+    from .rundir import RunState, read_dev_outputs
+    from .stats import paired_bootstrap
+
+    rows = {r["name"]: r for r in result["rows"]}
+    base = rows.get(table.baseline)
+    if base is None:
+        return
+    result["baseline"] = base["name"]
+    outputs = {name: [read_dev_outputs(Path(s["run"])) for s in r["seeds"]] for name, r in rows.items()}
+    if not all(outputs[base["name"]]):
+        return
+    specs = {s.name: s for s in RunState.of(Path(base["seeds"][0]["run"])).specs}
+    for name, r in rows.items():
+        if name != base["name"] and all(outputs[name]):
+            r["vs_baseline"] = {k: paired_bootstrap(outputs[base["name"]], outputs[name], specs, k, n=replicates)
+                                for k, _ in METRICS}
 
 
 def summarise_row(name: str, per_seed: list[dict], tc, table: Table) -> dict:
@@ -357,11 +398,14 @@ def summarise_row(name: str, per_seed: list[dict], tc, table: Table) -> dict:
         return {k: m for k, (m, _) in stats.items()}, ({k: sd for k, (_, sd) in stats.items()}
                                                         if len(per_seed) > 1 else None)
 
+    from .stats import mean_ci
+
     metrics, std = fold("metrics", [k for k, _ in METRICS])
     first = per_seed[0]
     row = {"name": name, "title": ROWS[name].title, "metrics": metrics, "std": std, "dev_n": first["dev_n"],
            "paper": table.paper.get(name), "wall_s": sum(s["wall_s"] for s in per_seed), "steps": first["steps"],
            "status": first["status"] if all(s["status"] == first["status"] for s in per_seed) else "mixed",
+           "ci": {k: mean_ci([(s["metrics"] or {}).get(k) for s in per_seed]) for k, _ in METRICS},
            "seeds": per_seed, "train": {k: getattr(tc, k) for k in (
                "tasks", "combine", "loss_weighting", "smart", "optimizer", "encoder", "epochs", "steps_per_epoch", "precision")}}
     if table.columns:

@@ -120,6 +120,8 @@ class AblateConfig(Options):
     seed: int = same_as(TRAIN["seed"], help="Random seed, shared by every row (0 to 2^63-1).")
     device: str = same_as(TRAIN["device"])
     precision: str = same_as(TRAIN["precision"], choices=PRECISIONS)
+    bootstrap: int = option(1000, "Paired bootstrap replicates of each row's comparison with its table's baseline "
+                                  "row (multitask, sum, none).", min=100)
     keep_checkpoints: bool = option(False, "Keep each row's best/ and last/ weights (large).", flag="on")
     overwrite: bool = option(False, "Replace the runs of an earlier ablation in --out.", flag="on")
     command: str | None = option(None, "The command line, for the report.", type=str, cli=False)

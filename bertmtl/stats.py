@@ -116,3 +116,11 @@ def paired_bootstrap(a: list[dict], b: list[dict], specs: dict, metric: str = "o
     p = min(1.0, 2 * min(below, above))
     return {"diff": base_b - base_a, "lo": lo, "hi": hi, "p": p, "n_examples": {t: len(i) for t, i in common.items()},
             "replicates": k, "within_noise": lo <= 0 <= hi}
+
+
+def describe_difference(c: dict | None) -> str:
+    """A paired comparison in a table cell: '+0.012 [-0.004, +0.027], p 0.140, within noise'."""
+    if not c or c.get("diff") is None:
+        return "—"
+    verdict = "within noise" if c["within_noise"] else ("better" if c["diff"] > 0 else "worse")
+    return f"{c['diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}], p {c['p']:.3f}, {verdict}"

@@ -85,7 +85,7 @@ def combiner_table(tiny_bert_dir, small_data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("combiners") / "out"
     args = ["ablate", "--table", "combiners", "--rows", "upgrad,sum", "--seeds", "2", "--data-dir", str(small_data_dir),
             "--out", str(out), "--pretrained", str(tiny_bert_dir), "--budget-steps", "3", "--budget-dev", "16",
-            "--batch-size", "8", "--seed", "5", "--device", "cpu", "--precision", "fp32"]
+            "--batch-size", "8", "--seed", "5", "--device", "cpu", "--precision", "fp32", "--bootstrap", "200"]
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output + repr(r.exception)
     return out, r.output
@@ -120,8 +120,16 @@ def test_combiner_table_over_seeds(combiner_table):
     first = {name: [rec for rec in map(json.loads, (out / "runs" / name / "seed-5" / "metrics.jsonl").read_text()
                                        .splitlines()) if rec["type"] == "train"][0] for name in rows}
     assert first["sum"]["loss"] == first["upgrad"]["loss"]
+    # every metric's t interval over the seeds, and the paired comparison with the sum row
+    ci = rows["upgrad"]["ci"]["overall"]
+    assert ci["n"] == 2 and ci["lo"] <= rows["upgrad"]["metrics"]["overall"] <= ci["hi"]
+    assert res["baseline"] == "sum" and "vs_baseline" not in rows["sum"]
+    vs = rows["upgrad"]["vs_baseline"]["overall"]
+    assert vs["replicates"] == 200 and vs["n_examples"] == {"sst": 16, "para": 16, "sts": 16}
+    assert vs["diff"] == pytest.approx(rows["upgrad"]["metrics"]["overall"] - rows["sum"]["metrics"]["overall"])
     md = (out / "ablation.md").read_text()
-    assert md.count("\n| ") == 3 and " ± " in md and "Conflicting pairs" in md and "Paper" not in md
+    assert md.count("\n| ") == 5 and " ± " in md and "Conflicting pairs" in md and "Paper" not in md
+    assert "**Against --combine sum**" in md and "p " in md
     assert "![task-conflict telemetry of one run](conflicts.svg)" in md
     svg = (out / "conflicts.svg").read_text()
     assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>") and "sst-para" in svg and "<polyline" in svg

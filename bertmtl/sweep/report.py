@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
+from ..stats import describe_difference
 from .spec import SweepSpec, config_key
 from .study import RUNS
 
@@ -112,13 +113,6 @@ def _ci(s: dict) -> str:
     return f"{s['mean']:.3f} [{s['lo']:.3f}, {s['hi']:.3f}]"
 
 
-def _vs(c: dict | None) -> str:
-    if not c or c.get("diff") is None:
-        return "—"
-    verdict = "within noise" if c["within_noise"] else ("better" if c["diff"] > 0 else "worse")
-    return f"{c['diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}], p {c['p']:.3f}, {verdict}"
-
-
 def markdown(report: dict) -> str:
     metrics = report["metrics"]
     lines = [f"# Sweep {report['sweep']}", "",
@@ -139,7 +133,7 @@ def markdown(report: dict) -> str:
             if r["baseline"]:
                 continue
             name = ", ".join(f"{k}={v}" for k, v in r["params"].items())
-            lines.append(f"| {name} | " + " | ".join(_vs((r["vs_baseline"] or {}).get(m)) for m, _ in metrics) + " |")
+            lines.append(f"| {name} | " + " | ".join(describe_difference((r["vs_baseline"] or {}).get(m)) for m, _ in metrics) + " |")
     if report.get("pruned"):
         lines += ["", "Pruned (stopped early by the median pruner, not in the tables): "
                   + "; ".join(", ".join(f"{k}={v}" for k, v in p["params"].items()) for p in report["pruned"]) + "."]
