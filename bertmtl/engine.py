@@ -618,7 +618,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
                     if cfg.patience and run.since_best >= cfg.patience:
                         status = "early-stopped"  # last/ was just saved; best/ holds the best
                         break
-                    if judge is not None and dist.any_true(bool(judge(run.step, last_metrics))):
+                    # the judge (a sweep's pruner) asks on the main process; every rank follows it
+                    if judge is not None and dist.any_true(dist.is_main and bool(judge(run.step, last_metrics))):
                         status = "pruned"  # last/ was just saved
                         break
                 elif periodic:

@@ -7,8 +7,10 @@ examples, or is the difference within the noise of which examples happen to be i
 `paired_bootstrap`: resample the dev examples both scored (with replacement, the same draw for
 both and for every seed), rescore with the metric's own definition (evaluate.task_metrics), and
 read the interval and a two-sided p-value of the difference off the resampled differences
-(Koehn 2004; Berg-Kirkpatrick et al. 2012). Seeds are pooled: each side's score in a replicate
-is its mean over its seeds, so the interval covers the seed noise too.
+(Koehn 2004; Berg-Kirkpatrick et al. 2012). Seeds are pooled and resampled too: each replicate
+also draws the seeds with replacement (the same draw for both sides where they ran the same
+seeds, which share data order and initialisation: a paired design) and scores each side as the
+mean over the drawn seeds, so the interval covers the seed noise as well as the examples'.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
 
 
 def t975(df: int) -> float:
-    return _T975[df - 1] if df <= len(_T975) else NormalDist().inv_cdf(0.975) * (1 + 1 / (4 * df))
+    z = NormalDist().inv_cdf(0.975)
+    # beyond the table: the first two terms of the Cornish-Fisher expansion (2.037 at df 31 for 2.040)
+    return _T975[df - 1] if df <= len(_T975) else z * (1 + (z * z + 1) / (4 * df))
 
 
 def mean_ci(values: list[float]) -> dict:
@@ -93,22 +97,32 @@ def paired_bootstrap(a: list[dict], b: list[dict], specs: dict, metric: str = "o
     common = common_examples(a + b)
     a, b = [align(r, common) for r in a], [align(r, common) for r in b]
 
-    def side(runs, index=None):
-        vals = [score(r, specs, metric, index) for r in runs]
+    def side(runs, index=None, picks=None):
+        vals = [score(runs[j], specs, metric, index) for j in (range(len(runs)) if picks is None else picks)]
         vals = [v for v in vals if v is not None and math.isfinite(v)]
         return sum(vals) / len(vals) if vals else None
 
+    none = {"diff": None, "lo": None, "hi": None, "p": None, "n_examples": {t: len(i) for t, i in common.items()},
+            "replicates": 0, "within_noise": None}
     base_a, base_b = side(a), side(b)
     if base_a is None or base_b is None:
-        return {"diff": None, "lo": None, "hi": None, "p": None, "n_examples": {t: len(i) for t, i in common.items()},
-                "replicates": 0, "within_noise": None}
+        return none
     g = torch.Generator().manual_seed(seed)
+    paired_seeds = len(a) == len(b)
+
+    def draw(n_runs: int) -> list[int]:
+        return torch.randint(n_runs, (n_runs,), generator=g).tolist() if n_runs > 1 else [0]
+
     diffs = []
     for _ in range(n):
         index = {t: torch.randint(len(ids), (len(ids),), generator=g) for t, ids in common.items()}
-        sa, sb = side(a, index), side(b, index)
+        pa = draw(len(a))
+        pb = pa if paired_seeds else draw(len(b))
+        sa, sb = side(a, index, pa), side(b, index, pb)
         if sa is not None and sb is not None:
             diffs.append(sb - sa)
+    if not diffs:  # every replicate undefined (e.g. a correlation over a constant resample)
+        return {**none, "diff": base_b - base_a}
     diffs.sort()
     k = len(diffs)
     lo, hi = diffs[int(0.025 * (k - 1))], diffs[int(math.ceil(0.975 * (k - 1)))]
@@ -122,5 +136,7 @@ def describe_difference(c: dict | None) -> str:
     """A paired comparison in a table cell: '+0.012 [-0.004, +0.027], p 0.140, within noise'."""
     if not c or c.get("diff") is None:
         return "—"
+    if c.get("lo") is None:
+        return f"{c['diff']:+.3f} (no interval: every resample undefined)"
     verdict = "within noise" if c["within_noise"] else ("better" if c["diff"] > 0 else "worse")
     return f"{c['diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}], p {c['p']:.3f}, {verdict}"

@@ -45,7 +45,8 @@ def _write(tmp_path: Path, spec: dict, name: str = "spec.json") -> Path:
     ({"base": {}, "search": {"lr": {"log_uniform": [0, 1e-3]}}, "trials": 2}, "low > 0"),
     ({"base": {}, "search": {"lr": {"normal": [0, 1]}}, "trials": 2}, "needs one of log_uniform"),
     ({"base": {}, "search": {"lr": {"uniform": [1e-5, 1e-3]}}}, "a search needs trials"),
-    ({"base": {}, "grid": {"combine": ["sum"]}, "prune": True}, "unknown key(s) prune"),
+    ({"base": {}, "grid": {"combine": ["sum"]}, "pruning": True}, "unknown key(s) pruning"),
+    ({"base": {}, "grid": {"combine": ["sum"]}, "prune": {"patience": 3}}, "prune: unknown key(s) patience"),
 ])
 def test_spec_errors_name_the_problem(tmp_path, spec, message):
     from bertmtl.errors import UserError
@@ -73,6 +74,27 @@ def test_mean_ci_known_answer():
     assert s["mean"] == 2.0 and s["sd"] == 1.0
     assert s["lo"] == pytest.approx(2 - 4.303 / math.sqrt(3)) and s["hi"] == pytest.approx(2 + 4.303 / math.sqrt(3))
     assert mean_ci([0.5]) == {"n": 1, "mean": 0.5, "sd": None, "lo": None, "hi": None}
+    from bertmtl.stats import t975
+
+    assert t975(31) == pytest.approx(2.0395, abs=0.005) and t975(200) == pytest.approx(1.9719, abs=0.002)
+    assert t975(30) > t975(31) > t975(200)  # no step up past the table
+
+
+def test_a_failed_grid_point_is_queued_again_a_finished_one_never():
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from bertmtl.sweep.study import enqueue_once
+
+    study = optuna.create_study()
+    dist = {"combine": CategoricalDistribution(["sum", "mean"])}
+    study.add_trial(create_trial(state=TrialState.FAIL, params={"combine": "sum"}, distributions=dist))
+    study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.5, params={"combine": "mean"}, distributions=dist))
+    enqueue_once(study, {"combine": "sum"}, {})
+    enqueue_once(study, {"combine": "mean"}, {})
+    enqueue_once(study, {"combine": "sum"}, {})  # already waiting: once
+    waiting = [t.system_attrs["fixed_params"] for t in study.get_trials(states=(TrialState.WAITING,))]
+    assert waiting == [{"combine": "sum"}]
 
 
 def _outputs(seed: int, n: int = 200, flip: float = 0.0):

@@ -39,13 +39,21 @@ class MlflowSink:
         self.dir = Path(run_dir).resolve()
         self.client = mlflow.MlflowClient(tracking_uri=tracking_uri(self.dir))
         self.run_id: str | None = None
+        self.broken = False  # a tracking error happened: the sink is off
 
     def _open(self, record: dict) -> None:
         config = record.get("config") or {}
         name = (config.get("sweep") or "bertmtl").split("/")[0]
         exp = self.client.get_experiment_by_name(name)
         if exp is None:
-            exp_id = self.client.create_experiment(name, artifact_location=(self.dir.parent / "mlartifacts").as_uri())
+            try:
+                exp_id = self.client.create_experiment(name,
+                                                       artifact_location=(self.dir.parent / "mlartifacts").as_uri())
+            except Exception:  # noqa: BLE001 - another sweep worker made it a moment ago
+                exp = self.client.get_experiment_by_name(name)
+                if exp is None:
+                    raise
+                exp_id = exp.experiment_id
         else:
             exp_id = exp.experiment_id
         if record.get("type") == "resume":
@@ -72,6 +80,20 @@ class MlflowSink:
             self.client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
 
     def write(self, record: dict) -> None:
+        """Send a record; a tracking error (a server gone, a locked store) warns once and stops
+        this sink, never the training."""
+        if self.broken:
+            return
+        try:
+            self._write(record)
+        except Exception as e:  # noqa: BLE001 - whatever the tracking client raises
+            import sys
+
+            self.broken = True
+            sys.stderr.write(f"warning: --report-to mlflow: {type(e).__name__}: {e}; nothing more of this run "
+                             f"goes to MLflow (metrics.jsonl has it all)\n")
+
+    def _write(self, record: dict) -> None:
         kind = record.get("type")
         if kind in ("start", "resume"):
             self._open(record)
@@ -87,12 +109,15 @@ class MlflowSink:
 
             if is_checkpoint(self.dir / BEST):
                 self.client.log_artifacts(self.run_id, str(self.dir / BEST), artifact_path=BEST)
-            status = {"finished": "FINISHED", "stopped": "KILLED", "paused": "KILLED"}.get(record.get("status"),
-                                                                                          "FAILED")
+            status = {"finished": "FINISHED", "early-stopped": "FINISHED", "stopped": "KILLED", "paused": "KILLED",
+                      "pruned": "KILLED"}.get(record.get("status"), "FAILED")
             self.client.set_terminated(self.run_id, status=status)
             self.run_id = None
 
     def close(self) -> None:
-        if self.run_id is not None:  # no end record: the run failed
-            self.client.set_terminated(self.run_id, status="FAILED")
-            self.run_id = None
+        if self.run_id is not None and not self.broken:  # no end record: the run failed
+            try:
+                self.client.set_terminated(self.run_id, status="FAILED")
+            except Exception:  # noqa: BLE001 - the store is gone: nothing to mark
+                pass
+        self.run_id = None

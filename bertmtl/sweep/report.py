@@ -22,16 +22,17 @@ from .study import RUNS
 SPEC_FILE = "sweep.json"  # the spec as the sweep read it, beside its runs
 
 
-def collect(out: Path, spec: SweepSpec, status: str = "finished") -> dict[str, dict]:
+def collect(out: Path, spec: SweepSpec, statuses: tuple = ("finished", "early-stopped")) -> dict[str, dict]:
     """{config key: {"params", "runs": {seed: run dir}}} of the runs under DIR/runs that ended
-    with `status` (finished; pruned: the ones a pruner stopped)."""
+    with one of `statuses` (trained to their end, or early-stopped by --patience; ("pruned",):
+    the ones a pruner stopped)."""
     from ..rundir import RunState, holds_run
     from ..runs import run_info
 
     configs: dict[str, dict] = {}
     root = Path(out) / RUNS
     for run in sorted(root.iterdir()) if root.is_dir() else ():
-        if not run.is_dir() or not holds_run(run) or run_info(run)["status"] != status:
+        if not run.is_dir() or not holds_run(run) or run_info(run)["status"] not in statuses:
             continue
         cfg = RunState.of(run).config
         if any(k not in cfg for k in spec.swept):
@@ -64,6 +65,10 @@ def build_report(out: Path, spec: SweepSpec, replicates: int = 1000) -> dict:
 
     out = Path(out)
     configs = collect(out, spec)
+    pruned = [{"config": k, "params": c["params"], "runs": [str(r) for _, r in sorted(c["runs"].items())]}
+              for k, c in collect(out, spec, ("pruned",)).items()]
+    # A configuration pruned in a later seed has finished seeds too: it is pruned, not a row.
+    configs = {k: c for k, c in configs.items() if k not in {p["config"] for p in pruned}}
     if not configs:
         raise UserError(f"{out / RUNS}: no finished run of this sweep yet")
     first_run = next(iter(next(iter(configs.values()))["runs"].values()))
@@ -87,9 +92,8 @@ def build_report(out: Path, spec: SweepSpec, replicates: int = 1000) -> dict:
                                                       n=replicates, seed=0) for m, _ in metrics}
         rows.append(row)
     lead = metrics[0][0]
-    rows.sort(key=lambda r: (not r["baseline"], -(r["summary"][lead]["mean"] or -math.inf)))
-    pruned = [{"config": k, "params": c["params"], "runs": [str(r) for _, r in sorted(c["runs"].items())]}
-              for k, c in collect(out, spec, "pruned").items() if k not in configs]
+    rows.sort(key=lambda r: (not r["baseline"], -(r["summary"][lead]["mean"] if r["summary"][lead]["mean"] is not None
+                                                   else -math.inf)))
     report = {"sweep": spec.name, "spec": spec.to_dict(), "metric": spec.metric, "metrics": metrics,
               "baseline": baseline_key, "configurations": rows, "pruned": pruned, "replicates": replicates,
               "expected_seeds": spec.seed_list(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}

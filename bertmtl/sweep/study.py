@@ -22,7 +22,7 @@ import shutil
 import time
 from pathlib import Path
 
-from ..errors import UserError, extra_hint
+from ..errors import UserError
 from .spec import SweepSpec, config_key
 
 RUNS = "runs"  # DIR/runs: the sweep's runs root (`bertmtl runs --runs-dir DIR/runs`)
@@ -33,7 +33,8 @@ def require_optuna():
     try:
         import optuna
     except ImportError:
-        raise UserError(f"bertmtl sweep needs Optuna: {extra_hint('sweep', 'optuna')}") from None
+        raise UserError("bertmtl sweep needs Optuna, a dependency of bertmtl: reinstall it (pip install -e . in "
+                        "the clone), or pip install 'optuna>=4.9'") from None
     import warnings
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -59,10 +60,25 @@ def open_study(spec: SweepSpec, storage_url: str, heartbeat: int):
                                 pruner=pruner, load_if_exists=True)
     if spec.grid:
         for params in spec.grid_points():
-            study.enqueue_trial(params, user_attrs={GRID_ATTR: True}, skip_if_exists=True)
+            enqueue_once(study, params, {GRID_ATTR: True})
     elif spec.baseline:
-        study.enqueue_trial(spec.baseline, skip_if_exists=True)
+        enqueue_once(study, spec.baseline, {})
     return study
+
+
+def enqueue_once(study, params: dict, user_attrs: dict) -> None:
+    """Queue a configuration unless a trial has it waiting, running or done; a failed one (an
+    error in its training) is queued again, so that running the command again retries it."""
+    from optuna.trial import TrialState
+
+    live = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
+    if not any(t.state in live and params_of(t) == params for t in study.get_trials(deepcopy=False)):
+        study.enqueue_trial(params, user_attrs=user_attrs)
+
+
+def params_of(trial) -> dict:
+    """A trial's configuration: its parameters, or for a queued one not started yet its fixed ones."""
+    return trial.params or dict(trial.system_attrs.get("fixed_params") or {})
 
 
 def _storage(storage_url: str, heartbeat: int, tries: int = 6):
@@ -72,12 +88,17 @@ def _storage(storage_url: str, heartbeat: int, tries: int = 6):
 
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
+    sqlite = storage_url.startswith("sqlite")
     for attempt in range(tries):
         try:
-            return RDBStorage(storage_url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
-                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-                              engine_kwargs={"connect_args": {"timeout": 60}} if storage_url.startswith("sqlite")
-                              else None)
+            storage = RDBStorage(storage_url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
+                                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                                 # the driver's own transaction handling off: immediate_transactions' BEGINs
+                                 engine_kwargs={"connect_args": {"timeout": 60, "isolation_level": None}}
+                                 if sqlite else None)
+            if sqlite:
+                immediate_transactions(storage.engine)
+            return storage
         except ImportError as e:  # no driver for this kind of database
             raise UserError(f"--storage {storage_url}: no database driver for it ({e}); for PostgreSQL: "
                             f"pip install 'psycopg[binary]'") from None
@@ -85,6 +106,17 @@ def _storage(storage_url: str, heartbeat: int, tries: int = 6):
             if attempt == tries - 1:
                 raise UserError(f"--storage {storage_url}: cannot open it ({type(e).__name__}: {e})") from None
             time.sleep(0.5 + random.random())
+
+
+def immediate_transactions(engine) -> None:
+    """Every SQLite transaction of `engine` begins IMMEDIATE (takes the database's write lock at
+    its start). Optuna reads a waiting trial and marks it running in one transaction, relying on
+    SELECT ... FOR UPDATE, which SQLite ignores: two worker processes could both take the same
+    trial. With the lock taken at BEGIN the second waits and then sees it taken (SQLAlchemy's
+    recipe for SQLite transactions)."""
+    import sqlalchemy
+
+    sqlalchemy.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
 
 
 def suggest(trial, spec: SweepSpec) -> dict:
@@ -109,34 +141,47 @@ def run_dir_of(out: Path, params: dict, seed: int) -> Path:
     return Path(out) / RUNS / f"{config_key(params)}-s{seed}"
 
 
+# Runs that are over: their metric stands (nonfinite: none). A paused or stopped run resumes.
+ENDED = ("finished", "early-stopped", "pruned", "nonfinite")
+
+
 def train_seed(spec: SweepSpec, out: Path, params: dict, seed: int, label: str, poll: float = 2.0,
                judge=None) -> tuple[float | None, bool]:
     """One seed of a configuration, trained to its end (resumed where an earlier worker left it):
-    its last evaluation's `metric`, and whether the pruner (`judge`, engine.train's) stopped it."""
+    its last evaluation's `metric`, and whether the pruner (`judge`, engine.train's) stopped it.
+
+    A claim (a lock file beside the run) is held throughout: two workers given the same
+    configuration (a grid point two of them queued at one instant) train it once, the second
+    waiting for the first and then reading its result."""
     from ..engine import train
+    from ..locks import OwnerLock
     from ..rundir import LAST, SUMMARY, holds_run
     from ..runs import run_info
 
     run = run_dir_of(out, params, seed)
-    resume = None
-    while holds_run(run):
-        info = run_info(run)
-        if info["status"] in ("finished", "pruned") and (run / SUMMARY).is_file():
-            return last_metric(run, spec.metric), info["status"] == "pruned"
-        if info["status"] == "running":
-            # A live writer: a grid point two workers queued at the same moment, trained by the
-            # other one. Wait for its end rather than train it twice.
+    run.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            claim = OwnerLock(run.parent / f".{run.name}.claim", f"run {run}")
+            break
+        except UserError:  # another worker has it
             time.sleep(poll)
-            continue
-        if (run / LAST).exists():
-            resume = run
-        break
-    if resume is None and run.exists():  # killed before its first checkpoint: nothing to keep
-        shutil.rmtree(run)
-    cfg = spec.config(params, seed, run)
-    cfg.sweep = label
-    summary = train(cfg, resume=resume, judge=judge)
-    return last_metric(run, spec.metric), summary.get("status") == "pruned"
+    try:
+        resume = None
+        if holds_run(run):
+            info = run_info(run)
+            if info["status"] in ENDED and (run / SUMMARY).is_file():
+                return last_metric(run, spec.metric), info["status"] == "pruned"
+            if (run / LAST).exists():
+                resume = run
+        if resume is None and run.exists():  # killed before its first checkpoint: nothing to keep
+            shutil.rmtree(run)
+        cfg = spec.config(params, seed, run)
+        cfg.sweep = label
+        summary = train(cfg, resume=resume, judge=judge)
+        return last_metric(run, spec.metric), summary.get("status") == "pruned"
+    finally:
+        claim.release()
 
 
 def last_metric(run: Path, metric: str) -> float | None:
@@ -219,8 +264,10 @@ def work(spec: SweepSpec, out: Path, storage_url: str, heartbeat: int, poll: flo
 
 
 def _retried(study, trial) -> bool:
-    """Whether a failed trial was put back in the queue (a stale heartbeat) as a later trial."""
-    return any(t.system_attrs.get("failed_trial") == trial.number for t in study.get_trials(deepcopy=False))
+    """Whether a failed trial was put back in the queue (a stale heartbeat) as a later trial, or
+    queued again with its configuration (enqueue_once)."""
+    return any(trial.number in t.system_attrs.get("retry_history", []) or
+               (t.number > trial.number and params_of(t) == trial.params) for t in study.get_trials(deepcopy=False))
 
 
 def spawn_workers(spec_path: Path, out: Path, storage_url: str, workers: int, heartbeat: int) -> list:
@@ -231,11 +278,14 @@ def spawn_workers(spec_path: Path, out: Path, storage_url: str, workers: int, he
 
     threads = max(1, (os.cpu_count() or 1) // workers)
     gpus = _gpu_count()
+    # The GPUs this process may use, as the parent's CUDA_VISIBLE_DEVICES names them (or 0..n-1).
+    visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()][:gpus] \
+        or [str(i) for i in range(gpus)]
     procs = []
     for i in range(workers):
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         if gpus > 1:
-            env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
+            env["CUDA_VISIBLE_DEVICES"] = visible[i % len(visible)]
         procs.append(subprocess.Popen([sys.executable, "-m", "bertmtl", "sweep", str(spec_path), "--out", str(out),
                                        "--storage", storage_url, "--heartbeat", str(heartbeat), "--worker"], env=env))
     return procs

@@ -50,7 +50,11 @@ class GradNorm(LossWeighting):
         ratio = losses / start
         rate = ratio / ratio.mean()
         target = norms.mean() * rate.pow(self.alpha)
-        grad[idx] = torch.sign(norms - target) * norms / w
+        step = torch.sign(norms - target) * norms / w
+        if not bool(torch.isfinite(step).all()):  # a first loss of 0: no training rate to balance
+            self.w.grad = None
+            return
+        grad[idx] = step
         self.w.grad = grad.to(self.w)
 
     def after_step(self) -> None:
