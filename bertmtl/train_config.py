@@ -20,7 +20,7 @@ from .taskfiles import parse_tasks
 from .tasks import TASKS
 from .tasks.declared import builtin_names, parse_task_flags
 
-REPORT_TO = ("tensorboard", "csv", "mlflow")
+REPORT_TO = ("tensorboard", "csv", "mlflow", "wandb")
 # The head options' choices (model/heads.py's HeadConfig takes them from the fields below).
 POOLINGS = ("mean", "cls", "pooler")
 PAIR_MODES = ("bi", "cross")
@@ -210,8 +210,10 @@ class TrainConfig(Options):
     report_to: list = option(help="Also send the metrics to: tensorboard (event files in RUN/tensorboard; needs "
                                   "`pip install -e \".[tensorboard]\"`), csv (RUN/train.csv, RUN/eval.csv), mlflow "
                                   "($MLFLOW_TRACKING_URI, else RUNS_ROOT/mlflow.db; needs `pip install -e "
-                                  "\".[mlflow]\"`). Repeat or give a comma list; metrics.jsonl is always written.",
-                             factory=list, choices=REPORT_TO, metavar="tensorboard,csv,mlflow", parse=parse_report_to,
+                                  "\".[mlflow]\"`), wandb (online with $WANDB_API_KEY, else offline in RUN/wandb; "
+                                  "needs `pip install -e \".[wandb]\"`). Repeat or give a comma list; metrics.jsonl "
+                                  "is always written.",
+                             factory=list, choices=REPORT_TO, metavar="tensorboard,csv,mlflow,wandb", parse=parse_report_to,
                              multiple=True)
     runs_dir: str | None = option(None, "Where runs are made and found [default: $BERTMTL_RUNS, else ./checkpoints].",
                                   type=str, path="dir")

@@ -103,8 +103,8 @@ def test_missing_tensorboard_is_a_clear_error(tiny_bert_dir, tmp_path, monkeypat
 
 
 def test_unknown_report_destination_is_a_usage_error(tmp_path):
-    r = CliRunner().invoke(main, ["train", "--report-to", "wandb", "--print-config"])
-    assert r.exit_code == 2 and "wandb" in r.output and "tensorboard" in r.output
+    r = CliRunner().invoke(main, ["train", "--report-to", "neptune", "--print-config"])
+    assert r.exit_code == 2 and "neptune" in r.output and "tensorboard" in r.output and "wandb" in r.output
 
 
 def test_tui_train_passes_repeated_report_to_and_runs_dir_to_the_child(tmp_path, monkeypatch):
@@ -193,3 +193,37 @@ def test_missing_mlflow_is_a_clear_error(tiny_bert_dir, tmp_path, monkeypatch):
                                   "--out", str(tmp_path / "run"), "--max-steps", "1", "--report-to", "mlflow"])
     assert r.exit_code == 2 and 'pip install -e ".[mlflow]"' in r.output and "mlflow-skinny" in r.output
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_wandb_offline_run_holds_the_config_and_metrics_and_a_resume_continues(tiny_bert_dir, data_dir, tmp_path,
+                                                                              monkeypatch):
+    """Without a key, --report-to wandb writes an offline W&B run into RUN/wandb (for `wandb
+    sync`); its records hold the configuration, the per-step and the dev metrics; the resumed run
+    writes to the same W&B run id."""
+    pytest.importorskip("wandb")
+    from .conftest import cli
+
+    for k in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_PROJECT"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = tmp_path / "r"
+    args = ["train", "--encoder", tiny_bert_dir, "--data-dir", data_dir, "--max-steps", 4, "--batch-size", 8,
+            "--log-every", 1, "--eval-every", 2, "--precision", "fp32", "--no-smart", "--report-to", "wandb",
+            "--out", run]
+    cli(*args, "--stop-at-step", 2)
+    cli("train", "--resume", run)
+    offline = sorted((run / "wandb").glob("offline-run-*"))
+    assert len(offline) == 2  # the first process and the resumed one
+    ids = {p.name.split("-", 3)[3] for p in offline}  # offline-run-DATE_TIME-ID
+    assert len(ids) == 1 and ids.pop().startswith("bertmtl-")  # one W&B run, continued
+    data = b"".join(f.read_bytes() for p in offline for f in p.glob("run-*.wandb"))
+    for needle in (b"loss_sst", b"dev_overall", b"combine", b"pcgrad", b"max_steps"):
+        assert needle in data, needle
+
+
+def test_missing_wandb_is_a_clear_error(tiny_bert_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed
+    data = write_task_data(tmp_path / "data")
+    r = CliRunner().invoke(main, ["train", "--pretrained", str(tiny_bert_dir), "--data-dir", str(data),
+                                  "--out", str(tmp_path / "run"), "--max-steps", "1", "--report-to", "wandb"])
+    assert r.exit_code == 2 and 'pip install -e ".[wandb]"' in r.output

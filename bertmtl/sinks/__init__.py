@@ -32,10 +32,11 @@ def _kinds() -> dict:
     from .csv import CsvSink
     from .mlflow import MlflowSink, require_mlflow
     from .tensorboard import TensorBoardSink, require_tensorboard
+    from .wandb import WandbSink, require_wandb
 
     # name -> (the sink, what checks its packages are there; None: nothing to install)
     return {"tensorboard": (TensorBoardSink, require_tensorboard), "csv": (CsvSink, None),
-            "mlflow": (MlflowSink, require_mlflow)}
+            "mlflow": (MlflowSink, require_mlflow), "wandb": (WandbSink, require_wandb)}
 
 
 def require_sinks(names: list[str]) -> None:

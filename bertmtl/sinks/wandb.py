@@ -1,0 +1,78 @@
+"""`--report-to wandb`: a run's configuration, per-step metrics and dev metrics in Weights & Biases.
+
+Online when W&B can be reached with a key ($WANDB_API_KEY); otherwise offline, into
+RUN/wandb/, for `wandb sync RUN/wandb/offline-run-*` later ($WANDB_MODE, when set, decides).
+The W&B run's id is derived from the run directory, so a resumed run continues the same W&B run.
+Runs go to the project $WANDB_PROJECT (default "bertmtl"); a sweep's trials are grouped by sweep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+from ..errors import UserError, extra_hint
+from .records import NOT_SCALARS, flatten
+
+
+def require_wandb():
+    try:
+        import wandb
+    except ImportError:
+        raise UserError(f"--report-to wandb needs wandb: {extra_hint('wandb', 'wandb')}") from None
+    return wandb
+
+
+def mode() -> str:
+    return os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+
+
+class WandbSink:
+    def __init__(self, run_dir: Path, resume_step: int | None = None):
+        self.wandb = require_wandb()
+        self.dir = Path(run_dir).resolve()
+        self.run = None
+        self.broken = False
+
+    def write(self, record: dict) -> None:
+        """Send a record; a W&B error warns once and stops this sink, never the training."""
+        if self.broken:
+            return
+        try:
+            self._write(record)
+        except Exception as e:  # noqa: BLE001 - whatever the W&B client raises
+            self.broken = True
+            sys.stderr.write(f"warning: --report-to wandb: {type(e).__name__}: {e}; nothing more of this run goes "
+                             f"to W&B (metrics.jsonl has it all)\n")
+
+    def _write(self, record: dict) -> None:
+        kind = record.get("type")
+        if kind in ("start", "resume"):
+            config = record.get("config") or {}
+            sweep = (config.get("sweep") or "").split("/")[0] or None
+            self.run = self.wandb.init(
+                project=os.environ.get("WANDB_PROJECT", "bertmtl"), name=self.dir.name, group=sweep,
+                id="bertmtl-" + hashlib.sha1(str(self.dir).encode()).hexdigest()[:16], resume="allow",
+                dir=str(self.dir), config=config, mode=mode(), reinit="create_new")
+        elif self.run is None:
+            return
+        elif kind == "train":
+            self.run.log({k: v for k, v in flatten(record).items() if k not in NOT_SCALARS}, step=record["step"])
+        elif kind == "eval":
+            self.run.log({f"dev_{k}": v for k, v in flatten(record).items() if k not in NOT_SCALARS},
+                         step=record["step"])
+        elif kind == "end":
+            self.run.summary["status"] = record.get("status")
+            self.run.finish(exit_code=0 if record.get("status") in ("finished", "early-stopped", "paused",
+                                                                     "stopped", "pruned") else 1)
+            self.run = None
+
+    def close(self) -> None:
+        if self.run is not None and not self.broken:
+            try:
+                self.run.finish(exit_code=1)
+            except Exception:  # noqa: BLE001
+                pass
+        self.run = None
