@@ -48,7 +48,7 @@ from .runs import new_run_dir, runs_root
 from .tasks import BUILTIN, MLM, TASKS, TaskSpec
 from .tokenizer import WordPieceTokenizer
 from .train_config import TrainConfig
-from .weights import resolve
+from .weights import resolve, resolve_with_revision
 
 __all__ = ["GradBuffers", "MultitaskStep", "TrainConfig", "load_datasets", "Run", "prepare", "Checkpointer",
            "evaluate_dev", "train"]
@@ -361,7 +361,11 @@ def _build(cfg: TrainConfig, run_dir: Path, resume_ckpt: Path | None, dist: Dist
     # data and model (the seed fixes the heads' initialisation)
     specs, trained, declared = task_specs(cfg, resume_ckpt)  # declared tasks' files are read here: before any download
     torch.manual_seed(cfg.seed)
-    pretrained = resolve(cfg.encoder) if resume_ckpt is None else resume_ckpt
+    if resume_ckpt is None:  # a Hub name's commit is recorded: the run names exactly what it started from
+        pretrained, revision = resolve_with_revision(cfg.encoder)
+        cfg.encoder_revision = revision or cfg.encoder_revision
+    else:
+        pretrained = resume_ckpt
     tokenizer = WordPieceTokenizer.from_dir(pretrained, max_length=cfg.max_length)
     warnings = []
 

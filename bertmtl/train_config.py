@@ -95,6 +95,7 @@ class TrainConfig(Options):
     out: str | None = option(None, "Run directory [default: a new DATE-TIME directory under --runs-dir].", type=str,
                              path="dir")
     encoder: str = option("minilm", "Encoder to start from: a built-in name (minilm, mpnet; fetched on first use), "
+                                    "a Hugging Face Hub name (ORG/NAME[@REVISION], into the Hugging Face cache), "
                                     "a Hugging Face BERT / MPNet directory, or a bertmtl run or checkpoint (its "
                                     "encoder).", aliases=("pretrained",), resume=False)
     init_heads_from: str | None = option(None, "Start the task heads from this checkpoint's (a run's best/) instead "
@@ -191,6 +192,8 @@ class TrainConfig(Options):
                                   min=0, min_open=True)
     smart_steps: int = option(1, "SMART ascent steps K.", min=1, max=100)
     # -- hardware
+    encoder_revision: str | None = option(None, "The Hub commit --encoder ORG/NAME resolved to (recorded at the "
+                                                "start of a run).", type=str, cli=False)
     sweep: str | None = option(None, "The sweep and configuration this run is a trial of (bertmtl sweep sets it).",
                                type=str, cli=False)
     seed: int = option(42, "Random seed, 0 to 2^63-1 (same seed, same result; CPU runs repeat exactly).",

@@ -215,20 +215,30 @@ def download(b: BuiltIn, target: Path, quiet: bool = False) -> None:
 
 def resolve(value: str | Path | None) -> Path:
     """An encoder directory from an option value: None (the default built-in), a built-in
-    name (`minilm`, `mpnet`: fetched on first use), a Hugging Face directory, or a bertmtl
+    name (`minilm`, `mpnet`: fetched on first use), a Hugging Face directory, a Hugging Face
+    Hub name (ORG/NAME[@REVISION], fetched into the Hugging Face cache: hub.py), or a bertmtl
     checkpoint or run directory (its best/), whose encoder starts a new run.
 
     A built-in name wins over a same-named directory in the working directory; write
-    `./mpnet` to mean the directory.
+    `./mpnet` to mean the directory. An existing directory wins over a Hub name.
     """
+    return resolve_with_revision(value)[0]
+
+
+def resolve_with_revision(value: str | Path | None) -> tuple[Path, str | None]:
+    """resolve(), and the Hub commit the encoder came from (None when it is not a Hub name)."""
+    from .hub import fetch, hub_name
+
     if value is None:
-        return pretrained_dir(DEFAULT_ENCODER)
+        return pretrained_dir(DEFAULT_ENCODER), None
     if isinstance(value, str) and value in BUILTINS:
-        return pretrained_dir(value)
+        return pretrained_dir(value), None
+    if (name := hub_name(value)) is not None:
+        return fetch(*name)
     d = encoder_directory(value)
     if not is_checkpoint(d) and is_checkpoint(d / BEST):
-        return resolve_checkpoint(d)  # a run directory: the encoder of its best checkpoint
-    return d
+        return resolve_checkpoint(d), None  # a run directory: the encoder of its best checkpoint
+    return d, None
 
 
 def load_encoder(path: str | Path | None = None, dtype: torch.dtype = torch.float32,

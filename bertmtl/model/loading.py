@@ -26,8 +26,9 @@ def encoder_directory(path: str | Path) -> Path:
     p = Path(path).expanduser()
     if not p.is_dir():
         raise UserError(f"{p}: not a directory. --encoder takes a built-in encoder name (minilm, mpnet), a "
-                        f"Hugging Face BERT or MPNet directory (config.json, vocab.txt, model.safetensors or "
-                        f"pytorch_model.bin), or a bertmtl run or checkpoint directory.")
+                        f"Hugging Face Hub name (ORG/NAME[@REVISION]), a Hugging Face BERT or MPNet directory "
+                        f"(config.json, vocab.txt, model.safetensors or pytorch_model.bin), or a bertmtl run or "
+                        f"checkpoint directory.")
     return p
 
 
