@@ -324,8 +324,59 @@ def _comparison_notes(ck, args: dict) -> list[str]:
     return ["", "## Comparing these scores", "", *(f"- {n}" for n in notes)] if notes else []
 
 
+# The Hub datasets the built-in tasks come from (SST-5 from the Stanford Sentiment Treebank;
+# Quora Question Pairs and STS-B as GLUE has them), and what each task is, for the card's metadata.
+TASK_DATASETS = {"sst": ("stanfordnlp/sst", "text-classification"), "para": ("nyu-mll/glue", "text-classification"),
+                 "sts": ("nyu-mll/glue", "sentence-similarity")}
+PIPELINE_TAG = {"hf": "feature-extraction", "sentence-transformers": "sentence-similarity",
+                "onnx": "text-classification"}
+METRIC_TYPE = {"accuracy": "accuracy", "macro_f1": "f1", "f1": "f1", "pearson": "pearsonr", "spearman": "spearmanr"}
+
+
+def card_metadata(ck, fmt: str) -> dict:
+    """The model card's YAML metadata (huggingface_hub's ModelCardData): base model and its
+    revision, license of the base model where known, datasets, pipeline tag, the dev metrics."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    from .hub import hub_name
+    from .weights import BUILTINS
+
+    args = ck.train_args
+    encoder = encoder_of(args)
+    builtin = BUILTINS.get(encoder)
+    base = builtin.hub_id if builtin else (hub_name(encoder) or (None,))[0] if isinstance(encoder, str) else None
+    name = Path(ck.path).resolve().parent.name
+    results = []
+    for task in ck.tasks:
+        spec = ck.model.specs.get(task)
+        if spec is None or task not in TASK_DATASETS:
+            continue
+        dataset, task_type = TASK_DATASETS[task]
+        for m in spec.metrics:
+            v = ck.metrics.get(spec.metric_key(m))
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                results.append(EvalResult(task_type=task_type, dataset_type=dataset, dataset_name=f"{spec.title} (CS224N dev)",
+                                          dataset_split="dev", metric_type=METRIC_TYPE.get(m, m), metric_value=float(v)))
+    extra = {"base_model_revision": args.get("encoder_revision")} if args.get("encoder_revision") else {}
+    data = ModelCardData(
+        library_name="transformers" if fmt == "hf" else ("sentence-transformers" if fmt != "onnx" else "onnx"),
+        base_model=base, license=builtin.license if builtin and builtin.license else None,
+        datasets=sorted({TASK_DATASETS[t][0] for t in ck.tasks if t in TASK_DATASETS}) or None,
+        pipeline_tag=PIPELINE_TAG[fmt], tags=["bertmtl", "multi-task"], model_name=name if results else None,
+        eval_results=results or None, **extra)
+    return data
+
+
 def model_card(ck, fmt: str, command: str) -> str:
-    """README.md of an export: what it is, how to load it, base encoder, data, options, dev metrics, command."""
+    """README.md of an export: YAML metadata (card_metadata), then what it is, how to load it,
+    base encoder, data, options, dev metrics, command; written through huggingface_hub's ModelCard."""
+    from huggingface_hub import ModelCard
+
+    return str(ModelCard(f"---\n{card_metadata(ck, fmt).to_yaml()}\n---\n\n{card_text(ck, fmt, command)}"))
+
+
+def card_text(ck, fmt: str, command: str) -> str:
+    """The card's text below its metadata."""
     from .tasks import metric_rows
 
     args, info, cfg = ck.train_args, ck.info, ck.model.encoder.config

