@@ -227,3 +227,22 @@ def test_missing_wandb_is_a_clear_error(tiny_bert_dir, tmp_path, monkeypatch):
     r = CliRunner().invoke(main, ["train", "--pretrained", str(tiny_bert_dir), "--data-dir", str(data),
                                   "--out", str(tmp_path / "run"), "--max-steps", "1", "--report-to", "wandb"])
     assert r.exit_code == 2 and 'pip install -e ".[wandb]"' in r.output
+
+
+def test_a_failing_tracking_destination_warns_once_and_never_stops_training(capsys):
+    from bertmtl.sinks.records import GuardedSink
+
+    class Broken(GuardedSink):
+        label = "mlflow"
+        calls = 0
+
+        def _write(self, record):
+            Broken.calls += 1
+            raise ConnectionError("tracking server gone")
+
+    sink = Broken()
+    sink.write({"type": "train", "step": 1})
+    sink.write({"type": "train", "step": 2})
+    err = capsys.readouterr().err
+    assert Broken.calls == 1 and err.count("warning: --report-to mlflow: ConnectionError") == 1
+    assert "metrics.jsonl has it all" in err

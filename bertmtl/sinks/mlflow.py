@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from ..errors import UserError, extra_hint
-from .records import NOT_SCALARS, flatten, is_number
+from .records import NOT_SCALARS, GuardedSink, flatten, is_number
 
 RUN_TAG = "bertmtl.run_dir"
 
@@ -33,13 +33,14 @@ def tracking_uri(run_dir: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(Path(run_dir).parent / 'mlflow.db').resolve()}"
 
 
-class MlflowSink:
+class MlflowSink(GuardedSink):
+    label = "mlflow"
+
     def __init__(self, run_dir: Path, resume_step: int | None = None):
         mlflow = require_mlflow()
         self.dir = Path(run_dir).resolve()
         self.client = mlflow.MlflowClient(tracking_uri=tracking_uri(self.dir))
         self.run_id: str | None = None
-        self.broken = False  # a tracking error happened: the sink is off
 
     def _open(self, record: dict) -> None:
         config = record.get("config") or {}
@@ -78,20 +79,6 @@ class MlflowSink:
         metrics = [Metric(k, float(v), now, step) for k, v in values.items() if is_number(v)]
         for i in range(0, len(metrics), 1000):
             self.client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
-
-    def write(self, record: dict) -> None:
-        """Send a record; a tracking error (a server gone, a locked store) warns once and stops
-        this sink, never the training."""
-        if self.broken:
-            return
-        try:
-            self._write(record)
-        except Exception as e:  # noqa: BLE001 - whatever the tracking client raises
-            import sys
-
-            self.broken = True
-            sys.stderr.write(f"warning: --report-to mlflow: {type(e).__name__}: {e}; nothing more of this run "
-                             f"goes to MLflow (metrics.jsonl has it all)\n")
 
     def _write(self, record: dict) -> None:
         kind = record.get("type")

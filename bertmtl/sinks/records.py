@@ -21,3 +21,27 @@ def is_number(v) -> bool:
 # Per-record keys that are not curves: the step is the x axis; epoch, wall time and the best
 # score so far are bookkeeping (the best score is the running maximum of `overall`).
 NOT_SCALARS = {"step", "time", "best_overall", "epoch"}
+
+
+class GuardedSink:
+    """A destination that may fail while a run trains (a tracking server gone, a locked store):
+    its first error warns once and turns the sink off; the training and metrics.jsonl go on.
+    Subclasses set `label` (the --report-to name) and implement `_write`."""
+
+    label = ""
+    broken = False
+
+    def write(self, record: dict) -> None:
+        if self.broken:
+            return
+        try:
+            self._write(record)
+        except Exception as e:  # noqa: BLE001 - whatever the destination's client raises
+            import sys
+
+            self.broken = True
+            sys.stderr.write(f"warning: --report-to {self.label}: {type(e).__name__}: {e}; nothing more of this run "
+                             f"goes there (metrics.jsonl has it all)\n")
+
+    def _write(self, record: dict) -> None:
+        raise NotImplementedError

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 from pathlib import Path
 
 from ..errors import UserError, extra_hint
-from .records import NOT_SCALARS, flatten
+from .records import NOT_SCALARS, GuardedSink, flatten
 
 
 def require_wandb():
@@ -29,23 +28,13 @@ def mode() -> str:
     return os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
 
 
-class WandbSink:
+class WandbSink(GuardedSink):
+    label = "wandb"
+
     def __init__(self, run_dir: Path, resume_step: int | None = None):
         self.wandb = require_wandb()
         self.dir = Path(run_dir).resolve()
         self.run = None
-        self.broken = False
-
-    def write(self, record: dict) -> None:
-        """Send a record; a W&B error warns once and stops this sink, never the training."""
-        if self.broken:
-            return
-        try:
-            self._write(record)
-        except Exception as e:  # noqa: BLE001 - whatever the W&B client raises
-            self.broken = True
-            sys.stderr.write(f"warning: --report-to wandb: {type(e).__name__}: {e}; nothing more of this run goes "
-                             f"to W&B (metrics.jsonl has it all)\n")
 
     def _write(self, record: dict) -> None:
         kind = record.get("type")
