@@ -139,4 +139,6 @@ def describe_difference(c: dict | None) -> str:
     if c.get("lo") is None:
         return f"{c['diff']:+.3f} (no interval: every resample undefined)"
     verdict = "within noise" if c["within_noise"] else ("better" if c["diff"] > 0 else "worse")
-    return f"{c['diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}], p {c['p']:.3f}, {verdict}"
+    # no replicate on the other side of zero: p is below what the replicates can resolve
+    p = f"p < {1 / c['replicates']:.3g}" if c["p"] == 0 and c.get("replicates") else f"p {c['p']:.3f}"
+    return f"{c['diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}], {p}, {verdict}"

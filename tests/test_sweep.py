@@ -123,6 +123,9 @@ def test_a_constructed_difference_is_detected_and_the_bootstrap_repeats():
     assert r["diff"] == pytest.approx(score(b[0], SPECS, "sst_acc") - score(a[0], SPECS, "sst_acc"))
     assert r["diff"] > 0.15 and r["lo"] > 0 and r["p"] < 0.01 and not r["within_noise"]
     assert paired_bootstrap(a, b, SPECS, "sst_acc", n=300, seed=3) == r  # seeded: the same numbers
+    from bertmtl.stats import describe_difference
+
+    assert r["p"] == 0 and describe_difference(r).endswith("p < 0.00333, better")  # below what 300 resolve
     # A small difference on few examples is within the noise.
     small = paired_bootstrap([_outputs(0, n=30)], [_outputs(0, n=30, flip=0.05)], SPECS, "sst_acc", n=300)
     assert small["within_noise"] and small["p"] > 0.05
