@@ -69,7 +69,7 @@ def test_config_file_keys_may_be_flag_names_and_yaml_exponents(tmp_path):
     ("lr: fast\n", "lr: must be a number"),
     ("epochs: -1\n", "epochs must be > 0"),
     ("combine: gradnorm\n", "combine must be one of sum, mean, pcgrad"),
-    ("report_to: [csv, wandb]\n", "--report-to has unknown value(s) wandb"),
+    ("report_to: [csv, neptune]\n", "--report-to has unknown value(s) neptune"),
     ("grad_accum: 2.5\n", "grad_accum: must be a whole number"),
     ("- lr\n", "expected a mapping"),
     ("lr: [1\n", "not valid YAML"),
