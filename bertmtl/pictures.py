@@ -14,10 +14,26 @@ from .rundir import RunState, conflict_summary
 PAIR_COLORS = ("#c2185b", "#00838f", "#f9a825", "#2e7d32", "#d84315", "#1565c0", "#6a1b9a", "#4e342e")
 
 
-def cosine_fill(c: float) -> str:
-    """Red for conflict (-1), near black for orthogonal (0), green for agreement (1): the TUI's scale."""
-    shade = int(40 + 150 * min(1.0, abs(c)))
+NICE_SCALES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+def cosine_scale(values) -> float:
+    """The smallest of NICE_SCALES that holds every |cosine|: the gradients of different tasks over
+    millions of parameters are nearly orthogonal (cosines of a few hundredths), and a -1..1 scale
+    would draw them all as zero."""
+    top = max((abs(v) for v in values), default=0.0)
+    return next((s for s in NICE_SCALES if top <= s), 1.0)
+
+
+def cosine_fill(c: float, scale: float = 1.0) -> str:
+    """Red for conflict (-scale), near black for orthogonal (0), green for agreement (+scale)."""
+    shade = int(40 + 150 * min(1.0, abs(c) / scale))
     return f"rgb({shade},30,30)" if c < 0 else f"rgb(30,{shade},40)"
+
+
+def cosine_text(c: float, scale: float) -> str:
+    """A cosine with the digits its scale needs (+0.004 on a 0.01 scale, +0.42 on 1)."""
+    return f"{c:+.3f}" if scale < 0.1 else f"{c:+.2f}"
 
 
 def _tasks_of(pairs) -> list[str]:
@@ -35,6 +51,7 @@ def conflict_svg(state: RunState, title: str = "") -> str:
     summary = conflict_summary(state.telemetry)
     series = state.cos_series
     tasks = _tasks_of(summary)
+    scale = cosine_scale([c for pts in series.values() for _, c in pts])
     cell, left, top = 64, 70, 60
     heat_w = left + cell * max(len(tasks), 1) + 30
     plot_x, plot_w, plot_h = heat_w + 50, 420, 260
@@ -56,9 +73,10 @@ def conflict_svg(state: RunState, title: str = "") -> str:
                 out.append(f'<rect x="{x}" y="{y}" width="{cell - 2}" height="{cell - 2}" fill="#eeeeee"/>')
                 continue
             c = p["mean_cos"]
-            out.append(f'<rect x="{x}" y="{y}" width="{cell - 2}" height="{cell - 2}" fill="{cosine_fill(c)}"/>')
+            out.append(f'<rect x="{x}" y="{y}" width="{cell - 2}" height="{cell - 2}" '
+                       f'fill="{cosine_fill(c, scale)}"/>')
             out.append(f'<text x="{x + cell / 2 - 1}" y="{y + cell / 2}" text-anchor="middle" fill="white">'
-                       f'{c:+.2f}</text>')
+                       f'{cosine_text(c, scale)}</text>')
             out.append(f'<text x="{x + cell / 2 - 1}" y="{y + cell / 2 + 15}" text-anchor="middle" fill="white" '
                        f'font-size="11">({p["conflict_fraction"]:.0%})</text>')
     # cosine per log window against step
@@ -66,15 +84,15 @@ def conflict_svg(state: RunState, title: str = "") -> str:
     s0, s1 = min(steps), max(max(steps), min(steps) + 1)
 
     def xy(step: float, c: float) -> str:
-        return f"{plot_x + (step - s0) / (s1 - s0) * plot_w:.1f},{top + (1 - c) / 2 * plot_h:.1f}"
+        return f"{plot_x + (step - s0) / (s1 - s0) * plot_w:.1f},{top + (1 - c / scale) / 2 * plot_h:.1f}"
 
     out.append(f'<rect x="{plot_x}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>')
-    for c in (-1.0, -0.5, 0.0, 0.5, 1.0):
-        y = top + (1 - c) / 2 * plot_h
+    for c in (-scale, -scale / 2, 0.0, scale / 2, scale):
+        y = top + (1 - c / scale) / 2 * plot_h
         dash = "" if c == 0 else ' stroke-dasharray="3,4"'
         out.append(f'<line x1="{plot_x}" y1="{y:.1f}" x2="{plot_x + plot_w}" y2="{y:.1f}" stroke="#bbb"{dash}/>')
-        out.append(f'<text x="{plot_x - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11">{c:+.1f}</text>')
-    out.append(f'<text x="{plot_x}" y="{top - 10}">gradient cosine per log window</text>')
+        out.append(f'<text x="{plot_x - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11">{c:+.3g}</text>')
+    out.append(f'<text x="{plot_x}" y="{top - 10}">gradient cosine per log window (scale ±{scale:g})</text>')
     out.append(f'<text x="{plot_x}" y="{top + plot_h + 18}" font-size="11">step {s0}</text>')
     out.append(f'<text x="{plot_x + plot_w}" y="{top + plot_h + 18}" font-size="11" text-anchor="end">'
                f'step {s1}</text>')

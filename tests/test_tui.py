@@ -566,3 +566,13 @@ def test_snapshot_playground(snap_compare, tmp_path, monkeypatch):
         await pilot.pause(0.1)
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_cosines_are_drawn_on_a_scale_that_fits_them():
+    """Gradients of different tasks over millions of parameters are nearly orthogonal: a real run's
+    cosines are hundredths, which a -1..1 scale would show as +0.00, all one colour."""
+    from bertmtl.pictures import cosine_fill, cosine_scale, cosine_text
+
+    assert cosine_scale([-0.004, 0.0141]) == 0.02 and cosine_scale([0.3]) == 0.5 and cosine_scale([]) == 0.01
+    assert cosine_text(-0.0041, 0.01) == "-0.004" and cosine_text(0.42, 0.5) == "+0.42"
+    assert cosine_fill(-0.01, 0.01) == "rgb(190,30,30)" and cosine_fill(0.005, 0.01) == "rgb(30,115,40)"

@@ -14,7 +14,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
-from ..pictures import cosine_fill
+from ..pictures import cosine_fill, cosine_scale, cosine_text
 from ..rundir import RunState
 from .lineplot import LinePlot
 
@@ -22,9 +22,9 @@ PAIR_COLORS = ("magenta", "cyan", "yellow", "green", "red", "blue", "bright_mage
                "bright_yellow", "bright_green")
 
 
-def cosine_style(c: float) -> str:
-    """A cell's background: red for conflict (-1), dark for orthogonal (0), green for agreement (1)."""
-    return f"white on {cosine_fill(c)}"
+def cosine_style(c: float, scale: float = 1.0) -> str:
+    """A cell's background: red for conflict (-scale), dark for orthogonal (0), green for agreement."""
+    return f"white on {cosine_fill(c, scale)}"
 
 
 def heat_map(last: dict, tasks: list[str]) -> Table:
@@ -40,6 +40,7 @@ def heat_map(last: dict, tasks: list[str]) -> Table:
     if loss_weights:
         table.add_column("loss w", justify="right")
     cos = last.get("cos") or {}
+    scale = cosine_scale(cos.values())  # real runs' cosines are hundredths: colours and digits to fit
     for i, a in enumerate(tasks):
         cells = []
         for j, b in enumerate(tasks):
@@ -47,7 +48,8 @@ def heat_map(last: dict, tasks: list[str]) -> Table:
                 cells.append(Text("  ·  ", style="dim"))
                 continue
             c = cos.get(f"{a}-{b}", cos.get(f"{b}-{a}"))
-            cells.append(Text(f"{c:+.2f}", style=cosine_style(c)) if c is not None else Text("  –  ", style="dim"))
+            cells.append(Text(cosine_text(c, scale), style=cosine_style(c, scale)) if c is not None
+                         else Text("  –  ", style="dim"))
         norm = (last.get("grad_norm") or {}).get(a)
         weight = (last.get("weight") or {}).get(a)
         extra = [_number(loss_weights.get(a))] if loss_weights else []
