@@ -15,7 +15,6 @@ and standard deviation over seeds. Two tables (`--table`):
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import shutil
@@ -158,15 +157,6 @@ def _cell(row: dict, key: str) -> str:
     return _fmt(v) if sd is None or v is None else f"{v:.3f} ± {sd:.3f}"
 
 
-def mean_sd(values: list) -> tuple:
-    """(mean, sample standard deviation) of the finite values; sd None for fewer than two."""
-    vs = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
-    if not vs:
-        return None, None
-    m = sum(vs) / len(vs)
-    return m, (math.sqrt(sum((v - m) ** 2 for v in vs) / (len(vs) - 1)) if len(vs) > 1 else None)
-
-
 def weights_text(weights: dict | None) -> str:
     return ", ".join(f"{t} {w:.2f}" for t, w in weights.items()) if weights else "—"
 
@@ -277,20 +267,15 @@ def run_dir_of(out: Path, row: str, seed: int, cfg: AblateConfig) -> Path:
     return out / "runs" / row if cfg.seeds == 1 else out / "runs" / row / f"seed-{seed}"
 
 
-def row_telemetry(run_dir: Path) -> dict:
-    """The means of a run's telemetry scalars over its log records (TELEMETRY's keys)."""
+def run_telemetry(run_dir: Path) -> tuple[dict, dict | None]:
+    """From one reading of a run's log: the means of its telemetry scalars over its records
+    (TELEMETRY's keys), and the loss weights of its last record (None without a loss weighting)."""
     from .rundir import RunState
+    from .stats import mean_ci
 
     records = RunState.of(run_dir).telemetry
-    return {k: mean_sd([r.get(k) for r in records])[0] for k, _ in TELEMETRY}
-
-
-def last_loss_weights(run_dir: Path) -> dict | None:
-    """The loss weights of a run's last log record (None without a loss weighting)."""
-    from .rundir import RunState
-
-    records = RunState.of(run_dir).telemetry
-    return next((r["loss_weight"] for r in reversed(records) if r.get("loss_weight")), None)
+    means = {k: mean_ci([r.get(k) for r in records])["mean"] for k, _ in TELEMETRY}
+    return means, next((r["loss_weight"] for r in reversed(records) if r.get("loss_weight")), None)
 
 
 def _ablate(cfg: AblateConfig, rows: list[str], out: Path, reporter_factory, t0: float) -> dict:
@@ -352,11 +337,12 @@ def _ablate(cfg: AblateConfig, rows: list[str], out: Path, reporter_factory, t0:
             tr = time.perf_counter()
             summary = train(tc, reporter=new_reporter())
             metrics = summary.get("last_metrics") or {}
+            telemetry, loss_weight = run_telemetry(run_dir)
             per_seed.append({"seed": seed, "run": str(run_dir), "metrics": {k: metrics.get(k) for k, _ in METRICS},
                              "dev_n": {s.count_key: metrics.get(s.count_key) for s in BUILTIN},
-                             "telemetry": row_telemetry(run_dir) if table.columns else None,
+                             "telemetry": telemetry if table.columns else None,
                              "wall_s": time.perf_counter() - tr, "steps": summary.get("step"),
-                             "status": summary.get("status"), "loss_weight": last_loss_weights(run_dir)})
+                             "status": summary.get("status"), "loss_weight": loss_weight})
             if not cfg.keep_checkpoints:  # the metrics and logs stay; the weights are large
                 for sub in ("best", "last"):
                     shutil.rmtree(run_dir / sub, ignore_errors=True)
@@ -392,24 +378,25 @@ def compare_with_baseline(result: dict, table: Table, replicates: int) -> None:
 
 
 def summarise_row(name: str, per_seed: list[dict], tc, table: Table) -> dict:
-    """A row of the table from its seeds' runs: mean and sd of every metric (and telemetry)."""
-    def fold(part: str, keys) -> tuple[dict, dict | None]:
-        stats = {k: mean_sd([(s[part] or {}).get(k) for s in per_seed]) for k in keys}
-        return {k: m for k, (m, _) in stats.items()}, ({k: sd for k, (_, sd) in stats.items()}
-                                                        if len(per_seed) > 1 else None)
-
+    """A row of the table from its seeds' runs: mean, sd (with several seeds) and t interval of
+    every metric, and the mean and sd of the telemetry (stats.mean_ci)."""
     from .stats import mean_ci
 
-    metrics, std = fold("metrics", [k for k, _ in METRICS])
+    def fold(part: str, keys) -> tuple[dict, dict, dict | None]:
+        stats = {k: mean_ci([(s[part] or {}).get(k) for s in per_seed]) for k in keys}
+        return ({k: c["mean"] for k, c in stats.items()}, stats,
+                {k: c["sd"] for k, c in stats.items()} if len(per_seed) > 1 else None)
+
+    metrics, ci, std = fold("metrics", [k for k, _ in METRICS])
     first = per_seed[0]
     row = {"name": name, "title": ROWS[name].title, "metrics": metrics, "std": std, "dev_n": first["dev_n"],
            "paper": table.paper.get(name), "wall_s": sum(s["wall_s"] for s in per_seed), "steps": first["steps"],
            "status": first["status"] if all(s["status"] == first["status"] for s in per_seed) else "mixed",
-           "ci": {k: mean_ci([(s["metrics"] or {}).get(k) for s in per_seed]) for k, _ in METRICS},
+           "ci": ci,
            "seeds": per_seed, "train": {k: getattr(tc, k) for k in (
                "tasks", "combine", "loss_weighting", "smart", "optimizer", "encoder", "epochs", "steps_per_epoch", "precision")}}
     if table.columns:
-        row["telemetry"], row["telemetry_std"] = fold("telemetry", [k for k, _ in table.columns])
+        row["telemetry"], _, row["telemetry_std"] = fold("telemetry", [k for k, _ in table.columns])
     return row
 
 

@@ -54,11 +54,9 @@ def fetch(repo: str, revision: str | None = None) -> tuple[Path, str]:
                         f"(set HF_TOKEN); a local directory must exist") from None
     except hf.RevisionNotFoundError:
         raise UserError(f"--encoder {name}: the model has no revision {revision!r} (a branch, tag or commit)") from None
-    except (hf.OfflineModeIsEnabled, hf.LocalEntryNotFoundError, OSError, hf.HfHubHTTPError) as e:
-        # offline, or the Hub out of reach: what the cache already holds
-        path = _cached(repo, revision, name, e)
-    except Exception as e:
-        if not _network_error(e):
+    except Exception as e:  # offline, or the Hub out of reach: what the cache already holds
+        if not (isinstance(e, (hf.OfflineModeIsEnabled, hf.LocalEntryNotFoundError, hf.HfHubHTTPError))
+                or _network_error(e)):
             raise
         path = _cached(repo, revision, name, e)
     return Path(path), Path(path).name

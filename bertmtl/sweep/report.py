@@ -22,25 +22,30 @@ from .study import RUNS
 SPEC_FILE = "sweep.json"  # the spec as the sweep read it, beside its runs
 
 
-def collect(out: Path, spec: SweepSpec, statuses: tuple = ("finished", "early-stopped")) -> dict[str, dict]:
-    """{config key: {"params", "runs": {seed: run dir}}} of the runs under DIR/runs that ended
-    with one of `statuses` (trained to their end, or early-stopped by --patience; ("pruned",):
-    the ones a pruner stopped)."""
-    from ..rundir import RunState, holds_run
+# How a sweep's run ended, as the report groups it: trained to its end (or early-stopped by
+# --patience), or stopped by the pruner.
+GROUPS = {"finished": "finished", "early-stopped": "finished", "pruned": "pruned"}
+
+
+def collect(out: Path, spec: SweepSpec) -> dict[str, dict[str, dict]]:
+    """{"finished" | "pruned": {config key: {"params", "runs": {seed: run dir}}}} of the runs
+    under DIR/runs that ended (GROUPS), each run's log read once."""
+    from ..rundir import holds_run
     from ..runs import run_info
 
-    configs: dict[str, dict] = {}
+    groups: dict[str, dict[str, dict]] = {"finished": {}, "pruned": {}}
     root = Path(out) / RUNS
     for run in sorted(root.iterdir()) if root.is_dir() else ():
-        if not run.is_dir() or not holds_run(run) or run_info(run)["status"] not in statuses:
+        if not run.is_dir() or not holds_run(run):
             continue
-        cfg = RunState.of(run).config
-        if any(k not in cfg for k in spec.swept):
+        info = run_info(run)
+        cfg = info["config"]
+        if info["status"] not in GROUPS or any(k not in cfg for k in spec.swept):
             continue
         params = {k: cfg[k] for k in spec.swept}
-        c = configs.setdefault(config_key(params), {"params": params, "runs": {}})
+        c = groups[GROUPS[info["status"]]].setdefault(config_key(params), {"params": params, "runs": {}})
         c["runs"][int(cfg["seed"])] = run
-    return configs
+    return groups
 
 
 def metrics_of(spec: SweepSpec, specs) -> list[tuple[str, str]]:
@@ -61,12 +66,13 @@ def build_report(out: Path, spec: SweepSpec, replicates: int = 1000) -> dict:
     from ..pictures import intervals_svg
     from ..rundir import RunState, read_dev_outputs
     from ..stats import mean_ci, paired_bootstrap
-    from .study import last_metric
+    from .study import finite_number, last_eval
 
     out = Path(out)
-    configs = collect(out, spec)
+    groups = collect(out, spec)
+    configs = groups["finished"]
     pruned = [{"config": k, "params": c["params"], "runs": [str(r) for _, r in sorted(c["runs"].items())]}
-              for k, c in collect(out, spec, ("pruned",)).items()]
+              for k, c in groups["pruned"].items()]
     # A configuration pruned in a later seed has finished seeds too: it is pruned, not a row.
     configs = {k: c for k, c in configs.items() if k not in {p["config"] for p in pruned}}
     if not configs:
@@ -83,7 +89,8 @@ def build_report(out: Path, spec: SweepSpec, replicates: int = 1000) -> dict:
     outputs = {k: [read_dev_outputs(r) for _, r in sorted(c["runs"].items())] for k, c in configs.items()}
     for key, c in configs.items():
         seeds = sorted(c["runs"])
-        per_seed = {m: [last_metric(c["runs"][s], m) for s in seeds] for m, _ in metrics}
+        evals = [last_eval(c["runs"][s]) for s in seeds]
+        per_seed = {m: [finite_number(e.get(m)) for e in evals] for m, _ in metrics}
         row = {"config": key, "params": c["params"], "seeds": seeds, "runs": [str(c["runs"][s]) for s in seeds],
                "values": per_seed, "summary": {m: mean_ci(v) for m, v in per_seed.items()},
                "baseline": key == baseline_key, "vs_baseline": None}

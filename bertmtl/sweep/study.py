@@ -184,14 +184,23 @@ def train_seed(spec: SweepSpec, out: Path, params: dict, seed: int, label: str, 
         claim.release()
 
 
-def last_metric(run: Path, metric: str) -> float | None:
-    """`metric` of a run's last dev evaluation (metrics.jsonl)."""
+def last_eval(run: Path) -> dict:
+    """A run's last dev evaluation record (metrics.jsonl); {} before its first."""
     from ..rundir import METRICS_LOG
     from ..sinks.metrics_log import read_records
 
     evals = [r for r in read_records(Path(run) / METRICS_LOG)[0] if r.get("type") == "eval"]
-    v = evals[-1].get(metric) if evals else None
-    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+    return evals[-1] if evals else {}
+
+
+def finite_number(v) -> float | None:
+    """A metric's value when it is a finite number (an undefined metric is None; NaN is no score)."""
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def last_metric(run: Path, metric: str) -> float | None:
+    """`metric` of a run's last dev evaluation."""
+    return finite_number(last_eval(run).get(metric))
 
 
 # The seeds of a trial train one after another; the i-th one reports its evaluations at steps
@@ -202,10 +211,10 @@ SEED_STEPS = 1_000_000
 def make_judge(trial, metric: str, offset: int):
     """engine.train's judge: report each dev evaluation to the trial, stop when the pruner says so."""
     def judge(step: int, metrics: dict) -> bool:
-        v = (metrics or {}).get(metric)
-        if not isinstance(v, (int, float)) or not math.isfinite(v):
+        v = finite_number((metrics or {}).get(metric))
+        if v is None:
             return False
-        trial.report(float(v), offset + step)
+        trial.report(v, offset + step)
         return trial.should_prune()
     return judge
 
