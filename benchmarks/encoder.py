@@ -1,13 +1,16 @@
-"""Encoder speed: ours vs transformers (BertModel or MPNetModel, eager and sdpa), same weights, same batches.
+"""Encoder speed: ours vs transformers (the family's class, eager and sdpa), same weights, same batches.
 
 Prints sentences/s for training steps (train mode, dropout on, forward + backward) and for
 inference, the ratio ours/HF, and our achieved GFLOP/s as a fraction of a 2048x2048 fp32
 matmul timed in the same run.
 
     python benchmarks/encoder.py [--encoder minilm|mpnet|DIR] [--rounds 7] [--device cpu]
+    python benchmarks/encoder.py --family roberta|xlm-roberta|electra|distilbert|deberta-v2|all
 
 The transformers class is the encoder family's (config.json's model_type); an attention
-implementation that class does not offer is left out.
+implementation that class does not offer is left out. `--family` times a randomly initialised
+model of that family at MiniLM's size (6 layers, hidden 384, 12 heads; the same for every
+family, so rows compare), built and saved by transformers, on token ids of real SST sentences.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import data_dir, encoder_flops, interleaved, matmul_gflops  # noqa: E402
 
 from bertmtl.model import BertModel  # noqa: E402
-from bertmtl.tokenizer import WordPieceTokenizer  # noqa: E402
+from bertmtl.tokenizer import EncoderTokenizer  # noqa: E402
 from bertmtl.weights import resolve  # noqa: E402
 
 
@@ -33,17 +36,56 @@ def sst_sentences() -> list[str]:
         return [r["sentence"].strip() for r in csv.DictReader(f, delimiter="\t")]
 
 
+# Each family's transformers config at one size (MiniLM-L6's), and how a family's config names it.
+SIZE = dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536, vocab_size=30522)
+FAMILY_CONFIGS = {
+    "roberta": ("RobertaConfig", dict(max_position_embeddings=514, type_vocab_size=1, pad_token_id=1)),
+    "xlm-roberta": ("XLMRobertaConfig", dict(max_position_embeddings=514, type_vocab_size=1, pad_token_id=1)),
+    "electra": ("ElectraConfig", dict(embedding_size=128)),
+    "distilbert": ("DistilBertConfig", dict(dim=384, n_layers=6, n_heads=12, hidden_dim=1536, vocab_size=30522)),
+    "deberta-v2": ("DebertaV2Config", dict(relative_attention=True, position_buckets=256, pos_att_type="p2c|c2p",
+                                           share_att_key=True, norm_rel_ebd="layer_norm", position_biased_input=False,
+                                           type_vocab_size=0, layer_norm_eps=1e-7)),
+}
+
+
+def family_dir(family: str, root: Path) -> Path:
+    """A randomly initialised model of `family` saved by transformers (config.json, model.safetensors)."""
+    import transformers
+
+    name, extra = FAMILY_CONFIGS[family]
+    config = getattr(transformers, name)(**({} if family == "distilbert" else SIZE), **extra)
+    torch.manual_seed(0)
+    d = root / family
+    transformers.AutoModel.from_config(config).save_pretrained(str(d))
+    return d
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--encoder", default=None, help="minilm (default), mpnet or an HF BERT / MPNet directory")
+    ap.add_argument("--encoder", default=None, help="minilm (default), mpnet or an HF encoder directory")
+    ap.add_argument("--family", choices=[*FAMILY_CONFIGS, "all"], default=None,
+                    help="time a random model of this family (or every family) at MiniLM's size instead")
     args = ap.parse_args()
+    if args.family is None:
+        bench(resolve(args.encoder), args, resolve(args.encoder))
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for family in FAMILY_CONFIGS if args.family == "all" else [args.family]:
+            bench(family_dir(family, Path(tmp)), args, resolve(None))
+
+
+def bench(d: Path, args, text_dir: Path) -> None:
+    """Time ours vs transformers on encoder directory `d`; sentences tokenised by `text_dir`'s tokenizer
+    (a random family model has none: MiniLM's ids, which every family's vocabulary size holds)."""
     import transformers
 
     torch.manual_seed(0)
-    d = resolve(args.encoder)
     dev = torch.device(args.device)
     ours = BertModel.from_pretrained(d).to(dev)
     hf_class = getattr(transformers, ours.config.family.architecture)
@@ -53,7 +95,7 @@ def main() -> None:
             hf[impl] = hf_class.from_pretrained(str(d), attn_implementation=impl).to(dev)
         except (ValueError, ImportError) as e:  # e.g. a model class without SDPA support
             print(f"{hf_class.__name__} with {impl} attention: not available ({str(e).splitlines()[0]})")
-    tok = WordPieceTokenizer.from_dir(d)
+    tok = EncoderTokenizer.from_dir(text_dir)
 
     rng = random.Random(0)
     sents = sst_sentences()
@@ -64,8 +106,12 @@ def main() -> None:
     shapes = {f"{args.batch}x32": fixed_batch, f"mix (max {mix.input_ids.shape[1]} tok, "
               f"{mix.attention_mask.float().mean():.0%} real)": (mix.input_ids, mix.attention_mask)}
 
+    if ours.config.family.padding_positions:  # ids 0..2 are special there; MiniLM's pad id 0 becomes <pad>
+        pad = ours.config.pad_token_id
+        shapes = {k: (torch.where(m.bool(), ids.clamp(min=pad + 2), torch.full_like(ids, pad)), m)
+                  for k, (ids, m) in shapes.items()}
     mm = matmul_gflops(device=args.device)
-    print(f"encoder {d.name} ({ours.config.model_type}, {sum(p.numel() for p in ours.parameters()) / 1e6:.0f}M "
+    print(f"\nencoder {d.name} ({ours.config.model_type}, {sum(p.numel() for p in ours.parameters()) / 1e6:.0f}M "
           f"parameters) vs transformers.{hf_class.__name__}")
     print(f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"2048^2 fp32 matmul: {mm:.1f} GFLOP/s")
@@ -83,7 +129,8 @@ def main() -> None:
         def train_step(m, hf_model=False, unpad=False):
             def run():
                 out = call(m, hf_model, unpad)
-                (out.last_hidden_state.float().mean() + out.pooler_output.float().mean()).backward()
+                pooled = getattr(out, "pooler_output", None)  # families without a pooler have none
+                (out.last_hidden_state.float().mean() + (pooled.float().mean() if pooled is not None else 0)).backward()
                 m.zero_grad(set_to_none=True)
             return run
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import data_dir, encoder_flops, interleaved, matmul_gflops  # noqa: E402
 
 from bertmtl.model import BertModel  # noqa: E402
-from bertmtl.tokenizer import WordPieceTokenizer  # noqa: E402
+from bertmtl.tokenizer import EncoderTokenizer  # noqa: E402
 from bertmtl.weights import resolve  # noqa: E402
 
 
@@ -35,7 +35,7 @@ def encoder_throughput(pretrained: Path, data: Path, rounds: int) -> None:
     dev = torch.device("cuda")
     ours = BertModel.from_pretrained(pretrained).to(dev).train()
     hf = transformers.BertModel.from_pretrained(str(pretrained), attn_implementation="sdpa").to(dev).train()
-    tok = WordPieceTokenizer.from_dir(pretrained)
+    tok = EncoderTokenizer.from_dir(pretrained)
     with open(data / "ids-sst-train.csv", newline="", encoding="utf-8") as f:
         sents = [r["sentence"] for r in csv.DictReader(f, delimiter="\t")]
     rng = random.Random(0)

@@ -24,7 +24,7 @@ from bertmtl.batching import MlmDataset  # noqa: E402
 from bertmtl.evaluate import token_metrics  # noqa: E402
 from bertmtl.taskfiles import TaskSource, read_tasks  # noqa: E402
 from bertmtl.tasks import MLM, TASKS  # noqa: E402
-from bertmtl.tokenizer import WordPieceTokenizer  # noqa: E402
+from bertmtl.tokenizer import EncoderTokenizer  # noqa: E402
 from bertmtl.weights import load_mlm  # noqa: E402
 
 
@@ -57,7 +57,7 @@ def main() -> None:
     for path in args.models:
         t0 = time.perf_counter()
         loaded = load_mlm(path)
-        tokenizer = WordPieceTokenizer.from_dir(loaded.source)
+        tokenizer = EncoderTokenizer.from_dir(loaded.source)
         data = MlmDataset(MLM, texts, tokenizer, args.seed, fixed=True)
         m = token_metrics(loaded.model, MLM, data)
         head = "" if loaded.head_from_checkpoint else " (fresh head)"

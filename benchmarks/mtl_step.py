@@ -1,6 +1,7 @@
 """Cost of one multi-task training step: sum vs PCGrad vs PCGrad + SMART, bucketed vs not,
 fp32 vs bf16 autocast (what `--precision auto` picks on CPUs that multiply bf16 natively);
-with --combiners, every gradient combiner instead; with --weightings, every loss weighting.
+with --combiners, every gradient combiner instead; with --weightings, every loss weighting;
+with --families, the default step of each encoder family at its usual size, and an epoch's cost.
 
 Every variant runs the training loop's own step (bertmtl.mtl.step.MultitaskStep) on the same
 real batches (default weights, ../shared/data), alternating variants round by round; prints
@@ -9,7 +10,13 @@ combiner's own work (the Gram matrix, its weights, the weighted sum) on encoder-
 for the three tasks and for 10, as a share of the sum step. With --weightings each loss
 weighting's step on the plain sum and on PCGrad, against no weighting.
 
-    python benchmarks/mtl_step.py [--rounds 6] [--batch-size 32] [--combiners | --weightings]
+    python benchmarks/mtl_step.py [--rounds 6] [--batch-size 32] [--combiners | --weightings | --families]
+
+--families builds each family's encoder at the size of its usual base checkpoint (bert-base-uncased,
+roberta-base, google/electra-base-discriminator, distilbert-base-uncased, microsoft/deberta-v3-base,
+all-mpnet-base-v2; all-MiniLM-L6-v2 for reference) with random weights (the cost does not depend on
+them), and times the default training step (`bertmtl train`'s options, --batch-size given) on real
+batches; an epoch's cost is that times the default epoch's steps.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from bertmtl.device import cpu_has_native_bf16  # noqa: E402
 from bertmtl.model.bert import BertModel  # noqa: E402
 from bertmtl.model.heads import HeadConfig, MultitaskBert  # noqa: E402
 from bertmtl.mtl.step import MultitaskStep  # noqa: E402
-from bertmtl.tokenizer import WordPieceTokenizer  # noqa: E402
+from bertmtl.tokenizer import EncoderTokenizer  # noqa: E402
 from bertmtl.engine import load_datasets  # noqa: E402
 from bertmtl.train_config import TrainConfig  # noqa: E402
 from bertmtl.weights import pretrained_dir  # noqa: E402
@@ -40,11 +47,14 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--combiners", action="store_true", help="time every --combine method instead")
     ap.add_argument("--weightings", action="store_true", help="time every --loss-weighting instead")
+    ap.add_argument("--families", action="store_true", help="time the default step of every encoder family")
     args = ap.parse_args()
+    if args.families:
+        return families(args)
     torch.manual_seed(0)
     # fp32 is the reference for every comparison but the last one.
     base = TrainConfig(data_dir=str(data_dir()), batch_size=args.batch_size, precision="fp32")
-    tok = WordPieceTokenizer.from_dir(pretrained_dir())
+    tok = EncoderTokenizer.from_dir(pretrained_dir())
     train_sets, _, _ = load_datasets(base, tok, warn=lambda row: None)
     tasks = list(train_sets)
     model = MultitaskBert(BertModel.from_pretrained(pretrained_dir()), HeadConfig.of(base)).train()
@@ -166,3 +176,45 @@ def combiners(model, base, train_sets, tasks, dev, args) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# The usual base checkpoint of each family: its config.json's size fields (the public configs).
+FAMILY_SIZES = {
+    "bert-base-uncased": {"model_type": "bert"},
+    "roberta-base": {"model_type": "roberta", "vocab_size": 50265, "max_position_embeddings": 514,
+                     "type_vocab_size": 1, "pad_token_id": 1, "layer_norm_eps": 1e-5},
+    "electra-base-discriminator": {"model_type": "electra", "embedding_size": 768},
+    "distilbert-base-uncased": {"model_type": "distilbert", "n_layers": 6, "dim": 768, "n_heads": 12,
+                                "hidden_dim": 3072},
+    "deberta-v3-base": {"model_type": "deberta-v2", "vocab_size": 128100, "type_vocab_size": 0,
+                        "relative_attention": True, "position_buckets": 256, "pos_att_type": "p2c|c2p",
+                        "share_att_key": True, "norm_rel_ebd": "layer_norm", "position_biased_input": False,
+                        "layer_norm_eps": 1e-7, "max_relative_positions": -1},
+    "all-mpnet-base-v2": {"model_type": "mpnet", "vocab_size": 30527, "max_position_embeddings": 514,
+                          "pad_token_id": 1, "layer_norm_eps": 1e-5},
+    "all-MiniLM-L6-v2 (default)": {"model_type": "bert", "hidden_size": 384, "num_hidden_layers": 6,
+                                   "intermediate_size": 1536},
+}
+
+
+def families(args) -> None:
+    """The default training step (precision auto, the default combiner) of each family's base size."""
+    from bertmtl.device import autocast_dtype, precision_name
+    from bertmtl.encoder_config import BertConfig
+
+    cfg = TrainConfig(data_dir=str(data_dir()), batch_size=args.batch_size)
+    tok = EncoderTokenizer.from_dir(pretrained_dir())  # MiniLM's ids: inside every family's vocabulary
+    train_sets, _, _ = load_datasets(cfg, tok, warn=lambda row: None)
+    steps = RoundRobin(train_sets, args.batch_size, seed=1).steps_per_epoch()
+    dev = torch.device("cpu")
+    print(f"default step (combine {cfg.combine}, SMART {'on' if cfg.smart else 'off'}, precision "
+          f"{precision_name(autocast_dtype(cfg.precision, dev, training=True))}), {args.batch_size} examples per task, 3 tasks, "
+          f"CPU threads {torch.get_num_threads()}; an epoch = {steps} steps; median of {args.rounds} steps")
+    print(f"{'encoder (random weights)':<30}{'params':>8}{'s/step':>8}{'min/epoch':>10}")
+    for name, fields in FAMILY_SIZES.items():
+        torch.manual_seed(0)
+        model = MultitaskBert(BertModel(BertConfig.from_dict(fields)), HeadConfig.of(cfg)).train()
+        stepper = MultitaskStep(model, cfg, list(train_sets), dev, steps_per_epoch=steps)
+        t = step_times({name: stepper}, train_sets, args)[name]
+        params = sum(p.numel() for p in model.encoder.parameters()) / 1e6
+        print(f"{name:<30}{params:>7.0f}M{t:>8.2f}{t * steps / 60:>10.1f}")

@@ -33,11 +33,11 @@ def make_checkpoint(out: Path) -> Path:
     from bertmtl.checkpoint import save_checkpoint
     from bertmtl.model.bert import BertModel
     from bertmtl.model.heads import MultitaskBert
-    from bertmtl.tokenizer import WordPieceTokenizer
+    from bertmtl.tokenizer import EncoderTokenizer
     from bertmtl.weights import pretrained_dir
 
     model = MultitaskBert(BertModel.from_pretrained(pretrained_dir()))
-    save_checkpoint(out, model, WordPieceTokenizer.from_dir(pretrained_dir()), step=0, epoch=0.0, train_args={},
+    save_checkpoint(out, model, EncoderTokenizer.from_dir(pretrained_dir()), step=0, epoch=0.0, train_args={},
                     metrics={}, tasks=["sst", "para", "sts"])
     return out
 

@@ -15,6 +15,7 @@ and standard deviation over seeds. Two tables (`--table`):
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -262,9 +263,40 @@ def ablate(cfg: AblateConfig, reporter_factory=None) -> dict:
         lock.release()
 
 
-def run_dir_of(out: Path, row: str, seed: int, cfg: AblateConfig) -> Path:
-    """A row's run: runs/ROW with one seed (as before --seeds), runs/ROW/seed-S with several."""
-    return out / "runs" / row if cfg.seeds == 1 else out / "runs" / row / f"seed-{seed}"
+SPEC_NAME = "ablation-spec.json"  # the table as a sweep spec (rows), beside the study and runs
+
+
+def row_options(row: Row, cfg: AblateConfig, mlm_dir: str | None) -> dict:
+    """A row's own train options (over the ablation's base), at this budget."""
+    more = row.per_budget(cfg.budget_steps) if row.per_budget and cfg.epochs is None else {}
+    return {**row.train, **more, **({"encoder": mlm_dir} if row.pretrained_mlm else {})}
+
+
+def sweep_spec(cfg: AblateConfig, rows: list[str], mlm_dir: str | None) -> dict:
+    """The ablation as a sweep spec with fixed rows (sweep/spec.py): every row over the same base
+    (budget, data, seeds), compared with the table's baseline row."""
+    base = {"data_dir": cfg.data_dir, "encoder": cfg.encoder, "dev_limit": cfg.dev_limit, "batch_size": cfg.batch_size,
+            "eval_batch_size": cfg.eval_batch_size, "max_length": cfg.max_length, "lr": cfg.lr, "seed": cfg.seed,
+            "device": cfg.device, "precision": cfg.precision}
+    if cfg.epochs is not None:
+        base["epochs"] = cfg.epochs
+    else:  # the whole schedule (warm-up, decay) fits the budget; one dev evaluation at its end
+        base.update(epochs=1.0, steps_per_epoch=cfg.budget_steps, log_every=max(1, cfg.budget_steps // 10))
+    base = {k: v for k, v in base.items() if v is not None}  # None: train's default
+    table = TABLES[cfg.table]
+    spec = {"name": f"ablate-{cfg.table}", "base": base, "seeds": cfg.seeds,
+            "rows": {name: row_options(ROWS[name], cfg, mlm_dir) for name in rows}}
+    if table.baseline in rows:
+        spec["baseline"] = {"row": table.baseline}
+    return spec
+
+
+def run_dir_of(out: Path, row: str, seed: int) -> Path:
+    """A row's run for one seed: the sweep's name for it (OUT/runs/row=ROW-HASH-sSEED)."""
+    from .sweep.spec import ROW
+    from .sweep.study import run_dir_of as sweep_run
+
+    return sweep_run(out, {ROW: row}, seed)
 
 
 def run_telemetry(run_dir: Path) -> tuple[dict, dict | None]:
@@ -278,21 +310,54 @@ def run_telemetry(run_dir: Path) -> tuple[dict, dict | None]:
     return means, next((r["loss_weight"] for r in reversed(records) if r.get("loss_weight")), None)
 
 
-def _ablate(cfg: AblateConfig, rows: list[str], out: Path, reporter_factory, t0: float) -> dict:
-    from .fsutil import write_bytes, write_json
-    from .pretrain import pretrain_config, report
-    from .device import pick_device
+def _clear(out: Path, pretrains_here: bool) -> None:
+    """--overwrite: an earlier ablation's runs, study, spec and reports go (this one's own files only)."""
+    from .sweep.report import SPEC_FILE
+
+    for d in ("runs", *(["pretrained-mlm"] if pretrains_here else [])):
+        shutil.rmtree(out / d, ignore_errors=True)
+    for f in ("study.db", SPEC_FILE, SPEC_NAME, "report.md", "report.json", "report.svg"):
+        (out / f).unlink(missing_ok=True)
+
+
+def _pretrain(cfg: AblateConfig, mlm_dir: Path, reporter) -> float:
+    """Further pretraining for the 'pretrain' row into OUT/pretrained-mlm, as `bertmtl pretrain` runs
+    it; a finished one of an earlier run of the same command is kept. Its wall time (0 when kept)."""
     from .engine import train
-    from .train_config import TrainConfig
+    from .pretrain import pretrain_config
+    from .rundir import SUMMARY
+    from .fsutil import read_json
+
+    summary = mlm_dir / SUMMARY
+    if summary.is_file() and read_json(summary, "missing").get("status") == "finished":
+        return 0.0
+    shutil.rmtree(mlm_dir, ignore_errors=True)  # an unfinished one: trained again from the start
+    tp = time.perf_counter()
+    train(pretrain_config(data_dir=cfg.data_dir, out=str(mlm_dir), encoder=cfg.encoder, max_steps=cfg.pretrain_steps,
+                          batch_size=max(cfg.batch_size, 16), max_length=cfg.max_length, seed=cfg.seed,
+                          device=cfg.device, mlm_heldout_max=min(500, cfg.dev_limit or 500),
+                          log_every=max(1, cfg.pretrain_steps // 20)), reporter=reporter)
+    return time.perf_counter() - tp
+
+
+def _ablate(cfg: AblateConfig, rows: list[str], out: Path, reporter_factory, t0: float) -> dict:
+    """The rows as one Optuna study (sweep/study.py: --workers, --storage, kill -9 and rerun safe),
+    then the table from their runs."""
+    from .cli.sweep import run_sweep
+    from .configs import SweepConfig
+    from .device import pick_device
+    from .fsutil import read_json, write_bytes, write_json
+    from .pretrain import report
+    from .rundir import SUMMARY, RunState
+    from .sweep.report import SPEC_FILE
+    from .sweep.spec import ROW, read_spec
 
     table = TABLES[cfg.table]
-    runs = out / "runs"
     pretrains_here = "pretrain" in rows and cfg.pretrained_mlm is None  # into out/pretrained-mlm, a run
-    for d in [runs / name for name in rows] + ([out / "pretrained-mlm"] if pretrains_here else []):
-        if d.exists():
-            if not cfg.overwrite:
-                raise UserError(f"{d} exists from an earlier ablation; pass --overwrite or another --out")
-            shutil.rmtree(d)
+    if cfg.overwrite:
+        _clear(out, pretrains_here)
+    elif (out / "runs").exists() and not (out / SPEC_FILE).exists():
+        raise UserError(f"{out / 'runs'} exists from an earlier ablation; pass --overwrite or another --out")
     device = pick_device(cfg.device)
     new_reporter = reporter_factory or (lambda: None)
 
@@ -303,54 +368,49 @@ def _ablate(cfg: AblateConfig, rows: list[str], out: Path, reporter_factory, t0:
     mlm_dir = cfg.pretrained_mlm
     if "pretrain" in rows:
         wall = 0.0
-        if pretrains_here:  # further pretraining first, as `bertmtl pretrain` runs it
-            tp = time.perf_counter()
+        if pretrains_here:
             mlm_dir = str(out / "pretrained-mlm")
-            train(pretrain_config(data_dir=cfg.data_dir, out=mlm_dir, encoder=cfg.encoder, max_steps=cfg.pretrain_steps,
-                                  batch_size=max(cfg.batch_size, 16), max_length=cfg.max_length, seed=cfg.seed,
-                                  device=cfg.device, mlm_heldout_max=min(500, cfg.dev_limit or 500),
-                                  log_every=max(1, cfg.pretrain_steps // 20)), reporter=new_reporter())
-            wall = time.perf_counter() - tp
+            wall = _pretrain(cfg, Path(mlm_dir), new_reporter())
         r = report(Path(mlm_dir))
         result["pretrain"] = {"source": mlm_dir, "steps": r["steps"], "wall_s": wall,
                               "before_perplexity": (r.get("before") or {}).get("perplexity"),
                               "after_perplexity": (r.get("after") or {}).get("perplexity"),
                               "head": "initialised" if "initial" in r else "checkpoint"}
 
+    spec_path = out / SPEC_NAME
+    spec_dict = sweep_spec(cfg, rows, mlm_dir)
+    write_bytes(spec_path, (json.dumps(spec_dict, indent=2) + "\n").encode())  # rows in the table's order
+    try:
+        run_sweep(SweepConfig(spec=str(spec_path), out=str(out), storage=cfg.storage, workers=cfg.workers,
+                              heartbeat=cfg.heartbeat, bootstrap=cfg.bootstrap), say=lambda _: None)
+    except UserError as e:
+        if "holds another sweep" in e.message:
+            raise UserError(f"{out} holds an ablation with other rows or options; pass --overwrite or another "
+                            f"--out") from None
+        raise
+    spec = read_spec(spec_path)
     for name in rows:
-        row = ROWS[name]
         per_seed = []
-        for seed in seeds_of(cfg):
-            run_dir = run_dir_of(out, name, seed, cfg)
-            tc = TrainConfig(data_dir=cfg.data_dir, out=str(run_dir),
-                             encoder=mlm_dir if row.pretrained_mlm else cfg.encoder, dev_limit=cfg.dev_limit,
-                             batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size, max_length=cfg.max_length,
-                             lr=cfg.lr, seed=seed, device=cfg.device, precision=cfg.precision)
-            if cfg.epochs is not None:
-                tc.epochs = cfg.epochs
-            else:  # the whole schedule (warm-up, decay) fits the budget; one dev evaluation at its end
-                tc.epochs, tc.steps_per_epoch = 1.0, cfg.budget_steps
-                tc.log_every = max(1, cfg.budget_steps // 10)
-            more = row.per_budget(cfg.budget_steps) if row.per_budget and cfg.epochs is None else {}
-            for k, v in {**row.train, **more}.items():
-                setattr(tc, k, list(v) if isinstance(v, list) else v)
-            tr = time.perf_counter()
-            summary = train(tc, reporter=new_reporter())
+        for seed in spec.seed_list():
+            run_dir = run_dir_of(out, name, seed)
+            summary = read_json(run_dir / SUMMARY, "missing")
             metrics = summary.get("last_metrics") or {}
             telemetry, loss_weight = run_telemetry(run_dir)
+            started = RunState.of(run_dir).started
             per_seed.append({"seed": seed, "run": str(run_dir), "metrics": {k: metrics.get(k) for k, _ in METRICS},
                              "dev_n": {s.count_key: metrics.get(s.count_key) for s in BUILTIN},
                              "telemetry": telemetry if table.columns else None,
-                             "wall_s": time.perf_counter() - tr, "steps": summary.get("step"),
-                             "status": summary.get("status"), "loss_weight": loss_weight})
+                             "wall_s": (run_dir / SUMMARY).stat().st_mtime - started if started else None,
+                             "steps": summary.get("step"), "status": summary.get("status"), "loss_weight": loss_weight})
             if not cfg.keep_checkpoints:  # the metrics and logs stay; the weights are large
                 for sub in ("best", "last"):
                     shutil.rmtree(run_dir / sub, ignore_errors=True)
-        result["rows"].append(summarise_row(name, per_seed, tc, table))
+        result["rows"].append(summarise_row(name, per_seed, spec.config({ROW: name}, seed, run_dir), table))
     compare_with_baseline(result, table, cfg.bootstrap)
     if table.columns and result["rows"]:
         result["picture"] = conflict_picture(out, result["rows"])
     result["wall_s"] = time.perf_counter() - t0
+    result["study"] = {"spec": SPEC_NAME, "storage": cfg.storage or "sqlite: study.db", "report": "report.md"}
     write_json(out / "ablation.json", result)
     write_bytes(out / "ablation.md", markdown(result).encode())
     return result
@@ -390,7 +450,7 @@ def summarise_row(name: str, per_seed: list[dict], tc, table: Table) -> dict:
     metrics, ci, std = fold("metrics", [k for k, _ in METRICS])
     first = per_seed[0]
     row = {"name": name, "title": ROWS[name].title, "metrics": metrics, "std": std, "dev_n": first["dev_n"],
-           "paper": table.paper.get(name), "wall_s": sum(s["wall_s"] for s in per_seed), "steps": first["steps"],
+           "paper": table.paper.get(name), "wall_s": sum(s["wall_s"] or 0.0 for s in per_seed), "steps": first["steps"],
            "status": first["status"] if all(s["status"] == first["status"] for s in per_seed) else "mixed",
            "ci": ci,
            "seeds": per_seed, "train": {k: getattr(tc, k) for k in (

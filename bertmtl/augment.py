@@ -290,7 +290,7 @@ class ContextualMethod:
         import torch
 
         from .device import pick_device
-        from .tokenizer import WordPieceTokenizer
+        from .tokenizer import EncoderTokenizer
         from .weights import load_mlm
 
         if mlm_dir is None:
@@ -300,7 +300,7 @@ class ContextualMethod:
         self.device = pick_device(device)
         loaded = load_mlm(mlm_dir, require_head=True, device=self.device)
         self.model = loaded.model.eval()
-        self.tokenizer = WordPieceTokenizer.from_dir(loaded.source)
+        self.tokenizer = EncoderTokenizer.from_dir(loaded.source)
         if self.tokenizer.mask_id is None:
             raise UserError(f"{loaded.source}/vocab.txt has no {self.tokenizer.mask_token} token")
         self.aug_p, self.top_k, self.batch_size = aug_p, top_k, batch_size

@@ -12,7 +12,7 @@ import torch
 
 from .taskfiles import Example, TaskSource, read_tasks, stable_seed
 from .tasks import TaskSpec
-from .tokenizer import Batch, Encoded, WordPieceTokenizer
+from .tokenizer import Batch, Encoded, EncoderTokenizer
 
 # An output kind's label type (tasks/kinds.py) as a tensor's: class indices for cross-entropy.
 LABEL_DTYPES = {"int": torch.long, "float": torch.float32}
@@ -54,7 +54,7 @@ class TaskBatch:
 class TaskDataset:
     """Examples of one task, tokenised once up front; batches are padded on demand."""
 
-    def __init__(self, task: TaskSpec, examples: list[Example], tokenizer: WordPieceTokenizer, pair_mode: str = "bi"):
+    def __init__(self, task: TaskSpec, examples: list[Example], tokenizer: EncoderTokenizer, pair_mode: str = "bi"):
         self.task = task
         self.examples = examples
         self.tokenizer = tokenizer
@@ -200,7 +200,7 @@ def n_examples(batches: dict[str, TaskBatch | list[TaskBatch]]) -> int:
     return sum(sum(map(len, b)) if isinstance(b, list) else len(b) for b in batches.values())
 
 
-def load_datasets(specs, split: str, source: TaskSource, tokenizer: WordPieceTokenizer, pair_mode: str = "bi", *,
+def load_datasets(specs, split: str, source: TaskSource, tokenizer: EncoderTokenizer, pair_mode: str = "bi", *,
                   labelled: bool = True, warn=None, optional=lambda spec: False) -> tuple[dict, "object"]:
     """Tokenised datasets of each task's `split` (read_tasks' rules), and what was read (its skipped
     rows per file and absent tasks)."""
@@ -224,7 +224,7 @@ class MlmDataset:
     10% a random token, 10% stay.
     """
 
-    def __init__(self, spec: TaskSpec, texts: dict[str, list[str]], tokenizer: WordPieceTokenizer, seed: int,
+    def __init__(self, spec: TaskSpec, texts: dict[str, list[str]], tokenizer: EncoderTokenizer, seed: int,
                  mask_prob: float = 0.15, fixed: bool = False):
         self.task, self.tokenizer, self.seed, self.mask_prob, self.fixed = spec, tokenizer, seed, mask_prob, fixed
         self.sources = list(texts)
@@ -263,7 +263,7 @@ class MlmDataset:
         return self.encoded[i].truncated
 
 
-def replacement_ids(tokenizer: WordPieceTokenizer) -> torch.Tensor:
+def replacement_ids(tokenizer: EncoderTokenizer) -> torch.Tensor:
     """Token ids a masked position may be replaced by at random: every non-special token."""
     # [CLS]-style (BERT) and <s>-style (MPNet) specials.
     special = {i for t, i in tokenizer.vocab.items()

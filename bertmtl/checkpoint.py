@@ -113,7 +113,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", max_le
     from .model.bert import BertModel, uninitialised
     from .model.heads import HeadConfig, MultitaskBert
     from .model.loading import load_into
-    from .tokenizer import DEFAULT_MAX_LENGTH, WordPieceTokenizer
+    from .tokenizer import DEFAULT_MAX_LENGTH, EncoderTokenizer
 
     path = Path(path)
     info = check_checkpoint_dir(path)
@@ -125,7 +125,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", max_le
         raise UserError(f"{path / 'heads.json'}: unexpected content ({e})") from None
     train_args = read_json(path / "train_args.json") if (path / "train_args.json").is_file() else {}
     metrics = read_json(path / "metrics.json") if (path / "metrics.json").is_file() else {}
-    tokenizer = WordPieceTokenizer.from_dir(path, max_length=max_length or train_args.get("max_length", DEFAULT_MAX_LENGTH))
+    tokenizer = EncoderTokenizer.from_dir(path, max_length=max_length or train_args.get("max_length", DEFAULT_MAX_LENGTH))
     with uninitialised():  # every parameter is loaded next
         model = MultitaskBert(BertModel(config, init_weights=False), head_cfg, tuple(read_specs(path)))
     load_into(model, checkpoint_weights(path, info), source=path / WEIGHTS_FILE[info["format"]], assign=True)

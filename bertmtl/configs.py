@@ -7,6 +7,7 @@ range are stated once.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from .errors import UserError
@@ -86,6 +87,31 @@ class AugmentConfig(Options):
 
 
 @dataclass
+class SweepConfig(Options):
+    """The options of `bertmtl sweep`."""
+
+    spec: str | None = option(None, "The sweep's spec, YAML or JSON (base, grid or search, seeds, baseline, "
+                                    "metric; README, Sweeps).", type=str, argument=True, metavar="[SPEC]",
+                              path="existing_file")
+    out: str = option("sweep", "The sweep's directory: its runs (DIR/runs), study (DIR/study.db) and report.",
+                      path="dir")
+    storage: str | None = option(None, "The Optuna storage: an SQLAlchemy URL (postgresql://..., mysql://...) that "
+                                       "workers on several machines share [default: sqlite in --out].", type=str)
+    workers: int = option(1, "Trials trained at once on this machine (CPU threads divided between them; one GPU "
+                             "each where there are several).", min=1)
+    heartbeat: int = option(10, "Seconds between a worker's heartbeats; a trial silent for 3 of them is retried by "
+                                "the next worker.", min=1)
+    report: str | None = option(None, "Only rebuild the report (report.md, report.json, report.svg) of the sweep in "
+                                      "this directory, from its runs.", type=str, path="existing_dir", metavar="DIR")
+    bootstrap: int = option(1000, "Paired bootstrap replicates of each comparison with the baseline.", min=100)
+    worker: bool = option(False, "Run as one worker of a sweep started elsewhere (no report).", flag="on")
+
+
+# sweep's options, by name, for the commands that share them (ablate runs its rows as a sweep)
+SWEEP = {f.name: f for f in dataclasses.fields(SweepConfig)}
+
+
+@dataclass
 class AblateConfig(Options):
     """The options of `bertmtl ablate` (saved in ablation.json)."""
 
@@ -112,7 +138,8 @@ class AblateConfig(Options):
     pretrained_mlm: str | None = option(None, "Use this `bertmtl pretrain` output for the 'pretrain' row instead of "
                                               "pretraining.", type=str, path="existing_dir")
     encoder: str = same_as(TRAIN["encoder"], help="Encoder every row starts from: a built-in name (minilm, mpnet), "
-                                                  "a Hugging Face BERT / MPNet directory, or a bertmtl run.")
+                                                  "a Hub name (ORG/NAME), a Hugging Face encoder directory, or a "
+                                                  "bertmtl run.")
     batch_size: int = same_as(TRAIN["batch_size"], 16, help="Examples per task per step.")
     eval_batch_size: int = same_as(TRAIN["eval_batch_size"])
     max_length: int = same_as(TRAIN["max_length"])
@@ -122,30 +149,16 @@ class AblateConfig(Options):
     precision: str = same_as(TRAIN["precision"], choices=PRECISIONS)
     bootstrap: int = option(1000, "Paired bootstrap replicates of each row's comparison with its table's baseline "
                                   "row (multitask, sum, none).", min=100)
+    workers: int = same_as(SWEEP["workers"], help="Rows (x seeds) trained at once on this machine (CPU threads "
+                                                  "divided between them; one GPU each where there are several).")
+    storage: str | None = same_as(SWEEP["storage"], help="The Optuna storage of the ablation's study: an SQLAlchemy "
+                                                         "URL that workers on several machines share (each runs the "
+                                                         "same command) [default: sqlite in --out].")
+    heartbeat: int = same_as(SWEEP["heartbeat"])
     keep_checkpoints: bool = option(False, "Keep each row's best/ and last/ weights (large).", flag="on")
-    overwrite: bool = option(False, "Replace the runs of an earlier ablation in --out.", flag="on")
+    overwrite: bool = option(False, "Replace the runs and study of an earlier ablation in --out [default: the same "
+                                    "command continues it; finished rows are not trained again].", flag="on")
     command: str | None = option(None, "The command line, for the report.", type=str, cli=False)
-
-
-@dataclass
-class SweepConfig(Options):
-    """The options of `bertmtl sweep`."""
-
-    spec: str | None = option(None, "The sweep's spec, YAML or JSON (base, grid or search, seeds, baseline, "
-                                    "metric; README, Sweeps).", type=str, argument=True, metavar="[SPEC]",
-                              path="existing_file")
-    out: str = option("sweep", "The sweep's directory: its runs (DIR/runs), study (DIR/study.db) and report.",
-                      path="dir")
-    storage: str | None = option(None, "The Optuna storage: an SQLAlchemy URL (postgresql://..., mysql://...) that "
-                                       "workers on several machines share [default: sqlite in --out].", type=str)
-    workers: int = option(1, "Trials trained at once on this machine (CPU threads divided between them; one GPU "
-                             "each where there are several).", min=1)
-    heartbeat: int = option(10, "Seconds between a worker's heartbeats; a trial silent for 3 of them is retried by "
-                                "the next worker.", min=1)
-    report: str | None = option(None, "Only rebuild the report (report.md, report.json, report.svg) of the sweep in "
-                                      "this directory, from its runs.", type=str, path="existing_dir", metavar="DIR")
-    bootstrap: int = option(1000, "Paired bootstrap replicates of each comparison with the baseline.", min=100)
-    worker: bool = option(False, "Run as one worker of a sweep started elsewhere (no report).", flag="on")
 
 
 @dataclass

@@ -46,7 +46,7 @@ from .rundir import (BEST, LAST, METRICS_LOG, SUMMARY, TRAIN_ARGS, TRAINER_STATE
 from .fsutil import recover_dir, write_json
 from .runs import new_run_dir, runs_root
 from .tasks import BUILTIN, MLM, TASKS, TaskSpec
-from .tokenizer import WordPieceTokenizer
+from .tokenizer import EncoderTokenizer
 from .train_config import TrainConfig
 from .weights import resolve, resolve_with_revision
 
@@ -166,7 +166,7 @@ def task_source(cfg: TrainConfig) -> TaskSource:
                       dev_limit=cfg.dev_limit)
 
 
-def load_datasets(cfg: TrainConfig, tokenizer: WordPieceTokenizer, warn, specs=BUILTIN,
+def load_datasets(cfg: TrainConfig, tokenizer: EncoderTokenizer, warn, specs=BUILTIN,
                   trained: list[str] | None = None, note=None, declared=()) -> tuple[dict, dict, dict]:
     """Train datasets of the trained tasks, dev datasets of every task with a dev file, skip counts."""
     trained = cfg.builtin_tasks() if trained is None else trained
@@ -185,7 +185,7 @@ def load_datasets(cfg: TrainConfig, tokenizer: WordPieceTokenizer, warn, specs=B
     return train, dev, {**read_train.skipped, **read_dev.skipped}
 
 
-def mlm_datasets(cfg: TrainConfig, spec: TaskSpec, source: TaskSource, tokenizer: WordPieceTokenizer, declared,
+def mlm_datasets(cfg: TrainConfig, spec: TaskSpec, source: TaskSource, tokenizer: EncoderTokenizer, declared,
                  warn, note=None) -> tuple[batching.MlmDataset, batching.MlmDataset, dict]:
     """The masked-LM task's train and held-out text (mlm_text.py), masked per example."""
     from . import mlm_text
@@ -215,7 +215,7 @@ class Run:
     dist: Dist
     device: torch.device
     reporter: object
-    tokenizer: WordPieceTokenizer
+    tokenizer: EncoderTokenizer
     train_sets: dict
     dev_sets: dict
     skipped: dict  # file -> unusable rows skipped
@@ -366,7 +366,7 @@ def _build(cfg: TrainConfig, run_dir: Path, resume_ckpt: Path | None, dist: Dist
         cfg.encoder_revision = revision or cfg.encoder_revision
     else:
         pretrained = resume_ckpt
-    tokenizer = WordPieceTokenizer.from_dir(pretrained, max_length=cfg.max_length)
+    tokenizer = EncoderTokenizer.from_dir(pretrained, max_length=cfg.max_length)
     warnings = []
 
     def warn(row):

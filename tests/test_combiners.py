@@ -52,10 +52,10 @@ def real_sets(tiny_bert_dir, data_dir):
     from bertmtl.model import BertModel
     from bertmtl.model.heads import HeadConfig, MultitaskBert
     from bertmtl.mtl.step import MultitaskStep
-    from bertmtl.tokenizer import WordPieceTokenizer
+    from bertmtl.tokenizer import EncoderTokenizer
 
     cfg = TrainConfig(data_dir=str(data_dir), batch_size=8, precision="fp32", smart=False, combine="mean")
-    tok = WordPieceTokenizer.from_dir(tiny_bert_dir)
+    tok = EncoderTokenizer.from_dir(tiny_bert_dir)
     train_sets, _, _ = load_datasets(cfg, tok, warn=lambda row: None)
     torch.manual_seed(0)
     model = MultitaskBert(BertModel.from_pretrained(tiny_bert_dir), HeadConfig.of(cfg)).train()

@@ -10,7 +10,7 @@ from bertmtl.tasks import TASKS
 from bertmtl.batching import RoundRobin, TaskDataset, bucketed_batches
 from bertmtl.taskfiles import parse_tasks, read_task_file
 from bertmtl.errors import UserError
-from bertmtl.tokenizer import WordPieceTokenizer
+from bertmtl.tokenizer import EncoderTokenizer
 
 from .fixtures import write_task_data
 
@@ -137,7 +137,7 @@ def test_bucketed_batches_cover_everything_once_and_reduce_padding():
 
 def test_round_robin_cycles_and_resumes(tiny_bert_dir, tmp_path):
     d = write_task_data(tmp_path / "data")
-    tok = WordPieceTokenizer.from_dir(tiny_bert_dir)
+    tok = EncoderTokenizer.from_dir(tiny_bert_dir)
     sst = read_task_file(d / "ids-sst-train.csv", TASKS["sst"]).examples
     sts = read_task_file(d / "sts-train.csv", TASKS["sts"]).examples[:40]
     sets = {"sst": TaskDataset(TASKS["sst"], sst, tok), "sts": TaskDataset(TASKS["sts"], sts, tok)}
@@ -158,7 +158,7 @@ def test_round_robin_cycles_and_resumes(tiny_bert_dir, tmp_path):
 
 def test_bi_pair_batches_stack_both_sentences(tiny_bert_dir, tmp_path):
     d = write_task_data(tmp_path / "data")
-    tok = WordPieceTokenizer.from_dir(tiny_bert_dir)
+    tok = EncoderTokenizer.from_dir(tiny_bert_dir)
     ex = read_task_file(d / "sts-train.csv", TASKS["sts"]).examples[:4]
     b = TaskDataset(TASKS["sts"], ex, tok, "bi").batch([0, 1, 2, 3])
     assert b.bi_pair and b.inputs.input_ids.shape[0] == 8

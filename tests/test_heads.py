@@ -50,12 +50,12 @@ def test_checkpoint_without_pair_features_loads_as_concat(tiny_bert_dir, tmp_pat
     """heads.json of checkpoints written before the option existed has no pair_features."""
     from bertmtl.checkpoint import load_checkpoint, save_checkpoint
     from bertmtl.model.heads import MultitaskBert
-    from bertmtl.tokenizer import WordPieceTokenizer
+    from bertmtl.tokenizer import EncoderTokenizer
     from bertmtl.weights import load_encoder
 
     encoder = load_encoder(tiny_bert_dir)
     model = MultitaskBert(encoder, HeadConfig(pair_features="concat"))
-    save_checkpoint(tmp_path / "old", model, WordPieceTokenizer.from_dir(tiny_bert_dir), step=1, epoch=0.1,
+    save_checkpoint(tmp_path / "old", model, EncoderTokenizer.from_dir(tiny_bert_dir), step=1, epoch=0.1,
                     train_args={}, metrics=None, tasks=["sst", "para", "sts"])
     heads = json.loads((tmp_path / "old" / "heads.json").read_text())
     del heads["pair_features"]

@@ -17,7 +17,7 @@ from bertmtl.batching import RoundRobin
 from bertmtl.model import BertModel
 from bertmtl.model.heads import HeadConfig, MultitaskBert
 from bertmtl.mtl import pcgrad
-from bertmtl.tokenizer import WordPieceTokenizer
+from bertmtl.tokenizer import EncoderTokenizer
 from bertmtl.engine import MultitaskStep, TrainConfig, load_datasets
 
 from .fixtures import write_task_data
@@ -76,7 +76,7 @@ def test_pcgrad_may_write_over_its_first_gradient():
 def test_one_encoder_sized_gradient_buffer_per_task(tiny_bert_dir, tmp_path, combine, buffers):
     data = write_task_data(tmp_path / "data")
     cfg = TrainConfig(data_dir=str(data), encoder=str(tiny_bert_dir), combine=combine, batch_size=8, device="cpu")
-    sets, _, _ = load_datasets(cfg, WordPieceTokenizer.from_dir(tiny_bert_dir), warn=lambda r: None)
+    sets, _, _ = load_datasets(cfg, EncoderTokenizer.from_dir(tiny_bert_dir), warn=lambda r: None)
     model = MultitaskBert(BertModel.from_pretrained(tiny_bert_dir), HeadConfig.of(cfg)).train()
     step = MultitaskStep(model, cfg, list(sets), torch.device("cpu"))
     assert len(step.grads.buffers) == buffers

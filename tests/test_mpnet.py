@@ -9,7 +9,7 @@ from bertmtl.encoder_config import FAMILIES, BertConfig
 from bertmtl.model import BertModel
 from bertmtl.model.bert import relative_position_bucket
 from bertmtl.model.loading import from_hf_key, to_hf_key
-from bertmtl.tokenizer import WordPieceTokenizer
+from bertmtl.tokenizer import EncoderTokenizer
 
 from .conftest import REAL_PAIRS, REAL_SENTENCES, assert_ids_match_hf
 
@@ -17,7 +17,7 @@ transformers = pytest.importorskip("transformers")
 MPNET = FAMILIES["mpnet"]
 
 
-def _batches(tok: WordPieceTokenizer):
+def _batches(tok: EncoderTokenizer):
     yield tok(REAL_SENTENCES)
     a, b = zip(*REAL_PAIRS)
     yield tok(list(a), list(b))
@@ -63,7 +63,7 @@ def test_parity_tiny_random(tiny_mpnet_dir, impl, unpad):
     ours = BertModel.from_pretrained(tiny_mpnet_dir).eval()
     ours.set_attention(impl)
     hf = _hf(tiny_mpnet_dir)
-    tok = WordPieceTokenizer.from_dir(tiny_mpnet_dir)
+    tok = EncoderTokenizer.from_dir(tiny_mpnet_dir)
     with torch.no_grad():
         for b in _batches(tok):
             assert b.attention_mask.float().mean() < 1.0  # really a padded batch
@@ -79,7 +79,7 @@ def test_parity_tiny_random(tiny_mpnet_dir, impl, unpad):
 @pytest.mark.parametrize("impl", ["eager", "sdpa"])
 def test_gradients_match_hf(tiny_mpnet_dir, impl, unpad):
     """Gradients of every parameter (relative bias and positions included) equal transformers'."""
-    b = WordPieceTokenizer.from_dir(tiny_mpnet_dir)(REAL_SENTENCES[:6])
+    b = EncoderTokenizer.from_dir(tiny_mpnet_dir)(REAL_SENTENCES[:6])
     ours = BertModel.from_pretrained(tiny_mpnet_dir).eval()  # eval: no dropout, gradients still flow
     ours.set_attention(impl)
     hf = _hf(tiny_mpnet_dir)
@@ -98,7 +98,7 @@ def test_gradients_match_hf(tiny_mpnet_dir, impl, unpad):
 def test_train_mode_step(tiny_mpnet_dir):
     """Train mode (dropout on), unpadded: a finite loss and gradients reach every encoder parameter."""
     model = BertModel.from_pretrained(tiny_mpnet_dir).train()
-    b = WordPieceTokenizer.from_dir(tiny_mpnet_dir)(REAL_SENTENCES[:6])
+    b = EncoderTokenizer.from_dir(tiny_mpnet_dir)(REAL_SENTENCES[:6])
     out = model(b.input_ids, b.attention_mask, unpad=True)
     loss = out.last_hidden_state.pow(2).mean() + out.pooler_output.sum()
     loss.backward()
@@ -110,7 +110,7 @@ def test_train_mode_step(tiny_mpnet_dir):
 def test_smart_split_matches_forward(tiny_mpnet_dir):
     """embed -> encode (SMART's split) gives the forward pass."""
     model = BertModel.from_pretrained(tiny_mpnet_dir).eval()
-    b = WordPieceTokenizer.from_dir(tiny_mpnet_dir)(REAL_SENTENCES[:5])
+    b = EncoderTokenizer.from_dir(tiny_mpnet_dir)(REAL_SENTENCES[:5])
     with torch.no_grad():
         a = model(b.input_ids, b.attention_mask).last_hidden_state
         c = model.encode(model.embeddings(b.input_ids, b.token_type_ids), b.attention_mask).last_hidden_state
@@ -124,7 +124,7 @@ def _compare_tokenizer(directory, max_length):
 
 @pytest.mark.parametrize("max_length", [128, 12])
 def test_tokenizer_matches_hf(tiny_mpnet_dir, max_length):
-    tok = WordPieceTokenizer.from_dir(tiny_mpnet_dir)
+    tok = EncoderTokenizer.from_dir(tiny_mpnet_dir)
     assert (tok.cls_id, tok.pad_id, tok.sep_id) == (0, 1, 2) and tok.mask_id == tok.vocab_size - 1
     e = tok.encode(["the movie"], ["a film"])[0]
     assert e.ids[0] == 0 and e.ids.count(2) == 3 and e.ids[-1] == 2  # <s> a </s></s> b </s>
@@ -134,10 +134,10 @@ def test_tokenizer_matches_hf(tiny_mpnet_dir, max_length):
 def test_tokenizer_round_trips_through_save(tiny_mpnet_dir, tmp_path):
     import shutil
 
-    tok = WordPieceTokenizer.from_dir(tiny_mpnet_dir)
+    tok = EncoderTokenizer.from_dir(tiny_mpnet_dir)
     shutil.copy(tiny_mpnet_dir / "config.json", tmp_path / "config.json")
     tok.save(tmp_path)
-    again = WordPieceTokenizer.from_dir(tmp_path)
+    again = EncoderTokenizer.from_dir(tmp_path)
     assert again.model_type == "mpnet" and again.encode(REAL_SENTENCES) == tok.encode(REAL_SENTENCES)
 
 
@@ -147,7 +147,7 @@ def test_mlm_head_round_trips_through_hf(tiny_mpnet_dir, tmp_path):
     from bertmtl.model.mlm import source_head
     from bertmtl.weights import load_mlm
 
-    tok = WordPieceTokenizer.from_dir(tiny_mpnet_dir)
+    tok = EncoderTokenizer.from_dir(tiny_mpnet_dir)
     loaded = load_mlm(tiny_mpnet_dir)
     assert not loaded.head_from_checkpoint and source_head(tiny_mpnet_dir) is None
     model = loaded.model.eval()
@@ -205,7 +205,7 @@ def test_real_weights_parity_and_tokenizer(real_mpnet_dir):
         _compare_tokenizer(real_mpnet_dir, max_length)
     ours = BertModel.from_pretrained(real_mpnet_dir).eval()
     hf = _hf(real_mpnet_dir)
-    tok = WordPieceTokenizer.from_dir(real_mpnet_dir)
+    tok = EncoderTokenizer.from_dir(real_mpnet_dir)
     errors = {}
     with torch.no_grad():
         for b in _batches(tok):

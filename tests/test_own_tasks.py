@@ -217,9 +217,9 @@ def test_new_metrics_exact():
 
 def test_proportional_sampling_follows_task_sizes(tiny_bert_dir):
     from bertmtl.taskfiles import Example
-    from bertmtl.tokenizer import WordPieceTokenizer
+    from bertmtl.tokenizer import EncoderTokenizer
 
-    tok = WordPieceTokenizer.from_dir(tiny_bert_dir)
+    tok = EncoderTokenizer.from_dir(tiny_bert_dir)
     spec = TaskSpec.define("t", "T", "t", ("s",), "y", labels=("a", "b"))
     sets = {name: TaskDataset(TaskSpec.define(name, name, name, ("s",), "y", labels=("a", "b")),
                               [Example(str(i), "good movie", None, i % 2, i) for i in range(n)], tok)
@@ -240,12 +240,12 @@ def test_checkpoint_round_trip_of_specs(tiny_bert_dir, tmp_path, task_files):
     from bertmtl.model import BertModel
     from bertmtl.model.heads import HeadConfig, MultitaskBert
     from bertmtl.tasks import BUILTIN
-    from bertmtl.tokenizer import WordPieceTokenizer
+    from bertmtl.tokenizer import EncoderTokenizer
 
     _, flags = task_files
     specs = tuple(declared_specs(list(flags.values()), None))
     model = MultitaskBert(BertModel.from_pretrained(tiny_bert_dir), HeadConfig(mlp_hidden=8), specs)
-    tok = WordPieceTokenizer.from_dir(tiny_bert_dir)
+    tok = EncoderTokenizer.from_dir(tiny_bert_dir)
     save_checkpoint(tmp_path / "ck", model, tok, step=1, epoch=0.1, train_args={}, metrics=None,
                     tasks=[s.name for s in specs])
     assert tuple(read_specs(tmp_path / "ck")) == specs

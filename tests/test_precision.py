@@ -16,7 +16,7 @@ from bertmtl.sinks.metrics_log import read_records
 from bertmtl.model import BertModel
 from bertmtl.model.heads import HeadConfig, MultitaskBert
 from bertmtl.progress import SilentReporter
-from bertmtl.tokenizer import WordPieceTokenizer
+from bertmtl.tokenizer import EncoderTokenizer
 from bertmtl.engine import MultitaskStep, TrainConfig, load_datasets, train
 
 from .fixtures import write_task_data
@@ -27,7 +27,7 @@ def test_autocast_training_runs_with_fp32_gradients(tiny_bert_dir, tmp_path, pre
     data = write_task_data(tmp_path / "data")
     cfg = TrainConfig(data_dir=str(data), encoder=str(tiny_bert_dir), precision=precision, combine="pcgrad",
                       smart=True, batch_size=16, device="cpu")
-    tok = WordPieceTokenizer.from_dir(tiny_bert_dir)
+    tok = EncoderTokenizer.from_dir(tiny_bert_dir)
     sets, _, _ = load_datasets(cfg, tok, warn=lambda r: None)
     model = MultitaskBert(BertModel.from_pretrained(tiny_bert_dir), HeadConfig.of(cfg)).train()
     step = MultitaskStep(model, cfg, list(sets), torch.device("cpu"))

@@ -24,7 +24,7 @@ from bertmtl.pretrain import report
 from bertmtl.sinks.metrics_log import read_records
 from bertmtl.taskfiles import TaskSource
 from bertmtl.tasks import MLM
-from bertmtl.tokenizer import WordPieceTokenizer
+from bertmtl.tokenizer import EncoderTokenizer
 from bertmtl.weights import load_mlm
 
 from .conftest import tiny_config
@@ -44,7 +44,7 @@ def pretrained(tiny_bert_dir, data_dir, tmp_path_factory):
 
 
 def test_masking_statistics(tiny_bert_dir):
-    tok = WordPieceTokenizer.from_dir(tiny_bert_dir)
+    tok = EncoderTokenizer.from_dir(tiny_bert_dir)
     g = torch.Generator().manual_seed(0)
     allowed = replacement_ids(tok)
     n, t = 400, 128
@@ -76,7 +76,7 @@ def test_masking_statistics(tiny_bert_dir):
 
 
 def test_every_text_gets_a_masked_token_and_masks_do_not_depend_on_the_batch(tiny_bert_dir):
-    tok = WordPieceTokenizer.from_dir(tiny_bert_dir)
+    tok = EncoderTokenizer.from_dir(tiny_bert_dir)
     data = MlmDataset(MLM, {"sst": ["a", "the movie is good .", "a bad film"], "sts": ["a man plays guitar"]}, tok,
                       seed=3)
     whole = data.batch([0, 1, 2, 3], pass_no=5)
@@ -116,7 +116,7 @@ def test_pretrain_exports_for_transformers(pretrained, tmp_path):
     model = ours.model.eval()
     hf = transformers.BertForMaskedLM.from_pretrained(str(tmp_path / "hf")).eval()
     assert hf.cls.predictions.decoder.weight.data_ptr() == hf.bert.embeddings.word_embeddings.weight.data_ptr()
-    tok = WordPieceTokenizer.from_dir(out / "best")
+    tok = EncoderTokenizer.from_dir(out / "best")
     b = tok(["the movie is very good .", "what do dogs eat ?", "a man is playing a guitar and people like it"])
     real = b.attention_mask.bool()
     with torch.no_grad():

@@ -18,7 +18,7 @@ from bertmtl.cli import main
 from bertmtl.cli.predict import _predict_stdin
 from bertmtl.errors import UserError
 from bertmtl.predict import Item, Predictor, tsv_columns
-from bertmtl.tokenizer import WordPieceTokenizer
+from bertmtl.tokenizer import EncoderTokenizer
 
 
 GOOD = "the movie is very good"
@@ -65,7 +65,7 @@ def strict_json(line: bytes) -> dict:
 # -- the tokenizer boundary -------------------------------------------------------------------
 
 def test_tokenizer_names_text_that_is_not_valid_unicode(tiny_bert_dir):
-    tok = WordPieceTokenizer.from_dir(tiny_bert_dir)
+    tok = EncoderTokenizer.from_dir(tiny_bert_dir)
     with pytest.raises(TypeError):  # what the library itself does, which we map below
         tok._tok.encode_batch(["\ud800"])
     with pytest.raises(UserError, match=r"text 2 is not valid Unicode \(lone surrogate U\+D800 at character 0\)"):

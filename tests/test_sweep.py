@@ -36,8 +36,13 @@ def _write(tmp_path: Path, spec: dict, name: str = "spec.json") -> Path:
 
 @pytest.mark.parametrize("spec,message", [
     ({"base": {}, "grid": {"lrr": [1e-4]}}, "lrr is not an option of bertmtl train"),
-    ({"base": {}, "grid": {"lr": [1e-4]}, "search": {"lr": {"uniform": [0, 1]}}}, "not both"),
-    ({"base": {}}, "not neither"),
+    ({"base": {}, "grid": {"lr": [1e-4]}, "search": {"lr": {"uniform": [0, 1]}}}, "not grid and search"),
+    ({"base": {}}, "give grid (every combination), rows (named configurations) or search"),
+    ({"base": {}, "rows": {"a": {"combine": "sum"}, "b": ["pcgrad"]}}, "rows: b needs a mapping of train options"),
+    ({"base": {}, "rows": {"a": {"combin": "sum"}}}, "rows: a: combin is not an option of bertmtl train"),
+    ({"base": {}, "rows": {"a": {"lr": -1.0}}}, "the configuration {'row': 'a'}: --lr must be > 0"),
+    ({"base": {}, "rows": {"a": {}}, "baseline": {"row": "b"}}, "not one of the rows (a)"),
+    ({"base": {}, "rows": {"a": {}}, "trials": 3}, "trials is for a search"),
     ({"base": {}, "grid": {"lr": [1e-4, -1.0]}}, "lr must be > 0"),
     ({"base": {}, "grid": {"combine": ["sum", "pcgrad"]}, "baseline": {"combine": "mgda"}}, "not a point of the grid"),
     ({"base": {}, "grid": {"combine": ["sum"]}, "baseline": {"lr": 1e-4}}, "lr not swept"),

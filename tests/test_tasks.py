@@ -19,7 +19,7 @@ from bertmtl.mtl.smart import SmartConfig, divergence, smart_loss
 from bertmtl.predict import Predictor, to_tsv, tsv_columns
 from bertmtl.mlm_text import BUILTIN_SOURCES, SOURCE_ALIASES
 from bertmtl.tasks import BUILTIN, REGRESSION, SIGMOID, SOFTMAX, TASK_ALIASES, TASKS, TaskSpec, metric_rows
-from bertmtl.tokenizer import WordPieceTokenizer
+from bertmtl.tokenizer import EncoderTokenizer
 from bertmtl.rundir import RunState
 
 from .conftest import tiny_config, tiny_vocab
@@ -187,7 +187,7 @@ def _datasets(tok, specs, n=6):
 
 @pytest.mark.parametrize("specs", [USER[:1], USER[1:3], USER[:4], USER])
 def test_any_spec_list_trains_evaluates_and_predicts(tiny_bert_dir, tmp_path, specs):
-    tok = WordPieceTokenizer.from_dir(tiny_bert_dir)
+    tok = EncoderTokenizer.from_dir(tiny_bert_dir)
     model = _model(specs)
     datasets = _datasets(tok, specs)
     batches = RoundRobin(datasets, batch_size=4, seed=1).next()

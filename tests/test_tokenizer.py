@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bertmtl.tokenizer import WordPieceTokenizer
+from bertmtl.tokenizer import EncoderTokenizer
 
 from .conftest import assert_ids_match_hf
 
@@ -29,7 +29,7 @@ def test_ids_match_hf_real_vocab(real_bert_dir):
 
 
 def test_pair_layout_and_truncation(tiny_bert_dir):
-    tok = WordPieceTokenizer.from_dir(tiny_bert_dir, max_length=10)
+    tok = EncoderTokenizer.from_dir(tiny_bert_dir, max_length=10)
     e = tok.encode(["the movie is good"], ["the film"])[0]
     assert e.ids[0] == tok.cls_id and e.ids.count(tok.sep_id) == 2
     assert e.type_ids == [0] * 6 + [1] * 3
@@ -40,11 +40,11 @@ def test_pair_layout_and_truncation(tiny_bert_dir):
 
 def test_max_length_capped_by_positions(tiny_bert_dir):
     # The tiny model has 64 positions: asking for 1000 tokens gives 64.
-    assert WordPieceTokenizer.from_dir(tiny_bert_dir, max_length=1000).max_length == 64
+    assert EncoderTokenizer.from_dir(tiny_bert_dir, max_length=1000).max_length == 64
 
 
 def test_dynamic_padding(tiny_bert_dir):
-    tok = WordPieceTokenizer.from_dir(tiny_bert_dir)
+    tok = EncoderTokenizer.from_dir(tiny_bert_dir)
     b = tok(["good", "the movie is very good"])
     assert b.input_ids.shape == (2, 7)
     assert b.attention_mask.tolist() == [[1, 1, 1, 0, 0, 0, 0], [1] * 7]
@@ -54,6 +54,6 @@ def test_dynamic_padding(tiny_bert_dir):
 def test_lowercase_inferred_from_vocab(tmp_path):
     v = tmp_path / "vocab.txt"
     v.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\nThe\nthe\n")
-    assert not WordPieceTokenizer(v).lowercase
+    assert not EncoderTokenizer.from_vocab(v).lowercase
     v.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\nthe\n")
-    assert WordPieceTokenizer(v).lowercase
+    assert EncoderTokenizer.from_vocab(v).lowercase

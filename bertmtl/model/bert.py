@@ -1,11 +1,12 @@
-"""A from-scratch BERT / MPNet encoder whose parameter names match Hugging Face BERT checkpoints.
+"""A from-scratch post-LN transformer encoder whose parameter names match Hugging Face BERT checkpoints.
 
 Module and parameter names follow HF's modeling_bert.py (`embeddings.word_embeddings`,
 `encoder.layer.N.attention.self.query`, ...) so loading a BERT checkpoint is a plain mapping;
-MPNet checkpoints are renamed to the same names by model/loading.py. MPNet is the same
-post-LN transformer with three differences, all read from `config.family`: no token-type
-embedding, RoBERTa-style absolute positions, and a relative-position bias added to the
-attention scores of every layer.
+RoBERTa and ELECTRA use the same names, DistilBERT and MPNet checkpoints are renamed to them
+by model/loading.py. The families differ only in what `config.family` says: whether there is
+a token-type embedding, RoBERTa-style absolute positions (RoBERTa, XLM-R, MPNet), a
+relative-position bias added to the attention scores of every layer (MPNet), a pooler (not
+ELECTRA, DistilBERT), and embeddings narrower than the hidden states, projected up (ELECTRA).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..encoder_config import BertConfig
+from .disentangled import RelativePositions, disentangled_scores
 
 # Which attention kernel is faster, by device type, as measured by benchmarks/encoder.py:
 # on the 2-core CPU the explicit softmax(QK^T)V path beats SDPA's CPU kernels at BERT
@@ -138,16 +140,20 @@ class BertEmbeddings(nn.Module):
         # RoBERTa-style positions (MPNet) number real tokens from pad_token_id + 1 and give
         # padding the pad id itself; BERT's positions are simply 0, 1, 2, ...
         self.position_pad_id = config.pad_token_id if family.padding_positions else None
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size,
-                                                padding_idx=self.position_pad_id)
-        self.token_type_embeddings = (nn.Embedding(config.type_vocab_size, config.hidden_size)
+        width = config.embedding_width
+        self.word_embeddings = nn.Embedding(config.vocab_size, width, padding_idx=config.pad_token_id)
+        # DeBERTa-v3 embeds no absolute positions: its attention sees relative ones only.
+        self.position_embeddings = (nn.Embedding(config.max_position_embeddings, width, padding_idx=self.position_pad_id)
+                                    if config.position_embeddings else None)
+        self.token_type_embeddings = (nn.Embedding(config.type_vocab_size, width)
                                       if family.token_types else None)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.LayerNorm = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
 
     def positions(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Position embeddings, (seq, hidden) shared by the batch or (batch, seq, hidden)."""
+        """Position embeddings, (seq, hidden) shared by the batch or (batch, seq, hidden); 0 without them."""
+        if self.position_embeddings is None:
+            return 0
         if self.position_pad_id is None:
             return self.position_embeddings.weight[:input_ids.shape[1]]
         real = input_ids.ne(self.position_pad_id)
@@ -192,6 +198,16 @@ class BertSelfAttention(nn.Module):
         self.value = nn.Linear(h, h)
         self.dropout = Dropout(config.attention_probs_dropout_prob)
         self.impl = "auto"  # "auto" | "eager" | "sdpa"
+        self.scale = config.attention_scale  # 1/sqrt(head_dim); DeBERTa divides by the number of score terms too
+        self.default_scale = self.scale == 1.0 / math.sqrt(self.head_dim)
+        rel = config.disentangled
+        if rel is not None:  # DeBERTa: the positions' own dropout, and projections unless shared
+            self.pos_dropout = Dropout(config.hidden_dropout_prob)
+            if not rel.share_att_key:
+                if "c2p" in rel.pos_att_type:
+                    self.pos_key_proj = nn.Linear(h, h)
+                if "p2c" in rel.pos_att_type:
+                    self.pos_query_proj = nn.Linear(h, h)
 
     def _fused_qkv(self, fold_scale: bool, scale: float, device_type: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The (3h x h) weight and (3h) bias of Q, K and V side by side.
@@ -217,9 +233,10 @@ class BertSelfAttention(nn.Module):
             self._qkv_cache = (key, (w, bias))
         return w, bias
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, packing: Packing | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, packing: Packing | None = None,
+                rel: RelativePositions | None = None) -> torch.Tensor:
         impl = self.impl if self.impl != "auto" else FASTEST_ATTENTION.get(x.device.type, "sdpa")
-        scale = 1.0 / math.sqrt(self.head_dim)
+        scale = self.scale
         # One (h -> 3h) matmul is faster than three (h -> h) ones, and keeping three Linear
         # modules keeps the HF parameter names. The eager path folds the 1/sqrt(d) scale into
         # the query weights, which costs h*h multiplies instead of b*heads*t*t.
@@ -233,9 +250,13 @@ class BertSelfAttention(nn.Module):
         p = self.dropout.p if self.training else 0.0
         if mask is not None and mask.dtype != q.dtype:  # under autocast q is bf16 / fp16
             mask = mask.to(q.dtype)
+        if rel is not None:  # DeBERTa: content-position scores, added like a mask
+            bias = disentangled_scores(self, q, k, rel, q_scaled=impl == "eager", scale=scale).to(q.dtype)
+            mask = bias if mask is None else mask + bias
         if impl == "sdpa":
             with sdpa_kernel(_SDPA_BACKENDS):
-                ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+                ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
+                                                     scale=None if self.default_scale else scale)
         else:
             scores = q @ k.transpose(-1, -2)
             if mask is not None:
@@ -265,8 +286,9 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(config)
         self.output = BertSelfOutput(config)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, packing: Packing | None = None) -> torch.Tensor:
-        return self.output(self.self(x, mask, packing), x)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, packing: Packing | None = None,
+                rel: RelativePositions | None = None) -> torch.Tensor:
+        return self.output(self.self(x, mask, packing, rel), x)
 
 
 class BertIntermediate(nn.Module):
@@ -299,8 +321,9 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(config)
         self.output = BertOutput(config)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, packing: Packing | None = None) -> torch.Tensor:
-        a = self.attention(x, mask, packing)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, packing: Packing | None = None,
+                rel: RelativePositions | None = None) -> torch.Tensor:
+        a = self.attention(x, mask, packing, rel)
         return self.output(self.intermediate(a), a)
 
 
@@ -311,6 +334,17 @@ class BertEncoder(nn.Module):
         self.relative_attention_bias = (
             nn.Embedding(config.relative_attention_num_buckets, config.num_attention_heads)
             if config.family.relative_attention else None)
+        self.disentangled = config.disentangled
+        if self.disentangled is not None:  # DeBERTa: relative-position embeddings shared by every layer
+            self.rel_embeddings = nn.Embedding(2 * self.disentangled.span, config.hidden_size)
+            self.LayerNorm = (nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+                              if self.disentangled.norm_rel_ebd else None)
+
+    def relative_positions(self, seq_len: int) -> RelativePositions | None:
+        """DeBERTa's per-length position context for every layer, or None."""
+        if self.disentangled is None:
+            return None
+        return RelativePositions(self.disentangled, self.rel_embeddings.weight, seq_len, self.LayerNorm)
 
     def position_bias(self, seq_len: int, device: torch.device) -> torch.Tensor | None:
         """The (1, heads, seq, seq) relative-position bias shared by every layer, or None.
@@ -324,9 +358,11 @@ class BertEncoder(nn.Module):
         buckets = relative_position_bucket(pos[None, :] - pos[:, None], self.relative_attention_bias.num_embeddings)
         return self.relative_attention_bias(buckets).permute(2, 0, 1).unsqueeze(0)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, packing: Packing | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, packing: Packing | None = None,
+                seq_len: int | None = None) -> torch.Tensor:
+        rel = self.relative_positions(seq_len if seq_len is not None else x.shape[1])
         for layer in self.layer:
-            x = layer(x, mask, packing)
+            x = layer(x, mask, packing, rel)
         return x
 
 
@@ -342,17 +378,21 @@ class BertPooler(nn.Module):
 
 
 class BertModel(nn.Module):
-    """The BERT / MPNet encoder: `model(input_ids, attention_mask, token_type_ids=None)`.
+    """The encoder of every family: `model(input_ids, attention_mask, token_type_ids=None)`.
 
-    MPNet ignores `token_type_ids` (it has no token-type embedding).
+    Families without a token-type embedding (MPNet, DistilBERT) ignore `token_type_ids`.
     """
 
-    def __init__(self, config: BertConfig, add_pooling_layer: bool = True, init_weights: bool = True):
+    def __init__(self, config: BertConfig, add_pooling_layer: bool | None = None, init_weights: bool = True):
         super().__init__()
         self.config = config
         self.embeddings = BertEmbeddings(config)
+        # ELECTRA's small models embed in fewer dimensions than they compute in.
+        self.embeddings_project = (nn.Linear(config.embedding_width, config.hidden_size)
+                                   if config.embedding_width != config.hidden_size else None)
         self.encoder = BertEncoder(config)
-        self.pooler = BertPooler(config) if add_pooling_layer else None
+        pooled = config.family.pooler if add_pooling_layer is None else add_pooling_layer
+        self.pooler = BertPooler(config) if pooled else None
         if init_weights:
             self.apply(self._init_weights)
 
@@ -394,6 +434,8 @@ class BertModel(nn.Module):
         at padded positions (HF computes values there that nothing should use), and every
         real position is the same as without it.
         """
+        if self.embeddings_project is not None:
+            embedding_output = self.embeddings_project(embedding_output)
         mask = self.extended_mask(attention_mask, embedding_output.dtype)
         bias = self.encoder.position_bias(embedding_output.shape[1], embedding_output.device)
         if bias is not None:  # one additive float mask carries both (SDPA takes it as attn_mask)
@@ -404,7 +446,7 @@ class BertModel(nn.Module):
             mask = mask.to(torch.get_autocast_dtype(device))
         if unpad and attention_mask is not None and not bool(attention_mask.all()):
             packing = Packing(attention_mask)
-            hidden = packing.unpack(self.encoder(packing.pack(embedding_output), mask, packing))
+            hidden = packing.unpack(self.encoder(packing.pack(embedding_output), mask, packing, packing.seq))
         else:
             hidden = self.encoder(embedding_output, mask)
         pooled = self.pooler(hidden) if self.pooler is not None else None
@@ -426,7 +468,7 @@ class BertModel(nn.Module):
         dtype: torch.dtype = torch.float32,
         device: str | torch.device | None = None,
     ) -> "BertModel":
-        """Load an HF-format BERT or MPNet directory (the family read from its config.json), or the
+        """Load an HF-format encoder directory (the family read from its config.json), or the
         encoder of a bertmtl checkpoint.
 
         Built-in encoders by name (`minilm`, `mpnet`) are `bertmtl.weights.resolve`'s job:
@@ -437,7 +479,7 @@ class BertModel(nn.Module):
         path = encoder_directory(path)
         config = read_config(path)
         state = encoder_state(path, dtype, config.family)
-        has_pooler = any(k.startswith("pooler.") for k in state)
+        has_pooler = any(k.startswith("pooler.") for k in state) or not config.family.pooler
         with uninitialised() if has_pooler else contextlib.nullcontext():  # all of it is loaded next
             model = cls(config, init_weights=not has_pooler)
         load_into(model, state, source=path)

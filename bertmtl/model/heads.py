@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..batching import TaskBatch
+from ..errors import UserError
 from ..tasks import BUILTIN, SENTIMENT_LABELS, TaskSpec
 from ..tasks.kinds import pearson
 from ..tokenizer import Batch
@@ -122,6 +123,9 @@ class MultitaskBert(nn.Module):
     def __init__(self, encoder: BertModel, cfg: HeadConfig | None = None, specs: tuple[TaskSpec, ...] | None = None):
         super().__init__()
         self.cfg = cfg or HeadConfig()
+        if self.cfg.pooling == "pooler" and encoder.pooler is None:
+            raise UserError(f"--pooling pooler: this {encoder.config.model_type} encoder has no pooler (it was not "
+                            f"pretrained with one); use --pooling mean or --pooling cls")
         self.encoder = encoder
         self.specs: dict[str, TaskSpec] = {}
         h = encoder.config.hidden_size

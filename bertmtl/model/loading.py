@@ -16,9 +16,12 @@ from ..encoder_config import BertConfig, Family
 from ..errors import UserError
 from ..rundir import checkpoint_part, is_checkpoint
 
-# Keys that HF checkpoints carry but the bare encoder does not own: a registered buffer, and
-# the pretraining heads (kept for the masked-LM head of `bertmtl pretrain`).
-IGNORED_PREFIXES = ("embeddings.position_ids", "cls.", "lm_head.")
+# Keys that HF checkpoints carry but the bare encoder does not own: registered buffers, and the
+# pretraining heads of each family (the masked-LM ones kept for `bertmtl pretrain`: model/mlm.py;
+# ELECTRA's replaced-token discriminator head, which nothing here uses).
+IGNORED_PREFIXES = ("embeddings.position_ids", "embeddings.token_type_ids", "cls.", "lm_head.", "vocab_transform.",
+                    "vocab_layer_norm.", "vocab_projector.", "generator_predictions.", "generator_lm_head.",
+                    "discriminator_predictions.", "lm_predictions.")
 
 
 def encoder_directory(path: str | Path) -> Path:
@@ -26,8 +29,8 @@ def encoder_directory(path: str | Path) -> Path:
     p = Path(path).expanduser()
     if not p.is_dir():
         raise UserError(f"{p}: not a directory. --encoder takes a built-in encoder name (minilm, mpnet), a "
-                        f"Hugging Face Hub name (ORG/NAME[@REVISION]), a Hugging Face BERT or MPNet directory "
-                        f"(config.json, vocab.txt, model.safetensors or pytorch_model.bin), or a bertmtl run or "
+                        f"Hugging Face Hub name (ORG/NAME[@REVISION]), a Hugging Face encoder directory (config.json, "
+                        f"tokenizer files, model.safetensors or pytorch_model.bin), or a bertmtl run or "
                         f"checkpoint directory.")
     return p
 
@@ -110,6 +113,9 @@ def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: st
     """
     own = model.state_dict()
     useful = {k: v for k, v in state.items() if not k.startswith(IGNORED_PREFIXES)}
+    # Some DeBERTa-v3 releases carry absolute position embeddings their config does not use (HF skips them too).
+    if "embeddings.position_embeddings.weight" not in own:
+        useful.pop("embeddings.position_embeddings.weight", None)
     missing = sorted(set(own) - set(useful))
     unexpected = sorted(set(useful) - set(own))
     # Some checkpoints were saved without the pooler; it is only used with --pooling pooler.

@@ -4,8 +4,9 @@ plus a bias), and reading one from Hugging Face directories and bertmtl checkpoi
 In the multitask model the head is the `mlm` task's (tasks/kinds.py: MaskedLM), parameters
 `mlm.transform.dense.*`, `mlm.transform.LayerNorm.*`, `mlm.bias`. The decoder weight *is* the
 word-embedding matrix: the head multiplies by it rather than holding a tied copy, so checkpoints
-store each tensor once. HF's BertForMaskedLM names the same tensors `cls.predictions.…` and
-MPNetForMaskedLM `lm_head.…` (`HF_HEAD_NAMES`), so a checkpoint's head (bert-base-uncased's, a
+store each tensor once. HF's masked-LM classes name the same tensors their own way (BertForMaskedLM
+`cls.predictions.…`, RobertaForMaskedLM and MPNetForMaskedLM `lm_head.…`, DistilBertForMaskedLM
+`vocab_transform` …: each family's `mlm_names`), so a checkpoint's head (bert-base-uncased's, a
 `bertmtl pretrain` run's) loads here and `bertmtl export --format hf` writes what transformers reads.
 """
 
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..encoder_config import BertConfig
+from ..encoder_config import BertConfig, Family
 from ..errors import UserError
 from .bert import _activation
 
@@ -25,26 +26,15 @@ from .bert import _activation
 HEAD_KEYS = ("transform.dense.weight", "transform.dense.bias", "transform.LayerNorm.weight",
              "transform.LayerNorm.bias", "bias")
 
-# Per family: the HF masked-LM class, and our head key -> HF's key(s), the first one written,
-# the others also read (HF also names the output bias `decoder.bias`; some checkpoints carry only that).
-HF_MLM_CLASS = {"bert": "BertForMaskedLM", "mpnet": "MPNetForMaskedLM"}
-HF_HEAD_NAMES = {
-    "bert": {k: (f"cls.predictions.{k}",) for k in HEAD_KEYS} | {"bias": ("cls.predictions.bias", "cls.predictions.decoder.bias")},
-    "mpnet": {"transform.dense.weight": ("lm_head.dense.weight",), "transform.dense.bias": ("lm_head.dense.bias",),
-              "transform.LayerNorm.weight": ("lm_head.layer_norm.weight",),
-              "transform.LayerNorm.bias": ("lm_head.layer_norm.bias",),
-              "bias": ("lm_head.bias", "lm_head.decoder.bias")},
-}
-
-
 class PredictionTransform(nn.Module):
     """dense -> activation -> LayerNorm, before the vocabulary projection."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        # Into the embeddings' width, whose matrix is the decoder (ELECTRA's may be narrower).
+        self.dense = nn.Linear(config.hidden_size, config.embedding_width)
         self.act = _activation(config.hidden_act)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.LayerNorm = nn.LayerNorm(config.embedding_width, eps=config.layer_norm_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.LayerNorm(self.act(self.dense(x)))
@@ -72,12 +62,12 @@ class MaskedLMHead(nn.Module):
         return F.linear(self.transform(hidden), decoder) + self.bias
 
 
-def head_state(state: dict[str, torch.Tensor], family: str, prefix: str | None = None) -> dict[str, torch.Tensor] | None:
+def head_state(state: dict[str, torch.Tensor], family: Family, prefix: str | None = None) -> dict[str, torch.Tensor] | None:
     """The masked-LM head tensors in `state` under our names (HEAD_KEYS), from HF names of `family`
     or, with `prefix` ("mlm."), from a bertmtl checkpoint's; None when there is none, UserError when
     part of one is missing."""
     def key(k):
-        names = (prefix + k,) if prefix is not None else HF_HEAD_NAMES[family][k]
+        names = (prefix + k,) if prefix is not None else family.mlm_names[k]
         return next((n for n in names if n in state), None)
 
     keys = {k: key(k) for k in HEAD_KEYS}
@@ -85,7 +75,7 @@ def head_state(state: dict[str, torch.Tensor], family: str, prefix: str | None =
     if not present:
         return None
     if len(present) < len(HEAD_KEYS):
-        missing = [(prefix + k) if prefix is not None else HF_HEAD_NAMES[family][k][0] for k in HEAD_KEYS
+        missing = [(prefix + k) if prefix is not None else family.mlm_names[k][0] for k in HEAD_KEYS
                    if keys[k] is None]
         raise UserError(f"incomplete masked-LM head (missing {', '.join(missing)})")
     return {k: state[v] for k, v in keys.items()}
@@ -103,7 +93,7 @@ def source_head(directory: str | Path) -> dict[str, torch.Tensor] | None:
     else:
         state, prefix = read_state_dict(directory), None
     try:
-        return head_state(state, read_config(directory).model_type, prefix)
+        return head_state(state, read_config(directory).family, prefix)
     except UserError as e:
         raise UserError(f"{directory}: {e.message}") from None
 
@@ -124,6 +114,6 @@ def hf_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
     family = model.encoder.config.family
     out = {family.hf_prefix + to_hf_key(k, family): v for k, v in model.encoder.state_dict().items()}
-    names = HF_HEAD_NAMES[family.model_type]
+    names = family.mlm_names
     out.update({names[k][0]: v for k, v in model.mlm.state_dict().items()})
     return {k: v.detach().float().contiguous().cpu() for k, v in out.items()}

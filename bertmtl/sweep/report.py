@@ -34,15 +34,20 @@ def collect(out: Path, spec: SweepSpec) -> dict[str, dict[str, dict]]:
     from ..runs import run_info
 
     groups: dict[str, dict[str, dict]] = {"finished": {}, "pruned": {}}
+    # A row is not an option of its runs: it is known by its run's name (study.run_dir_of).
+    rows = {config_key(p): p for p in spec.grid_points()} if spec.rows else None
     root = Path(out) / RUNS
     for run in sorted(root.iterdir()) if root.is_dir() else ():
         if not run.is_dir() or not holds_run(run):
             continue
         info = run_info(run)
         cfg = info["config"]
-        if info["status"] not in GROUPS or any(k not in cfg for k in spec.swept):
+        if rows is not None:
+            params = rows.get(run.name.rpartition("-s")[0])
+        else:
+            params = None if any(k not in cfg for k in spec.swept) else {k: cfg[k] for k in spec.swept}
+        if info["status"] not in GROUPS or params is None:
             continue
-        params = {k: cfg[k] for k in spec.swept}
         c = groups[GROUPS[info["status"]]].setdefault(config_key(params), {"params": params, "runs": {}})
         c["runs"][int(cfg["seed"])] = run
     return groups

@@ -3,18 +3,21 @@
     name: lr-and-combiner          # the study's name [default: the file's stem]
     base: {max_steps: 300, batch_size: 16}   # train options every trial shares (train's names)
     grid: {combine: [sum, pcgrad], lr: [5e-5, 1e-4]}      # every combination, or
+    rows: {sum: {combine: sum}, pcgrad-smart: {combine: pcgrad, smart: true}}   # named fixed
+                                   # configurations (bertmtl ablate's tables are these), or
     search: {lr: {log_uniform: [1e-5, 1e-3]}, dropout: {uniform: [0, 0.3]},
              batch_size: {int: [8, 32]}, combine: {choice: [sum, pcgrad]}}
     trials: 20                     # configurations a search tries
     sampler: tpe                   # tpe (default) or random, for a search
     seeds: 3                       # every configuration trains with seeds seed, seed + 1, ...
-    baseline: {combine: sum}       # the configuration the others are compared with
+    baseline: {combine: sum}       # the configuration the others are compared with ({row: sum})
     metric: overall                # what the search maximises and the report leads with
     prune: {startup_trials: 2, warmup_steps: 0}   # stop lagging trials early (Optuna's median
                                    # pruner on each dev evaluation); `prune: true` for these defaults
 
 A configuration is the values of the swept options; every one of them, merged over `base`, is
 a TrainConfig checked like a command line (options.py), so a typo fails here, not an hour in.
+With `rows`, the one swept value is the row's name (`row`), and each row sets its own options.
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ from ..train_config import TrainConfig
 
 DISTRIBUTIONS = ("log_uniform", "uniform", "int", "choice")
 SAMPLERS = ("tpe", "random")
-KEYS = ("name", "base", "grid", "search", "trials", "sampler", "seeds", "baseline", "metric", "prune")
+KEYS = ("name", "base", "grid", "rows", "search", "trials", "sampler", "seeds", "baseline", "metric", "prune")
 PRUNE_DEFAULTS = {"startup_trials": 2, "warmup_steps": 0}
+ROW = "row"  # the one swept parameter of a spec with rows: the row's name
 # Options a sweep decides itself: where each run goes, and its seed (base's seed is the first).
 OWN = ("out", "seed", "resume", "runs_dir")
 
@@ -43,6 +47,7 @@ class SweepSpec:
     name: str
     base: dict = field(default_factory=dict)
     grid: dict | None = None
+    rows: dict | None = None  # row name -> its train options (named fixed configurations)
     search: dict | None = None
     trials: int | None = None
     sampler: str = "tpe"
@@ -54,19 +59,27 @@ class SweepSpec:
 
     @property
     def swept(self) -> list[str]:
-        return list(self.grid or self.search or {})
+        return [ROW] if self.rows else list(self.grid or self.search or {})
+
+    @property
+    def fixed(self) -> bool:
+        """Whether every configuration is known in advance (a grid, rows) and queued up front."""
+        return bool(self.grid or self.rows)
 
     def seed_list(self) -> list[int]:
         return [self.first_seed + i for i in range(self.seeds)]
 
     def grid_points(self) -> list[dict]:
-        """Every combination of the grid's values, in the spec's order."""
+        """Every configuration of a grid (every combination of its values) or of rows, in the spec's order."""
+        if self.rows:
+            return [{ROW: name} for name in self.rows]
         names = list(self.grid)
         return [dict(zip(names, values)) for values in itertools.product(*(self.grid[n] for n in names))]
 
     def config(self, params: dict, seed: int, out: Path | str) -> TrainConfig:
         """The TrainConfig of one configuration and seed (checked)."""
-        cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **self.base, **params, "seed": seed, "out": str(out)})
+        options = self.rows[params[ROW]] if self.rows else params
+        cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **self.base, **options, "seed": seed, "out": str(out)})
         cfg.validate()
         return cfg
 
@@ -142,9 +155,11 @@ def read_spec(path: str | Path) -> SweepSpec:
         raise UserError(f"{where}: expected a mapping with base and grid or search")
     if unknown := [str(k) for k in data if k not in KEYS]:
         raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; a spec has {', '.join(KEYS)}")
-    if ("grid" in data) == ("search" in data):
-        raise UserError(f"{where}: give either grid (every combination) or search (distributions), not "
-                        f"{'both' if 'grid' in data else 'neither'}")
+    if (modes := [k for k in ("grid", "rows", "search") if k in data]) and len(modes) > 1:
+        raise UserError(f"{where}: give one of grid (every combination), rows (named configurations) or search "
+                        f"(distributions), not {' and '.join(modes)}")
+    if not modes:
+        raise UserError(f"{where}: give grid (every combination), rows (named configurations) or search (distributions)")
     base = data.get("base") or {}
     if not isinstance(base, dict):
         raise UserError(f"{where}: base must be a mapping of train options")
@@ -163,9 +178,18 @@ def read_spec(path: str | Path) -> SweepSpec:
                 raise UserError(f"{where}: grid: {name} needs a list of values")
             key = _field(name, f"{where}: grid")[0]
             spec.grid[key] = [_coerce(name, v, f"{where}: grid")[1] for v in values]
-        if "trials" in data:
-            raise UserError(f"{where}: trials is for a search; a grid runs every combination")
-    else:
+    elif "rows" in data:
+        rows = data["rows"]
+        if not isinstance(rows, dict) or not rows:
+            raise UserError(f"{where}: rows must map row names to mappings of train options")
+        spec.rows = {}
+        for name, options in rows.items():
+            if not isinstance(options, dict):
+                raise UserError(f"{where}: rows: {name} needs a mapping of train options ({{}} for base alone)")
+            spec.rows[str(name)] = dict(_coerce(k, v, f"{where}: rows: {name}") for k, v in options.items())
+    if "trials" in data and "search" not in data:
+        raise UserError(f"{where}: trials is for a search; a grid or rows run every configuration")
+    if "search" in data:
         search = data["search"]
         if not isinstance(search, dict) or not search:
             raise UserError(f"{where}: search must map options to distributions")
@@ -198,17 +222,19 @@ def read_spec(path: str | Path) -> SweepSpec:
         b = data["baseline"]
         if not isinstance(b, dict):
             raise UserError(f"{where}: baseline must map swept options to values")
-        spec.baseline = dict(_coerce(k, v, f"{where}: baseline") for k, v in b.items())
+        spec.baseline = ({ROW: str(b[ROW])} if spec.rows and set(b) == {ROW}
+                         else dict(_coerce(k, v, f"{where}: baseline") for k, v in b.items()))
         if stray := [k for k in spec.baseline if k not in spec.swept]:
             raise UserError(f"{where}: baseline: {', '.join(stray)} not swept (the swept options: "
                             f"{', '.join(spec.swept)})")
-        if spec.grid and not any(all(p[k] == v for k, v in spec.baseline.items()) for p in spec.grid_points()):
-            raise UserError(f"{where}: baseline {spec.baseline} is not a point of the grid")
+        if spec.fixed and not any(all(p[k] == v for k, v in spec.baseline.items()) for p in spec.grid_points()):
+            raise UserError(f"{where}: baseline {spec.baseline} is not " + (
+                f"one of the rows ({', '.join(spec.rows)})" if spec.rows else "a point of the grid"))
         if spec.search and set(spec.baseline) != set(spec.search):
             raise UserError(f"{where}: a search's baseline gives every searched option a value "
                             f"({', '.join(spec.search)})")
     # Every configuration the grid can make (a search: its bounds and choices) must be a valid run.
-    for params in spec.grid_points() if spec.grid else [_extremes(spec.search, i) for i in (0, 1)]:
+    for params in spec.grid_points() if spec.fixed else [_extremes(spec.search, i) for i in (0, 1)]:
         try:
             spec.config(params, spec.first_seed, "sweep")
         except UserError as e:

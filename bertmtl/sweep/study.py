@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
-from .spec import SweepSpec, config_key
+from .spec import ROW, SweepSpec, config_key
 
 RUNS = "runs"  # DIR/runs: the sweep's runs root (`bertmtl runs --runs-dir DIR/runs`)
-GRID_ATTR = "grid_point"  # user attribute of a queued grid point
+GRID_ATTR = "grid_point"  # user attribute of a queued grid point (or row)
 
 
 def require_optuna():
@@ -58,7 +58,7 @@ def open_study(spec: SweepSpec, storage_url: str, heartbeat: int):
               if spec.prune else optuna.pruners.NopPruner())
     study = optuna.create_study(study_name=spec.name, storage=storage, direction="maximize", sampler=sampler,
                                 pruner=pruner, load_if_exists=True)
-    if spec.grid:
+    if spec.fixed:
         for params in spec.grid_points():
             enqueue_once(study, params, {GRID_ATTR: True})
     elif spec.baseline:
@@ -121,6 +121,8 @@ def immediate_transactions(engine) -> None:
 
 def suggest(trial, spec: SweepSpec) -> dict:
     """The trial's configuration: its queued values, or the sampler's draw from the distributions."""
+    if spec.rows:
+        return {ROW: trial.suggest_categorical(ROW, list(spec.rows))}
     if spec.grid:
         return {name: trial.suggest_categorical(name, values) for name, values in spec.grid.items()}
     params = {}
@@ -223,7 +225,7 @@ def objective(spec: SweepSpec, out: Path):
     optuna = require_optuna()
 
     def run_trial(trial) -> float:
-        if spec.grid and not trial.user_attrs.get(GRID_ATTR):
+        if spec.fixed and not trial.user_attrs.get(GRID_ATTR):
             # A worker that found the queue empty a moment after another took its last point: the
             # grid is done, and a sampled point would repeat one of it.
             raise optuna.TrialPruned("the grid has no point left")
