@@ -174,16 +174,14 @@ def combiners(model, base, train_sets, tasks, dev, args) -> None:
               f"{1000 * own['w3'][name]:>10.3f} / {1000 * own['w10'][name]:.3f}")
 
 
-if __name__ == "__main__":
-    main()
-
-
 # The usual base checkpoint of each family: its config.json's size fields (the public configs).
 FAMILY_SIZES = {
     "bert-base-uncased": {"model_type": "bert"},
     "roberta-base": {"model_type": "roberta", "vocab_size": 50265, "max_position_embeddings": 514,
                      "type_vocab_size": 1, "pad_token_id": 1, "layer_norm_eps": 1e-5},
-    "electra-base-discriminator": {"model_type": "electra", "embedding_size": 768},
+    # ElectraConfig's own defaults are the small model's (hidden 256): the base size spelled out.
+    "electra-base-discriminator": {"model_type": "electra", "embedding_size": 768, "hidden_size": 768,
+                                   "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
     "distilbert-base-uncased": {"model_type": "distilbert", "n_layers": 6, "dim": 768, "n_heads": 12,
                                 "hidden_dim": 3072},
     "deberta-v3-base": {"model_type": "deberta-v2", "vocab_size": 128100, "type_vocab_size": 0,
@@ -218,3 +216,7 @@ def families(args) -> None:
         t = step_times({name: stepper}, train_sets, args)[name]
         params = sum(p.numel() for p in model.encoder.parameters()) / 1e6
         print(f"{name:<30}{params:>7.0f}M{t:>8.2f}{t * steps / 60:>10.1f}")
+
+
+if __name__ == "__main__":
+    main()

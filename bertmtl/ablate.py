@@ -184,9 +184,11 @@ def markdown(result: dict) -> str:
               f"**Total wall time:** {result['wall_s']:.0f} s.", ""]
     if result.get("pretrain"):
         p = result["pretrain"]
+        steps = f"{p.get('steps', '?')} steps" + (f", the first {p['head_steps']} head-only" if p.get("head_steps") else "")
+        when = f"{p['wall_s']:.0f} s" if p.get("wall_s") is not None else "time unknown"
         lines += [f"**Further pretraining:** {p['source']}: held-out MLM perplexity "
                   f"{_fmt(p.get('before_perplexity'))} before, {_fmt(p.get('after_perplexity'))} after "
-                  f"({p.get('steps', '?')} steps, {p.get('wall_s', 0):.0f} s).", ""]
+                  f"({steps}; {when}).", ""]
     if result.get("baseline") and any(r.get("vs_baseline") for r in result["rows"]):
         from .stats import describe_difference
 
@@ -299,13 +301,12 @@ def run_dir_of(out: Path, row: str, seed: int) -> Path:
     return sweep_run(out, {ROW: row}, seed)
 
 
-def run_telemetry(run_dir: Path) -> tuple[dict, dict | None]:
-    """From one reading of a run's log: the means of its telemetry scalars over its records
+def run_telemetry(state) -> tuple[dict, dict | None]:
+    """From a run's state (rundir.RunState): the means of its telemetry scalars over its records
     (TELEMETRY's keys), and the loss weights of its last record (None without a loss weighting)."""
-    from .rundir import RunState
     from .stats import mean_ci
 
-    records = RunState.of(run_dir).telemetry
+    records = state.telemetry
     means = {k: mean_ci([r.get(k) for r in records])["mean"] for k, _ in TELEMETRY}
     return means, next((r["loss_weight"] for r in reversed(records) if r.get("loss_weight")), None)
 
@@ -320,9 +321,9 @@ def _clear(out: Path, pretrains_here: bool) -> None:
         (out / f).unlink(missing_ok=True)
 
 
-def _pretrain(cfg: AblateConfig, mlm_dir: Path, reporter) -> float:
+def _pretrain(cfg: AblateConfig, mlm_dir: Path, reporter) -> None:
     """Further pretraining for the 'pretrain' row into OUT/pretrained-mlm, as `bertmtl pretrain` runs
-    it; a finished one of an earlier run of the same command is kept. Its wall time (0 when kept)."""
+    it; a finished one of an earlier run of the same command is kept."""
     from .engine import train
     from .pretrain import pretrain_config
     from .rundir import SUMMARY
@@ -330,14 +331,12 @@ def _pretrain(cfg: AblateConfig, mlm_dir: Path, reporter) -> float:
 
     summary = mlm_dir / SUMMARY
     if summary.is_file() and read_json(summary, "missing").get("status") == "finished":
-        return 0.0
+        return
     shutil.rmtree(mlm_dir, ignore_errors=True)  # an unfinished one: trained again from the start
-    tp = time.perf_counter()
     train(pretrain_config(data_dir=cfg.data_dir, out=str(mlm_dir), encoder=cfg.encoder, max_steps=cfg.pretrain_steps,
                           batch_size=max(cfg.batch_size, 16), max_length=cfg.max_length, seed=cfg.seed,
                           device=cfg.device, mlm_heldout_max=min(500, cfg.dev_limit or 500),
                           log_every=max(1, cfg.pretrain_steps // 20)), reporter=reporter)
-    return time.perf_counter() - tp
 
 
 def _ablate(cfg: AblateConfig, rows: list[str], out: Path, reporter_factory, t0: float) -> dict:
@@ -348,7 +347,7 @@ def _ablate(cfg: AblateConfig, rows: list[str], out: Path, reporter_factory, t0:
     from .device import pick_device
     from .fsutil import read_json, write_bytes, write_json
     from .pretrain import report
-    from .rundir import SUMMARY, RunState
+    from .rundir import SUMMARY, RunState, is_run
     from .sweep.report import SPEC_FILE
     from .sweep.spec import ROW, read_spec
 
@@ -367,12 +366,14 @@ def _ablate(cfg: AblateConfig, rows: list[str], out: Path, reporter_factory, t0:
 
     mlm_dir = cfg.pretrained_mlm
     if "pretrain" in rows:
-        wall = 0.0
         if pretrains_here:
             mlm_dir = str(out / "pretrained-mlm")
-            wall = _pretrain(cfg, Path(mlm_dir), new_reporter())
+            _pretrain(cfg, Path(mlm_dir), new_reporter())
         r = report(Path(mlm_dir))
-        result["pretrain"] = {"source": mlm_dir, "steps": r["steps"], "wall_s": wall,
+        # Its own log's time, whether it ran now, in an earlier run of this command, or beforehand
+        # (--pretrained-mlm: a run of `bertmtl pretrain`; another directory has no log: None).
+        wall = RunState.of(Path(mlm_dir)).training_seconds if is_run(mlm_dir) else None
+        result["pretrain"] = {"source": mlm_dir, "steps": r["steps"], "head_steps": r.get("head_steps") or 0, "wall_s": wall,
                               "before_perplexity": (r.get("before") or {}).get("perplexity"),
                               "after_perplexity": (r.get("after") or {}).get("perplexity"),
                               "head": "initialised" if "initial" in r else "checkpoint"}
@@ -395,12 +396,12 @@ def _ablate(cfg: AblateConfig, rows: list[str], out: Path, reporter_factory, t0:
             run_dir = run_dir_of(out, name, seed)
             summary = read_json(run_dir / SUMMARY, "missing")
             metrics = summary.get("last_metrics") or {}
-            telemetry, loss_weight = run_telemetry(run_dir)
-            started = RunState.of(run_dir).started
+            state = RunState.of(run_dir)  # its log, read once
+            telemetry, loss_weight = run_telemetry(state)
             per_seed.append({"seed": seed, "run": str(run_dir), "metrics": {k: metrics.get(k) for k, _ in METRICS},
                              "dev_n": {s.count_key: metrics.get(s.count_key) for s in BUILTIN},
                              "telemetry": telemetry if table.columns else None,
-                             "wall_s": (run_dir / SUMMARY).stat().st_mtime - started if started else None,
+                             "wall_s": state.training_seconds,
                              "steps": summary.get("step"), "status": summary.get("status"), "loss_weight": loss_weight})
             if not cfg.keep_checkpoints:  # the metrics and logs stay; the weights are large
                 for sub in ("best", "last"):

@@ -308,6 +308,8 @@ class RunState:
         self.specs = self.default_specs
         self.config: dict = {}
         self.started: float | None = None  # time of the first record
+        self._seconds = 0.0  # training time of the sessions before the current one
+        self._session: list[float] | None = None  # [first, latest] record time of the current session
         self.total_steps: int | None = None
         self.steps_per_epoch: int | None = None
         self.examples: dict = {}
@@ -340,8 +342,28 @@ class RunState:
             except (TypeError, ValueError, KeyError, AttributeError):
                 continue  # a record of the right type with the wrong shape: skip it, as a garbage line
             self.records += 1
-            if self.started is None and _finite(rec.get("time")):
-                self.started = float(rec["time"])
+            if _finite(rec.get("time")):
+                self._clock(rec["type"], float(rec["time"]))
+
+    def _clock(self, kind: str, t: float) -> None:
+        if self.started is None:
+            self.started = t
+        if kind in ("start", "resume") or self._session is None:
+            # A resumed run starts a new session: the time it lay stopped (killed, waiting for a
+            # worker) is not training time.
+            if self._session is not None:
+                self._seconds += self._session[1] - self._session[0]
+            self._session = [t, t]
+        else:
+            self._session[1] = max(self._session[1], t)
+
+    @property
+    def training_seconds(self) -> float | None:
+        """Wall time spent training: from each start or resume to the last record after it, summed
+        over the run's sessions (None before any timed record)."""
+        if self._session is None:
+            return None
+        return self._seconds + self._session[1] - self._session[0]
 
     def _on_start(self, rec: dict) -> None:
         if rec.get("tasks"):

@@ -206,6 +206,19 @@ def assert_ids_match_hf(directory, hf_tokenizer_class, max_length: int = 128):
     return ours, hf, b, r
 
 
+def assert_grads_match_hf(ours, hf, family, atol: float = 1e-4) -> None:
+    """After a backward pass through both: every parameter of ours (the pooler aside, which the
+    loss does not reach) has a gradient equal to that of its transformers counterpart."""
+    from bertmtl.model.loading import from_hf_key
+
+    theirs = {from_hf_key(k, family): p.grad for k, p in hf.named_parameters()}
+    for name, p in ours.named_parameters():
+        if name.startswith("pooler."):
+            continue
+        assert p.grad is not None, name
+        assert torch.allclose(p.grad, theirs[name], atol=atol), name
+
+
 @contextmanager
 def small_tmpfs(path: Path, size: int):
     """A real file system of `size` bytes at `path` (a tmpfs), so a full disk is the kernel's ENOSPC,

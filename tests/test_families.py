@@ -14,7 +14,7 @@ from bertmtl.model import BertModel
 from bertmtl.model.loading import from_hf_key, to_hf_key
 from bertmtl.tokenizer import EncoderTokenizer
 
-from .conftest import REAL_PAIRS, REAL_SENTENCES, cli
+from .conftest import REAL_PAIRS, REAL_SENTENCES, assert_grads_match_hf, cli
 from .families import FAMILY_NAMES, write_tiny_family
 
 transformers = pytest.importorskip("transformers")
@@ -96,12 +96,7 @@ def test_gradients_match_transformers(family_dir, unpad):
     m = b.attention_mask.unsqueeze(-1).float()
     (ours(b.input_ids, b.attention_mask, b.token_type_ids, unpad=unpad).last_hidden_state * m).sum().backward()
     (_hf_forward(hf, b, family).last_hidden_state * m).sum().backward()
-    theirs = {from_hf_key(k, family): p.grad for k, p in hf.named_parameters()}
-    for name, p in ours.named_parameters():
-        if name.startswith("pooler."):
-            continue
-        assert p.grad is not None, name
-        assert torch.allclose(p.grad, theirs[name], atol=1e-4), name
+    assert_grads_match_hf(ours, hf, family)
 
 
 @pytest.mark.parametrize("max_length", [128, 12])  # 12: truncation of singles and pairs (longest first)

@@ -11,7 +11,7 @@ from bertmtl.model.bert import relative_position_bucket
 from bertmtl.model.loading import from_hf_key, to_hf_key
 from bertmtl.tokenizer import EncoderTokenizer
 
-from .conftest import REAL_PAIRS, REAL_SENTENCES, assert_ids_match_hf
+from .conftest import REAL_PAIRS, REAL_SENTENCES, assert_grads_match_hf, assert_ids_match_hf
 
 transformers = pytest.importorskip("transformers")
 MPNET = FAMILIES["mpnet"]
@@ -86,12 +86,7 @@ def test_gradients_match_hf(tiny_mpnet_dir, impl, unpad):
     m = b.attention_mask.unsqueeze(-1).float()
     (ours(b.input_ids, b.attention_mask, unpad=unpad).last_hidden_state * m).sum().backward()
     (hf(input_ids=b.input_ids, attention_mask=b.attention_mask).last_hidden_state * m).sum().backward()
-    theirs = {from_hf_key(k, MPNET): p.grad for k, p in hf.named_parameters()}
-    for name, p in ours.named_parameters():
-        if name.startswith("pooler."):
-            continue
-        assert p.grad is not None, name
-        assert torch.allclose(p.grad, theirs[name], atol=1e-4), name
+    assert_grads_match_hf(ours, hf, MPNET)
     assert ours.encoder.relative_attention_bias.weight.grad.abs().sum() > 0
 
 

@@ -199,6 +199,18 @@ def test_state_resume_drops_points_after_the_saved_step():
     assert state.evals == [] and state.best_step is None and state.status == "running"
 
 
+def test_training_seconds_leave_out_the_time_a_run_lay_stopped():
+    state = RunState()
+    assert state.training_seconds is None
+    t = 1_700_000_000.0
+    state.apply([{**start_record(), "time": t}, {**train_record(10), "time": t + 30}, {**train_record(20), "time": t + 50}])
+    assert state.training_seconds == pytest.approx(50.0)
+    # Killed after 50 s, resumed an hour later, 20 s more: 70 s of training, not 3670.
+    state.apply([{**start_record(), "type": "resume", "step": 10, "time": t + 3650},
+                 {**train_record(20), "time": t + 3670}])
+    assert state.training_seconds == pytest.approx(70.0) and state.started == t
+
+
 def test_plot_fits_its_size_and_draws_every_series():
     series = {"sst": [(s, 1 + 1 / s) for s in range(1, 200)], "para": [(s, 0.5) for s in range(1, 200)]}
     for width, height in ((30, 6), (80, 12), (200, 50)):
@@ -413,20 +425,28 @@ def test_tab_crosses_panes_and_keys_work(tmp_path):
 
 # -- the app: playground ------------------------------------------------------------------
 
+async def type_a_sentence(app, pilot, text: str):
+    """Open the playground, type `text`, wait for its answer; the sentiment bars show the
+    predictor's own answer for it. Returns (the bars, that answer)."""
+    play = app.playground
+    await pilot.press("p")
+    await until(pilot, lambda: play.predictor is not None, what="the model to load")
+    await pilot.press(*text)
+    # A pause while typing may show the answer for a prefix first: wait for the whole sentence.
+    await until(pilot, lambda: play.result_for == (text, None), what="a prediction")
+    sa = app.query_one("#sentiment-a", SentimentBars)
+    expected = play.predictor.sentence(text)["sentiment"]
+    res, suffix = sa.answer
+    assert res[sa.spec.json_keys[0] + suffix] == expected
+    return sa, expected
+
+
 def test_typing_a_sentence_shows_the_sentiment(trained_run):
     app = BertmtlApp(trained_run, poll_interval=POLL)
 
     async def scenario(pilot):
+        sa, expected = await type_a_sentence(app, pilot, "the movie is very good")
         play = app.playground
-        await pilot.press("p")
-        await until(pilot, lambda: play.predictor is not None, what="the model to load")
-        await pilot.press(*"the movie is very good")
-        sa = app.query_one("#sentiment-a", SentimentBars)
-        # A pause while typing may show the answer for a prefix first: wait for the whole sentence.
-        await until(pilot, lambda: play.result_for == ("the movie is very good", None), what="a prediction")
-        expected = play.predictor.sentence("the movie is very good")["sentiment"]
-        res, suffix = sa.answer
-        assert res[sa.spec.json_keys[0] + suffix] == expected
         assert expected["label"] in sa.render().plain
         assert "run1/best" in play.status
         await pilot.press("tab", *"the film is bad")
@@ -591,14 +611,7 @@ def test_the_playground_answers_for_other_families(family, small_data_dir, tmp_p
     app = BertmtlApp(run, poll_interval=POLL)
 
     async def scenario(pilot):
-        play = app.playground
-        await pilot.press("p")
-        await until(pilot, lambda: play.predictor is not None, what="the model to load")
-        await pilot.press(*"the movie is very good")
-        await until(pilot, lambda: play.result_for == ("the movie is very good", None), what="a prediction")
-        sa = app.query_one("#sentiment-a", SentimentBars)
-        res, suffix = sa.answer
-        assert res[sa.spec.json_keys[0] + suffix] == play.predictor.sentence("the movie is very good")["sentiment"]
-        assert play.predictor.tokenizer.model_type == ("deberta-v2" if family.startswith("deberta") else family)
+        await type_a_sentence(app, pilot, "the movie is very good")
+        assert app.playground.predictor.tokenizer.model_type == ("deberta-v2" if family.startswith("deberta") else family)
 
     drive(app, scenario)

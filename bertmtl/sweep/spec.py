@@ -137,6 +137,21 @@ def _distribution(name: str, d, where: str) -> dict:
     return {kind: [lo, hi]}
 
 
+def _mapping(data: dict, key: str, error: str) -> dict:
+    """data[key] as a non-empty mapping, else a UserError saying `error`."""
+    value = data[key]
+    if not isinstance(value, dict) or not value:
+        raise UserError(error)
+    return value
+
+
+def _whole(value, minimum: int, error: str) -> int:
+    """`value` as a whole number >= minimum (YAML's true/false are not numbers), else a UserError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UserError(error)
+    return value
+
+
 def read_spec(path: str | Path) -> SweepSpec:
     """The spec in `path`, every configuration it can produce checked; UserError naming what is wrong."""
     path = Path(path)
@@ -163,49 +178,33 @@ def read_spec(path: str | Path) -> SweepSpec:
     base = data.get("base") or {}
     if not isinstance(base, dict):
         raise UserError(f"{where}: base must be a mapping of train options")
-    first_seed = base.pop("seed", TrainConfig().seed)
-    if isinstance(first_seed, bool) or not isinstance(first_seed, int) or first_seed < 0:
-        raise UserError(f"{where}: base: seed must be a whole number >= 0 (the first seed)")
+    first_seed = _whole(base.pop("seed", TrainConfig().seed), 0, f"{where}: base: seed must be a whole number >= 0 (the first seed)")
     base = dict(_coerce(k, v, f"{where}: base") for k, v in base.items())
     spec = SweepSpec(name=str(data.get("name") or path.stem), base=base, first_seed=first_seed)
     if "grid" in data:
-        grid = data["grid"]
-        if not isinstance(grid, dict) or not grid:
-            raise UserError(f"{where}: grid must map options to lists of values")
         spec.grid = {}
-        for name, values in grid.items():
+        for name, values in _mapping(data, "grid", f"{where}: grid must map options to lists of values").items():
             if not isinstance(values, list) or not values:
                 raise UserError(f"{where}: grid: {name} needs a list of values")
             key = _field(name, f"{where}: grid")[0]
             spec.grid[key] = [_coerce(name, v, f"{where}: grid")[1] for v in values]
     elif "rows" in data:
-        rows = data["rows"]
-        if not isinstance(rows, dict) or not rows:
-            raise UserError(f"{where}: rows must map row names to mappings of train options")
         spec.rows = {}
-        for name, options in rows.items():
+        for name, options in _mapping(data, "rows", f"{where}: rows must map row names to mappings of train options").items():
             if not isinstance(options, dict):
                 raise UserError(f"{where}: rows: {name} needs a mapping of train options ({{}} for base alone)")
             spec.rows[str(name)] = dict(_coerce(k, v, f"{where}: rows: {name}") for k, v in options.items())
     if "trials" in data and "search" not in data:
         raise UserError(f"{where}: trials is for a search; a grid or rows run every configuration")
     if "search" in data:
-        search = data["search"]
-        if not isinstance(search, dict) or not search:
-            raise UserError(f"{where}: search must map options to distributions")
+        search = _mapping(data, "search", f"{where}: search must map options to distributions")
         spec.search = {_field(n, f"{where}: search")[0]: _distribution(n, d, f"{where}: search")
                        for n, d in search.items()}
-        trials = data.get("trials")
-        if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-            raise UserError(f"{where}: a search needs trials: N (N >= 1)")
-        spec.trials = trials
+        spec.trials = _whole(data.get("trials"), 1, f"{where}: a search needs trials: N (N >= 1)")
         spec.sampler = str(data.get("sampler", "tpe"))
         if spec.sampler not in SAMPLERS:
             raise UserError(f"{where}: sampler must be one of {', '.join(SAMPLERS)}")
-    seeds = data.get("seeds", 1)
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise UserError(f"{where}: seeds must be a whole number >= 1")
-    spec.seeds = seeds
+    spec.seeds = _whole(data.get("seeds", 1), 1, f"{where}: seeds must be a whole number >= 1")
     spec.metric = str(data.get("metric", "overall"))
     prune = data.get("prune")
     if prune is True:
