@@ -326,11 +326,12 @@ def _pretrain(cfg: AblateConfig, mlm_dir: Path, reporter) -> None:
     it; a finished one of an earlier run of the same command is kept."""
     from .engine import train
     from .pretrain import pretrain_config
-    from .rundir import SUMMARY
     from .fsutil import read_json
+    from .rundir import SUMMARY
+    from .status import Status
 
     summary = mlm_dir / SUMMARY
-    if summary.is_file() and read_json(summary, "missing").get("status") == "finished":
+    if summary.is_file() and read_json(summary, "missing").get("status") == Status.FINISHED:
         return
     shutil.rmtree(mlm_dir, ignore_errors=True)  # an unfinished one: trained again from the start
     train(pretrain_config(data_dir=cfg.data_dir, out=str(mlm_dir), encoder=cfg.encoder, max_steps=cfg.pretrain_steps,
@@ -342,13 +343,13 @@ def _pretrain(cfg: AblateConfig, mlm_dir: Path, reporter) -> None:
 def _ablate(cfg: AblateConfig, rows: list[str], out: Path, reporter_factory, t0: float) -> dict:
     """The rows as one Optuna study (sweep/study.py: --workers, --storage, kill -9 and rerun safe),
     then the table from their runs."""
-    from .cli.sweep import run_sweep
     from .configs import SweepConfig
     from .device import pick_device
     from .fsutil import read_json, write_bytes, write_json
     from .pretrain import report
     from .rundir import SUMMARY, RunState, is_run
     from .sweep.report import SPEC_FILE
+    from .sweep.run import run_sweep
     from .sweep.spec import ROW, read_spec
 
     table = TABLES[cfg.table]
@@ -383,7 +384,7 @@ def _ablate(cfg: AblateConfig, rows: list[str], out: Path, reporter_factory, t0:
     write_bytes(spec_path, (json.dumps(spec_dict, indent=2) + "\n").encode())  # rows in the table's order
     try:
         run_sweep(SweepConfig(spec=str(spec_path), out=str(out), storage=cfg.storage, workers=cfg.workers,
-                              heartbeat=cfg.heartbeat, bootstrap=cfg.bootstrap), say=lambda _: None)
+                              heartbeat=cfg.heartbeat, bootstrap=cfg.bootstrap, command=cfg.command), say=lambda _: None)
     except UserError as e:
         if "holds another sweep" in e.message:
             raise UserError(f"{out} holds an ablation with other rows or options; pass --overwrite or another "
@@ -442,13 +443,14 @@ def summarise_row(name: str, per_seed: list[dict], tc, table: Table) -> dict:
     """A row of the table from its seeds' runs: mean, sd (with several seeds) and t interval of
     every metric, and the mean and sd of the telemetry (stats.mean_ci)."""
     from .stats import mean_ci
+    from .tasks import metric_range
 
-    def fold(part: str, keys) -> tuple[dict, dict, dict | None]:
-        stats = {k: mean_ci([(s[part] or {}).get(k) for s in per_seed]) for k in keys}
+    def fold(part: str, keys, within=lambda k: None) -> tuple[dict, dict, dict | None]:
+        stats = {k: mean_ci([(s[part] or {}).get(k) for s in per_seed], within(k)) for k in keys}
         return ({k: c["mean"] for k, c in stats.items()}, stats,
                 {k: c["sd"] for k, c in stats.items()} if len(per_seed) > 1 else None)
 
-    metrics, ci, std = fold("metrics", [k for k, _ in METRICS])
+    metrics, ci, std = fold("metrics", [k for k, _ in METRICS], lambda k: metric_range(BUILTIN, k))
     first = per_seed[0]
     row = {"name": name, "title": ROWS[name].title, "metrics": metrics, "std": std, "dev_n": first["dev_n"],
            "paper": table.paper.get(name), "wall_s": sum(s["wall_s"] or 0.0 for s in per_seed), "steps": first["steps"],

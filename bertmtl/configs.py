@@ -105,6 +105,10 @@ class SweepConfig(Options):
                                       "this directory, from its runs.", type=str, path="existing_dir", metavar="DIR")
     bootstrap: int = option(1000, "Paired bootstrap replicates of each comparison with the baseline.", min=100)
     worker: bool = option(False, "Run as one worker of a sweep started elsewhere (no report).", flag="on")
+    dry_run: bool = option(False, "List the configurations, seeds and runs the sweep would train (and what an earlier "
+                                  "command already did), then exit without training.", flag="on")
+    command: str | None = option(None, "The command line, for the message that says how to continue.", type=str,
+                                 cli=False)
 
 
 # sweep's options, by name, for the commands that share them (ablate runs its rows as a sweep)

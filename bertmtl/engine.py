@@ -14,8 +14,7 @@ import contextlib
 import math
 import os
 import shutil
-import signal
-import threading
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,18 +33,20 @@ from .fsutil import WriteError, check_writable, crash_point
 from .evaluate import evaluate
 from .sinks import ConsoleSink, report_sinks, require_sinks
 from .sinks.metrics_log import MetricsLog
+from .status import Status
+from .stopping import Interrupted, stop_on_signals
 from .model.bert import BertModel, Dropout
 from .model.heads import HeadConfig, MultitaskBert
 from .model.mlm import load_head, source_head
 from .mtl.step import GradBuffers, MultitaskStep
 from .optim import scheduled_lr
-from .progress import SilentReporter, ThroughputWindow, default_reporter
+from .progress import RunReporter, SilentReporter, ThroughputWindow, default_reporter
 from .ownership import check_output
-from .rundir import (BEST, LAST, METRICS_LOG, SUMMARY, TRAIN_ARGS, TRAINER_STATE, WRITER_LOCK, WriterLock,
+from .rundir import (BEST, LAST, MARKER, MESSAGES, METRICS_LOG, PROGRESS, SUMMARY, TRAIN_ARGS, TRAINER_STATE, TRAIN_LOG, WRITER_LOCK, WriterLock,
                      is_checkpoint, read_json, read_specs, write_dev_outputs)
 from .fsutil import recover_dir, write_json
 from .runs import new_run_dir, runs_root
-from .tasks import BUILTIN, MLM, TASKS, TaskSpec
+from .tasks import BUILTIN, TASKS, TaskSpec
 from .tokenizer import EncoderTokenizer
 from .train_config import TrainConfig
 from .weights import resolve, resolve_with_revision
@@ -60,42 +61,6 @@ def checkpoint_peak_bytes(model, cfg: TrainConfig) -> int:
     weights = sum(p.numel() * 4 for p in model.parameters())  # saved in fp32
     last = weights * (3 + (1 if cfg.ema else 0))
     return 2 * last + weights + 16 * 2**20  # and the small files: vocabulary, JSON, the metrics log
-
-
-class _StopFlag:
-    """SIGINT / SIGTERM set a flag; the loop saves a checkpoint and stops at the step's end.
-
-    `said(text)` tells the user at once that the stop is coming (a step can take seconds).
-    """
-
-    def __init__(self, said=None):
-        self.signal: int | None = None
-        self._old = {}
-        self._said = said
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._old[s] = signal.signal(s, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signal is not None:  # a second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        self.signal = signum
-        if self._said is not None:
-            name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-            text = (f"{name}: stopping after this step and saving a checkpoint "
-                    f"(Ctrl-C again stops at once, without saving)")
-            try:
-                self._said(text)
-            except RuntimeError:  # the signal came while that stream was mid-write: write around it
-                os.write(2, (text + "\n").encode())
-
-    def __exit__(self, *exc):
-        for s, h in self._old.items():
-            signal.signal(s, h)
-        return False
 
 
 # Where the CS224N files come from, for messages about a missing data directory.
@@ -129,12 +94,9 @@ def check_data_files(cfg: TrainConfig) -> None:
 
 
 def task_specs(cfg: TrainConfig, resume_ckpt: Path | None) -> tuple[list[TaskSpec], list[str], list[TaskSpec]]:
-    """The model's tasks (one head each), the names of those trained, and the declared tasks.
-
-    Without declared tasks the model has the three built-in heads whichever are trained (as
-    always); with them, the chosen built-in tasks and the declared ones, and masked LM with
-    --mlm-text (alone with --mlm-only, where declared tasks only give their text). A resumed run
-    takes its specs from its checkpoint, so it does not depend on the files' current labels.
+    """The model's tasks (one head each: TrainConfig.new_run_specs), the names of those trained, and
+    the declared tasks. A resumed run takes its specs from its checkpoint, so it does not depend on
+    the files' current labels.
     """
     from .tasks.declared import declared_specs
 
@@ -143,21 +105,32 @@ def task_specs(cfg: TrainConfig, resume_ckpt: Path | None) -> tuple[list[TaskSpe
         from .mlm_text import check_amounts, source_specs
 
         check_amounts(source_specs(cfg.mlm_text, declared), cfg.mlm_caps, cfg.mlm_upsample)
-    if resume_ckpt is not None:
-        specs = read_specs(resume_ckpt)
-    elif cfg.mlm_only:
-        specs = [MLM]
-    elif cfg.declares_tasks:
-        specs = [TASKS[n] for n in cfg.tasks] + declared + ([MLM] if cfg.mlm_text else [])
-    else:
-        specs = list(BUILTIN)
+    specs = read_specs(resume_ckpt) if resume_ckpt is not None else cfg.new_run_specs(declared)
     trained = [s.name for s in specs if s.name in cfg.tasks or s.name not in TASKS]
     known = {s.name for s in specs} | set(TASKS)
     for option, weights in (("--smart-weights", cfg.smart_weights), ("--loss-weights", cfg.loss_weights)):
         if bad := sorted(set(weights) - known):
             raise UserError(f"{option}: unknown task(s) {', '.join(bad)}; this run's tasks are "
                             f"{', '.join(s.name for s in specs)}")
+    check_loss_weights(cfg, [s for s in specs if s.name in trained])
     return specs, trained, declared
+
+
+def check_loss_weights(cfg: TrainConfig, trained: list[TaskSpec]) -> None:
+    """Refuse loss weights that train nothing: 0 for every trained task, or 0 for one under a
+    combiner that an exactly zero gradient stops (MGDA's min-norm point is then 0)."""
+    from .mtl.combiners import REGISTRY
+
+    weights = {s.name: cfg.loss_weights.get(s.name, s.loss_weight) for s in trained}
+    if weights and not any(weights.values()):
+        shown = ", ".join(f"{t}={w:g}" for t, w in weights.items())
+        raise UserError(f"every trained task has loss weight 0 ({shown}: --loss-weights, or a tasks file's "
+                        f"loss_weight): nothing would train; give one a weight above 0, or train fewer tasks")
+    combiner = REGISTRY[cfg.combine]
+    if combiner.stalls_on_zero and (zero := [t for t, w in weights.items() if w == 0]):
+        raise UserError(f"{zero[0]} has loss weight 0, so its gradient is 0 at every step, and --combine "
+                        f"{cfg.combine} {combiner.vanishing}: nothing would train; leave the task out instead, or "
+                        f"choose another --combine")
 
 
 def task_source(cfg: TrainConfig) -> TaskSource:
@@ -174,6 +147,7 @@ def load_datasets(cfg: TrainConfig, tokenizer: EncoderTokenizer, warn, specs=BUI
     pooled = [s for s in specs if s.output.head_family == "pooled"]  # read from their task files
     train, read_train = batching.load_datasets([s for s in pooled if s.name in trained], "train", source, tokenizer,
                                                cfg.pair_mode, warn=warn)
+    check_constant_labels(cfg, train, source, warn)
     # Heads that do not train are evaluated only when their dev file is there.
     dev, read_dev = batching.load_datasets(pooled, "dev", source, tokenizer, cfg.pair_mode, warn=warn,
                                            optional=lambda s: s.name not in trained)
@@ -183,6 +157,34 @@ def load_datasets(cfg: TrainConfig, tokenizer: EncoderTokenizer, warn, specs=BUI
                                                                      note)
             read_dev.skipped.update(skipped)
     return train, dev, {**read_train.skipped, **read_dev.skipped}
+
+
+def check_constant_labels(cfg: TrainConfig, train: dict, source: TaskSource, warn) -> None:
+    """A warning for each trained task whose training labels are all one value (nothing to learn but
+    giving that answer); an error where its kind's loss is undefined then (the kind says), or where
+    the combiner would let such a task take the update over.
+
+    An error under such a combiner, not a warning: the task's gradient vanishes as its head learns
+    the one answer, and the combiner then weights it up until it steers the update (MGDA's is 0 from
+    then on), so the whole run would spend its budget training nothing; the fix is in the data or in
+    the choice of tasks or --combine, not in an option of the run.
+    """
+    from .mtl.combiners import REGISTRY
+
+    for name, ds in train.items():
+        labels = ds.labels
+        if labels is None or not len(labels) or not bool((labels == labels[0]).all()):
+            continue
+        spec = ds.task
+        shown = spec.output.label_name(spec, labels[0].item())
+        said = f"{name}: every {spec.label_column} in {source.path(spec, 'train')} is {shown}"
+        if problem := spec.output.constant_labels(spec, cfg):
+            raise UserError(f"{said}: {problem}")
+        if takes := REGISTRY[cfg.combine].vanishing:
+            raise UserError(f"{said}: nothing to learn, and --combine {cfg.combine} {takes}: this task's gradient "
+                            f"vanishes as its head learns the one answer, and would take the update over. Fix the "
+                            f"labels, leave the task out, or choose another --combine (e.g. pcgrad, upgrad)")
+        warn(f"{said}: nothing to learn (its head learns to answer {shown} whatever the input)")
 
 
 def mlm_datasets(cfg: TrainConfig, spec: TaskSpec, source: TaskSource, tokenizer: EncoderTokenizer, declared,
@@ -315,16 +317,19 @@ def _run_dir(cfg: TrainConfig, resume: str | Path | None, dist: Dist) -> tuple[P
         lock.release()
         raise UserError(f"{run} already holds a run; continue it with `{cfg.resume_command(run)}` "
                         f"or choose another --out")
-    if any(p.name != WRITER_LOCK for p in run.iterdir()):  # a new run goes into a new or empty directory
+    # A new run goes into a new or empty directory (its lock aside, and the console log that `bertmtl
+    # tui --train` opens before it starts the run).
+    if any(p.name not in (WRITER_LOCK, TRAIN_LOG) for p in run.iterdir()):
         lock.release()
         raise UserError(f"--out {run}: already holds files (not a run); give a new or empty directory")
     return run, None, lock, created
 
 
 def _discard_if_unused(run_dir: Path) -> None:
-    """Remove a run directory that a failed start left empty (nothing was logged or saved in it)."""
+    """Remove a run directory that a failed start left empty (nothing was logged or saved in it; what
+    it said while setting up went to the console too)."""
     try:
-        if not any(p.name != WRITER_LOCK for p in run_dir.iterdir()):
+        if not any(p.name not in (WRITER_LOCK, MESSAGES, PROGRESS) for p in run_dir.iterdir()):
             shutil.rmtree(run_dir, ignore_errors=True)
     except OSError:
         pass
@@ -334,14 +339,20 @@ def prepare(cfg: TrainConfig, resume: str | Path | None, dist: Dist, reporter=No
     """Validate the options and build the run: directory, data, model, optimizer step, resume state, log."""
     cfg.validate()
     if dist.is_main:
-        require_sinks(cfg.report_to)  # before any work, not after loading the data
+        # before any work, not after loading the data; and before the run's directory exists, so an
+        # unusable destination leaves no empty run behind (local stores sit beside that directory)
+        require_sinks(cfg.report_to, Path(resume or cfg.out or runs_root(cfg.runs_dir) / "RUN"))
     device = pick_device(cfg.device) if not dist.enabled else dist.device(cfg.device)
     if reporter is None:
         reporter = default_reporter() if dist.is_main else SilentReporter()
+    if dist.is_main:  # and the run's own record of what it says and how far it is
+        reporter = RunReporter(reporter)
     if cfg.augment and not Path(cfg.augment).is_dir():
         raise UserError(f"--augment {cfg.augment}: no such directory (make one with `bertmtl augment`)")
     check_data_files(cfg)
     run_dir, resume_ckpt, lock, created = _run_dir(cfg, resume, dist)
+    if dist.is_main:
+        reporter.attach(run_dir)
     try:
         run = _build(cfg, run_dir, resume_ckpt, dist, device, reporter)
         run.lock = lock
@@ -561,86 +572,27 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
     own_dist = dist is None
     dist = dist or Dist.from_env()
     run = None
+
+    def say(text: str) -> None:  # the first signal's notice
+        if run is not None:
+            run.reporter.message(text)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
     try:
-        run = prepare(cfg, resume, dist, reporter)
-        reporter, model, main = run.reporter, run.model, dist.is_main
-        saver, window = Checkpointer(run), ThroughputWindow(run.tasks)
-        status, last_metrics = "finished", None
-        with reporter, _StopFlag(reporter.message if main else None) as stop:
-            reporter.start(run.stop_at, run.step, run.steps_per_epoch)
-            _announce(run)
-            if run.step == 0 and 0 in run.eval_steps:  # a fresh head as it is, before any step
-                last_metrics = evaluate_dev(run, saver)
-            model.train()
-            while run.step < run.stop_at:
-                # forward and backward, one batch per task
-                batches = run.rr.next(run.step)
-                lr = run.lr_at(run.step)
-                losses, smart = run.stepper.backward(batches, run.step, heads_only=run.step < (cfg.head_steps or 0))
-                crash_point("step")
-                # a non-finite loss skips the update; too many in a row end the run
-                if not dist.all_true(all(math.isfinite(v) for v in (*losses.values(), *smart.values()))):
-                    run.nonfinite += 1
-                    bad = ", ".join(f"{t}={v}" for t, v in {**losses, **smart}.items() if not math.isfinite(v))
-                    if main:
-                        run.emit({"type": "nonfinite", "step": run.step + 1, "losses": losses,
-                                   "consecutive": run.nonfinite})
-                        reporter.message(f"warning: step {run.step + 1} skipped, non-finite loss ({bad})")
-                    run.step += 1  # the batch is consumed; the parameters are not updated
-                    reporter.advance(run.step)
-                    if run.nonfinite >= cfg.max_nonfinite:
-                        status = "nonfinite"
-                        break
-                    continue
-                # update
-                run.nonfinite = 0
-                run.stepper.apply(lr)
-                if run.averager is not None:
-                    run.averager.update()
-                run.step += 1
-                reporter.advance(run.step)
-                # log
-                window.add(n_examples(batches) * dist.world, losses, smart)
-                if run.step % cfg.log_every == 0 or run.step == run.stop_at:
-                    rec = {"type": "train", "step": run.step, "epoch": run.step / run.steps_per_epoch, "lr": lr,
-                           **window.record(), **run.stepper.conflicts.record(), "time": time.time()}
-                    if main:
-                        run.emit(rec)
-                        crash_point("logged")
-                # evaluate and save; a signal stops the run at the end of the step
-                stopping = dist.any_true(stop.signal is not None)
-                evaluating = (run.step % run.eval_every == 0 or run.step in run.eval_steps) and run.step < run.stop_at \
-                    and not stopping
-                periodic = bool(cfg.save_every) and run.step % cfg.save_every == 0 and not stopping
-                if (stopping or evaluating or periodic or run.step == run.stop_at) and not weights_finite(model):
-                    status, run.diverged = "nonfinite", True  # a finite loss whose update overflowed: save nothing
-                    break
-                if evaluating:
-                    last_metrics = evaluate_dev(run, saver)
-                    saver.save(LAST, last_metrics, with_resume=True)
-                    model.train()
-                    if cfg.patience and run.since_best >= cfg.patience:
-                        status = "early-stopped"  # last/ was just saved; best/ holds the best
-                        break
-                    # the judge (a sweep's pruner) asks on the main process; every rank follows it
-                    if judge is not None and dist.any_true(dist.is_main and bool(judge(run.step, last_metrics))):
-                        status = "pruned"  # last/ was just saved
-                        break
-                elif periodic:
-                    saver.save(LAST, last_metrics, with_resume=True)
-                if stopping:
-                    status = "stopped"
-                    break
-            # the end: a final evaluation, and last/ unless the weights diverged
-            if status == "finished" and run.step < run.total_steps:
-                status = "paused"  # at --stop-at-step: evaluated and saved like the end; --resume goes on
-            if status in ("finished", "paused", "stopped") and not weights_finite(model):  # e.g. after skipped steps
-                status, run.diverged = "nonfinite", True
-            if status in ("finished", "paused"):
-                last_metrics = evaluate_dev(run, saver)
-            if status not in ("nonfinite", "early-stopped", "pruned"):  # those have just saved last/
-                saver.save(LAST, last_metrics, with_resume=True)
-        return _finish(run, status, last_metrics)
+        with stop_on_signals(say if dist.is_main else None) as stop:
+            try:
+                with stop.immediate():  # nothing would be saved by waiting: a signal ends the set-up at once
+                    run = prepare(cfg, resume, dist, reporter)
+            except KeyboardInterrupt:
+                kept = f"the run is as it was: {cfg.resume_command(resume)}" if resume is not None else \
+                    "nothing was trained or saved"
+                raise Interrupted(f"stopped while the run was being set up; {kept}") from None
+            try:
+                status, last_metrics = _loop(run, stop, judge)
+            except KeyboardInterrupt:
+                _interrupted(run)
+            return _finish(run, status, last_metrics)
     finally:
         for sink in (run.sinks or []) if run is not None else []:
             sink.close()
@@ -648,6 +600,103 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
             run.lock.release()
         if own_dist:
             dist.close()
+
+
+def _loop(run: Run, stop, judge) -> tuple[Status, dict | None]:
+    """The training loop, from the run's step to where it stops; (how it ended, the last dev metrics)."""
+    cfg, dist, reporter, model, main = run.cfg, run.dist, run.reporter, run.model, run.dist.is_main
+    saver, window = Checkpointer(run), ThroughputWindow(run.tasks)
+    status, last_metrics = Status.FINISHED, None
+    with reporter:
+        reporter.start(run.stop_at, run.step, run.steps_per_epoch)
+        _announce(run)
+        if run.step == 0 and 0 in run.eval_steps:  # a fresh head as it is, before any step
+            last_metrics = evaluate_dev(run, saver)
+        model.train()
+        while run.step < run.stop_at:
+            # forward and backward, one batch per task
+            batches = run.rr.next(run.step)
+            lr = run.lr_at(run.step)
+            losses, smart = run.stepper.backward(batches, run.step, heads_only=run.step < (cfg.head_steps or 0))
+            crash_point("step")
+            # a non-finite loss skips the update; too many in a row end the run
+            if not dist.all_true(all(math.isfinite(v) for v in (*losses.values(), *smart.values()))):
+                run.nonfinite += 1
+                bad = ", ".join(f"{t}={v}" for t, v in {**losses, **smart}.items() if not math.isfinite(v))
+                if main:
+                    run.emit({"type": "nonfinite", "step": run.step + 1, "losses": losses,
+                               "consecutive": run.nonfinite})
+                    reporter.message(f"warning: step {run.step + 1} skipped, non-finite loss ({bad})")
+                run.step += 1  # the batch is consumed; the parameters are not updated
+                reporter.advance(run.step)
+                if run.nonfinite >= cfg.max_nonfinite:
+                    status = Status.NONFINITE
+                    break
+                continue
+            # update
+            run.nonfinite = 0
+            run.stepper.apply(lr)
+            if run.averager is not None:
+                run.averager.update()
+            run.step += 1
+            reporter.advance(run.step)
+            # log
+            window.add(n_examples(batches) * dist.world, losses, smart)
+            if run.step % cfg.log_every == 0 or run.step == run.stop_at:
+                rec = {"type": "train", "step": run.step, "epoch": run.step / run.steps_per_epoch, "lr": lr,
+                       **window.record(), **run.stepper.conflicts.record(), "time": time.time()}
+                if main:
+                    run.emit(rec)
+                    crash_point("logged")
+            # evaluate and save; a signal stops the run at the end of the step
+            stopping = dist.any_true(stop.requested)
+            evaluating = (run.step % run.eval_every == 0 or run.step in run.eval_steps) and run.step < run.stop_at \
+                and not stopping
+            periodic = bool(cfg.save_every) and run.step % cfg.save_every == 0 and not stopping
+            if (stopping or evaluating or periodic or run.step == run.stop_at) and not weights_finite(model):
+                status, run.diverged = Status.NONFINITE, True  # a finite loss whose update overflowed: save nothing
+                break
+            if evaluating:
+                last_metrics = evaluate_dev(run, saver)
+                saver.save(LAST, last_metrics, with_resume=True)
+                model.train()
+                if cfg.patience and run.since_best >= cfg.patience:
+                    status = Status.EARLY_STOPPED  # last/ was just saved; best/ holds the best
+                    break
+                # the judge (a sweep's pruner) asks on the main process; every rank follows it
+                if judge is not None and dist.any_true(dist.is_main and bool(judge(run.step, last_metrics))):
+                    status = Status.PRUNED  # last/ was just saved
+                    break
+            elif periodic:
+                saver.save(LAST, last_metrics, with_resume=True)
+            if stopping:
+                status = Status.STOPPED
+                break
+        # the end: a final evaluation, and last/ unless the weights diverged
+        if status == Status.FINISHED and run.step < run.total_steps:
+            status = Status.PAUSED  # at --stop-at-step: evaluated and saved like the end; --resume goes on
+        if status in (Status.FINISHED, Status.PAUSED, Status.STOPPED) and not weights_finite(model):  # e.g. after skipped steps
+            status, run.diverged = Status.NONFINITE, True
+        if status in (Status.FINISHED, Status.PAUSED):
+            last_metrics = evaluate_dev(run, saver)
+        if status in (Status.FINISHED, Status.PAUSED, Status.STOPPED):  # early-stopped and pruned have just
+            saver.save(LAST, last_metrics, with_resume=True)                # saved it; a diverged run must not
+    return status, last_metrics
+
+
+def _interrupted(run: Run) -> None:
+    """A second signal stopped the run mid-step: say so in its log (it is resumable from the last/ it
+    had), and give up without saving."""
+    if run.dist.is_main and run.sinks:
+        run.emit({"type": "end", "status": Status.INTERRUPTED, "step": run.step, "best_overall": run.best,
+                  "time": time.time()})
+    last = run.dir / LAST
+    if is_checkpoint(last):
+        saved = read_json(last / MARKER).get("step")
+        kept = f"{last} holds step {saved}: go on from there with `{run.cfg.resume_command(run.dir)}`"
+    else:
+        kept = "no checkpoint had been saved yet"
+    raise Interrupted(f"stopped at once at step {run.step}, without saving; {kept}")
 
 
 def weights_finite(model) -> bool:
@@ -681,20 +730,20 @@ def _finish(run: Run, status: str, last_metrics: dict | None) -> dict:
         run.emit({"type": "end", "status": status, "step": run.step, "best_overall": run.best})
         crash_point("end")
         write_json(run.dir / SUMMARY, summary)
-        if status == "early-stopped":
+        if status == Status.EARLY_STOPPED:
             best = f"best/ holds the best ({run.best:.4f})" if run.best is not None else "no evaluation had an overall score"
             run.reporter.message(f"early stop at step {run.step}: no better overall dev score in {run.since_best} "
                                  f"evaluations (--patience); {best}")
-        if status == "pruned":
+        if status == Status.PRUNED:
             run.reporter.message(f"pruned at step {run.step}: the sweep's pruner found its dev score behind the "
                                  f"other trials'")
-        if status == "stopped":
-            run.reporter.message(f"stopped at step {run.step}; checkpoint saved. Resume with: "
-                                 f"{run.cfg.resume_command(run.dir)}")
-        if status == "paused":
+        if status == Status.STOPPED:  # a sweep's trial: the sweep says how to go on
+            run.reporter.message(f"stopped at step {run.step}; checkpoint saved" + (
+                "" if run.cfg.sweep else f". Resume with: {run.cfg.resume_command(run.dir)}"))
+        if status == Status.PAUSED:
             run.reporter.message(f"paused at step {run.step} of {run.total_steps} (--stop-at-step); checkpoint saved. "
                                  f"Go on with: {run.cfg.resume_command(run.dir)} [--stop-at-step N]")
-        if status == "nonfinite":
+        if status == Status.NONFINITE:
             last = run.dir / LAST
             kept = f"the last good weights are in {last}" if is_checkpoint(last) else \
                 "no checkpoint was saved before"

@@ -28,6 +28,9 @@ def hub_name(value) -> tuple[str, str | None] | None:
     if not isinstance(value, str) or value.startswith((".", "/", "~")) or Path(value).expanduser().exists():
         return None
     m = _NAME.match(value)
+    if m is None and value.endswith("@") and _NAME.match(value[:-1]):  # not a path: a name whose revision is missing
+        raise UserError(f"{value}: the revision after @ is empty; give a branch, tag or commit "
+                        f"({value}main), or leave out the @")
     return (m.group("repo"), m.group("rev")) if m else None
 
 

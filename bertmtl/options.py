@@ -19,6 +19,7 @@ import math
 from dataclasses import field
 from pathlib import Path
 
+from .config_file import read_file
 from .errors import UserError
 
 # Training computes in float32: a larger float overflows to inf when it meets a tensor.
@@ -54,7 +55,8 @@ def number_problem(value: int | float, min=None, max=None, min_open=False, max_o
 
 def option(default=None, help: str = "", *, factory=None, type=None, choices=None, min=None, max=None,
            min_open=False, max_open=False, resume=True, flag=None, path=None, metavar=None, parse=None, cli=True,
-           aliases=(), multiple=False, text_items=False, required=False, argument=False):
+           aliases=(), multiple=False, text_items=False, required=False, argument=False, only_for=None,
+           nonempty=False):
     """A field of an `Options` dataclass with the metadata that generates its option and checks.
 
     type: the value type when the default is None. choices / min, max (+ min_open, max_open):
@@ -66,13 +68,18 @@ def option(default=None, help: str = "", *, factory=None, type=None, choices=Non
     aliases: other flag names accepted for the same option (kept for old command lines).
     text_items: a dict whose values are text too (lists' items always are). required: the command
     line must give it. argument: a positional argument rather than an option.
+    only_for: (the option that chooses a method, the method or methods): an option of one method
+    (--cagrad-c of --combine cagrad); changed from its default with another method chosen, it is an
+    error (`Options.validate`). nonempty: text that may not be "" (which a path would read as ".").
     """
     if type is None and (default is not None or factory is not None):
         type = (factory() if factory else default).__class__
     meta = {"help": help, "type": type, "choices": tuple(choices) if choices else None, "min": min, "max": max,
             "min_open": min_open, "max_open": max_open, "resume": resume, "flag": flag, "path": path,
             "metavar": metavar, "parse": parse, "cli": cli, "aliases": tuple(aliases), "multiple": multiple,
-            "text_items": text_items, "required": required, "argument": argument}
+            "text_items": text_items, "required": required, "argument": argument,
+            "only_for": (only_for[0], (only_for[1],) if isinstance(only_for[1], str) else tuple(only_for[1]))
+            if only_for else None, "nonempty": nonempty}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -103,6 +110,8 @@ def check_value(f: dataclasses.Field, value) -> str | None:
     m = f.metadata
     if value is None:
         return None if f.default is None else "must be given"
+    if m.get("nonempty") and isinstance(value, str) and not value.strip():
+        return "must not be empty (write . to mean the current directory)"
     if m["choices"] and isinstance(value, (list, tuple)):
         bad = [v for v in value if v not in m["choices"]]
         return f"has unknown value(s) {', '.join(map(str, bad))}; choose from {', '.join(m['choices'])}" \
@@ -168,6 +177,24 @@ class Options:
                 raise UserError(f"--{flag_name(f)} must be given")
             if problem := check_value(f, value):
                 raise UserError(f"--{flag_name(f)} {problem}")
+        for f in self._unselected():  # after the choices themselves are checked
+            chooser, methods = f.metadata["only_for"]
+            which, named = f"--{chooser.replace('_', '-')}", " or ".join(methods)
+            raise UserError(f"--{flag_name(f)} {getattr(self, f.name)} applies to {which} {named} only; this run's "
+                            f"{which} is {getattr(self, chooser)} (drop --{flag_name(f)}, or choose {which} {named})")
+
+    def _unselected(self, keep=()) -> list[dataclasses.Field]:
+        """The options of a method not chosen (option(only_for=...)) that differ from their defaults."""
+        return [f for f in dataclasses.fields(self) if f.metadata.get("only_for") and f.name not in keep
+                and getattr(self, f.metadata["only_for"][0], None) not in (None, *f.metadata["only_for"][1])
+                and getattr(self, f.name) != default_of(f)]
+
+    def reset_unselected(self, keep=()) -> None:
+        """Set the options of methods not chosen back to their defaults, except those in `keep`: for a
+        configuration merged from layers (a sweep's base under each of its points), where a base's
+        --cagrad-c is meant for the points that choose cagrad and means nothing to the others."""
+        for f in self._unselected(keep):
+            setattr(self, f.name, default_of(f))
 
     def check_resume(self, saved: dict) -> None:
         """Refuse options that may not change on resume (resume=False) and differ from the saved run's."""
@@ -191,22 +218,7 @@ def read_options_file(cls: type[Options], path: str | Path) -> dict:
     types here and against their ranges and choices by `Options.validate`.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise UserError(f"--config {path}: cannot read it ({e.strerror or e})") from None
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except ValueError as e:
-            raise UserError(f"--config {path}: not valid JSON ({e})") from None
-    else:  # YAML (JSON is YAML too)
-        import yaml
-
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise UserError(f"--config {path}: not valid YAML ({e})") from None
+    data = read_file(path, f"--config {path}")
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -48,6 +48,12 @@ def check_output(out: str | Path, inputs: dict[str, str | Path | None], option: 
     if str(out).strip() == "":
         raise UserError(f"{option}: empty path")
     resolved = resolve(out, option)
+    link = Path(out).expanduser()
+    if link.is_symlink() and not link.exists() and not resolved.parent.is_dir():
+        # A link to where the output is to be made is fine; one into a directory that does not exist
+        # would otherwise fail on the lock file beside its target, a file the user never named.
+        raise UserError(f"{option} {out}: is a symbolic link to {os.readlink(link)}, in a directory that does not "
+                        f"exist ({resolved.parent}); create it, or give another directory")
     cwd = Path.cwd().resolve()
     if resolved == cwd or resolved in cwd.parents:
         raise UserError(f"{option} {out}: is the current directory or holds it; the output is replaced whole, "

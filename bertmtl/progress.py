@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+from pathlib import Path
 
 
 class ThroughputWindow:
@@ -212,6 +213,126 @@ class SilentReporter(PlainReporter):
 
 def default_reporter():
     return RichReporter() if sys.stderr.isatty() else PlainReporter()
+
+
+class RunReporter:
+    """A run's reporter on its main process: the console's (a Rich bar, log lines, or nothing) and
+    the run's own record of what it said and how far it is, for whoever watches the run from
+    elsewhere (the TUI, a later look):
+
+    - RUN/messages.log: every message and evaluation line, timestamped (the TUI's log pane);
+    - RUN/progress.json: the step bar's state (step, the bar's total, where this session started
+      and when, the phase), at most every PROGRESS_EVERY_S: per-step progress and an ETA between
+      the metrics log's records, which come every --log-every steps.
+
+    Neither file may stop a run: a failed write is skipped (metrics.jsonl is the record)."""
+
+    PROGRESS_EVERY_S = 0.5
+
+    def __init__(self, console):
+        self.console = console
+        self._dir: Path | None = None
+        self._pending: list[str] = []  # lines said before the run directory was known
+        self._bar: dict | None = None
+        self._written = 0.0
+
+    def __getattr__(self, name):  # everything else is the console reporter's
+        return getattr(self.console, name)
+
+    @property
+    def specs(self):
+        return self.console.specs
+
+    @specs.setter
+    def specs(self, value) -> None:
+        self.console.specs = value
+
+    def attach(self, run_dir: Path) -> None:
+        """Start writing into `run_dir` (what was said before goes first)."""
+        self._dir = Path(run_dir)
+        pending, self._pending = self._pending, []
+        for line in pending:
+            self._append(line)
+
+    def _log(self, text: str) -> None:
+        line = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {text}"
+        if self._dir is None:
+            self._pending.append(line)
+        else:
+            self._append(line)
+
+    def _append(self, line: str) -> None:
+        from .rundir import MESSAGES
+
+        try:
+            with open(self._dir / MESSAGES, "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+        except OSError:
+            pass
+
+    def _save_bar(self, force: bool = False) -> None:
+        import json
+        import os
+
+        from .rundir import PROGRESS
+
+        now = time.time()
+        if self._dir is None or self._bar is None or (not force and now - self._written < self.PROGRESS_EVERY_S):
+            return
+        self._written = now
+        path = self._dir / PROGRESS
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            tmp.write_text(json.dumps({**self._bar, "time": now}), encoding="utf-8")
+            os.replace(tmp, path)  # a reader sees the old state or the new one, never half of one
+        except OSError:
+            pass
+
+    def __enter__(self):
+        self.console.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._bar is not None:
+            self._bar["phase"] = "ended"
+            self._save_bar(force=True)
+        return self.console.__exit__(*exc)
+
+    def message(self, text: str) -> None:
+        self.console.message(text)
+        self._log(text)
+
+    def start(self, total_steps: int, start_step: int, steps_per_epoch: int) -> None:
+        self.console.start(total_steps, start_step, steps_per_epoch)
+        self._bar = {"step": start_step, "total": total_steps, "start_step": start_step, "started": time.time(),
+                     "steps_per_epoch": steps_per_epoch, "phase": "training"}
+        self._save_bar(force=True)
+
+    def advance(self, step: int) -> None:
+        self.console.advance(step)
+        if self._bar is not None:
+            self._bar["step"] = step
+            self._save_bar()
+
+    def step(self, rec: dict) -> None:
+        self.console.step(rec)
+
+    @contextlib.contextmanager
+    def evaluating(self, examples: int):
+        if self._bar is not None:
+            self._bar.update(phase="evaluating", examples=examples)
+            self._save_bar(force=True)
+        try:
+            with self.console.evaluating(examples) as advance:
+                yield advance
+        finally:
+            if self._bar is not None:
+                self._bar["phase"] = "training"
+                self._save_bar(force=True)
+
+    def evaluation(self, rec: dict) -> None:
+        self.console.evaluation(rec)
+        self._log(f"eval @ step {rec['step']}: {format_metrics(rec, self.specs)}" + ("  (best)" if rec.get("best") else ""))
 
 
 @contextlib.contextmanager

@@ -5,6 +5,9 @@ metrics.jsonl into what the run knows (no torch at import: `bertmtl runs` and th
       metrics.jsonl     one JSON record per line: start/resume, train, eval, nonfinite, end
       summary.json      written at the end: status, steps, best overall, the last metrics
       train_args.json   the run's options
+      messages.log      what the run said (warnings, notices, evaluations), a timestamped line each
+      progress.json     the step bar's state (step, total, phase), replaced at most twice a second
+      train.log         the console output of a run `bertmtl tui --train` started (made before it starts)
       .writer.lock      held by the process that trains the run (WriterLock)
       best/, last/      checkpoints (last/ with the state to resume from), each:
         bertmtl.json            the marker: format, bertmtl version, step, epoch; written last
@@ -37,6 +40,9 @@ from .tasks import BUILTIN, TaskSpec, dev_table_metrics
 METRICS_LOG = "metrics.jsonl"
 SUMMARY = "summary.json"
 TRAIN_ARGS = "train_args.json"
+MESSAGES = "messages.log"
+PROGRESS = "progress.json"
+TRAIN_LOG = "train.log"
 WRITER_LOCK = ".writer.lock"
 BEST, LAST = "best", "last"
 MARKER = "bertmtl.json"  # a checkpoint is a directory with this file (written last)
@@ -325,6 +331,8 @@ class RunState:
         self.step = 0
         self.epoch = 0.0
         self.lr: float | None = None
+        self.lr_series: list[tuple[int, float]] = []  # the learning rate of each train record
+        self.bar: dict | None = None  # RUN/progress.json as last read (apply_progress)
         self.examples_per_s: float | None = None
         self.status = "waiting"  # waiting | running (no end record since the last start) | the end's status
         self.nonfinite = 0
@@ -384,7 +392,7 @@ class RunState:
         # Training restarts from the saved step: points logged after it are redone, so drop them
         # rather than draw the curve going back or count an evaluation twice.
         step = int(rec["step"])
-        for series in (*self.loss.values(), *self.smart.values(), self.telemetry):
+        for series in (*self.loss.values(), *self.smart.values(), self.telemetry, self.lr_series):
             while series and _step_of(series[-1]) > step:
                 series.pop()
         self.evals = [e for e in self.evals if e["step"] <= step]
@@ -413,6 +421,8 @@ class RunState:
         self.step = step
         self.epoch = float(rec.get("epoch", self.epoch))
         self.lr = rec.get("lr", self.lr)
+        if _finite(rec.get("lr")):
+            self.lr_series.append((step, float(rec["lr"])))
         self.examples_per_s = rec.get("examples_per_s", self.examples_per_s)
         if _finite(rec.get("time")):
             self._pace.append((float(rec["time"]), step))
@@ -461,14 +471,54 @@ class RunState:
         """Share of the run done, 0..1."""
         if not self.total_steps:
             return 0.0
-        return min(1.0, self.step / self.total_steps)
+        return min(1.0, self.live_step / self.total_steps)
+
+    def apply_progress(self, bar) -> None:
+        """The step bar's state a run writes between its records (RUN/progress.json: progress.RunReporter)."""
+        ok = isinstance(bar, dict) and all(_finite(bar.get(k)) for k in ("step", "total", "start_step", "started", "time"))
+        self.bar = bar if ok else None
+
+    @property
+    def _live_bar(self) -> dict | None:
+        """The bar of the session that runs now (not one left by an earlier session or run)."""
+        bar = self.bar
+        if bar is None or self.status != "running" or bar.get("phase") == "ended":
+            return None
+        if self._session is not None and bar["started"] < self._session[0] - 1:
+            return None  # an earlier session's (the bar starts after the session's start record)
+        return bar
+
+    @property
+    def live_step(self) -> int:
+        """The step the run is at: the bar's (every step) while it runs, else the records'."""
+        bar = self._live_bar
+        return max(self.step, int(bar["step"])) if bar is not None else self.step
+
+    @property
+    def phase(self) -> str | None:
+        """What a running run does now: training or evaluating (None when unknown or over)."""
+        bar = self._live_bar
+        return bar.get("phase") if bar is not None else None
 
     @property
     def eta_seconds(self) -> float | None:
-        """Seconds left at the pace of the recent train records (None when unknown or over)."""
-        if self.status != "running" or not self.total_steps or len(self._pace) < 2:
+        """Seconds left: at the pace of this session's steps so far (the bar), else of the recent train
+        records (None when unknown or over)."""
+        if self.status != "running" or not self.total_steps:
+            return None
+        bar = self._live_bar
+        if bar is not None and bar["step"] > bar["start_step"] and bar["time"] > bar["started"]:
+            pace = (bar["time"] - bar["started"]) / (bar["step"] - bar["start_step"])
+            return max(0.0, (bar["total"] - bar["step"]) * pace)
+        if len(self._pace) < 2:
             return None
         (t0, s0), (t1, s1) = self._pace[0], self._pace[-1]
         if t1 <= t0 or s1 <= s0:
             return None
         return max(0.0, (self.total_steps - self.step) * (t1 - t0) / (s1 - s0))
+
+    @property
+    def dev_series(self) -> dict[str, list[tuple[int, float]]]:
+        """Overall and each task's primary dev metric against step (the dev-score curves)."""
+        keys = ["overall", *(s.primary_metric for s in self.specs)]
+        return {k: [(e["step"], float(e[k])) for e in self.evals if _finite(e.get(k))] for k in keys}

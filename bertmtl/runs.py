@@ -2,8 +2,9 @@
 runs` shows about each (the fold of rundir.RunState, no torch), and cleaning up.
 
 Status of a run:
-  finished / stopped / paused / early-stopped / pruned / nonfinite   its end record (and summary.json) says
-             so (paused: at --stop-at-step, before the end of its schedule);
+  finished / stopped / paused / early-stopped / pruned / nonfinite / interrupted   its end record (and
+             summary.json) says so (paused: at --stop-at-step, before the end of its schedule; interrupted:
+             a second signal, resumable from the last/ it had); status.Status says what each means;
   running    no end record, and a training process holds RUN/.writer.lock (rundir.writer_alive);
   crashed    no end record and nobody writing: killed, or an error other than a clean stop.
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
+from .status import Status
 from .rundir import (BEST, LAST, METRICS_LOG, SUMMARY, RunState, WriterLock, conflict_summary, is_checkpoint, is_run,
                      writer_alive)
 from .train_config import upgrade_config
@@ -133,12 +135,12 @@ def run_info(run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     state = RunState.of(run_dir)
     summary = run_dir / SUMMARY
-    if state.status not in ("running", "waiting"):
+    if not Status.of(state.status).live:
         status = state.status  # the end record of the last start or resume
     elif summary.is_file() and summary.stat().st_mtime >= (run_dir / METRICS_LOG).stat().st_mtime:
         status = _read_status(summary)  # written right after the end record, which was lost
     else:
-        status = "running" if writer_alive(run_dir) else "crashed"
+        status = str(Status.RUNNING if writer_alive(run_dir) else Status.CRASHED)
     started = state.started if state.started is not None else (
         (run_dir / METRICS_LOG).stat().st_mtime if not state.records else None)
     config = upgrade_config(state.config)
@@ -160,9 +162,9 @@ def run_info(run_dir: Path) -> dict:
 
 def _read_status(summary: Path) -> str:
     try:
-        return json.loads(summary.read_text(encoding="utf-8")).get("status", "finished")
+        return json.loads(summary.read_text(encoding="utf-8")).get("status", str(Status.FINISHED))
     except (OSError, ValueError, AttributeError):
-        return "crashed"
+        return str(Status.CRASHED)
 
 
 def list_runs(root: Path | None = None) -> list[dict]:
@@ -190,7 +192,7 @@ def compare_runs(a: dict, b: dict) -> list[tuple[str, object, object]]:
 # -- cleaning up: `bertmtl runs --delete / --drop-last` ---------------------------------------
 
 # Runs whose last/ nobody needs: they are done, and best/ holds what they are for.
-DONE = ("finished", "early-stopped", "pruned")
+DONE = (Status.FINISHED, Status.EARLY_STOPPED, Status.PRUNED)
 
 
 def disk_bytes(path: Path) -> int:
@@ -207,12 +209,62 @@ def disk_bytes(path: Path) -> int:
 
 @dataclass(frozen=True)
 class Removal:
-    """A directory a clean-up removes, what it is, and the space that frees."""
+    """A directory a clean-up removes, what it is, and the space that frees; `links`: symbolic links
+    to the run, named in its place, that go with it."""
 
     run: Path
     path: Path
     what: str  # "run" or "last/"
     bytes: int
+    links: tuple[Path, ...] = ()
+
+
+def in_root(run_dir: Path, root: Path | None = None) -> Path:
+    """`run_dir` with `..` and symbolic links resolved, which must lie strictly inside the runs root
+    (resolved too); else a UserError naming both. A clean-up acts only there: a name such as
+    ../elsewhere/run, an absolute path or a link must not reach a directory outside it."""
+    real, real_root = Path(run_dir).resolve(), runs_root(root).resolve()
+    if real_root in real.parents:
+        return real
+    shown = f"{_link_place(run_dir)} is a link to {real}, which" if Path(run_dir).is_symlink() else str(real)
+    raise UserError(f"{shown} is outside the runs root {real_root}/; --delete and --drop-last act only on runs "
+                    f"inside it (--runs-dir, else $BERTMTL_RUNS, else ./checkpoints); nothing was removed")
+
+
+def _link_place(link: Path) -> Path:
+    """Where a symbolic link itself is (its directory resolved, not the link)."""
+    return Path(link).parent.resolve() / Path(link).name
+
+
+def plan_clean(root: Path, named: list[Path], delete: bool) -> tuple[list[Removal], list[tuple[Path, str]]]:
+    """`bertmtl runs --delete / --drop-last`: every removal, planned before any is carried out (so
+    a refusal removes nothing), and the runs that keep their last/ with why.
+
+    Runs are taken at their resolved place, which must be inside the runs root; a run named twice
+    (by itself and by a link to it) is removed once. Deleting a run named by a link inside the root
+    removes the link too. Dropping every finished run's last/ (nothing named) passes over the runs
+    not asked for, but says so of a link in the root to a run outside it.
+    """
+    plans: dict[Path, Removal] = {}
+    kept: list[tuple[Path, str]] = []
+    real_root = runs_root(root).resolve()
+    for given in named or sorted(run_dirs(root)):
+        if not named and real_root not in given.resolve().parents:  # a link out of the root, met while listing it
+            kept.append((_link_place(given), f"is a link to {given.resolve()}, outside the runs root"))
+            continue
+        real = in_root(given, root)
+        if delete:
+            link = _link_place(given) if given.is_symlink() else None
+            links = (link,) if link is not None and real_root in link.parents else ()
+            plan = plans.get(real) or plan_delete(real)
+            plans[real] = Removal(plan.run, plan.path, plan.what, plan.bytes, tuple(dict.fromkeys(plan.links + links)))
+        elif real not in plans:
+            plan, why = plan_drop_last(real)
+            if plan is not None:
+                plans[real] = plan
+            elif named:  # runs asked for by name say why they keep last/; the others are passed over
+                kept.append((real, why))
+    return list(plans.values()), kept
 
 
 def plan_delete(run_dir: Path) -> Removal:
@@ -243,6 +295,8 @@ def remove(r: Removal) -> None:
     lock = WriterLock(r.run)  # refuses, naming the holder, when a training process has started since
     try:
         shutil.rmtree(r.path)
+        for link in r.links:
+            link.unlink(missing_ok=True)
     finally:
         lock.release()
 

@@ -29,8 +29,9 @@ def t975(df: int) -> float:
     return _T975[df - 1] if df <= len(_T975) else z * (1 + (z * z + 1) / (4 * df))
 
 
-def mean_ci(values: list[float]) -> dict:
-    """{"n", "mean", "sd", "lo", "hi"}: the 95% t interval of the mean (None bounds for n < 2)."""
+def mean_ci(values: list[float], within: tuple[float, float] | None = None) -> dict:
+    """{"n", "mean", "sd", "lo", "hi"}: the 95% t interval of the mean (None bounds for n < 2),
+    cut to `within` (the values the metric can take: tasks.metric_range)."""
     vs = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
     n = len(vs)
     if n == 0:
@@ -40,7 +41,10 @@ def mean_ci(values: list[float]) -> dict:
         return {"n": 1, "mean": m, "sd": None, "lo": None, "hi": None}
     sd = math.sqrt(sum((v - m) ** 2 for v in vs) / (n - 1))
     half = t975(n - 1) * sd / math.sqrt(n)
-    return {"n": n, "mean": m, "sd": sd, "lo": m - half, "hi": m + half}
+    lo, hi = m - half, m + half
+    if within is not None:
+        lo, hi = max(lo, within[0]), min(hi, within[1])
+    return {"n": n, "mean": m, "sd": sd, "lo": lo, "hi": hi}
 
 
 def score(outputs: dict, specs: dict, metric: str, index: dict | None = None) -> float | None:

@@ -98,7 +98,7 @@ class TrainConfig(Options):
                                     "a Hugging Face Hub name (ORG/NAME[@REVISION], into the Hugging Face cache), "
                                     "a Hugging Face encoder directory (BERT, RoBERTa, XLM-R, ELECTRA, DistilBERT, DeBERTa-v2/v3, "
                                     "MPNet), or a bertmtl run or checkpoint (its "
-                                    "encoder).", aliases=("pretrained",), resume=False)
+                                    "encoder).", aliases=("pretrained",), resume=False, nonempty=True)
     init_heads_from: str | None = option(None, "Start the task heads from this checkpoint's (a run's best/) instead "
                                                "of fresh ones; the head options must match its.", type=str,
                                          path="existing_dir", resume=False)
@@ -153,26 +153,29 @@ class TrainConfig(Options):
                                     "(min-norm), cagrad, nash-mtl, imtl-g, aligned-mtl, upgrad, dualproj (Quinton & "
                                     "Rey), fairgrad, random (RLW); README, Gradient combiners.", choices=COMBINERS)
     cagrad_c: float = option(0.4, "CAGrad: radius of the ball around the mean gradient, relative to its norm.",
-                             min=0)
+                             min=0, only_for=("combine", "cagrad"))
     nash_update_every: int = option(1, "Nash-MTL: solve for new weights every N steps (the paper's speed-up).",
-                                    min=1)
-    nash_max_norm: float = option(1.0, "Nash-MTL: cap on the update's norm (0 = none), as in the paper.", min=0)
+                                    min=1, only_for=("combine", "nash-mtl"))
+    nash_max_norm: float = option(1.0, "Nash-MTL: cap on the update's norm (0 = none), as in the paper.", min=0,
+                                  only_for=("combine", "nash-mtl"))
     fairgrad_alpha: float = option(1.0, "FairGrad: the fairness alpha (1 = proportional fairness; larger favours "
-                                        "the worst task).", min=0)
+                                        "the worst task).", min=0, only_for=("combine", "fairgrad"))
     aligned_scale: str = option("min", "Aligned-MTL: eigenvalue the aligned gradients are scaled to.",
-                                choices=ALIGNED_SCALES)
+                                choices=ALIGNED_SCALES, only_for=("combine", "aligned-mtl"))
     loss_weighting: str = option("none", "How much each task's loss counts, learned or adapted as training goes: "
                                          "none, uncertainty (Kendall et al., learned log-variances), dwa (Liu et "
                                          "al.), gradnorm (Chen et al.); with any --combine. README, Loss weighting.",
                                  choices=LOSS_WEIGHTINGS, resume=False)
     weighting_lr: float = option(1e-2, "Peak learning rate of the learned loss weights (uncertainty, gradnorm), "
-                                       "on the schedule of --lr.", min=0, min_open=True)
+                                       "on the schedule of --lr.", min=0, min_open=True,
+                                 only_for=("loss_weighting", ("uncertainty", "gradnorm")))
     dwa_temperature: float = option(2.0, "DWA: the softmax temperature (larger: more uniform weights).", min=0,
-                                    min_open=True)
+                                    min_open=True, only_for=("loss_weighting", "dwa"))
     dwa_window: int = option(0, "DWA: steps per period whose mean losses set the weights (0 = one epoch, the "
-                                "paper's).", min=0)
+                                "paper's).", min=0, only_for=("loss_weighting", "dwa"))
     gradnorm_alpha: float = option(1.5, "GradNorm: the asymmetry alpha (0 = equal gradient norms; larger pulls "
-                                        "harder on the tasks that train slowest).", min=0)
+                                        "harder on the tasks that train slowest).", min=0,
+                                   only_for=("loss_weighting", "gradnorm"))
     telemetry: str = option("auto", "Task-conflict statistics (gradient cosines, norms, the combiner's weights) "
                                     "in each log record: auto = with every combiner but sum (which adds all "
                                     "tasks into one buffer; on gives it one per task).", choices=TELEMETRY)
@@ -280,6 +283,19 @@ class TrainConfig(Options):
         """Whether --task, --tasks-file or --mlm-text add tasks of their own (then the built-in tasks
         train only when named)."""
         return bool(self.task or self.tasks_file or self.mlm_text)
+
+    def new_run_specs(self, declared) -> list:
+        """The heads (one per task) of a new run of this configuration, given its `declared` tasks'
+        specs: without declared tasks the three built-in heads, whichever train (as always); with
+        them, the chosen built-in tasks and the declared ones, and masked LM with --mlm-text (alone
+        with --mlm-only, where declared tasks only give their text)."""
+        from .tasks import BUILTIN, MLM
+
+        if self.mlm_only:
+            return [MLM]
+        if self.declares_tasks:
+            return [TASKS[n] for n in self.tasks] + list(declared) + ([MLM] if self.mlm_text else [])
+        return list(BUILTIN)
 
     def builtin_tasks(self) -> list[str]:
         """The built-in tasks trained: --tasks, or by default all three (none beside declared tasks)."""

@@ -330,13 +330,14 @@ def test_tui_train_passes_every_task_flag_on(monkeypatch, tmp_path):
     from bertmtl.cli import main
 
     seen = {}
-    monkeypatch.setattr(app, "run_tui", lambda run, checkpoint=None, train_argv=None: seen.update(argv=train_argv))
+    monkeypatch.setattr(app, "run_tui", lambda run, checkpoint=None, train_args=None, **kw: seen.update(
+        argv=app.TrainingProcess.train(train_args, run).argv))
     r = CliRunner().invoke(main, ["tui", "--train", "--out", str(tmp_path / "run"), "--task", "a:classification:a.csv",
                                   "--task", "b:pair-regression[0,5]:b.csv", "--sampling", "proportional"])
     assert r.exit_code == 0, r.output
     argv = seen["argv"][seen["argv"].index("train") + 1:]
-    assert argv == ["--out", str(tmp_path / "run"), "--task", "a:classification:a.csv",
-                    "--task", "b:pair-regression[0,5]:b.csv", "--sampling", "proportional"]
+    assert argv == ["--task", "a:classification:a.csv", "--task", "b:pair-regression[0,5]:b.csv", "--sampling",
+                    "proportional", "--out", str(tmp_path / "run")]
 
 
 def test_monitor_and_playground_show_every_declared_task(tmp_path, task_files):

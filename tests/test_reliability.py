@@ -175,11 +175,10 @@ def test_kill9_then_resume_is_exact_for_every_combiner_and_weighting(tiny_bert_d
     generators, Nash-MTL's weights, learned log-variances and GradNorm weights, DWA's history)."""
     from bertmtl.train_config import COMBINERS, LOSS_WEIGHTINGS
 
-    configs = {c: ("--combine", c) for c in COMBINERS}
-    configs.update({w: ("--combine", "pcgrad", "--loss-weighting", w, "--dwa-window", "2", "--weighting-lr", "0.1")
-                    for w in LOSS_WEIGHTINGS if w != "none"})
-    extra = ("--max-steps", "6", "--save-every", "1", "--eval-every", "100", "--precision", "fp32",
-             "--nash-update-every", "2", "--no-smart")
+    configs = {c: ("--combine", c, *(("--nash-update-every", "2") if c == "nash-mtl" else ())) for c in COMBINERS}
+    own = {"dwa": ("--dwa-window", "2"), "uncertainty": ("--weighting-lr", "0.1"), "gradnorm": ("--weighting-lr", "0.1")}
+    configs.update({w: ("--combine", "pcgrad", "--loss-weighting", w, *own[w]) for w in LOSS_WEIGHTINGS if w != "none"})
+    extra = ("--max-steps", "6", "--save-every", "1", "--eval-every", "100", "--precision", "fp32", "--no-smart")
 
     def args(name, kind):
         return _args(tiny_bert_dir, data_dir, tmp_path / kind / name, *extra, *configs[name])

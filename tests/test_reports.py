@@ -111,12 +111,13 @@ def test_tui_train_passes_repeated_report_to_and_runs_dir_to_the_child(tmp_path,
     import bertmtl.tui.app
 
     seen = {}
-    monkeypatch.setattr(bertmtl.tui.app, "run_tui", lambda run, checkpoint, train_argv: seen.update(
-        run=run, argv=train_argv))
+    monkeypatch.setattr(bertmtl.tui.app, "run_tui", lambda run, checkpoint, train_args, start_training, runs_root:
+                        seen.update(run=run, argv=train_args, start=start_training))
     r = CliRunner().invoke(main, ["tui", "--train", "--report-to", "csv", "--report-to", "tensorboard",
                                   "--runs-dir", str(tmp_path / "runs"), "--lr", "1e-3"])
     assert r.exit_code == 0, r.output
     argv = seen["argv"]
+    assert seen["start"] and "--out" not in argv  # the TUI gives the run its directory
     assert argv[argv.index("--report-to") + 1] == "csv" and argv.count("--report-to") == 2
     assert "tensorboard" in argv and argv[argv.index("--lr") + 1] == "0.001"
     assert seen["run"].parent == tmp_path / "runs"  # the new run lands under --runs-dir

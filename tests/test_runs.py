@@ -12,8 +12,9 @@ from click.testing import CliRunner
 
 from bertmtl.cli import main
 from bertmtl.rundir import RECENT_S, WriterLock
-from bertmtl.runs import list_runs, runs_root
+from bertmtl.runs import human_bytes, list_runs, runs_root
 
+from .conftest import cli
 from .fixtures import write_task_data
 
 CONFIG = {"lr": 1e-4, "batch_size": 64, "pretrained": None, "tasks": ["sst", "para", "sts"]}
@@ -153,3 +154,114 @@ def test_listing_runs_imports_no_torch(runs_dir):
              "print('TORCH', 'torch' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "TORCH False", out
+
+
+# -- clean-up stays inside the runs root ---------------------------------------------------------
+
+def _finished_with_last(root, name):
+    """A finished run with a best/ checkpoint and a last/ that --drop-last may take."""
+    d = fake_run(root, name, status="finished", steps=40, evals=[_eval(40, 0.72)])
+    for sub in ("best", "last"):
+        (d / sub).mkdir()
+        (d / sub / "bertmtl.json").write_text("{}")
+    (d / "last" / "optimizer.safetensors").write_bytes(b"\0" * 1000)
+    return d
+
+
+def _size(path) -> str:
+    return human_bytes(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()))
+
+
+@pytest.fixture
+def victim(tmp_path):
+    """A finished run outside the runs root (tmp_path/runs), which clean-up must never touch."""
+    return _finished_with_last(tmp_path / "victim", "run")
+
+
+@pytest.mark.parametrize("flag", ["--delete", "--drop-last"])
+@pytest.mark.parametrize("dry_run", [False, True])
+@pytest.mark.parametrize("how", ["dot-dot", "absolute"])
+def test_clean_up_refuses_a_run_outside_the_root(tmp_path, monkeypatch, victim, flag, dry_run, how):
+    root = tmp_path / "runs"
+    inside = _finished_with_last(root, "inside")
+    monkeypatch.chdir(root)  # ../victim/run is relative to both the working directory and the root
+    name = "../victim/run" if how == "dot-dot" else str(victim)
+    # the run inside comes first: a refusal of any run named removes nothing at all
+    r = cli("runs", "--runs-dir", root, flag, "inside", name, *(["--dry-run"] if dry_run else []), code=2)
+    assert isinstance(r.exception, SystemExit) and "Traceback" not in r.output
+    assert r.output.splitlines() == [
+        f"Error: {victim} is outside the runs root {root}/; --delete and --drop-last act only on runs inside it "
+        f"(--runs-dir, else $BERTMTL_RUNS, else ./checkpoints); nothing was removed"]
+    assert (victim / "last" / "optimizer.safetensors").is_file() and (inside / "last").is_dir()
+
+
+def test_clean_up_names_resolved_paths(tmp_path):
+    root = tmp_path / "runs"
+    run = _finished_with_last(root, "a")
+    (tmp_path / "root-link").symlink_to(root)
+    size = _size(run)
+    for given in (tmp_path / "runs" / ".." / "runs", tmp_path / "root-link"):
+        r = cli("runs", "--runs-dir", given, "--delete", "a", "--dry-run")
+        assert r.stdout.splitlines() == [f"would delete {run}  ({size})", f"would free {size} (1 run(s))"]
+        r = cli("runs", "--runs-dir", given, "--drop-last", "--dry-run", "--json")
+        assert [x["path"] for x in json.loads(r.stdout)["removed"]] == [str(run / "last")]
+    r = cli("runs", "--runs-dir", tmp_path / "root-link", "--drop-last")
+    assert r.stdout.splitlines() == [f"deleted {run / 'last'}  (1.0 kB)", "freed 1.0 kB (1 last/ director(y/ies))"]
+    assert not (run / "last").exists() and (run / "best").is_dir()
+
+
+def test_a_link_to_a_run_inside_the_root_deletes_both(tmp_path):
+    root = tmp_path / "runs"
+    run = _finished_with_last(root, "a")
+    other = _finished_with_last(root, "b")
+    (root / "latest").symlink_to(run)
+    r = cli("runs", "--runs-dir", root, "--drop-last")  # the run and its link are one run: its last/ goes once
+    assert r.stdout.splitlines() == [f"deleted {run / 'last'}  (1.0 kB)", f"deleted {other / 'last'}  (1.0 kB)",
+                                     "freed 2.0 kB (2 last/ director(y/ies))"]
+    size = _size(run)
+    r = cli("runs", "--runs-dir", root, "--delete", "latest", "--dry-run")
+    assert r.stdout.splitlines() == [f"would delete {run} and the link {root / 'latest'}  ({size})",
+                                     f"would free {size} (1 run(s))"]
+    r = cli("runs", "--runs-dir", root, "--delete", "latest", "a")  # named twice, deleted once
+    assert r.stdout.splitlines() == [f"deleted {run} and the link {root / 'latest'}  ({size})",
+                                     f"freed {size} (1 run(s))"]
+    assert not os.path.lexists(root / "latest") and not run.exists() and other.is_dir()
+
+
+def test_a_link_to_a_run_outside_the_root_is_refused(tmp_path, victim):
+    root = tmp_path / "runs"
+    inside = _finished_with_last(root, "inside")
+    (root / "escape").symlink_to(victim)
+    for flag in ("--delete", "--drop-last"):
+        r = cli("runs", "--runs-dir", root, flag, "escape", code=2)
+        assert r.output.splitlines() == [
+            f"Error: {root / 'escape'} is a link to {victim}, which is outside the runs root {root}/; --delete and "
+            f"--drop-last act only on runs inside it (--runs-dir, else $BERTMTL_RUNS, else ./checkpoints); nothing "
+            f"was removed"]
+    # every finished run's last/: the link's run is not one of them, and says why
+    r = cli("runs", "--runs-dir", root, "--drop-last")
+    assert r.stdout.splitlines() == [f"deleted {inside / 'last'}  (1.0 kB)",
+                                     f"kept: {root / 'escape'} is a link to {victim}, outside the runs root",
+                                     "freed 1.0 kB (1 last/ director(y/ies))"]
+    assert (victim / "last" / "optimizer.safetensors").is_file() and os.path.islink(root / "escape")
+
+
+# -- the table in a pipe ----------------------------------------------------------------------------
+
+def test_runs_table_in_a_pipe_keeps_each_run_on_one_line(tmp_path):
+    """CliRunner's stdout is no terminal, as in `bertmtl runs | grep NAME`: no cell wraps."""
+    root = tmp_path / "runs"
+    names = [f"{i}-a-long-run-name-from-a-sweep-with-many-options-lr-0.0001-combine-pcgrad-seed-{i}" for i in range(3)]
+    encoder = "/models/" + "a-locally-fine-tuned-bert-base-uncased-with-a-long-directory-name" * 2
+    for i, name in enumerate(names):
+        fake_run(root, name, status="finished", steps=40, started=1_700_000_000.0 + i, config={"pretrained": encoder},
+                 evals=[_eval(40, 0.72)])
+    r = cli("runs", "--runs-dir", root)
+    lines = r.stdout.splitlines()
+    started = [time.strftime("%m-%d %H:%M", time.localtime(1_700_000_000.0 + i)) for i in range(3)]
+    for name, when in zip(names, started):
+        (line,) = [x for x in lines if name in x]
+        assert line.split() == [name, *when.split(), "40/40", "finished", encoder.rsplit("/", 1)[1], "0.620",
+                                "0.720", "0.820", "0.720"]
+    assert all(x == x.rstrip() for x in lines)
+    assert not any("…" in x for x in lines)

@@ -231,6 +231,9 @@ def test_appended_records_update_the_plots_and_the_table(tmp_path):
     run.mkdir()
     metrics = run / "metrics.jsonl"
     metrics.write_text(jsonl([start_record(), train_record(10), train_record(20)]))
+    from bertmtl.rundir import WriterLock
+
+    writer = WriterLock(run)  # as a training process holds it
     app = BertmtlApp(run, poll_interval=POLL, predictor_factory=FakePredictor)
 
     async def scenario(pilot):
@@ -258,6 +261,13 @@ def test_appended_records_update_the_plots_and_the_table(tmp_path):
         progress = app.query_one(RunStatus).progress
         assert (progress.step, progress.total_steps, progress.status) == (50, 300, "running")
         assert progress.eta == "50s"  # 250 steps at 5 steps/s
+        # the dev-score and learning-rate curves
+        assert app.query_one("#dev-plot").series["overall"] == [(30, 0.55), (40, 0.60), (50, 0.58)]
+        assert app.query_one("#lr-plot").series["lr"][-1] == (50, pytest.approx(5e-5 * (1 - 50 / 300)))
+        # The writer goes away without an end record: crashed, and how to go on.
+        writer.release()
+        await until(pilot, lambda: app.query_one(RunStatus).progress.status == "crashed", what="crashed")
+        assert "bertmtl train --resume" in app.query_one(RunStatus).progress.note
 
     drive(app, scenario)
 
@@ -387,17 +397,17 @@ def test_tab_crosses_panes_and_keys_work(tmp_path):
 
         tabs = app.query_one(TabbedContent)
         seen = []
-        for _ in range(5):
+        for _ in range(6):
             seen.append((tabs.active, app.focused.id))
             await pilot.press("tab")
             await pilot.pause()
         assert seen == [("monitor", "dev-table"), ("monitor", "config-box"), ("playground", "sentence-a"),
-                        ("playground", "sentence-b"), ("conflicts", "conflict-summary")]
+                        ("playground", "sentence-b"), ("conflicts", "conflict-summary"), ("log", "log-view")]
         assert (tabs.active, app.focused.id) == ("monitor", "dev-table")
         await pilot.press("shift+tab")
         await pilot.pause()
-        assert (tabs.active, app.focused.id) == ("conflicts", "conflict-summary")
-        await pilot.press("shift+tab")
+        assert (tabs.active, app.focused.id) == ("log", "log-view")
+        await pilot.press("shift+tab", "shift+tab")
         await pilot.pause()
         assert (tabs.active, app.focused.id) == ("playground", "sentence-b")
         await pilot.press("escape", "m")
@@ -503,10 +513,18 @@ def test_prediction_latency_after_load(trained_run):
 
 # -- snapshots ----------------------------------------------------------------------------
 
+# Writer locks of the snapshot runs, held to the end of the session: a run being trained has a
+# live writer (without one, the TUI rightly shows a run with no end record as crashed).
+WRITERS = []
+
+
 def snapshot_run(tmp_path: Path) -> Path:
+    from bertmtl.rundir import WriterLock
+
     run = tmp_path / "run-snapshot"  # the name shows in the header: fixed, like the records
     run.mkdir()
     (run / "metrics.jsonl").write_text(jsonl(snapshot_records()))
+    WRITERS.append(WriterLock(run))
     return run
 
 
@@ -615,3 +633,102 @@ def test_the_playground_answers_for_other_families(family, small_data_dir, tmp_p
         assert app.playground.predictor.tokenizer.model_type == ("deberta-v2" if family.startswith("deberta") else family)
 
     drive(app, scenario)
+
+
+# -- the app: the real `bertmtl tui --train` ---------------------------------------------------
+
+def tui_app_of(monkeypatch, *args) -> BertmtlApp:
+    """The app `bertmtl ARGS` builds, parsed by the real command (its run() held, for the pilot)."""
+    made = []
+    monkeypatch.setattr(BertmtlApp, "run", lambda self, *a, **k: made.append(self))
+    r = CliRunner().invoke(main, [str(a) for a in args])
+    assert r.exit_code == 0, r.output
+    (app,) = made
+    app.poll_interval = POLL
+    return app
+
+
+@pytest.mark.slow
+def test_tui_train_trains_the_real_command_to_a_finished_run(small_data_dir, tmp_path, monkeypatch):
+    """`bertmtl tui --train ... --max-steps 6 --dev-limit 20`: the real `bertmtl train` child trains to
+    `finished` in the run directory the TUI made (its console log beside), the status line follows
+    every step between the log's records, and the playground answers from the run's best/."""
+    from .conftest import write_tiny_bert
+
+    # Steps of a few tenths of a second, so that steps between two records are seen.
+    encoder = write_tiny_bert(tmp_path / "bert", hidden_size=256, intermediate_size=1024, num_hidden_layers=4)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    app = tui_app_of(monkeypatch, "tui", "--train", "--data-dir", small_data_dir, "--encoder", encoder,
+                     "--max-steps", 6, "--dev-limit", 20, "--batch-size", 32, "--runs-dir", tmp_path / "runs")
+    assert app.run_dir.parent == tmp_path / "runs" and app.training.argv[-2:] == ["--out", str(app.run_dir)]
+    seen = []
+
+    async def scenario(pilot):
+        status = app.query_one(RunStatus)
+
+        def finished() -> bool:
+            p = status.progress
+            if p is not None and app.state.status == "running":
+                seen.append((p.step, app.state.step, p.eta))
+            return app.state.status == "finished" and app.training.returncode is not None
+
+        await until(pilot, finished, timeout=240, what="the training to finish")
+        assert app.training.returncode == 0, app.training.log_tail(20)
+        assert status.progress.status == "finished" and status.progress.step == 6
+        assert status.progress.note == ""
+        await pilot.press("l")
+        await until(pilot, lambda: app.query_one("LogPane").lines > 0, what="the run's messages")
+        sa, expected = await type_a_sentence(app, pilot, "the movie is very good")
+        assert app.playground.predictor.path == app.run_dir / "best"
+
+    drive(app, scenario, size=(120, 36))
+    assert app.state.best_step is not None
+    # The status line moved on between records (logged at step 6 only: --log-every 10), with an ETA.
+    between = [(step, eta) for step, logged, eta in seen if logged < step < 6]
+    assert between and any(eta != "–" for _, eta in between), seen
+    assert json.loads((app.run_dir / "summary.json").read_text())["status"] == "finished"
+    assert "training for 6 steps" in (app.run_dir / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_n_starts_a_new_run_from_inside(small_data_dir, tiny_bert_dir, tmp_path, monkeypatch):
+    """`n` in a TUI watching a finished run: the form holds the command line's train options; a bad
+    option is refused in the form; Enter starts `bertmtl train` in a new run, which the app follows."""
+    from bertmtl.tui.screens import NewRunScreen
+
+    trained = tmp_path / "runs" / "old"
+    cli_args = ["--data-dir", str(small_data_dir), "--encoder", str(tiny_bert_dir), "--max-steps", "3",
+                "--dev-limit", "8", "--batch-size", "8"]
+    r = CliRunner().invoke(main, ["train", *cli_args, "--out", str(trained)])
+    assert r.exit_code == 0, r.output
+    app = tui_app_of(monkeypatch, "tui", trained, *cli_args, "--runs-dir", tmp_path / "runs")
+    assert app.training is None
+
+    async def scenario(pilot):
+        await until(pilot, lambda: app.state.status == "finished", what="the old run")
+        await pilot.press("n")
+        await until(pilot, lambda: isinstance(app.screen, NewRunScreen), what="the form")
+        field = app.screen.query_one("#new-run-args")
+        assert field.value.startswith("--data-dir ")
+        field.value += " --lrr 3"
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, NewRunScreen)  # refused, with the reason
+        assert "No such option '--lrr'" in str(app.screen.query_one("#new-run-error").render())
+        field.value = field.value.replace(" --lrr 3", " --lr 1e-3")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.run_dir != trained, what="the new run")
+        await until(pilot, lambda: app.state.status == "finished" and app.training.returncode == 0, timeout=180,
+                    what="the new run to finish")
+
+    drive(app, scenario, size=(120, 36))
+    assert app.run_dir.parent == tmp_path / "runs"
+    assert json.loads((app.run_dir / "train_args.json").read_text())["lr"] == 1e-3
+
+
+def test_tui_train_refuses_a_directory_that_holds_a_run(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("")
+    r = CliRunner().invoke(main, ["tui", "--train", "--out", str(run)])
+    assert r.exit_code == 2 and "already holds a run" in r.output and "bertmtl train --resume" in r.output

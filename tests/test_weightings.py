@@ -31,6 +31,10 @@ def test_the_registry_is_the_option():
     assert tuple(REGISTRY) == LOSS_WEIGHTINGS
     for cls in REGISTRY.values():
         assert all(o in TrainConfig.fields() for o in cls.options), cls.name
+        # the options the train check refuses under another --loss-weighting are exactly the method's own
+        own = {n for n, f in TrainConfig.fields().items() if f.metadata["only_for"] and f.metadata["only_for"][0] ==
+               "loss_weighting" and cls.name in f.metadata["only_for"][1]}
+        assert own == set(cls.options), cls.name
     assert _weighting("none").weights() == {"sst": 1.0, "para": 1.0, "sts": 1.0}
 
 
@@ -153,7 +157,9 @@ def test_gradnorm_scale_and_frozen_steps():
 # -- through training ------------------------------------------------------------------------
 
 FAST = ["--batch-size", "8", "--lr", "1e-3", "--seed", "0", "--log-every", "1", "--precision", "fp32",
-        "--dropout", "0", "--no-smart", "--eval-every", "2", "--weighting-lr", "0.1", "--dwa-window", "1"]
+        "--dropout", "0", "--no-smart", "--eval-every", "2"]
+# Each weighting's own options (another's would be refused): a faster learned weight, a one-step DWA period.
+OWN = {"uncertainty": ["--weighting-lr", "0.1"], "gradnorm": ["--weighting-lr", "0.1"], "dwa": ["--dwa-window", "1"]}
 
 
 @pytest.mark.parametrize("name", [w for w in LOSS_WEIGHTINGS if w != "none"])
@@ -164,7 +170,7 @@ def test_each_weighting_trains_logs_its_weights_and_resumes_exactly(name, tiny_b
     from bertmtl.sinks.metrics_log import read_records
 
     common = ["--encoder", tiny_bert_dir, "--data-dir", data_dir, "--max-steps", 5, "--combine", "pcgrad",
-              "--loss-weighting", name, *FAST]
+              "--loss-weighting", name, *OWN[name], *FAST]
     cli("train", *common, "--out", tmp_path / "whole")
     cli("train", *common, "--out", tmp_path / "parts", "--stop-at-step", 3)
     cli("train", "--resume", tmp_path / "parts")

@@ -65,6 +65,10 @@ class LazyGroup(click.Group):
         (Click itself turns a closed pipe, EPIPE, into a quiet exit.)"""
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt as e:  # Ctrl-C where no command handles it: one line, the shell's exit code
+            from ..stopping import Interrupted
+
+            raise Interrupted(f"stopped ({e or 'Ctrl-C'})") from None
         except OSError as e:
             import errno
             import sys

@@ -2,33 +2,10 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
-
 import click
 
 from ..configs import AblateConfig
-from .options import options_of, resolved_options
-
-
-def _command_line(ctx: click.Context) -> str:
-    """The command as typed (or as rebuilt from the options given when not run from a shell)."""
-    if sys.argv and sys.argv[0].endswith(("bertmtl", "__main__.py")) and ctx.info_name in sys.argv:
-        return "bertmtl " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    from click.core import ParameterSource
-
-    parts = ["bertmtl", ctx.info_name]  # the root is "main" when run from Python
-    for param in ctx.command.params:
-        if not isinstance(param, click.Option) or ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
-            continue
-        value = ctx.params[param.name]
-        if param.is_flag:
-            parts.append(param.opts[0] if value else (param.secondary_opts or [param.opts[0]])[0])
-        elif isinstance(value, tuple):
-            parts += [f"{param.opts[0]} {shlex.quote(str(v))}" for v in value]
-        else:
-            parts.append(f"{param.opts[0]} {shlex.quote(str(value))}")
-    return " ".join(parts)
+from .options import command_line, options_of, resolved_options
 
 
 @click.command()
@@ -54,7 +31,7 @@ def ablate(ctx: click.Context, **opts) -> None:
     from ..ablate import print_table
 
     cfg = resolved_options(AblateConfig, ctx, opts)
-    cfg.command = _command_line(ctx)
+    cfg.command = command_line(ctx)
     result = run_ablate(cfg)
     print_table(result)
     extra = f" and {cfg.out}/{result['picture']['file']}" if result.get("picture") else ""

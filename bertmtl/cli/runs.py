@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -16,7 +18,8 @@ from .options import runs_dir_option
 @click.option("--compare", nargs=2, metavar="RUN_A RUN_B", default=None,
               help="Show two runs' configurations and metrics side by side (only what differs); a run is a "
                    "directory or a name under --runs-dir.")
-@click.option("--delete", is_flag=True, help="Delete the runs named (whole directories; never a running one).")
+@click.option("--delete", is_flag=True, help="Delete the runs named (whole directories inside the runs root; never a "
+                                             "running one).")
 @click.option("--drop-last", is_flag=True,
               help="Delete the resumable last/ (weights and optimizer moments) of finished runs, keeping best/: "
                    "of the runs named, or of every finished run.")
@@ -30,7 +33,8 @@ def runs(names: tuple[str, ...], runs_dir: str | None, compare: tuple[str, str] 
     \b
     Status: finished, stopped (Ctrl-C / SIGTERM, resumable), paused (at --stop-at-step, before
     the end of its schedule: resumable), early-stopped (--patience), pruned (by a sweep's pruner),
-    nonfinite (diverged), running (a live process holds the run's writer lock), crashed
+    nonfinite (diverged), interrupted (a second Ctrl-C: stopped at once, resumable from its last
+    checkpoint), running (a live process holds the run's writer lock), crashed
     (no end record and nobody writing: resume it with `bertmtl train --resume RUN`).
     Best dev scores are those of the run's best checkpoint (RUN/best).
 
@@ -82,30 +86,23 @@ def runs(names: tuple[str, ...], runs_dir: str | None, compare: tuple[str, str] 
 
 def _clean(root: Path, named: list[Path], delete: bool, dry_run: bool, as_json: bool) -> None:
     """--delete / --drop-last: plan every removal first (so a refusal removes nothing), then remove."""
-    from ..runs import human_bytes, plan_delete, plan_drop_last, remove, run_dirs
+    from ..runs import human_bytes, plan_clean, remove
 
-    plans, kept = [], []
-    if delete:
-        plans = [plan_delete(r) for r in named]
-    else:
-        for r in named or sorted(run_dirs(root)):
-            plan, why = plan_drop_last(r)
-            if plan is not None:
-                plans.append(plan)
-            elif named:  # runs asked for by name say why they keep last/; the others are passed over
-                kept.append((r, why))
+    plans, kept = plan_clean(root, named, delete)
     for r in plans:
         if not dry_run:
             remove(r)
     total = sum(r.bytes for r in plans)
     if as_json:
         click.echo(json.dumps({"dry_run": dry_run, "bytes": total,
-                               "removed": [{"run": str(r.run), "path": str(r.path), "bytes": r.bytes} for r in plans],
+                               "removed": [{"run": str(r.run), "path": str(r.path), "bytes": r.bytes,
+                                            "links": [str(link) for link in r.links]} for r in plans],
                                "kept": [{"run": str(r), "why": why} for r, why in kept]}))
         return
     verb = "would delete" if dry_run else "deleted"
     for r in plans:
-        click.echo(f"{verb} {r.path}  ({human_bytes(r.bytes)})")
+        links = "".join(f" and the link {link}" for link in r.links)
+        click.echo(f"{verb} {r.path}{links}  ({human_bytes(r.bytes)})")
     for r, why in kept:
         click.echo(f"kept: {r} {why}")
     if not plans:
@@ -130,8 +127,9 @@ def _fmt(v) -> str:
     return str(v)
 
 
-STATUS_STYLE = {"finished": "green", "early-stopped": "green", "pruned": "yellow", "running": "cyan", "stopped": "yellow",
-                "paused": "yellow", "crashed": "red", "nonfinite": "red"}
+# Wide enough for any table of runs: in a pipe no cell is cut or wrapped (the table is as wide as its cells).
+PIPE_WIDTH = 100_000
+
 
 
 def _print_table(root, infos: list[dict]) -> None:
@@ -141,6 +139,7 @@ def _print_table(root, infos: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from ..status import Status
     from ..tasks import BUILTIN, metric_labels
 
     # each task's primary metric (the one in `overall`), headed by the task's title to keep the table narrow
@@ -160,14 +159,27 @@ def _print_table(root, infos: list[dict]) -> None:
     for i in infos:
         started = time.strftime("%m-%d %H:%M", time.localtime(i["started"])) if i["started"] else "–"
         steps = f"{i['step']}/{i['total_steps']}" if i["total_steps"] else str(i["step"])
-        style = STATUS_STYLE.get(i["status"], "")
+        style = Status.of(i["status"]).style
         sweep = [(i.get("config") or {}).get("sweep") or "–"] if sweeps else []
         table.add_row(i["name"], started, steps, f"[{style}]{i['status']}[/]" if style else i["status"],
                       Path(i["encoder"]).name, *sweep, *(_short(i["best"].get(k)) for k, _ in metrics),
                       _short(i["best"].get("overall")))
+    if not _is_terminal(sys.stdout):
+        # In a pipe (`bertmtl runs | grep NAME`, a file) each run stays on one line, its cells whole.
+        wide = Console(file=io.StringIO(), width=PIPE_WIDTH, color_system=None, soft_wrap=False)
+        wide.print(table)
+        click.echo("\n".join(line.rstrip() for line in wide.file.getvalue().splitlines()))
+        return
     console = Console()
     # Too narrow a terminal would cut run names and scores to "…": wrap lines instead.
     Console(width=max(console.width, 110)).print(table)
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or unusual stream
+        return False
 
 
 def _print_compare(a: dict, b: dict, rows: list) -> None:

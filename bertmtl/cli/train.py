@@ -41,6 +41,8 @@ def train(ctx: click.Context, resume: str | None, **opts) -> None:
 def report_summary(cfg: TrainConfig, resume: str | None) -> dict:
     """Run training and print its summary (train and pretrain); the summary."""
     from ..progress import format_metrics
+    from ..status import Status
+    from ..stopping import STOPPED_EXIT
     from ..tasks import TaskSpec
     from ..engine import train as run_training
 
@@ -56,6 +58,6 @@ def report_summary(cfg: TrainConfig, resume: str | None) -> dict:
     if summary.get("skipped_rows"):
         lines.append(f"skipped unusable rows: {summary['skipped_rows']} (see warnings above and metrics.jsonl)")
     click.echo("\n".join(lines))
-    if summary["status"] == "stopped":
-        raise SystemExit(130)  # interrupted (checkpoint saved): the shell convention for Ctrl-C
+    if summary["status"] == Status.STOPPED:
+        raise SystemExit(STOPPED_EXIT)  # stopped by a signal, checkpoint saved: the shell convention for Ctrl-C
     return summary

@@ -10,6 +10,31 @@ from ..train_config import TrainConfig
 from .options import options_of
 
 
+def train_args(ctx: click.Context, opts: dict) -> list[str]:
+    """The train options given on this command line, as `bertmtl train` takes them (--out aside:
+    the TUI gives each run it starts its directory)."""
+    from click.core import ParameterSource
+
+    args = []
+    for param in ctx.command.params:
+        name = param.name
+        if not isinstance(param, click.Option) or name in ("checkpoint_path", "start_training", "out") \
+                or ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE:
+            continue  # the child uses its own defaults for options not given
+        value = opts.get(name)
+        if param.is_flag and param.secondary_opts:
+            args.append(param.opts[0] if value else param.secondary_opts[0])
+        elif param.is_flag:
+            if value:
+                args.append(param.opts[0])
+        elif param.multiple:
+            for v in value or ():
+                args += [param.opts[0], str(v)]
+        elif value is not None:
+            args += [param.opts[0], str(value)]
+    return args
+
+
 @click.command(context_settings={"ignore_unknown_options": False})
 @click.argument("run", required=False, type=click.Path(file_okay=False, path_type=str))
 @click.option("--checkpoint", "checkpoint_path", type=click.Path(path_type=str), default=None,
@@ -19,53 +44,35 @@ from .options import options_of
 @options_of(TrainConfig, config_file=False)
 @click.pass_context
 def tui(ctx: click.Context, run: str | None, checkpoint_path: str | None, start_training: bool, **opts) -> None:
-    """Watch a run live (loss curves, dev metrics, progress) and try its model in a playground.
+    """Watch a run live (progress every step, loss and dev curves, dev metrics, its log) and try its
+    model in a playground; start training runs from it (--train, or the n key).
 
     \b
       bertmtl tui                          the latest run under --runs-dir ($BERTMTL_RUNS, else ./checkpoints)
       bertmtl tui checkpoints/20261126-101500
       bertmtl tui --train --data-dir data  start training and watch it (s stops it cleanly)
     """
-    import sys
-
-    from click.core import ParameterSource
-
     from ..errors import UserError
     from ..runs import latest_run, new_run_dir, runs_root
 
-    train_argv = None
+    root = runs_root(opts.get("runs_dir"))
     if start_training:
+        if run is not None and opts.get("out") and Path(run) != Path(opts["out"]):
+            raise click.UsageError(f"RUN ({run}) and --out ({opts['out']}) name two directories; give one")
+        run = opts.get("out") or run
         if run is not None and (Path(run) / "metrics.jsonl").exists():
-            raise click.UsageError("with --train, give a new run directory through --out (or none)")
-        out = opts.get("out") or run or str(new_run_dir(runs_root(opts.get("runs_dir"))))
-        opts["out"] = out
-        train_argv = [sys.executable, "-m", "bertmtl", "train"]
-        for param in ctx.command.params:
-            name = param.name
-            if name in ("run", "checkpoint_path", "start_training") or not isinstance(param, click.Option):
-                continue
-            if name != "out" and ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE:
-                continue  # the child uses its own defaults for options not given
-            value = opts.get(name)
-            if param.is_flag and param.secondary_opts:
-                train_argv.append(param.opts[0] if value else param.secondary_opts[0])
-            elif param.is_flag:
-                if value:
-                    train_argv.append(param.opts[0])
-            elif param.multiple:
-                for v in value or ():
-                    train_argv += [param.opts[0], str(v)]
-            elif value is not None:
-                train_argv += [param.opts[0], str(value)]
-        run = out
+            raise click.UsageError(f"{run} already holds a run; with --train, give a new run directory through "
+                                   f"--out (or none); to continue it: bertmtl train --resume {run}")
+        run = run or str(new_run_dir(root))
     elif run is None:
-        latest = latest_run(runs_root(opts.get("runs_dir")))
+        latest = latest_run(root)
         if latest is None:
-            raise UserError(f"no runs under {runs_root(opts.get('runs_dir'))}/ yet. Start one and watch it with "
+            raise UserError(f"no runs under {root}/ yet. Start one and watch it with "
                             "`bertmtl tui --train --data-dir DATA`, or train with `bertmtl train` first")
         run = str(latest)
     elif not Path(run).is_dir():
         raise UserError(f"{run}: no such run directory")
     from ..tui.app import run_tui
 
-    run_tui(Path(run), checkpoint=checkpoint_path, train_argv=train_argv)
+    run_tui(Path(run), checkpoint=checkpoint_path, train_args=train_args(ctx, opts), start_training=start_training,
+            runs_root=root)

@@ -474,11 +474,12 @@ class BertModel(nn.Module):
         Built-in encoders by name (`minilm`, `mpnet`) are `bertmtl.weights.resolve`'s job:
         `BertModel.from_pretrained(resolve("mpnet"))`.
         """
-        from .loading import encoder_directory, encoder_state, load_into, read_config
+        from .loading import check_finite, encoder_directory, encoder_state, load_into, read_config
 
         path = encoder_directory(path)
         config = read_config(path)
         state = encoder_state(path, dtype, config.family)
+        check_finite(state, path)
         has_pooler = any(k.startswith("pooler.") for k in state) or not config.family.pooler
         with uninitialised() if has_pooler else contextlib.nullcontext():  # all of it is loaded next
             model = cls(config, init_weights=not has_pooler)

@@ -105,6 +105,16 @@ def encoder_state(directory: str | Path, dtype: torch.dtype = torch.float32,
     return read_state_dict(directory, dtype, family)
 
 
+def check_finite(state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """A UserError naming `source` and its first tensor that holds NaN or inf: such weights make
+    every loss NaN from the first step, which would read as a learning rate too high."""
+    floats = [(k, v) for k, v in state.items() if v.is_floating_point()]
+    bad = [k for k, v in floats if not bool(torch.isfinite(v).all())]  # one isfinite per tensor
+    if bad:
+        raise UserError(f"{source}: {len(bad)} of {len(floats)} tensors hold NaN or inf, e.g. {bad[0]}; these "
+                        f"weights are damaged (a broken download or a diverged save): nothing can train from them")
+
+
 def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str | Path, assign: bool = False) -> None:
     """Copy `state` into `model`, with an error that lists missing / unexpected / misshapen keys.
 

@@ -30,24 +30,36 @@ class ConsoleSink:
 
 def _kinds() -> dict:
     from .csv import CsvSink
-    from .mlflow import MlflowSink, require_mlflow
+    from .mlflow import MlflowSink, check_mlflow
     from .tensorboard import TensorBoardSink, require_tensorboard
-    from .wandb import WandbSink, require_wandb
+    from .wandb import WandbSink, check_wandb
 
-    # name -> (the sink, what checks its packages are there; None: nothing to install)
-    return {"tensorboard": (TensorBoardSink, require_tensorboard), "csv": (CsvSink, None),
-            "mlflow": (MlflowSink, require_mlflow), "wandb": (WandbSink, require_wandb)}
+    # name -> (the sink, what checks it can be reached from the run's directory-to-be: its packages,
+    # its settings, its store; None: nothing to check)
+    return {"tensorboard": (TensorBoardSink, lambda run_dir: require_tensorboard()), "csv": (CsvSink, None),
+            "mlflow": (MlflowSink, check_mlflow), "wandb": (WandbSink, check_wandb)}
 
 
-def require_sinks(names: list[str]) -> None:
-    """A UserError saying what to install, before any work, when a destination's packages are missing."""
+def require_sinks(names: list[str], run_dir: Path) -> None:
+    """A UserError, before the run's directory `run_dir` is made (or written, on resume), when a
+    destination cannot be used: its packages missing, its settings wrong, its store unreachable."""
     for n in names:
         check = _kinds()[n][1]
         if check is not None:
-            check()
+            check(Path(run_dir))
 
 
 def report_sinks(names: list[str], run_dir: Path, resume_step: int | None = None) -> list:
-    """The `--report-to` destinations, opened for `run_dir` (resume_step: where a resumed run goes on)."""
-    kinds = _kinds()
-    return [kinds[n][0](run_dir, resume_step) for n in names]
+    """The `--report-to` destinations, opened for `run_dir` (resume_step: where a resumed run goes on).
+
+    One that fails to open (require_sinks checked it before the run began: a store gone since) is
+    left out with one warning, as GuardedSink does with one that fails later: the run goes on."""
+    from .records import warn_off
+
+    kinds, sinks = _kinds(), []
+    for n in names:
+        try:
+            sinks.append(kinds[n][0](run_dir, resume_step))
+        except Exception as e:  # noqa: BLE001 - whatever the destination's client raises
+            warn_off(n, e)
+    return sinks

@@ -33,6 +33,38 @@ def tracking_uri(run_dir: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(Path(run_dir).parent / 'mlflow.db').resolve()}"
 
 
+# MLflow retries a request 7 times with back-off (minutes) by default; asking once, with a timeout,
+# is enough to tell a store that works from one that does not. The user's own settings win.
+PROBE_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+
+
+def check_mlflow(run_dir: Path) -> None:
+    """A UserError naming the store and the cause, before the run exists, when the tracking store
+    the run at `run_dir` would use cannot be used: its client is made and asked for one experiment."""
+    mlflow = require_mlflow()
+    try:
+        run_dir = Path(run_dir).resolve()  # as the sink resolves it: the store beside the real directory
+    except (OSError, RuntimeError):
+        return  # a symlink loop: the run directory's own check says so next
+    own = bool(os.environ.get("MLFLOW_TRACKING_URI"))
+    if not own and not run_dir.parent.is_dir():
+        return  # a new local store, made with the runs root when the run's directory is made
+    uri = tracking_uri(run_dir)
+    saved = {k: os.environ.get(k) for k in PROBE_ENV}
+    os.environ.update({k: v for k, v in PROBE_ENV.items() if saved[k] is None})
+    try:
+        mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception as e:  # noqa: BLE001 - whatever the store's client raises is the cause to show
+        lines = str(e).strip().splitlines()
+        cause = lines[0].strip() if lines else type(e).__name__
+        where = "$MLFLOW_TRACKING_URI" if own else "beside the runs; set $MLFLOW_TRACKING_URI for another"
+        raise UserError(f"--report-to mlflow: cannot use the tracking store {uri} ({where}): {cause}") from None
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+
+
 class MlflowSink(GuardedSink):
     label = "mlflow"
 
@@ -96,9 +128,9 @@ class MlflowSink(GuardedSink):
 
             if is_checkpoint(self.dir / BEST):
                 self.client.log_artifacts(self.run_id, str(self.dir / BEST), artifact_path=BEST)
-            status = {"finished": "FINISHED", "early-stopped": "FINISHED", "stopped": "KILLED", "paused": "KILLED",
-                      "pruned": "KILLED"}.get(record.get("status"), "FAILED")
-            self.client.set_terminated(self.run_id, status=status)
+            from ..status import Status
+
+            self.client.set_terminated(self.run_id, status=Status.of(record.get("status")).tracker_state)
             self.run_id = None
 
     def close(self) -> None:

@@ -37,11 +37,16 @@ class GuardedSink:
         try:
             self._write(record)
         except Exception as e:  # noqa: BLE001 - whatever the destination's client raises
-            import sys
-
             self.broken = True
-            sys.stderr.write(f"warning: --report-to {self.label}: {type(e).__name__}: {e}; nothing more of this run "
-                             f"goes there (metrics.jsonl has it all)\n")
+            warn_off(self.label, e)
 
     def _write(self, record: dict) -> None:
         raise NotImplementedError
+
+
+def warn_off(label: str, e: Exception) -> None:
+    """The one warning of a destination that failed (to open, or to write): the run goes on without it."""
+    import sys
+
+    sys.stderr.write(f"warning: --report-to {label}: {type(e).__name__}: {e}; nothing more of this run "
+                     f"goes there (metrics.jsonl has it all)\n")

@@ -24,6 +24,18 @@ def require_wandb():
     return wandb
 
 
+# The values wandb.Settings' `mode` takes (its validation refuses the rest when the run starts).
+MODES = ("online", "offline", "disabled", "shared", "dryrun", "run")
+
+
+def check_wandb(run_dir: Path) -> None:
+    """A UserError before the run exists when wandb is missing or $WANDB_MODE is not a mode it takes
+    (what can be checked without the network)."""
+    require_wandb()
+    if (m := os.environ.get("WANDB_MODE")) and m not in MODES:
+        raise UserError(f"--report-to wandb: WANDB_MODE={m} is not a mode W&B takes ({', '.join(MODES)})")
+
+
 def mode() -> str:
     return os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
 
@@ -53,9 +65,13 @@ class WandbSink(GuardedSink):
             self.run.log({f"dev_{k}": v for k, v in flatten(record).items() if k not in NOT_SCALARS},
                          step=record["step"])
         elif kind == "end":
-            self.run.summary["status"] = record.get("status")
-            self.run.finish(exit_code=0 if record.get("status") in ("finished", "early-stopped", "paused",
-                                                                     "stopped", "pruned") else 1)
+            from ..status import Status
+
+            status = Status.of(record.get("status"))
+            self.run.summary["status"] = str(status)
+            # W&B has no "killed" a client can set: a run ended by a decision (stopped, pruned: MLflow's
+            # KILLED) ends cleanly, its status in the summary; only a failure is a failed W&B run.
+            self.run.finish(exit_code=1 if status.tracker_state == "FAILED" else 0)
             self.run = None
 
     def close(self) -> None:

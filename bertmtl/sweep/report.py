@@ -5,7 +5,8 @@ t interval (stats.mean_ci); against the baseline, a paired bootstrap over the de
 scored, pooled over seeds (stats.paired_bootstrap), with its p-value and "within noise" where
 the interval of the difference covers zero. The runs are read from DIR/runs (each run's own
 metrics.jsonl and dev outputs), so `bertmtl sweep --report DIR` gives the same report at any
-time, from whatever has finished.
+time, from whatever has finished; a configuration with fewer finished seeds than the spec asks
+for is named, with what became of the others.
 """
 
 from __future__ import annotations
@@ -22,18 +23,16 @@ from .study import RUNS
 SPEC_FILE = "sweep.json"  # the spec as the sweep read it, beside its runs
 
 
-# How a sweep's run ended, as the report groups it: trained to its end (or early-stopped by
-# --patience), or stopped by the pruner.
-GROUPS = {"finished": "finished", "early-stopped": "finished", "pruned": "pruned"}
-
-
 def collect(out: Path, spec: SweepSpec) -> dict[str, dict[str, dict]]:
-    """{"finished" | "pruned": {config key: {"params", "runs": {seed: run dir}}}} of the runs
-    under DIR/runs that ended (GROUPS), each run's log read once."""
+    """{"finished" | "pruned" | "other": {config key: {"params", "runs": {seed: run dir}, "states":
+    {seed: status}}}} of the runs under DIR/runs, each run's log read once: those trained as far as
+    they were meant to (Status.succeeded), those the pruner stopped, and the rest (diverged,
+    stopped, crashed: not in the tables, named as missing seeds)."""
     from ..rundir import holds_run
     from ..runs import run_info
+    from ..status import Status
 
-    groups: dict[str, dict[str, dict]] = {"finished": {}, "pruned": {}}
+    groups: dict[str, dict[str, dict]] = {"finished": {}, "pruned": {}, "other": {}}
     # A row is not an option of its runs: it is known by its run's name (study.run_dir_of).
     rows = {config_key(p): p for p in spec.grid_points()} if spec.rows else None
     root = Path(out) / RUNS
@@ -46,10 +45,13 @@ def collect(out: Path, spec: SweepSpec) -> dict[str, dict[str, dict]]:
             params = rows.get(run.name.rpartition("-s")[0])
         else:
             params = None if any(k not in cfg for k in spec.swept) else {k: cfg[k] for k in spec.swept}
-        if info["status"] not in GROUPS or params is None:
+        if params is None:
             continue
-        c = groups[GROUPS[info["status"]]].setdefault(config_key(params), {"params": params, "runs": {}})
+        status = Status.of(info["status"])
+        group = "finished" if status.succeeded else "pruned" if status == Status.PRUNED else "other"
+        c = groups[group].setdefault(config_key(params), {"params": params, "runs": {}, "states": {}})
         c["runs"][int(cfg["seed"])] = run
+        c["states"][int(cfg["seed"])] = f"{status} at step {info['step']}" if not status.final else str(status)
     return groups
 
 
@@ -58,11 +60,34 @@ def metrics_of(spec: SweepSpec, specs) -> list[tuple[str, str]]:
     from ..tasks import metric_labels
 
     labels = [*metric_labels(specs, primary_only=True), ("overall", "Overall")]
-    ordered = [m for m in labels if m[0] == spec.metric] + [m for m in labels if m[0] != spec.metric]
-    if not any(k == spec.metric for k, _ in ordered):
+    chosen = [m for m in [*labels, *metric_labels(specs)] if m[0] == spec.metric][:1]
+    if not chosen:
         raise UserError(f"metric {spec.metric!r} is not a dev metric of these runs; choose from "
-                        f"{', '.join(k for k, _ in labels)}")
-    return ordered
+                        f"{', '.join(k for k, _ in [*metric_labels(specs), ('overall', 'Overall')])}")
+    return chosen + [m for m in labels if m[0] != spec.metric]
+
+
+def incomplete(spec: SweepSpec, groups: dict) -> list[dict]:
+    """Configurations with fewer finished seeds than the spec asks for, and what became of each
+    missing seed (diverged, stopped at a step, not trained); a grid's untrained points included."""
+    pruned = set(groups["pruned"])
+    keys = [config_key(p) for p in spec.grid_points()] if spec.fixed else []
+    params = {config_key(p): p for p in spec.grid_points()} if spec.fixed else {}
+    for group in groups.values():
+        for k, c in group.items():
+            params.setdefault(k, c["params"])
+            if k not in keys:
+                keys.append(k)
+    out = []
+    for k in keys:
+        if k in pruned:
+            continue
+        done = set(groups["finished"].get(k, {}).get("runs", {}))
+        states = groups["other"].get(k, {}).get("states", {})
+        missing = {seed: states.get(seed, "not trained") for seed in spec.seed_list() if seed not in done}
+        if missing:
+            out.append({"config": k, "params": params[k], "finished": len(done), "missing": missing})
+    return out
 
 
 def build_report(out: Path, spec: SweepSpec, replicates: int = 1000) -> dict:
@@ -71,11 +96,13 @@ def build_report(out: Path, spec: SweepSpec, replicates: int = 1000) -> dict:
     from ..pictures import intervals_svg
     from ..rundir import RunState, read_dev_outputs
     from ..stats import mean_ci, paired_bootstrap
+    from ..tasks import metric_range
     from .study import finite_number, last_eval
 
     out = Path(out)
     groups = collect(out, spec)
     configs = groups["finished"]
+    missing = incomplete(spec, groups)
     pruned = [{"config": k, "params": c["params"], "runs": [str(r) for _, r in sorted(c["runs"].items())]}
               for k, c in groups["pruned"].items()]
     # A configuration pruned in a later seed has finished seeds too: it is pruned, not a row.
@@ -86,6 +113,7 @@ def build_report(out: Path, spec: SweepSpec, replicates: int = 1000) -> dict:
     specs = RunState.of(first_run).specs
     spec_by_task = {s.name: s for s in specs}
     metrics = metrics_of(spec, specs)
+    ranges = {m: metric_range(specs, m) for m, _ in metrics}
     baseline_key = None
     if spec.baseline:
         baseline_key = next((k for k, c in configs.items()
@@ -97,7 +125,7 @@ def build_report(out: Path, spec: SweepSpec, replicates: int = 1000) -> dict:
         evals = [last_eval(c["runs"][s]) for s in seeds]
         per_seed = {m: [finite_number(e.get(m)) for e in evals] for m, _ in metrics}
         row = {"config": key, "params": c["params"], "seeds": seeds, "runs": [str(c["runs"][s]) for s in seeds],
-               "values": per_seed, "summary": {m: mean_ci(v) for m, v in per_seed.items()},
+               "values": per_seed, "summary": {m: mean_ci(v, ranges[m]) for m, v in per_seed.items()},
                "baseline": key == baseline_key, "vs_baseline": None}
         if baseline_key and key != baseline_key and all(outputs[key]) and all(outputs[baseline_key]):
             row["vs_baseline"] = {m: paired_bootstrap(outputs[baseline_key], outputs[key], spec_by_task, m,
@@ -107,7 +135,8 @@ def build_report(out: Path, spec: SweepSpec, replicates: int = 1000) -> dict:
     rows.sort(key=lambda r: (not r["baseline"], -(r["summary"][lead]["mean"] if r["summary"][lead]["mean"] is not None
                                                    else -math.inf)))
     report = {"sweep": spec.name, "spec": spec.to_dict(), "metric": spec.metric, "metrics": metrics,
-              "baseline": baseline_key, "configurations": rows, "pruned": pruned, "replicates": replicates,
+              "baseline": baseline_key, "configurations": rows, "pruned": pruned, "incomplete": missing,
+              "replicates": replicates,
               "expected_seeds": spec.seed_list(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     write_json(out / "report.json", report)
     write_bytes(out / "report.md", markdown(report).encode())
@@ -117,8 +146,12 @@ def build_report(out: Path, spec: SweepSpec, replicates: int = 1000) -> dict:
     return report
 
 
-def _num(v, digits: int = 3) -> str:
-    return "—" if v is None else f"{v:.{digits}f}"
+def incomplete_lines(report: dict) -> list[str]:
+    """One line per incomplete configuration: its finished seeds, and each missing seed's state."""
+    return [", ".join(f"{k}={v}" for k, v in c["params"].items()) + f": {c['finished']} of "
+            f"{len(report['expected_seeds'])} seeds finished (" + "; ".join(f"seed {s}: {state}" for s, state in
+                                                                            c["missing"].items()) + ")"
+            for c in report.get("incomplete", [])]
 
 
 def _ci(s: dict) -> str:
@@ -137,7 +170,9 @@ def markdown(report: dict) -> str:
              "|---" * (len(metrics) + 2) + "|"]
     for r in report["configurations"]:
         name = ", ".join(f"{k}={v}" for k, v in r["params"].items()) + (" (baseline)" if r["baseline"] else "")
-        lines.append(f"| {name} | {len(r['seeds'])} | " + " | ".join(_ci(r["summary"][m]) for m, _ in metrics) + " |")
+        expected = len(report["expected_seeds"])
+        seeds = f"{len(r['seeds'])}" + (f" of {expected}" if len(r["seeds"]) < expected else "")
+        lines.append(f"| {name} | {seeds} | " + " | ".join(_ci(r["summary"][m]) for m, _ in metrics) + " |")
     if report["baseline"]:
         lines += ["", "## Against the baseline", "",
                   f"Paired bootstrap over the dev examples both scored, pooled over seeds ({report['replicates']} "
@@ -150,6 +185,10 @@ def markdown(report: dict) -> str:
                 continue
             name = ", ".join(f"{k}={v}" for k, v in r["params"].items())
             lines.append(f"| {name} | " + " | ".join(describe_difference((r["vs_baseline"] or {}).get(m)) for m, _ in metrics) + " |")
+    if report.get("incomplete"):
+        lines += ["", "Incomplete (fewer finished seeds than the spec's "
+                  f"{len(report['expected_seeds'])}; their rows average the seeds that finished):", ""]
+        lines += [f"- {line}" for line in incomplete_lines(report)]
     if report.get("pruned"):
         lines += ["", "Pruned (stopped early by the median pruner, not in the tables): "
                   + "; ".join(", ".join(f"{k}={v}" for k, v in p["params"].items()) for p in report["pruned"]) + "."]

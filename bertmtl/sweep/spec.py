@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,8 +39,13 @@ SAMPLERS = ("tpe", "random")
 KEYS = ("name", "base", "grid", "rows", "search", "trials", "sampler", "seeds", "baseline", "metric", "prune")
 PRUNE_DEFAULTS = {"startup_trials": 2, "warmup_steps": 0}
 ROW = "row"  # the one swept parameter of a spec with rows: the row's name
-# Options a sweep decides itself: where each run goes, and its seed (base's seed is the first).
-OWN = ("out", "seed", "resume", "runs_dir")
+# Options a sweep decides itself: where each run goes, and its seed (base's seed is the first);
+# every run trains to its end (a --stop-at-step run would pause, never finish, and be resumed forever).
+OWN = ("out", "seed", "resume", "runs_dir", "stop_at_step")
+# A spec's size, bounded before anything is enumerated: a typo (seeds: 100000000000, a grid of a
+# thousand values per option) is a message, not minutes of silence or gigabytes of memory.
+MAX_SEEDS = 1_000
+MAX_CONFIGURATIONS = 10_000
 
 
 @dataclass
@@ -79,7 +85,9 @@ class SweepSpec:
     def config(self, params: dict, seed: int, out: Path | str) -> TrainConfig:
         """The TrainConfig of one configuration and seed (checked)."""
         options = self.rows[params[ROW]] if self.rows else params
-        cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **self.base, **options, "seed": seed, "out": str(out)})
+        cfg = TrainConfig.from_dict({**_defaults(), **self.base, **options, "seed": seed, "out": str(out)})
+        # base's options of a method (cagrad_c) are for the points that choose it; a point's own are checked
+        cfg.reset_unselected(keep=options)
         cfg.validate()
         return cfg
 
@@ -89,6 +97,18 @@ class SweepSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "SweepSpec":
         return cls(**d)
+
+
+_DEFAULTS: dict | None = None
+
+
+def _defaults() -> dict:
+    """Every train option at its default (a complete configuration: TrainConfig.upgrade reads it as
+    today's), made once: a grid of thousands of points is checked point by point."""
+    global _DEFAULTS
+    if _DEFAULTS is None:
+        _DEFAULTS = TrainConfig().to_dict()
+    return {k: v.copy() if isinstance(v, (list, dict)) else v for k, v in _DEFAULTS.items()}
 
 
 def config_key(params: dict) -> str:
@@ -106,7 +126,8 @@ def _field(name: str, where: str):
     if key not in fields:
         raise UserError(f"{where}: {name} is not an option of bertmtl train (`bertmtl train --print-config` lists them)")
     if key in OWN:
-        raise UserError(f"{where}: {name} is set by the sweep itself (each trial's run directory and seeds)")
+        raise UserError(f"{where}: {name} is set by the sweep itself (each trial's run directory and seeds; every run "
+                        f"trains to its end)")
     return key, fields[key]
 
 
@@ -156,16 +177,9 @@ def read_spec(path: str | Path) -> SweepSpec:
     """The spec in `path`, every configuration it can produce checked; UserError naming what is wrong."""
     path = Path(path)
     where = f"sweep spec {path}"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise UserError(f"{where}: cannot read it ({e.strerror or e})") from None
-    import yaml
+    from ..config_file import read_file
 
-    try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as e:
-        raise UserError(f"{where}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'} ({e})") from None
+    data = read_file(path, where)
     if not isinstance(data, dict):
         raise UserError(f"{where}: expected a mapping with base and grid or search")
     if unknown := [str(k) for k in data if k not in KEYS]:
@@ -188,12 +202,19 @@ def read_spec(path: str | Path) -> SweepSpec:
                 raise UserError(f"{where}: grid: {name} needs a list of values")
             key = _field(name, f"{where}: grid")[0]
             spec.grid[key] = [_coerce(name, v, f"{where}: grid")[1] for v in values]
+        size = math.prod(len(v) for v in spec.grid.values())
+        if size > MAX_CONFIGURATIONS:
+            raise UserError(f"{where}: the grid has {size:,} configurations ("
+                            + " x ".join(f"{len(v):,} {k}" for k, v in spec.grid.items())
+                            + f"); a sweep trains at most {MAX_CONFIGURATIONS:,}: narrow it, or search with trials: N")
     elif "rows" in data:
         spec.rows = {}
         for name, options in _mapping(data, "rows", f"{where}: rows must map row names to mappings of train options").items():
             if not isinstance(options, dict):
                 raise UserError(f"{where}: rows: {name} needs a mapping of train options ({{}} for base alone)")
             spec.rows[str(name)] = dict(_coerce(k, v, f"{where}: rows: {name}") for k, v in options.items())
+        if len(spec.rows) > MAX_CONFIGURATIONS:
+            raise UserError(f"{where}: {len(spec.rows):,} rows; a sweep trains at most {MAX_CONFIGURATIONS:,}")
     if "trials" in data and "search" not in data:
         raise UserError(f"{where}: trials is for a search; a grid or rows run every configuration")
     if "search" in data:
@@ -201,11 +222,19 @@ def read_spec(path: str | Path) -> SweepSpec:
         spec.search = {_field(n, f"{where}: search")[0]: _distribution(n, d, f"{where}: search")
                        for n, d in search.items()}
         spec.trials = _whole(data.get("trials"), 1, f"{where}: a search needs trials: N (N >= 1)")
+        if spec.trials > MAX_CONFIGURATIONS:
+            raise UserError(f"{where}: trials: {spec.trials:,}; a sweep trains at most {MAX_CONFIGURATIONS:,} "
+                            f"configurations")
         spec.sampler = str(data.get("sampler", "tpe"))
         if spec.sampler not in SAMPLERS:
             raise UserError(f"{where}: sampler must be one of {', '.join(SAMPLERS)}")
     spec.seeds = _whole(data.get("seeds", 1), 1, f"{where}: seeds must be a whole number >= 1")
-    spec.metric = str(data.get("metric", "overall"))
+    if spec.seeds > MAX_SEEDS:
+        raise UserError(f"{where}: seeds: {spec.seeds:,}; at most {MAX_SEEDS:,} per configuration (each seed is a "
+                        f"whole training run)")
+    if not isinstance(data.get("metric", "overall"), str):
+        raise UserError(f"{where}: metric must be the name of a dev metric, e.g. overall or sst_acc")
+    spec.metric = data.get("metric", "overall")
     prune = data.get("prune")
     if prune is True:
         spec.prune = dict(PRUNE_DEFAULTS)
@@ -240,7 +269,30 @@ def read_spec(path: str | Path) -> SweepSpec:
             raise UserError(f"{where}: the configuration {params}: {e.message}") from None
     if spec.baseline and spec.search:
         spec.config(spec.baseline, spec.first_seed, "sweep")
+    samples = spec.grid_points() if spec.fixed else [_extremes(spec.search, 0)]
+    _check_metric(spec, samples, where)
     return spec
+
+
+def run_metrics(cfg: TrainConfig) -> list[str]:
+    """The dev metrics a new run of `cfg` scores: each of its heads' metrics, and overall."""
+    from ..tasks.declared import declared_specs
+
+    declared = declared_specs(cfg.task, cfg.tasks_file, taken=cfg.tasks) if cfg.task or cfg.tasks_file else []
+    return [*(k for s in cfg.new_run_specs(declared) for k in s.metric_keys), "overall"]
+
+
+def _check_metric(spec: SweepSpec, samples: list[dict], where: str) -> None:
+    """`metric` names a dev metric that every configuration's runs score (checked before any training,
+    not found out after the first trial). Configurations share their tasks unless the tasks are swept."""
+    swept_tasks = {"tasks", "task", "tasks_file", "mlm_text", "mlm_only"} & {k for p in samples for k in p} \
+        or spec.rows
+    for params in samples if swept_tasks else samples[:1]:
+        metrics = run_metrics(spec.config(params, spec.first_seed, "sweep"))
+        if spec.metric not in metrics:
+            which = f" ({params})" if swept_tasks else ""
+            raise UserError(f"{where}: metric {spec.metric!r} is not a dev metric of these runs{which}; choose from "
+                            f"{', '.join(metrics)}")
 
 
 def _extremes(search: dict, end: int) -> dict:

@@ -12,6 +12,10 @@ A trial's runs are named by its configuration, not by its trial number: a retrie
 the runs of the trial it retries, skips the seeds that finished and resumes the one that was
 killed from its last/. Running the command again continues the study; finished configurations
 are never trained again.
+
+A stop (sweep/run.py: one SIGINT or SIGTERM, or a worker's parent gone) ends the running seed at
+the end of its step with last/ saved; its trial is failed and its configuration queued again
+(`SweepStopped`), so the same command resumes that seed first and never records it as done.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
+from ..status import Status
 from .spec import ROW, SweepSpec, config_key
 
 RUNS = "runs"  # DIR/runs: the sweep's runs root (`bertmtl runs --runs-dir DIR/runs`)
@@ -40,6 +45,8 @@ def require_optuna():
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # The heartbeat and its retry callback are marked experimental; they are what a killed worker needs.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # work() runs the heartbeat around ask and tell itself, as study.optimize does.
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     return optuna
 
 
@@ -143,14 +150,25 @@ def run_dir_of(out: Path, params: dict, seed: int) -> Path:
     return Path(out) / RUNS / f"{config_key(params)}-s{seed}"
 
 
-# Runs that are over: their metric stands (nonfinite: none). A paused or stopped run resumes.
-ENDED = ("finished", "early-stopped", "pruned", "nonfinite")
+class SweepStopped(Exception):
+    """The sweep was asked to stop (a signal, or a worker's parent gone) before the trial ended."""
+
+    def __init__(self, at_once: bool = False, run: Path | None = None):
+        super().__init__("the sweep was stopped")
+        self.at_once = at_once  # a second signal: the run stopped without saving
+        self.run = run  # the run it stopped (None: between two runs)
+
+
+class TrialFailed(Exception):
+    """A configuration that cannot give a result (every seed diverged): failed, and the sweep goes on."""
 
 
 def train_seed(spec: SweepSpec, out: Path, params: dict, seed: int, label: str, poll: float = 2.0,
-               judge=None) -> tuple[float | None, bool]:
+               judge=None, stop=None) -> tuple[float | None, bool]:
     """One seed of a configuration, trained to its end (resumed where an earlier worker left it):
     its last evaluation's `metric`, and whether the pruner (`judge`, engine.train's) stopped it.
+    SweepStopped when `stop` (stopping.StopRequest) ends it first: then it has saved last/, and
+    its result is never taken for a finished one.
 
     A claim (a lock file beside the run) is held throughout: two workers given the same
     configuration (a grid point two of them queued at one instant) train it once, the second
@@ -159,10 +177,13 @@ def train_seed(spec: SweepSpec, out: Path, params: dict, seed: int, label: str, 
     from ..locks import OwnerLock
     from ..rundir import LAST, SUMMARY, holds_run
     from ..runs import run_info
+    from ..stopping import Interrupted
 
     run = run_dir_of(out, params, seed)
     run.parent.mkdir(parents=True, exist_ok=True)
     while True:
+        if stop is not None and stop.requested:
+            raise SweepStopped()
         try:
             claim = OwnerLock(run.parent / f".{run.name}.claim", f"run {run}")
             break
@@ -171,17 +192,27 @@ def train_seed(spec: SweepSpec, out: Path, params: dict, seed: int, label: str, 
     try:
         resume = None
         if holds_run(run):
-            info = run_info(run)
-            if info["status"] in ENDED and (run / SUMMARY).is_file():
-                return last_metric(run, spec.metric), info["status"] == "pruned"
+            status = Status.of(run_info(run)["status"])
+            if status.final and (run / SUMMARY).is_file():
+                return last_metric(run, spec.metric), status == Status.PRUNED
             if (run / LAST).exists():
                 resume = run
         if resume is None and run.exists():  # killed before its first checkpoint: nothing to keep
             shutil.rmtree(run)
         cfg = spec.config(params, seed, run)
         cfg.sweep = label
-        summary = train(cfg, resume=resume, judge=judge)
-        return last_metric(run, spec.metric), summary.get("status") == "pruned"
+        try:
+            summary = train(cfg, resume=resume, judge=judge)
+        except Interrupted:  # a second signal, or a signal while the run was set up
+            raise SweepStopped(at_once=True, run=run) from None
+        except UserError:
+            if holds_run(run) and Status.of(run_info(run)["status"]) == Status.NONFINITE:
+                return None, False  # diverged: this seed has no score, the others still count
+            raise
+        status = Status.of(summary.get("status"))
+        if not status.final:  # stopped by the signal (last/ saved): resumed by the next command
+            raise SweepStopped(run=run)
+        return last_metric(run, spec.metric), status == Status.PRUNED
     finally:
         claim.release()
 
@@ -221,7 +252,7 @@ def make_judge(trial, metric: str, offset: int):
     return judge
 
 
-def objective(spec: SweepSpec, out: Path):
+def objective(spec: SweepSpec, out: Path, stop=None):
     optuna = require_optuna()
 
     def run_trial(trial) -> float:
@@ -234,38 +265,73 @@ def objective(spec: SweepSpec, out: Path):
         values = []
         for i, seed in enumerate(spec.seed_list()):
             judge = make_judge(trial, spec.metric, offset=i * SEED_STEPS) if spec.prune else None
-            v, pruned = train_seed(spec, out, params, seed, f"{spec.name}/{config_key(params)}", judge=judge)
+            v, pruned = train_seed(spec, out, params, seed, f"{spec.name}/{config_key(params)}", judge=judge,
+                                   stop=stop)
             values.append(v)
             trial.set_user_attr(f"seed_{seed}", v)
             if pruned:
                 raise optuna.TrialPruned(f"pruned in seed {seed}")
         finite = [v for v in values if v is not None]
         if not finite:
-            raise UserError(f"the configuration {params} has no {spec.metric} on dev (see its runs in {out / RUNS})")
+            raise TrialFailed(f"the configuration {params} has no {spec.metric} on dev in any seed (see its runs in "
+                              f"{out / RUNS})")
         return sum(finite) / len(finite)
 
     return run_trial
 
 
-def work(spec: SweepSpec, out: Path, storage_url: str, heartbeat: int, poll: float = 1.0, say=print) -> None:
-    """One worker's loop, until the study has nothing left to train."""
-    require_optuna()
+def work(spec: SweepSpec, out: Path, storage_url: str, heartbeat: int, poll: float = 1.0, say=print,
+         stop=None) -> None:
+    """One worker's loop, until the study has nothing left to train (Optuna's ask and tell, so that
+    a stopped trial is queued again rather than recorded). SweepStopped when `stop` ends it."""
+    optuna = require_optuna()
     from optuna.storages import fail_stale_trials
+    # The heartbeat study.optimize runs around each trial; ask/tell has none of its own.
+    from optuna.storages._heartbeat import get_heartbeat_thread
     from optuna.trial import TrialState
 
     study = open_study(spec, storage_url, heartbeat)
-    run_trial = objective(spec, out)
+    run_trial = objective(spec, out, stop)
     while True:
+        if stop is not None and stop.requested:
+            raise SweepStopped()
         fail_stale_trials(study)  # a killed worker's trial goes back in the queue
         trials = study.get_trials(deepcopy=False)
         states = [t.state for t in trials]
         waiting, running = states.count(TrialState.WAITING), states.count(TrialState.RUNNING)
         started = sum(s in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED) for s in states)
         if waiting or (spec.search and started < spec.trials):
-            study.optimize(run_trial, n_trials=1, catch=())
+            trial = study.ask()
+            with get_heartbeat_thread(trial._trial_id, study._storage):
+                try:
+                    value = run_trial(trial)
+                except optuna.TrialPruned:
+                    study.tell(trial, state=TrialState.PRUNED)
+                    continue
+                except SweepStopped:
+                    # Queued again first (a kill -9 between the two steps loses nothing), then failed:
+                    # the same command takes it up again, and its finished seeds are not retrained.
+                    study.enqueue_trial(trial.params, user_attrs={k: v for k, v in trial.user_attrs.items()
+                                                                  if k == GRID_ATTR})
+                    study.tell(trial, state=TrialState.FAIL)
+                    raise
+                except TrialFailed as e:
+                    study.tell(trial, state=TrialState.FAIL)
+                    say(f"warning: {e}")
+                    continue
+                except BaseException:
+                    study.tell(trial, state=TrialState.FAIL)
+                    raise
+            study.tell(trial, value)
             continue
         if running:  # another worker's trial: it may finish, or die and come back to the queue
-            time.sleep(poll)
+            if stop is not None:
+                for _ in range(int(poll / 0.1)):  # a stop is noticed within a tenth of a second
+                    if stop.requested:
+                        raise SweepStopped()
+                    time.sleep(0.1)
+            else:
+                time.sleep(poll)
             continue
         break
     failed = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.FAIL
@@ -281,9 +347,18 @@ def _retried(study, trial) -> bool:
                (t.number > trial.number and params_of(t) == trial.params) for t in study.get_trials(deepcopy=False))
 
 
+# A worker started by a sweep's parent process (spawn_workers) watches that process: set to its pid.
+PARENT_ENV = "BERTMTL_SWEEP_PARENT"
+
+
 def spawn_workers(spec_path: Path, out: Path, storage_url: str, workers: int, heartbeat: int) -> list:
     """`workers` processes of `bertmtl sweep --worker`, the CPU threads divided between them and,
-    where there are several GPUs, one each."""
+    where there are several GPUs, one each.
+
+    Each gets a session of its own, so that a Ctrl-C at the terminal reaches the parent alone,
+    which passes one SIGTERM on (the terminal's SIGINT to every process, then the parent's, would
+    be two signals: each worker would stop at once without saving). Each watches the parent
+    (PARENT_ENV) and stops, saving its run, when the parent is gone."""
     import subprocess
     import sys
 
@@ -294,11 +369,12 @@ def spawn_workers(spec_path: Path, out: Path, storage_url: str, workers: int, he
         or [str(i) for i in range(gpus)]
     procs = []
     for i in range(workers):
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), PARENT_ENV: str(os.getpid())}
         if gpus > 1:
             env["CUDA_VISIBLE_DEVICES"] = visible[i % len(visible)]
         procs.append(subprocess.Popen([sys.executable, "-m", "bertmtl", "sweep", str(spec_path), "--out", str(out),
-                                       "--storage", storage_url, "--heartbeat", str(heartbeat), "--worker"], env=env))
+                                       "--storage", storage_url, "--heartbeat", str(heartbeat), "--worker"], env=env,
+                                      start_new_session=True))
     return procs
 
 

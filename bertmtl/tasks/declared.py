@@ -11,10 +11,10 @@ Parsing the flags imports no torch (the CLI validates them); resolving reads the
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
+from ..config_file import read_file
 from ..errors import UserError
 from ..taskfiles import RowSource, parse_tasks
 from .builtin import TASK_ALIASES, TASKS
@@ -95,25 +95,12 @@ def check_name(name: str) -> None:
 
 
 def read_tasks_file(path: str | Path) -> list[dict]:
-    """The entries of a tasks file: YAML (.yaml, .yml) or JSON; a list, or {"tasks": [...]}.
+    """The entries of a tasks file: JSON (.json) or YAML (any other name); a list, or {"tasks": [...]}.
 
     Relative file paths in it are relative to the tasks file.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: cannot read the tasks file ({getattr(e, 'strerror', None) or e})") from None
-    try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except Exception as e:  # yaml.YAMLError or json's ValueError: say where
-        raise UserError(f"{path}: not valid {'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'JSON'} "
-                        f"({str(e).splitlines()[0]})") from None
+    data = read_file(path, f"--tasks-file {path}")
     if isinstance(data, dict) and "tasks" in data:
         data = data["tasks"]
     if not isinstance(data, list) or not data or not all(isinstance(e, dict) for e in data):

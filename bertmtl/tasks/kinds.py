@@ -102,6 +102,15 @@ class OutputKind:
         """A label as a task file writes it (bertmtl augment), so that parse_label reads it back."""
         return repr(float(label))
 
+    def label_name(self, spec, label) -> str:
+        """A label as messages name it: the number, or its class's name (and how the file writes it)."""
+        return self.format_label(spec, label)
+
+    def constant_labels(self, spec, cfg) -> str | None:
+        """Why this kind's loss cannot train on labels that are all one value, under the run's
+        options `cfg` (None: the loss is defined, and the head learns to give that one answer)."""
+        return None
+
     # -- answers ----------------------------------------------------------------------------
     def answer(self, spec, output, decision, suffix: str = "") -> dict:
         """One input's answer under the task's JSON keys (+ suffix: sentence 1 or 2)."""
@@ -182,6 +191,10 @@ class _Classes(OutputKind):
 
     def _index_text(self, label) -> str:
         return str(int(label))
+
+    def label_name(self, spec, label) -> str:
+        name, written = spec.labels[int(label)], self.format_label(spec, label)
+        return name if name == written else f"{name} ({written})"
 
     def _class_answer(self, spec, probs, i: int, suffix: str) -> dict:
         return {spec.json_keys[0] + suffix: {"label": spec.labels[i], "index": i,
@@ -385,6 +398,14 @@ class BoundedRegression(OutputKind):
 
     def prediction_value(self, decision):
         return round(decision, 4)
+
+    def constant_labels(self, spec, cfg) -> str | None:
+        # Cross-entropy and squared error are defined for one value; 1 - Pearson r is not (pearson()
+        # returns 0 there, a constant loss with no gradient for the encoder).
+        if cfg.sts_loss == "pearson":
+            return ("the Pearson loss (--sts-loss pearson) divides by the labels' spread, which is 0, so it is "
+                    "undefined (and gives no gradient); give the task varied labels, or train it with --sts-loss mse")
+        return None
 
     def parse_label(self, spec, raw: str):
         value = _finite(spec, raw)

@@ -15,6 +15,8 @@ This module imports no torch: the CLI, the TUI's data layer and option parsing u
 
 from __future__ import annotations
 
+import math
+
 import dataclasses
 import re
 import zlib
@@ -33,6 +35,10 @@ METRIC_SUFFIX = {"accuracy": "acc", "macro_f1": "f1", "f1": "f1", "pearson": "co
 # Metric -> how tables name it after the task's title ("SST macro-F1"), and in short ("SST F1").
 METRIC_TITLES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "f1": "F1", "pearson": "Pearson r",
                  "spearman": "Spearman rho", "perplexity": "perplexity", "loss": "loss"}
+# The values each metric can take: an interval over seeds is cut to them (a t interval of a few
+# accuracies near 1 would otherwise reach past 1).
+METRIC_RANGE = {"accuracy": (0.0, 1.0), "macro_f1": (0.0, 1.0), "f1": (0.0, 1.0), "pearson": (-1.0, 1.0),
+                "spearman": (-1.0, 1.0), "perplexity": (1.0, math.inf), "loss": (0.0, math.inf)}
 METRIC_SHORT = {"accuracy": "acc", "macro_f1": "F1", "f1": "F1", "pearson": "r", "spearman": "rho",
                 "perplexity": "ppl", "loss": "loss"}
 # How a task's files are read: by extension / first line (auto), or as declared.
@@ -201,6 +207,16 @@ def overall_keys(specs) -> list[str]:
     specs = list(specs)
     counted = [s for s in specs if not s.output.auxiliary] or specs
     return [s.primary_metric for s in counted]
+
+
+def metric_range(specs, key: str) -> tuple[float, float]:
+    """The values metric `key` (e.g. sst_acc, or overall: the mean of the overall_keys) can take."""
+    specs = list(specs)
+    ranges = {s.metric_key(m): METRIC_RANGE[m] for s in specs for m in s.metrics}
+    if key == "overall":
+        parts = [ranges[k] for k in overall_keys(specs)]
+        return sum(lo for lo, _ in parts) / len(parts), sum(hi for _, hi in parts) / len(parts)
+    return ranges.get(key, (-math.inf, math.inf))
 
 
 def metric_labels(specs, primary_only: bool = False) -> list[tuple[str, str]]:

@@ -1,4 +1,5 @@
-"""The `bertmtl tui` application: a Monitor pane and a Playground pane over one run directory."""
+"""The `bertmtl tui` application: Monitor, Playground, Conflicts and Log panes over one run directory,
+and the training it starts (`--train`, or `n` for a new run) as a `bertmtl train` child process."""
 
 from __future__ import annotations
 
@@ -12,36 +13,72 @@ from textual.message import Message
 from textual.widgets import Footer, Header, Input, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from ..rundir import LAST, RunState, checkpoint_identity, is_checkpoint
+from ..rundir import LAST, MESSAGES, PROGRESS, RunState, checkpoint_identity, is_checkpoint, writer_alive
+from ..status import Status
+from ..stopping import STOPPED_EXIT
 from .conflicts import ConflictPane
-from .feed import MetricsTail, Poll
+from .feed import LineTail, MetricsTail, Poll, read_progress
+from .logpane import LogPane
 from .monitor import MonitorPane
 from .playground import PlaygroundPane, default_predictor
-from .screens import HelpScreen, QuitScreen
+from .screens import HelpScreen, NewRunScreen, QuitScreen
 from .training import TrainingProcess
 
-# Where Tab goes, in order, across both panes: (pane, widget). Tab switches panes on the way.
+# Where Tab goes, in order, across the panes: (pane, widget). Tab switches panes on the way.
 FOCUS_RING = (("monitor", "#dev-table"), ("monitor", "#config-box"),
-              ("playground", "#sentence-a"), ("playground", "#sentence-b"), ("conflicts", "#conflict-summary"))
+              ("playground", "#sentence-a"), ("playground", "#sentence-b"), ("conflicts", "#conflict-summary"),
+              ("log", "#log-view"))
 # Torch threads of the TUI process (only the playground uses torch here); see run_tui.
 PLAYGROUND_THREADS = 1
 # How often the child process is checked for having exited (cheap: a waitpid).
 CHILD_CHECK_S = 0.25
 
 
-class MetricsRead(Message):
+class RunMessage(Message):
+    """Something the follower thread found in a run directory (ignored once the app follows another)."""
+
+    def __init__(self, run_dir: Path):
+        super().__init__()
+        self.run_dir = run_dir
+
+
+class MetricsRead(RunMessage):
     """The tail found new records (or found the file replaced)."""
 
-    def __init__(self, poll: Poll):
-        super().__init__()
+    def __init__(self, run_dir: Path, poll: Poll):
+        super().__init__(run_dir)
         self.poll = poll
 
 
-class CheckpointChanged(Message):
+class LogRead(RunMessage):
+    """New lines of the run's messages.log."""
+
+    def __init__(self, run_dir: Path, lines: list[str], reset: bool):
+        super().__init__(run_dir)
+        self.lines, self.reset = lines, reset
+
+
+class ProgressRead(RunMessage):
+    """The run's progress.json changed: the step bar moved."""
+
+    def __init__(self, run_dir: Path, bar: dict | None):
+        super().__init__(run_dir)
+        self.bar = bar
+
+
+class WriterSeen(RunMessage):
+    """Whether a process writes the run now (its writer lock; rundir.writer_alive), when that changed."""
+
+    def __init__(self, run_dir: Path, alive: bool):
+        super().__init__(run_dir)
+        self.alive = alive
+
+
+class CheckpointChanged(RunMessage):
     """The run's best/ (or last/) checkpoint appeared or was replaced."""
 
-    def __init__(self, identity):
-        super().__init__()
+    def __init__(self, run_dir: Path, identity):
+        super().__init__(run_dir)
         self.identity = identity
 
 
@@ -53,14 +90,18 @@ class BertmtlApp(App):
     # Focused when the screen starts. (A focus() from on_mount would run late, and could undo
     # a `p` pressed at once.)
     AUTO_FOCUS = "#dev-table"
-    # Screen classes for the stylesheet: a tall terminal shows more rows of the dev table.
+    # Screen classes for the stylesheet: a tall terminal shows more rows of the dev table; a wide one
+    # the learning-rate and SMART curves beside the loss and the dev score.
     VERTICAL_BREAKPOINTS = [(0, "-short"), (40, "-tall")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
     BINDINGS = [
         Binding("q", "quit", "quit"),
         Binding("question_mark", "help", "help", key_display="?"),
         Binding("m", "show_pane('monitor')", "monitor"),
         Binding("p", "show_pane('playground')", "playground"),
         Binding("c", "show_pane('conflicts')", "conflicts"),
+        Binding("l", "show_pane('log')", "log"),
+        Binding("n", "new_run", "new run"),
         Binding("s", "stop_training", "stop training"),
         Binding("t", "toggle_dark", "theme"),
         # Priority, so that Tab crosses panes instead of staying inside the visible one.
@@ -70,20 +111,36 @@ class BertmtlApp(App):
     ]
 
     def __init__(self, run_dir: Path, checkpoint: str | None = None, train_argv: list[str] | None = None,
-                 poll_interval: float = 0.5, predictor_factory: Callable[[Path], object] = default_predictor):
+                 poll_interval: float = 0.5, predictor_factory: Callable[[Path], object] = default_predictor,
+                 train_args: list[str] | None = None, start_training: bool = False, runs_root: Path | None = None):
+        """Follow `run_dir`. `start_training`: start `bertmtl train TRAIN_ARGS --out RUN_DIR` first
+        (`train_argv`: another command instead, in tests). `train_args` also fill the form of a new
+        run (`n`), made under `runs_root` (default: the run's parent directory)."""
         super().__init__()
-        self.run_dir = Path(run_dir)
         self.checkpoint = checkpoint
         self.poll_interval = poll_interval
         self.predictor_factory = predictor_factory
-        self.state = RunState()
-        self.tail = MetricsTail(self.run_dir / "metrics.jsonl")
-        self.training = TrainingProcess(train_argv, self.run_dir) if train_argv else None
+        self.train_args = list(train_args or [])
+        self.runs_root = Path(runs_root) if runs_root is not None else Path(run_dir).parent
+        self._follow(Path(run_dir))
+        self.training = None
+        if train_argv:
+            self.training = TrainingProcess(train_argv, self.run_dir)
+        elif start_training:
+            self.training = TrainingProcess.train(self.train_args, self.run_dir)
         self._quit_when_stopped = False
         self.keep_training = False  # the user chose to quit and leave the training running
+
+    def _follow(self, run_dir: Path) -> None:
+        """Forget the run followed until now and follow `run_dir` (its files read from their start)."""
+        self.run_dir = run_dir
+        self.state = RunState()
+        self.tail = MetricsTail(run_dir / "metrics.jsonl")
+        self.log_tail = LineTail(run_dir / MESSAGES)
         self._training_rc: int | None = None
         self._evals_seen = None
-        self.sub_title = self.run_dir.name
+        self.writer_alive: bool | None = None  # unknown until the follower's first look
+        self.sub_title = run_dir.name
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -94,6 +151,8 @@ class BertmtlApp(App):
                 yield PlaygroundPane(self.run_dir, self.checkpoint, self.predictor_factory, id="playground-pane")
             with TabPane("Conflicts", id="conflicts"):
                 yield ConflictPane(id="conflict-pane")
+            with TabPane("Log", id="log"):
+                yield LogPane(id="log-pane")
         yield Footer()
 
     @property
@@ -107,71 +166,135 @@ class BertmtlApp(App):
     def on_mount(self) -> None:
         if self.training is not None:
             self.training.start()
-            self.set_interval(CHILD_CHECK_S, self._check_training)
+        self.set_interval(CHILD_CHECK_S, self._check_training)
         self.refresh_monitor()
-        self.follow_metrics()
+        self.follow_run()
 
-    # -- following the metrics file ------------------------------------------------------
+    # -- following the run's files -------------------------------------------------------
 
-    @work(thread=True, group="tail", exit_on_error=False)
-    def follow_metrics(self) -> None:
-        """Poll metrics.jsonl (and the checkpoint) in a thread: a shared disk may be slow to answer."""
+    @work(thread=True, group="tail", exclusive=True, exit_on_error=False)
+    def follow_run(self) -> None:
+        """Poll the run's metrics.jsonl, messages.log, progress.json and checkpoint in a thread (a
+        shared disk may be slow to answer); what it finds comes back as messages."""
         worker = get_current_worker()
-        last_checkpoint = object()  # nothing seen yet
+        run_dir, tail, log_tail = self.run_dir, self.tail, self.log_tail
+        last_checkpoint = last_progress = last_alive = object()  # nothing seen yet
         while not worker.is_cancelled:
-            poll = self.tail.poll()
+            alive = writer_alive(run_dir)
+            if alive != last_alive:
+                last_alive = alive
+                self.post_message(WriterSeen(run_dir, alive))
+            poll = tail.poll()
             if poll.records or poll.reset:
-                self.post_message(MetricsRead(poll))
-            identity = checkpoint_identity(self.run_dir)
+                self.post_message(MetricsRead(run_dir, poll))
+            lines, reset = log_tail.poll()
+            if lines or reset:
+                self.post_message(LogRead(run_dir, lines, reset))
+            try:
+                stamp = (run_dir / PROGRESS).stat().st_mtime_ns
+            except OSError:
+                stamp = None
+            if stamp != last_progress:
+                last_progress = stamp
+                self.post_message(ProgressRead(run_dir, read_progress(run_dir / PROGRESS)))
+            identity = checkpoint_identity(run_dir)
             if identity != last_checkpoint:
                 last_checkpoint = identity
-                self.post_message(CheckpointChanged(identity))
+                self.post_message(CheckpointChanged(run_dir, identity))
             worker.cancelled_event.wait(self.poll_interval)
 
     @on(MetricsRead)
     def _metrics_read(self, message: MetricsRead) -> None:
+        if message.run_dir != self.run_dir:
+            return
         if message.poll.reset:
             self.state.reset()
         self.state.apply(message.poll.records)
         self.refresh_monitor()
 
+    @on(LogRead)
+    def _log_read(self, message: LogRead) -> None:
+        if message.run_dir == self.run_dir:
+            self.query_one(LogPane).add(message.lines, message.reset)
+            self.refresh_status()
+
+    @on(ProgressRead)
+    def _progress_read(self, message: ProgressRead) -> None:
+        if message.run_dir == self.run_dir:
+            self.state.apply_progress(message.bar)
+            self.refresh_status()
+
+    @on(WriterSeen)
+    def _writer_seen(self, message: WriterSeen) -> None:
+        if message.run_dir == self.run_dir:
+            self.writer_alive = message.alive
+            self.refresh_status()
+
     @on(CheckpointChanged)
     def _checkpoint_changed(self, message: CheckpointChanged) -> None:
-        self.playground.checkpoint_seen(message.identity)
+        if message.run_dir == self.run_dir:
+            self.playground.checkpoint_seen(message.identity)
 
     def refresh_monitor(self) -> None:
         """Show the run state, with what we know of our own training process on top."""
         evals = [e["step"] for e in self.state.evals], self.state.best_step  # the table redraws only on change
         status, note = self._training_note()
-        self.monitor.show(self.state, status=status, note=note, evals_changed=evals != self._evals_seen)
+        self.monitor.show(self.state, status=status, note=note, evals_changed=evals != self._evals_seen,
+                          warnings=self.query_one(LogPane).warnings)
         self.query_one(ConflictPane).show(self.state)
         self._evals_seen = evals
 
+    def refresh_status(self) -> None:
+        """The status line alone: the step bar moved, or a warning came."""
+        status, note = self._training_note()
+        self.monitor.show_progress(self.state, status=status, note=note, warnings=self.query_one(LogPane).warnings)
+
+    def _resume_command(self) -> str:
+        """How to go on with this run: the command its own configuration resumes with (pretrain's or train's)."""
+        from ..train_config import TrainConfig
+
+        try:
+            return TrainConfig.from_dict(self.state.config).resume_command(self.run_dir)
+        except (TypeError, ValueError):
+            return f"bertmtl train --resume {self.run_dir}"
+
     def _training_note(self) -> tuple[str | None, str]:
         """A status that overrides the records' (stopping, failed) and a line of explanation."""
-        resume = f"Resume with: bertmtl train --resume {self.run_dir}"
-        t = self.training
+        t, status = self.training, Status.of(self.state.status)
         if t is not None and self._training_rc is None:
             if t.stopping:
                 return "stopping", "stopping… training saves a checkpoint (RUN/last) and exits"
             if self.state.records == 0:
-                return "starting", f"starting training in the background (log: {self.run_dir.name}/train.log)"
+                return "starting", f"starting training in the background (log: {self.run_dir.name}/{t.log_path.name})"
             return None, ""
-        if t is not None and self._training_rc != 0 and self.state.status not in ("stopped", "paused", "finished"):
+        ended = status.final or status in (Status.STOPPED, Status.PAUSED, Status.INTERRUPTED)  # its end record says
+        if t is not None and self._training_rc != 0 and not ended:
             return "failed", f"training exited with code {self._training_rc} (log: {t.log_path}):\n{t.log_tail()}"
-        if self.state.status in ("stopped", "paused"):
-            return None, f"{self.state.status} at step {self.state.step}; checkpoint saved. {resume}"
-        if self.state.status == "nonfinite":
+        if status == Status.RUNNING and self.writer_alive is False:  # no end record, and nobody writes it
+            kept = "from its last checkpoint" if is_checkpoint(self.run_dir / LAST) else "(no checkpoint was saved)"
+            return str(Status.CRASHED), (f"no process trains this run any more (killed, or it failed); resume {kept} "
+                                         f"with: {self._resume_command()}")
+        if status in (Status.STOPPED, Status.PAUSED):
+            return None, f"{status} at step {self.state.step}; checkpoint saved. Resume with: {self._resume_command()}"
+        if status == Status.INTERRUPTED:
+            kept = "from its last checkpoint" if is_checkpoint(self.run_dir / LAST) else "(no checkpoint was saved)"
+            return None, f"stopped at once at step {self.state.step}; resume {kept} with: {self._resume_command()}"
+        if status == Status.NONFINITE:
             kept = f"the last good weights are in {self.run_dir.name}/last" \
                 if is_checkpoint(self.run_dir / LAST) else "no checkpoint was saved before"
             return None, f"stopped by non-finite losses; {kept}"
         return None, ""
 
     def _check_training(self) -> None:
+        if self.training is None:
+            return
         rc = self.training.returncode
         if rc is None or rc == self._training_rc:
             return
         self._training_rc = rc
+        if rc != 0 and not Status.of(self.state.status).final:  # its error, in the log pane too
+            self.query_one(LogPane).add([f"training exited with code {rc}; the end of {self.training.log_path}:",
+                                         *self.training.log_tail(30).splitlines()])
         self.refresh_monitor()
         self.refresh_bindings()
         if self._quit_when_stopped:
@@ -179,12 +302,13 @@ class BertmtlApp(App):
 
     def _exit_message(self, rc: int) -> str:
         """What to print after quitting once our training has stopped."""
-        if rc == 130 or self.state.status == "stopped":  # 130: stopped by its SIGINT, checkpoint saved
-            return (f"training stopped; checkpoint saved in {self.run_dir / 'last'}. "
-                    f"Resume with: bertmtl train --resume {self.run_dir}")
-        if rc == 0 and self.state.status == "paused":
-            return (f"training paused at --stop-at-step; checkpoint saved in {self.run_dir / 'last'}. "
-                    f"Go on with: bertmtl train --resume {self.run_dir}")
+        status = Status.of(self.state.status)
+        if rc == STOPPED_EXIT or status == Status.STOPPED:  # stopped by its SIGINT, checkpoint saved
+            return (f"training stopped; checkpoint saved in {self.run_dir / LAST}. "
+                    f"Resume with: {self._resume_command()}")
+        if rc == 0 and status == Status.PAUSED:
+            return (f"training paused at --stop-at-step; checkpoint saved in {self.run_dir / LAST}. "
+                    f"Go on with: {self._resume_command()}")
         if rc == 0:
             return f"training finished; the best checkpoint is {self.run_dir / 'best'}"
         return f"training exited with code {rc}; see {self.training.log_path}"
@@ -196,6 +320,8 @@ class BertmtlApp(App):
             if self.training is None or not self.training.running:
                 return False  # someone else's run, or ours has ended: nothing to stop
             return None if self.training.stopping else True  # greyed out while it saves
+        if action == "new_run":
+            return None if self.training is not None and self.training.running else True  # one at a time
         if action == "leave_input":
             return isinstance(self.focused, Input)  # shown in the footer only where it means something
         return True
@@ -213,7 +339,7 @@ class BertmtlApp(App):
         elif self._quit_when_stopped:
             # Asked twice: leave now. The child got its SIGINT and still saves on its own.
             self.exit(message=f"training is still saving its checkpoint; then resume with "
-                              f"`bertmtl train --resume {self.run_dir}`")
+                              f"`{self._resume_command()}`")
         else:
             self.push_screen(QuitScreen(self.run_dir.name, str(self.training.log_path)), self._quit_choice)
 
@@ -228,6 +354,33 @@ class BertmtlApp(App):
             self.keep_training = True
             self.exit(message=f"training continues in the background (pid {self.training.proc.pid}, log "
                               f"{self.training.log_path}); watch it with `bertmtl tui {self.run_dir}`")
+
+    def action_new_run(self) -> None:
+        """Open the form of a new training run (the command line's train options, to edit)."""
+        if self.training is not None and self.training.running:
+            self.notify("a training started here still runs: stop it first (s)", title="new run")
+            return
+        self.push_screen(NewRunScreen(self.train_args, str(self.runs_root)), self._new_run_chosen)
+
+    def _new_run_chosen(self, args: list[str] | None) -> None:
+        """Start `bertmtl train ARGS` in a new run directory and follow it."""
+        from ..runs import new_run_dir
+
+        if args is None:
+            return
+        self.train_args = args
+        run = new_run_dir(self.runs_root)
+        self._follow(run)
+        self.query_one(LogPane).clear()
+        self.playground.switch_run(run)
+        self.training = TrainingProcess.train(args, run)
+        self.training.start()
+        self._quit_when_stopped = self.keep_training = False
+        self.refresh_monitor()
+        self.refresh_bindings()
+        self.follow_run()  # exclusive: the previous run's follower is cancelled
+        self.action_show_pane("monitor")
+        self.notify(f"training started in {run}", title="new run")
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
@@ -277,15 +430,18 @@ class BertmtlApp(App):
         self.screen.set_focus(None)
 
 
-def run_tui(run_dir: Path, checkpoint: str | None = None, train_argv: list[str] | None = None) -> None:
-    """Run the TUI on `run_dir` (starting `train_argv` in the background first, when given)."""
+def run_tui(run_dir: Path, checkpoint: str | None = None, train_args: list[str] | None = None,
+            start_training: bool = False, runs_root: Path | None = None) -> None:
+    """Run the TUI on `run_dir` (starting `bertmtl train TRAIN_ARGS --out RUN_DIR` in the background
+    first, with `start_training`)."""
     import torch
 
     # The playground answers one short input at a time: extra threads gain little, and while a
     # training (ours or another) keeps the cores busy, their spin-waits slow each answer down
     # by orders of magnitude (README, Benchmarks).
     torch.set_num_threads(PLAYGROUND_THREADS)
-    app = BertmtlApp(run_dir, checkpoint=checkpoint, train_argv=train_argv)
+    app = BertmtlApp(run_dir, checkpoint=checkpoint, train_args=train_args, start_training=start_training,
+                     runs_root=runs_root)
     try:
         app.run()
     finally:

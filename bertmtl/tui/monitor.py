@@ -17,6 +17,7 @@ from ..runs import encoder_of
 from ..tasks import BUILTIN, dev_table_metrics
 from .bars import text_bar
 from ..rundir import RunState
+from ..status import Status
 from .feed import format_duration
 from .lineplot import LinePlot
 
@@ -28,6 +29,11 @@ BAR_WIDTH = 10
 
 def _metric(value) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) else "–"
+
+
+def _epochs(value: float) -> str:
+    """An epoch count as people read it: 0.09, 2.00, 12.5."""
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}"
 
 
 @dataclass(frozen=True)
@@ -43,10 +49,13 @@ class Progress:
     eta: str
     fraction: float
     note: str = ""  # a second line: stopping, how to resume, why training failed
+    phase: str | None = None  # "evaluating" while a running run scores dev
+    warnings: int = 0  # warnings in the run's messages (the log pane has them)
 
 
-STATUS_STYLES = {"waiting": "dim", "running": "bold green", "finished": "bold", "stopped": "bold yellow",
-                 "paused": "bold yellow", "stopping": "bold yellow", "nonfinite": "bold red", "failed": "bold red"}
+# The TUI's own states beside a run's (Status): a training it stops, or one that failed to start.
+STATUS_STYLES = {**{str(st): f"bold {st.style}" for st in Status}, "waiting": "dim", "running": "bold green",
+                 "stopping": "bold yellow", "failed": "bold red"}
 
 
 class RunStatus(Static):
@@ -69,15 +78,19 @@ class RunStatus(Static):
         if p is None:
             return Text("waiting for metrics.jsonl…", style="dim")
         line = Text()
-        line.append(f"● {p.status}", style=STATUS_STYLES.get(p.status, "bold"))
+        status = "evaluating" if p.status == "running" and p.phase == "evaluating" else p.status
+        line.append(f"● {status}", style=STATUS_STYLES.get(p.status, "bold"))
         line.append(" ▕")
         line.append(text_bar(p.fraction, BAR_WIDTH), style="green")
         line.append(f"▏{p.fraction:4.0%}")
-        total = f"/{p.total_steps}" if p.total_steps else ""
-        epochs = f"/{p.epochs:g}" if p.epochs else ""
+        total = f"/{p.total_steps:,}" if p.total_steps else ""
+        epochs = f"/{_epochs(p.epochs)}" if p.epochs else ""
         speed = f"{p.examples_per_s:,.0f} ex/s" if p.examples_per_s is not None else "– ex/s"
         width = max(width, 20)
-        for part in (f"step {p.step}{total}", f"epoch {p.epoch:.2f}{epochs}", speed, f"ETA {p.eta}"):
+        parts = [f"step {p.step:,}{total}", f"epoch {_epochs(p.epoch)}{epochs}", speed, f"ETA {p.eta}"]
+        if p.warnings:
+            parts.append(f"{p.warnings} warning{'s' * (p.warnings != 1)} (l: log)")
+        for part in parts:
             current = len(line.plain) - line.plain.rfind("\n") - 1
             line.append(" · " + part if current + 3 + len(part) <= width else "\n" + part)
         if p.note:
@@ -109,10 +122,11 @@ class DevTable(DataTable):
             self.clear(columns=True)
             self.columns_shown = state.dev_columns
             self.add_columns(*self.columns_shown)
-            # Each column holds its header or a 5-character number, plus padding and the border.
+            # Each column holds its header or a 5-character number, plus padding and the border. A
+            # narrow terminal shows the primary metrics (the stylesheet's 51 columns) and scrolls to the
+            # rest; a wide one the whole table, up to MAX_WIDTH.
             width = sum(max(len(c), 5) + 2 for c in self.columns_shown) + 3
-            self.styles.width = min(max(width, 51), self.MAX_WIDTH)
-            self.styles.overflow_x = "auto" if width > self.MAX_WIDTH else "hidden"
+            self.styles.max_width = min(max(width, 51), self.MAX_WIDTH)
         self.clear()
         keys = [k for k, _ in state.dev_metrics]
         for e in reversed(state.evals):
@@ -123,7 +137,7 @@ class DevTable(DataTable):
 CONFIG_KEYS = (  # (label, how to show it from the start record's config), most telling first
     ("tasks", lambda c: " ".join([*c.get("tasks", []), *(f.split(":")[0] for f in c.get("task") or [])])
                         + (f" + {c['tasks_file']}" if c.get("tasks_file") else "")),
-    ("epochs", lambda c: f"{c['epochs']:g} · batch {c.get('batch_size', '–')}"),
+    ("schedule", None),  # the run's real length: ConfigView.schedule
     ("lr", lambda c: f"{c['lr']:g} {c.get('schedule', '')}"),
     ("combine", lambda c: str(c["combine"])),
     ("smart", lambda c: " ".join(f"{t}={w:g}" for t, w in (c.get("smart_weights") or {}).items() if w)
@@ -145,6 +159,20 @@ class ConfigView(Static):
     # layout=True: the height (auto) changes with the number of rows.
     config: reactive[dict] = reactive(dict, layout=True)
     details: reactive[str] = reactive("", layout=True)  # device and examples, which are not options
+    schedule: reactive[str] = reactive("", layout=True)  # steps, epochs and batch, from the start record
+
+    @staticmethod
+    def schedule_of(state: RunState) -> str:
+        """The run's real length: '20 steps (0.09 epochs) · batch 64 per task' (not --epochs' default
+        when --max-steps set it), with gradient accumulation and --stop-at-step where used."""
+        c = state.config
+        batch = f"{c['batch_size']}" + (f" x {c['grad_accum']}" if c.get("grad_accum", 1) > 1 else "")
+        if not state.total_steps:
+            return f"{c['epochs']:g} epochs · batch {batch} per task"
+        length = f"{state.total_steps:,} steps" + (f" ({_epochs(state.epochs)} epochs)" if state.epochs else "")
+        if c.get("stop_at_step") and c["stop_at_step"] < state.total_steps:
+            length += f", stopping at {c['stop_at_step']:,}"
+        return f"{length} · batch {batch} per task"
 
     def render(self) -> Table | Text:
         if not self.config:
@@ -154,7 +182,7 @@ class ConfigView(Static):
         grid.add_column(overflow="fold")
         for label, show in CONFIG_KEYS:
             try:
-                grid.add_row(label, show(self.config))
+                grid.add_row(label, show(self.config) if show is not None else self.schedule)
             except (TypeError, ValueError, KeyError):
                 continue  # an option this run's record does not have (an older or newer bertmtl)
         if self.details:
@@ -162,13 +190,20 @@ class ConfigView(Static):
         return grid
 
 
+DEV_COLORS = {"overall": "white"}
+
+
 class MonitorPane(Vertical):
-    """Plots on top, then the dev table beside the configuration."""
+    """Progress on top; the curves (training loss, dev scores, learning rate, SMART terms when on);
+    then the dev table beside the configuration. Narrow terminals leave out the learning rate
+    (the stylesheet's width classes)."""
 
     def compose(self) -> ComposeResult:
         yield RunStatus(id="run-status")
         with Horizontal(id="plots"):
             yield LinePlot(TASK_COLORS, TASK_LABELS, "waiting for training records…", id="loss-plot")
+            yield LinePlot(DEV_COLORS, {"overall": "overall"}, "after the first dev evaluation", id="dev-plot")
+            yield LinePlot({"lr": "cyan"}, {"lr": "learning rate"}, "waiting for training records…", id="lr-plot")
             yield LinePlot(TASK_COLORS, TASK_LABELS, "waiting for training records…", id="smart-plot")
         with Horizontal(id="lower"):
             yield DevTable(id="dev-table")
@@ -177,41 +212,60 @@ class MonitorPane(Vertical):
 
     def on_mount(self) -> None:
         self.query_one("#loss-plot").border_title = "training loss"
+        self.query_one("#dev-plot").border_title = "dev score"
+        self.query_one("#lr-plot").border_title = "learning rate"
         self.query_one("#smart-plot").border_title = "SMART terms"
         self.query_one("#dev-table").border_title = "dev metrics (★ best)"
         self.query_one("#config-box").border_title = "configuration"
 
-    def show(self, state: RunState, status: str | None = None, note: str = "", evals_changed: bool = True) -> None:
+    def show(self, state: RunState, status: str | None = None, note: str = "", evals_changed: bool = True,
+             warnings: int = 0) -> None:
         """Redraw from the run state; `status`/`note` override what the records say (stopping, failed)."""
         loss = self.query_one("#loss-plot", LinePlot)
         smart = self.query_one("#smart-plot", LinePlot)
+        dev = self.query_one("#dev-plot", LinePlot)
+        lr = self.query_one("#lr-plot", LinePlot)
         for plot in (loss, smart):  # one curve per task of the run, in its colour
             plot.series_colors, plot.series_labels = state.colors, state.labels
+        dev.series_colors = {**{s.primary_metric: s.color for s in state.specs}, **DEV_COLORS}
+        dev.series_labels = {**dict(state.dev_metrics), "overall": "overall"}
         if state.config.get("log_every") and state.status == "running":
             # Otherwise slow first steps look like a hung run.
             waiting = f"the first point comes after {state.config['log_every']} steps (--log-every)"
-            loss.set_empty(waiting)
-            smart.set_empty(waiting)
+            for plot in (loss, smart, lr):
+                plot.set_empty(waiting)
         loss.set_series(state.loss)
+        lr.set_series({"lr": state.lr_series})
+        if evals_changed:
+            dev.set_series(state.dev_series)
         weights = state.config.get("smart_weights") or {}
-        if state.config and not state.config.get("smart", True):
-            smart.set_empty("SMART is off for this run (--no-smart)")
-            smart.set_series({})
-        else:
-            # A task with weight 0 has no SMART term; its flat zero line would only hide the others.
-            smart.set_series({t: pts for t, pts in state.smart.items() if weights.get(t, 1) > 0})
+        # SMART off: its plot goes (the room is the other curves'), instead of a pane saying so.
+        self.set_class(bool(state.config) and not state.config.get("smart", True), "-smart-off")
+        # A task with weight 0 has no SMART term; its flat zero line would only hide the others.
+        smart.set_series({t: pts for t, pts in state.smart.items() if weights.get(t, 1) > 0})
         if evals_changed:
             self.query_one(DevTable).show(state)
         config = self.query_one(ConfigView)
         config.config = state.config
+        if state.config:
+            try:
+                config.schedule = ConfigView.schedule_of(state)
+            except (TypeError, ValueError, KeyError):
+                pass
         if state.device:
             examples = " ".join(f"{t}={n:,}" for t, n in state.examples.items())
             world = f" ×{state.world_size}" if state.world_size and state.world_size > 1 else ""
             config.details = f"{state.device}{world}; train examples {examples}"
+        self.show_progress(state, status, note, warnings)
+
+    def show_progress(self, state: RunState, status: str | None = None, note: str = "", warnings: int = 0) -> None:
+        """The status line alone (the step bar moves between records: cheap, twice a second)."""
         if state.records == 0 and status is None:
             self.query_one(RunStatus).progress = None
             return
+        step = state.live_step
+        epoch = step / state.steps_per_epoch if state.steps_per_epoch else state.epoch
         self.query_one(RunStatus).progress = Progress(
-            status=status or state.status, step=state.step, total_steps=state.total_steps, epoch=state.epoch,
+            status=status or state.status, step=step, total_steps=state.total_steps, epoch=epoch,
             epochs=state.epochs, examples_per_s=state.examples_per_s, eta=format_duration(state.eta_seconds),
-            fraction=state.fraction, note=note)
+            fraction=state.fraction, note=note, phase=state.phase, warnings=warnings)

@@ -179,6 +179,16 @@ class PlaygroundPane(Vertical):
                                                            "similarity (0-5).")
         self.load_model()
 
+    def switch_run(self, run_dir: Path) -> None:
+        """Follow another run (a new one the app started): forget the model, load the run's when it has one."""
+        self.run_dir = Path(run_dir)
+        self.checkpoint, self.follow_run = None, True
+        self.predictor, self.model_info, self.latency_ms = None, "", None
+        self._loaded_identity = self._offered_identity = self._failed_identity = None
+        self._retry_s = RETRY_S
+        self._show_result(None)
+        self.load_model()
+
     def watch_status(self, status: str) -> None:
         self.query_one("#model-status", Static).update(status)
 

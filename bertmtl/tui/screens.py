@@ -8,13 +8,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Static
+from textual.widgets import Input, Static
 
 KEYS = (
-    ("m / p / c", "Monitor / Playground / Conflicts (task-conflict telemetry)"),
-    ("Tab, Shift+Tab", "next / previous place, across both panes"),
+    ("m / p / c / l", "Monitor / Playground / Conflicts (task-conflict telemetry) / Log"),
+    ("Tab, Shift+Tab", "next / previous place, across the panes"),
     ("Esc", "leave an input (then the single keys work again)"),
-    ("s", ("stop the training started with --train: it saves RUN/last, "
+    ("n", "start a new training run (the train options of the command line, to edit) and watch it"),
+    ("s", ("stop the training the TUI started: it saves RUN/last, "
            "resumable with `bertmtl train --resume RUN`")),
     ("t", "light / dark theme (Ctrl+P: more themes)"),
     ("?", "this help"),
@@ -22,13 +23,17 @@ KEYS = (
 )
 
 PANES = """\
-[b]Monitor[/b] follows RUN/metrics.jsonl while training appends to it: the training loss of each task and \
-the SMART terms against step, dev metrics after each evaluation ([b]★[/b] best overall so far, its weights \
-in RUN/best/), progress with ETA, and the run's configuration.
+[b]Monitor[/b] follows the run while it trains: progress every step with its ETA (RUN/progress.json), the \
+training loss of each task, the dev scores, the learning rate and the SMART terms against step \
+(RUN/metrics.jsonl), dev metrics after each evaluation ([b]★[/b] best overall so far, its weights in \
+RUN/best/), and the run's schedule and configuration.
 
 [b]Playground[/b] answers as you type: the sentiment of a sentence with a bar per class; with a second \
 sentence also the paraphrase probability and the similarity (0-5). It uses the run's best checkpoint \
 (or --checkpoint) and reloads it when training writes a new best.
+
+[b]Log[/b] shows what the run said (RUN/messages.log): warnings such as skipped data rows, notices, each \
+dev evaluation; and for a training started here that failed, its error.
 
 [b]Conflicts[/b] shows how much the tasks' gradients fight: the last log record's gradient cosine of every task pair ([red]red[/red] where they conflict), each task's gradient norm and the combiner's weight, how far the combiner moved the update from the plain sum, and each pair's cosine over the run."""
 
@@ -82,3 +87,62 @@ class QuitScreen(ModalScreen[str]):
 
     def action_choose(self, choice: str) -> None:
         self.dismiss(choice)
+
+
+def check_train_args(args: list[str]) -> str | None:
+    """Why `bertmtl train ARGS` would be refused at once (None when its options parse): an unknown
+    option, a bad value, --out or --resume (the TUI makes each new run a directory of its own)."""
+    import click
+
+    from ..cli.train import train
+
+    if any(a in ("--out", "--resume") or a.startswith(("--out=", "--resume=")) for a in args):
+        return "leave out --out and --resume: each new run gets a directory of its own under the runs root"
+    try:
+        train.make_context("train", list(args))
+    except click.exceptions.Exit:
+        return "--help and --print-config do not start a run"
+    except click.ClickException as e:
+        return e.format_message()
+    return None
+
+
+class NewRunScreen(ModalScreen[list]):
+    """The options of a new training run, to edit: Enter starts it (if they parse), Esc cancels."""
+
+    BINDINGS = [Binding("escape", "cancel", "cancel")]
+
+    def __init__(self, args: list[str], runs_root: str):
+        super().__init__()
+        self.args = list(args)
+        self.runs_root = runs_root
+
+    def compose(self) -> ComposeResult:
+        import shlex
+
+        with Vertical(id="new-run-box"):
+            yield Static("[b]Start a new training run[/b] and watch it here: the options of "
+                         f"[b]bertmtl train[/b] (a new directory under {escape(self.runs_root)}/).")
+            yield Input(shlex.join(self.args), placeholder="--data-dir data --max-steps 200", id="new-run-args")
+            yield Static("", id="new-run-error")
+            yield Static("[b]Enter[/b] start   [b]Esc[/b] cancel", classes="dim")
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        import shlex
+
+        try:
+            args = shlex.split(event.value)
+        except ValueError as e:  # an unclosed quote
+            self.query_one("#new-run-error", Static).update(escape(str(e)))
+            return
+        problem = check_train_args(args)
+        if problem:
+            self.query_one("#new-run-error", Static).update(escape(problem))
+            return
+        self.dismiss(args)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
+
+from ..rundir import TRAIN_LOG
 
 
 class TrainingProcess:
@@ -21,7 +24,12 @@ class TrainingProcess:
         self.run_dir = Path(run_dir)
         self.proc: subprocess.Popen | None = None
         self.stopping = False
-        self.log_path = self.run_dir / "train.log"
+        self.log_path = self.run_dir / TRAIN_LOG
+
+    @classmethod
+    def train(cls, args: list[str], run_dir: Path) -> "TrainingProcess":
+        """`bertmtl train ARGS --out RUN_DIR`: the command a user would type, in this Python."""
+        return cls([sys.executable, "-m", "bertmtl", "train", *args, "--out", str(run_dir)], run_dir)
 
     def start(self) -> None:
         """Start the child process."""

@@ -16,6 +16,7 @@ class AlignedMTL(Combiner):
     name, title = "aligned-mtl", "Aligned-MTL: condition the gradient matrix, then average"
     paper = "https://arxiv.org/abs/2305.19000"
     options = ("aligned_scale",)
+    vanishing = "scales the gradients' principal directions to one size, a vanishing gradient's too"
 
     def weights(self, gram, tasks):
         n = len(tasks)

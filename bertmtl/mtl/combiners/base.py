@@ -31,6 +31,12 @@ class Combiner:
     paper: ClassVar[str] = ""
     options: ClassVar[tuple[str, ...]] = ()
     needs_gram: ClassVar[bool] = True  # False: the weights do not look at the gradients (sum, mean, random)
+    # What the method does as one task's gradient vanishes, where that task then takes the update over
+    # (empty: it does not). A task whose labels are all one value has such a gradient (its head soon
+    # gives that answer), so training refuses one under such a method (engine.check_constant_labels).
+    vanishing: ClassVar[str] = ""
+    # Whether a gradient that is exactly 0 (a task with loss weight 0) stops every update.
+    stalls_on_zero: ClassVar[bool] = False
 
     def __init__(self, cfg: TrainConfig, seed: int):
         self.cfg = cfg

@@ -49,7 +49,8 @@ def cagrad_weights(gram: torch.Tensor, c: float) -> torch.Tensor:
     best = w_mn
     if hi > lo:
         w = solve(hi)
-        f_lo, f_hi = math.log(norm(solve(lo)) / lo), math.log(max(norm(w), 1e-300) / hi)
+        # An exactly zero gradient puts the min-norm point at 0 (norm 0): the log stays finite.
+        f_lo, f_hi = math.log(max(norm(solve(lo)), 1e-300) / lo), math.log(max(norm(w), 1e-300) / hi)
         a, z, side = math.log(lo), math.log(hi), 0
         for _ in range(200):
             if f_lo <= 0:
@@ -86,6 +87,8 @@ class CAGrad(Combiner):
     name, title = "cagrad", "CAGrad: the best worst-task improvement near the mean gradient"
     paper = "https://arxiv.org/abs/2110.14048"
     options = ("cagrad_c",)
+    vanishing = "stops updating once the gradients' min-norm point is near 0 (as it is once one gradient is)"
+    stalls_on_zero = True
 
     def weights(self, gram, tasks):
         return cagrad_weights(gram, self.cfg.cagrad_c)

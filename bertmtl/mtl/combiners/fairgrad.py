@@ -17,6 +17,7 @@ class FairGrad(Combiner):
     name, title = "fairgrad", "FairGrad: alpha-fair allocation between the tasks"
     paper = "https://arxiv.org/abs/2402.15638"
     options = ("fairgrad_alpha",)
+    vanishing = "weights each task up as its gradient's norm falls (by about 1 / the norm at --fairgrad-alpha 1)"
 
     def weights(self, gram, tasks):
         a = self.cfg.fairgrad_alpha

@@ -23,6 +23,7 @@ class NashMTL(Combiner):
     name, title = "nash-mtl", "Nash-MTL: the Nash bargaining solution between the tasks"
     paper = "https://arxiv.org/abs/2202.01017"
     options = ("nash_update_every", "nash_max_norm")
+    vanishing = "weights each task by about 1 / its gradient's norm"
 
     def __init__(self, cfg, seed):
         super().__init__(cfg, seed)

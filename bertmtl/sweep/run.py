@@ -1,0 +1,158 @@
+"""Running a sweep: its plan said first, its trials on one or more workers, a stop on one signal,
+and its report. `bertmtl sweep` and `bertmtl ablate` call `run_sweep`.
+
+One SIGINT or SIGTERM stops the sweep as a whole: the running trials end their step, save last/
+and are queued again; worker processes get one SIGTERM from the parent (and stop by themselves
+when the parent is killed outright); the command then exits 130 and says to run it again, which
+resumes those seeds first and trains every configuration x seed exactly once. A second signal
+stops everything at once, without saving.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from ..errors import UserError
+from ..stopping import Interrupted, stop_on_signals, watch_parent
+
+
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def check_storage(url: str) -> None:
+    """Refuse a storage that forgets the study when the command ends (SQLite in memory): the same
+    command could never skip finished work, and every worker would have a study of its own."""
+    from urllib.parse import parse_qs, urlsplit
+
+    if not url.startswith("sqlite"):
+        return
+    parts = urlsplit(url)
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path  # sqlite:///x: the file x
+    if path in ("", ":memory:") or "memory" in parse_qs(parts.query).get("mode", []):
+        raise UserError(f"--storage {url}: an SQLite database in memory is gone when the command ends, and the "
+                        f"sweep could not continue or skip finished work; give a file (sqlite:///PATH/study.db) "
+                        f"or leave --storage out (a file in --out)")
+
+
+def run_sweep(cfg, say=print) -> dict | None:
+    """Run the sweep of `cfg` (configs.SweepConfig) to its report; None for a worker or --dry-run.
+
+    Interrupted (exit 130) when a signal stopped it; running the same command again continues it."""
+    from ..fsutil import read_json, write_json
+    from .plan import SweepPlan
+    from .report import SPEC_FILE, build_report, incomplete_lines
+    from .spec import SweepSpec, read_spec
+    from .study import PARENT_ENV, SweepStopped, default_storage, open_study, spawn_workers, work
+
+    out = Path(cfg.report or cfg.out)
+
+    def report(spec: SweepSpec) -> dict:
+        built = build_report(out, spec, cfg.bootstrap)
+        say(f"wrote {out}/report.md, report.json and report.svg ({len(built['configurations'])} configurations)")
+        for line in incomplete_lines(built):
+            say(f"incomplete: {line}")
+        return built
+
+    if cfg.report:  # from the runs alone, with the spec the sweep saved
+        if not (out / SPEC_FILE).is_file():
+            raise UserError(f"{out}: not a sweep directory (no {SPEC_FILE})")
+        return report(SweepSpec.from_dict(read_json(out / SPEC_FILE, "missing")))
+    if cfg.spec is None:
+        raise UserError("give the sweep's SPEC file (or --report DIR to rebuild a report)")
+    if cfg.storage:
+        check_storage(cfg.storage)
+    spec = read_spec(cfg.spec)
+    saved = out / SPEC_FILE
+    if saved.is_file() and SweepSpec.from_dict(read_json(saved, "missing")).to_dict() != spec.to_dict():
+        raise UserError(f"{out} holds another sweep (its {SPEC_FILE} differs from {cfg.spec}); use another --out")
+    if not cfg.worker:
+        plan = SweepPlan(spec, out)
+        say(plan.summary())
+        if cfg.dry_run:
+            for line in plan.listing():
+                say(line)
+            return None
+    out.mkdir(parents=True, exist_ok=True)
+    if not saved.is_file() and not cfg.worker:
+        write_json(saved, spec.to_dict())
+    storage = cfg.storage or default_storage(out)
+    again = cfg.command or f"bertmtl sweep {cfg.spec} --out {out}"
+    what = ("stopping the sweep: the running trial ends its step and saves its run" if cfg.workers == 1 or cfg.worker
+            else "stopping the sweep: each worker ends its step and saves its run")
+    with stop_on_signals(_stderr, what) as stop:
+        try:
+            if cfg.worker or cfg.workers == 1:
+                if cfg.worker and os.environ.get(PARENT_ENV, "").isdigit():
+                    watch_parent(int(os.environ[PARENT_ENV]), stop)
+                work(spec, out, storage, cfg.heartbeat, say=say, stop=stop)
+            else:
+                open_study(spec, storage, cfg.heartbeat)  # made (and its grid queued) once, before the workers race
+                if stop.requested:
+                    raise SweepStopped()
+                _supervise(spawn_workers(Path(cfg.spec), out, storage, cfg.workers, cfg.heartbeat), stop, again)
+        except SweepStopped as e:
+            if cfg.worker:
+                what = "between two runs" if e.run is None else \
+                    f"{e.run.name} {'left at its last checkpoint' if e.at_once else 'saved'}"
+                raise Interrupted(f"worker stopped ({stop.reason}): {what}") from None
+            raise Interrupted(_stopped_message(stop.reason, e.at_once, out, again)) from None
+        except KeyboardInterrupt:  # the second signal, between two runs
+            raise Interrupted(_stopped_message(stop.reason or "Ctrl-C", True, out, again)) from None
+        if cfg.worker:  # one of several: the command that started them reports
+            return None
+        try:
+            with stop.immediate():  # every run is done: a signal now only leaves the report unwritten
+                return report(spec)
+        except KeyboardInterrupt:
+            raise Interrupted(f"stopped while writing the report; every run is done, and `bertmtl sweep --report "
+                              f"{out}` writes it") from None
+
+
+def _stopped_message(reason: str | None, at_once: bool, out: Path, again: str) -> str:
+    how = ("stopped at once; runs go on from their last checkpoint" if at_once
+           else "the running trials saved their runs (last/)")
+    return (f"sweep stopped ({reason}): {how}. Run the same command again to continue; it resumes them and trains "
+            f"each configuration and seed once:\n  {again}")
+
+
+def _supervise(procs: list, stop, again: str) -> None:
+    """Wait for the worker processes; pass a stop on to them (one SIGTERM each, and a second for a
+    second signal), so that none is left training when this command ends."""
+    from .study import SweepStopped
+
+    forwarded = False
+    try:
+        while any(p.poll() is None for p in procs):
+            if stop.requested and not forwarded:
+                _signal_all(procs, signal.SIGTERM)
+                forwarded = True
+            time.sleep(0.1)
+    except KeyboardInterrupt:  # a second signal: the workers' second too, then wait for them briefly
+        _signal_all(procs, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for p in procs:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except Exception:  # noqa: BLE001 - still alive after its second signal: end it
+                p.kill()
+        raise SweepStopped(at_once=True) from None
+    codes = [p.returncode for p in procs]
+    if forwarded:
+        raise SweepStopped()
+    if any(codes):
+        raise UserError(f"{sum(c != 0 for c in codes)} of {len(procs)} workers failed (exit codes {codes}); "
+                        f"run the same command again to continue the study:\n  {again}")
+
+
+def _signal_all(procs: list, signum: int) -> None:
+    for p in procs:
+        if p.poll() is None:
+            try:
+                p.send_signal(signum)
+            except ProcessLookupError:
+                pass
