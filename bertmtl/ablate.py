@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -323,26 +324,45 @@ def _clear(out: Path, pretrains_here: bool) -> None:
 
 def _pretrain(cfg: AblateConfig, mlm_dir: Path, reporter) -> None:
     """Further pretraining for the 'pretrain' row into OUT/pretrained-mlm, as `bertmtl pretrain` runs
-    it; a finished one of an earlier run of the same command is kept."""
+    it: a finished one of an earlier run of the same command is kept, a stopped one goes on from its
+    last/. Stopped by a signal, the whole ablation stops (the rows must not train on half of it)."""
     from .engine import train
-    from .pretrain import pretrain_config
     from .fsutil import read_json
-    from .rundir import SUMMARY
+    from .pretrain import pretrain_config
+    from .rundir import LAST, SUMMARY, TRAINER_STATE
+    from .runs import run_info
     from .status import Status
+    from .stopping import Stopped
 
     summary = mlm_dir / SUMMARY
     if summary.is_file() and read_json(summary, "missing").get("status") == Status.FINISHED:
         return
-    shutil.rmtree(mlm_dir, ignore_errors=True)  # an unfinished one: trained again from the start
-    train(pretrain_config(data_dir=cfg.data_dir, out=str(mlm_dir), encoder=cfg.encoder, max_steps=cfg.pretrain_steps,
-                          batch_size=max(cfg.batch_size, 16), max_length=cfg.max_length, seed=cfg.seed,
-                          device=cfg.device, mlm_heldout_max=min(500, cfg.dev_limit or 500),
-                          log_every=max(1, cfg.pretrain_steps // 20)), reporter=reporter)
+    status = Status.of(run_info(mlm_dir)["status"]) if (mlm_dir / "metrics.jsonl").is_file() else None
+    resume = mlm_dir if status is not None and status.resumable and (mlm_dir / LAST / TRAINER_STATE).is_file() \
+        else None
+    if resume is None:  # nothing to go on from: trained again from the start
+        shutil.rmtree(mlm_dir, ignore_errors=True)
+    done = train(pretrain_config(data_dir=cfg.data_dir, out=str(mlm_dir), encoder=cfg.encoder,
+                                 max_steps=cfg.pretrain_steps, batch_size=max(cfg.batch_size, 16),
+                                 max_length=cfg.max_length, seed=cfg.seed, device=cfg.device,
+                                 mlm_heldout_max=min(500, cfg.dev_limit or 500),
+                                 log_every=max(1, cfg.pretrain_steps // 20)), resume=resume, reporter=reporter)
+    if done["status"] != Status.FINISHED:
+        raise Stopped(f"ablation stopped in its further pretraining, at step {done['step']} (saved in "
+                      f"{mlm_dir / LAST}); the same command goes on from there:\n  {cfg.command or 'bertmtl ablate ...'}")
 
 
 def _ablate(cfg: AblateConfig, rows: list[str], out: Path, reporter_factory, t0: float) -> dict:
     """The rows as one Optuna study (sweep/study.py: --workers, --storage, kill -9 and rerun safe),
     then the table from their runs."""
+    from .stopping import stop_on_signals
+
+    # One stop for the pretraining and the rows' sweep: a signal in between starts nothing more.
+    with stop_on_signals(lambda text: print(text, file=sys.stderr, flush=True)):
+        return _ablate_stages(cfg, rows, out, reporter_factory, t0)
+
+
+def _ablate_stages(cfg: AblateConfig, rows: list[str], out: Path, reporter_factory, t0: float) -> dict:
     from .configs import SweepConfig
     from .device import pick_device
     from .fsutil import read_json, write_bytes, write_json

@@ -34,7 +34,7 @@ from .evaluate import evaluate
 from .sinks import ConsoleSink, report_sinks, require_sinks
 from .sinks.metrics_log import MetricsLog
 from .status import Status
-from .stopping import Interrupted, stop_on_signals
+from .stopping import Stopped, stop_on_signals
 from .model.bert import BertModel, Dropout
 from .model.heads import HeadConfig, MultitaskBert
 from .model.mlm import load_head, source_head
@@ -239,6 +239,7 @@ class Run:
     nonfinite: int = 0  # consecutive steps with a non-finite loss
     diverged: bool = False  # the weights themselves became non-finite
     lock: WriterLock | None = None  # held while the main process trains (`bertmtl runs`: running)
+    ended: Status | None = None  # the status of its end record, once written
     warnings: list = field(default_factory=list)
 
     @property
@@ -587,15 +588,18 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
             except KeyboardInterrupt:
                 kept = f"the run is as it was: {cfg.resume_command(resume)}" if resume is not None else \
                     "nothing was trained or saved"
-                raise Interrupted(f"stopped while the run was being set up; {kept}") from None
+                raise Stopped(f"stopped while the run was being set up; {kept}") from None
             try:
                 status, last_metrics = _loop(run, stop, judge)
-            except KeyboardInterrupt:
+                return _finish(run, status, last_metrics)
+            except KeyboardInterrupt:  # a second signal: at once
                 _interrupted(run)
-            return _finish(run, status, last_metrics)
     finally:
         for sink in (run.sinks or []) if run is not None else []:
-            sink.close()
+            try:
+                sink.close()
+            except Exception:  # noqa: BLE001 - a destination that fails to close does not keep the lock
+                pass
         if run is not None and run.lock is not None:
             run.lock.release()
         if own_dist:
@@ -687,6 +691,8 @@ def _loop(run: Run, stop, judge) -> tuple[Status, dict | None]:
 def _interrupted(run: Run) -> None:
     """A second signal stopped the run mid-step: say so in its log (it is resumable from the last/ it
     had), and give up without saving."""
+    if run.ended is not None:  # while finishing, its end record written: that is how it ended
+        raise Stopped(f"stopped at once while finishing; the run had ended {run.ended}")
     if run.dist.is_main and run.sinks:
         run.emit({"type": "end", "status": Status.INTERRUPTED, "step": run.step, "best_overall": run.best,
                   "time": time.time()})
@@ -696,7 +702,7 @@ def _interrupted(run: Run) -> None:
         kept = f"{last} holds step {saved}: go on from there with `{run.cfg.resume_command(run.dir)}`"
     else:
         kept = "no checkpoint had been saved yet"
-    raise Interrupted(f"stopped at once at step {run.step}, without saving; {kept}")
+    raise Stopped(f"stopped at once at step {run.step}, without saving; {kept}")
 
 
 def weights_finite(model) -> bool:
@@ -728,6 +734,7 @@ def _finish(run: Run, status: str, last_metrics: dict | None) -> dict:
                "tasks": [s.to_dict() for s in run.model.specs.values()]}
     if run.dist.is_main:
         run.emit({"type": "end", "status": status, "step": run.step, "best_overall": run.best})
+        run.ended = status
         crash_point("end")
         write_json(run.dir / SUMMARY, summary)
         if status == Status.EARLY_STOPPED:

@@ -237,6 +237,8 @@ class RunReporter:
         self._written = 0.0
 
     def __getattr__(self, name):  # everything else is the console reporter's
+        if name == "console":  # not set yet (a copy being made): no endless lookup
+            raise AttributeError(name)
         return getattr(self.console, name)
 
     @property

@@ -193,3 +193,38 @@ def test_weightings_table(tiny_bert_dir, small_data_dir, tmp_path):
     assert set(weights) == {"sst", "para", "sts"} and all(w > 0 for w in weights.values())
     md = (out / "ablation.md").read_text()
     assert "Final loss weights" in md and f"sst {weights['sst']:.2f}" in md
+
+
+@pytest.mark.slow
+def test_a_signal_during_the_pretraining_stops_the_ablation(tiny_bert_dir, small_data_dir, tmp_path):
+    """SIGINT while the 'pretrain' row's further pretraining runs: it saves last/, the ablation ends
+    there (no row trains on half a pretraining) with how to go on, and the same command goes on
+    from that last/ and finishes."""
+    import signal
+    import time
+
+    from .conftest import spawn
+
+    out = tmp_path / "ab"
+    args = ["ablate", "--data-dir", small_data_dir, "--out", out, "--encoder", tiny_bert_dir, "--rows",
+            "baseline,pretrain", "--budget-steps", 2, "--pretrain-steps", 120, "--budget-dev", 16, "--precision", "fp32"]
+    proc = spawn(*args)
+    log = out / "pretrained-mlm" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (log.is_file() and '"type": "train"' in log.read_text()):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()[-3000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(60)
+    stderr = proc.stderr.read().decode()
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "ablation stopped in its further pretraining, at step" in stderr and "Traceback" not in stderr
+    assert not (out / "runs").exists()  # no row trained
+    assert json.loads((out / "pretrained-mlm" / "summary.json").read_text())["status"] == "stopped"
+    again = spawn(*args)
+    assert again.wait(300) == 0, again.stderr.read().decode()[-3000:]
+    types = [json.loads(line)["type"] for line in log.read_text().splitlines()]
+    assert types.count("start") == 1 and types.count("resume") == 1  # went on from its last/
+    assert json.loads((out / "pretrained-mlm" / "summary.json").read_text())["step"] == 120
+    res = json.loads((out / "ablation.json").read_text())
+    assert [r["name"] for r in res["rows"]] == ["baseline", "pretrain"]

@@ -270,3 +270,20 @@ def test_export_to_a_dangling_symlink_talks_about_the_link(tiny_bert_dir, data, 
     (tmp_path / "missing").mkdir()  # a link to where the output is to be made: written there
     cli("export", tmp_path / "run", "--format", "hf", "--out", link)
     assert (tmp_path / "missing" / "target" / "config.json").is_file()
+
+
+def test_a_run_saved_with_another_methods_option_still_resumes(tiny_bert_dir, data, tmp_path):
+    """Runs of sweeps made before the check kept their base's --cagrad-c whatever their --combine:
+    resuming one resets it (it applied to nothing), it is not refused."""
+    import json
+
+    run = tmp_path / "run"
+    cli(*_train(data, tiny_bert_dir, "--out", run, "--stop-at-step", 1))
+    for saved in (run / "train_args.json", run / "last" / "train_args.json"):
+        args = json.loads(saved.read_text())
+        saved.write_text(json.dumps({**args, "cagrad_c": 0.5}))
+    cli("train", "--resume", run)
+    assert json.loads((run / "summary.json").read_text())["status"] == "finished"
+    assert json.loads((run / "train_args.json").read_text())["cagrad_c"] == 0.4  # the default, as it applied
+    r = cli("train", "--resume", run, "--cagrad-c", 0.5, code=2)  # typed: checked
+    assert "--cagrad-c 0.5 applies to --combine cagrad only" in r.output

@@ -96,7 +96,8 @@ def test_one_sigterm_stops_the_sweep_and_the_same_command_completes_it(tiny_bert
     assert proc.returncode == 130, stderr[-3000:]
     assert took < 20, took  # one step and a checkpoint save of a tiny model (a generous bound for a busy CPU)
     assert "Traceback" not in stderr
-    assert "Run the same command again to continue" in stderr and f"bertmtl sweep {spec} --out {out}" in stderr
+    assert "sweep stopped (SIGTERM): 1 run saved at the end of its step (last/). Run the same command again" in stderr
+    assert f"bertmtl sweep {spec} --out {out}" in stderr
     assert "bertmtl train --resume" not in stderr  # the run's own advice is wrong in a sweep
     # Nothing more started after the signal, and the stopped seed is not recorded as done.
     study = optuna.load_study(study_name="stop", storage=f"sqlite:///{out / 'study.db'}")
@@ -146,12 +147,17 @@ def test_a_second_signal_stops_at_once_without_a_traceback(small_data_dir, tmp_p
     while not (line := proc.stderr.readline().decode()).startswith("Ctrl-C: stopping the sweep"):
         assert line, "".join(lines)[-3000:]
         lines.append(line)
-    proc.send_signal(signal.SIGINT)  # after the first was handled (two at once would be delivered as one)
+    # A second signal within a second is the first one delivered twice (a terminal and torchrun's
+    # agent, a scheduler and the sweep's parent): frozen meanwhile, the sweep gets the second later.
+    proc.send_signal(signal.SIGSTOP)
+    time.sleep(1.2)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGCONT)
     proc.wait(60)
     stderr = "".join(lines) + proc.stderr.read().decode()
     assert proc.returncode == 130, stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
-    assert "sweep stopped (Ctrl-C): stopped at once" in stderr, stderr[-3000:]
+    assert "sweep stopped (Ctrl-C): 1 stopped at once, to go on from its last checkpoint" in stderr, stderr[-3000:]
     (run,) = (out / "runs").iterdir()
     assert _records(run)[-1]["status"] == "interrupted"
     info = json.loads(cli("runs", "--runs-dir", out / "runs", "--json").stdout)
@@ -185,6 +191,28 @@ def test_kill_9_of_the_parent_stops_its_workers(tiny_bert_dir, small_data_dir, t
         assert types.count("start") == 1 and types.count("resume") <= 1 and types[-1] == "end", run
         assert json.loads((run / "summary.json").read_text())["step"] == 120
     assert len(json.loads((out / "report.json").read_text())["configurations"]) == 2
+
+
+@pytest.mark.slow
+def test_a_signal_to_every_process_of_the_job_saves_every_run(tiny_bert_dir, small_data_dir, tmp_path):
+    """A scheduler (SLURM's scancel, a time limit, systemd) signals every process of the job at once:
+    each worker gets SIGTERM from it and the stop from the parent, and still ends its step and saves."""
+    spec = _spec(tmp_path, tiny_bert_dir, small_data_dir, name="job", steps=2000)
+    out = tmp_path / "out"
+    proc = spawn("sweep", spec, "--out", out, "--workers", 2)
+    _wait(lambda: len([s for s in _trained_steps(out).values() if s >= 2]) == 2, 180, "both workers training", proc)
+    workers = _children(proc.pid)
+    for pid in (proc.pid, *workers):
+        os.kill(pid, signal.SIGTERM)
+    proc.wait(60)
+    stderr = proc.stderr.read().decode()
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "sweep stopped (SIGTERM): 2 runs saved at the end of their step (last/)" in stderr, stderr[-3000:]
+    _wait(lambda: not any(_alive(w) for w in workers), 60, "the workers to end")
+    runs = list((out / "runs").iterdir())
+    assert len(runs) == 2
+    for run in runs:
+        assert _records(run)[-1]["status"] == "stopped" and (run / "last" / "bertmtl.json").is_file(), run
 
 
 # -- before training ------------------------------------------------------------------------------

@@ -732,3 +732,26 @@ def test_tui_train_refuses_a_directory_that_holds_a_run(tmp_path):
     (run / "metrics.jsonl").write_text("")
     r = CliRunner().invoke(main, ["tui", "--train", "--out", str(run)])
     assert r.exit_code == 2 and "already holds a run" in r.output and "bertmtl train --resume" in r.output
+
+
+@pytest.mark.slow
+def test_s_while_the_run_is_set_up_says_nothing_was_saved(small_data_dir, tiny_bert_dir, tmp_path, monkeypatch):
+    """`s` before the real `bertmtl train` child has trained a step: it ends at once (exit 130) and
+    the TUI says that nothing was saved, not how to resume a checkpoint that does not exist."""
+    app = tui_app_of(monkeypatch, "tui", "--train", "--data-dir", small_data_dir, "--encoder", tiny_bert_dir,
+                     "--max-steps", 3, "--runs-dir", tmp_path / "runs")
+
+    async def scenario(pilot):
+        status = app.query_one(RunStatus)
+        await until(pilot, lambda: app.training.running, what="the child")
+        await pilot.pause(0.5)  # in its imports or its set-up: no step yet
+        await pilot.press("s")
+        await until(pilot, lambda: app.training.returncode is not None, timeout=60, what="the child to end")
+        assert app.training.returncode == 130, app.training.log_tail(10)
+        await until(pilot, lambda: status.progress is not None and status.progress.status == "stopped",
+                    what="the note")
+        assert "nothing was trained or saved" in status.progress.note
+        assert app._exit_message(130) == "training stopped while it was being set up; nothing was trained or saved"
+
+    drive(app, scenario)
+    assert not (app.run_dir / "last").exists() and "Traceback" not in (app.run_dir / "train.log").read_text()

@@ -65,10 +65,10 @@ class LazyGroup(click.Group):
         (Click itself turns a closed pipe, EPIPE, into a quiet exit.)"""
         try:
             return super().invoke(ctx)
-        except KeyboardInterrupt as e:  # Ctrl-C where no command handles it: one line, the shell's exit code
-            from ..stopping import Interrupted
+        except KeyboardInterrupt as e:  # one line, the shell's exit code: what was kept, where it is known
+            from ..stopping import Interrupted, Stopped
 
-            raise Interrupted(f"stopped ({e or 'Ctrl-C'})") from None
+            raise Interrupted(str(e) if isinstance(e, Stopped) else "stopped (Ctrl-C)") from None
         except OSError as e:
             import errno
             import sys

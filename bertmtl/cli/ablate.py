@@ -27,12 +27,15 @@ def ablate(ctx: click.Context, **opts) -> None:
       bertmtl ablate --data-dir data --table combiners --rows sum,pcgrad,upgrad --seeds 2
       bertmtl ablate --data-dir data --table combiners --seeds 3 --workers 2   # two rows at once
     """
-    from ..ablate import ablate as run_ablate
-    from ..ablate import print_table
+    from ..stopping import stop_on_signals
 
-    cfg = resolved_options(AblateConfig, ctx, opts)
-    cfg.command = command_line(ctx)
-    result = run_ablate(cfg)
+    with stop_on_signals():  # before torch is imported: a signal from here on is a stop, never a half import
+        from ..ablate import ablate as run_ablate
+        from ..ablate import print_table
+
+        cfg = resolved_options(AblateConfig, ctx, opts)
+        cfg.command = command_line(ctx)
+        result = run_ablate(cfg)
     print_table(result)
     extra = f" and {cfg.out}/{result['picture']['file']}" if result.get("picture") else ""
     click.echo(f"wrote {cfg.out}/ablation.md, {cfg.out}/ablation.json{extra} (the sweep's own report: "

@@ -148,12 +148,17 @@ def resolved_options(cls: type[Options], ctx: click.Context, opts: dict, saved: 
     if config_file is not None:
         base = {**(base or cls().to_dict()), **read_options_file(cls, config_file)}
     cfg = config_from_options(cls, ctx, opts, base)
-    if base is not None:  # a saved run's or a file's options of the method the command line replaces: not ours
+    if base is not None:
+        # A method's options that came from a saved run (runs of sweeps before this check kept the
+        # base's --cagrad-c whatever their --combine) or from a file whose method the command line
+        # replaces apply to nothing here: back to their defaults. Those given on the command line
+        # (and a file's own, with its method) are checked.
         from click.core import ParameterSource
 
         given = {n for n in cls.fields() if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE}
         cfg.reset_unselected(keep={n for n, f in cls.fields().items()
-                                   if n in given or (f.metadata.get("only_for") or ("",))[0] not in given})
+                                   if n in given or saved is None and (f.metadata.get("only_for") or ("",))[0]
+                                   not in given})
     cfg.validate()
     if print_config:
         click.echo(dump_options(cfg.to_dict(), print_config), nl=False)
@@ -163,31 +168,44 @@ def resolved_options(cls: type[Options], ctx: click.Context, opts: dict, saved: 
 
 # -- the command as typed, for messages that say how to run it again ------------------------------
 
+def given_args(ctx: click.Context, values: dict | None = None, skip=()) -> list[str]:
+    """The options given on this command line (not those left at their defaults), as arguments the
+    command takes again; `values` by option name [default: the parsed ones], options in `skip` left out."""
+    from click.core import ParameterSource
+
+    values = ctx.params if values is None else values
+    args = []
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or param.name in skip \
+                or ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
+            continue
+        value = values.get(param.name)
+        if param.is_flag and param.secondary_opts:
+            args.append(param.opts[0] if value else param.secondary_opts[0])
+        elif param.is_flag:
+            if value:
+                args.append(param.opts[0])
+        elif param.multiple or isinstance(value, tuple):
+            for v in value or ():
+                args += [param.opts[0], str(v)]
+        elif value is not None:
+            args += [param.opts[0], str(value)]
+    return args
+
+
 def command_line(ctx: click.Context) -> str:
-    """The command as typed (or as rebuilt from the options given when not run from a shell)."""
+    """The command as typed (or as rebuilt from the arguments and options given when not run from a shell)."""
     import shlex
     import sys
 
     if sys.argv and sys.argv[0].endswith(("bertmtl", "__main__.py")) and ctx.info_name in sys.argv:
         return "bertmtl " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    from click.core import ParameterSource
-
     parts = ["bertmtl", ctx.info_name]  # the root is "main" when run from Python
     for param in ctx.command.params:
         value = ctx.params.get(param.name)
         if isinstance(param, click.Argument) and value:
-            parts += [shlex.quote(str(v)) for v in (value if isinstance(value, tuple) else (value,))]
-            continue
-        if not isinstance(param, click.Option) or ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
-            continue
-        value = ctx.params[param.name]
-        if param.is_flag:
-            parts.append(param.opts[0] if value else (param.secondary_opts or [param.opts[0]])[0])
-        elif isinstance(value, tuple):
-            parts += [f"{param.opts[0]} {shlex.quote(str(v))}" for v in value]
-        else:
-            parts.append(f"{param.opts[0]} {shlex.quote(str(value))}")
-    return " ".join(parts)
+            parts += [str(v) for v in (value if isinstance(value, tuple) else (value,))]
+    return shlex.join([*parts, *given_args(ctx)])
 
 
 # -- options of commands that have no settings of their own to save ------------------------------

@@ -40,13 +40,15 @@ def train(ctx: click.Context, resume: str | None, **opts) -> None:
 
 def report_summary(cfg: TrainConfig, resume: str | None) -> dict:
     """Run training and print its summary (train and pretrain); the summary."""
-    from ..progress import format_metrics
-    from ..status import Status
-    from ..stopping import STOPPED_EXIT
-    from ..tasks import TaskSpec
-    from ..engine import train as run_training
+    from ..stopping import STOPPED_EXIT, stop_on_signals
 
-    summary = run_training(cfg, resume=resume)
+    with stop_on_signals():  # before torch is imported: a signal from here on is a stop, never a half import
+        from ..engine import train as run_training
+        from ..progress import format_metrics
+        from ..status import Status
+        from ..tasks import TaskSpec
+
+        summary = run_training(cfg, resume=resume)
     if int(os.environ.get("RANK", "0")) != 0:
         raise SystemExit(0)  # under torchrun, rank 0 reports
     lines = [f"run: {summary['run']}  ({summary['status']} at step {summary['step']}/{summary['total_steps']})"]

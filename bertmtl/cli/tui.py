@@ -7,32 +7,7 @@ from pathlib import Path
 import click
 
 from ..train_config import TrainConfig
-from .options import options_of
-
-
-def train_args(ctx: click.Context, opts: dict) -> list[str]:
-    """The train options given on this command line, as `bertmtl train` takes them (--out aside:
-    the TUI gives each run it starts its directory)."""
-    from click.core import ParameterSource
-
-    args = []
-    for param in ctx.command.params:
-        name = param.name
-        if not isinstance(param, click.Option) or name in ("checkpoint_path", "start_training", "out") \
-                or ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE:
-            continue  # the child uses its own defaults for options not given
-        value = opts.get(name)
-        if param.is_flag and param.secondary_opts:
-            args.append(param.opts[0] if value else param.secondary_opts[0])
-        elif param.is_flag:
-            if value:
-                args.append(param.opts[0])
-        elif param.multiple:
-            for v in value or ():
-                args += [param.opts[0], str(v)]
-        elif value is not None:
-            args += [param.opts[0], str(value)]
-    return args
+from .options import given_args, options_of
 
 
 @click.command(context_settings={"ignore_unknown_options": False})
@@ -74,5 +49,7 @@ def tui(ctx: click.Context, run: str | None, checkpoint_path: str | None, start_
         raise UserError(f"{run}: no such run directory")
     from ..tui.app import run_tui
 
-    run_tui(Path(run), checkpoint=checkpoint_path, train_args=train_args(ctx, opts), start_training=start_training,
+    # The train options given here, as `bertmtl train` takes them; the TUI gives each run its --out.
+    train_args = given_args(ctx, opts, skip=("checkpoint_path", "start_training", "out"))
+    run_tui(Path(run), checkpoint=checkpoint_path, train_args=train_args, start_training=start_training,
             runs_root=root)

@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .spec import SweepSpec, _extremes, config_key
-from .study import run_dir_of
+from .spec import SweepSpec, _extremes
+from .study import RUNS, run_dir_of
 
 
 def count_rows(path: Path) -> int | None:
@@ -91,10 +91,12 @@ class SweepPlan:
         from ..status import Status
 
         out = []
+        root = self.out / RUNS
+        present = {p.name for p in root.iterdir()} if root.is_dir() else set()  # one listing, not a look per run
         for params in self.points or []:
             for seed in self.spec.seed_list():
                 run = run_dir_of(self.out, params, seed)
-                if not holds_run(run):
+                if run.name not in present or not holds_run(run):
                     out.append(PlannedRun(params, seed, run, "not started", False))
                     continue
                 info = run_info(run)
@@ -133,4 +135,4 @@ class SweepPlan:
         return lines
 
 
-__all__ = ["SweepPlan", "steps_per_run", "count_rows", "config_key"]
+__all__ = ["SweepPlan", "steps_per_run", "count_rows"]

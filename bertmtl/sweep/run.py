@@ -2,16 +2,15 @@
 and its report. `bertmtl sweep` and `bertmtl ablate` call `run_sweep`.
 
 One SIGINT or SIGTERM stops the sweep as a whole: the running trials end their step, save last/
-and are queued again; worker processes get one SIGTERM from the parent (and stop by themselves
-when the parent is killed outright); the command then exits 130 and says to run it again, which
-resumes those seeds first and trains every configuration x seed exactly once. A second signal
-stops everything at once, without saving.
+and are queued again; worker processes are told by the parent (stopping.WORKER_STOP, and stop by
+themselves when the parent is killed outright); the command then exits 130, says what was saved
+and to run it again, which resumes those seeds first and trains every configuration x seed
+exactly once. A second signal stops everything at once, without saving.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -84,7 +83,8 @@ def run_sweep(cfg, say=print) -> dict | None:
     again = cfg.command or f"bertmtl sweep {cfg.spec} --out {out}"
     what = ("stopping the sweep: the running trial ends its step and saves its run" if cfg.workers == 1 or cfg.worker
             else "stopping the sweep: each worker ends its step and saves its run")
-    with stop_on_signals(_stderr, what) as stop:
+    started = time.time()
+    with stop_on_signals(_stderr, what, worker=cfg.worker) as stop:
         try:
             if cfg.worker or cfg.workers == 1:
                 if cfg.worker and os.environ.get(PARENT_ENV, "").isdigit():
@@ -95,14 +95,13 @@ def run_sweep(cfg, say=print) -> dict | None:
                 if stop.requested:
                     raise SweepStopped()
                 _supervise(spawn_workers(Path(cfg.spec), out, storage, cfg.workers, cfg.heartbeat), stop, again)
-        except SweepStopped as e:
+        except (SweepStopped, KeyboardInterrupt) as e:  # (KeyboardInterrupt: a second signal between two runs)
             if cfg.worker:
-                what = "between two runs" if e.run is None else \
-                    f"{e.run.name} {'left at its last checkpoint' if e.at_once else 'saved'}"
+                run = getattr(e, "run", None)
+                what = "between two runs" if run is None else \
+                    f"{run.name} {'stopped at once' if getattr(e, 'at_once', True) else 'saved'}"
                 raise Interrupted(f"worker stopped ({stop.reason}): {what}") from None
-            raise Interrupted(_stopped_message(stop.reason, e.at_once, out, again)) from None
-        except KeyboardInterrupt:  # the second signal, between two runs
-            raise Interrupted(_stopped_message(stop.reason or "Ctrl-C", True, out, again)) from None
+            raise Interrupted(_stopped_message(stop.reason or "Ctrl-C", out, started, again)) from None
         if cfg.worker:  # one of several: the command that started them reports
             return None
         try:
@@ -113,32 +112,50 @@ def run_sweep(cfg, say=print) -> dict | None:
                               f"{out}` writes it") from None
 
 
-def _stopped_message(reason: str | None, at_once: bool, out: Path, again: str) -> str:
-    how = ("stopped at once; runs go on from their last checkpoint" if at_once
-           else "the running trials saved their runs (last/)")
-    return (f"sweep stopped ({reason}): {how}. Run the same command again to continue; it resumes them and trains "
-            f"each configuration and seed once:\n  {again}")
+def _stopped_message(reason: str, out: Path, since: float, again: str) -> str:
+    """What a stop left, from the runs this command touched (their end records: a worker's run is
+    another process's, and the stop may have come between two runs)."""
+    from ..rundir import METRICS_LOG
+    from ..runs import run_info
+    from ..status import Status
+    from .study import RUNS
+
+    counts = {Status.STOPPED: 0, Status.INTERRUPTED: 0}
+    for log in (Path(out) / RUNS).glob(f"*/{METRICS_LOG}"):
+        if log.stat().st_mtime >= since:
+            status = Status.of(run_info(log.parent)["status"])
+            counts[status] = counts.get(status, 0) + 1
+    saved, at_once = counts[Status.STOPPED], counts[Status.INTERRUPTED]
+    parts = [f"{saved} run{'s' * (saved != 1)} saved at the end of {'their' if saved != 1 else 'its'} step (last/)"
+             if saved else "", f"{at_once} stopped at once, to go on from {'their' if at_once != 1 else 'its'} last "
+                               f"checkpoint" if at_once else ""]
+    left = "; ".join(p for p in parts if p) or "no run was training"
+    return (f"sweep stopped ({reason}): {left}. Run the same command again to continue; it resumes them first and "
+            f"trains each configuration and seed once:\n  {again}")
 
 
 def _supervise(procs: list, stop, again: str) -> None:
-    """Wait for the worker processes; pass a stop on to them (one SIGTERM each, and a second for a
-    second signal), so that none is left training when this command ends."""
+    """Wait for the worker processes; pass a stop on to them in the signals that say what to do
+    (stopping.WORKER_STOP: end the step and save; WORKER_NOW: at once, for a second signal here),
+    whatever else reached them (a scheduler signals every process of a job), so that none is left
+    training when this command ends."""
+    from ..stopping import WORKER_NOW, WORKER_STOP
     from .study import SweepStopped
 
     forwarded = False
     try:
         while any(p.poll() is None for p in procs):
             if stop.requested and not forwarded:
-                _signal_all(procs, signal.SIGTERM)
+                _signal_all(procs, WORKER_STOP)
                 forwarded = True
             time.sleep(0.1)
-    except KeyboardInterrupt:  # a second signal: the workers' second too, then wait for them briefly
-        _signal_all(procs, signal.SIGTERM)
+    except KeyboardInterrupt:  # a second signal: the workers stop at once too; wait for them briefly
+        _signal_all(procs, WORKER_NOW)
         deadline = time.monotonic() + 30
         for p in procs:
             try:
                 p.wait(max(0.1, deadline - time.monotonic()))
-            except Exception:  # noqa: BLE001 - still alive after its second signal: end it
+            except Exception:  # noqa: BLE001 - still alive after being told to stop at once: end it
                 p.kill()
         raise SweepStopped(at_once=True) from None
     codes = [p.returncode for p in procs]

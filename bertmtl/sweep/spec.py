@@ -46,6 +46,7 @@ OWN = ("out", "seed", "resume", "runs_dir", "stop_at_step")
 # thousand values per option) is a message, not minutes of silence or gigabytes of memory.
 MAX_SEEDS = 1_000
 MAX_CONFIGURATIONS = 10_000
+MAX_RUNS = 10_000  # configurations x seeds: every one a training run
 
 
 @dataclass
@@ -232,6 +233,10 @@ def read_spec(path: str | Path) -> SweepSpec:
     if spec.seeds > MAX_SEEDS:
         raise UserError(f"{where}: seeds: {spec.seeds:,}; at most {MAX_SEEDS:,} per configuration (each seed is a "
                         f"whole training run)")
+    configurations = len(spec.grid_points()) if spec.fixed else spec.trials
+    if configurations * spec.seeds > MAX_RUNS:
+        raise UserError(f"{where}: {configurations:,} configurations x {spec.seeds:,} seeds = "
+                        f"{configurations * spec.seeds:,} runs; a sweep trains at most {MAX_RUNS:,}")
     if not isinstance(data.get("metric", "overall"), str):
         raise UserError(f"{where}: metric must be the name of a dev metric, e.g. overall or sst_acc")
     spec.metric = data.get("metric", "overall")
@@ -269,9 +274,24 @@ def read_spec(path: str | Path) -> SweepSpec:
             raise UserError(f"{where}: the configuration {params}: {e.message}") from None
     if spec.baseline and spec.search:
         spec.config(spec.baseline, spec.first_seed, "sweep")
-    samples = spec.grid_points() if spec.fixed else [_extremes(spec.search, 0)]
-    _check_metric(spec, samples, where)
+    _check_metric(spec, spec.grid_points() if spec.fixed else _search_samples(spec.search), where)
     return spec
+
+
+# Options that change a run's tasks, and so its dev metrics.
+TASK_OPTIONS = ("tasks", "task", "tasks_file", "mlm_text", "mlm_only")
+
+
+def _search_samples(search: dict) -> list[dict]:
+    """Configurations of a search that between them hold every choice of an option that changes the
+    tasks (the others at their lowest values)."""
+    low = _extremes(search, 0)
+    samples = [low]
+    for name, d in search.items():
+        kind, args = next(iter(d.items()))
+        if name in TASK_OPTIONS and kind == "choice":
+            samples += [{**low, name: v} for v in args]
+    return samples
 
 
 def run_metrics(cfg: TrainConfig) -> list[str]:
@@ -285,8 +305,7 @@ def run_metrics(cfg: TrainConfig) -> list[str]:
 def _check_metric(spec: SweepSpec, samples: list[dict], where: str) -> None:
     """`metric` names a dev metric that every configuration's runs score (checked before any training,
     not found out after the first trial). Configurations share their tasks unless the tasks are swept."""
-    swept_tasks = {"tasks", "task", "tasks_file", "mlm_text", "mlm_only"} & {k for p in samples for k in p} \
-        or spec.rows
+    swept_tasks = set(TASK_OPTIONS) & {k for p in samples for k in p} or spec.rows
     for params in samples if swept_tasks else samples[:1]:
         metrics = run_metrics(spec.config(params, spec.first_seed, "sweep"))
         if spec.metric not in metrics:

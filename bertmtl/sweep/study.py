@@ -177,7 +177,6 @@ def train_seed(spec: SweepSpec, out: Path, params: dict, seed: int, label: str, 
     from ..locks import OwnerLock
     from ..rundir import LAST, SUMMARY, holds_run
     from ..runs import run_info
-    from ..stopping import Interrupted
 
     run = run_dir_of(out, params, seed)
     run.parent.mkdir(parents=True, exist_ok=True)
@@ -203,7 +202,7 @@ def train_seed(spec: SweepSpec, out: Path, params: dict, seed: int, label: str, 
         cfg.sweep = label
         try:
             summary = train(cfg, resume=resume, judge=judge)
-        except Interrupted:  # a second signal, or a signal while the run was set up
+        except KeyboardInterrupt:  # a second signal, or a signal while the run was set up
             raise SweepStopped(at_once=True, run=run) from None
         except UserError:
             if holds_run(run) and Status.of(run_info(run)["status"]) == Status.NONFINITE:
@@ -308,9 +307,10 @@ def work(spec: SweepSpec, out: Path, storage_url: str, heartbeat: int, poll: flo
                 except optuna.TrialPruned:
                     study.tell(trial, state=TrialState.PRUNED)
                     continue
-                except SweepStopped:
-                    # Queued again first (a kill -9 between the two steps loses nothing), then failed:
-                    # the same command takes it up again, and its finished seeds are not retrained.
+                except (SweepStopped, KeyboardInterrupt):
+                    # Queued again, then failed: the same command takes it up again, and its finished
+                    # seeds are not retrained. (A kill -9 between the two steps queues it twice at
+                    # worst, when its heartbeat goes stale: the second copy finds its runs done.)
                     study.enqueue_trial(trial.params, user_attrs={k: v for k, v in trial.user_attrs.items()
                                                                   if k == GRID_ATTR})
                     study.tell(trial, state=TrialState.FAIL)
@@ -356,8 +356,7 @@ def spawn_workers(spec_path: Path, out: Path, storage_url: str, workers: int, he
     where there are several GPUs, one each.
 
     Each gets a session of its own, so that a Ctrl-C at the terminal reaches the parent alone,
-    which passes one SIGTERM on (the terminal's SIGINT to every process, then the parent's, would
-    be two signals: each worker would stop at once without saving). Each watches the parent
+    which passes the stop on in the workers' own signals (sweep/run.py). Each watches the parent
     (PARENT_ENV) and stops, saving its run, when the parent is gone."""
     import subprocess
     import sys

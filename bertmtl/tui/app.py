@@ -268,6 +268,8 @@ class BertmtlApp(App):
                 return "starting", f"starting training in the background (log: {self.run_dir.name}/{t.log_path.name})"
             return None, ""
         ended = status.final or status in (Status.STOPPED, Status.PAUSED, Status.INTERRUPTED)  # its end record says
+        if t is not None and self._training_rc == STOPPED_EXIT and not ended:  # stopped while it was set up
+            return str(Status.STOPPED), "stopped while the run was being set up: nothing was trained or saved (n: new run)"
         if t is not None and self._training_rc != 0 and not ended:
             return "failed", f"training exited with code {self._training_rc} (log: {t.log_path}):\n{t.log_tail()}"
         if status == Status.RUNNING and self.writer_alive is False:  # no end record, and nobody writes it
@@ -301,16 +303,23 @@ class BertmtlApp(App):
             self.exit(message=self._exit_message(rc))
 
     def _exit_message(self, rc: int) -> str:
-        """What to print after quitting once our training has stopped."""
+        """What to print after quitting once our training has stopped: what its end record says was
+        kept (exit code 130 alone does not: a stop during set-up saved nothing)."""
         status = Status.of(self.state.status)
-        if rc == STOPPED_EXIT or status == Status.STOPPED:  # stopped by its SIGINT, checkpoint saved
+        if status == Status.STOPPED:
             return (f"training stopped; checkpoint saved in {self.run_dir / LAST}. "
                     f"Resume with: {self._resume_command()}")
-        if rc == 0 and status == Status.PAUSED:
+        if status == Status.INTERRUPTED:
+            kept = f"go on from {self.run_dir / LAST} with: {self._resume_command()}" \
+                if is_checkpoint(self.run_dir / LAST) else "no checkpoint had been saved"
+            return f"training stopped at once at step {self.state.step}, without saving; {kept}"
+        if status == Status.PAUSED:
             return (f"training paused at --stop-at-step; checkpoint saved in {self.run_dir / LAST}. "
                     f"Go on with: {self._resume_command()}")
-        if rc == 0:
-            return f"training finished; the best checkpoint is {self.run_dir / 'best'}"
+        if rc == 0 and status.final:
+            return f"training {status}; the best checkpoint is {self.run_dir / 'best'}"
+        if rc == STOPPED_EXIT:
+            return "training stopped while it was being set up; nothing was trained or saved"
         return f"training exited with code {rc}; see {self.training.log_path}"
 
     # -- actions -------------------------------------------------------------------------

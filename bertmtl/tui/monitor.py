@@ -54,7 +54,7 @@ class Progress:
 
 
 # The TUI's own states beside a run's (Status): a training it stops, or one that failed to start.
-STATUS_STYLES = {**{str(st): f"bold {st.style}" for st in Status}, "waiting": "dim", "running": "bold green",
+STATUS_STYLES = {**{str(st): f"bold {st.style}" for st in Status}, "waiting": "dim", "starting": "bold",
                  "stopping": "bold yellow", "failed": "bold red"}
 
 
