@@ -24,7 +24,8 @@ import torch
 from . import checkpoint as ckpt
 from . import batching
 from .batching import RoundRobin, n_examples
-from .taskfiles import TaskSource, task_files
+from .taskfiles import TaskSource
+from .train_config import builtin_files, check_data_files
 from .device import compile_encoder, pick_device, precision_name
 from .distributed import Dist
 from .ema import WeightAverage, restore_training_weights, trainable
@@ -61,36 +62,6 @@ def checkpoint_peak_bytes(model, cfg: TrainConfig) -> int:
     weights = sum(p.numel() * 4 for p in model.parameters())  # saved in fp32
     last = weights * (3 + (1 if cfg.ema else 0))
     return 2 * last + weights + 16 * 2**20  # and the small files: vocabulary, JSON, the metrics log
-
-
-# Where the CS224N files come from, for messages about a missing data directory.
-DATA_SOURCE = ("the Stanford CS224N default final project (\"minbert\") ships them in the data/ folder of its "
-               "starter code, the repository gpoesia/minbert-default-final-project linked from the course's "
-               "project handout; copy that folder here as ./data or pass --data-dir DIR")
-
-
-def builtin_files(cfg: TrainConfig) -> dict:
-    """The CS224N files a run reads: its built-in tasks' train and dev files, and the train files of
-    its built-in masked-LM sources (IMDB's is optional)."""
-    from .mlm_text import BUILTIN_SOURCES, OPTIONAL
-
-    text = {n: BUILTIN_SOURCES[n] for n in cfg.mlm_text if n in BUILTIN_SOURCES and n not in OPTIONAL}
-    return {**task_files(cfg.data_dir, {t: TASKS[t] for t in cfg.tasks}, overrides=cfg.files),
-            **task_files(cfg.data_dir, text, ("train",), overrides=cfg.files)}
-
-
-def check_data_files(cfg: TrainConfig) -> None:
-    """Fail before anything slow (fetching weights, tokenising) when the training or dev files are missing."""
-    missing = [p for p in builtin_files(cfg).values() if not p.is_file()]
-    if not missing:
-        return
-    if not Path(cfg.data_dir).is_dir() and all(p.parent == Path(cfg.data_dir) for p in missing):
-        names = ", ".join(p.name for p in builtin_files(cfg).values())
-        raise UserError(f"data directory {cfg.data_dir!r} not found (resolved: {Path(cfg.data_dir).resolve()}). "
-                        f"Training reads {names}: {DATA_SOURCE}")
-    also = f" (also missing: {', '.join(p.name for p in missing[1:])})" if len(missing) > 1 else ""
-    raise UserError(f"{missing[0]}: no such file{also}. Where the files come from: {DATA_SOURCE}; single files "
-                    f"can be given with --sst-train PATH and friends")
 
 
 def task_specs(cfg: TrainConfig, resume_ckpt: Path | None) -> tuple[list[TaskSpec], list[str], list[TaskSpec]]:
@@ -318,11 +289,15 @@ def _run_dir(cfg: TrainConfig, resume: str | Path | None, dist: Dist) -> tuple[P
         lock.release()
         raise UserError(f"{run} already holds a run; continue it with `{cfg.resume_command(run)}` "
                         f"or choose another --out")
-    # A new run goes into a new or empty directory (its lock aside, and the console log that `bertmtl
-    # tui --train` opens before it starts the run).
-    if any(p.name not in (WRITER_LOCK, TRAIN_LOG) for p in run.iterdir()):
+    # A new run goes into a new or empty directory: its lock aside, the console log that `bertmtl tui
+    # --train` opens before it starts the run, and what a start that failed before it made a run said
+    # (replaced: this is the run they would have been about).
+    leftovers = (MESSAGES, PROGRESS)
+    if any(p.name not in (WRITER_LOCK, TRAIN_LOG, *leftovers) for p in run.iterdir()):
         lock.release()
         raise UserError(f"--out {run}: already holds files (not a run); give a new or empty directory")
+    for name in leftovers:
+        (run / name).unlink(missing_ok=True)
     return run, None, lock, created
 
 
@@ -434,6 +409,18 @@ def _build(cfg: TrainConfig, run_dir: Path, resume_ckpt: Path | None, dist: Dist
               eval_steps={*([0] if fresh_heads or cfg.mlm_only else ()), *([cfg.head_steps] if cfg.head_steps else ())})
     if resume_ckpt is not None:
         Checkpointer(run).restore(resume_ckpt)
+        summary = {}
+        with contextlib.suppress(UserError, OSError):  # none, or damaged: not a clean end
+            summary = read_json(run_dir / SUMMARY)
+        status = Status.of(summary.get("status"))
+        # Ended for good at this step (summary.json is written last) and trained to the end of the schedule
+        # these options give: resuming would only evaluate it again and add records to its log. A run
+        # stopped or killed at its last step, before its summary, still resumes: that writes its end.
+        if run.step >= total_steps and status.final and summary.get("step") == run.step:
+            model_dir = run_dir / BEST if is_checkpoint(run_dir / BEST) else run_dir / LAST
+            raise UserError(f"{run_dir}: nothing to resume, it is {status} at step {run.step} of {total_steps}. "
+                            f"Its model is {model_dir}; to train more, start a new "
+                            f"run from it, e.g. `bertmtl {cfg.command} --encoder {run_dir} --out NEW_DIR`")
         if run.stop_at <= run.step:  # a paused run's --stop-at-step is behind it: --resume goes on to the end
             run.stop_at, cfg.stop_at_step = total_steps, None
 

@@ -154,6 +154,24 @@ class Options:
         return d
 
     @classmethod
+    def field_name(cls, key) -> str:
+        """The field a settings file's key names: spelt as the field (data_dir), as the flag (data-dir),
+        or as an older version named it (`upgrade`)."""
+        key = str(key).replace("-", "_")
+        return next(iter(cls.upgrade({key: True})), key)
+
+    @classmethod
+    def check_spellings(cls, keys, where: str) -> None:
+        """UserError when two keys name one field (max_steps and max-steps, pretrained and encoder):
+        merged, one would silently win over the other."""
+        seen = {}
+        for key in keys:
+            name = cls.field_name(key)
+            if name in seen:
+                raise UserError(f"{where}: {seen[name]} and {key} are the same option ({name}): give it once")
+            seen[name] = key
+
+    @classmethod
     def from_dict(cls, d: dict):
         d = cls.upgrade(d)
         names = cls.fields()
@@ -223,6 +241,7 @@ def read_options_file(cls: type[Options], path: str | Path) -> dict:
         return {}
     if not isinstance(data, dict):
         raise UserError(f"--config {path}: expected a mapping of option names to values")
+    cls.check_spellings(data, f"--config {path}")
     data = cls.upgrade({str(k): v for k, v in data.items()})  # an older run's saved configuration
     fields = cls.fields()
     unknown = [str(k) for k in data if str(k).replace("-", "_") not in fields]

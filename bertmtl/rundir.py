@@ -209,18 +209,23 @@ def write_dev_outputs(run_dir: Path, kept: dict) -> None:
 
 def read_dev_outputs(run_dir: Path) -> dict | None:
     """{task: (ids, outputs, labels)} of a run's last dev evaluation; None for a run without one
-    (older runs did not keep them)."""
+    (older runs did not keep them) or whose file is damaged."""
     import json
 
     from safetensors import safe_open
 
+    from safetensors import SafetensorError
+
     path = Path(run_dir) / DEV_OUTPUTS
     if not path.is_file():
         return None
-    with safe_open(str(path), "pt") as fh:
-        ids = json.loads(fh.metadata()["ids"])
-        return {task: (task_ids, fh.get_tensor(f"{task}.outputs"), fh.get_tensor(f"{task}.labels"))
-                for task, task_ids in ids.items()}
+    try:
+        with safe_open(str(path), "pt") as fh:
+            ids = json.loads(fh.metadata()["ids"])
+            return {task: (task_ids, fh.get_tensor(f"{task}.outputs"), fh.get_tensor(f"{task}.labels"))
+                    for task, task_ids in ids.items()}
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # damaged: the run's comparisons are left out, as an older run's without outputs
 
 
 def _finite(v) -> bool:

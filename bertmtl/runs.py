@@ -168,8 +168,12 @@ def _read_status(summary: Path) -> str:
 
 
 def list_runs(root: Path | None = None) -> list[dict]:
-    """run_info of every run under the runs root, oldest first."""
-    infos = [run_info(p) for p in run_dirs(root)]
+    """run_info of every run under the runs root, oldest first; a run and the symbolic links to it
+    are one run, listed under its own name and place."""
+    runs: dict[Path, Path] = {}
+    for p in sorted(run_dirs(root), key=lambda p: p.is_symlink()):  # the run itself before any link to it
+        runs.setdefault(p.resolve(), p.resolve() if p.is_symlink() else p)
+    infos = [run_info(p) for p in runs.values()]
     return sorted(infos, key=lambda i: (i["started"] or 0, i["name"]))
 
 

@@ -7,12 +7,12 @@ terminal presses Ctrl-C, and again when they do not want to wait. One `StopReque
 the outermost command (`bertmtl train`, or `bertmtl sweep` around all of its trials) and every run
 inside asks it, so a signal between two trials is not lost and never starts the next one.
 
-The same stop often arrives twice at once: a terminal's Ctrl-C reaches every process of its group
-while torchrun's agent passes a SIGTERM on to its ranks, and a scheduler signals every process of
-a job while the sweep's parent passes its own on to the workers. A second signal within
-`REPEAT_S` of the first is that same stop, not a person asking for it to happen now. A sweep's
-parent speaks to its workers in signals of their own (WORKER_STOP, WORKER_NOW), which a worker
-takes for what they say whatever else it received.
+The same stop often arrives twice at once, from two senders: a terminal's Ctrl-C (SIGINT) reaches
+every process of its group while torchrun's agent passes a SIGTERM on to its ranks. The other
+signal within `REPEAT_S` of the first is that same stop, not a person asking for it to happen
+now; the same signal again is (a person pressing Ctrl-C twice). A sweep's parent speaks to its
+workers in signals of their own (WORKER_STOP, WORKER_NOW), which a worker takes for what they say
+whatever else it received (a scheduler signals every process of a job).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import click
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # A sweep's parent to its workers: stop after the step, saving; stop at once.
 WORKER_STOP, WORKER_NOW = signal.SIGUSR1, signal.SIGUSR2
-# A second signal this soon after the first is the first one delivered twice (see above).
+# The other signal this soon after the first is the first one, from a second sender (see above).
 REPEAT_S = 1.0
 # The shell's convention for a job ended by Ctrl-C; `bertmtl train` and `sweep` exit with it when
 # they stopped on a signal.
@@ -69,7 +69,7 @@ class StopRequest:
     def __init__(self, say=None, what: str | None = None):
         self.reason: str | None = None
         self.signals = 0
-        self._first_at: float | None = None
+        self._first: tuple[int, float] | None = None  # the first signal and when it came
         self._told = False
         self._say, self._what = say, what
         self._immediate = 0
@@ -90,11 +90,11 @@ class StopRequest:
         if signum == WORKER_STOP:
             self.request("the sweep stops")
         else:
-            if self._first_at is not None and now - self._first_at < REPEAT_S:
-                return  # the same stop, delivered twice
+            if self._first is not None and self._first[0] != signum and now - self._first[1] < REPEAT_S:
+                return  # the same stop, from a second sender
             self.signals += 1
-            if self._first_at is None:
-                self._first_at = now
+            if self._first is None:
+                self._first = (signum, now)
             if self.signals > 1:
                 raise KeyboardInterrupt(f"{name} again")
             self.request(name)

@@ -390,3 +390,4 @@ def dev_subset(examples: list, n: int, task: str) -> list:
     order = list(range(len(examples)))
     random.Random(stable_seed("dev-limit", task)).shuffle(order)
     return [examples[i] for i in sorted(order[:n])]
+

@@ -13,10 +13,12 @@ for two epochs, with SMART (extra forward and backward passes per step) one flag
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from .options import DEVICES, PRECISIONS, SEED_MAX, Options, option
-from .mlm_text import parse_amounts, parse_sources
-from .taskfiles import parse_tasks
+from .errors import UserError
+from .mlm_text import BUILTIN_SOURCES, OPTIONAL, parse_amounts, parse_sources
+from .taskfiles import parse_tasks, task_files
 from .tasks import TASKS
 from .tasks.declared import builtin_names, parse_task_flags
 
@@ -62,16 +64,20 @@ def upgrade_config(d: dict) -> dict:
 
 
 def parse_task_weights(spec: str) -> dict[str, float]:
-    """'sst=0.5,sts=1' -> {'sst': 0.5, 'sts': 1.0}; ValueError on a malformed pair.
+    """'sst=0.5,sts=1' -> {'sst': 0.5, 'sts': 1.0}; ValueError on a malformed pair or a task given twice.
 
     Names may be declared tasks' (--task), so they are checked once the run's tasks are known."""
-    out = {}
+    out, given = {}, {}
     for part in spec.split(","):
         try:
             k, v = part.split("=")
-            out[k.strip()] = float(v)
+            weight = float(v)
         except ValueError:
             raise ValueError(f"expected task=weight pairs like sst=0.5,para=0,sts=0.5, got {part!r}") from None
+        task = k.strip()
+        if task in given:  # the last would silently win
+            raise ValueError(f"{task} is given twice ({given[task]} and {part.strip()}): give each task one weight")
+        out[task], given[task] = weight, part.strip()
     return out
 
 
@@ -336,3 +342,33 @@ PRETRAIN_HELP = {
 }
 PRETRAIN_DEFAULTS = {"out": "pretrained-mlm", "mlm_only": True, "tasks": [], "combine": "sum", "epochs": 1.0,
                      "batch_size": 32, "eval_batch_size": 64, "lr": 5e-5, "head_lr": 1e-3}
+
+
+# -- the files a training run reads: checked before anything slow ------------------------------------
+
+# Where the CS224N files come from, for messages about a missing data directory.
+DATA_SOURCE = ("the Stanford CS224N default final project (\"minbert\") ships them in the data/ folder of its "
+               "starter code, the repository gpoesia/minbert-default-final-project linked from the course's "
+               "project handout; copy that folder here as ./data or pass --data-dir DIR")
+
+
+def builtin_files(cfg) -> dict:
+    """The CS224N files a run reads: its built-in tasks' train and dev files, and the train files of
+    its built-in masked-LM sources (IMDB's is optional)."""
+    text = {n: BUILTIN_SOURCES[n] for n in cfg.mlm_text if n in BUILTIN_SOURCES and n not in OPTIONAL}
+    return {**task_files(cfg.data_dir, {t: TASKS[t] for t in cfg.tasks}, overrides=cfg.files),
+            **task_files(cfg.data_dir, text, ("train",), overrides=cfg.files)}
+
+
+def check_data_files(cfg) -> None:
+    """Fail before anything slow (fetching weights, tokenising) when the training or dev files are missing."""
+    missing = [p for p in builtin_files(cfg).values() if not p.is_file()]
+    if not missing:
+        return
+    if not Path(cfg.data_dir).is_dir() and all(p.parent == Path(cfg.data_dir) for p in missing):
+        names = ", ".join(p.name for p in builtin_files(cfg).values())
+        raise UserError(f"data directory {cfg.data_dir!r} not found (resolved: {Path(cfg.data_dir).resolve()}). "
+                        f"Training reads {names}: {DATA_SOURCE}")
+    also = f" (also missing: {', '.join(p.name for p in missing[1:])})" if len(missing) > 1 else ""
+    raise UserError(f"{missing[0]}: no such file{also}. Where the files come from: {DATA_SOURCE}; single files "
+                    f"can be given with --sst-train PATH and friends")

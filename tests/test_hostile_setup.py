@@ -184,11 +184,11 @@ def test_options_of_the_selected_method_pass():
     cli("train", "--cagrad-c", 0.4, "--combine", "sum", "--print-config", "yaml")  # the default: nothing said
 
 
-def test_a_sweep_base_may_hold_options_of_some_of_its_points(tmp_path):
+def test_a_sweep_base_may_hold_options_of_some_of_its_points(tmp_path, data):
     """base's cagrad_c applies to the cagrad point and is reset for the pcgrad one; a point that
     itself sets an option its combiner ignores is refused (it would train a duplicate)."""
     spec = tmp_path / "s.yaml"
-    spec.write_text("base: {cagrad_c: 0.5, max_steps: 2}\ngrid: {combine: [pcgrad, cagrad]}\n")
+    spec.write_text(f"base: {{cagrad_c: 0.5, max_steps: 2, data_dir: '{data}'}}\ngrid: {{combine: [pcgrad, cagrad]}}\n")
     r = cli("sweep", spec, "--out", tmp_path / "sw", "--dry-run")
     assert "2 configurations" in r.output
     spec.write_text("base: {max_steps: 2}\ngrid: {combine: [pcgrad, cagrad], cagrad_c: [0.3, 0.5]}\n")
@@ -287,3 +287,81 @@ def test_a_run_saved_with_another_methods_option_still_resumes(tiny_bert_dir, da
     assert json.loads((run / "train_args.json").read_text())["cagrad_c"] == 0.4  # the default, as it applied
     r = cli("train", "--resume", run, "--cagrad-c", 0.5, code=2)  # typed: checked
     assert "--cagrad-c 0.5 applies to --combine cagrad only" in r.output
+
+
+# -- resuming a run that has nothing left to train -----------------------------------------------
+
+def test_resuming_a_finished_run_is_refused_and_changes_nothing(tiny_bert_dir, data, tmp_path):
+    """A run that trained every step of its schedule has nothing to resume: a --resume would only
+    evaluate it again and add records to its log. A paused one resumes, and so does a finished one
+    whose schedule the options lengthen."""
+    import json
+
+    run = tmp_path / "run"
+    cli(*_train(data, tiny_bert_dir, "--out", run))
+    log = (run / "metrics.jsonl").read_bytes()
+    r = cli("train", "--resume", run, code=2)
+    assert _one_line(r) == (f"Error: {run}: nothing to resume, it is finished at step 2 of 2. Its model is "
+                            f"{run / 'best'}; to train more, start a new run from it, e.g. "
+                            f"`bertmtl train --encoder {run} --out NEW_DIR`")
+    assert (run / "metrics.jsonl").read_bytes() == log
+    (run / "summary.json").rename(tmp_path / "summary.json")  # as a kill -9 after its end record leaves it
+    cli("train", "--resume", run)  # ends it again, summary included
+    assert json.loads((run / "summary.json").read_text())["status"] == "finished"
+    cli("train", "--resume", run, "--max-steps", 3)  # a longer schedule: one more step
+    assert json.loads((run / "summary.json").read_text())["step"] == 3
+
+    paused = tmp_path / "paused"
+    cli(*_train(data, tiny_bert_dir, "--out", paused, "--stop-at-step", 1))
+    cli("train", "--resume", paused)
+    assert json.loads((paused / "summary.json").read_text())["status"] == "finished"
+
+
+# -- one option under two spellings ----------------------------------------------------------------
+
+@pytest.mark.parametrize("keys, first, second", [
+    ("max_steps: 2\nmax-steps: 3\n", "max_steps", "max-steps"),
+    ("encoder: minilm\npretrained: mpnet\n", "encoder", "pretrained"),  # today's name and the older one
+])
+def test_a_config_file_giving_one_option_twice_is_refused(tmp_path, keys, first, second):
+    config = tmp_path / "c.yaml"
+    config.write_text(keys)
+    r = cli("train", "--config", config, "--print-config", "yaml", code=2)
+    name = first.replace("-", "_") if first != "pretrained" else "encoder"
+    assert _one_line(r) == f"Error: --config {config}: {first} and {second} are the same option ({name}): give it once"
+
+
+@pytest.mark.parametrize("spec_text, where, first, second, name", [
+    ("base: {max_steps: 2, max-steps: 3}\ngrid: {lr: [0.0001, 0.0002]}\n", "base", "max_steps", "max-steps",
+     "max_steps"),
+    ("base: {max_steps: 2}\ngrid: {batch_size: [4, 8], batch-size: [16]}\n", "grid", "batch_size", "batch-size",
+     "batch_size"),
+    ("base: {max_steps: 2}\nrows: {a: {lr: 0.001}, b: {encoder: minilm, pretrained: mpnet}}\n", "rows: b",
+     "encoder", "pretrained", "encoder"),
+    ("base: {max_steps: 2}\nsearch: {batch_size: {int: [4, 8]}, batch-size: {int: [8, 16]}}\ntrials: 2\n",
+     "search", "batch_size", "batch-size", "batch_size"),
+])
+def test_a_sweep_spec_giving_one_option_twice_is_refused(tmp_path, spec_text, where, first, second, name):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(spec_text)
+    r = cli("sweep", spec, "--out", tmp_path / "sw", "--dry-run", code=2)
+    assert _one_line(r) == (f"Error: sweep spec {spec}: {where}: {first} and {second} are the same option ({name}): "
+                            f"give it once")
+
+
+def test_a_sweep_spec_accepts_the_older_name_of_an_option_as_config_does(tiny_bert_dir, data, tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"base: {{max_steps: 2, data_dir: '{data}', pretrained: '{tiny_bert_dir}'}}\n"
+                    f"grid: {{lr: [0.0001, 0.0002]}}\n")
+    r = cli("sweep", spec, "--out", tmp_path / "sw", "--dry-run")
+    assert "2 configurations" in r.output
+    config = tmp_path / "c.yaml"
+    config.write_text(f"pretrained: '{tiny_bert_dir}'\n")
+    assert f"encoder: {tiny_bert_dir}" in cli("train", "--config", config, "--print-config", "yaml").output
+
+
+@pytest.mark.parametrize("flag", ["--loss-weights", "--smart-weights"])
+def test_a_task_weighted_twice_is_a_usage_error(flag):
+    r = cli("train", flag, "sst=1,para=0.5, sst=2", "--print-config", "yaml", code=2)
+    assert r.output.splitlines()[-1] == (f"Error: Invalid value for '{flag}': sst is given twice (sst=1 and sst=2): "
+                                         f"give each task one weight")

@@ -107,14 +107,14 @@ def test_unknown_report_destination_is_a_usage_error(tmp_path):
     assert r.exit_code == 2 and "neptune" in r.output and "tensorboard" in r.output and "wandb" in r.output
 
 
-def test_tui_train_passes_repeated_report_to_and_runs_dir_to_the_child(tmp_path, monkeypatch):
+def test_tui_train_passes_repeated_report_to_and_runs_dir_to_the_child(tmp_path, monkeypatch, data_dir):
     import bertmtl.tui.app
 
     seen = {}
     monkeypatch.setattr(bertmtl.tui.app, "run_tui", lambda run, checkpoint, train_args, start_training, runs_root:
                         seen.update(run=run, argv=train_args, start=start_training))
     r = CliRunner().invoke(main, ["tui", "--train", "--report-to", "csv", "--report-to", "tensorboard",
-                                  "--runs-dir", str(tmp_path / "runs"), "--lr", "1e-3"])
+                                  "--runs-dir", str(tmp_path / "runs"), "--lr", "1e-3", "--data-dir", str(data_dir)])
     assert r.exit_code == 0, r.output
     argv = seen["argv"]
     assert seen["start"] and "--out" not in argv  # the TUI gives the run its directory

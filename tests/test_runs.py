@@ -265,3 +265,48 @@ def test_runs_table_in_a_pipe_keeps_each_run_on_one_line(tmp_path):
                                 "0.720", "0.820", "0.720"]
     assert all(x == x.rstrip() for x in lines)
     assert not any("…" in x for x in lines)
+
+
+# -- links, odd names and mixed modes --------------------------------------------------------------
+
+def test_a_run_and_links_to_it_are_listed_once_under_its_own_name(tmp_path):
+    root = tmp_path / "runs"
+    run = fake_run(root, "a", status="finished", steps=40, evals=[_eval(40, 0.72)])
+    outside = fake_run(tmp_path / "elsewhere", "b", status="stopped", steps=30, started=1_700_000_100.0)
+    (root / "latest").symlink_to(run)
+    (root / "z-another-link").symlink_to(run)
+    (root / "outside").symlink_to(outside)
+    infos = json.loads(cli("runs", "--runs-dir", root, "--json").stdout)
+    assert [(i["name"], i["path"]) for i in infos] == [("a", str(run)), ("b", str(outside))]
+    lines = cli("runs", "--runs-dir", root).stdout.splitlines()
+    assert [x.split()[0] for x in lines if "finished" in x or "stopped" in x] == ["a", "b"]
+    assert not any("latest" in x or "z-another-link" in x for x in lines)
+
+
+def test_a_run_name_with_a_newline_or_markup_stays_on_its_row(tmp_path):
+    """`bertmtl runs | cat`: a name that would split its row (or be read as Rich markup) is shown escaped."""
+    root = tmp_path / "runs"
+    fake_run(root, "bad\nname", status="finished", steps=40, evals=[_eval(40, 0.72)])
+    fake_run(root, "[red]styled", status="finished", steps=40, started=1_700_000_100.0, evals=[_eval(40, 0.72)])
+    lines = cli("runs", "--runs-dir", root).stdout.splitlines()
+    rows = [x.split() for x in lines if "40/40" in x]
+    assert [row[0] for row in rows] == ["'bad\\nname'", "[red]styled"]
+    assert all(row[-5:] == ["finished", "minilm", "0.620", "0.720", "0.820", "0.720"][-5:] for row in rows)
+    assert not any(x.startswith("name") for x in lines)
+    assert [i["name"] for i in json.loads(cli("runs", "--runs-dir", root, "--json").stdout)] == \
+        ["bad\nname", "[red]styled"]  # JSON escapes it itself
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--compare", "a-finished", "b-stopped", "--delete", "c-crashed", "--dry-run"],
+     "--compare shows two runs side by side and --delete removes runs: give one of them"),
+    (["--compare", "a-finished", "b-stopped", "--drop-last"],
+     "--compare shows two runs side by side and --drop-last removes runs' last/: give one of them"),
+    (["--compare", "a-finished", "b-stopped", "d-early"],
+     "--compare takes the two runs it compares (RUN_A RUN_B); RUN names without it list those runs: "
+     "give one or the other"),
+])
+def test_options_of_different_modes_are_a_usage_error(runs_dir, args, message):
+    r = cli("runs", "--runs-dir", runs_dir, *args, code=2)
+    assert r.output.splitlines()[-1] == f"Error: {message}"
+    assert (runs_dir / "c-crashed").is_dir()

@@ -147,8 +147,7 @@ def test_a_second_signal_stops_at_once_without_a_traceback(small_data_dir, tmp_p
     while not (line := proc.stderr.readline().decode()).startswith("Ctrl-C: stopping the sweep"):
         assert line, "".join(lines)[-3000:]
         lines.append(line)
-    # A second signal within a second is the first one delivered twice (a terminal and torchrun's
-    # agent, a scheduler and the sweep's parent): frozen meanwhile, the sweep gets the second later.
+    # Frozen meanwhile, the second comes while the first one's step still runs.
     proc.send_signal(signal.SIGSTOP)
     time.sleep(1.2)
     proc.send_signal(signal.SIGINT)
@@ -245,9 +244,36 @@ def test_a_metric_of_declared_tasks_is_accepted_and_checked(tmp_path, small_data
                              "grid": {"combine": ["sum"]}})
     r = cli("sweep", spec, "--out", tmp_path / "out", "--dry-run")
     assert "1 configuration x 1 seed = 1 run, 3 steps each" in r.output
-    spec = _write(tmp_path, {"base": {"max_steps": 3, "tasks": "sst"}, "metric": "sst_f1",
-                             "grid": {"combine": ["sum"]}})
+    spec = _write(tmp_path, {"base": {"max_steps": 3, "tasks": "sst", "data_dir": str(small_data_dir)},
+                             "metric": "sst_f1", "grid": {"combine": ["sum"]}})
     cli("sweep", spec, "--out", tmp_path / "out", "--dry-run")
+
+
+def test_missing_data_and_odd_specs_are_found_before_anything_trains(tmp_path, small_data_dir):
+    spec = _write(tmp_path, {"base": {"max_steps": 3}, "grid": {"data_dir": [str(small_data_dir), str(tmp_path / "no")]}})
+    r = cli("sweep", spec, "--out", tmp_path / "out", code=2)
+    assert f"the configuration {{'data_dir': '{tmp_path / 'no'}'}}: data directory" in r.output
+    assert not (tmp_path / "out").exists()
+    base = {"max_steps": 3, "data_dir": str(small_data_dir)}
+    for change, message in [
+        ({"grid": {"combine": ["sum", "sum"]}}, "grid: combine lists 'sum' twice"),
+        ({"grid": {"combine": ["sum", "mean"]}, "base": {**base, "cagrad_c": 0.5}},
+         "base: cagrad_c applies to combine cagrad only, which no configuration of this sweep chooses"),
+        ({"grid": {"combine": ["sum"]}, "base": {**base, "seed": 2**63 - 1}, "seeds": 2}, "pass the largest seed"),
+        ({"grid": {"combine": ["sum"]}, "name": "a\nb"}, "name must be printable text"),
+    ]:
+        r = cli("sweep", _write(tmp_path, {"base": base, **change}), "--out", tmp_path / "out", "--dry-run", code=2)
+        assert message in r.output, r.output
+    # A base option of a method some configurations choose is theirs; the others reset it.
+    spec = _write(tmp_path, {"base": {**base, "cagrad_c": 0.5}, "grid": {"combine": ["sum", "cagrad"]}})
+    cli("sweep", spec, "--out", tmp_path / "out", "--dry-run")
+    # A search's sampler takes a 32-bit seed; runs take 63-bit ones.
+    spec = _write(tmp_path, {"base": {**base, "seed": 2**40}, "search": {"lr": {"log_uniform": [1e-5, 1e-3]}},
+                             "trials": 1})
+    from bertmtl.sweep.spec import read_spec
+    from bertmtl.sweep.study import open_study
+
+    assert open_study(read_spec(spec), f"sqlite:///{tmp_path / 's.db'}", 10).sampler is not None
 
 
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///", "sqlite:///:memory:", "sqlite:///file:x?mode=memory&uri=true"])
@@ -294,3 +320,32 @@ def test_intervals_stay_within_what_a_metric_can_take():
     assert (s["lo"], s["hi"]) == (0.0, 1.0) and s["mean"] == pytest.approx(0.575)
     s = mean_ci([0.5, 0.52], (0.0, 1.0))  # close seeds: nothing to cut
     assert 0 < s["lo"] < 0.5 and 0.52 < s["hi"] < 1
+
+
+def test_what_each_signal_does_to_a_stop_request():
+    """A person's second Ctrl-C stops at once; the other signal from a second sender right after
+    (torchrun's agent passing its SIGTERM on) is the same stop; a sweep worker takes its parent's
+    signals for what they say, whatever a scheduler also sent it."""
+    from bertmtl.stopping import WORKER_NOW, WORKER_STOP, StopRequest
+
+    said = []
+    stop = StopRequest(said.append)
+    stop.handle(signal.SIGINT, None)
+    assert stop.requested and stop.reason == "Ctrl-C" and len(said) == 1
+    assert said[0] == ("Ctrl-C: stopping after this step and saving a checkpoint (Ctrl-C again stops at once, "
+                       "without saving)")
+    stop.handle(signal.SIGTERM, None)  # the agent's, within a second: ignored
+    with pytest.raises(KeyboardInterrupt):
+        stop.handle(signal.SIGINT, None)  # pressed again: now
+
+    worker = StopRequest(said.append)
+    worker.handle(signal.SIGTERM, None)  # the scheduler's
+    worker.handle(WORKER_STOP, None)  # the parent's: still the same stop
+    assert worker.reason == "SIGTERM" and len(said) == 2
+    with pytest.raises(KeyboardInterrupt):
+        worker.handle(WORKER_NOW, None)
+
+    setup = StopRequest()
+    with pytest.raises(KeyboardInterrupt):
+        with setup.immediate():  # while a run is set up, nothing to save: at once
+            setup.handle(signal.SIGTERM, None)

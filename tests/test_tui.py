@@ -755,3 +755,69 @@ def test_s_while_the_run_is_set_up_says_nothing_was_saved(small_data_dir, tiny_b
 
     drive(app, scenario)
     assert not (app.run_dir / "last").exists() and "Traceback" not in (app.run_dir / "train.log").read_text()
+
+
+def test_tui_refuses_what_train_would_refuse_and_what_is_not_a_run(tmp_path, small_data_dir):
+    runner = CliRunner()
+    r = runner.invoke(main, ["tui", "--train", "--data-dir", str(tmp_path / "nowhere"), "--runs-dir",
+                             str(tmp_path / "runs")])
+    assert r.exit_code == 2 and "data directory" in r.output and "not found" in r.output
+    r = runner.invoke(main, ["tui", "--train", "--data-dir", str(small_data_dir), "--cagrad-c", "0.5",
+                             "--runs-dir", str(tmp_path / "runs")])
+    assert r.exit_code == 2 and "--cagrad-c 0.5 applies to --combine cagrad only" in r.output
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    (tmp_path / "empty").mkdir()
+    r = runner.invoke(main, ["tui", str(tmp_path / "empty")])
+    assert r.exit_code == 2 and "not a run (no metrics.jsonl" in r.output
+
+
+def test_the_new_run_form_checks_the_options_as_train_would(tmp_path, small_data_dir):
+    from bertmtl.errors import UserError
+    from bertmtl.tui.training import plan_training
+
+    for args, message in [(["--print-config"], "--print-config prints a configuration"),
+                          (["--out", "x"], "leave out --out and --resume"),
+                          (["--data-dir", str(tmp_path)], "ids-sst-train.csv: no such file"),
+                          (["--data-dir", str(small_data_dir), "--encoder", "org/name@"], "the revision after @ is empty"),
+                          (["--data-dir", str(small_data_dir), "--encoder", ""], "--encoder must not be empty"),
+                          (["--lr", "abc"], "'abc' is not a valid float")]:
+        with pytest.raises(UserError, match=message.replace("(", r"\(")):
+            plan_training(args)
+    assert plan_training(["--data-dir", str(small_data_dir), "--runs-dir", str(tmp_path / "r")]).runs_dir == \
+        str(tmp_path / "r")
+
+
+def test_a_training_that_fails_before_it_is_a_run_leaves_no_directory(tmp_path, tiny_bert_dir, small_data_dir):
+    """The child fails loading its encoder (after the TUI's checks): the TUI says why, and on closing
+    removes the directory that holds nothing but its log (nothing lists or deletes it)."""
+    run = tmp_path / "runs" / "new"
+    run.mkdir(parents=True)
+    app = BertmtlApp(run, poll_interval=POLL, predictor_factory=FakePredictor, start_training=True,
+                     train_args=["--data-dir", str(small_data_dir), "--encoder", str(tmp_path / "no-encoder")])
+
+    async def scenario(pilot):
+        status = app.query_one(RunStatus)
+        await until(pilot, lambda: status.progress is not None and status.progress.status == "failed", timeout=60,
+                    what="the failure")
+        assert "no-encoder" in status.progress.note
+
+    drive(app, scenario)
+    assert not run.exists() and "no-encoder" in app.discarded
+
+
+def test_sigterm_closes_the_app_and_stops_its_training(tmp_path):
+    import os
+    import signal
+
+    run = tmp_path / "new"
+    app = BertmtlApp(run, train_argv=fake_training(run), poll_interval=POLL, predictor_factory=FakePredictor)
+
+    async def scenario(pilot):
+        await until(pilot, lambda: app.state.step >= 1, what="training to start")
+        os.kill(os.getpid(), signal.SIGTERM)  # as `kill` sends it to the TUI
+        await until(pilot, lambda: not app.is_running, what="the app to close")
+
+    drive(app, scenario)
+    assert app.training.stopping and app.return_value is None
+    app.training.proc.wait(30)
+    assert "stopped" in (run / "metrics.jsonl").read_text()

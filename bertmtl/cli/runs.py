@@ -48,6 +48,13 @@ def runs(names: tuple[str, ...], runs_dir: str | None, compare: tuple[str, str] 
     from ..runs import compare_runs, find_run, list_runs, run_info, runs_root
 
     root = runs_root(runs_dir)
+    # one mode per call: an option of another mode would otherwise be dropped without a word
+    if compare and (delete or drop_last):
+        removes = "--delete removes runs" if delete else "--drop-last removes runs' last/"
+        raise click.UsageError(f"--compare shows two runs side by side and {removes}: give one of them")
+    if compare and names:
+        raise click.UsageError("--compare takes the two runs it compares (RUN_A RUN_B); RUN names without it list "
+                               "those runs: give one or the other")
     if delete and drop_last:
         raise click.UsageError("--delete removes whole runs and --drop-last their last/ only: give one of them")
     if dry_run and not (delete or drop_last):
@@ -113,6 +120,15 @@ def _clean(root: Path, named: list[Path], delete: bool, dry_run: bool, as_json: 
     click.echo(f"{'would free' if dry_run else 'freed'} {human_bytes(total)} ({len(plans)} {what})")
 
 
+def _cell(text) -> str:
+    """A name as a table cell: escaped repr-style when it holds a newline or another control character
+    (it would split its row in a pipe), and Rich's markup brackets shown as they are."""
+    from rich.markup import escape
+
+    text = str(text)
+    return escape(text if text.isprintable() else repr(text))
+
+
 def _short(v) -> str:
     return f"{v:.3f}" if isinstance(v, float) else "–"
 
@@ -146,7 +162,7 @@ def _print_table(root, infos: list[dict]) -> None:
     specs = [s for s in BUILTIN if any(s.primary_metric in i["best"] for i in infos)]
     metrics = [(s.primary_metric, s.title) for s in specs]
     shown = ", ".join(label for _, label in metric_labels(specs, primary_only=True))
-    table = Table(title=f"runs under {root}/  (dev scores of each run's best checkpoint: {shown})",
+    table = Table(title=f"runs under {_cell(root)}/  (dev scores of each run's best checkpoint: {shown})",
                   box=box.SIMPLE_HEAD, pad_edge=False)
     for col, justify in (("run", "left"), ("started", "left"), ("steps", "right"), ("status", "left")):
         table.add_column(col, justify=justify, no_wrap=True)
@@ -160,9 +176,9 @@ def _print_table(root, infos: list[dict]) -> None:
         started = time.strftime("%m-%d %H:%M", time.localtime(i["started"])) if i["started"] else "–"
         steps = f"{i['step']}/{i['total_steps']}" if i["total_steps"] else str(i["step"])
         style = Status.of(i["status"]).style
-        sweep = [(i.get("config") or {}).get("sweep") or "–"] if sweeps else []
-        table.add_row(i["name"], started, steps, f"[{style}]{i['status']}[/]" if style else i["status"],
-                      Path(i["encoder"]).name, *sweep, *(_short(i["best"].get(k)) for k, _ in metrics),
+        sweep = [_cell((i.get("config") or {}).get("sweep") or "–")] if sweeps else []
+        table.add_row(_cell(i["name"]), started, steps, f"[{style}]{i['status']}[/]" if style else i["status"],
+                      _cell(Path(i["encoder"]).name), *sweep, *(_short(i["best"].get(k)) for k, _ in metrics),
                       _short(i["best"].get("overall")))
     if not _is_terminal(sys.stdout):
         # In a pipe (`bertmtl runs | grep NAME`, a file) each run stays on one line, its cells whole.
@@ -188,12 +204,12 @@ def _print_compare(a: dict, b: dict, rows: list) -> None:
 
     console = Console()
     if not rows:
-        console.print(f"{a['name']} and {b['name']}: same configuration, status and best dev metrics")
+        console.print(f"{_cell(a['name'])} and {_cell(b['name'])}: same configuration, status and best dev metrics")
         return
-    table = Table(title=f"{a['name']} vs {b['name']} (only what differs)")
+    table = Table(title=f"{_cell(a['name'])} vs {_cell(b['name'])} (only what differs)")
     table.add_column("")
-    table.add_column(a["name"], overflow="fold")
-    table.add_column(b["name"], overflow="fold")
+    table.add_column(_cell(a["name"]), overflow="fold")
+    table.add_column(_cell(b["name"]), overflow="fold")
     for key, va, vb in rows:
         table.add_row(key, _fmt(va), _fmt(vb))
     console.print(table)

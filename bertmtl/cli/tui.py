@@ -28,16 +28,22 @@ def tui(ctx: click.Context, run: str | None, checkpoint_path: str | None, start_
       bertmtl tui --train --data-dir data  start training and watch it (s stops it cleanly)
     """
     from ..errors import UserError
-    from ..runs import latest_run, new_run_dir, runs_root
+    from ..rundir import holds_run
+    from ..runs import latest_run, new_run_dir, run_dirs, runs_root
 
     root = runs_root(opts.get("runs_dir"))
+    # The train options given here, as `bertmtl train` takes them; the TUI gives each run its --out.
+    train_args = given_args(ctx, opts, skip=("checkpoint_path", "start_training", "out"))
     if start_training:
+        from ..tui.training import plan_training
+
         if run is not None and opts.get("out") and Path(run) != Path(opts["out"]):
             raise click.UsageError(f"RUN ({run}) and --out ({opts['out']}) name two directories; give one")
         run = opts.get("out") or run
         if run is not None and (Path(run) / "metrics.jsonl").exists():
             raise click.UsageError(f"{run} already holds a run; with --train, give a new run directory through "
                                    f"--out (or none); to continue it: bertmtl train --resume {run}")
+        plan_training(train_args)  # refused here, as train would refuse it, not in a child that fails at once
         run = run or str(new_run_dir(root))
     elif run is None:
         latest = latest_run(root)
@@ -47,9 +53,12 @@ def tui(ctx: click.Context, run: str | None, checkpoint_path: str | None, start_
         run = str(latest)
     elif not Path(run).is_dir():
         raise UserError(f"{run}: no such run directory")
+    elif not holds_run(Path(run)):  # nothing there will ever write metrics.jsonl: say so, not wait for it
+        inside = run_dirs(run)
+        hint = f"it holds runs: bertmtl tui --runs-dir {run} (the latest), or bertmtl tui {inside[0]}" if inside \
+            else "start one there with bertmtl tui --train --out DIR"
+        raise UserError(f"{run}: not a run (no metrics.jsonl, no training writes it); {hint}")
     from ..tui.app import run_tui
 
-    # The train options given here, as `bertmtl train` takes them; the TUI gives each run its --out.
-    train_args = given_args(ctx, opts, skip=("checkpoint_path", "start_training", "out"))
     run_tui(Path(run), checkpoint=checkpoint_path, train_args=train_args, start_training=start_training,
             runs_root=root)

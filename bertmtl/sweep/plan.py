@@ -8,6 +8,7 @@ real number differ a little, hence "about").
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,27 @@ class SweepPlan:
                 state = str(status) if status.final else f"{status} at step {info['step']} of {info['total_steps']}"
                 out.append(PlannedRun(params, seed, run, state, status.final))
         return out
+
+    def check_data(self) -> None:
+        """The files every configuration reads are there, as `bertmtl train` checks them before anything
+        slow: a data directory or a task file swept to a typo is found now, not after the configurations
+        before it have trained (each distinct set of files once)."""
+        from ..errors import UserError
+        from ..train_config import check_data_files
+        from .spec import _search_samples
+
+        spec, seen = self.spec, set()
+        for params in self.points if self.points is not None else _search_samples(spec.search):
+            cfg = spec.config(params, spec.first_seed, "sweep")
+            key = (cfg.data_dir, json.dumps(cfg.files, sort_keys=True), tuple(cfg.tasks), tuple(cfg.mlm_text))
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                check_data_files(cfg)
+            except UserError as e:
+                which = f"the configuration {params}" if len(self.points or [None]) > 1 or spec.search else "its runs"
+                raise UserError(f"sweep {spec.name}: {which}: {e.message}") from None
 
     def summary(self) -> str:
         """One line: what the sweep trains, and what is left of it."""

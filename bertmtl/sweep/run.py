@@ -24,15 +24,24 @@ def _stderr(text: str) -> None:
 
 
 def check_storage(url: str) -> None:
-    """Refuse a storage that forgets the study when the command ends (SQLite in memory): the same
-    command could never skip finished work, and every worker would have a study of its own."""
+    """Refuse a storage URL that is not one, or one that forgets the study when the command ends
+    (SQLite in memory): the same command could never skip finished work, and every worker would
+    have a study of its own."""
     from urllib.parse import parse_qs, urlsplit
 
-    if not url.startswith("sqlite"):
-        return
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(url)
+    except (ArgumentError, ValueError) as e:
+        raise UserError(f"--storage {url}: not a database URL ({e}); e.g. sqlite:///PATH/study.db or "
+                        f"postgresql://user@host/db") from None
     parts = urlsplit(url)
+    if not parts.scheme.lower().startswith("sqlite"):
+        return
     path = parts.path[1:] if parts.path.startswith("/") else parts.path  # sqlite:///x: the file x
-    if path in ("", ":memory:") or "memory" in parse_qs(parts.query).get("mode", []):
+    if path == "" or ":memory:" in path or "memory" in parse_qs(parts.query).get("mode", []):
         raise UserError(f"--storage {url}: an SQLite database in memory is gone when the command ends, and the "
                         f"sweep could not continue or skip finished work; give a file (sqlite:///PATH/study.db) "
                         f"or leave --storage out (a file in --out)")
@@ -52,12 +61,16 @@ def run_sweep(cfg, say=print) -> dict | None:
 
     def report(spec: SweepSpec) -> dict:
         built = build_report(out, spec, cfg.bootstrap)
-        say(f"wrote {out}/report.md, report.json and report.svg ({len(built['configurations'])} configurations)")
+        n = len(built["configurations"])
+        say(f"wrote {out}/report.md, report.json and report.svg ({n} configuration{'s' * (n != 1)})")
         for line in incomplete_lines(built):
             say(f"incomplete: {line}")
         return built
 
     if cfg.report:  # from the runs alone, with the spec the sweep saved
+        if cfg.spec is not None or cfg.dry_run or cfg.worker:
+            raise UserError("--report DIR rebuilds a report from the runs alone: give it without SPEC, --dry-run or "
+                            "--worker")
         if not (out / SPEC_FILE).is_file():
             raise UserError(f"{out}: not a sweep directory (no {SPEC_FILE})")
         return report(SweepSpec.from_dict(read_json(out / SPEC_FILE, "missing")))
@@ -71,30 +84,35 @@ def run_sweep(cfg, say=print) -> dict | None:
         raise UserError(f"{out} holds another sweep (its {SPEC_FILE} differs from {cfg.spec}); use another --out")
     if not cfg.worker:
         plan = SweepPlan(spec, out)
+        plan.check_data()
         say(plan.summary())
         if cfg.dry_run:
             for line in plan.listing():
                 say(line)
             return None
     out.mkdir(parents=True, exist_ok=True)
-    if not saved.is_file() and not cfg.worker:
-        write_json(saved, spec.to_dict())
     storage = cfg.storage or default_storage(out)
+    if not cfg.worker:
+        open_study(spec, storage, cfg.heartbeat)  # the storage is usable (made, its grid queued) before anything is
+        if not saved.is_file():               # written or trained; once, before workers race for it
+            write_json(saved, spec.to_dict())
     again = cfg.command or f"bertmtl sweep {cfg.spec} --out {out}"
-    what = ("stopping the sweep: the running trial ends its step and saves its run" if cfg.workers == 1 or cfg.worker
+    workers = _workers(cfg.workers, SweepPlan(spec, out).configurations, say) if not cfg.worker else 1
+    what = ("stopping the sweep: the running trial ends its step and saves its run" if workers == 1
             else "stopping the sweep: each worker ends its step and saves its run")
     started = time.time()
-    with stop_on_signals(_stderr, what, worker=cfg.worker) as stop:
+    # A worker the parent started is told by the parent, which says what happened: it stays quiet.
+    spawned = cfg.worker and os.environ.get(PARENT_ENV, "").isdigit()
+    with stop_on_signals(None if spawned else _stderr, what, worker=cfg.worker) as stop:
         try:
-            if cfg.worker or cfg.workers == 1:
-                if cfg.worker and os.environ.get(PARENT_ENV, "").isdigit():
+            if cfg.worker or workers == 1:
+                if spawned:
                     watch_parent(int(os.environ[PARENT_ENV]), stop)
                 work(spec, out, storage, cfg.heartbeat, say=say, stop=stop)
             else:
-                open_study(spec, storage, cfg.heartbeat)  # made (and its grid queued) once, before the workers race
                 if stop.requested:
                     raise SweepStopped()
-                _supervise(spawn_workers(Path(cfg.spec), out, storage, cfg.workers, cfg.heartbeat), stop, again)
+                _supervise(spawn_workers(Path(cfg.spec), out, storage, workers, cfg.heartbeat), stop, again)
         except (SweepStopped, KeyboardInterrupt) as e:  # (KeyboardInterrupt: a second signal between two runs)
             if cfg.worker:
                 run = getattr(e, "run", None)
@@ -110,6 +128,19 @@ def run_sweep(cfg, say=print) -> dict | None:
         except KeyboardInterrupt:
             raise Interrupted(f"stopped while writing the report; every run is done, and `bertmtl sweep --report "
                               f"{out}` writes it") from None
+
+
+def _workers(asked: int, configurations: int, say) -> int:
+    """--workers, at most one per CPU core and per configuration (each worker trains a configuration
+    at a time, and loads torch and a model: more would only wait, or exhaust the memory)."""
+    cores = os.cpu_count() or 1
+    most = min(cores, configurations)
+    if asked > most:
+        why = f"the sweep has {configurations} configuration{'s' * (configurations != 1)}" if most == configurations \
+            else f"this machine has {cores} CPU cores"
+        say(f"--workers {asked}: using {most} ({why})")
+        return most
+    return asked
 
 
 def _stopped_message(reason: str, out: Path, since: float, again: str) -> str:
@@ -130,8 +161,8 @@ def _stopped_message(reason: str, out: Path, since: float, again: str) -> str:
              if saved else "", f"{at_once} stopped at once, to go on from {'their' if at_once != 1 else 'its'} last "
                                f"checkpoint" if at_once else ""]
     left = "; ".join(p for p in parts if p) or "no run was training"
-    return (f"sweep stopped ({reason}): {left}. Run the same command again to continue; it resumes them first and "
-            f"trains each configuration and seed once:\n  {again}")
+    return (f"sweep stopped ({reason}): {left}. Run the same command again to continue: it resumes those runs from "
+            f"their last/ and trains each configuration and seed once:\n  {again}")
 
 
 def _supervise(procs: list, stop, again: str) -> None:

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
-from ..options import coerce
+from ..options import SEED_MAX, coerce
 from ..train_config import TrainConfig
 
 DISTRIBUTIONS = ("log_uniform", "uniform", "int", "choice")
@@ -121,9 +121,11 @@ def config_key(params: dict) -> str:
     return f"{text}-{hashlib.sha1(canon.encode()).hexdigest()[:8]}"
 
 
-def _field(name: str, where: str):
-    fields = TrainConfig.fields()
-    key = str(name).replace("-", "_")
+def _field(name: str, where: str, among=()):
+    """(field name, field) of a spec key spelt as --config takes it; `among`: the mapping it comes from,
+    where no other key may name the same option."""
+    fields, key = TrainConfig.fields(), TrainConfig.field_name(name)
+    TrainConfig.check_spellings([k for k in among if TrainConfig.field_name(k) == key], where)
     if key not in fields:
         raise UserError(f"{where}: {name} is not an option of bertmtl train (`bertmtl train --print-config` lists them)")
     if key in OWN:
@@ -132,8 +134,8 @@ def _field(name: str, where: str):
     return key, fields[key]
 
 
-def _coerce(name: str, value, where: str):
-    key, f = _field(name, where)
+def _coerce(name: str, value, where: str, among=()):
+    key, f = _field(name, where, among)
     try:
         return key, coerce(f, value)
     except ValueError as e:
@@ -194,33 +196,42 @@ def read_spec(path: str | Path) -> SweepSpec:
     if not isinstance(base, dict):
         raise UserError(f"{where}: base must be a mapping of train options")
     first_seed = _whole(base.pop("seed", TrainConfig().seed), 0, f"{where}: base: seed must be a whole number >= 0 (the first seed)")
-    base = dict(_coerce(k, v, f"{where}: base") for k, v in base.items())
-    spec = SweepSpec(name=str(data.get("name") or path.stem), base=base, first_seed=first_seed)
+    base = dict(_coerce(k, v, f"{where}: base", base) for k, v in base.items())
+    name = str(data.get("name") or path.stem)
+    if not name.isprintable() or not name.strip():
+        raise UserError(f"{where}: name must be printable text, not {name!r}")
+    spec = SweepSpec(name=name, base=base, first_seed=first_seed)
     if "grid" in data:
         spec.grid = {}
-        for name, values in _mapping(data, "grid", f"{where}: grid must map options to lists of values").items():
+        grid = _mapping(data, "grid", f"{where}: grid must map options to lists of values")
+        for name, values in grid.items():
             if not isinstance(values, list) or not values:
                 raise UserError(f"{where}: grid: {name} needs a list of values")
-            key = _field(name, f"{where}: grid")[0]
-            spec.grid[key] = [_coerce(name, v, f"{where}: grid")[1] for v in values]
-        size = math.prod(len(v) for v in spec.grid.values())
+        size = math.prod(len(v) for v in grid.values())  # before a value is read: a typo's size is said at once
         if size > MAX_CONFIGURATIONS:
             raise UserError(f"{where}: the grid has {size:,} configurations ("
-                            + " x ".join(f"{len(v):,} {k}" for k, v in spec.grid.items())
+                            + " x ".join(f"{len(v):,} {k}" for k, v in grid.items())
                             + f"); a sweep trains at most {MAX_CONFIGURATIONS:,}: narrow it, or search with trials: N")
+        for name, values in grid.items():
+            key = _field(name, f"{where}: grid", grid)[0]
+            spec.grid[key] = [_coerce(name, v, f"{where}: grid")[1] for v in values]
+            if len(set(map(_canonical, spec.grid[key]))) < len(spec.grid[key]):
+                twice = next(v for v in spec.grid[key] if spec.grid[key].count(v) > 1)
+                raise UserError(f"{where}: grid: {name} lists {twice!r} twice (each value is one configuration)")
     elif "rows" in data:
         spec.rows = {}
         for name, options in _mapping(data, "rows", f"{where}: rows must map row names to mappings of train options").items():
             if not isinstance(options, dict):
                 raise UserError(f"{where}: rows: {name} needs a mapping of train options ({{}} for base alone)")
-            spec.rows[str(name)] = dict(_coerce(k, v, f"{where}: rows: {name}") for k, v in options.items())
+            spec.rows[str(name)] = dict(_coerce(k, v, f"{where}: rows: {name}", options)
+                                        for k, v in options.items())
         if len(spec.rows) > MAX_CONFIGURATIONS:
             raise UserError(f"{where}: {len(spec.rows):,} rows; a sweep trains at most {MAX_CONFIGURATIONS:,}")
     if "trials" in data and "search" not in data:
         raise UserError(f"{where}: trials is for a search; a grid or rows run every configuration")
     if "search" in data:
         search = _mapping(data, "search", f"{where}: search must map options to distributions")
-        spec.search = {_field(n, f"{where}: search")[0]: _distribution(n, d, f"{where}: search")
+        spec.search = {_field(n, f"{where}: search", search)[0]: _distribution(n, d, f"{where}: search")
                        for n, d in search.items()}
         spec.trials = _whole(data.get("trials"), 1, f"{where}: a search needs trials: N (N >= 1)")
         if spec.trials > MAX_CONFIGURATIONS:
@@ -233,6 +244,9 @@ def read_spec(path: str | Path) -> SweepSpec:
     if spec.seeds > MAX_SEEDS:
         raise UserError(f"{where}: seeds: {spec.seeds:,}; at most {MAX_SEEDS:,} per configuration (each seed is a "
                         f"whole training run)")
+    if first_seed + spec.seeds - 1 > SEED_MAX:
+        raise UserError(f"{where}: seeds {first_seed} to {first_seed + spec.seeds - 1} pass the largest seed, {SEED_MAX} "
+                        f"(base's seed is the first)")
     configurations = len(spec.grid_points()) if spec.fixed else spec.trials
     if configurations * spec.seeds > MAX_RUNS:
         raise UserError(f"{where}: {configurations:,} configurations x {spec.seeds:,} seeds = "
@@ -274,7 +288,9 @@ def read_spec(path: str | Path) -> SweepSpec:
             raise UserError(f"{where}: the configuration {params}: {e.message}") from None
     if spec.baseline and spec.search:
         spec.config(spec.baseline, spec.first_seed, "sweep")
-    _check_metric(spec, spec.grid_points() if spec.fixed else _search_samples(spec.search), where)
+    samples = spec.grid_points() if spec.fixed else _search_samples(spec.search)
+    _check_metric(spec, samples, where)
+    _unused_base_options(spec, samples, where)
     return spec
 
 
@@ -283,13 +299,13 @@ TASK_OPTIONS = ("tasks", "task", "tasks_file", "mlm_text", "mlm_only")
 
 
 def _search_samples(search: dict) -> list[dict]:
-    """Configurations of a search that between them hold every choice of an option that changes the
-    tasks (the others at their lowest values)."""
+    """Configurations of a search that between them hold every choice of every option (the others at
+    their lowest values): the tasks a search may train, the methods it may choose."""
     low = _extremes(search, 0)
     samples = [low]
     for name, d in search.items():
         kind, args = next(iter(d.items()))
-        if name in TASK_OPTIONS and kind == "choice":
+        if kind == "choice":
             samples += [{**low, name: v} for v in args]
     return samples
 
@@ -312,6 +328,26 @@ def _check_metric(spec: SweepSpec, samples: list[dict], where: str) -> None:
             which = f" ({params})" if swept_tasks else ""
             raise UserError(f"{where}: metric {spec.metric!r} is not a dev metric of these runs{which}; choose from "
                             f"{', '.join(metrics)}")
+
+
+def _canonical(value) -> str:
+    """A swept value as one key (lists and mappings are values too)."""
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _unused_base_options(spec: "SweepSpec", points: list[dict], where: str) -> None:
+    """A base option of a method no configuration chooses (--cagrad-c, and --combine never cagrad)
+    would apply to nothing: as on a command line, an error."""
+    fields = TrainConfig.fields()
+    for key in spec.base:
+        chooser_methods = fields[key].metadata.get("only_for")
+        if not chooser_methods:
+            continue
+        chooser, methods = chooser_methods
+        chosen = {spec.config(p, spec.first_seed, "sweep").to_dict().get(chooser) for p in points}
+        if not chosen & set(methods):
+            raise UserError(f"{where}: base: {key} applies to {chooser.replace('_', '-')} {' or '.join(methods)} "
+                            f"only, which no configuration of this sweep chooses")
 
 
 def _extremes(search: dict, end: int) -> dict:

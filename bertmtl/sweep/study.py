@@ -58,8 +58,9 @@ def open_study(spec: SweepSpec, storage_url: str, heartbeat: int):
     """The spec's study in `storage_url` (made on first use, its grid queued)."""
     optuna = require_optuna()
     storage = _storage(storage_url, heartbeat)
-    sampler = (optuna.samplers.RandomSampler(seed=spec.first_seed) if spec.sampler == "random"
-               else optuna.samplers.TPESampler(seed=spec.first_seed))
+    seed = spec.first_seed % 2**32  # the samplers take 32-bit seeds; runs take 63-bit ones
+    sampler = (optuna.samplers.RandomSampler(seed=seed) if spec.sampler == "random"
+               else optuna.samplers.TPESampler(seed=seed))
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=spec.prune["startup_trials"],
                                           n_warmup_steps=spec.prune["warmup_steps"])
               if spec.prune else optuna.pruners.NopPruner())

@@ -13,7 +13,8 @@ from textual.message import Message
 from textual.widgets import Footer, Header, Input, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from ..rundir import LAST, MESSAGES, PROGRESS, RunState, checkpoint_identity, is_checkpoint, writer_alive
+from ..rundir import (LAST, MESSAGES, PROGRESS, WRITER_LOCK, RunState, checkpoint_identity, is_checkpoint,
+                      writer_alive)
 from ..status import Status
 from ..stopping import STOPPED_EXIT
 from .conflicts import ConflictPane
@@ -130,6 +131,7 @@ class BertmtlApp(App):
             self.training = TrainingProcess.train(self.train_args, self.run_dir)
         self._quit_when_stopped = False
         self.keep_training = False  # the user chose to quit and leave the training running
+        self.discarded: str | None = None  # why a training of ours ended before it made a run (its directory gone)
 
     def _follow(self, run_dir: Path) -> None:
         """Forget the run followed until now and follow `run_dir` (its files read from their start)."""
@@ -163,10 +165,27 @@ class BertmtlApp(App):
     def playground(self) -> PlaygroundPane:
         return self.query_one(PlaygroundPane)
 
+    def on_unmount(self) -> None:
+        """A training of ours that ended before it made a run leaves a directory nothing lists or
+        deletes: it goes, and what it said is kept for the exit message."""
+        t = self.training
+        if t is not None and not t.running and t.returncode not in (None, 0):
+            why = t.log_tail(1)
+            if t.discard_if_not_a_run():
+                self.discarded = f"the training ended before it made a run (nothing kept in {self.run_dir}): {why}"
+
     def on_mount(self) -> None:
+        import asyncio
+        import signal
+
         if self.training is not None:
             self.training.start()
         self.set_interval(CHILD_CHECK_S, self._check_training)
+        # SIGTERM (a `kill`) or SIGHUP (the terminal closed): leave as `q` would, the terminal restored
+        # and our training asked to stop and save, not left training with nobody watching.
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, self._signalled, sig)
         self.refresh_monitor()
         self.follow_run()
 
@@ -258,6 +277,17 @@ class BertmtlApp(App):
         except (TypeError, ValueError):
             return f"bertmtl train --resume {self.run_dir}"
 
+    def _signalled(self, signum: int) -> None:
+        import signal
+
+        name = signal.Signals(signum).name
+        if self.training is not None and self.training.running and not self.keep_training:
+            self.training.stop()
+            self.exit(message=f"{name}: training asked to stop; it saves {self.run_dir / LAST} and ends (resume "
+                              f"with: {self._resume_command()})")
+        else:
+            self.exit(message=f"{name}: closed")
+
     def _training_note(self) -> tuple[str | None, str]:
         """A status that overrides the records' (stopping, failed) and a line of explanation."""
         t, status = self.training, Status.of(self.state.status)
@@ -326,21 +356,47 @@ class BertmtlApp(App):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "stop_training":
-            if self.training is None or not self.training.running:
-                return False  # someone else's run, or ours has ended: nothing to stop
-            return None if self.training.stopping else True  # greyed out while it saves
+            if self.training is not None and self.training.running:
+                return None if self.training.stopping else True  # greyed out while it saves
+            return True if self._writer_pid() is not None else False  # a run another process trains here
         if action == "new_run":
-            return None if self.training is not None and self.training.running else True  # one at a time
+            return True  # while one of ours runs, `n` says why it waits (one at a time)
         if action == "leave_input":
             return isinstance(self.focused, Input)  # shown in the footer only where it means something
         return True
 
+    def _writer_pid(self) -> int | None:
+        """The process that trains the followed run on this machine (its writer lock), when it is not ours."""
+        import os
+        import socket
+
+        from ..locks import lock_owner
+
+        if self.writer_alive is not True:
+            return None
+        owner = lock_owner(self.run_dir / WRITER_LOCK)
+        if owner.get("host") != socket.gethostname() or not isinstance(owner.get("pid"), int) \
+                or owner["pid"] == os.getpid():
+            return None
+        return owner["pid"]
+
     def action_stop_training(self) -> None:
-        """Ask our training process to save a checkpoint and stop."""
-        if self.training is not None and self.training.stop():
-            self.notify("stopping… a checkpoint will be saved; the run can be resumed", title="training")
-            self.refresh_monitor()
-            self.refresh_bindings()
+        """Ask the training to save a checkpoint and stop: ours, or the process that trains this run here."""
+        import os
+        import signal
+
+        if self.training is not None and self.training.running:
+            if self.training.stop():
+                self.notify("stopping… a checkpoint will be saved; the run can be resumed", title="training")
+        elif (pid := self._writer_pid()) is not None:
+            try:
+                os.kill(pid, signal.SIGINT)  # as a Ctrl-C in its terminal: it saves last/ and ends
+            except OSError as e:
+                self.notify(f"could not signal process {pid}: {e.strerror or e}", title="training", severity="error")
+                return
+            self.notify(f"asked process {pid} to stop; it saves a checkpoint and ends", title="training")
+        self.refresh_monitor()
+        self.refresh_bindings()
 
     async def action_quit(self) -> None:
         if self.training is None or not self.training.running:
@@ -377,8 +433,19 @@ class BertmtlApp(App):
 
         if args is None:
             return
+        from ..errors import UserError
+        from ..runs import runs_root
+        from .training import plan_training
+
+        try:
+            cfg = plan_training(args)
+        except UserError as e:  # the files changed since the form checked them
+            self.notify(e.message, title="new run", severity="error")
+            return
+        if self.training is not None:
+            self.training.discard_if_not_a_run()  # the last one failed to start: nothing of it to keep
         self.train_args = args
-        run = new_run_dir(self.runs_root)
+        run = new_run_dir(runs_root(cfg.runs_dir) if cfg.runs_dir else self.runs_root)
         self._follow(run)
         self.query_one(LogPane).clear()
         self.playground.switch_run(run)
@@ -458,3 +525,7 @@ def run_tui(run_dir: Path, checkpoint: str | None = None, train_args: list[str] 
         # SIGINT still lets it save a resumable checkpoint.
         if app.training is not None and not app.keep_training:
             app.training.stop()
+        if app.discarded:
+            import sys
+
+            print(app.discarded, file=sys.stderr)

@@ -267,5 +267,6 @@ class MonitorPane(Vertical):
         epoch = step / state.steps_per_epoch if state.steps_per_epoch else state.epoch
         self.query_one(RunStatus).progress = Progress(
             status=status or state.status, step=step, total_steps=state.total_steps, epoch=epoch,
-            epochs=state.epochs, examples_per_s=state.examples_per_s, eta=format_duration(state.eta_seconds),
+            epochs=state.epochs, examples_per_s=state.examples_per_s,
+            eta=format_duration(state.eta_seconds) if status is None else "–",  # crashed, stopping: no ETA
             fraction=state.fraction, note=note, phase=state.phase, warnings=warnings)

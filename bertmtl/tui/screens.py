@@ -89,24 +89,6 @@ class QuitScreen(ModalScreen[str]):
         self.dismiss(choice)
 
 
-def check_train_args(args: list[str]) -> str | None:
-    """Why `bertmtl train ARGS` would be refused at once (None when its options parse): an unknown
-    option, a bad value, --out or --resume (the TUI makes each new run a directory of its own)."""
-    import click
-
-    from ..cli.train import train
-
-    if any(a in ("--out", "--resume") or a.startswith(("--out=", "--resume=")) for a in args):
-        return "leave out --out and --resume: each new run gets a directory of its own under the runs root"
-    try:
-        train.make_context("train", list(args))
-    except click.exceptions.Exit:
-        return "--help and --print-config do not start a run"
-    except click.ClickException as e:
-        return e.format_message()
-    return None
-
-
 class NewRunScreen(ModalScreen[list]):
     """The options of a new training run, to edit: Enter starts it (if they parse), Esc cancels."""
 
@@ -138,9 +120,13 @@ class NewRunScreen(ModalScreen[list]):
         except ValueError as e:  # an unclosed quote
             self.query_one("#new-run-error", Static).update(escape(str(e)))
             return
-        problem = check_train_args(args)
-        if problem:
-            self.query_one("#new-run-error", Static).update(escape(problem))
+        from ..errors import UserError
+        from .training import plan_training
+
+        try:
+            plan_training(args)
+        except UserError as e:  # refused here, not by a child that fails a moment after it starts
+            self.query_one("#new-run-error", Static).update(escape(e.message))
             return
         self.dismiss(args)
 

@@ -8,7 +8,43 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..rundir import TRAIN_LOG
+from ..rundir import MESSAGES, PROGRESS, TRAIN_LOG, WRITER_LOCK
+
+# What a training that failed before it became a run leaves in its directory: its console log, what
+# it said while it set up, where its bar was (and its lock, if it was killed).
+FAILED_START = {TRAIN_LOG, MESSAGES, PROGRESS, WRITER_LOCK}
+
+
+def plan_training(args: list[str]):
+    """The TrainConfig of `bertmtl train ARGS`, checked as train checks it before anything slow
+    (options, ranges, the method's options, an empty or malformed encoder name, the data files), or
+    a UserError saying why it would be refused; --out and --resume are the TUI's to give."""
+    import click
+
+    from ..cli.options import resolved_options
+    from ..cli.train import train
+    from ..errors import UserError
+    from ..hub import hub_name
+    from ..train_config import check_data_files
+    from ..train_config import TrainConfig
+
+    if any(a in ("--out", "--resume") or a.startswith(("--out=", "--resume=")) for a in args):
+        raise UserError("leave out --out and --resume: each new run gets a directory of its own under the runs root")
+    if any(a == "--print-config" or a.startswith("--print-config=") for a in args):
+        raise UserError("--print-config prints a configuration instead of training: leave it out here")
+    try:
+        ctx = train.make_context("train", list(args))
+        with ctx:
+            opts = dict(ctx.params)
+            opts.pop("resume", None)
+            cfg = resolved_options(TrainConfig, ctx, opts)
+    except click.exceptions.Exit:
+        raise UserError("--help does not start a run") from None
+    except click.ClickException as e:
+        raise UserError(e.format_message()) from None
+    hub_name(cfg.encoder)  # ORG/NAME@ with no revision
+    check_data_files(cfg)
+    return cfg
 
 
 class TrainingProcess:
@@ -53,6 +89,19 @@ class TrainingProcess:
             return False
         self.proc.send_signal(signal.SIGINT)
         self.stopping = True
+        return True
+
+    def discard_if_not_a_run(self) -> bool:
+        """Remove the run directory when the training ended before it became a run (it holds nothing
+        but what FAILED_START names): an empty-looking directory that `bertmtl runs` neither lists nor
+        deletes, and that would refuse the same --out next time. True when removed."""
+        import shutil
+
+        if self.running or not self.run_dir.is_dir():
+            return False
+        if any(p.name not in FAILED_START for p in self.run_dir.iterdir()):
+            return False
+        shutil.rmtree(self.run_dir, ignore_errors=True)
         return True
 
     def log_tail(self, lines: int = 3) -> str:
