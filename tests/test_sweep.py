@@ -102,6 +102,52 @@ def test_a_failed_grid_point_is_queued_again_a_finished_one_never():
     assert waiting == [{"combine": "sum"}]
 
 
+def test_a_large_grid_is_queued_a_few_points_at_a_time_and_every_point_once(tmp_path):
+    """An 8,000-point grid once took minutes to queue before its first run (a database write per
+    point, each scanning every trial): now QUEUED_AHEAD up front and the next as the queue runs dry."""
+    from optuna.trial import TrialState
+
+    from bertmtl.sweep import study as study_module
+
+    spec = read_spec(_write(tmp_path, {"name": "big", "base": {"max_steps": 1},
+                                       "grid": {"lr": [i / 1000 for i in range(1, 21)], "combine": ["sum", "mean"]}}))
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = study_module.open_study(spec, storage, 60)
+    points = spec.grid_points()
+    waiting = lambda: study.get_trials(deepcopy=False, states=(TrialState.WAITING,))  # noqa: E731
+    assert len(points) == 40 and len(waiting()) == study_module.QUEUED_AHEAD == 16
+    study_module.open_study(spec, storage, 60)  # a second worker opening it queues nothing more
+    assert len(study.get_trials()) == 16
+    while True:
+        while waiting():
+            study.tell(study.ask(), 0.5)
+        if not study_module.queue_more(study, points, study.get_trials(deepcopy=False)):
+            break
+        assert len(waiting()) == 16 or len(study.get_trials()) == 40
+    done = [study_module.params_of(t) for t in study.get_trials(states=(TrialState.COMPLETE,))]
+    assert sorted(map(str, done)) == sorted(map(str, points))  # every point once, none sampled
+    assert len(study.get_trials()) == 40
+
+
+def test_a_failed_grid_point_is_retried_by_the_next_command_not_by_the_same_one(tmp_path):
+    """A configuration whose every seed diverged fails its trial: the worker going on does not queue
+    it again (it would train forever), the same command run again does, once."""
+    from optuna.trial import TrialState
+
+    from bertmtl.sweep import study as study_module
+
+    spec = read_spec(_write(tmp_path, {"name": "f", "base": {"max_steps": 1}, "grid": {"combine": ["sum", "mean"]}}))
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = study_module.open_study(spec, storage, 60)
+    first = study.ask()
+    study.tell(first, state=TrialState.FAIL)
+    study.tell(study.ask(), 0.5)
+    assert not study_module.queue_more(study, spec.grid_points(), study.get_trials(deepcopy=False))
+    study = study_module.open_study(spec, storage, 60)  # the command again
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert [study_module.params_of(t) for t in waiting] == [study_module.params_of(study.trials[first.number])]
+
+
 def _outputs(seed: int, n: int = 200, flip: float = 0.0):
     """Kept dev outputs of SST (5 classes) and STS, with a share `flip` of SST answers made right."""
     g = torch.Generator().manual_seed(seed)
@@ -166,6 +212,15 @@ def _study(out: Path, name: str):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{(out / 'study.db').resolve()}")
 
 
+def _configured(study) -> list:
+    """The trials that trained a configuration: with two workers, one that saw a point waiting and
+    asked a moment after the other took it gets a trial of no configuration, pruned at once ("the
+    grid has no point left")."""
+    spare = [t for t in study.trials if "config" not in t.user_attrs]
+    assert all(t.state.name == "PRUNED" and not t.params for t in spare), spare
+    return [t for t in study.trials if "config" in t.user_attrs]
+
+
 def test_grid_with_two_workers_trains_each_configuration_and_seed_once(tiny_bert_dir, small_data_dir, tmp_path):
     spec = _write(tmp_path, {"name": "g", "base": _base(tiny_bert_dir, small_data_dir), "seeds": 2,
                              "grid": {"combine": ["sum", "pcgrad"]}, "baseline": {"combine": "sum"}})
@@ -178,7 +233,7 @@ def test_grid_with_two_workers_trains_each_configuration_and_seed_once(tiny_bert
         types = [x["type"] for x in _records(run)]
         assert types.count("start") == 1 and "resume" not in types and types[-1] == "end", run
     study = _study(out, "g")
-    assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "COMPLETE"]
+    assert sorted(t.state.name for t in _configured(study)) == ["COMPLETE", "COMPLETE"]
     report = json.loads((out / "report.json").read_text())
     rows = {r["params"]["combine"]: r for r in report["configurations"]}
     assert rows["sum"]["baseline"] and rows["sum"]["seeds"] == [42, 43]
@@ -188,7 +243,7 @@ def test_grid_with_two_workers_trains_each_configuration_and_seed_once(tiny_bert
             assert row["values"]["overall"][row["seeds"].index(seed)] == pytest.approx(last_eval["overall"])
         vals = row["values"]["overall"]
         assert row["summary"]["overall"]["mean"] == pytest.approx(sum(vals) / 2)
-    trial = {t.params["combine"]: t for t in study.trials}
+    trial = {t.params["combine"]: t for t in _configured(study)}
     assert trial["pcgrad"].value == pytest.approx(rows["pcgrad"]["summary"]["overall"]["mean"])
     vs = rows["pcgrad"]["vs_baseline"]["overall"]
     assert vs["replicates"] == 200 and vs["lo"] <= vs["diff"] <= vs["hi"] and 0 <= vs["p"] <= 1
@@ -203,12 +258,44 @@ def test_grid_with_two_workers_trains_each_configuration_and_seed_once(tiny_bert
     before = {p.name: (p / "metrics.jsonl").stat().st_mtime_ns for p in (out / "runs").iterdir()}
     cli("sweep", spec, "--out", out)
     assert {p.name: (p / "metrics.jsonl").stat().st_mtime_ns for p in (out / "runs").iterdir()} == before
-    assert len(_study(out, "g").trials) == 2
+    assert len(_configured(_study(out, "g"))) == 2
     # The report rebuilt from the runs alone is the same report.
     (out / "report.json").unlink()
     cli("sweep", "--report", out, "--bootstrap", 200)
     again = json.loads((out / "report.json").read_text())
     assert again["configurations"] == report["configurations"]
+
+
+def test_a_grid_longer_than_its_queue_trains_every_point(tiny_bert_dir, small_data_dir, tmp_path, monkeypatch):
+    """The real command with the queue one point long: the worker queues the next point each time
+    the queue runs dry, and the sweep ends with every configuration trained once."""
+    from bertmtl.sweep import study as study_module
+
+    monkeypatch.setattr(study_module, "QUEUED_AHEAD", 1)
+    spec = _write(tmp_path, {"name": "q", "base": _base(tiny_bert_dir, small_data_dir, max_steps=1, eval_every=1),
+                             "seeds": 1, "grid": {"combine": ["sum", "mean", "pcgrad"]}})
+    out = tmp_path / "out"
+    cli("sweep", spec, "--out", out, "--bootstrap", 100)
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert [r.split("-")[0] for r in runs] == ["combine=mean", "combine=pcgrad", "combine=sum"]
+    study = _study(out, "q")
+    assert sorted(t.params["combine"] for t in study.trials) == ["mean", "pcgrad", "sum"]
+    assert {t.state.name for t in study.trials} == {"COMPLETE"}
+    assert len(json.loads((out / "report.json").read_text())["configurations"]) == 3
+
+
+def test_a_configuration_that_diverges_in_every_seed_fails_and_the_sweep_ends(tiny_bert_dir, small_data_dir,
+                                                                                 tmp_path):
+    """Weights that overflow at once: the configuration's trial fails with a warning, the others are
+    reported, and the sweep ends (the same command going on never queues it again)."""
+    spec = _write(tmp_path, {"name": "d", "base": _base(tiny_bert_dir, small_data_dir, max_steps=2, eval_every=2),
+                             "seeds": 1, "grid": {"loss_weights": ["sst=1", "sst=3e38"]}})
+    out = tmp_path / "out"
+    r = cli("sweep", spec, "--out", out, "--bootstrap", 100)
+    assert "no overall on dev in any seed" in r.output and "1 trial(s) failed" in r.output, r.output
+    study = _study(out, "d")
+    assert sorted(t.state.name for t in _configured(study)) == ["COMPLETE", "FAIL"]
+    assert len(json.loads((out / "report.json").read_text())["configurations"]) == 1
 
 
 def test_a_worker_killed_mid_trial_loses_and_duplicates_nothing(tiny_bert_dir, small_data_dir, tmp_path):
@@ -336,8 +423,8 @@ def test_two_workers_share_a_postgresql_study(tiny_bert_dir, small_data_dir, tmp
     study = optuna.load_study(study_name="pg", storage=postgres_url)
     # (Two workers queueing the grid at the same instant may both queue a point; its second trial
     # then waits for the first one's runs instead of training them again.)
-    assert {t.state.name for t in study.trials} == {"COMPLETE"}
-    assert {t.params["combine"] for t in study.trials} == {"mean", "pcgrad", "sum", "upgrad"}
+    assert {t.state.name for t in _configured(study)} == {"COMPLETE"}
+    assert {t.params["combine"] for t in _configured(study)} == {"mean", "pcgrad", "sum", "upgrad"}
     runs = list((out / "runs").iterdir())
     assert len(runs) == 4
     for run in runs:

@@ -48,6 +48,10 @@ def steps_per_run(cfg, rows=count_rows) -> tuple[int | None, bool]:
     return max(1, int(round(cfg.epochs * per_epoch))), False
 
 
+# Options that change which files a run reads.
+DATA_OPTIONS = {"data_dir", "files", "tasks", "task", "tasks_file", "mlm_text", "mlm_only", "augment"}
+
+
 @dataclass(frozen=True)
 class PlannedRun:
     params: dict
@@ -115,7 +119,10 @@ class SweepPlan:
         from .spec import _search_samples
 
         spec, seen = self.spec, set()
-        for params in self.points if self.points is not None else _search_samples(spec.search):
+        samples = self.points if self.points is not None else _search_samples(spec.search)
+        if not spec.rows and not DATA_OPTIONS & set(spec.swept):
+            samples = samples[:1]  # every configuration reads the same files
+        for params in samples:
             cfg = spec.config(params, spec.first_seed, "sweep")
             key = (cfg.data_dir, json.dumps(cfg.files, sort_keys=True), tuple(cfg.tasks), tuple(cfg.mlm_text))
             if key in seen:

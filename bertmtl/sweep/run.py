@@ -93,8 +93,10 @@ def run_sweep(cfg, say=print) -> dict | None:
     out.mkdir(parents=True, exist_ok=True)
     storage = cfg.storage or default_storage(out)
     if not cfg.worker:
-        open_study(spec, storage, cfg.heartbeat)  # the storage is usable (made, its grid queued) before anything is
-        if not saved.is_file():               # written or trained; once, before workers race for it
+        # The storage opened (made, its grid's first points queued) before anything is written or
+        # trained, and once, before workers race for it.
+        open_study(spec, storage, cfg.heartbeat)
+        if not saved.is_file():
             write_json(saved, spec.to_dict())
     again = cfg.command or f"bertmtl sweep {cfg.spec} --out {out}"
     workers = _workers(cfg.workers, SweepPlan(spec, out).configurations, say) if not cfg.worker else 1

@@ -5,8 +5,8 @@ The study lives in an Optuna storage (SQLite in the sweep directory by default; 
 URL, so that workers on several machines share it). Each worker runs the same loop: fail the
 trials whose worker stopped beating (Optuna's heartbeat; RetryHeartbeatStaleTrialCallback puts
 a copy back in the queue with the same configuration), take a waiting trial or, in a search,
-ask the sampler for a new configuration, and train it. A grid's points are queued once, when
-the study is made (enqueue_trial skips a point already there), so a worker never samples one.
+ask the sampler for a new configuration, and train it. A grid's points are queued (QUEUED_AHEAD
+when the study is opened, the next ones as the queue runs dry), never sampled.
 
 A trial's runs are named by its configuration, not by its trial number: a retried trial finds
 the runs of the trial it retries, skips the seeds that finished and resumes the one that was
@@ -20,6 +20,7 @@ the end of its step with last/ saved; its trial is failed and its configuration 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -56,7 +57,13 @@ def default_storage(out: Path) -> str:
 
 def open_study(spec: SweepSpec, storage_url: str, heartbeat: int):
     """The spec's study in `storage_url` (made on first use, its grid queued)."""
+    import warnings
+
     optuna = require_optuna()
+    # A grid of mappings or lists (loss_weights, tasks) makes Optuna warn, wherever it reads the
+    # study, that such choices may not persist; they do (a distribution is stored as JSON, a trial
+    # as its choice's index), so a sweep over them prints no warning at every trial.
+    warnings.filterwarnings("ignore", message="Choices for a categorical distribution", category=UserWarning)
     storage = _storage(storage_url, heartbeat)
     seed = spec.first_seed % 2**32  # the samplers take 32-bit seeds; runs take 63-bit ones
     sampler = (optuna.samplers.RandomSampler(seed=seed) if spec.sampler == "random"
@@ -67,21 +74,66 @@ def open_study(spec: SweepSpec, storage_url: str, heartbeat: int):
     study = optuna.create_study(study_name=spec.name, storage=storage, direction="maximize", sampler=sampler,
                                 pruner=pruner, load_if_exists=True)
     if spec.fixed:
-        for params in spec.grid_points():
-            enqueue_once(study, params, {GRID_ATTR: True})
+        queue_more(study, spec.grid_points(), study.get_trials(deepcopy=False), retry_failed=True)
     elif spec.baseline:
-        enqueue_once(study, spec.baseline, {})
+        enqueue_missing(study, [spec.baseline], {})
     return study
 
 
-def enqueue_once(study, params: dict, user_attrs: dict) -> None:
-    """Queue a configuration unless a trial has it waiting, running or done; a failed one (an
-    error in its training) is queued again, so that running the command again retries it."""
+def _key(params: dict) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def live_params(trials) -> set[str]:
+    """The configurations (as _key) a trial has waiting, running or done; a failed one (an error in
+    its training, a stop) is not, so running the command again retries it."""
     from optuna.trial import TrialState
 
     live = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
-    if not any(t.state in live and params_of(t) == params for t in study.get_trials(deepcopy=False)):
-        study.enqueue_trial(params, user_attrs=user_attrs)
+    return {_key(params_of(t)) for t in trials if t.state in live}
+
+
+# A grid's points queued when the study is opened, before workers race for them; the rest are
+# queued as the queue runs dry (each point is a database write: thousands up front take minutes).
+QUEUED_AHEAD = 16
+
+
+def enqueue_missing(study, points: list[dict], user_attrs: dict, most: int | None = None) -> None:
+    """Queue the configurations (at most `most`) that no trial has waiting, running or done (the
+    study's trials read once)."""
+    have = live_params(study.get_trials(deepcopy=False))
+    for params in points:
+        if most is not None and most <= 0:
+            return
+        if _key(params) not in have:
+            study.enqueue_trial(params, user_attrs=user_attrs)
+            have.add(_key(params))
+            most = None if most is None else most - 1
+
+
+def queue_more(study, points: list[dict], trials, retry_failed: bool = False) -> bool:
+    """Queue a grid's next points, so that QUEUED_AHEAD wait: the points no trial has had yet and,
+    when the study is opened (`retry_failed`), those whose trial failed in an earlier command (the
+    same command again retries them; the same command going on does not, or a configuration whose
+    every seed diverges would be trained forever). False when there is nothing left to queue.
+    Two workers may queue the same point at once; its second trial then waits for the first's runs
+    (train_seed's claim) and reads their results."""
+    from optuna.trial import TrialState
+
+    live, ever = live_params(trials), {_key(params_of(t)) for t in trials}
+    retry = [p for p in points if _key(p) in ever and _key(p) not in live] if retry_failed else []
+    fresh = [p for p in points if _key(p) not in ever]
+    if not retry and not fresh:
+        return False
+    waiting = sum(t.state == TrialState.WAITING for t in trials)
+    enqueue_missing(study, retry, {GRID_ATTR: True})
+    enqueue_missing(study, fresh, {GRID_ATTR: True}, most=QUEUED_AHEAD - waiting - len(retry))
+    return True
+
+
+def enqueue_once(study, params: dict, user_attrs: dict) -> None:
+    """Queue one configuration unless a trial has it waiting, running or done."""
+    enqueue_missing(study, [params], user_attrs)
 
 
 def params_of(trial) -> dict:
@@ -292,6 +344,7 @@ def work(spec: SweepSpec, out: Path, storage_url: str, heartbeat: int, poll: flo
 
     study = open_study(spec, storage_url, heartbeat)
     run_trial = objective(spec, out, stop)
+    points = spec.grid_points() if spec.fixed else []
     while True:
         if stop is not None and stop.requested:
             raise SweepStopped()
@@ -300,6 +353,8 @@ def work(spec: SweepSpec, out: Path, storage_url: str, heartbeat: int, poll: flo
         states = [t.state for t in trials]
         waiting, running = states.count(TrialState.WAITING), states.count(TrialState.RUNNING)
         started = sum(s in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED) for s in states)
+        if not waiting and spec.fixed and queue_more(study, points, trials):
+            continue
         if waiting or (spec.search and started < spec.trials):
             trial = study.ask()
             with get_heartbeat_thread(trial._trial_id, study._storage):
