@@ -329,7 +329,7 @@ def _pretrain(cfg: AblateConfig, mlm_dir: Path, reporter) -> None:
     from .engine import train
     from .fsutil import read_json
     from .pretrain import pretrain_config
-    from .rundir import LAST, SUMMARY, TRAINER_STATE
+    from .rundir import LAST, METRICS_LOG, SUMMARY, TRAINER_STATE
     from .runs import run_info
     from .status import Status
     from .stopping import Stopped
@@ -337,7 +337,7 @@ def _pretrain(cfg: AblateConfig, mlm_dir: Path, reporter) -> None:
     summary = mlm_dir / SUMMARY
     if summary.is_file() and read_json(summary, "missing").get("status") == Status.FINISHED:
         return
-    status = Status.of(run_info(mlm_dir)["status"]) if (mlm_dir / "metrics.jsonl").is_file() else None
+    status = Status.of(run_info(mlm_dir)["status"]) if (mlm_dir / METRICS_LOG).is_file() else None
     resume = mlm_dir if status is not None and status.resumable and (mlm_dir / LAST / TRAINER_STATE).is_file() \
         else None
     if resume is None:  # nothing to go on from: trained again from the start
@@ -367,7 +367,7 @@ def _ablate_stages(cfg: AblateConfig, rows: list[str], out: Path, reporter_facto
     from .device import pick_device
     from .fsutil import read_json, write_bytes, write_json
     from .pretrain import report
-    from .rundir import SUMMARY, RunState, is_run
+    from .rundir import BEST, LAST, SUMMARY, RunState, is_run
     from .sweep.report import SPEC_FILE
     from .sweep.run import run_sweep
     from .sweep.spec import ROW, read_spec
@@ -425,7 +425,7 @@ def _ablate_stages(cfg: AblateConfig, rows: list[str], out: Path, reporter_facto
                              "wall_s": state.training_seconds,
                              "steps": summary.get("step"), "status": summary.get("status"), "loss_weight": loss_weight})
             if not cfg.keep_checkpoints:  # the metrics and logs stay; the weights are large
-                for sub in ("best", "last"):
+                for sub in (BEST, LAST):
                     shutil.rmtree(run_dir / sub, ignore_errors=True)
         result["rows"].append(summarise_row(name, per_seed, spec.config({ROW: name}, seed, run_dir), table))
     compare_with_baseline(result, table, cfg.bootstrap)

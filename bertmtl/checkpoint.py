@@ -15,8 +15,9 @@ from . import __version__
 from .encoder_config import BertConfig
 from .errors import UserError
 from .fsutil import crash_point, save_safetensors, staged_dir, write_json
-from .rundir import (FORMAT, MARKER, OPTIMIZER_STATE, TRAINER_STATE, WEIGHTS_FILE, check_checkpoint_dir,
-                     checkpoint_part, checkpoint_weights, is_checkpoint, read_json, read_specs, read_tensors)
+from .rundir import (ENCODER_CONFIG, FORMAT, HEADS, MARKER, METRICS, OPTIMIZER_STATE, TASK_SPECS, TRAIN_ARGS,
+                     TRAINER_STATE, WEIGHTS_FILE, check_checkpoint_dir, checkpoint_part, checkpoint_weights,
+                     is_checkpoint, read_json, read_specs, read_tensors)
 from .tasks import TASKS
 
 
@@ -30,11 +31,11 @@ def save_checkpoint(target: Path, model, tokenizer, *, step: int, epoch: float, 
         crash_point(f"writing:{Path(target).name}")
         config = model.encoder.config.to_dict()
         config.pop("architectures", None)  # no HF class loads these weights as they are stored
-        write_json(staging / "config.json", config)
-        write_json(staging / "heads.json", {**model.cfg.to_dict(), "tasks": tasks})
-        write_json(staging / "tasks.json", {"tasks": [s.to_dict() for s in model.specs.values()]})
-        write_json(staging / "train_args.json", train_args)
-        write_json(staging / "metrics.json", metrics or {})
+        write_json(staging / ENCODER_CONFIG, config)
+        write_json(staging / HEADS, {**model.cfg.to_dict(), "tasks": tasks})
+        write_json(staging / TASK_SPECS, {"tasks": [s.to_dict() for s in model.specs.values()]})
+        write_json(staging / TRAIN_ARGS, train_args)
+        write_json(staging / METRICS, metrics or {})
         tokenizer.save(staging)
         if resume is not None:
             save_safetensors(staging / OPTIMIZER_STATE, resume.pop("tensors"))
@@ -117,14 +118,14 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", max_le
 
     path = Path(path)
     info = check_checkpoint_dir(path)
-    config = BertConfig.from_json(path / "config.json")
-    heads = read_json(path / "heads.json")
+    config = BertConfig.from_json(path / ENCODER_CONFIG)
+    heads = read_json(path / HEADS)
     try:
         head_cfg = HeadConfig(**{k: v for k, v in heads.items() if k != "tasks"})
     except (TypeError, ValueError) as e:
-        raise UserError(f"{path / 'heads.json'}: unexpected content ({e})") from None
-    train_args = read_json(path / "train_args.json") if (path / "train_args.json").is_file() else {}
-    metrics = read_json(path / "metrics.json") if (path / "metrics.json").is_file() else {}
+        raise UserError(f"{path / HEADS}: unexpected content ({e})") from None
+    train_args = read_json(path / TRAIN_ARGS) if (path / TRAIN_ARGS).is_file() else {}
+    metrics = read_json(path / METRICS) if (path / METRICS).is_file() else {}
     tokenizer = EncoderTokenizer.from_dir(path, max_length=max_length or train_args.get("max_length", DEFAULT_MAX_LENGTH))
     with uninitialised():  # every parameter is loaded next
         model = MultitaskBert(BertModel(config, init_weights=False), head_cfg, tuple(read_specs(path)))
@@ -142,7 +143,7 @@ def load_heads(model: torch.nn.Module, directory: str | Path) -> list[str]:
     directory = Path(directory)
     if not is_checkpoint(directory):
         raise UserError(f"{directory}: not a bertmtl checkpoint (no {MARKER}); --init-heads-from takes RUN/best")
-    saved = read_json(directory / "heads.json")
+    saved = read_json(directory / HEADS)
     own = model.cfg.to_dict()
     differ = [f"{k}: {saved.get(k)!r} there, {own[k]!r} here" for k in ("pooling", "pair_mode", "pair_features",
                                                                       "mlp_hidden") if saved.get(k, own[k]) != own[k]]

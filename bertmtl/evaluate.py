@@ -15,8 +15,6 @@ from .fsutil import WriteError
 from .model.heads import MultitaskBert
 from .tasks import BUILTIN, CORRELATIONS, TASKS, TaskSpec, overall_keys, spec_of
 
-METRIC_KEYS = (*(k for s in BUILTIN for k in s.metric_keys), "overall")
-
 
 @torch.inference_mode()
 def outputs_of(model: MultitaskBert, dataset: TaskDataset, batch_size: int = 64, device="cpu",
@@ -197,5 +195,5 @@ def write_predictions(model: MultitaskBert, datasets: dict[str, TaskDataset], ou
     return written
 
 
-__all__ = ["METRIC_KEYS", "TASKS", "decisions", "evaluate", "leaderboard_overall", "outputs_of", "task_metrics",
+__all__ = ["TASKS", "decisions", "evaluate", "leaderboard_overall", "outputs_of", "task_metrics",
            "overall", "write_predictions"]

@@ -130,14 +130,6 @@ def check_value(f: dataclasses.Field, value) -> str | None:
     return None
 
 
-def check_numbers(checks) -> None:
-    """UserError for the first (name, value, range keywords) whose value `number_problem` refuses
-    (None values, options not given, pass)."""
-    for name, value, bounds in checks:
-        if value is not None and (problem := number_problem(value, **bounds)):
-            raise UserError(f"{name} {problem}")
-
-
 class Options:
     """A command's options: subclass as a @dataclass whose fields are `option()`s."""
 

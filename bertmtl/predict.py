@@ -36,12 +36,6 @@ class Item:
     error: str | None = None
 
 
-@dataclass
-class _Encoded:
-    ids: list[int]
-    truncated: bool
-
-
 class Predictor:
     """A trained multi-task model ready to answer; load once, call many times."""
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from . import __version__, fsutil
 from .errors import UserError
 from .locks import OwnerLock, is_locked, lock_owner
+from .status import Status
 from .tasks import BUILTIN, TaskSpec, dev_table_metrics
 
 # -- the layout ---------------------------------------------------------------------------------
@@ -53,7 +54,10 @@ DEV_OUTPUTS = "dev_outputs.safetensors"
 FORMAT = 2
 # The weights file of each checkpoint format we read.
 WEIGHTS_FILE = {1: "model.safetensors", 2: "multitask.safetensors"}
-REQUIRED_FILES = (MARKER, "config.json", "heads.json")
+# A checkpoint's own files beside its weights: the encoder's config (HF's name), the heads and task
+# list, the task specs, the options it was trained with, its dev metrics.
+ENCODER_CONFIG, HEADS, TASK_SPECS, METRICS = "config.json", "heads.json", "tasks.json", "metrics.json"
+REQUIRED_FILES = (MARKER, ENCODER_CONFIG, HEADS)
 # A checkpoint's tokenizer: WordPiece's vocab.txt, or the tokenizer.json of the other families.
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json")
 
@@ -116,12 +120,12 @@ def check_checkpoint_dir(path: Path) -> dict:
 def read_specs(path: Path) -> list:
     """The task specs a checkpoint's heads were built from (tasks.json), or the built-in three."""
     path = Path(path)
-    if not (path / "tasks.json").is_file():
+    if not (path / TASK_SPECS).is_file():
         return list(BUILTIN)
     try:
-        return [TaskSpec.from_dict(d) for d in read_json(path / "tasks.json")["tasks"]]
+        return [TaskSpec.from_dict(d) for d in read_json(path / TASK_SPECS)["tasks"]]
     except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{path / 'tasks.json'}: unexpected content ({e})") from None
+        raise UserError(f"{path / TASK_SPECS}: unexpected content ({e})") from None
 
 
 def read_tensors(path: Path, device="cpu") -> dict:
@@ -339,7 +343,7 @@ class RunState:
         self.lr_series: list[tuple[int, float]] = []  # the learning rate of each train record
         self.bar: dict | None = None  # RUN/progress.json as last read (apply_progress)
         self.examples_per_s: float | None = None
-        self.status = "waiting"  # waiting | running (no end record since the last start) | the end's status
+        self.status = Status.WAITING  # RUNNING: no end record since the last start; else the end's status
         self.nonfinite = 0
         self.records = 0
         self._pace: deque[tuple[float, int]] = deque(maxlen=PACE_WINDOW)
@@ -390,7 +394,7 @@ class RunState:
         self.step = int(rec.get("step", 0))
         if self.steps_per_epoch:
             self.epoch = self.step / self.steps_per_epoch
-        self.status = "running"
+        self.status = Status.RUNNING
         self._pace.clear()  # the time between a stop and a resume is not training speed
 
     def _on_resume(self, rec: dict) -> None:
@@ -431,8 +435,8 @@ class RunState:
         self.examples_per_s = rec.get("examples_per_s", self.examples_per_s)
         if _finite(rec.get("time")):
             self._pace.append((float(rec["time"]), step))
-        if self.status == "waiting":
-            self.status = "running"
+        if self.status == Status.WAITING:
+            self.status = Status.RUNNING
 
     def _on_eval(self, rec: dict) -> None:
         row = {k: rec.get(k) for k in ("step", "epoch", *self.metric_keys, "overall")}
@@ -451,7 +455,7 @@ class RunState:
         self.nonfinite = int(rec.get("consecutive", self.nonfinite + 1))
 
     def _on_end(self, rec: dict) -> None:
-        self.status = rec.get("status", "finished")
+        self.status = Status.of(rec.get("status", Status.FINISHED))
         self.step = int(rec.get("step", self.step))
         if self.steps_per_epoch:
             self.epoch = self.step / self.steps_per_epoch
@@ -487,7 +491,7 @@ class RunState:
     def _live_bar(self) -> dict | None:
         """The bar of the session that runs now (not one left by an earlier session or run)."""
         bar = self.bar
-        if bar is None or self.status != "running" or bar.get("phase") == "ended":
+        if bar is None or self.status != Status.RUNNING or bar.get("phase") == "ended":
             return None
         if self._session is not None and bar["started"] < self._session[0] - 1:
             return None  # an earlier session's (the bar starts after the session's start record)
@@ -509,7 +513,7 @@ class RunState:
     def eta_seconds(self) -> float | None:
         """Seconds left: at the pace of this session's steps so far (the bar), else of the recent train
         records (None when unknown or over)."""
-        if self.status != "running" or not self.total_steps:
+        if self.status != Status.RUNNING or not self.total_steps:
             return None
         bar = self._live_bar
         if bar is not None and bar["step"] > bar["start_step"] and bar["time"] > bar["started"]:

@@ -195,10 +195,6 @@ def compare_runs(a: dict, b: dict) -> list[tuple[str, object, object]]:
 
 # -- cleaning up: `bertmtl runs --delete / --drop-last` ---------------------------------------
 
-# Runs whose last/ nobody needs: they are done, and best/ holds what they are for.
-DONE = (Status.FINISHED, Status.EARLY_STOPPED, Status.PRUNED)
-
-
 def disk_bytes(path: Path) -> int:
     """Bytes of the files under `path` (symlinks not followed)."""
     total = 0
@@ -285,7 +281,7 @@ def plan_drop_last(run_dir: Path) -> tuple[Removal | None, str | None]:
     last = run_dir / LAST
     if not last.exists():
         return None, "has no last/"
-    if info["status"] not in DONE:
+    if Status.of(info["status"]).needs_last:
         return None, f"is {info['status']}: its last/ is what resumes it"
     if not is_checkpoint(run_dir / BEST):
         return None, "has no best/ checkpoint: its last/ is its only model"

@@ -49,6 +49,12 @@ class Status(str, Enum):
         return self in (Status.FINISHED, Status.EARLY_STOPPED)
 
     @property
+    def needs_last(self) -> bool:
+        """Its last/ is still of use: what resumes it, what a live run writes, or the last good weights
+        of one that diverged. A run that trained as far as it was meant to (or was pruned) has best/."""
+        return self not in (Status.FINISHED, Status.EARLY_STOPPED, Status.PRUNED)
+
+    @property
     def live(self) -> bool:
         """Still going (or about to)."""
         return self in (Status.WAITING, Status.RUNNING)

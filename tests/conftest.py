@@ -21,22 +21,71 @@ from bertmtl.encoder_config import BertConfig
 REPO = Path(__file__).resolve().parents[1]
 
 
-def cli(*args, code: int = 0, env: dict | None = None, input=None):
-    """`bertmtl ARGS` in this process; asserts its exit code (0 unless told) and returns the result
-    (`.stdout`, `.stderr` and `.output`, both together)."""
+def _work_tree() -> str | None:
+    """The checkout's changed and untracked files (ignored ones aside); None outside a git checkout."""
+    if not (REPO / ".git").exists():
+        return None
+    try:
+        return subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=all"],
+                              capture_output=True, text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def pytest_sessionstart(session):
+    session.config.stash[WORK_TREE] = _work_tree()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The suite leaves the checkout as it found it: a test that writes into it (an MLflow store, a
+    stray file) fails the session, naming what it left."""
+    before, after = session.config.stash.get(WORK_TREE, None), _work_tree()
+    if before is None or after is None or before == after:
+        return
+    left = sorted(set(after.splitlines()) - set(before.splitlines()))
+    session.config.get_terminal_writer().line(
+        "\nthe tests changed the checkout (tests write under tmp_path):\n  " + "\n  ".join(left or after.splitlines()),
+        red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+WORK_TREE = pytest.StashKey[str | None]()
+
+
+def cli(*args, code: int | None = 0, env: dict | None = None, input=None):
+    """`bertmtl ARGS` in this process; asserts its exit code (0 unless told; None: any) and returns
+    the result (`.stdout`, `.stderr` and `.output`, both together)."""
     from bertmtl.cli import main
 
     r = CliRunner().invoke(main, [str(a) for a in args], env=env, input=input)
-    assert r.exit_code == code, f"exit {r.exit_code}, expected {code}:\n{r.output}{r.exception!r}"
+    assert code is None or r.exit_code == code, f"exit {r.exit_code}, expected {code}:\n{r.output}{r.exception!r}"
+    return r
+
+
+def _child_env(env: dict) -> dict:
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **env}
+
+
+def _argv(args) -> list:
+    return [a if isinstance(a, bytes) else str(a) for a in args]  # bytes: an argument that is not UTF-8
+
+
+def command(*args, input: bytes | str | None = None, code: int | None = None, text: bool = False, cwd=None,
+            timeout: float = 300, **env) -> subprocess.CompletedProcess:
+    """`python -m bertmtl ARGS` run to its end in a child of one thread, as a shell runs it (argv as
+    given, bytes too; stdin; the exit code, asserted when `code` is given); output captured as bytes,
+    or as text when asked or when `input` is text."""
+    r = subprocess.run([sys.executable, "-m", "bertmtl", *_argv(args)], input=input, capture_output=True,
+                       text=text or isinstance(input, str), cwd=cwd, env=_child_env(env), timeout=timeout)
+    assert code is None or r.returncode == code, f"exit {r.returncode}, expected {code}:\n{r.stdout}{r.stderr}"
     return r
 
 
 def spawn(*args, **env) -> subprocess.Popen:
     """`python -m bertmtl ARGS` as a child process of one thread (real signals, kill -9, the same
     sums in every part of a run compared bit for bit), its output piped."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **env}
-    return subprocess.Popen([sys.executable, "-m", "bertmtl", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env)
+    return subprocess.Popen([sys.executable, "-m", "bertmtl", *_argv(args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=_child_env(env))
 
 
 @pytest.fixture(scope="session")

@@ -7,28 +7,23 @@ import json
 
 import pytest
 import yaml
-from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from bertmtl.cli import main
 from bertmtl.train_config import FIELDS, TrainConfig
 
+from .conftest import cli
 from .fixtures import write_task_data
-
-
-def _invoke(args):
-    return CliRunner().invoke(main, ["train", *args])
 
 
 def test_a_run_repeats_from_its_train_args(tiny_bert_dir, tmp_path):
     data = write_task_data(tmp_path / "data")
     first = tmp_path / "first"
-    r = _invoke(["--pretrained", str(tiny_bert_dir), "--data-dir", str(data), "--out", str(first),
-                 "--max-steps", "3", "--batch-size", "8", "--lr", "2e-3", "--seed", "3", "--precision", "fp32",
-                 "--combine", "sum", "--smart", "--dropout", "0.2", "--eval-every", "2"])
+    r = cli("train", "--pretrained", str(tiny_bert_dir), "--data-dir", str(data), "--out", str(first),
+            "--max-steps", "3", "--batch-size", "8", "--lr", "2e-3", "--seed", "3", "--precision", "fp32",
+            "--combine", "sum", "--smart", "--dropout", "0.2", "--eval-every", "2", code=None)
     assert r.exit_code == 0, r.output
     again = tmp_path / "again"
-    r = _invoke(["--config", str(first / "train_args.json"), "--out", str(again)])
+    r = cli("train", "--config", str(first / "train_args.json"), "--out", str(again), code=None)
     assert r.exit_code == 0, r.output
     a = load_file(str(first / "last" / "multitask.safetensors"))
     b = load_file(str(again / "last" / "multitask.safetensors"))
@@ -38,8 +33,8 @@ def test_a_run_repeats_from_its_train_args(tiny_bert_dir, tmp_path):
 
 
 def test_print_config_round_trips_and_flags_override_the_file(tmp_path):
-    r = _invoke(["--lr", "3e-4", "--tasks", "sts,sst", "--smart-weights", "sst=0.25", "--report-to", "csv",
-                 "--print-config"])
+    r = cli("train", "--lr", "3e-4", "--tasks", "sts,sst", "--smart-weights", "sst=0.25", "--report-to", "csv",
+            "--print-config", code=None)
     assert r.exit_code == 0, r.output
     printed = yaml.safe_load(r.output)
     assert set(printed) == set(FIELDS)  # every option, resolved
@@ -47,18 +42,18 @@ def test_print_config_round_trips_and_flags_override_the_file(tmp_path):
     assert printed["smart_weights"] == {"sst": 0.25, "para": 0.0, "sts": 0.5}
     path = tmp_path / "c.yaml"
     path.write_text(r.output)
-    again = _invoke(["--config", str(path), "--print-config"])
+    again = cli("train", "--config", str(path), "--print-config", code=None)
     assert again.exit_code == 0 and again.output == r.output
-    as_json = _invoke(["--config", str(path), "--print-config", "json"])
+    as_json = cli("train", "--config", str(path), "--print-config", "json", code=None)
     assert json.loads(as_json.output) == printed
-    over = _invoke(["--config", str(path), "--lr", "1e-5", "--print-config", "json"])
+    over = cli("train", "--config", str(path), "--lr", "1e-5", "--print-config", "json", code=None)
     assert json.loads(over.output) == {**printed, "lr": 1e-5}
 
 
 def test_config_file_keys_may_be_flag_names_and_yaml_exponents(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("batch-size: 8\nlr: 1e-5\ntasks: sst,para\nsmart: true\n")
-    r = _invoke(["--config", str(path), "--print-config", "json"])
+    r = cli("train", "--config", str(path), "--print-config", "json", code=None)
     assert r.exit_code == 0, r.output
     got = json.loads(r.output)
     assert got == {**TrainConfig(batch_size=8, lr=1e-5, tasks=["sst", "para"], smart=True).to_dict()}
@@ -77,7 +72,7 @@ def test_config_file_keys_may_be_flag_names_and_yaml_exponents(tmp_path):
 def test_config_file_mistakes_are_named(tmp_path, text, message):
     path = tmp_path / "c.yaml"
     path.write_text(text)
-    r = _invoke(["--config", str(path), "--print-config"])
+    r = cli("train", "--config", str(path), "--print-config", code=None)
     assert r.exit_code == 2, r.output
     assert message in r.output
 

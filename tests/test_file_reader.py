@@ -4,7 +4,6 @@ UTF-8 and a key given twice; one rule for the format (.json is JSON, anything el
 
 from __future__ import annotations
 
-import json
 
 import pytest
 

@@ -54,17 +54,14 @@ def test_a_garbage_mlflow_tracking_uri_is_one_line_and_leaves_no_run(tiny_bert_d
 
 
 def test_an_unreachable_mlflow_server_is_refused_at_once(tiny_bert_dir, data, tmp_path):
-    """A closed port: one try, not MLflow's seven retries with back-off (minutes)."""
+    """A closed port: one line naming the store and the cause, exit 2, no run left (the store is asked
+    once, not with MLflow's seven retries and back-off: sinks/mlflow.PROBE_ENV)."""
     pytest.importorskip("mlflow")
-    import time
-
-    t0 = time.monotonic()
     r = cli(*_train(data, tiny_bert_dir, "--out", tmp_path / "runs" / "run", "--report-to", "mlflow"),
             code=2, env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:1"})
     line = _one_line(r)
     assert line.startswith("Error: --report-to mlflow: cannot use the tracking store http://127.0.0.1:1 "
                            "($MLFLOW_TRACKING_URI): ") and "Connection refused" in line, line
-    assert time.monotonic() - t0 < 60
     assert _no_run_under(tmp_path / "runs")
 
 

@@ -16,17 +16,13 @@ from click.testing import CliRunner
 from bertmtl.cli import main
 from bertmtl.sinks.metrics_log import read_records
 
+from .conftest import spawn
+
 
 
 def _train_args(tiny, data, *extra):
     return ["train", "--encoder", str(tiny), "--data-dir", str(data), "--batch-size", "16", "--lr", "1e-3",
             "--steps-per-epoch", "3", "--epochs", "2", "--eval-every", "3", "--log-every", "1", *extra]
-
-
-def _spawn(args):
-    env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "bertmtl", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env)
 
 
 def _assert_one_consistent_run(run: Path, seed: int) -> None:
@@ -46,9 +42,9 @@ def _assert_one_consistent_run(run: Path, seed: int) -> None:
 def test_runs_started_in_the_same_second_never_share_a_directory(tiny_bert_dir, data_dir, tmp_path):
     shared, root = tmp_path / "shared", tmp_path / "runs"
     # Three on one --out and three with no --out, all started at once (a seed sweep gone wrong).
-    on_shared = {seed: _spawn(_train_args(tiny_bert_dir, data_dir, "--out", str(shared), "--seed", str(seed)))
+    on_shared = {seed: spawn(*_train_args(tiny_bert_dir, data_dir, "--out", str(shared), "--seed", str(seed)))
                  for seed in (1, 2, 3)}
-    own = {seed: _spawn(_train_args(tiny_bert_dir, data_dir, "--runs-dir", str(root), "--seed", str(seed)))
+    own = {seed: spawn(*_train_args(tiny_bert_dir, data_dir, "--runs-dir", str(root), "--seed", str(seed)))
            for seed in (11, 12, 13)}
     results = {seed: (p.wait(600), p.stderr.read().decode()) for seed, p in {**on_shared, **own}.items()}
 
@@ -74,13 +70,13 @@ def test_runs_started_in_the_same_second_never_share_a_directory(tiny_bert_dir, 
 @pytest.mark.slow
 def test_resume_of_a_run_still_training_is_refused_until_its_writer_dies(tiny_bert_dir, data_dir, tmp_path):
     run = tmp_path / "run"
-    first = _spawn(_train_args(tiny_bert_dir, data_dir, "--out", str(run), "--epochs", "2000", "--save-every", "1"))
+    first = spawn(*_train_args(tiny_bert_dir, data_dir, "--out", str(run), "--epochs", "2000", "--save-every", "1"))
     t0 = time.time()
     while not (run / "last" / "trainer_state.json").exists():
         assert first.poll() is None, first.stderr.read().decode()[-2000:]
         assert time.time() - t0 < 120
         time.sleep(0.05)
-    second = _spawn(["train", "--resume", str(run), "--stop-at-step", "1000000"])
+    second = spawn("train", "--resume", str(run), "--stop-at-step", "1000000")
     assert second.wait(120) == 2
     err = second.stderr.read().decode()
     assert f"is being written by process {first.pid} on" in err and "Traceback" not in err, err
@@ -90,7 +86,7 @@ def test_resume_of_a_run_still_training_is_refused_until_its_writer_dies(tiny_be
     first.send_signal(signal.SIGKILL)  # the kernel drops the lock with the process: no stale lock
     first.wait()
     steps = json.loads((run / "last" / "bertmtl.json").read_text())["step"]
-    third = _spawn(["train", "--resume", str(run), "--stop-at-step", str(steps + 2)])
+    third = spawn("train", "--resume", str(run), "--stop-at-step", str(steps + 2))
     assert third.wait(300) == 0, third.stderr.read().decode()[-2000:]
     assert json.loads((run / "last" / "bertmtl.json").read_text())["step"] == steps + 2
 

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +20,7 @@ from bertmtl.tasks import METRIC_SHORT, TaskSpec
 from bertmtl.rundir import RunState
 from bertmtl.tasks.declared import build_spec, declared_specs, parse_task_flag, read_tasks_file
 
+from .conftest import command
 from .fixtures import NEG, POS, TOPICS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -275,14 +273,6 @@ def test_run_state_follows_the_tasks_of_the_start_record(task_files, n):
 
 # -- the command line, end to end ---------------------------------------------------------------
 
-def _cli(*args, input=None):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "bertmtl", *args], capture_output=True, text=True, env=env,
-                       input=input, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return r
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("names", [["intents"], ["dupes", "reviews"], ["intents", "dupes", "scores", "reviews"]])
 def test_declared_tasks_train_evaluate_resume_predict(tiny_bert_dir, task_files, tmp_path, names):
@@ -290,25 +280,26 @@ def test_declared_tasks_train_evaluate_resume_predict(tiny_bert_dir, task_files,
     run = tmp_path / "run"
     common = ["--batch-size", "8", "--eval-every", "2", "--log-every", "1", "--precision", "fp32", "--lr", "1e-3"]
     tasks = [a for n in names for a in ("--task", flags[n])]
-    r = _cli("train", "--pretrained", str(tiny_bert_dir), "--out", str(run), *tasks, *common, "--stop-at-step", "2",
-             "--sampling", "proportional" if len(names) == 4 else "round-robin", "--loss-weights", f"{names[0]}=2")
+    r = command("train", "--pretrained", str(tiny_bert_dir), "--out", str(run), *tasks, *common, "--stop-at-step", "2",
+                "--sampling", "proportional" if len(names) == 4 else "round-robin", "--loss-weights", f"{names[0]}=2",
+                code=0, text=True)
     assert "final dev:" in r.stdout and f"{names[0]} acc" in r.stdout
     start = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert [t["name"] for t in start["tasks"]] == names and start["config"]["tasks"] == []
 
-    r = _cli("train", "--resume", str(run), "--stop-at-step", "3")
+    command("train", "--resume", str(run), "--stop-at-step", "3", code=0)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["type"] for r in records if r["type"] in ("start", "resume", "end")] == ["start", "end", "resume", "end"]
     assert records[-1]["step"] == 3
 
-    metrics = json.loads(_cli("evaluate", "--checkpoint", str(run / "last"), "--json").stdout)
+    metrics = json.loads(command("evaluate", "--checkpoint", str(run / "last"), "--json", code=0).stdout)
     saved = json.loads((run / "last" / "metrics.json").read_text())
     keys = [k for n in names for k in metrics if k.startswith(n + "_")]
     assert keys and all(metrics[k] == pytest.approx(saved[k]) for k in keys)
     assert metrics["overall"] == pytest.approx(saved["overall"])
 
-    answer = json.loads(_cli("predict", "--checkpoint", str(run / "last"), "--json", "how do i learn python",
-                             "what is python code").stdout)
+    answer = json.loads(command("predict", "--checkpoint", str(run / "last"), "--json", "how do i learn python",
+                                "what is python code", code=0).stdout)
     pair_tasks = {"dupes", "scores"}
     expected = [n + s for n in names if n not in pair_tasks for s in ("1", "2")] + [n for n in names if n in pair_tasks]
     assert list(answer) == [*expected, "checkpoint"] and answer["checkpoint"] == str(run / "last")
@@ -317,8 +308,8 @@ def test_declared_tasks_train_evaluate_resume_predict(tiny_bert_dir, task_files,
             assert isinstance(answer[n], float)
         elif n not in pair_tasks:
             assert set(answer[n + "1"]) == {"label", "index", "probabilities"}
-    lines = _cli("predict", "--checkpoint", str(run / "last"), "--format", "tsv", "-",
-                 input="hello there\nbye now\tgood movie\n").stdout.splitlines()
+    lines = command("predict", "--checkpoint", str(run / "last"), "--format", "tsv", "-",
+                    input="hello there\nbye now\tgood movie\n", code=0).stdout.splitlines()
     assert len(lines) == 3 and lines[0].split("\t")[2:-1] == [
         c for n in names for c in ((n,) if n in pair_tasks else (n + "1", n + "2"))]
 

@@ -20,6 +20,8 @@ from bertmtl.taskfiles import read_task_file
 from bertmtl.evaluate import outputs_of as dataset_predict
 from bertmtl.predict import Item, Predictor, parse_line
 
+from .conftest import command
+
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +32,6 @@ def run_dir(tiny_bert_dir, data_dir, tmp_path_factory):
                                   "--epochs", "1", "--batch-size", "16", "--lr", "1e-3", "--seed", "0"])
     assert r.exit_code == 0, r.output
     return run
-
-
-def _cli(args, cwd=None, stdin=b"", timeout=120):
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    return subprocess.run([sys.executable, "-m", "bertmtl", "predict", *args], input=stdin, capture_output=True,
-                          cwd=cwd, env=env, timeout=timeout)
 
 
 def test_single_sentence_json(run_dir):
@@ -87,7 +83,7 @@ def test_stdin_mixed_lines_in_order_with_errors(run_dir):
         b"a\tb\tc",
         b"the film is great",
     ]
-    r = _cli(["-", "--checkpoint", str(run_dir)], stdin=b"\n".join(lines) + b"\n")
+    r = command("predict", "-", "--checkpoint", str(run_dir), input=b"\n".join(lines) + b"\n")
     assert r.returncode == 1
     assert b"5 of 10 input line(s) could not be answered" in r.stderr
     outs = [json.loads(x) for x in r.stdout.decode().splitlines()]
@@ -104,7 +100,7 @@ def test_stdin_mixed_lines_in_order_with_errors(run_dir):
 
 
 def test_stdin_all_good_exit_zero_and_tsv(run_dir):
-    r = _cli(["--checkpoint", str(run_dir), "--format", "tsv"], stdin=b"good\nbad\tworse\n")
+    r = command("predict", "--checkpoint", str(run_dir), "--format", "tsv", input=b"good\nbad\tworse\n")
     assert r.returncode == 0, r.stderr
     rows = [x.split("\t") for x in r.stdout.decode().splitlines()]
     assert rows[0][:3] == ["line", "id", "sentiment1"] and len(rows) == 3
@@ -131,7 +127,7 @@ def test_stdin_streams_before_input_ends(run_dir):
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
-    p = _cli(["hello"], cwd=tmp_path)
+    p = command("predict", "hello", cwd=tmp_path)
     assert p.returncode == 2
     assert b"train one first with `bertmtl train`" in p.stderr and b"Traceback" not in p.stderr
 
@@ -139,7 +135,7 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
 def test_default_checkpoint_is_latest_runs_best(run_dir, tmp_path):
     root = tmp_path / "w"
     shutil.copytree(run_dir, root / "checkpoints" / "r1")
-    p = _cli(["--json", "good film"], cwd=root)
+    p = command("predict", "--json", "good film", cwd=root)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["sentiment"] == Predictor(run_dir / "best").sentence("good film")["sentiment"]
 

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -27,7 +24,7 @@ from bertmtl.tasks import MLM
 from bertmtl.tokenizer import EncoderTokenizer
 from bertmtl.weights import load_mlm
 
-from .conftest import tiny_config
+from .conftest import spawn, tiny_config
 
 PRETRAIN = ["--batch-size", "16", "--lr", "1e-3", "--heldout", "0.1", "--seed", "0", "--device", "cpu",
             "--precision", "fp32", "--log-every", "1"]
@@ -336,12 +333,6 @@ def test_declared_tasks_give_their_text(data_dir, tmp_path):
 
 # -- the training loop's guarantees, for pretraining too ------------------------------------------
 
-def _spawn(args, **env):
-    env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1", **env}
-    return subprocess.Popen([sys.executable, "-m", "bertmtl", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env)
-
-
 def _weights(run):
     return load_file(str(run / "last" / "multitask.safetensors"))
 
@@ -353,7 +344,7 @@ def test_pretraining_resumes_after_ctrl_c_and_kill_9_as_if_uninterrupted(tiny_be
               "--head-steps", "2", "--save-every", "2", "--dropout", "0", *PRETRAIN]
 
     def run(args):  # every part in a process of one thread: the same sums in the same order
-        proc = _spawn(args)
+        proc = spawn(*args)
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err.decode()[-2000:]
 
@@ -363,7 +354,7 @@ def test_pretraining_resumes_after_ctrl_c_and_kill_9_as_if_uninterrupted(tiny_be
 
     # Ctrl-C: a clean stop, said at once (exit 130, last/ saved), then --resume a few steps on.
     stopped = tmp_path / "stopped"
-    proc = _spawn([*common, "--out", str(stopped)])
+    proc = spawn(*common, "--out", str(stopped))
     t0 = time.time()
     while not (stopped / "last" / "bertmtl.json").exists():
         assert proc.poll() is None and time.time() - t0 < 120, proc.stderr.read().decode()[-2000:]
@@ -379,7 +370,7 @@ def test_pretraining_resumes_after_ctrl_c_and_kill_9_as_if_uninterrupted(tiny_be
 
     # kill -9 inside step 7, then --resume to step 10.
     killed = tmp_path / "killed"
-    proc = _spawn([*common, "--out", str(killed), "--stop-at-step", "10"], BERTMTL_CRASH_AT="step:7")
+    proc = spawn(*common, "--out", str(killed), "--stop-at-step", "10", BERTMTL_CRASH_AT="step:7")
     proc.wait(120)
     assert proc.returncode == -signal.SIGKILL
     run(["pretrain", "--resume", str(killed)])

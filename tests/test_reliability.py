@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,18 +22,12 @@ from bertmtl.sinks.metrics_log import read_records
 from bertmtl.progress import SilentReporter
 from bertmtl.engine import TrainConfig, train
 
-from .conftest import fill_disk, small_tmpfs
+from .conftest import fill_disk, small_tmpfs, spawn
 
 
 def _args(tiny, data, out, *extra):
     return ["train", "--pretrained", str(tiny), "--data-dir", str(data), "--out", str(out), "--batch-size", "16",
             "--lr", "1e-3", "--seed", "3", "--log-every", "1", *extra]
-
-
-def _spawn(args, **env_extra):
-    env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1", **env_extra}
-    return subprocess.Popen([sys.executable, "-m", "bertmtl", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env)
 
 
 def _train_records(run: Path) -> int:
@@ -78,14 +69,14 @@ def _assert_loadable_or_absent(run: Path) -> int | None:
 def test_kill9_at_random_points_then_resume_equals_uninterrupted(tiny_bert_dir, data_dir, tmp_path):
     extra = ("--epochs", "10", "--save-every", "1", "--eval-every", "20")
     # Every run in a child process with the same thread count, so float reductions match.
-    ref = _spawn(_args(tiny_bert_dir, data_dir, tmp_path / "ref", *extra))
+    ref = spawn(*_args(tiny_bert_dir, data_dir, tmp_path / "ref", *extra))
     assert ref.wait(300) == 0, ref.stderr.read().decode()[-2000:]
     run = tmp_path / "killed"
     rng = random.Random(11)
     kills, saved_steps = 0, []
     while kills < 5:
         resuming = (run / "last").exists()
-        proc = _spawn(["train", "--resume", str(run)] if resuming else _args(tiny_bert_dir, data_dir, run, *extra))
+        proc = spawn("train", "--resume", str(run) if resuming else _args(tiny_bert_dir, data_dir, run, *extra))
         if not _wait_for_training(run, proc, steps=rng.randint(1, 8)):
             break  # it finished before we could kill it: no more kill points left
         time.sleep(rng.uniform(0.0, 0.05))  # and somewhere inside the step or its save
@@ -104,7 +95,7 @@ def test_kill9_at_random_points_then_resume_equals_uninterrupted(tiny_bert_dir, 
     assert kills >= 3, saved_steps
     assert len(set(saved_steps)) >= 2, saved_steps  # the kills really landed at different points
     if not (run / "summary.json").exists() or json.loads((run / "summary.json").read_text())["status"] != "finished":
-        last = _spawn(["train", "--resume", str(run)])
+        last = spawn("train", "--resume", str(run))
         assert last.wait(300) == 0, last.stderr.read().decode()[-2000:]
     a = load_file(str(tmp_path / "ref" / "last" / "multitask.safetensors"))
     b = load_file(str(run / "last" / "multitask.safetensors"))
@@ -134,12 +125,12 @@ def _assert_consistent_after_kill(run: Path) -> None:
 @pytest.mark.slow
 def test_kill9_at_twelve_points_then_resume_equals_uninterrupted(tiny_bert_dir, data_dir, tmp_path):
     extra = ("--steps-per-epoch", "4", "--epochs", "3", "--save-every", "1", "--eval-every", "3")
-    ref = _spawn(_args(tiny_bert_dir, data_dir, tmp_path / "ref", *extra))
+    ref = spawn(*_args(tiny_bert_dir, data_dir, tmp_path / "ref", *extra))
     assert ref.wait(300) == 0, ref.stderr.read().decode()[-2000:]
 
     def start(run: Path, point: str | None):
         args = ["train", "--resume", str(run)] if (run / "last").exists() else _args(tiny_bert_dir, data_dir, run, *extra)
-        return _spawn(args, **({"BERTMTL_CRASH_AT": point} if point else {}))
+        return spawn(*args, **({"BERTMTL_CRASH_AT": point} if point else {}))
 
     def killed_at(proc, point: str, run: Path) -> None:
         proc.wait(300)
@@ -186,13 +177,13 @@ def test_kill9_then_resume_is_exact_for_every_combiner_and_weighting(tiny_bert_d
     names = list(configs)
     for i in range(0, len(names), 3):  # six processes at a time: the reference and the killed run of three
         batch = names[i:i + 3]
-        procs = [(n, "ref", _spawn(args(n, "ref"))) for n in batch]
-        procs += [(n, "killed", _spawn(args(n, "killed"), BERTMTL_CRASH_AT="step:4")) for n in batch]
+        procs = [(n, "ref", spawn(*args(n, "ref"))) for n in batch]
+        procs += [(n, "killed", spawn(*args(n, "killed"), BERTMTL_CRASH_AT="step:4")) for n in batch]
         for n, kind, proc in procs:
             proc.wait(300)
             want = 0 if kind == "ref" else -signal.SIGKILL
             assert proc.returncode == want, (n, kind, proc.returncode, proc.stderr.read().decode()[-2000:])
-        resumed = [(n, _spawn(["train", "--resume", str(tmp_path / "killed" / n)])) for n in batch]
+        resumed = [(n, spawn("train", "--resume", str(tmp_path / "killed" / n))) for n in batch]
         for n, proc in resumed:
             assert proc.wait(300) == 0, (n, proc.stderr.read().decode()[-2000:])
     for n in names:
@@ -206,7 +197,7 @@ def test_kill9_then_resume_is_exact_for_every_combiner_and_weighting(tiny_bert_d
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_saves_checkpoint_and_says_how_to_resume(tiny_bert_dir, data_dir, tmp_path, sig):
     run = tmp_path / "run"
-    proc = _spawn(_args(tiny_bert_dir, data_dir, run, "--epochs", "2000"))
+    proc = spawn(*_args(tiny_bert_dir, data_dir, run, "--epochs", "2000"))
     assert _wait_for_training(run, proc)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)

@@ -310,3 +310,24 @@ def test_options_of_different_modes_are_a_usage_error(runs_dir, args, message):
     r = cli("runs", "--runs-dir", runs_dir, *args, code=2)
     assert r.output.splitlines()[-1] == f"Error: {message}"
     assert (runs_dir / "c-crashed").is_dir()
+
+
+def test_each_status_says_what_it_means_once_for_every_surface():
+    """The one table every reader asks (runs, --drop-last, sweeps and their report, the TUI, MLflow
+    and W&B), which once disagreed: W&B took a stopped run for a success, MLflow for killed."""
+    from bertmtl.status import Status
+
+    table = {s: (s.final, s.resumable, s.succeeded, s.needs_last, s.tracker_state) for s in Status}
+    assert table == {
+        Status.WAITING: (False, False, False, True, "FAILED"),
+        Status.RUNNING: (False, False, False, True, "FAILED"),
+        Status.FINISHED: (True, False, True, False, "FINISHED"),
+        Status.EARLY_STOPPED: (True, False, True, False, "FINISHED"),
+        Status.PRUNED: (True, False, False, False, "KILLED"),
+        Status.NONFINITE: (True, False, False, True, "FAILED"),  # last/: the last good weights
+        Status.PAUSED: (False, True, False, True, "KILLED"),
+        Status.STOPPED: (False, True, False, True, "KILLED"),
+        Status.INTERRUPTED: (False, True, False, True, "KILLED"),
+        Status.CRASHED: (False, True, False, True, "FAILED"),
+    }
+    assert Status.of("no such status") is Status.CRASHED and f"{Status.EARLY_STOPPED}" == "early-stopped"

@@ -6,8 +6,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 from click.testing import CliRunner
@@ -19,6 +17,8 @@ from bertmtl.cli.predict import _predict_stdin
 from bertmtl.errors import UserError
 from bertmtl.predict import Item, Predictor, tsv_columns
 from bertmtl.tokenizer import EncoderTokenizer
+
+from .conftest import command
 
 
 GOOD = "the movie is very good"
@@ -75,19 +75,13 @@ def test_tokenizer_names_text_that_is_not_valid_unicode(tiny_bert_dir):
     assert len(tok.encode(["nul \x00 and \r inside"])[0].ids) > 2
 
 
-def _cli(args, stdin=b""):
-    env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "bertmtl", "predict", *args], input=stdin, capture_output=True,
-                          env=env, timeout=180)
-
-
 @pytest.mark.slow
 def test_invalid_byte_in_an_argument_is_a_clear_error(run_dir):
-    r = _cli([os.fsencode(BAD_ARG), "--checkpoint", str(run_dir)])  # the real byte 0xFF in argv
+    r = command("predict", os.fsencode(BAD_ARG), "--checkpoint", str(run_dir))  # the real byte 0xFF in argv
     assert r.returncode == 2, r.stderr
     assert b"Error: the sentence is not valid UTF-8 (byte 0xFF at character 4)" in r.stderr
     assert b"Traceback" not in r.stderr and r.stdout == b""
-    r = _cli(["good", os.fsencode(BAD_ARG), "--checkpoint", str(run_dir), "--json"])
+    r = command("predict", "good", os.fsencode(BAD_ARG), "--checkpoint", str(run_dir), "--json")
     assert r.returncode == 2 and b"Error: sentence 2 is not valid UTF-8" in r.stderr, r.stderr
     assert b"Traceback" not in r.stderr
 
@@ -116,7 +110,7 @@ def test_known_killers_in_a_real_process(run_dir):
         b"good " * 400_000,  # over the 1 MiB line cap
         b'{"id": 12345678901234567890, "sentence": "good"}',
     ]
-    r = _cli(["-", "--json", "--checkpoint", str(run_dir)], stdin=b"\n".join(lines) + b"\n")
+    r = command("predict", "-", "--json", "--checkpoint", str(run_dir), input=b"\n".join(lines) + b"\n")
     assert b"Traceback" not in r.stderr, r.stderr.decode(errors="replace")
     assert r.returncode == 1
     assert b"7 of 12 input line(s) could not be answered" in r.stderr

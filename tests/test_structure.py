@@ -118,9 +118,16 @@ def test_output_kinds_are_decided_only_by_the_kind_classes():
     assert not found, "\n".join(found)
 
 
-def test_the_checkpoint_marker_is_named_in_one_module():
-    named = [p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")
-             if re.search(r"""["']bertmtl\.json["']""", p.read_text())]
+# A run's and a checkpoint's files (config.json aside: Hugging Face's name, which exports write too).
+LAYOUT_NAMES = ("bertmtl.json", "metrics.jsonl", "summary.json", "train_args.json", "messages.log", "progress.json",
+                "train.log", ".writer.lock", "trainer_state.json", "optimizer.safetensors", "dev_outputs.safetensors",
+                "heads.json", "tasks.json", "multitask.safetensors", "metrics.json")
+
+
+def test_run_and_checkpoint_files_are_named_in_one_module():
+    """Every surface finds a run's files through rundir's names: renaming one is a one-line change."""
+    quoted = re.compile(r"""["'](?:%s)["'/]""" % "|".join(map(re.escape, LAYOUT_NAMES)))
+    named = sorted({p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py") if quoted.search(p.read_text())})
     assert named == ["rundir.py"], named
 
 
@@ -134,3 +141,33 @@ def test_the_public_api_is_what_readme_shows():
             "assert pretrain_config().mlm_only and TrainConfig().epochs == 2.0\n"
             "assert set(bertmtl.__all__) >= {'Predictor', 'TrainConfig', 'train', '__version__'}\n")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_status_values_are_compared_only_inside_the_status_type():
+    """A run's status means one thing everywhere: surfaces ask Status (final, resumable, succeeded,
+    needs_last, tracker_state, style), never compare its strings, which once disagreed in 11 places."""
+    from bertmtl.status import Status
+
+    values = "|".join(re.escape(s.value) for s in Status)
+    literal = rf"""["'](?:{values})["']"""
+    compared = re.compile(rf"""(==|!=)\s*{literal}|{literal}\s*(==|!=)|\bin\s*[(\[{{][^)\]}}]*{literal}""")
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.relative_to(PACKAGE).as_posix() == "status.py":
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if compared.search(code) and not re.match(r"\s*(async\s+)?for\b", code):  # a loop over names
+                found.append(f"{path.relative_to(PACKAGE)}:{n}: {line.strip()}")
+    assert not found, "\n".join(found)
+    assert compared.search('if info["status"] in ("finished", "pruned"):') and compared.search("s == 'running'")
+
+
+def test_no_library_module_imports_the_cli():
+    """The CLI parses and prints; the library never reaches back up into it (the TUI, a surface of
+    its own, starts the same `bertmtl train` the CLI runs)."""
+    graph = import_graph()
+    surfaces = ("bertmtl.cli", "bertmtl.tui", "bertmtl.__main__")
+    found = [f"{m} imports {t}" for m, targets in graph.items() for t in targets
+             if t.startswith("bertmtl.cli") and not m.startswith(surfaces)]
+    assert not found, "\n".join(found)

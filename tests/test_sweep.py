@@ -9,8 +9,6 @@ import math
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,7 @@ from bertmtl.stats import mean_ci, paired_bootstrap, score
 from bertmtl.sweep.spec import config_key, read_spec
 from bertmtl.tasks import BUILTIN
 
-from .conftest import cli
+from .conftest import cli, spawn
 
 optuna = pytest.importorskip("optuna")
 SPECS = {s.name: s for s in BUILTIN}
@@ -202,12 +200,6 @@ def _records(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def _spawn_sweep(*args, **env):
-    e = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1", **env}
-    return subprocess.Popen([sys.executable, "-m", "bertmtl", "sweep", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=e)
-
-
 def _study(out: Path, name: str):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{(out / 'study.db').resolve()}")
 
@@ -221,6 +213,7 @@ def _configured(study) -> list:
     return [t for t in study.trials if "config" in t.user_attrs]
 
 
+@pytest.mark.slow
 def test_grid_with_two_workers_trains_each_configuration_and_seed_once(tiny_bert_dir, small_data_dir, tmp_path):
     spec = _write(tmp_path, {"name": "g", "base": _base(tiny_bert_dir, small_data_dir), "seeds": 2,
                              "grid": {"combine": ["sum", "pcgrad"]}, "baseline": {"combine": "sum"}})
@@ -266,6 +259,7 @@ def test_grid_with_two_workers_trains_each_configuration_and_seed_once(tiny_bert
     assert again["configurations"] == report["configurations"]
 
 
+@pytest.mark.slow
 def test_a_grid_longer_than_its_queue_trains_every_point(tiny_bert_dir, small_data_dir, tmp_path, monkeypatch):
     """The real command with the queue one point long: the worker queues the next point each time
     the queue runs dry, and the sweep ends with every configuration trained once."""
@@ -284,6 +278,7 @@ def test_a_grid_longer_than_its_queue_trains_every_point(tiny_bert_dir, small_da
     assert len(json.loads((out / "report.json").read_text())["configurations"]) == 3
 
 
+@pytest.mark.slow
 def test_a_configuration_that_diverges_in_every_seed_fails_and_the_sweep_ends(tiny_bert_dir, small_data_dir,
                                                                                  tmp_path):
     """Weights that overflow at once: the configuration's trial fails with a warning, the others are
@@ -298,20 +293,19 @@ def test_a_configuration_that_diverges_in_every_seed_fails_and_the_sweep_ends(ti
     assert len(json.loads((out / "report.json").read_text())["configurations"]) == 1
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_trial_loses_and_duplicates_nothing(tiny_bert_dir, small_data_dir, tmp_path):
     base = _base(tiny_bert_dir, small_data_dir, max_steps=4, eval_every=4, save_every=1)
     spec = _write(tmp_path, {"name": "k", "base": base, "seeds": 2, "grid": {"combine": ["sum", "mean"]}})
     out = tmp_path / "out"
     # The worker kills itself (SIGKILL) inside the third step of its second run: its trial is RUNNING
     # with a stale heartbeat, its run has a last/ at step 2.
-    proc = _spawn_sweep(spec, "--out", out, "--heartbeat", 1, BERTMTL_CRASH_AT="step:7")
+    proc = spawn("sweep", spec, "--out", out, "--heartbeat", 1, BERTMTL_CRASH_AT="step:7")
     proc.wait(300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
     states = [t.state.name for t in _study(out, "k").trials]
     assert "RUNNING" in states
-    t0 = time.monotonic()
     cli("sweep", spec, "--out", out, "--heartbeat", 1, "--bootstrap", 100)  # the next worker
-    assert time.monotonic() - t0 < 120
     study = _study(out, "k")
     by_state = sorted(t.state.name for t in study.trials)
     assert by_state == ["COMPLETE", "COMPLETE", "FAIL"]  # the killed trial, retried once
@@ -411,13 +405,14 @@ def postgres_url(tmp_path_factory):
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_two_workers_share_a_postgresql_study(tiny_bert_dir, small_data_dir, tmp_path, postgres_url):
     """Two workers as two machines would run them: the same command, one PostgreSQL study, each
     with its own sweep directory (runs) on a shared disk here."""
     spec = _write(tmp_path, {"name": "pg", "base": _base(tiny_bert_dir, small_data_dir), "seeds": 1,
                              "grid": {"combine": ["sum", "mean", "pcgrad", "upgrad"]}, "baseline": {"combine": "sum"}})
     out = tmp_path / "out"
-    procs = [_spawn_sweep(spec, "--out", out, "--storage", postgres_url, "--bootstrap", 100) for _ in range(2)]
+    procs = [spawn("sweep", spec, "--out", out, "--storage", postgres_url, "--bootstrap", 100) for _ in range(2)]
     for p in procs:
         assert p.wait(300) == 0, p.stderr.read().decode()[-2000:]
     study = optuna.load_study(study_name="pg", storage=postgres_url)

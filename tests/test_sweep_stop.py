@@ -88,13 +88,15 @@ def test_one_sigterm_stops_the_sweep_and_the_same_command_completes_it(tiny_bert
         return len(ended) == 1 and any(s >= 5 for n, s in _trained_steps(out).items() if n not in ended)
 
     _wait(second_run_going, 120, "the second run's fifth step", proc)
+    at_signal = _trained_steps(out)
     proc.send_signal(signal.SIGTERM)
-    t0 = time.monotonic()
     proc.wait(60)
-    took = time.monotonic() - t0
     stderr = proc.stderr.read().decode()
     assert proc.returncode == 130, stderr[-3000:]
-    assert took < 20, took  # one step and a checkpoint save of a tiny model (a generous bound for a busy CPU)
+    # It stopped at the end of the step it was in (the time that takes: benchmarks/sweep_stop.py);
+    # a step is logged when it ends, so the signal came during at most the next one.
+    assert all(step <= at_signal.get(name, 0) + 1 for name, step in _trained_steps(out).items()), \
+        (at_signal, _trained_steps(out))
     assert "Traceback" not in stderr
     assert "sweep stopped (SIGTERM): 1 run saved at the end of its step (last/). Run the same command again" in stderr
     assert f"bertmtl sweep {spec} --out {out}" in stderr
@@ -232,9 +234,7 @@ def _write(tmp_path: Path, spec: dict) -> Path:
 ])
 def test_a_spec_too_large_or_wrong_is_refused_before_anything_trains(tmp_path, change, message):
     spec = _write(tmp_path, {"base": {"max_steps": 3}, "grid": {"combine": ["sum", "pcgrad"]}, **change})
-    t0 = time.monotonic()
     r = cli("sweep", spec, "--out", tmp_path / "out", code=2)
-    assert time.monotonic() - t0 < 5
     assert message in r.output and "Traceback" not in r.output
     assert not (tmp_path / "out").exists()
 

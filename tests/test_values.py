@@ -19,13 +19,10 @@ from bertmtl.tasks import BUILTIN, TASKS
 from bertmtl.options import SEED_MAX, number_problem
 from bertmtl.train_config import TrainConfig
 
+from .conftest import cli
 from .fixtures import write_task_data
 
 STS, SST = TASKS["sts"], TASKS["sst"]
-
-
-def _cli(args):
-    return CliRunner().invoke(main, args)
 
 
 def _refused(r, *words):
@@ -57,7 +54,7 @@ def _refused(r, *words):
 ])
 def test_non_finite_and_out_of_range_options_are_usage_errors(tmp_path, args, option):
     # --data-dir does not exist: a refusal must come from the option, before any file is read
-    _refused(_cli([*args, "--data-dir", str(tmp_path / "none")]), option)
+    _refused(cli(*args, "--data-dir", str(tmp_path / "none"), code=None), option)
 
 
 def test_config_file_and_weight_values_are_checked(tmp_path):
@@ -70,8 +67,8 @@ def test_config_file_and_weight_values_are_checked(tmp_path):
                         ("task: [{a: 1}]\n", ["task: every item must be text"]),
                         ("report_to: [[csv]]\n", ["--report-to: every item must be text"])):
         (tmp_path / "c.yaml").write_text(text)
-        _refused(_cli(["train", "--config", str(tmp_path / "c.yaml"), "--data-dir", str(tmp_path / "none")]), *words)
-    _refused(_cli(["train", "--smart-weights", "sst=-1", "--print-config"]), "--smart-weights sst: must be >= 0")
+        _refused(cli("train", "--config", str(tmp_path / "c.yaml"), "--data-dir", str(tmp_path / "none"), code=None), *words)
+    _refused(cli("train", "--smart-weights", "sst=-1", "--print-config", code=None), "--smart-weights sst: must be >= 0")
 
 
 def test_the_one_number_rule_serves_python_callers():
@@ -135,16 +132,16 @@ def test_encoder_dir_with_bad_sizes_is_refused(tiny_bert_dir, tmp_path, field, v
     shutil.copytree(tiny_bert_dir, enc)
     _set_json(enc / "config.json", **{field: value})
     data = write_task_data(tmp_path / "data", n_train=16, n_dev=4)
-    r = _cli(["train", "--encoder", str(enc), "--data-dir", str(data), "--out", str(tmp_path / "run"),
-              "--max-steps", "1", "--device", "cpu"])
+    r = cli("train", "--encoder", str(enc), "--data-dir", str(data), "--out", str(tmp_path / "run"),
+            "--max-steps", "1", "--device", "cpu", code=None)
     _refused(r, str(enc / "config.json"), field)
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tiny_bert_dir, small_data_dir, tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "run"
-    r = _cli(["train", "--encoder", str(tiny_bert_dir), "--data-dir", str(small_data_dir), "--out", str(run),
-              "--max-steps", "2", "--batch-size", "16", "--seed", "0", "--device", "cpu", "--precision", "fp32"])
+    r = cli("train", "--encoder", str(tiny_bert_dir), "--data-dir", str(small_data_dir), "--out", str(run),
+            "--max-steps", "2", "--batch-size", "16", "--seed", "0", "--device", "cpu", "--precision", "fp32", code=None)
     assert r.exit_code == 0, r.output + repr(r.exception)
     return run / "best"
 
@@ -154,7 +151,7 @@ def test_checkpoint_with_bad_sizes_is_refused(checkpoint, tmp_path, field, value
     ck = tmp_path / "ck"
     shutil.copytree(checkpoint, ck)
     _set_json(ck / "config.json", **{field: value})
-    _refused(_cli(["predict", "--checkpoint", str(ck), "a fine movie"]), str(ck / "config.json"), field)
+    _refused(cli("predict", "--checkpoint", str(ck), "a fine movie", code=None), str(ck / "config.json"), field)
 
 
 @pytest.mark.parametrize("field, value", [("mlp_hidden", 0), ("mlp_hidden", 2.5), ("dropout", float("nan")),
@@ -163,7 +160,7 @@ def test_checkpoint_with_bad_heads_json_is_refused(checkpoint, tmp_path, field, 
     ck = tmp_path / "ck"
     shutil.copytree(checkpoint, ck)
     _set_json(ck / "heads.json", **{field: value})
-    _refused(_cli(["predict", "--checkpoint", str(ck), "a fine movie"]), str(ck / "heads.json"), field)
+    _refused(cli("predict", "--checkpoint", str(ck), "a fine movie", code=None), str(ck / "heads.json"), field)
 
 
 @pytest.mark.parametrize("field, value, words", [
@@ -175,7 +172,7 @@ def test_resume_refuses_damaged_trainer_state(checkpoint, tmp_path, field, value
     shutil.copytree(checkpoint.parent, run)
     (run / ".writer.lock").unlink(missing_ok=True)
     _set_json(run / "last" / "trainer_state.json", **{field: value})
-    _refused(_cli(["train", "--resume", str(run), "--max-steps", "9"]), str(run / "last" / "trainer_state.json"), words)
+    _refused(cli("train", "--resume", str(run), "--max-steps", "9", code=None), str(run / "last" / "trainer_state.json"), words)
 
 
 def test_export_model_card_survives_hand_edited_metadata(checkpoint, tmp_path):
@@ -183,7 +180,7 @@ def test_export_model_card_survives_hand_edited_metadata(checkpoint, tmp_path):
     shutil.copytree(checkpoint, ck)
     _set_json(ck / "bertmtl.json", epoch="x")
     _set_json(ck / "metrics.json", sst_acc="abc")
-    r = _cli(["export", str(ck), "--format", "hf", "--out", str(tmp_path / "e")])
+    r = cli("export", str(ck), "--format", "hf", "--out", str(tmp_path / "e"), code=None)
     assert r.exit_code == 0, r.output
     card = (tmp_path / "e" / "README.md").read_text()
     assert "epoch 'x'" in card and "'abc'" in card
@@ -247,9 +244,9 @@ def test_training_with_one_sts_dev_pair_warns_and_scores_the_other_tasks(tiny_be
     dev = tmp_path / "sts-one.csv"
     _write_dev(dev, [("a man plays guitar", "a man is playing", "4.0")])
     run = tmp_path / "run"
-    r = _cli(["train", "--encoder", str(tiny_bert_dir), "--data-dir", str(small_data_dir), "--out", str(run),
-              "--sts-dev", str(dev), "--max-steps", "2", "--eval-every", "1", "--batch-size", "16",
-              "--device", "cpu", "--precision", "fp32"])
+    r = cli("train", "--encoder", str(tiny_bert_dir), "--data-dir", str(small_data_dir), "--out", str(run),
+            "--sts-dev", str(dev), "--max-steps", "2", "--eval-every", "1", "--batch-size", "16",
+            "--device", "cpu", "--precision", "fp32", code=None)
     assert r.exit_code == 0, r.output + repr(r.exception)
     # one warning naming the task, the metric and why, though evaluated twice
     assert r.output.count("warning: STS Pearson r is undefined: 1 dev example(s)") == 1, r.output

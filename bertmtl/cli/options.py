@@ -8,7 +8,7 @@ import math
 
 import click
 
-from ..options import DEVICES, Options, default_of, dump_options, flag_name, number_problem, read_options_file
+from ..options import Options, default_of, dump_options, flag_name, number_problem, read_options_file
 
 
 class FiniteFloat(click.FloatRange):
@@ -210,22 +210,9 @@ def command_line(ctx: click.Context) -> str:
 
 # -- options of commands that have no settings of their own to save ------------------------------
 
-def checkpoint_option():
-    """--checkpoint: what evaluate and predict load."""
-    return click.option("--checkpoint", "checkpoint_path", type=click.Path(path_type=str), default=None,
-                        help="Checkpoint or run directory (its best/) [default: best/ of the most recent run under "
-                             "--runs-dir that has one].")
-
-
 def runs_dir_option():
     """--runs-dir: the runs root (train makes runs there; the other commands find them there)."""
     from ..train_config import FIELDS
 
     return click.option("--runs-dir", type=click.Path(file_okay=False, path_type=str), default=None,
                         help=FIELDS["runs_dir"].metadata["help"])
-
-
-def device_option(default: str = "auto"):
-    """--device auto|cpu|cuda."""
-    return click.option("--device", type=click.Choice(DEVICES), default=default, show_default=True,
-                        help="auto = CUDA when available.")

@@ -31,9 +31,9 @@ def train(ctx: click.Context, resume: str | None, **opts) -> None:
     """
     saved = None  # saved run < --config file < command line
     if resume is not None:
-        from ..rundir import read_json
+        from ..rundir import TRAIN_ARGS, read_json
 
-        saved = read_json(Path(resume) / "train_args.json")
+        saved = read_json(Path(resume) / TRAIN_ARGS)
     cfg = resolved_options(TrainConfig, ctx, opts, saved)
     report_summary(cfg, resume)
 

@@ -28,7 +28,7 @@ def tui(ctx: click.Context, run: str | None, checkpoint_path: str | None, start_
       bertmtl tui --train --data-dir data  start training and watch it (s stops it cleanly)
     """
     from ..errors import UserError
-    from ..rundir import holds_run
+    from ..rundir import METRICS_LOG, holds_run
     from ..runs import latest_run, new_run_dir, run_dirs, runs_root
 
     root = runs_root(opts.get("runs_dir"))
@@ -40,7 +40,7 @@ def tui(ctx: click.Context, run: str | None, checkpoint_path: str | None, start_
         if run is not None and opts.get("out") and Path(run) != Path(opts["out"]):
             raise click.UsageError(f"RUN ({run}) and --out ({opts['out']}) name two directories; give one")
         run = opts.get("out") or run
-        if run is not None and (Path(run) / "metrics.jsonl").exists():
+        if run is not None and (Path(run) / METRICS_LOG).exists():
             raise click.UsageError(f"{run} already holds a run; with --train, give a new run directory through "
                                    f"--out (or none); to continue it: bertmtl train --resume {run}")
         plan_training(train_args)  # refused here, as train would refuse it, not in a child that fails at once

@@ -13,7 +13,7 @@ from textual.message import Message
 from textual.widgets import Footer, Header, Input, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from ..rundir import (LAST, MESSAGES, PROGRESS, WRITER_LOCK, RunState, checkpoint_identity, is_checkpoint,
+from ..rundir import (LAST, MESSAGES, METRICS_LOG, PROGRESS, WRITER_LOCK, RunState, checkpoint_identity, is_checkpoint,
                       writer_alive)
 from ..status import Status
 from ..stopping import STOPPED_EXIT
@@ -137,7 +137,7 @@ class BertmtlApp(App):
         """Forget the run followed until now and follow `run_dir` (its files read from their start)."""
         self.run_dir = run_dir
         self.state = RunState()
-        self.tail = MetricsTail(run_dir / "metrics.jsonl")
+        self.tail = MetricsTail(run_dir / METRICS_LOG)
         self.log_tail = LineTail(run_dir / MESSAGES)
         self._training_rc: int | None = None
         self._evals_seen = None

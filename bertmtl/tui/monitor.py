@@ -78,7 +78,7 @@ class RunStatus(Static):
         if p is None:
             return Text("waiting for metrics.jsonl…", style="dim")
         line = Text()
-        status = "evaluating" if p.status == "running" and p.phase == "evaluating" else p.status
+        status = "evaluating" if p.status == Status.RUNNING and p.phase == "evaluating" else p.status
         line.append(f"● {status}", style=STATUS_STYLES.get(p.status, "bold"))
         line.append(" ▕")
         line.append(text_bar(p.fraction, BAR_WIDTH), style="green")
@@ -229,7 +229,7 @@ class MonitorPane(Vertical):
             plot.series_colors, plot.series_labels = state.colors, state.labels
         dev.series_colors = {**{s.primary_metric: s.color for s in state.specs}, **DEV_COLORS}
         dev.series_labels = {**dict(state.dev_metrics), "overall": "overall"}
-        if state.config.get("log_every") and state.status == "running":
+        if state.config.get("log_every") and state.status == Status.RUNNING:
             # Otherwise slow first steps look like a hung run.
             waiting = f"the first point comes after {state.config['log_every']} steps (--log-every)"
             for plot in (loss, smart, lr):
