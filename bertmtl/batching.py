@@ -13,6 +13,7 @@ import torch
 from .taskfiles import Example, TaskSource, read_tasks, stable_seed
 from .tasks import TaskSpec
 from .tokenizer import Batch, Encoded, EncoderTokenizer
+from .train_config import cross_encodes
 
 # An output kind's label type (tasks/kinds.py) as a tensor's: class indices for cross-entropy.
 LABEL_DTYPES = {"int": torch.long, "float": torch.float32}
@@ -58,7 +59,7 @@ class TaskDataset:
         self.task = task
         self.examples = examples
         self.tokenizer = tokenizer
-        self.cross = task.pair and pair_mode == "cross"
+        self.cross = task.pair and cross_encodes(pair_mode)
         a = [e.text_a for e in examples]
         if not task.pair:
             self.encoded: list[list[Encoded]] = [tokenizer.encode(a)]
@@ -80,9 +81,6 @@ class TaskDataset:
         inputs = self.tokenizer.pad([enc[i] for enc in self.encoded for i in index])
         labels = self.labels[index] if self.labels is not None else None
         return TaskBatch(self.task, inputs, labels, list(index), bi_pair=len(self.encoded) == 2)
-
-    def truncated(self, i: int) -> bool:
-        return any(enc[i].truncated for enc in self.encoded)
 
 
 def bucketed_batches(lengths: list[int], batch_size: int, generator: torch.Generator | None,

@@ -167,7 +167,7 @@ class OnnxGraph(nn.Module):
         answered = [s for s in model.specs.values() if s.output.answers]  # not masked LM
         self.sentence_specs = [s for s in answered if not s.pair]
         self.pair_specs = [s for s in answered if s.pair]
-        self.cross = model.cfg.pair_mode == "cross"
+        self.cross = model.cfg.cross
 
     @property
     def input_names(self) -> list[str]:
@@ -194,11 +194,9 @@ class OnnxGraph(nn.Module):
         u, v = self._embed(input_ids_1, attention_mask_1), self._embed(input_ids_2, attention_mask_2)
         outs = [u, v]
         for s in self.sentence_specs:
-            outs += [m.postprocess(s.name, m.head_output(s.name, x)) for x in (u, v)]
-        pooled_pair = self._embed(*pair) if self.cross else None
-        for s in self.pair_specs:
-            raw = m.head_output(s.name, pooled_pair) if self.cross else m.head_output(s.name, u, v)
-            outs.append(m.postprocess(s.name, raw))
+            outs += [m.answer(s.name, x) for x in (u, v)]
+        joint = self._embed(*pair) if self.cross else None
+        outs += [m.pair_answer(s.name, u, v, joint) for s in self.pair_specs]
         return tuple(outs)
 
 

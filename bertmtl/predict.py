@@ -51,7 +51,7 @@ class Predictor:
         ck = load_checkpoint(self.path, device=self.device)
         self.model, self.tokenizer, self.metrics = ck.model, ck.tokenizer, ck.metrics
         self.step = ck.info.get("step")
-        self.cross = self.model.cfg.pair_mode == "cross"
+        self.cross = self.model.cfg.cross
         self.batch_size = batch_size
 
     def describe(self) -> str:
@@ -88,8 +88,6 @@ class Predictor:
         yield from results
 
     def _answer(self, items: list[Item]) -> Iterator[dict]:
-        from .evaluate import decisions
-
         model = self.model
         specs = self.specs
         sentence_specs = [s for s in specs if not s.pair]
@@ -104,25 +102,24 @@ class Predictor:
         enc = self._encode(texts)
         pooled = self._embed([e.ids for e in enc]) if texts else None
 
-        def outputs(spec: TaskSpec, u: torch.Tensor, v: torch.Tensor | None = None):
-            out = model.postprocess(spec.name, model.head_output(spec.name, u, v)).cpu()
-            return out, decisions(spec, out)
+        def outputs(spec: TaskSpec, answer: torch.Tensor):  # the model's answers and their decisions
+            answer = answer.cpu()
+            return answer, spec.output.decide(answer)
 
-        per_sentence = {s.name: outputs(s, pooled) for s in sentence_specs} if texts else {}
+        per_sentence = {s.name: outputs(s, model.answer(s.name, pooled)) for s in sentence_specs} if texts else {}
         pairs = [it for it in good if it.text_b is not None]
         per_pair: dict[str, tuple] = {}
         pair_trunc = [False] * len(pairs)
         if pairs and pair_specs:
+            # The pairs' two sentences' embeddings (bi-encoded heads), or their joint ones (cross).
+            ia = torch.tensor([singles[p.text_a] for p in pairs])
+            ib = torch.tensor([singles[p.text_b] for p in pairs])
+            u, v, joint = pooled[ia.to(pooled.device)], pooled[ib.to(pooled.device)], None
             if self.cross:
                 cross = self._encode([p.text_a for p in pairs], [p.text_b for p in pairs])
-                pooled_pairs = self._embed([e.ids for e in cross], [e.type_ids for e in cross])
-                per_pair = {s.name: outputs(s, pooled_pairs) for s in pair_specs}
+                joint = self._embed([e.ids for e in cross], [e.type_ids for e in cross])
                 pair_trunc = [e.truncated for e in cross]
-            else:
-                ia = torch.tensor([singles[p.text_a] for p in pairs])
-                ib = torch.tensor([singles[p.text_b] for p in pairs])
-                u, v = pooled[ia.to(pooled.device)], pooled[ib.to(pooled.device)]
-                per_pair = {s.name: outputs(s, u, v) for s in pair_specs}
+            per_pair = {s.name: outputs(s, model.pair_answer(s.name, u, v, joint)) for s in pair_specs}
         pair_row = {id(p): k for k, p in enumerate(pairs)}
         for it in items:
             if it.error is not None:

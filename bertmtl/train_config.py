@@ -26,6 +26,12 @@ REPORT_TO = ("tensorboard", "csv", "mlflow", "wandb")
 # The head options' choices (model/heads.py's HeadConfig takes them from the fields below).
 POOLINGS = ("mean", "cls", "pooler")
 PAIR_MODES = ("bi", "cross")
+
+
+def cross_encodes(pair_mode: str) -> bool:
+    """Whether a pair is one `[CLS] a [SEP] b [SEP]` input (a cross-encoder) rather than two sentence
+    embeddings: the one place the pair mode is decided (heads, batches, predict and ONNX ask it)."""
+    return pair_mode == "cross"
 PAIR_FEATURES = ("concat", "symmetric")
 STS_LOSSES = ("pearson", "mse")
 # --combine: the gradient combiners (mtl/combiners/, one module each; its REGISTRY has these names).

@@ -171,3 +171,13 @@ def test_no_library_module_imports_the_cli():
     found = [f"{m} imports {t}" for m, targets in graph.items() for t in targets
              if t.startswith("bertmtl.cli") and not m.startswith(surfaces)]
     assert not found, "\n".join(found)
+
+
+def test_the_pair_mode_is_decided_in_one_place():
+    """Bi- or cross-encoded pairs: heads, batches, predict and the ONNX graph ask
+    train_config.cross_encodes (through HeadConfig.cross), never compare the option's value."""
+    compared = re.compile(r"""(==|!=)\s*["'](cross|bi)["']|["'](cross|bi)["']\s*(==|!=)""")
+    found = [f"{p.relative_to(PACKAGE)}:{n}: {line.strip()}" for p in PACKAGE.rglob("*.py")
+             for n, line in enumerate(p.read_text().splitlines(), 1)
+             if compared.search(line.split("#", 1)[0]) and p.relative_to(PACKAGE).as_posix() != "train_config.py"]
+    assert not found, "\n".join(found)

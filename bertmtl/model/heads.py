@@ -23,7 +23,7 @@ from ..tasks import BUILTIN, SENTIMENT_LABELS, TaskSpec
 from ..tasks.kinds import pearson
 from ..tokenizer import Batch
 from ..options import check_value
-from ..train_config import FIELDS
+from ..train_config import FIELDS, cross_encodes
 from .bert import BertModel, Dropout
 from .mlm import MaskedLMHead
 
@@ -59,6 +59,11 @@ class HeadConfig:
             if wrong or check_value(f, value):
                 raise ValueError(f"{name} must be {_allowed(f)}, not {value!r}")
 
+    @property
+    def cross(self) -> bool:
+        """Pairs cross-encoded (one input) rather than bi-encoded (two embeddings)."""
+        return cross_encodes(self.pair_mode)
+
     @classmethod
     def of(cls, options) -> "HeadConfig":
         """The head options of a TrainConfig."""
@@ -82,7 +87,7 @@ class PairHead(nn.Module):
 
     def __init__(self, hidden: int, cfg: HeadConfig, scale: float, bias: float, outputs: int = 1):
         super().__init__()
-        self.cross = cfg.pair_mode == "cross"
+        self.cross = cfg.cross
         self.dropout = Dropout(cfg.dropout)
         self.outputs = outputs  # 1: a logit or score of shape (B,); more: (B, outputs) logits
         if self.cross:
@@ -218,6 +223,18 @@ class MultitaskBert(nn.Module):
 
     def forward(self, batch: TaskBatch) -> torch.Tensor:
         return self.head(batch, self.embed(batch))
+
+    # -- answering: what predict, the TUI's playground and the ONNX graph report ----------
+
+    def answer(self, task: str, u: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
+        """A task's answer from pooled embeddings (as head_output takes them), post-processed:
+        class probabilities, the probability of the second label, or the calibrated score."""
+        return self.postprocess(task, self.head_output(task, u, v))
+
+    def pair_answer(self, task: str, u: torch.Tensor, v: torch.Tensor, joint: torch.Tensor | None) -> torch.Tensor:
+        """A pair task's answer: from the pairs' joint embeddings (`joint`, cross-encoded), or from
+        their two sentences' embeddings `u` and `v` (bi-encoded), as the heads were trained."""
+        return self.answer(task, joint) if self.cfg.cross else self.answer(task, u, v)
 
     # -- what the output kinds compute with ----------------------------------------------
 
