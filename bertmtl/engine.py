@@ -700,7 +700,7 @@ def _announce(run: Run) -> None:
     """The run's opening messages: encoder, device and precision; skipped data rows."""
     enc = run.model.encoder.config
     params = sum(p.numel() for p in run.model.encoder.parameters()) / 1e6
-    source = f"{run.dir / 'last'} (resumed)" if run.resumed else run.cfg.encoder
+    source = f"{run.dir / LAST} (resumed)" if run.resumed else run.cfg.encoder
     run.reporter.message(f"encoder {source}: {enc.model_type}, {enc.num_hidden_layers} layers, hidden "
                          f"{enc.hidden_size}, {params:.0f}M parameters; device {run.device}; training steps in "
                          f"{run.precision}, evaluation in fp32")

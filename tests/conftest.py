@@ -39,6 +39,8 @@ def pytest_sessionstart(session):
 def pytest_sessionfinish(session, exitstatus):
     """The suite leaves the checkout as it found it: a test that writes into it (an MLflow store, a
     stray file) fails the session, naming what it left."""
+    if exitstatus != pytest.ExitCode.OK:
+        return  # failed or interrupted already: that is what the session says
     before, after = session.config.stash.get(WORK_TREE, None), _work_tree()
     if before is None or after is None or before == after:
         return
@@ -76,6 +78,7 @@ def command(*args, input: bytes | str | None = None, code: int | None = None, te
     given, bytes too; stdin; the exit code, asserted when `code` is given); output captured as bytes,
     or as text when asked or when `input` is text."""
     r = subprocess.run([sys.executable, "-m", "bertmtl", *_argv(args)], input=input, capture_output=True,
+                       stdin=subprocess.DEVNULL if input is None else None,  # never the terminal's: no hang
                        text=text or isinstance(input, str), cwd=cwd, env=_child_env(env), timeout=timeout)
     assert code is None or r.returncode == code, f"exit {r.returncode}, expected {code}:\n{r.stdout}{r.stderr}"
     return r

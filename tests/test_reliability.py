@@ -76,7 +76,7 @@ def test_kill9_at_random_points_then_resume_equals_uninterrupted(tiny_bert_dir, 
     kills, saved_steps = 0, []
     while kills < 5:
         resuming = (run / "last").exists()
-        proc = spawn("train", "--resume", str(run) if resuming else _args(tiny_bert_dir, data_dir, run, *extra))
+        proc = spawn(*(["train", "--resume", str(run)] if resuming else _args(tiny_bert_dir, data_dir, run, *extra)))
         if not _wait_for_training(run, proc, steps=rng.randint(1, 8)):
             break  # it finished before we could kill it: no more kill points left
         time.sleep(rng.uniform(0.0, 0.05))  # and somewhere inside the step or its save

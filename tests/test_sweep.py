@@ -116,12 +116,14 @@ def test_a_large_grid_is_queued_a_few_points_at_a_time_and_every_point_once(tmp_
     assert len(points) == 40 and len(waiting()) == study_module.QUEUED_AHEAD == 16
     study_module.open_study(spec, storage, 60)  # a second worker opening it queues nothing more
     assert len(study.get_trials()) == 16
-    while True:
-        while waiting():
-            study.tell(study.ask(), 0.5)
-        if not study_module.queue_more(study, points, study.get_trials(deepcopy=False)):
+    while True:  # as a worker's loop does: refilled at half, then a trial taken
+        trials = study.get_trials(deepcopy=False)
+        if len(waiting()) <= 8 and study_module.queue_more(study, points, trials):
+            assert len(waiting()) == 16 or len(study.get_trials()) == 40
+            continue
+        if not waiting():
             break
-        assert len(waiting()) == 16 or len(study.get_trials()) == 40
+        study.tell(study.ask(), 0.5)
     done = [study_module.params_of(t) for t in study.get_trials(states=(TrialState.COMPLETE,))]
     assert sorted(map(str, done)) == sorted(map(str, points))  # every point once, none sampled
     assert len(study.get_trials()) == 40
@@ -141,7 +143,9 @@ def test_a_failed_grid_point_is_retried_by_the_next_command_not_by_the_same_one(
     study.tell(first, state=TrialState.FAIL)
     study.tell(study.ask(), 0.5)
     assert not study_module.queue_more(study, spec.grid_points(), study.get_trials(deepcopy=False))
-    study = study_module.open_study(spec, storage, 60)  # the command again
+    study_module.open_study(spec, storage, 60)  # a worker of the same command joining: no retry
+    assert not study.get_trials(states=(TrialState.WAITING,))
+    study = study_module.open_study(spec, storage, 60, retry_failed=True)  # the command again
     waiting = study.get_trials(states=(TrialState.WAITING,))
     assert [study_module.params_of(t) for t in waiting] == [study_module.params_of(study.trials[first.number])]
 

@@ -95,8 +95,8 @@ def test_one_sigterm_stops_the_sweep_and_the_same_command_completes_it(tiny_bert
     assert proc.returncode == 130, stderr[-3000:]
     # It stopped at the end of the step it was in (the time that takes: benchmarks/sweep_stop.py);
     # a step is logged when it ends, so the signal came during at most the next one.
-    assert all(step <= at_signal.get(name, 0) + 1 for name, step in _trained_steps(out).items()), \
-        (at_signal, _trained_steps(out))
+    after = _trained_steps(out)
+    assert at_signal and all(after[name] <= step + 1 for name, step in at_signal.items()), (at_signal, after)
     assert "Traceback" not in stderr
     assert "sweep stopped (SIGTERM): 1 run saved at the end of its step (last/). Run the same command again" in stderr
     assert f"bertmtl sweep {spec} --out {out}" in stderr

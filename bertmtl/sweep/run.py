@@ -95,7 +95,7 @@ def run_sweep(cfg, say=print) -> dict | None:
     if not cfg.worker:
         # The storage opened (made, its grid's first points queued) before anything is written or
         # trained, and once, before workers race for it.
-        open_study(spec, storage, cfg.heartbeat)
+        open_study(spec, storage, cfg.heartbeat, retry_failed=True)
         if not saved.is_file():
             write_json(saved, spec.to_dict())
     again = cfg.command or f"bertmtl sweep {cfg.spec} --out {out}"

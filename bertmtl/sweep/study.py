@@ -55,8 +55,10 @@ def default_storage(out: Path) -> str:
     return f"sqlite:///{(Path(out) / 'study.db').resolve()}"
 
 
-def open_study(spec: SweepSpec, storage_url: str, heartbeat: int):
-    """The spec's study in `storage_url` (made on first use, its grid queued)."""
+def open_study(spec: SweepSpec, storage_url: str, heartbeat: int, retry_failed: bool = False):
+    """The spec's study in `storage_url` (made on first use, its grid's next points queued; with
+    `retry_failed`, as a sweep command opens it before its workers start, also the points whose
+    trial failed in an earlier command)."""
     import warnings
 
     optuna = require_optuna()
@@ -74,7 +76,7 @@ def open_study(spec: SweepSpec, storage_url: str, heartbeat: int):
     study = optuna.create_study(study_name=spec.name, storage=storage, direction="maximize", sampler=sampler,
                                 pruner=pruner, load_if_exists=True)
     if spec.fixed:
-        queue_more(study, spec.grid_points(), study.get_trials(deepcopy=False), retry_failed=True)
+        queue_more(study, spec.grid_points(), study.get_trials(deepcopy=False), retry_failed=retry_failed)
     elif spec.baseline:
         enqueue_missing(study, [spec.baseline], {})
     return study
@@ -309,8 +311,8 @@ def objective(spec: SweepSpec, out: Path, stop=None):
 
     def run_trial(trial) -> float:
         if spec.fixed and not trial.user_attrs.get(GRID_ATTR):
-            # A worker that found the queue empty a moment after another took its last point: the
-            # grid is done, and a sampled point would repeat one of it.
+            # A worker that saw a point waiting and asked a moment after another took it: the
+            # sampler's point would repeat one of the grid (the loop queues the grid's next ones).
             raise optuna.TrialPruned("the grid has no point left")
         params = suggest(trial, spec)
         trial.set_user_attr("config", config_key(params))
@@ -353,7 +355,9 @@ def work(spec: SweepSpec, out: Path, storage_url: str, heartbeat: int, poll: flo
         states = [t.state for t in trials]
         waiting, running = states.count(TrialState.WAITING), states.count(TrialState.RUNNING)
         started = sum(s in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED) for s in states)
-        if not waiting and spec.fixed and queue_more(study, points, trials):
+        # Refilled at half, not when empty: workers that find it empty together would queue the same
+        # points, and a worker asking a moment after another took the last one gets no point.
+        if waiting <= QUEUED_AHEAD // 2 and spec.fixed and queue_more(study, points, trials):
             continue
         if waiting or (spec.search and started < spec.trials):
             trial = study.ask()

@@ -13,7 +13,7 @@ from textual.message import Message
 from textual.widgets import Footer, Header, Input, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from ..rundir import (LAST, MESSAGES, METRICS_LOG, PROGRESS, WRITER_LOCK, RunState, checkpoint_identity, is_checkpoint,
+from ..rundir import (BEST, LAST, MESSAGES, METRICS_LOG, PROGRESS, WRITER_LOCK, RunState, checkpoint_identity, is_checkpoint,
                       writer_alive)
 from ..status import Status
 from ..stopping import STOPPED_EXIT
@@ -347,7 +347,7 @@ class BertmtlApp(App):
             return (f"training paused at --stop-at-step; checkpoint saved in {self.run_dir / LAST}. "
                     f"Go on with: {self._resume_command()}")
         if rc == 0 and status.final:
-            return f"training {status}; the best checkpoint is {self.run_dir / 'best'}"
+            return f"training {status}; the best checkpoint is {self.run_dir / BEST}"
         if rc == STOPPED_EXIT:
             return "training stopped while it was being set up; nothing was trained or saved"
         return f"training exited with code {rc}; see {self.training.log_path}"
