@@ -6,7 +6,7 @@ URL, so that workers on several machines share it). Each worker runs the same lo
 trials whose worker stopped beating (Optuna's heartbeat; RetryHeartbeatStaleTrialCallback puts
 a copy back in the queue with the same configuration), take a waiting trial or, in a search,
 ask the sampler for a new configuration, and train it. A grid's points are queued (QUEUED_AHEAD
-when the study is opened, the next ones as the queue runs dry), never sampled.
+when the study is opened, the next ones as the queue runs low), never sampled.
 
 A trial's runs are named by its configuration, not by its trial number: a retried trial finds
 the runs of the trial it retries, skips the seeds that finished and resumes the one that was
@@ -96,7 +96,7 @@ def live_params(trials) -> set[str]:
 
 
 # A grid's points queued when the study is opened, before workers race for them; the rest are
-# queued as the queue runs dry (each point is a database write: thousands up front take minutes).
+# queued as the queue runs low (each point is a database write: thousands up front take minutes).
 QUEUED_AHEAD = 16
 
 
