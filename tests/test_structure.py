@@ -100,6 +100,20 @@ def test_reading_task_files_imports_no_torch(tmp_path):
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
+def lines_where(matches, owner: str) -> list[str]:
+    """`file:line: text` of every line of the package, outside the module `owner` (a path under
+    bertmtl/), whose code (comments cut off) `matches`."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        where = path.relative_to(PACKAGE).as_posix()
+        if where == owner:
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if matches(line.split("#", 1)[0]):
+                found.append(f"{where}:{n}: {line.strip()}")
+    return found
+
+
 # What deciding by output kind looks like: comparing an activation or a loss name, or asking a
 # spec whether it is a regression, a softmax or answers as a class.
 KIND_BRANCHES = re.compile(r"""\.(activation|regression|answers_class|num_outputs|label_dtype)\b(?![.\w])|"""
@@ -107,14 +121,8 @@ KIND_BRANCHES = re.compile(r"""\.(activation|regression|answers_class|num_output
 
 
 def test_output_kinds_are_decided_only_by_the_kind_classes():
-    found = []
-    for path in PACKAGE.rglob("*.py"):
-        if path.relative_to(PACKAGE).as_posix() == "tasks/kinds.py":
-            continue
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            code = line.split("#", 1)[0]
-            if KIND_BRANCHES.search(code) and ".output.label_dtype" not in code:
-                found.append(f"{path.relative_to(PACKAGE)}:{n}: {line.strip()}")
+    found = lines_where(lambda code: KIND_BRANCHES.search(code) and ".output.label_dtype" not in code,
+                        "tasks/kinds.py")
     assert not found, "\n".join(found)
 
 
@@ -133,9 +141,7 @@ def test_run_and_checkpoint_files_are_named_in_one_module():
     assert set(LAYOUT_NAMES) <= defined  # the list names rundir's own constants
     names = "|".join(map(re.escape, LAYOUT_NAMES))
     spelled = re.compile(rf"""(?<=["'/])(?:{names})(?=["'/])|/\s*["'](?:best|last)["']""")
-    found = [f"{p.relative_to(PACKAGE)}:{n}: {line.strip()}" for p in PACKAGE.rglob("*.py")
-             if p.name != "rundir.py" for n, line in enumerate(p.read_text().splitlines(), 1)
-             if spelled.search(line.split("#", 1)[0])]
+    found = lines_where(spelled.search, "rundir.py")
     assert not found, "\n".join(found)
     assert spelled.search('f"{run}/metrics.jsonl"') and spelled.search("run / 'best'")
 
@@ -148,14 +154,8 @@ def test_status_values_are_compared_only_inside_the_status_type():
     values = "|".join(re.escape(s.value) for s in Status)
     literal = rf"""["'](?:{values})["']"""
     compared = re.compile(rf"""(==|!=)\s*{literal}|{literal}\s*(==|!=)|\bin\s*[(\[{{][^)\]}}]*{literal}""")
-    found = []
-    for path in PACKAGE.rglob("*.py"):
-        if path.relative_to(PACKAGE).as_posix() == "status.py":
-            continue
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            code = line.split("#", 1)[0]
-            if compared.search(code) and not re.match(r"\s*(async\s+)?for\b", code):  # a loop over names
-                found.append(f"{path.relative_to(PACKAGE)}:{n}: {line.strip()}")
+    # (a loop over names, `for key in ("since_best", "nonfinite", ...)`, compares nothing)
+    found = lines_where(lambda code: compared.search(code) and not re.match(r"\s*(async\s+)?for\b", code), "status.py")
     assert not found, "\n".join(found)
     assert compared.search('if info["status"] in ("finished", "pruned"):') and compared.search("s == 'running'")
 
@@ -174,7 +174,5 @@ def test_the_pair_mode_is_decided_in_one_place():
     """Bi- or cross-encoded pairs: heads, batches, predict and the ONNX graph ask
     train_config.cross_encodes (through HeadConfig.cross), never compare the option's value."""
     compared = re.compile(r"""(==|!=)\s*["'](cross|bi)["']|["'](cross|bi)["']\s*(==|!=)|\bin\s*[(\[{][^)\]}]*["']cross["']""")
-    found = [f"{p.relative_to(PACKAGE)}:{n}: {line.strip()}" for p in PACKAGE.rglob("*.py")
-             for n, line in enumerate(p.read_text().splitlines(), 1)
-             if compared.search(line.split("#", 1)[0]) and p.relative_to(PACKAGE).as_posix() != "train_config.py"]
+    found = lines_where(compared.search, "train_config.py")
     assert not found, "\n".join(found)
