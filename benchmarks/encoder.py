@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import data_dir, encoder_flops, interleaved, matmul_gflops  # noqa: E402
 
 from bertmtl.model import BertModel  # noqa: E402
-from bertmtl.tokenizer import EncoderTokenizer  # noqa: E402
-from bertmtl.weights import resolve  # noqa: E402
+from bertmtl.encoders.tokenizer import EncoderTokenizer  # noqa: E402
+from bertmtl.encoders.weights import resolve  # noqa: E402
 
 
 def sst_sentences() -> list[str]:

@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import data_dir, encoder_flops, interleaved, matmul_gflops  # noqa: E402
 
 from bertmtl.model import BertModel  # noqa: E402
-from bertmtl.tokenizer import EncoderTokenizer  # noqa: E402
-from bertmtl.weights import resolve  # noqa: E402
+from bertmtl.encoders.tokenizer import EncoderTokenizer  # noqa: E402
+from bertmtl.encoders.weights import resolve  # noqa: E402
 
 
 def encoder_throughput(pretrained: Path, data: Path, rounds: int) -> None:
@@ -74,8 +74,8 @@ def step_seconds(metrics_jsonl: Path) -> float:
 
 
 def epoch_times(pretrained: Path, data: Path) -> None:
-    from bertmtl.progress import SilentReporter
-    from bertmtl.engine import TrainConfig, train
+    from bertmtl.runs.progress import SilentReporter
+    from bertmtl.training.engine import TrainConfig, train
 
     times, steps = {}, {}
     # The steps-only figure tells a slow step from fixed costs (tokenising, evaluation, saving);

@@ -20,12 +20,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from bertmtl.batching import MlmDataset  # noqa: E402
-from bertmtl.evaluate import token_metrics  # noqa: E402
-from bertmtl.taskfiles import TaskSource, read_tasks  # noqa: E402
+from bertmtl.data.batching import MlmDataset  # noqa: E402
+from bertmtl.inference.evaluate import token_metrics  # noqa: E402
+from bertmtl.tasks.files import TaskSource, read_tasks  # noqa: E402
 from bertmtl.tasks import MLM, TASKS  # noqa: E402
-from bertmtl.tokenizer import EncoderTokenizer  # noqa: E402
-from bertmtl.weights import load_mlm  # noqa: E402
+from bertmtl.encoders.tokenizer import EncoderTokenizer  # noqa: E402
+from bertmtl.encoders.weights import load_mlm  # noqa: E402
 
 
 def dev_texts(data_dir: str, per_source: int) -> dict[str, list[str]]:

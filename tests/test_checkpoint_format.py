@@ -9,13 +9,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from bertmtl import checkpoint as ckpt
+from bertmtl.runs import checkpoint as ckpt
 from bertmtl.cli import main
-from bertmtl.distributed import Dist
+from bertmtl.training.distributed import Dist
 from bertmtl.errors import UserError
-from bertmtl.predict import Predictor
-from bertmtl.progress import SilentReporter
-from bertmtl.engine import TrainConfig, prepare
+from bertmtl.inference.predict import Predictor
+from bertmtl.runs.progress import SilentReporter
+from bertmtl.training.engine import TrainConfig, prepare
 
 
 

@@ -65,9 +65,9 @@ def test_every_commands_options_come_from_its_config():
 
     from bertmtl.cli import COMMANDS
     from bertmtl.cli.options import config_from_options
-    from bertmtl.configs import AblateConfig, AugmentConfig, EvaluateConfig, ExportConfig, PredictConfig
-    from bertmtl.pretrain import pretrain_config
-    from bertmtl.train_config import PRETRAIN_OPTIONS, TrainConfig
+    from bertmtl.configuration.configs import AblateConfig, AugmentConfig, EvaluateConfig, ExportConfig, PredictConfig
+    from bertmtl.training.pretrain import pretrain_config
+    from bertmtl.configuration.train_config import PRETRAIN_OPTIONS, TrainConfig
 
     for name in COMMANDS:
         r = CliRunner().invoke(main, [name, "--help"])
@@ -92,9 +92,9 @@ def test_every_commands_options_come_from_its_config():
 def test_config_validation_and_resume_check_follow_the_metadata():
     from bertmtl.errors import UserError
     from bertmtl.mtl import SmartConfig
-    from bertmtl.optim import OPTIMIZERS
-    from bertmtl.tokenizer import DEFAULT_MAX_LENGTH
-    from bertmtl.train_config import FIELDS, TrainConfig
+    from bertmtl.training.optim import OPTIMIZERS
+    from bertmtl.encoders.tokenizer import DEFAULT_MAX_LENGTH
+    from bertmtl.configuration.train_config import FIELDS, TrainConfig
 
     cfg = TrainConfig()
     assert SmartConfig.of(cfg) == SmartConfig() and cfg.max_length == DEFAULT_MAX_LENGTH

@@ -15,8 +15,8 @@ import torch
 from bertmtl.mtl.combiners import REGISTRY, gram_matrix
 from bertmtl.mtl.combiners.cagrad import cagrad_weights
 from bertmtl.mtl.telemetry import ConflictWindow, step_stats
-from bertmtl.rundir import conflict_summary
-from bertmtl.train_config import COMBINERS, TrainConfig
+from bertmtl.runs.rundir import conflict_summary
+from bertmtl.configuration.train_config import COMBINERS, TrainConfig
 
 from .conftest import cli
 
@@ -47,12 +47,12 @@ def _random_sets():
 def real_sets(tiny_bert_dir, data_dir):
     """Per-task encoder gradients of the tiny BERT on the fixture tasks (3 tasks; 2 = the first
     two; 5 = two more batches of SST and STS), as the training step's buffers hold them."""
-    from bertmtl.batching import RoundRobin
-    from bertmtl.engine import load_datasets
+    from bertmtl.data.batching import RoundRobin
+    from bertmtl.training.engine import load_datasets
     from bertmtl.model import BertModel
     from bertmtl.model.heads import HeadConfig, MultitaskBert
     from bertmtl.mtl.step import MultitaskStep
-    from bertmtl.tokenizer import EncoderTokenizer
+    from bertmtl.encoders.tokenizer import EncoderTokenizer
 
     cfg = TrainConfig(data_dir=str(data_dir), batch_size=8, precision="fp32", smart=False, combine="mean")
     tok = EncoderTokenizer.from_dir(tiny_bert_dir)

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from bertmtl.train_config import FIELDS, TrainConfig
+from bertmtl.configuration.train_config import FIELDS, TrainConfig
 
 from .conftest import cli
 from .fixtures import write_task_data
@@ -79,9 +79,9 @@ def test_config_file_mistakes_are_named(tmp_path, text, message):
 
 def test_runs_saved_before_the_encoder_option_resume_and_repeat(tmp_path):
     """Older train_args.json say "pretrained" (null = the default): they still load, resume and repeat."""
-    from bertmtl.options import read_options_file
+    from bertmtl.configuration.options import read_options_file
     from bertmtl.errors import UserError
-    from bertmtl.train_config import TrainConfig
+    from bertmtl.configuration.train_config import TrainConfig
 
     old = {**TrainConfig().to_dict(), "pretrained": None}
     del old["encoder"]

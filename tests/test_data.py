@@ -7,10 +7,10 @@ import torch
 from click.testing import CliRunner
 
 from bertmtl.tasks import TASKS
-from bertmtl.batching import RoundRobin, TaskDataset, bucketed_batches
-from bertmtl.taskfiles import parse_tasks, read_task_file
+from bertmtl.data.batching import RoundRobin, TaskDataset, bucketed_batches
+from bertmtl.tasks.files import parse_tasks, read_task_file
 from bertmtl.errors import UserError
-from bertmtl.tokenizer import EncoderTokenizer
+from bertmtl.encoders.tokenizer import EncoderTokenizer
 
 from .fixtures import write_task_data
 

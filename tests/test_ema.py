@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from bertmtl.cli import main
-from bertmtl.ema import RAW_PREFIX, WeightAverage
+from bertmtl.training.ema import RAW_PREFIX, WeightAverage
 from bertmtl.model import BertModel
 
 from .conftest import cli, tiny_config

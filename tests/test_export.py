@@ -9,11 +9,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from bertmtl.checkpoint import load_checkpoint, save_checkpoint
+from bertmtl.runs.checkpoint import load_checkpoint, save_checkpoint
 from bertmtl.cli import main
 from bertmtl.errors import UserError
-from bertmtl.export import export
-from bertmtl.predict import Item, Predictor
+from bertmtl.inference.export import export
+from bertmtl.inference.predict import Item, Predictor
 
 from .conftest import REAL_PAIRS, REAL_SENTENCES
 
@@ -192,7 +192,7 @@ def test_model_card_metadata_reads_back_through_huggingface_hub(run, tmp_path):
 def test_model_card_names_the_built_in_base_model_and_its_license(run, tmp_path):
     from types import SimpleNamespace
 
-    from bertmtl.export import card_metadata
+    from bertmtl.inference.export import card_metadata
 
     ck = SimpleNamespace(train_args={"encoder": "minilm"}, path=tmp_path / "r" / "best", tasks=[], model=None,
                          metrics={})

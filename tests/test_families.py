@@ -9,10 +9,10 @@ import json
 import pytest
 import torch
 
-from bertmtl.encoder_config import FAMILIES
+from bertmtl.encoders.config import FAMILIES
 from bertmtl.model import BertModel
 from bertmtl.model.loading import from_hf_key, to_hf_key
-from bertmtl.tokenizer import EncoderTokenizer
+from bertmtl.encoders.tokenizer import EncoderTokenizer
 
 from .conftest import REAL_PAIRS, REAL_SENTENCES, assert_grads_match_hf, cli
 from .families import FAMILY_NAMES, write_tiny_family
@@ -142,7 +142,7 @@ def test_train_resume_predict_export(family_dir, small_data_dir, tmp_path):
     to sentence-transformers' layout."""
     from safetensors.torch import load_file
 
-    from bertmtl.checkpoint import load_checkpoint
+    from bertmtl.runs.checkpoint import load_checkpoint
 
     common = ["--encoder", family_dir, "--data-dir", small_data_dir, "--max-steps", "3", "--batch-size", "8",
               "--seed", "0", "--device", "cpu", "--precision", "fp32", "--dev-limit", "8"]
@@ -174,8 +174,8 @@ def test_train_resume_predict_export(family_dir, small_data_dir, tmp_path):
 def test_mlm_pretraining_round_trips_through_hf(family_dir, small_data_dir, tmp_path):
     """`bertmtl pretrain` on the family, exported as its HF masked-LM class: transformers' logits
     equal ours, and the exported head loads back."""
-    from bertmtl.export import write_hf
-    from bertmtl.weights import load_mlm
+    from bertmtl.inference.export import write_hf
+    from bertmtl.encoders.weights import load_mlm
 
     family = BertModel.from_pretrained(family_dir).config.family
     cli("pretrain", "--encoder", family_dir, "--data-dir", small_data_dir, "--out", tmp_path / "mlm", "--steps", "2",
@@ -263,7 +263,7 @@ def test_onnx_export_answers_what_predict_answers(family, small_data_dir, tmp_pa
     and answers, on a batch and lengths unlike the export's examples."""
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    from bertmtl.predict import Predictor
+    from bertmtl.inference.predict import Predictor
 
     d = write_tiny_family(tmp_path / "enc", family)
     cli("train", "--encoder", d, "--data-dir", small_data_dir, "--out", tmp_path / "run", "--max-steps", "1",

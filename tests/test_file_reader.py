@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from bertmtl.config_file import read_file
+from bertmtl.configuration.file import read_file
 from bertmtl.errors import UserError
 
 from .conftest import cli

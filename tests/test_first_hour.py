@@ -17,9 +17,9 @@ from click.testing import CliRunner
 from bertmtl.cli import check_system, main
 from bertmtl.errors import UserError
 from bertmtl.sinks.metrics_log import read_records
-from bertmtl.optim import scheduled_lr
-from bertmtl.progress import RichReporter, SilentReporter
-from bertmtl.engine import TrainConfig, train
+from bertmtl.training.optim import scheduled_lr
+from bertmtl.runs.progress import RichReporter, SilentReporter
+from bertmtl.training.engine import TrainConfig, train
 from .conftest import cli
 
 
@@ -126,7 +126,7 @@ def test_a_run_saved_before_stop_at_step_resumes_with_its_own_schedule(tiny_bert
 
 
 def test_a_partial_config_file_means_todays_max_steps(tmp_path):
-    from bertmtl.options import read_options_file
+    from bertmtl.configuration.options import read_options_file
 
     (tmp_path / "mine.yaml").write_text("max_steps: 30\nlr: 2.0e-4\n")
     assert read_options_file(TrainConfig, tmp_path / "mine.yaml") == {"max_steps": 30, "lr": 2e-4}
@@ -161,7 +161,7 @@ def test_progress_moves_every_step_and_through_each_evaluation(tiny_bert_dir, da
 
 
 def test_dev_limit_scores_the_same_subset_in_every_run(tiny_bert_dir, data_dir, tmp_path):
-    from bertmtl.taskfiles import dev_subset
+    from bertmtl.tasks.files import dev_subset
 
     for seed in (0, 1):
         cfg = TrainConfig(data_dir=str(data_dir), encoder=str(tiny_bert_dir), out=str(tmp_path / f"r{seed}"),
@@ -241,7 +241,7 @@ def test_runs_clean_up_with_a_dry_run_and_the_space_freed(finished, tmp_path):
 
 
 def test_a_running_run_is_never_deleted(finished, tmp_path):
-    from bertmtl.rundir import WriterLock
+    from bertmtl.runs.rundir import WriterLock
 
     run = tmp_path / "live"
     shutil.copytree(finished, run)
@@ -267,7 +267,7 @@ def test_every_exported_and_checkpoint_file_has_the_same_mode(finished, tmp_path
 def test_install_hints_work_from_a_clone_and_in_zsh(monkeypatch):
     import sys
 
-    from bertmtl.export import require_onnx
+    from bertmtl.inference.export import require_onnx
     from bertmtl.sinks.tensorboard import require_tensorboard
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
@@ -289,9 +289,9 @@ def test_other_systems_are_refused_at_the_start_with_what_to_do(monkeypatch):
 
 
 def test_model_card_notes_the_built_in_encoders_quora_training_and_the_leaderboard_score(finished, tmp_path):
-    from bertmtl.checkpoint import load_checkpoint
-    from bertmtl.evaluate import leaderboard_overall
-    from bertmtl.export import model_card
+    from bertmtl.runs.checkpoint import load_checkpoint
+    from bertmtl.inference.evaluate import leaderboard_overall
+    from bertmtl.inference.export import model_card
 
     assert leaderboard_overall({"sst_acc": 0.5, "para_acc": 0.8, "sts_corr": 0.6}) == pytest.approx((0.5 + 0.8 + 0.8) / 3)
     assert leaderboard_overall({"sst_acc": 0.5, "para_acc": 0.8}) is None
@@ -308,14 +308,14 @@ def test_model_card_notes_the_built_in_encoders_quora_training_and_the_leaderboa
 @pytest.fixture(params=[False, True], ids=["cpu-without-bf16", "cpu-with-bf16"])
 def native_bf16(request, monkeypatch) -> bool:
     """Forces the CPU check of --precision auto, for this process and its children."""
-    from bertmtl.device import NATIVE_BF16_ENV
+    from bertmtl.model.device import NATIVE_BF16_ENV
 
     monkeypatch.setenv(NATIVE_BF16_ENV, "1" if request.param else "0")
     return request.param
 
 
 def test_auto_precision_follows_the_forced_detection(native_bf16):
-    from bertmtl.device import autocast_dtype, cpu_has_native_bf16
+    from bertmtl.model.device import autocast_dtype, cpu_has_native_bf16
 
     cpu = torch.device("cpu")
     assert cpu_has_native_bf16() is native_bf16
@@ -326,7 +326,7 @@ def test_auto_precision_follows_the_forced_detection(native_bf16):
 
 
 def test_auto_training_and_prediction_on_each_kind_of_cpu(native_bf16, tiny_bert_dir, data_dir, tmp_path):
-    from bertmtl.predict import Predictor
+    from bertmtl.inference.predict import Predictor
 
     run = tmp_path / "run"
     cli("train", "--encoder", tiny_bert_dir, "--data-dir", data_dir, "--out", run, "--max-steps", 2,

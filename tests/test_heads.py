@@ -48,10 +48,10 @@ def test_pearson():
 
 def test_checkpoint_without_pair_features_loads_as_concat(tiny_bert_dir, tmp_path):
     """heads.json of checkpoints written before the option existed has no pair_features."""
-    from bertmtl.checkpoint import load_checkpoint, save_checkpoint
+    from bertmtl.runs.checkpoint import load_checkpoint, save_checkpoint
     from bertmtl.model.heads import MultitaskBert
-    from bertmtl.tokenizer import EncoderTokenizer
-    from bertmtl.weights import load_encoder
+    from bertmtl.encoders.tokenizer import EncoderTokenizer
+    from bertmtl.encoders.weights import load_encoder
 
     encoder = load_encoder(tiny_bert_dir)
     model = MultitaskBert(encoder, HeadConfig(pair_features="concat"))

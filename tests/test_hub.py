@@ -18,7 +18,7 @@ from .fakehub import Hub
 
 pytest.importorskip("huggingface_hub")
 
-RESOLVE = ("import sys; from bertmtl.weights import resolve_with_revision as r; from bertmtl.errors import UserError\n"
+RESOLVE = ("import sys; from bertmtl.encoders.weights import resolve_with_revision as r; from bertmtl.errors import UserError\n"
            "try:\n    p, rev = r(sys.argv[1]); print(p); print(rev)\n"
            "except UserError as e:\n    print(e.message, file=sys.stderr); sys.exit(2)\n")
 
@@ -109,7 +109,7 @@ def test_a_dropped_connection_leaves_no_corrupt_file_and_the_next_try_completes(
 
 
 def test_what_counts_as_a_hub_name(tmp_path, monkeypatch):
-    from bertmtl.hub import hub_name
+    from bertmtl.encoders.hub import hub_name
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "local-encoder").mkdir()
@@ -139,7 +139,7 @@ def test_a_roberta_from_the_hub_brings_its_tokenizer_json_and_trains(hub, small_
     assert "roberta, 2 layers" in r.stdout + r.stderr
 
 
-ALIAS = ("import sys; from bertmtl.weights import resolve_with_revision as r; from bertmtl.errors import UserError\n"
+ALIAS = ("import sys; from bertmtl.encoders.weights import resolve_with_revision as r; from bertmtl.errors import UserError\n"
          "try:\n    p, rev = r('minilm'); print(p); print(rev)\n"
          "except UserError as e:\n    print(e.message, file=sys.stderr); sys.exit(2)\n")
 
@@ -151,7 +151,7 @@ def _alias(env):
 def test_the_built_in_names_are_their_hub_models_first(hub, tmp_path):
     """`--encoder minilm` with the Hub reachable: sentence-transformers/all-MiniLM-L6-v2 at its pinned
     commit, from the Hub, pip never asked (it has nothing to give here); then from the cache, offline."""
-    from bertmtl.weights import BUILTINS
+    from bertmtl.encoders.weights import BUILTINS
 
     b = BUILTINS["minilm"]
     hub.add(b.hub_id, hub.tiny, sha=b.hub_revision)

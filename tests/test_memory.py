@@ -11,14 +11,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import bertmtl.allocator as allocator
+import bertmtl.training.allocator as allocator
 from bertmtl.cli import main
-from bertmtl.batching import RoundRobin
+from bertmtl.data.batching import RoundRobin
 from bertmtl.model import BertModel
 from bertmtl.model.heads import HeadConfig, MultitaskBert
 from bertmtl.mtl import pcgrad
-from bertmtl.tokenizer import EncoderTokenizer
-from bertmtl.engine import MultitaskStep, TrainConfig, load_datasets
+from bertmtl.encoders.tokenizer import EncoderTokenizer
+from bertmtl.training.engine import MultitaskStep, TrainConfig, load_datasets
 
 from .fixtures import write_task_data
 
@@ -38,7 +38,7 @@ def test_cli_configures_the_allocator_before_any_command(monkeypatch):
 # threshold each is its own mapping, returned to the system when freed.
 _FRAGMENT = textwrap.dedent("""
     import os, sys, torch
-    import bertmtl.allocator as a
+    import bertmtl.training.allocator as a
     if sys.argv[1] == "on":
         assert a.configure_allocator()
     def rss():

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bertmtl.encoder_config import FAMILIES, BertConfig
+from bertmtl.encoders.config import FAMILIES, BertConfig
 from bertmtl.model import BertModel
 from bertmtl.model.bert import relative_position_bucket
 from bertmtl.model.loading import from_hf_key, to_hf_key
-from bertmtl.tokenizer import EncoderTokenizer
+from bertmtl.encoders.tokenizer import EncoderTokenizer
 
 from .conftest import REAL_PAIRS, REAL_SENTENCES, assert_grads_match_hf, assert_ids_match_hf
 
@@ -138,9 +138,9 @@ def test_tokenizer_round_trips_through_save(tiny_mpnet_dir, tmp_path):
 
 def test_mlm_head_round_trips_through_hf(tiny_mpnet_dir, tmp_path):
     """Our MPNet MLM exports under HF's MPNetForMaskedLM names: transformers gives our logits, we read the head back."""
-    from bertmtl.export import write_hf
+    from bertmtl.inference.export import write_hf
     from bertmtl.model.mlm import source_head
-    from bertmtl.weights import load_mlm
+    from bertmtl.encoders.weights import load_mlm
 
     tok = EncoderTokenizer.from_dir(tiny_mpnet_dir)
     loaded = load_mlm(tiny_mpnet_dir)
@@ -171,7 +171,7 @@ def test_pretrain_train_predict_end_to_end(tiny_mpnet_dir, tmp_path):
     """pretrain -> train -> checkpoint -> predict on MPNet: the checkpoint alone says it is an MPNet."""
     from click.testing import CliRunner
 
-    from bertmtl.checkpoint import load_checkpoint
+    from bertmtl.runs.checkpoint import load_checkpoint
     from bertmtl.cli import main
 
     from .fixtures import write_task_data

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from bertmtl.optim import AdamaxW, AdamW, parameter_groups
+from bertmtl.training.optim import AdamaxW, AdamW, parameter_groups
 
 
 def _model():
@@ -95,7 +95,7 @@ def test_bad_hyperparameters():
 
 
 def test_scheduled_lr_warms_up_then_decays_or_holds():
-    from bertmtl.optim import scheduled_lr
+    from bertmtl.training.optim import scheduled_lr
 
     # 10 steps, 20% warm-up: steps 0-1 ramp to the peak, steps 2-9 decay linearly towards 0.
     lrs = [scheduled_lr(s, 10, 1.0, 0.2) for s in range(10)]
@@ -106,7 +106,7 @@ def test_scheduled_lr_warms_up_then_decays_or_holds():
 
 def test_layer_decay_scales_lower_layers_down(tiny_bert_dir):
     from bertmtl.model.heads import MultitaskBert
-    from bertmtl.weights import load_encoder
+    from bertmtl.encoders.weights import load_encoder
 
     model = MultitaskBert(load_encoder(tiny_bert_dir))  # 2 transformer layers
     groups = parameter_groups(model, 0.01, layer_decay=0.5)

@@ -142,14 +142,14 @@ def test_a_second_writer_of_an_output_is_refused_with_the_holder(tmp_path):
     """Two processes on one pretrain/augment/export --out: the lock names the first."""
     out = tmp_path / "out"
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from bertmtl.ownership import owned_output\n"
+        "import sys, time; from bertmtl.runs.ownership import owned_output\n"
         f"with owned_output({str(out)!r}, False, {{}}):\n"
         "    print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": os.getcwd()})
     try:
         assert holder.stdout.readline().strip() == b"held"
         from bertmtl.errors import UserError
-        from bertmtl.ownership import owned_output
+        from bertmtl.runs.ownership import owned_output
 
         with pytest.raises(UserError, match=rf"--out {out} is being written by process {holder.pid} on"):
             with owned_output(out, False, {}):
@@ -187,7 +187,7 @@ def test_nothing_writes_inside_a_run_or_over_one(tiny_bert_dir, data_dir, tmp_pa
 
 def test_one_lock_whatever_path_names_the_output(tmp_path, monkeypatch):
     from bertmtl.errors import UserError
-    from bertmtl.ownership import owned_output
+    from bertmtl.runs.ownership import owned_output
 
     real = tmp_path / "out"
     (tmp_path / "link").symlink_to(real)
@@ -246,8 +246,8 @@ def test_a_planted_lock_symlink_is_refused_and_its_target_untouched(tiny_bert_di
 def test_a_run_still_starting_counts_as_a_run(tmp_path):
     """Before metrics.jsonl exists, a run directory holds only its .writer.lock: nothing may replace it."""
     from bertmtl.errors import UserError
-    from bertmtl.ownership import check_output, check_output_dir
-    from bertmtl.rundir import WriterLock
+    from bertmtl.runs.ownership import check_output, check_output_dir
+    from bertmtl.runs.rundir import WriterLock
 
     run = tmp_path / "starting"
     run.mkdir()

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from bertmtl.batching import RoundRobin, TaskDataset
-from bertmtl.taskfiles import read_task_file
+from bertmtl.data.batching import RoundRobin, TaskDataset
+from bertmtl.tasks.files import read_task_file
 from bertmtl.errors import UserError
-from bertmtl.evaluate import spearman_rho, task_metrics
+from bertmtl.inference.evaluate import spearman_rho, task_metrics
 from bertmtl.tasks import METRIC_SHORT, TaskSpec
-from bertmtl.rundir import RunState
+from bertmtl.runs.rundir import RunState
 from bertmtl.tasks.declared import build_spec, declared_specs, parse_task_flag, read_tasks_file
 
 from .conftest import command
@@ -214,8 +214,8 @@ def test_new_metrics_exact():
 
 
 def test_proportional_sampling_follows_task_sizes(tiny_bert_dir):
-    from bertmtl.taskfiles import Example
-    from bertmtl.tokenizer import EncoderTokenizer
+    from bertmtl.tasks.files import Example
+    from bertmtl.encoders.tokenizer import EncoderTokenizer
 
     tok = EncoderTokenizer.from_dir(tiny_bert_dir)
     spec = TaskSpec.define("t", "T", "t", ("s",), "y", labels=("a", "b"))
@@ -234,11 +234,11 @@ def test_proportional_sampling_follows_task_sizes(tiny_bert_dir):
 
 
 def test_checkpoint_round_trip_of_specs(tiny_bert_dir, tmp_path, task_files):
-    from bertmtl.checkpoint import load_checkpoint, read_specs, save_checkpoint
+    from bertmtl.runs.checkpoint import load_checkpoint, read_specs, save_checkpoint
     from bertmtl.model import BertModel
     from bertmtl.model.heads import HeadConfig, MultitaskBert
     from bertmtl.tasks import BUILTIN
-    from bertmtl.tokenizer import EncoderTokenizer
+    from bertmtl.encoders.tokenizer import EncoderTokenizer
 
     _, flags = task_files
     specs = tuple(declared_specs(list(flags.values()), None))

@@ -9,15 +9,15 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from bertmtl.device import compile_encoder
+from bertmtl.model.device import compile_encoder
 from bertmtl.cli import main
-from bertmtl.batching import RoundRobin
+from bertmtl.data.batching import RoundRobin
 from bertmtl.sinks.metrics_log import read_records
 from bertmtl.model import BertModel
 from bertmtl.model.heads import HeadConfig, MultitaskBert
-from bertmtl.progress import SilentReporter
-from bertmtl.tokenizer import EncoderTokenizer
-from bertmtl.engine import MultitaskStep, TrainConfig, load_datasets, train
+from bertmtl.runs.progress import SilentReporter
+from bertmtl.encoders.tokenizer import EncoderTokenizer
+from bertmtl.training.engine import MultitaskStep, TrainConfig, load_datasets, train
 
 from .fixtures import write_task_data
 
@@ -63,7 +63,7 @@ def test_bf16_run_end_to_end(tiny_bert_dir, tmp_path):
 
 
 def test_auto_precision_is_bf16_only_on_cpus_that_have_it(monkeypatch):
-    import bertmtl.device as dv
+    import bertmtl.model.device as dv
 
     def dtype(precision, device):
         return dv.autocast_dtype(precision, device, training=True)

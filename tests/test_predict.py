@@ -15,10 +15,10 @@ from click.testing import CliRunner
 
 from bertmtl.cli import main
 from bertmtl.tasks import TASKS
-from bertmtl.batching import TaskDataset
-from bertmtl.taskfiles import read_task_file
-from bertmtl.evaluate import outputs_of as dataset_predict
-from bertmtl.predict import Item, Predictor, parse_line
+from bertmtl.data.batching import TaskDataset
+from bertmtl.tasks.files import read_task_file
+from bertmtl.inference.evaluate import outputs_of as dataset_predict
+from bertmtl.inference.predict import Item, Predictor, parse_line
 
 from .conftest import command
 
@@ -183,7 +183,7 @@ def test_bf16_predictions_stay_close_to_fp32(run_dir):
 
 
 def test_auto_precision_follows_the_hardware(monkeypatch):
-    import bertmtl.device as dv
+    import bertmtl.model.device as dv
 
     monkeypatch.setattr(dv, "cpu_has_native_bf16", lambda: False)
     assert dv.autocast_dtype("auto", torch.device("cpu"), training=False) is None

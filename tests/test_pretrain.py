@@ -13,16 +13,16 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from bertmtl.batching import MlmDataset, mask_tokens, replacement_ids
+from bertmtl.data.batching import MlmDataset, mask_tokens, replacement_ids
 from bertmtl.cli import main
-from bertmtl.mlm_text import balance, collect_texts, parse_amounts, split_heldout
+from bertmtl.data.mlm_text import balance, collect_texts, parse_amounts, split_heldout
 from bertmtl.model.mlm import MaskedLMHead
-from bertmtl.pretrain import report
+from bertmtl.training.pretrain import report
 from bertmtl.sinks.metrics_log import read_records
-from bertmtl.taskfiles import TaskSource
+from bertmtl.tasks.files import TaskSource
 from bertmtl.tasks import MLM
-from bertmtl.tokenizer import EncoderTokenizer
-from bertmtl.weights import load_mlm
+from bertmtl.encoders.tokenizer import EncoderTokenizer
+from bertmtl.encoders.weights import load_mlm
 
 from .conftest import spawn, tiny_config
 
@@ -148,9 +148,9 @@ def test_report_has_perplexity_before_and_after(pretrained):
 def test_head_steps_leave_the_encoder_as_it_was(tiny_bert_dir, data_dir, tmp_path):
     """During the head-only steps only the head learns: the encoder is what it was loaded as."""
     from bertmtl.model import BertModel
-    from bertmtl.pretrain import pretrain_config
-    from bertmtl.progress import SilentReporter
-    from bertmtl.engine import train
+    from bertmtl.training.pretrain import pretrain_config
+    from bertmtl.runs.progress import SilentReporter
+    from bertmtl.training.engine import train
 
     train(pretrain_config(data_dir=str(data_dir), encoder=str(tiny_bert_dir), out=str(tmp_path / "run"),
                           max_steps=10, head_steps=3, stop_at_step=3, save_every=3, batch_size=16, precision="fp32"),
@@ -246,7 +246,7 @@ def test_overwrite_replaces_an_earlier_run_and_nothing_else(pretrained, tiny_ber
     (mine / "notes").mkdir(parents=True)
     r = CliRunner().invoke(main, [*args[:6], str(mine), "--overwrite"])
     assert r.exit_code == 2 and "not a pretraining run" in r.output and (mine / "notes").is_dir()
-    from bertmtl.rundir import WriterLock
+    from bertmtl.runs.rundir import WriterLock
 
     lock = WriterLock(run)  # a process writing it
     try:
@@ -303,8 +303,8 @@ def test_vocabulary_without_mask_token_is_a_clear_error(tmp_path, data_dir):
 
 
 def test_augmented_text_is_added(data_dir, tmp_path):
-    from bertmtl.augment import write_task_rows
-    from bertmtl.taskfiles import read_task_file
+    from bertmtl.data.augment import write_task_rows
+    from bertmtl.tasks.files import read_task_file
     from bertmtl.tasks import TASKS
 
     sst = read_task_file(data_dir / "ids-sst-train.csv", TASKS["sst"]).examples[:5]

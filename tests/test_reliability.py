@@ -14,13 +14,13 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from bertmtl import checkpoint as ckpt
+from bertmtl.runs import checkpoint as ckpt
 from bertmtl.fsutil import recover_dir
 from bertmtl.cli import main
 from bertmtl.errors import UserError
 from bertmtl.sinks.metrics_log import read_records
-from bertmtl.progress import SilentReporter
-from bertmtl.engine import TrainConfig, train
+from bertmtl.runs.progress import SilentReporter
+from bertmtl.training.engine import TrainConfig, train
 
 from .conftest import fill_disk, small_tmpfs, spawn
 
@@ -112,7 +112,7 @@ BEST_POINTS = ["writing:best", "staged:best", "swapped:best", "eval:saved-best"]
 
 def _assert_consistent_after_kill(run: Path) -> None:
     """After a kill -9: last/ and best/ each whole or absent, and the run no longer counts as running."""
-    from bertmtl.runs import run_info
+    from bertmtl.runs.catalog import run_info
 
     _assert_loadable_or_absent(run)
     recover_dir(run / "best")
@@ -164,7 +164,7 @@ def test_kill9_then_resume_is_exact_for_every_combiner_and_weighting(tiny_bert_d
     """Every --combine method and every --loss-weighting, killed with SIGKILL inside a step and
     resumed from last/: the same weights as the uninterrupted run, bit for bit (their own state:
     generators, Nash-MTL's weights, learned log-variances and GradNorm weights, DWA's history)."""
-    from bertmtl.train_config import COMBINERS, LOSS_WEIGHTINGS
+    from bertmtl.configuration.train_config import COMBINERS, LOSS_WEIGHTINGS
 
     configs = {c: ("--combine", c, *(("--nash-update-every", "2") if c == "nash-mtl" else ())) for c in COMBINERS}
     own = {"dwa": ("--dwa-window", "2"), "uncertainty": ("--weighting-lr", "0.1"), "gradnorm": ("--weighting-lr", "0.1")}
@@ -227,7 +227,7 @@ def test_unwritable_out_is_refused_before_training(tiny_bert_dir, data_dir, tmp_
 def test_full_disk_is_refused_before_training(tiny_bert_dir, data_dir, tmp_path):
     from bertmtl.model.bert import BertModel
     from bertmtl.model.heads import HeadConfig, MultitaskBert
-    from bertmtl.engine import checkpoint_peak_bytes
+    from bertmtl.training.engine import checkpoint_peak_bytes
 
     cfg = TrainConfig(data_dir=str(data_dir), encoder=str(tiny_bert_dir))
     model = MultitaskBert(BertModel.from_pretrained(tiny_bert_dir), HeadConfig.of(cfg))
@@ -255,7 +255,7 @@ class _FillDiskAt(SilentReporter):
 def test_a_full_disk_mid_run_keeps_the_previous_checkpoint(tiny_bert_dir, data_dir, tmp_path):
     from bertmtl.model.bert import BertModel
     from bertmtl.model.heads import HeadConfig, MultitaskBert
-    from bertmtl.engine import checkpoint_peak_bytes
+    from bertmtl.training.engine import checkpoint_peak_bytes
 
     cfg = TrainConfig(data_dir=str(data_dir), encoder=str(tiny_bert_dir), save_every=1, eval_every=2, epochs=2,
                       batch_size=16)
@@ -340,8 +340,8 @@ def test_resume_never_writes_where_metadata_points(tiny_bert_dir, data_dir, tmp_
 
 
 def test_an_error_while_evaluating_closes_the_log_and_the_process_group(tiny_bert_dir, data_dir, tmp_path, monkeypatch):
-    import bertmtl.engine as tr
-    from bertmtl.distributed import Dist
+    import bertmtl.training.engine as tr
+    from bertmtl.training.distributed import Dist
 
     closed = []
     monkeypatch.setattr(tr.Dist, "from_env", classmethod(lambda cls: type("D", (Dist,), {

@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from bertmtl.cli import main
-from bertmtl.evaluate import binary_f1, spearman_rho
+from bertmtl.inference.evaluate import binary_f1, spearman_rho
 from bertmtl.sinks.metrics_log import read_records
 from bertmtl.tasks import TASKS, overall_keys
 

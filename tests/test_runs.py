@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from bertmtl.cli import main
-from bertmtl.rundir import RECENT_S, WriterLock
-from bertmtl.runs import human_bytes, list_runs, runs_root
+from bertmtl.runs.rundir import RECENT_S, WriterLock
+from bertmtl.runs.catalog import human_bytes, list_runs, runs_root
 
 from .conftest import cli
 from .fixtures import write_task_data
@@ -315,7 +315,7 @@ def test_options_of_different_modes_are_a_usage_error(runs_dir, args, message):
 def test_each_status_says_what_it_means_once_for_every_surface():
     """The one table every reader asks (runs, --drop-last, sweeps and their report, the TUI, MLflow
     and W&B), which once disagreed: W&B took a stopped run for a success, MLflow for killed."""
-    from bertmtl.status import Status
+    from bertmtl.runs.status import Status
 
     table = {s: (s.final, s.resumable, s.succeeded, s.needs_last, s.tracker_state) for s in Status}
     assert table == {

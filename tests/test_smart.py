@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from bertmtl.batching import TaskBatch
+from bertmtl.data.batching import TaskBatch
 from bertmtl.mtl import SmartConfig, smart_loss
 from bertmtl.mtl.smart import divergence
-from bertmtl.tokenizer import Batch
+from bertmtl.encoders.tokenizer import Batch
 
 
 class ToyModel(nn.Module):

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from bertmtl.cli import main
 from bertmtl.cli.predict import _predict_stdin
 from bertmtl.errors import UserError
-from bertmtl.predict import Item, Predictor, tsv_columns
-from bertmtl.tokenizer import EncoderTokenizer
+from bertmtl.inference.predict import Item, Predictor, tsv_columns
+from bertmtl.encoders.tokenizer import EncoderTokenizer
 
 from .conftest import command
 
@@ -134,7 +134,7 @@ def test_known_killers_in_a_real_process(run_dir):
 
 
 def test_a_batch_failure_costs_only_the_failing_item(predictor, monkeypatch):
-    import bertmtl.predict as pm
+    import bertmtl.inference.predict as pm
 
     # Without the checks the real bad string reaches the real tokenizer and fails the whole batch:
     # the batch is then answered one item at a time, and only that item gets an error.
@@ -149,7 +149,7 @@ def test_a_batch_failure_costs_only_the_failing_item(predictor, monkeypatch):
 def test_unwritable_answers_become_error_lines(predictor):
     # An id no JSON can hold (an in-process caller's object) or a lone surrogate in an id.
     items = [Item(1, GOOD, id=object()), Item(2, GOOD, id="\ud800"), Item(3, GOOD, id=float("nan")), Item(4, GOOD)]
-    from bertmtl.predict import output_line
+    from bertmtl.inference.predict import output_line
 
     for fmt, failed in (("jsonl", [True, True, True, False]), ("tsv", [False, True, False, False])):
         lines = [output_line(r, n, fmt, predictor.specs) for n, r in enumerate(predictor.stream(items), 1)]

@@ -75,7 +75,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_no_import_cycle_among_the_packages_modules():
     graph = import_graph()
-    assert len(graph) > 40 and "bertmtl.engine" in graph["bertmtl.cli.train"]
+    assert len(graph) > 40 and "bertmtl.training.engine" in graph["bertmtl.cli.train"]
     assert _cycle(graph) is None, " -> ".join(_cycle(graph))
 
 
@@ -89,10 +89,10 @@ def test_reading_task_files_imports_no_torch(tmp_path):
 
     data = write_task_data(tmp_path / "data")
     code = (f"import sys\n"
-            f"from bertmtl.taskfiles import TaskSource, read_tasks\n"
+            f"from bertmtl.tasks.files import TaskSource, read_tasks\n"
             f"from bertmtl.tasks import BUILTIN\n"
-            f"from bertmtl.train_config import TrainConfig\n"
-            f"from bertmtl.configs import AugmentConfig\n"
+            f"from bertmtl.configuration.train_config import TrainConfig\n"
+            f"from bertmtl.configuration.configs import AugmentConfig\n"
             f"read = read_tasks(BUILTIN, 'train', TaskSource({str(data)!r}))\n"
             f"assert [len(v) for v in read.examples.values()] == [96, 96, 96], read\n"
             f"TrainConfig().validate()\n"
@@ -135,13 +135,13 @@ LAYOUT_NAMES = ("bertmtl.json", "metrics.jsonl", "summary.json", "train_args.jso
 def test_run_and_checkpoint_files_are_named_in_one_module():
     """Every surface finds a run's files through rundir's names: renaming one is a one-line change.
     A name quoted or after a slash (an f-string's path) counts; so does best/ or last/ joined to a path."""
-    from bertmtl import rundir
+    from bertmtl.runs import rundir
 
     defined = {v for v in vars(rundir).values() if isinstance(v, str)} | set(rundir.WEIGHTS_FILE.values())
     assert set(LAYOUT_NAMES) <= defined  # the list names rundir's own constants
     names = "|".join(map(re.escape, LAYOUT_NAMES))
     spelled = re.compile(rf"""(?<=["'/])(?:{names})(?=["'/])|/\s*["'](?:best|last)["']""")
-    found = lines_where(spelled.search, "rundir.py")
+    found = lines_where(spelled.search, "runs/rundir.py")
     assert not found, "\n".join(found)
     assert spelled.search('f"{run}/metrics.jsonl"') and spelled.search("run / 'best'")
 
@@ -149,13 +149,13 @@ def test_run_and_checkpoint_files_are_named_in_one_module():
 def test_status_values_are_compared_only_inside_the_status_type():
     """A run's status means one thing everywhere: surfaces ask Status (final, resumable, succeeded,
     needs_last, tracker_state, style), never compare its strings, which once disagreed in 11 places."""
-    from bertmtl.status import Status
+    from bertmtl.runs.status import Status
 
     values = "|".join(re.escape(s.value) for s in Status)
     literal = rf"""["'](?:{values})["']"""
     compared = re.compile(rf"""(==|!=)\s*{literal}|{literal}\s*(==|!=)|\bin\s*[(\[{{][^)\]}}]*{literal}""")
     # (a loop over names, `for key in ("since_best", "nonfinite", ...)`, compares nothing)
-    found = lines_where(lambda code: compared.search(code) and not re.match(r"\s*(async\s+)?for\b", code), "status.py")
+    found = lines_where(lambda code: compared.search(code) and not re.match(r"\s*(async\s+)?for\b", code), "runs/status.py")
     assert not found, "\n".join(found)
     assert compared.search('if info["status"] in ("finished", "pruned"):') and compared.search("s == 'running'")
 
@@ -174,5 +174,5 @@ def test_the_pair_mode_is_decided_in_one_place():
     """Bi- or cross-encoded pairs: heads, batches, predict and the ONNX graph ask
     train_config.cross_encodes (through HeadConfig.cross), never compare the option's value."""
     compared = re.compile(r"""(==|!=)\s*["'](cross|bi)["']|["'](cross|bi)["']\s*(==|!=)|\bin\s*[(\[{][^)\]}]*["']cross["']""")
-    found = lines_where(compared.search, "train_config.py")
+    found = lines_where(compared.search, "configuration/train_config.py")
     assert not found, "\n".join(found)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bertmtl.stats import mean_ci, paired_bootstrap, score
+from bertmtl.sweep.stats import mean_ci, paired_bootstrap, score
 from bertmtl.sweep.spec import config_key, read_spec
 from bertmtl.tasks import BUILTIN
 
@@ -77,7 +77,7 @@ def test_mean_ci_known_answer():
     assert s["mean"] == 2.0 and s["sd"] == 1.0
     assert s["lo"] == pytest.approx(2 - 4.303 / math.sqrt(3)) and s["hi"] == pytest.approx(2 + 4.303 / math.sqrt(3))
     assert mean_ci([0.5]) == {"n": 1, "mean": 0.5, "sd": None, "lo": None, "hi": None}
-    from bertmtl.stats import t975
+    from bertmtl.sweep.stats import t975
 
     assert t975(31) == pytest.approx(2.0395, abs=0.005) and t975(200) == pytest.approx(1.9719, abs=0.002)
     assert t975(30) > t975(31) > t975(200)  # no step up past the table
@@ -176,7 +176,7 @@ def test_a_constructed_difference_is_detected_and_the_bootstrap_repeats():
     assert r["diff"] == pytest.approx(score(b[0], SPECS, "sst_acc") - score(a[0], SPECS, "sst_acc"))
     assert r["diff"] > 0.15 and r["lo"] > 0 and r["p"] < 0.01 and not r["within_noise"]
     assert paired_bootstrap(a, b, SPECS, "sst_acc", n=300, seed=3) == r  # seeded: the same numbers
-    from bertmtl.stats import describe_difference
+    from bertmtl.sweep.stats import describe_difference
 
     assert r["p"] == 0 and describe_difference(r).endswith("p < 0.00333, better")  # below what 300 resolve
     # A small difference on few examples is within the noise.

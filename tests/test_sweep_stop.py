@@ -299,7 +299,7 @@ def test_dry_run_lists_the_runs_and_trains_nothing(tmp_path, small_data_dir):
 
 def test_the_plan_counts_rows_and_reads_max_steps(tmp_path, small_data_dir):
     from bertmtl.sweep.plan import count_rows, steps_per_run
-    from bertmtl.train_config import TrainConfig
+    from bertmtl.configuration.train_config import TrainConfig
 
     assert count_rows(small_data_dir / "ids-sst-train.csv") == 32
     assert steps_per_run(TrainConfig(max_steps=300)) == (300, True)
@@ -310,7 +310,7 @@ def test_the_plan_counts_rows_and_reads_max_steps(tmp_path, small_data_dir):
 
 
 def test_intervals_stay_within_what_a_metric_can_take():
-    from bertmtl.stats import mean_ci
+    from bertmtl.sweep.stats import mean_ci
     from bertmtl.tasks import BUILTIN, metric_range
 
     assert metric_range(BUILTIN, "sst_acc") == (0.0, 1.0) and metric_range(BUILTIN, "sts_corr") == (-1.0, 1.0)
@@ -326,7 +326,7 @@ def test_what_each_signal_does_to_a_stop_request():
     """A person's second Ctrl-C stops at once; the other signal from a second sender right after
     (torchrun's agent passing its SIGTERM on) is the same stop; a sweep worker takes its parent's
     signals for what they say, whatever a scheduler also sent it."""
-    from bertmtl.stopping import WORKER_NOW, WORKER_STOP, StopRequest
+    from bertmtl.training.stopping import WORKER_NOW, WORKER_STOP, StopRequest
 
     said = []
     stop = StopRequest(said.append)

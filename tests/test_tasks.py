@@ -10,17 +10,17 @@ import sys
 import pytest
 import torch
 
-from bertmtl.taskfiles import Example
-from bertmtl.batching import RoundRobin, TaskDataset
-from bertmtl.evaluate import decisions, evaluate, overall, task_metrics, write_predictions
+from bertmtl.tasks.files import Example
+from bertmtl.data.batching import RoundRobin, TaskDataset
+from bertmtl.inference.evaluate import decisions, evaluate, overall, task_metrics, write_predictions
 from bertmtl.model import BertModel
 from bertmtl.model.heads import HeadConfig, MultitaskBert
 from bertmtl.mtl.smart import SmartConfig, divergence, smart_loss
-from bertmtl.predict import Predictor, to_tsv, tsv_columns
-from bertmtl.mlm_text import BUILTIN_SOURCES, SOURCE_ALIASES
+from bertmtl.inference.predict import Predictor, to_tsv, tsv_columns
+from bertmtl.data.mlm_text import BUILTIN_SOURCES, SOURCE_ALIASES
 from bertmtl.tasks import BUILTIN, REGRESSION, SIGMOID, SOFTMAX, TASK_ALIASES, TASKS, TaskSpec, metric_rows
-from bertmtl.tokenizer import EncoderTokenizer
-from bertmtl.rundir import RunState
+from bertmtl.encoders.tokenizer import EncoderTokenizer
+from bertmtl.runs.rundir import RunState
 
 from .conftest import tiny_config, tiny_vocab
 
@@ -230,7 +230,7 @@ def test_any_spec_list_trains_evaluates_and_predicts(tiny_bert_dir, tmp_path, sp
 
 
 def evaluate_outputs(model, dataset):
-    from bertmtl.evaluate import outputs_of
+    from bertmtl.inference.evaluate import outputs_of
 
     return outputs_of(model, dataset, batch_size=4)
 

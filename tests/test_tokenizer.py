@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bertmtl.tokenizer import EncoderTokenizer
+from bertmtl.encoders.tokenizer import EncoderTokenizer
 
 from .conftest import assert_ids_match_hf
 

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from bertmtl.cli import main
 from bertmtl.tui import playground as playground_module
 from bertmtl.tui.app import BertmtlApp
-from bertmtl.rundir import RunState
+from bertmtl.runs.rundir import RunState
 from bertmtl.tui.feed import MetricsTail, format_duration
 from bertmtl.tui.lineplot import plot_lines
 from bertmtl.tui.monitor import DevTable, RunStatus
@@ -230,7 +230,7 @@ def test_appended_records_update_the_plots_and_the_table(tmp_path):
     run.mkdir()
     metrics = run / "metrics.jsonl"
     metrics.write_text(jsonl([start_record(), train_record(10), train_record(20)]))
-    from bertmtl.rundir import WriterLock
+    from bertmtl.runs.rundir import WriterLock
 
     writer = WriterLock(run)  # as a training process holds it
     app = BertmtlApp(run, poll_interval=POLL, predictor_factory=FakePredictor)
@@ -501,7 +501,7 @@ WRITERS = []
 
 
 def snapshot_run(tmp_path: Path) -> Path:
-    from bertmtl.rundir import WriterLock
+    from bertmtl.runs.rundir import WriterLock
 
     run = tmp_path / "run-snapshot"  # the name shows in the header: fixed, like the records
     run.mkdir()
@@ -602,7 +602,7 @@ def test_snapshot_playground(snap_compare, tmp_path, monkeypatch):
 def test_cosines_are_drawn_on_a_scale_that_fits_them():
     """Gradients of different tasks over millions of parameters are nearly orthogonal: a real run's
     cosines are hundredths, which a -1..1 scale would show as +0.00, all one colour."""
-    from bertmtl.pictures import cosine_fill, cosine_scale, cosine_text
+    from bertmtl.sweep.pictures import cosine_fill, cosine_scale, cosine_text
 
     assert cosine_scale([-0.004, 0.0141]) == 0.02 and cosine_scale([0.3]) == 0.5 and cosine_scale([]) == 0.01
     assert cosine_text(-0.0041, 0.01) == "-0.004" and cosine_text(0.42, 0.5) == "+0.42"

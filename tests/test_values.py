@@ -13,11 +13,11 @@ from click.testing import CliRunner
 
 from bertmtl.cli import main
 from bertmtl.errors import UserError
-from bertmtl.evaluate import evaluate, overall, task_metrics
+from bertmtl.inference.evaluate import evaluate, overall, task_metrics
 from bertmtl.sinks.metrics_log import read_records
 from bertmtl.tasks import BUILTIN, TASKS
-from bertmtl.options import SEED_MAX, number_problem
-from bertmtl.train_config import TrainConfig
+from bertmtl.configuration.options import SEED_MAX, number_problem
+from bertmtl.configuration.train_config import TrainConfig
 
 from .conftest import cli
 from .fixtures import write_task_data
@@ -72,9 +72,9 @@ def test_config_file_and_weight_values_are_checked(tmp_path):
 
 
 def test_the_one_number_rule_serves_python_callers():
-    from bertmtl.ablate import ablate
-    from bertmtl.configs import AblateConfig, AugmentConfig
-    from bertmtl.pretrain import pretrain_config
+    from bertmtl.sweep.ablate import ablate
+    from bertmtl.configuration.configs import AblateConfig, AugmentConfig
+    from bertmtl.training.pretrain import pretrain_config
 
     assert number_problem(float("nan"), min=0) == "must be a finite number"
     assert number_problem(float("inf"), min=0, min_open=True) == "must be a finite number"
@@ -101,7 +101,7 @@ def test_the_one_number_rule_serves_python_callers():
 
 def test_the_largest_seed_draws_batches():
     """Seeds are mixed with task and pass numbers before seeding a generator (reduced modulo 2**63)."""
-    from bertmtl.batching import RoundRobin
+    from bertmtl.data.batching import RoundRobin
 
     class Fake:  # what RoundRobin reads of a dataset
         def __init__(self, spec):
@@ -189,7 +189,7 @@ def test_export_model_card_survives_hand_edited_metadata(checkpoint, tmp_path):
 def test_declared_task_values_follow_the_same_rule(tmp_path):
     """Task declarations: weights and ranges finite in float32, labels valid text; a target
     beyond float32 is a skipped row, not a range that overflows the head."""
-    from bertmtl.taskfiles import read_task_file
+    from bertmtl.tasks.files import read_task_file
     from bertmtl.tasks.declared import build_spec
 
     rows = [{"sentence1": f"a {i}", "sentence2": f"b {i}", "score": i % 5} for i in range(12)]
@@ -275,9 +275,9 @@ def test_evaluate_reports_all_equal_labels_as_undefined(checkpoint, small_data_d
 
 
 def test_non_finite_model_output_leaves_no_overall(checkpoint, small_data_dir):
-    from bertmtl.checkpoint import load_checkpoint
-    from bertmtl.batching import TaskDataset
-    from bertmtl.taskfiles import read_task_file, task_path
+    from bertmtl.runs.checkpoint import load_checkpoint
+    from bertmtl.data.batching import TaskDataset
+    from bertmtl.tasks.files import read_task_file, task_path
 
     ck = load_checkpoint(checkpoint)
     datasets = {s.name: TaskDataset(s, read_task_file(task_path(small_data_dir, s, "dev"), s, labelled=True).examples,
@@ -292,9 +292,9 @@ def test_non_finite_model_output_leaves_no_overall(checkpoint, small_data_dir):
 
 
 def test_consumers_cope_with_undefined_metrics(tmp_path):
-    from bertmtl.progress import PlainReporter, format_metrics
+    from bertmtl.runs.progress import PlainReporter, format_metrics
     from bertmtl.sinks.csv import CsvSink
-    from bertmtl.runs import run_info
+    from bertmtl.runs.catalog import run_info
 
     rec = {"type": "eval", "step": 2, "sst_acc": 0.5, "para_acc": 0.7, "sts_corr": None, "overall": 0.6,
            "undefined": {"sts_corr": {"cause": "data", "reason": "1 dev example(s); a correlation needs at least 2"}}}

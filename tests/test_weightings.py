@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from bertmtl.mtl.weightings import REGISTRY
-from bertmtl.train_config import LOSS_WEIGHTINGS
+from bertmtl.configuration.train_config import LOSS_WEIGHTINGS
 
 from .conftest import cli
 
@@ -26,7 +26,7 @@ def _weighting(name, tasks=TASKS, steps_per_epoch=None, **kw):
 
 
 def test_the_registry_is_the_option():
-    from bertmtl.train_config import TrainConfig
+    from bertmtl.configuration.train_config import TrainConfig
 
     assert tuple(REGISTRY) == LOSS_WEIGHTINGS
     for cls in REGISTRY.values():
@@ -166,7 +166,7 @@ OWN = {"uncertainty": ["--weighting-lr", "0.1"], "gradnorm": ["--weighting-lr", 
 def test_each_weighting_trains_logs_its_weights_and_resumes_exactly(name, tiny_bert_dir, data_dir, tmp_path):
     from safetensors.torch import load_file
 
-    from bertmtl.checkpoint import load_resume_state
+    from bertmtl.runs.checkpoint import load_resume_state
     from bertmtl.sinks.metrics_log import read_records
 
     common = ["--encoder", tiny_bert_dir, "--data-dir", data_dir, "--max-steps", 5, "--combine", "pcgrad",

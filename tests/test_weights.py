@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from bertmtl import weights
+from bertmtl.encoders import weights
 from bertmtl.cli import main
 from bertmtl.errors import UserError
 

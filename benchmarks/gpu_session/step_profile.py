@@ -13,12 +13,12 @@ from torch.nn.attention import SDPBackend
 
 import bertmtl.model.bert as bert
 
-from bertmtl.batching import RoundRobin
+from bertmtl.data.batching import RoundRobin
 from bertmtl.model.heads import HeadConfig, MultitaskBert
-from bertmtl.weights import load_encoder
+from bertmtl.encoders.weights import load_encoder
 from bertmtl.mtl.step import MultitaskStep
-from bertmtl.tokenizer import EncoderTokenizer
-from bertmtl.engine import TrainConfig, load_datasets
+from bertmtl.encoders.tokenizer import EncoderTokenizer
+from bertmtl.training.engine import TrainConfig, load_datasets
 
 ap = argparse.ArgumentParser()
 ap.add_argument("encoder")

@@ -66,7 +66,7 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt as e:  # one line, the shell's exit code: what was kept, where it is known
-            from ..stopping import Interrupted, Stopped
+            from ..training.stopping import Interrupted, Stopped
 
             raise Interrupted(str(e) if isinstance(e, Stopped) else "stopped (Ctrl-C)") from None
         except OSError as e:
@@ -102,10 +102,10 @@ def main() -> None:
       bertmtl train --data-dir data         train, best/last checkpoints under checkpoints/
       bertmtl predict "a sentence" "another" try the trained model
     """
-    from ..allocator import configure_allocator
+    from ..training.allocator import configure_allocator
 
     check_system()
-    configure_allocator()  # before anything allocates tensors: see allocator.py
+    configure_allocator()  # before anything allocates tensors: see training/allocator.py
 
 
 def check_system(platform: str | None = None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..configs import AblateConfig
+from ..configuration.configs import AblateConfig
 from .options import command_line, options_of, resolved_options
 
 
@@ -27,11 +27,11 @@ def ablate(ctx: click.Context, **opts) -> None:
       bertmtl ablate --data-dir data --table combiners --rows sum,pcgrad,upgrad --seeds 2
       bertmtl ablate --data-dir data --table combiners --seeds 3 --workers 2   # two rows at once
     """
-    from ..stopping import stop_on_signals
+    from ..training.stopping import stop_on_signals
 
     with stop_on_signals():  # before torch is imported: a signal from here on is a stop, never a half import
-        from ..ablate import ablate as run_ablate
-        from ..ablate import print_table
+        from ..sweep.ablate import ablate as run_ablate
+        from ..sweep.ablate import print_table
 
         cfg = resolved_options(AblateConfig, ctx, opts)
         cfg.command = command_line(ctx)

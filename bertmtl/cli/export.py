@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..configs import ExportConfig
+from ..configuration.configs import ExportConfig
 from .options import options_of, resolved_options
 
 
@@ -19,9 +19,9 @@ def export(ctx: click.Context, **opts) -> None:
       bertmtl export checkpoints/RUN --format sentence-transformers --out my-st-model
       bertmtl export checkpoints/RUN --format onnx --out my-onnx
     """
-    from ..export import command_line
-    from ..export import export as run_export
-    from ..runs import choose_checkpoint
+    from ..inference.export import command_line
+    from ..inference.export import export as run_export
+    from ..runs.catalog import choose_checkpoint
 
     cfg = resolved_options(ExportConfig, ctx, opts)
     choice = choose_checkpoint(cfg.source)

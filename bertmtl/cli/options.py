@@ -1,4 +1,4 @@
-"""Click options generated from a command's `Options` dataclass (options.py): one per field, plus
+"""Click options generated from a command's `Options` dataclass (configuration/options.py): one per field, plus
 `--config FILE` and `--print-config` for every command that has them. Imports no torch."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 
 import click
 
-from ..options import Options, default_of, dump_options, flag_name, number_problem, read_options_file
+from ..configuration.options import Options, default_of, dump_options, flag_name, number_problem, read_options_file
 
 
 class FiniteFloat(click.FloatRange):
@@ -212,7 +212,7 @@ def command_line(ctx: click.Context) -> str:
 
 def runs_dir_option():
     """--runs-dir: the runs root (train makes runs there; the other commands find them there)."""
-    from ..train_config import FIELDS
+    from ..configuration.train_config import FIELDS
 
     return click.option("--runs-dir", type=click.Path(file_okay=False, path_type=str), default=None,
                         help=FIELDS["runs_dir"].metadata["help"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import UserError
-from ..configs import PredictConfig
+from ..configuration.configs import PredictConfig
 from .options import config_from_options, options_of
 
 
@@ -36,8 +36,8 @@ def predict(ctx: click.Context, **opts) -> None:
         raise click.UsageError("give one sentence, two sentences (a pair), or - to read lines from stdin")
     if not stdin_mode and any(not t.strip() for t in texts):
         raise click.BadParameter("sentences must not be empty", param_hint="TEXTS")
-    from ..predict import Predictor
-    from ..device import pick_device
+    from ..inference.predict import Predictor
+    from ..model.device import pick_device
 
     predictor = Predictor(cfg.checkpoint, device=str(pick_device(cfg.device)), batch_size=cfg.batch_size,
                           precision=cfg.precision, runs_dir=cfg.runs_dir)
@@ -62,7 +62,7 @@ def _predict_stdin(predictor, fmt: str, fd: int | None = None, out=None) -> int:
     line, to stdout's bytes (or binary file `out`); exit status 1 if any line failed."""
     import sys
 
-    from ..predict import output_line, parse_line, read_lines, tsv_columns
+    from ..inference.predict import output_line, parse_line, read_lines, tsv_columns
 
     if fd is None and sys.stdin is None:  # started with stdin closed (`<&-`)
         raise UserError("standard input is closed; pipe lines in, or give sentences as arguments")
@@ -100,7 +100,7 @@ def _print_prediction(res: dict, specs) -> None:
     table.add_column("prediction")
     table.add_column("details", overflow="fold")
 
-    from ..predict import answer_rows
+    from ..inference.predict import answer_rows
 
     for row in answer_rows(res, specs):
         table.add_row(*row)

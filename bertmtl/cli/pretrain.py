@@ -1,4 +1,4 @@
-"""`bertmtl pretrain`: further masked-LM pretraining on the task text (a training run; see pretrain.py)."""
+"""`bertmtl pretrain`: further masked-LM pretraining on the task text (a training run; see training/pretrain.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..train_config import PRETRAIN_DEFAULTS, PRETRAIN_HELP, PRETRAIN_OPTIONS, TrainConfig
+from ..configuration.train_config import PRETRAIN_DEFAULTS, PRETRAIN_HELP, PRETRAIN_OPTIONS, TrainConfig
 from .options import options_of, resolved_options
 
 
@@ -32,8 +32,8 @@ def pretrain(ctx: click.Context, resume: str | None, overwrite: bool, **opts) ->
       bertmtl train --data-dir data --encoder pretrained-mlm
     """
     from ..errors import UserError
-    from ..pretrain import remove_earlier, report
-    from ..rundir import TRAIN_ARGS, read_json
+    from ..training.pretrain import remove_earlier, report
+    from ..runs.rundir import TRAIN_ARGS, read_json
     from .train import report_summary
 
     if overwrite and resume is not None:

@@ -45,7 +45,7 @@ def runs(names: tuple[str, ...], runs_dir: str | None, compare: tuple[str, str] 
       bertmtl runs --drop-last --dry-run        what dropping finished runs' last/ would free
       bertmtl runs --delete 20261126-101500     delete one run
     """
-    from ..runs import compare_runs, find_run, list_runs, run_info, runs_root
+    from ..runs.catalog import compare_runs, find_run, list_runs, run_info, runs_root
 
     root = runs_root(runs_dir)
     # one mode per call: an option of another mode would otherwise be dropped without a word
@@ -93,7 +93,7 @@ def runs(names: tuple[str, ...], runs_dir: str | None, compare: tuple[str, str] 
 
 def _clean(root: Path, named: list[Path], delete: bool, dry_run: bool, as_json: bool) -> None:
     """--delete / --drop-last: plan every removal first (so a refusal removes nothing), then remove."""
-    from ..runs import human_bytes, plan_clean, remove
+    from ..runs.catalog import human_bytes, plan_clean, remove
 
     plans, kept = plan_clean(root, named, delete)
     for r in plans:
@@ -155,7 +155,7 @@ def _print_table(root, infos: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ..status import Status
+    from ..runs.status import Status
     from ..tasks import BUILTIN, metric_labels
 
     # each task's primary metric (the one in `overall`), headed by the task's title to keep the table narrow

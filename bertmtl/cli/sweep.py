@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..configs import SweepConfig
+from ..configuration.configs import SweepConfig
 from .options import command_line, options_of, resolved_options
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..train_config import TrainConfig
+from ..configuration.train_config import TrainConfig
 from .options import options_of, resolved_options
 
 
@@ -31,7 +31,7 @@ def train(ctx: click.Context, resume: str | None, **opts) -> None:
     """
     saved = None  # saved run < --config file < command line
     if resume is not None:
-        from ..rundir import TRAIN_ARGS, read_json
+        from ..runs.rundir import TRAIN_ARGS, read_json
 
         saved = read_json(Path(resume) / TRAIN_ARGS)
     cfg = resolved_options(TrainConfig, ctx, opts, saved)
@@ -40,12 +40,12 @@ def train(ctx: click.Context, resume: str | None, **opts) -> None:
 
 def report_summary(cfg: TrainConfig, resume: str | None) -> dict:
     """Run training and print its summary (train and pretrain); the summary."""
-    from ..stopping import STOPPED_EXIT, stop_on_signals
+    from ..training.stopping import STOPPED_EXIT, stop_on_signals
 
     with stop_on_signals():  # before torch is imported: a signal from here on is a stop, never a half import
-        from ..engine import train as run_training
-        from ..progress import format_metrics
-        from ..status import Status
+        from ..training.engine import train as run_training
+        from ..runs.progress import format_metrics
+        from ..runs.status import Status
         from ..tasks import TaskSpec
 
         summary = run_training(cfg, resume=resume)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..train_config import TrainConfig
+from ..configuration.train_config import TrainConfig
 from .options import given_args, options_of
 
 
@@ -28,8 +28,8 @@ def tui(ctx: click.Context, run: str | None, checkpoint_path: str | None, start_
       bertmtl tui --train --data-dir data  start training and watch it (s stops it cleanly)
     """
     from ..errors import UserError
-    from ..rundir import METRICS_LOG, holds_run
-    from ..runs import latest_run, new_run_dir, run_dirs, runs_root
+    from ..runs.rundir import METRICS_LOG, holds_run
+    from ..runs.catalog import latest_run, new_run_dir, run_dirs, runs_root
 
     root = runs_root(opts.get("runs_dir"))
     # The train options given here, as `bertmtl train` takes them; the TUI gives each run its --out.

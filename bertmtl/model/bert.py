@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..encoder_config import BertConfig
+from ..encoders.config import BertConfig
 from .disentangled import RelativePositions, disentangled_scores
 
 # Which attention kernel is faster, by device type, as measured by benchmarks/encoder.py:
@@ -471,7 +471,7 @@ class BertModel(nn.Module):
         """Load an HF-format encoder directory (the family read from its config.json), or the
         encoder of a bertmtl checkpoint.
 
-        Built-in encoders by name (`minilm`, `mpnet`) are `bertmtl.weights.resolve`'s job:
+        Built-in encoders by name (`minilm`, `mpnet`) are `bertmtl.encoders.weights.resolve`'s job:
         `BertModel.from_pretrained(resolve("mpnet"))`.
         """
         from .loading import check_finite, encoder_directory, encoder_state, load_into, read_config

@@ -17,7 +17,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..encoder_config import Disentangled
+from ..encoders.config import Disentangled
 
 
 def log_bucket(relative: torch.Tensor, buckets: int, max_position: int) -> torch.Tensor:

@@ -17,13 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..batching import TaskBatch
+from ..data.batching import TaskBatch
 from ..errors import UserError
 from ..tasks import BUILTIN, SENTIMENT_LABELS, TaskSpec
 from ..tasks.kinds import pearson
-from ..tokenizer import Batch
-from ..options import check_value
-from ..train_config import FIELDS, cross_encodes
+from ..encoders.tokenizer import Batch
+from ..configuration.options import check_value
+from ..configuration.train_config import FIELDS, cross_encodes
 from .bert import BertModel, Dropout
 from .mlm import MaskedLMHead
 
@@ -31,13 +31,13 @@ __all__ = ["SENTIMENT_LABELS", "HeadConfig", "PairHead", "MultitaskBert", "pears
 
 
 # The options a checkpoint's heads are built from (heads.json): their defaults, choices and ranges
-# are the train options' of the same names (train_config.py).
+# are the train options' of the same names (configuration/train_config.py).
 HEAD_OPTIONS = ("pooling", "pair_mode", "pair_features", "mlp_hidden", "dropout", "sts_loss")
 
 
 @dataclass
 class HeadConfig:
-    """How sentences become embeddings and embeddings become predictions (see train_config.py)."""
+    """How sentences become embeddings and embeddings become predictions (see configuration/train_config.py)."""
 
     pooling: str = FIELDS["pooling"].default  # mean of token states | [CLS] state | tanh pooler over [CLS]
     pair_mode: str = FIELDS["pair_mode"].default  # bi-encoder (cosine + MLP) | cross-encoder

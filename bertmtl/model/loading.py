@@ -1,9 +1,9 @@
 """Encoder directories in: an HF one's tensors renamed to ours, or a bertmtl checkpoint's encoder.
 
 Our modules have one naming (HF BERT's). A checkpoint of another family is renamed with that
-family's plain key map (`Family.key_map` in encoder_config.py); `to_hf_key` is the inverse, for
-export. Fetching built-in encoders by name is `bertmtl.weights`' job; a bertmtl checkpoint's
-files are read through rundir.py (its encoder starts a new run: `--encoder RUN/best`).
+family's plain key map (`Family.key_map` in encoders/config.py); `to_hf_key` is the inverse, for
+export. Fetching built-in encoders by name is `bertmtl.encoders.weights`' job; a bertmtl checkpoint's
+files are read through runs/rundir.py (its encoder starts a new run: `--encoder RUN/best`).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from ..encoder_config import BertConfig, Family
+from ..encoders.config import BertConfig, Family
 from ..errors import UserError
-from ..rundir import checkpoint_part, is_checkpoint
+from ..runs.rundir import checkpoint_part, is_checkpoint
 
 # Keys that HF checkpoints carry but the bare encoder does not own: registered buffers, and the
 # pretraining heads of each family (the masked-LM ones kept for `bertmtl pretrain`: model/mlm.py;

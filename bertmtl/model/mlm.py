@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..encoder_config import BertConfig, Family
+from ..encoders.config import BertConfig, Family
 from ..errors import UserError
 from .bert import _activation
 
@@ -84,7 +84,7 @@ def head_state(state: dict[str, torch.Tensor], family: Family, prefix: str | Non
 def source_head(directory: str | Path) -> dict[str, torch.Tensor] | None:
     """The masked-LM head an encoder directory brings (an HF directory's, or a bertmtl checkpoint's),
     under our names; None when it has none."""
-    from ..rundir import checkpoint_weights, is_checkpoint
+    from ..runs.rundir import checkpoint_weights, is_checkpoint
     from .loading import read_config, read_state_dict
 
     directory = Path(directory)

@@ -14,12 +14,12 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..tasks import TaskSpec, spec_of
-from ..train_config import FIELDS
+from ..configuration.train_config import FIELDS
 
 @dataclass
 class SmartConfig:
     """SMART hyper-parameters: the train options smart_weights, smart_noise, smart_step,
-    smart_epsilon and smart_steps (their defaults, from the paper, are there: train_config.py)."""
+    smart_epsilon and smart_steps (their defaults, from the paper, are there: configuration/train_config.py)."""
 
     weights: dict = field(default_factory=FIELDS["smart_weights"].default_factory)
     noise: float = FIELDS["smart_noise"].default  # std of the initial Gaussian perturbation

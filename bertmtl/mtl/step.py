@@ -14,17 +14,17 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..device import autocast_dtype
-from ..distributed import Dist
+from ..model.device import autocast_dtype
+from ..training.distributed import Dist
 from ..model.heads import MultitaskBert
-from ..optim import OPTIMIZERS, parameter_groups
+from ..training.optim import OPTIMIZERS, parameter_groups
 from .combiners import combine_into, gram_matrix, make_combiner
 from .smart import SmartConfig, smart_loss
 from .telemetry import ConflictWindow, step_stats
 from .weightings import make_weighting
 
 if TYPE_CHECKING:
-    from ..train_config import TrainConfig
+    from ..configuration.train_config import TrainConfig
 
 
 class GradBuffers:

@@ -4,7 +4,7 @@ The training loop emits every record once (`Run.emit`) to its sinks, in order: t
 (RUN/metrics.jsonl, always: the source of truth that `bertmtl runs` and the TUI read), the
 console (the progress bar or log lines), then the `--report-to` destinations. Each picks the
 record types it shows (`train`, `eval`) and ignores the rest; a new destination is one class
-here and its name in REPORT_TO (train_config.py).
+here and its name in REPORT_TO (configuration/train_config.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 class ConsoleSink:
-    """The reporter's lines for train and eval records (progress.py draws them)."""
+    """The reporter's lines for train and eval records (runs/progress.py draws them)."""
 
     def __init__(self, reporter):
         self.reporter = reporter

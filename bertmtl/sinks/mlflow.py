@@ -124,11 +124,11 @@ class MlflowSink(GuardedSink):
             self._metrics({f"dev_{k}": v for k, v in flatten(record).items() if k not in NOT_SCALARS},
                           record["step"])
         elif kind == "end":
-            from ..rundir import BEST, is_checkpoint
+            from ..runs.rundir import BEST, is_checkpoint
 
             if is_checkpoint(self.dir / BEST):
                 self.client.log_artifacts(self.run_id, str(self.dir / BEST), artifact_path=BEST)
-            from ..status import Status
+            from ..runs.status import Status
 
             self.client.set_terminated(self.run_id, status=Status.of(record.get("status")).tracker_state)
             self.run_id = None

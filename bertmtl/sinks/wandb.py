@@ -65,7 +65,7 @@ class WandbSink(GuardedSink):
             self.run.log({f"dev_{k}": v for k, v in flatten(record).items() if k not in NOT_SCALARS},
                          step=record["step"])
         elif kind == "end":
-            from ..status import Status
+            from ..runs.status import Status
 
             status = Status.of(record.get("status"))
             self.run.summary["status"] = str(status)

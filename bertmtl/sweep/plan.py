@@ -19,7 +19,7 @@ from .study import RUNS, run_dir_of
 
 def count_rows(path: Path) -> int | None:
     """Data rows of a task file (lines, less the header of a delimited one); None when unreadable."""
-    from ..taskfiles import file_format
+    from ..tasks.files import file_format
 
     try:
         with open(path, "rb") as fh:
@@ -33,7 +33,7 @@ def steps_per_run(cfg, rows=count_rows) -> tuple[int | None, bool]:
     """(steps a run of `cfg` trains, whether that is exact); (None, False) when the data cannot tell."""
     if cfg.max_steps:
         return cfg.max_steps + (cfg.head_steps or 0), not cfg.mlm_text or cfg.head_steps is not None
-    from ..taskfiles import task_path
+    from ..tasks.files import task_path
     from ..tasks import TASKS
 
     paths = [task_path(cfg.data_dir, TASKS[t], "train", cfg.files) for t in cfg.builtin_tasks()]
@@ -91,9 +91,9 @@ class SweepPlan:
 
     def planned(self) -> list[PlannedRun]:
         """Every run of a grid or of rows, with its state now (a search's configurations are drawn as it goes)."""
-        from ..rundir import holds_run
-        from ..runs import run_info
-        from ..status import Status
+        from ..runs.rundir import holds_run
+        from ..runs.catalog import run_info
+        from ..runs.status import Status
 
         out = []
         root = self.out / RUNS
@@ -115,7 +115,7 @@ class SweepPlan:
         slow: a data directory or a task file swept to a typo is found now, not after the configurations
         before it have trained (each distinct set of files once)."""
         from ..errors import UserError
-        from ..train_config import check_data_files
+        from ..configuration.train_config import check_data_files
         from .spec import _search_samples
 
         spec, seen = self.spec, set()

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
-from ..stats import describe_difference
+from .stats import describe_difference
 from .spec import SweepSpec, config_key
 from .study import RUNS
 
@@ -28,9 +28,9 @@ def collect(out: Path, spec: SweepSpec) -> dict[str, dict[str, dict]]:
     {seed: status}}}} of the runs under DIR/runs, each run's log read once: those trained as far as
     they were meant to (Status.succeeded), those the pruner stopped, and the rest (diverged,
     stopped, crashed: not in the tables, named as missing seeds)."""
-    from ..rundir import holds_run
-    from ..runs import run_info
-    from ..status import Status
+    from ..runs.rundir import holds_run
+    from ..runs.catalog import run_info
+    from ..runs.status import Status
 
     groups: dict[str, dict[str, dict]] = {"finished": {}, "pruned": {}, "other": {}}
     # A row is not an option of its runs: it is known by its run's name (study.run_dir_of).
@@ -93,9 +93,9 @@ def incomplete(spec: SweepSpec, groups: dict) -> list[dict]:
 def build_report(out: Path, spec: SweepSpec, replicates: int = 1000) -> dict:
     """The report of the sweep in `out` (written there); returns it."""
     from ..fsutil import write_bytes, write_json
-    from ..pictures import intervals_svg
-    from ..rundir import RunState, read_dev_outputs
-    from ..stats import mean_ci, paired_bootstrap
+    from .pictures import intervals_svg
+    from ..runs.rundir import RunState, read_dev_outputs
+    from .stats import mean_ci, paired_bootstrap
     from ..tasks import metric_range
     from .study import finite_number, last_eval
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
-from ..stopping import Interrupted, stop_on_signals, watch_parent
+from ..training.stopping import Interrupted, stop_on_signals, watch_parent
 
 
 def _stderr(text: str) -> None:
@@ -148,9 +148,9 @@ def _workers(asked: int, configurations: int, say) -> int:
 def _stopped_message(reason: str, out: Path, since: float, again: str) -> str:
     """What a stop left, from the runs this command touched (their end records: a worker's run is
     another process's, and the stop may have come between two runs)."""
-    from ..rundir import METRICS_LOG
-    from ..runs import run_info
-    from ..status import Status
+    from ..runs.rundir import METRICS_LOG
+    from ..runs.catalog import run_info
+    from ..runs.status import Status
     from .study import RUNS
 
     counts = {Status.STOPPED: 0, Status.INTERRUPTED: 0}
@@ -172,7 +172,7 @@ def _supervise(procs: list, stop, again: str) -> None:
     (stopping.WORKER_STOP: end the step and save; WORKER_NOW: at once, for a second signal here),
     whatever else reached them (a scheduler signals every process of a job), so that none is left
     training when this command ends."""
-    from ..stopping import WORKER_NOW, WORKER_STOP
+    from ..training.stopping import WORKER_NOW, WORKER_STOP
     from .study import SweepStopped
 
     forwarded = False

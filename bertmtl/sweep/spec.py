@@ -16,7 +16,7 @@
                                    # pruner on each dev evaluation); `prune: true` for these defaults
 
 A configuration is the values of the swept options; every one of them, merged over `base`, is
-a TrainConfig checked like a command line (options.py), so a typo fails here, not an hour in.
+a TrainConfig checked like a command line (configuration/options.py), so a typo fails here, not an hour in.
 With `rows`, the one swept value is the row's name (`row`), and each row sets its own options.
 """
 
@@ -31,8 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
-from ..options import SEED_MAX, coerce
-from ..train_config import TrainConfig
+from ..configuration.options import SEED_MAX, coerce
+from ..configuration.train_config import TrainConfig
 
 DISTRIBUTIONS = ("log_uniform", "uniform", "int", "choice")
 SAMPLERS = ("tpe", "random")
@@ -180,7 +180,7 @@ def read_spec(path: str | Path) -> SweepSpec:
     """The spec in `path`, every configuration it can produce checked; UserError naming what is wrong."""
     path = Path(path)
     where = f"sweep spec {path}"
-    from ..config_file import read_file
+    from ..configuration.file import read_file
 
     data = read_file(path, where)
     if not isinstance(data, dict):

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
-from ..status import Status
+from ..runs.status import Status
 from .spec import ROW, SweepSpec, config_key
 
 RUNS = "runs"  # DIR/runs: the sweep's runs root (`bertmtl runs --runs-dir DIR/runs`)
@@ -228,10 +228,10 @@ def train_seed(spec: SweepSpec, out: Path, params: dict, seed: int, label: str, 
     A claim (a lock file beside the run) is held throughout: two workers given the same
     configuration (a grid point two of them queued at one instant) train it once, the second
     waiting for the first and then reading its result."""
-    from ..engine import train
-    from ..locks import OwnerLock
-    from ..rundir import LAST, SUMMARY, holds_run
-    from ..runs import run_info
+    from ..training.engine import train
+    from ..runs.locks import OwnerLock
+    from ..runs.rundir import LAST, SUMMARY, holds_run
+    from ..runs.catalog import run_info
 
     run = run_dir_of(out, params, seed)
     run.parent.mkdir(parents=True, exist_ok=True)
@@ -273,7 +273,7 @@ def train_seed(spec: SweepSpec, out: Path, params: dict, seed: int, label: str, 
 
 def last_eval(run: Path) -> dict:
     """A run's last dev evaluation record (metrics.jsonl); {} before its first."""
-    from ..rundir import METRICS_LOG
+    from ..runs.rundir import METRICS_LOG
     from ..sinks.metrics_log import read_records
 
     evals = [r for r in read_records(Path(run) / METRICS_LOG)[0] if r.get("type") == "eval"]

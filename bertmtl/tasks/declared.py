@@ -14,9 +14,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..config_file import read_file
+from ..configuration.file import read_file
 from ..errors import UserError
-from ..taskfiles import RowSource, parse_tasks
+from .files import RowSource, parse_tasks
 from .builtin import TASK_ALIASES, TASKS
 from .kinds import DECLARABLE, TARGETS
 from .spec import NAME_PATTERN, TaskSpec

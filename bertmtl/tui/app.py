@@ -13,10 +13,10 @@ from textual.message import Message
 from textual.widgets import Footer, Header, Input, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from ..rundir import (BEST, LAST, MESSAGES, METRICS_LOG, PROGRESS, WRITER_LOCK, RunState, checkpoint_identity, is_checkpoint,
+from ..runs.rundir import (BEST, LAST, MESSAGES, METRICS_LOG, PROGRESS, WRITER_LOCK, RunState, checkpoint_identity, is_checkpoint,
                       writer_alive)
-from ..status import Status
-from ..stopping import STOPPED_EXIT
+from ..runs.status import Status
+from ..training.stopping import STOPPED_EXIT
 from .conflicts import ConflictPane
 from .feed import LineTail, MetricsTail, Poll, read_progress
 from .logpane import LogPane
@@ -270,7 +270,7 @@ class BertmtlApp(App):
 
     def _resume_command(self) -> str:
         """How to go on with this run: the command its own configuration resumes with (pretrain's or train's)."""
-        from ..train_config import TrainConfig
+        from ..configuration.train_config import TrainConfig
 
         try:
             return TrainConfig.from_dict(self.state.config).resume_command(self.run_dir)
@@ -370,7 +370,7 @@ class BertmtlApp(App):
         import os
         import socket
 
-        from ..locks import lock_owner
+        from ..runs.locks import lock_owner
 
         if self.writer_alive is not True:
             return None
@@ -429,12 +429,12 @@ class BertmtlApp(App):
 
     def _new_run_chosen(self, args: list[str] | None) -> None:
         """Start `bertmtl train ARGS` in a new run directory and follow it."""
-        from ..runs import new_run_dir
+        from ..runs.catalog import new_run_dir
 
         if args is None:
             return
         from ..errors import UserError
-        from ..runs import runs_root
+        from ..runs.catalog import runs_root
         from .training import plan_training
 
         try:

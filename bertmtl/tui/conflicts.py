@@ -14,8 +14,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
-from ..pictures import cosine_fill, cosine_scale, cosine_text
-from ..rundir import RunState
+from ..sweep.pictures import cosine_fill, cosine_scale, cosine_text
+from ..runs.rundir import RunState
 from .lineplot import LinePlot
 
 PAIR_COLORS = ("magenta", "cyan", "yellow", "green", "red", "blue", "bright_magenta", "bright_cyan",

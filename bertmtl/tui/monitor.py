@@ -13,11 +13,11 @@ from textual.geometry import Size
 from textual.reactive import reactive
 from textual.widgets import DataTable, Static
 
-from ..runs import encoder_of
+from ..runs.catalog import encoder_of
 from ..tasks import BUILTIN, dev_table_metrics
 from .bars import text_bar
-from ..rundir import RunState
-from ..status import Status
+from ..runs.rundir import RunState
+from ..runs.status import Status
 from .feed import format_duration
 from .lineplot import LinePlot
 

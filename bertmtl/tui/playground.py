@@ -22,7 +22,7 @@ from textual.worker import get_current_worker
 
 from ..tasks import BUILTIN, TaskSpec
 from .bars import text_bar
-from ..rundir import checkpoint_identity
+from ..runs.rundir import checkpoint_identity
 
 # The pane shows the first single-sentence task as bars per class (one panel per sentence),
 # other single-sentence tasks as one line each below them, and every pair task as one bar
@@ -45,7 +45,7 @@ RETRY_S, MAX_RETRY_S = 1.0, 60.0
 
 def default_predictor(path: Path):
     """The Predictor of `bertmtl predict` (imported here: torch loads in the worker thread)."""
-    from ..predict import Predictor
+    from ..inference.predict import Predictor
 
     return Predictor(path)
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..rundir import MESSAGES, PROGRESS, TRAIN_LOG, WRITER_LOCK
+from ..runs.rundir import MESSAGES, PROGRESS, TRAIN_LOG, WRITER_LOCK
 
 # What a training that failed before it became a run leaves in its directory: its console log, what
 # it said while it set up, where its bar was (and its lock, if it was killed).
@@ -24,9 +24,9 @@ def plan_training(args: list[str]):
     from ..cli.options import resolved_options
     from ..cli.train import train
     from ..errors import UserError
-    from ..hub import hub_name
-    from ..train_config import check_data_files
-    from ..train_config import TrainConfig
+    from ..encoders.hub import hub_name
+    from ..configuration.train_config import check_data_files
+    from ..configuration.train_config import TrainConfig
 
     if any(a in ("--out", "--resume") or a.startswith(("--out=", "--resume=")) for a in args):
         raise UserError("leave out --out and --resume: each new run gets a directory of its own under the runs root")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 
 if TYPE_CHECKING:
-    from ...train_config import TrainConfig
+    from ...configuration.train_config import TrainConfig
 
 
 class Combiner:

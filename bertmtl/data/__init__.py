@@ -1,0 +1,1 @@
+"""Data: task datasets and batches, masked-LM text, augmentation."""

@@ -1,0 +1,1 @@
+"""Encoders: their configuration, tokenizers, weights by name (built-ins and the Hugging Face Hub)."""

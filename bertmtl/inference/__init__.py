@@ -1,0 +1,1 @@
+"""Answering: the predictor, evaluation and metrics, the stdin protocol, exports."""

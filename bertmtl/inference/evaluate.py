@@ -1,0 +1,199 @@
+"""Metrics, dev/test evaluation, and CS224N-style prediction files."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+
+import torch
+
+from ..data.batching import TaskDataset, bucketed_batches
+from .metrics import accuracy, binary_f1, macro_f1, pearson_r, spearman_rho
+from ..fsutil import WriteError
+from ..model.heads import MultitaskBert
+from ..tasks import BUILTIN, CORRELATIONS, TASKS, TaskSpec, overall_keys, spec_of
+
+
+@torch.inference_mode()
+def outputs_of(model: MultitaskBert, dataset: TaskDataset, batch_size: int = 64, device="cpu",
+            autocast_dtype: torch.dtype | None = None, progress=None) -> torch.Tensor:
+    """Model outputs for every example, in dataset order, as `model.postprocess` gives them:
+    class probabilities (N, classes), probability of the second label (N,), or a score (N,).
+    `progress(n)` (optional) is called with the examples of each batch done."""
+    was_training = model.training
+    model.eval()
+    out = [None] * len(dataset)
+    device = torch.device(device)
+    for idx in bucketed_batches(dataset.lengths, batch_size, generator=None, bucket=True):
+        batch = dataset.batch(idx).to(device)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            raw = model(batch)
+        res = model.postprocess(batch.task, raw)
+        for i, r in zip(idx, res.cpu()):
+            out[i] = r
+        if progress is not None:
+            progress(len(idx))
+    model.train(was_training)
+    return torch.stack(out)
+
+
+def decisions(task: str | TaskSpec, outputs: torch.Tensor) -> torch.Tensor:
+    """Post-processed outputs -> predictions (the output kind's: the most probable class,
+    probability > 0.5 as 1.0 / 0.0, or the score itself)."""
+    return spec_of(task).output.decide(outputs)
+
+
+# Why a metric can be undefined, and what that does to `overall`:
+# - because of the dev data (fewer than two examples, or every gold label equal, for a
+#   correlation): the same at every evaluation of a run, so the metric is left out of `overall`,
+#   which stays comparable between evaluations (the mean of the other tasks' scores);
+# - because of the model (non-finite outputs, or constant predictions for a correlation): the
+#   evaluation has no `overall` (None), so it can never become best/.
+DATA, MODEL = "data", "model"
+
+
+def undefined_reason(metric: str, outputs: torch.Tensor, labels: torch.Tensor) -> tuple[str, str] | None:
+    """(cause, why) when `metric` of the task is undefined on these outputs and labels, else None."""
+    if not torch.isfinite(outputs).all():
+        return MODEL, "the model's outputs are not finite (NaN or inf)"
+    if metric not in CORRELATIONS:
+        return None  # accuracy and F1 are defined for any finite outputs and at least one example
+    if len(labels) < 2:
+        return DATA, f"{len(labels)} dev example(s); a correlation needs at least 2"
+    if bool((labels == labels[0]).all()):
+        return DATA, f"all {len(labels)} gold labels are equal ({labels[0].item():g})"
+    if bool((outputs == outputs[0]).all()):
+        return MODEL, f"the model predicts one value ({outputs[0].item():g}) for every example"
+    return None
+
+
+def task_metrics(task: str | TaskSpec, outputs: torch.Tensor, labels: torch.Tensor,
+                 undefined: dict | None = None) -> dict:
+    """The task's metrics (keys like sst_acc) and the number of examples scored (sst_n).
+
+    An undefined metric is None; with `undefined`, its key is added there:
+    {"cause": "data" or "model", "reason": why}."""
+    spec = spec_of(task)
+    pred = decisions(spec, outputs)
+    scores = {"accuracy": lambda: accuracy(pred, labels),
+              "macro_f1": lambda: macro_f1(pred, labels, len(spec.labels)),
+              "f1": lambda: binary_f1(pred, labels),
+              "pearson": lambda: pearson_r(outputs, labels),
+              "spearman": lambda: spearman_rho(outputs, labels)}
+    out = {}
+    for m in spec.metrics:
+        key, reason = spec.metric_key(m), undefined_reason(m, outputs, labels)
+        value = None if reason else scores[m]()
+        if reason is None and (value is None or not math.isfinite(value)):  # e.g. overflow to inf
+            reason, value = (MODEL, "it is not a finite number"), None
+        out[key] = value
+        if reason is not None and undefined is not None:
+            undefined[key] = {"cause": reason[0], "reason": reason[1]}
+    out[spec.count_key] = len(labels)
+    return out
+
+
+@torch.inference_mode()
+def token_metrics(model: MultitaskBert, spec: TaskSpec, dataset, batch_size: int = 64, device="cpu",
+                  autocast_dtype: torch.dtype | None = None, progress=None) -> dict:
+    """A masked-LM task's held-out scores: masked-token accuracy, perplexity and mean loss, summed
+    over every masked token (the dataset's masks are fixed, so every call scores the same tokens)."""
+    import torch.nn.functional as F
+
+    was_training = model.training
+    model.eval()
+    device = torch.device(device)
+    loss_sum, correct, n = 0.0, 0, 0
+    for idx in bucketed_batches(dataset.lengths, batch_size, generator=None, bucket=True):
+        batch = dataset.batch(idx).to(device)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            logits = model(batch)
+        gold = batch.labels[batch.labels != -100]
+        loss_sum += F.cross_entropy(logits.float(), gold, reduction="sum").item()
+        correct += int((logits.argmax(-1) == gold).sum())
+        n += len(gold)
+        if progress is not None:
+            progress(len(idx))
+    model.train(was_training)
+    loss = loss_sum / max(n, 1)
+    values = {"accuracy": correct / max(n, 1), "perplexity": math.exp(min(loss, 700.0)), "loss": loss}
+    return {**{spec.metric_key(m): values[m] for m in spec.metrics}, spec.count_key: n}
+
+
+def overall(metrics: dict, specs=BUILTIN, undefined: dict | None = None) -> float | None:
+    """Mean of each task's primary metric (for the CS224N tasks: SST accuracy, paraphrase
+    accuracy and STS Pearson, the paper's Table 1 score).
+
+    Metrics undefined because of the data (None) are left out; any metric undefined because of
+    the model (`undefined` holds its cause) leaves the evaluation without an overall score."""
+    if any(u["cause"] == MODEL for u in (undefined or {}).values()):
+        return None
+    parts = [metrics[k] for k in overall_keys(specs) if metrics.get(k) is not None]
+    return sum(parts) / len(parts) if parts else None
+
+
+def leaderboard_overall(metrics: dict) -> float | None:
+    """The CS224N course leaderboard's overall score: the mean of SST accuracy, Quora accuracy and
+    STS Pearson r mapped to [0, 1] as (r + 1) / 2 (the plain `overall` averages r itself); None
+    unless all three are in `metrics`."""
+    parts = [metrics.get(s.primary_metric) for s in BUILTIN]
+    if any(not isinstance(v, (int, float)) for v in parts):
+        return None
+    return sum((v + 1) / 2 if s.metrics[0] in CORRELATIONS else v for s, v in zip(BUILTIN, parts)) / len(parts)
+
+
+def evaluate(model: MultitaskBert, datasets: dict[str, TaskDataset], batch_size: int = 64, device="cpu",
+             autocast_dtype: torch.dtype | None = None, progress=None, keep: dict | None = None) -> dict:
+    """Metrics of every labelled dataset given, plus `overall`; with an "undefined" entry
+    ({metric key: {"cause", "reason"}}) when some metric is undefined (its value is None).
+    `progress(n)` (optional) is called with the examples of each batch scored. `keep` (a dict)
+    receives each scored task's (example ids, outputs, labels): what a paired comparison of two
+    runs resamples (sweep/stats.py)."""
+    metrics: dict = {}
+    undefined: dict = {}
+    for task, ds in datasets.items():
+        spec = model.specs[task]
+        if spec.output.head_family == "tokens":  # masked LM: scored over its masked tokens
+            metrics.update(token_metrics(model, spec, ds, batch_size, device, autocast_dtype, progress))
+            continue
+        outputs = outputs_of(model, ds, batch_size, device, autocast_dtype, progress)
+        metrics.update(task_metrics(spec, outputs, ds.labels, undefined))
+        if keep is not None:
+            keep[task] = ([str(ex.id) for ex in ds.examples], outputs, ds.labels)
+    metrics["overall"] = overall(metrics, model.specs.values(), undefined)
+    if undefined:  # travels with the metrics into metrics.jsonl, best/metrics.json and the reporters' warnings
+        metrics["undefined"] = undefined
+    return metrics
+
+
+def write_predictions(model: MultitaskBert, datasets: dict[str, TaskDataset], out_dir: Path, split: str,
+                      batch_size: int = 64, device="cpu") -> list[Path]:
+    """CS224N-style prediction CSVs: `id,Predicted_...` per task, atomically written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for task, ds in datasets.items():
+        spec = model.specs[task]
+        values = [spec.output.prediction_value(v) for v in decisions(spec, outputs_of(model, ds, batch_size, device)).tolist()]
+        path = out_dir / f"{task}-{split}-output.csv"
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            with open(tmp, "w", newline="", encoding="utf-8") as fh:
+                w = csv.writer(fh)
+                w.writerow(["id", spec.prediction_header])
+                for ex, v in zip(ds.examples, values):
+                    w.writerow([ex.id, v])
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except OSError as e:  # a full disk: say so, leave no half file
+            tmp.unlink(missing_ok=True)
+            raise WriteError(f"could not write {path} ({e.strerror or e}); the files written before it are "
+                             f"{', '.join(map(str, written)) or 'none'}") from None
+        written.append(path)
+    return written
+
+
+__all__ = ["TASKS", "decisions", "evaluate", "leaderboard_overall", "outputs_of", "task_metrics",
+           "overall", "write_predictions"]

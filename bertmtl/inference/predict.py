@@ -1,0 +1,387 @@
+"""The Predictor: load a checkpoint once, answer sentences, pairs and streams of them.
+
+`bertmtl predict`, stdin scripting and the TUI playground all go through this class.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import torch
+
+from ..model.device import autocast_dtype
+from ..tasks import BUILTIN, TaskSpec
+
+# A stdin line is kept up to this many bytes (the rest is dropped, and the answer says the
+# input was truncated).
+MAX_LINE_BYTES = 1 << 20
+# Longer inputs are cut before tokenising (the model sees at most max_length tokens anyway):
+# tokenising a megabyte to keep 128 tokens would only cost time and memory.
+MAX_CHARS = 20_000
+
+
+@dataclass
+class Item:
+    """One thing to predict: a sentence, or a pair; `id` is echoed back; `error` if unusable."""
+
+    line: int
+    text_a: str | None = None
+    text_b: str | None = None
+    id: object = None
+    error: str | None = None
+
+
+class Predictor:
+    """A trained multi-task model ready to answer; load once, call many times."""
+
+    def __init__(self, checkpoint: str | Path | None = None, device: str = "cpu", batch_size: int = 64,
+                 precision: str = "auto", runs_dir: str | Path | None = None):
+        from ..runs.checkpoint import load_checkpoint
+        from ..runs.catalog import choose_checkpoint
+
+        choice = choose_checkpoint(checkpoint, runs_dir)
+        self.path, self.note = choice.path, choice.note  # note: why this is not a best/ checkpoint
+        self.device = torch.device(device)
+        self.autocast_dtype = autocast_dtype(precision, self.device, training=False)
+        ck = load_checkpoint(self.path, device=self.device)
+        self.model, self.tokenizer, self.metrics = ck.model, ck.tokenizer, ck.metrics
+        self.step = ck.info.get("step")
+        self.cross = self.model.cfg.cross
+        self.batch_size = batch_size
+
+    def describe(self) -> str:
+        """Which checkpoint answers, for people: its path, step and dev overall score."""
+        overall = self.metrics.get("overall")
+        score = f", dev overall {overall:.4f}" if isinstance(overall, (int, float)) else ", not evaluated on dev"
+        step = f"step {self.step}" if isinstance(self.step, int) else "step ?"
+        return f"{self.path} ({step}{score})"
+
+    # -- the public calls ---------------------------------------------------------------
+
+    @property
+    def specs(self) -> list[TaskSpec]:
+        """The checkpoint's tasks, which `predict` answers."""
+        return [s for s in self.model.specs.values() if s.output.answers]  # not masked LM
+
+    def sentence(self, text: str) -> dict:
+        """Every single-sentence task's answer for one sentence (UserError if it is not valid text)."""
+        return self._one(Item(1, text))
+
+    def pair(self, a: str, b: str) -> dict:
+        """Every task's answer for a pair: sentence tasks for each sentence, pair tasks for the pair."""
+        return self._one(Item(1, a, b))
+
+    def answers(self, items: list[Item]) -> Iterator[dict]:
+        """Results for a list of items, in order, one per item: an item with `error`, or whose
+        text the model cannot take, gives an error object and never costs the others theirs."""
+        for it in items:
+            _check_texts(it)  # before batching: one bad text would fail the whole batch
+        try:
+            results = self._run(items)
+        except Exception:  # noqa: BLE001 - a failure the checks did not foresee: answer the
+            results = [self._alone(it) for it in items]  # items one at a time, so only its item fails
+        yield from results
+
+    def _answer(self, items: list[Item]) -> Iterator[dict]:
+        model = self.model
+        specs = self.specs
+        sentence_specs = [s for s in specs if not s.pair]
+        pair_specs = [s for s in specs if s.pair]
+        good = [it for it in items if it.error is None]
+        singles: dict[str, int] = {}  # text -> row in the sentence-embedding batch
+        for it in good:
+            for t in (it.text_a, it.text_b):
+                if t is not None:
+                    singles.setdefault(t, len(singles))
+        texts = list(singles)
+        enc = self._encode(texts)
+        pooled = self._embed([e.ids for e in enc]) if texts else None
+
+        def outputs(spec: TaskSpec, answer: torch.Tensor):  # the model's answers and their decisions
+            answer = answer.cpu()
+            return answer, spec.output.decide(answer)
+
+        per_sentence = {s.name: outputs(s, model.answer(s.name, pooled)) for s in sentence_specs} if texts else {}
+        pairs = [it for it in good if it.text_b is not None]
+        per_pair: dict[str, tuple] = {}
+        pair_trunc = [False] * len(pairs)
+        if pairs and pair_specs:
+            # The pairs' two sentences' embeddings (bi-encoded heads), or their joint ones (cross).
+            ia = torch.tensor([singles[p.text_a] for p in pairs])
+            ib = torch.tensor([singles[p.text_b] for p in pairs])
+            u, v, joint = pooled[ia.to(pooled.device)], pooled[ib.to(pooled.device)], None
+            if self.cross:
+                cross = self._encode([p.text_a for p in pairs], [p.text_b for p in pairs])
+                joint = self._embed([e.ids for e in cross], [e.type_ids for e in cross])
+                pair_trunc = [e.truncated for e in cross]
+            per_pair = {s.name: outputs(s, model.pair_answer(s.name, u, v, joint)) for s in pair_specs}
+        pair_row = {id(p): k for k, p in enumerate(pairs)}
+        for it in items:
+            if it.error is not None:
+                yield self._with_id({"line": it.line, "error": it.error}, it)
+                continue
+            ra = singles[it.text_a]
+            truncated = enc[ra].truncated
+            out = {}
+            if it.text_b is None:
+                for s in sentence_specs:
+                    o, d = per_sentence[s.name]
+                    out.update(s.output.answer(s, o[ra], d[ra]))
+            else:
+                rb, k = singles[it.text_b], pair_row[id(it)]
+                truncated = truncated or enc[rb].truncated or pair_trunc[k]
+                for s in sentence_specs:
+                    o, d = per_sentence[s.name]
+                    out.update(s.output.answer(s, o[ra], d[ra], "1"))
+                    out.update(s.output.answer(s, o[rb], d[rb], "2"))
+                for s in pair_specs:
+                    o, d = per_pair[s.name]
+                    out.update(s.output.answer(s, o[k], d[k]))
+            if truncated:
+                out["truncated"] = f"input longer than the model's maximum ({self.tokenizer.max_length} tokens); the rest was ignored"
+            yield self._with_id(out, it)
+
+    def stream(self, items: Iterable[Item], window: int = 1024, ready=None) -> Iterator[dict]:
+        """Results for an iterable of items, in input order, a window at a time.
+
+        Memory stays bounded by `window` whatever the input length. `ready()` (optional) says
+        whether more input is waiting; when it is not, the partial window is answered at once,
+        so an interactive producer sees results without filling a window first.
+        """
+        buf: list[Item] = []
+        for it in items:
+            buf.append(it)
+            if len(buf) >= window or (ready is not None and not ready()):
+                yield from self.answers(buf)
+                buf = []
+        if buf:
+            yield from self.answers(buf)
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _run(self, items: list[Item]) -> list[dict]:
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.autocast_dtype,
+                                                    enabled=self.autocast_dtype is not None):
+            return list(self._answer(items))
+
+    def _one(self, it: Item) -> dict:
+        """One item's answer; a bad text raises UserError (a caller's single input, not a stream)."""
+        from ..errors import UserError
+
+        if _check_texts(it):
+            raise UserError(it.error)
+        return self._run([it])[0]
+
+    def _alone(self, it: Item) -> dict:
+        """One item's answer after its batch failed: an error object if it fails alone too."""
+        try:
+            return self._run([it])[0]
+        except Exception as e:  # noqa: BLE001 - one line's failure is that line's answer
+            msg = f"could not be answered ({type(e).__name__}: {e})"[:500]
+            return self._with_id({"line": it.line, "error": msg}, it)
+
+    @staticmethod
+    def _with_id(out: dict, it: Item) -> dict:
+        return {"id": it.id, **out} if it.id is not None else out
+
+    def _encode(self, texts: list[str], pairs: list[str] | None = None):
+        cut = [t[:MAX_CHARS] for t in texts]
+        enc = self.tokenizer.encode(cut, None if pairs is None else [t[:MAX_CHARS] for t in pairs])
+        for i, t in enumerate(texts):
+            if len(t) > MAX_CHARS or (pairs is not None and len(pairs[i]) > MAX_CHARS):
+                enc[i].truncated = True
+        return enc
+
+    def _embed(self, ids: list[list[int]], type_ids: list[list[int]] | None = None) -> torch.Tensor:
+        """Pooled sentence embeddings, batched by length (less padding), in input order."""
+        from ..encoders.tokenizer import Encoded
+
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out = [None] * len(ids)
+        for s in range(0, len(order), self.batch_size):
+            idx = order[s:s + self.batch_size]
+            batch = self.tokenizer.pad([Encoded(ids[i], type_ids[i] if type_ids else [0] * len(ids[i])) for i in idx])
+            batch = batch.to(self.device)
+            pooled = self.model.pool(self.model.encoder.embeddings(batch.input_ids, batch.token_type_ids), batch)
+            for i, row in zip(idx, pooled):
+                out[i] = row
+        return torch.stack(out)
+
+
+def _check_texts(it: Item) -> str | None:
+    """Set (and return) it.error if one of its texts is not something the tokenizer can take."""
+    from ..encoders.tokenizer import text_problem
+
+    named = [("the sentence", it.text_a)] if it.text_b is None else [("sentence 1", it.text_a), ("sentence 2", it.text_b)]
+    for name, text in named if it.error is None else []:
+        if problem := text_problem(text):
+            it.error = f"{name} is {problem}"
+            break
+    return it.error
+
+
+# -- reading stdin ------------------------------------------------------------------------
+
+def parse_line(line_no: int, raw: bytes) -> Item:
+    """A stdin line -> Item: a sentence, a tab-separated pair, or a JSON object."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if len(raw) < MAX_LINE_BYTES or e.start < MAX_LINE_BYTES - 4:
+            return Item(line_no, error=f"invalid UTF-8 at byte {e.start}")
+        text = raw[: e.start].decode("utf-8")  # a character cut in two at the length cap
+    text = text.rstrip("\r\n")
+    if not text.strip():
+        return Item(line_no, error="empty line")
+    if text.lstrip().startswith("{"):
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            return Item(line_no, error=f"invalid JSON ({e.msg} at column {e.colno})")
+        except ValueError:  # the only other: an integer past Python's limit on digits
+            return Item(line_no, error=f"invalid JSON (a number longer than {sys.get_int_max_str_digits()} digits)")
+        except RecursionError:  # [[[[... a megabyte deep
+            return Item(line_no, error="invalid JSON (nested too deeply)")
+        if not isinstance(obj, dict):
+            return Item(line_no, error="a JSON line must be an object")
+        ident = obj.get("id")
+        if problem := _id_problem(ident):  # an id we could not echo back: the error leaves it out
+            return Item(line_no, error=problem)
+        keys = set(obj) - {"id"}
+        if keys == {"sentence"} and isinstance(obj["sentence"], str) and obj["sentence"].strip():
+            return Item(line_no, obj["sentence"], None, ident)
+        if keys == {"sentence1", "sentence2"} and all(isinstance(obj[k], str) and obj[k].strip() for k in keys):
+            return Item(line_no, obj["sentence1"], obj["sentence2"], ident)
+        return Item(line_no, id=ident, error='expected {"sentence": "..."} or {"sentence1": "...", "sentence2": "..."} '
+                                             "with non-empty strings (and an optional id)")
+    parts = text.split("\t")
+    if len(parts) == 1:
+        return Item(line_no, parts[0])
+    if len(parts) == 2 and parts[0].strip() and parts[1].strip():
+        return Item(line_no, parts[0], parts[1])
+    return Item(line_no, error=f"expected one sentence or two tab-separated sentences, got {len(parts)} fields")
+
+
+def _id_problem(ident) -> str | None:
+    """Why a JSON id cannot be echoed back as standard JSON in UTF-8 (None if it can)."""
+    from ..encoders.tokenizer import text_problem
+
+    if isinstance(ident, float) and not math.isfinite(ident):  # NaN, Infinity, 1e999
+        return "id must be a finite number"
+    if isinstance(ident, str) and (problem := text_problem(ident)):
+        return f"id is {problem}"
+    if ident is not None and not isinstance(ident, (str, int, float)):  # bool is an int
+        return "id must be a string or a number"
+    return None
+
+
+def read_lines(fd: int) -> tuple[Iterator[tuple[int, bytes]], callable]:
+    """Lines of a file descriptor as they arrive, and a ready() that says if more is waiting.
+
+    Reads with os.read (not a buffered reader) so that select() tells the truth about whether
+    input is pending.
+    """
+    import os
+    import select
+
+    state = {"pending": []}
+
+    def ready() -> bool:
+        if state["pending"]:
+            return True
+        try:
+            r, _, _ = select.select([fd], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(r)
+
+    def lines() -> Iterator[tuple[int, bytes]]:
+        n, rest, overlong = 0, b"", False
+        while True:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            if overlong:  # drop the rest of an over-long line, up to its newline
+                cut = chunk.find(b"\n")
+                if cut < 0:
+                    continue
+                chunk, overlong = chunk[cut + 1:], False
+                state["pending"] = []
+                n += 1
+                yield n, rest
+                rest = b""
+            rest += chunk
+            parts = rest.split(b"\n")
+            rest = parts.pop()
+            if len(rest) > MAX_LINE_BYTES:  # keep memory bounded whatever one line holds
+                rest, overlong = rest[:MAX_LINE_BYTES], True
+            state["pending"] = parts
+            while state["pending"]:
+                n += 1
+                yield n, state["pending"].pop(0)
+        if rest:
+            n += 1
+            yield n, rest
+
+    return lines(), ready
+
+
+def answer_rows(res: dict, specs=BUILTIN) -> list[tuple[str, str, str]]:
+    """One answer as (name, prediction, details) rows for people, e.g.
+    ("sentiment 1", "positive (4)", "p = 0.01 ..."), ("paraphrase", "yes", "p = 0.912")."""
+    rows = []
+    for s in specs:
+        for suffix in ("", "1", "2") if not s.pair else ("",):
+            if s.json_keys[0] + suffix in res:
+                rows.append((s.answer_name + (f" {suffix}" if suffix else ""), *s.output.row(s, res, suffix)))
+    return rows
+
+
+def tsv_columns(specs=BUILTIN) -> tuple[str, ...]:
+    """Columns of `--format tsv`: sentence tasks once per sentence, pair tasks' keys, errors."""
+    cols = []
+    for s in specs:
+        cols += [k + n for k in s.json_keys for n in ("1", "2")] if not s.pair else list(s.json_keys)
+    return ("line", "id", *cols, "error")
+
+
+
+def to_tsv(res: dict, line: int, specs=BUILTIN) -> str:
+    """One result as a TSV row (columns tsv_columns(specs); empty where not applicable).
+
+    The output kinds write the cells: a class as its label name, a yes/no as true/false."""
+    vals = [line, res.get("id", "")]
+    for s in specs:
+        if s.pair:
+            vals += s.output.cells(s, res)
+        else:  # a lone sentence answers under the bare keys, a pair's sentences under key1, key2
+            one = s.output.cells(s, res, "1" if s.json_keys[0] + "1" in res else "")
+            two = s.output.cells(s, res, "2")
+            vals += [v for k in range(len(s.json_keys)) for v in (one[k], two[k])]
+    vals.append(res.get("error", ""))
+    return "\t".join(str(v).replace("\t", " ").replace("\n", " ").replace("\r", " ") for v in vals)
+
+
+def output_line(res: dict, line: int, fmt: str = "jsonl", specs=BUILTIN) -> tuple[bytes, bool]:
+    """One result of `predict -` as one output line in UTF-8, and whether it is an error.
+
+    Never raises, so one result can never stop a stream: the line must be standard JSON (no NaN
+    or Infinity), hold no lone surrogate (not even as a \\u escape) and be valid UTF-8; a result
+    that cannot be written so becomes an error line.
+    """
+    def text(r: dict) -> str:
+        if fmt == "tsv":
+            return to_tsv(r, line, specs)
+        json.dumps(r, ensure_ascii=False).encode("utf-8")  # the ASCII escapes below would hide a lone surrogate
+        return json.dumps(r, allow_nan=False)
+
+    try:
+        return (text(res) + "\n").encode("utf-8"), "error" in res
+    except (ValueError, TypeError) as e:  # UnicodeEncodeError is a ValueError
+        err = {"line": line, "error": f"the answer could not be written ({type(e).__name__})"}
+        return (text(err) + "\n").encode("utf-8"), True

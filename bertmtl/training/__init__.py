@@ -1,0 +1,1 @@
+"""Training: set-up, the loop, checkpointing, evaluation during training, optimizers, signals."""
