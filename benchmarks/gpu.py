@@ -75,7 +75,7 @@ def step_seconds(metrics_jsonl: Path) -> float:
 
 def epoch_times(pretrained: Path, data: Path) -> None:
     from bertmtl.runs.progress import SilentReporter
-    from bertmtl.training.engine import TrainConfig, train
+    from bertmtl.training.loop import TrainConfig, train
 
     times, steps = {}, {}
     # The steps-only figure tells a slow step from fixed costs (tokenising, evaluation, saving);

@@ -36,7 +36,7 @@ from bertmtl.model.bert import BertModel  # noqa: E402
 from bertmtl.model.heads import HeadConfig, MultitaskBert  # noqa: E402
 from bertmtl.mtl.step import MultitaskStep  # noqa: E402
 from bertmtl.encoders.tokenizer import EncoderTokenizer  # noqa: E402
-from bertmtl.training.engine import load_datasets  # noqa: E402
+from bertmtl.training.setup import load_datasets  # noqa: E402
 from bertmtl.configuration.train_config import TrainConfig  # noqa: E402
 from bertmtl.encoders.weights import pretrained_dir  # noqa: E402
 

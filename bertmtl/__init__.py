@@ -7,7 +7,7 @@ TrainConfig. They are imported on first use, so `import bertmtl` (and the CLI's 
 
 __version__ = "0.2.0"
 
-_API = {"Predictor": "inference.predict", "TrainConfig": "configuration.train_config", "train": "training.engine",
+_API = {"Predictor": "inference.predict", "TrainConfig": "configuration.train_config", "train": "training.loop",
         "pretrain_config": "training.pretrain"}
 __all__ = [*_API, "__version__"]
 

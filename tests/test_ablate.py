@@ -28,6 +28,7 @@ def ablation(tiny_bert_dir, small_data_dir, tmp_path_factory):
     return out, r.output
 
 
+@pytest.mark.slow
 def test_writes_markdown_and_json(ablation):
     out, output = ablation
     res = json.loads((out / "ablation.json").read_text())
@@ -61,6 +62,7 @@ def test_writes_markdown_and_json(ablation):
     assert "0.514" in output and "budget: 2 steps per row" in output  # the Rich table, ours (paper)
 
 
+@pytest.mark.slow
 def test_rerun_continues_and_other_options_need_overwrite(ablation, tiny_bert_dir, small_data_dir):
     out, _ = ablation
     r = CliRunner().invoke(main, ["ablate", "--data-dir", str(small_data_dir), "--out", str(out), "--rows", "baseline",
@@ -78,6 +80,7 @@ def test_rerun_continues_and_other_options_need_overwrite(ablation, tiny_bert_di
     assert after["pretrain"]["wall_s"] == before["pretrain"]["wall_s"] > 0
 
 
+@pytest.mark.slow
 def test_the_table_is_a_sweep_with_rows(ablation):
     """The rows ran as one Optuna study: its spec (rows over one base), its trials, and the sweep's
     own report of the same runs (the same metrics as the table)."""
@@ -127,6 +130,7 @@ def combiner_table(tiny_bert_dir, small_data_dir, tmp_path_factory):
     return out, r.output
 
 
+@pytest.mark.slow
 def test_combiner_table_over_seeds(combiner_table):
     out, output = combiner_table
     res = json.loads((out / "ablation.json").read_text())
@@ -179,6 +183,7 @@ def test_rows_of_another_table_are_refused(small_data_dir, tmp_path):
     assert r.exit_code == 2 and "baseline not in --table combiners" in r.output
 
 
+@pytest.mark.slow
 def test_weightings_table(tiny_bert_dir, small_data_dir, tmp_path):
     out = tmp_path / "out"
     cli = CliRunner().invoke(main, [

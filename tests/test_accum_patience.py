@@ -37,6 +37,7 @@ def test_micro_batches_are_the_large_batch_split(data_dir, tmp_path):
             assert [i for m in s[task] for i in m.index] == b[task].index
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("combine", ["pcgrad", "sum"])
 def test_accumulating_k_batches_of_b_equals_one_batch_of_k_times_b(tiny_bert_dir, data_dir, tmp_path, combine):
     # Dropout off (its masks differ between the two layouts); STS with squared error, since a

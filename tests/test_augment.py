@@ -27,7 +27,7 @@ SENTENCES = [
 @pytest.fixture(scope="module")
 def mlm_dir(tiny_bert_dir, small_data_dir, tmp_path_factory):
     """The tiny BERT with a (briefly trained) masked-LM head."""
-    from bertmtl.training.engine import train
+    from bertmtl.training.loop import train
     from bertmtl.training.pretrain import pretrain_config
     from bertmtl.runs.progress import SilentReporter
 
@@ -51,6 +51,7 @@ def _check_seeded(method):
     return a
 
 
+@pytest.mark.slow
 def test_swap_keeps_the_words_and_reorders_them():
     out = _check_seeded(_method("swap"))
     for new, old in zip(out, SENTENCES):
@@ -79,6 +80,7 @@ def test_contextual_fills_masked_words_with_the_mlm(mlm_dir):
 @pytest.mark.skipif(aug.locate_wordnet() is None,
                     reason="WordNet is not installed (apt-get install wordnet-base, or nltk.download('wordnet')); "
                            "the synonym method needs it, the other methods are tested without it")
+@pytest.mark.slow
 def test_synonym_replaces_words_from_wordnet():
     pytest.importorskip("nltk", reason="the synonym method reads WordNet through nltk")
     method = _method("synonym")
@@ -141,7 +143,7 @@ def test_augment_writes_training_files(small_data_dir, tmp_path, tiny_bert_dir, 
     # ... and the directory feeds training.
     from bertmtl.sinks.metrics_log import read_records
     from bertmtl.runs.progress import SilentReporter
-    from bertmtl.training.engine import TrainConfig, train
+    from bertmtl.training.loop import TrainConfig, train
 
     run = tmp_path / "run"
     train(TrainConfig(data_dir=str(small_data_dir), out=str(run), encoder=str(tiny_bert_dir), augment=str(out),

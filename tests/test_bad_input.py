@@ -60,6 +60,7 @@ def _render(rows, how: str) -> bytes:
     return data
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(extra=st.lists(row, max_size=6), how=mangle, seed=st.integers(0, 3))
 def test_fuzzed_sst_files_never_crash_or_lose_rows(tmp_path, extra, how, seed):
@@ -230,6 +231,7 @@ def _predict_stdin(ckpt, data: bytes, timeout=600):
     return subprocess.run([sys.executable, "-c", code], input=data, capture_output=True, env=env, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_odd_lines(checkpoint):
     lines = [b"good film " * 1_000, "bell \x07 and escape \x1b[31m red".encode(), b"\x00\x01\x02", b"   ", b"ok",
              b"x" * 10_000]

@@ -45,6 +45,7 @@ def test_parity_tiny_random(tiny_bert_dir, impl):
         assert hidden_err < 1e-5 and pooled_err < 1e-5
 
 
+@pytest.mark.slow
 @pytest.mark.weights
 @pytest.mark.parametrize("impl", ["eager", "sdpa"])
 def test_parity_real_weights(real_bert_dir, impl):

@@ -15,7 +15,8 @@ from bertmtl.training.distributed import Dist
 from bertmtl.errors import UserError
 from bertmtl.inference.predict import Predictor
 from bertmtl.runs.progress import SilentReporter
-from bertmtl.training.engine import TrainConfig, prepare
+from bertmtl.training.loop import TrainConfig
+from bertmtl.training.setup import prepare
 
 
 

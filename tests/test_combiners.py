@@ -48,7 +48,7 @@ def real_sets(tiny_bert_dir, data_dir):
     """Per-task encoder gradients of the tiny BERT on the fixture tasks (3 tasks; 2 = the first
     two; 5 = two more batches of SST and STS), as the training step's buffers hold them."""
     from bertmtl.data.batching import RoundRobin
-    from bertmtl.training.engine import load_datasets
+    from bertmtl.training.setup import load_datasets
     from bertmtl.model import BertModel
     from bertmtl.model.heads import HeadConfig, MultitaskBert
     from bertmtl.mtl.step import MultitaskStep
@@ -115,6 +115,7 @@ def test_pcgrad_and_random_draw_what_torchjd_draws(real_sets):
             assert ok, f"{name} {case}: {err:.2e}"
 
 
+@pytest.mark.slow
 def test_nash_mtl_and_fairgrad_equal_torchjd_and_solve_their_equation(real_sets):
     """The paper's equation (G w)_i = w_i^(-1/alpha) to machine precision; TorchJD's iterative
     solvers (ECOS, least squares) agree to 1e-5 where the equation has a solution (no two tasks in
@@ -146,6 +147,7 @@ def test_nash_mtl_and_fairgrad_equal_torchjd_and_solve_their_equation(real_sets)
         assert float(capped.norm()) <= 1.0 + 1e-6  # --nash-max-norm 1 (from the Gram matrix: rounding where weights cancel)
 
 
+@pytest.mark.slow
 def test_mgda_is_the_exact_min_norm_point(real_sets):
     """TorchJD stops Frank-Wolfe after 100 steps or a step under 1e-3; the exact minimum-norm point
     (cvxpy's Clarabel at 1e-12 tolerances; 0 where two tasks conflict exactly) is the reference,
@@ -169,6 +171,7 @@ def test_mgda_is_the_exact_min_norm_point(real_sets):
         assert float(ours.norm()) <= float(A.MGDA()(j).norm()) * (1 + 1e-9) + 1e-12 * scale, case
 
 
+@pytest.mark.slow
 def test_cagrad_is_at_least_as_good_as_torchjds(real_sets):
     """TorchJD solves CAGrad's dual with Clarabel at its default tolerance (~1e-8 in the objective);
     ours reaches a lower objective everywhere and the same update to 1e-4."""
@@ -282,6 +285,7 @@ FAST = ["--batch-size", "8", "--lr", "1e-3", "--seed", "0", "--log-every", "1", 
         "--dropout", "0", "--no-smart", "--eval-every", "2"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", COMBINERS)
 def test_each_combiner_trains_logs_conflicts_and_resumes_exactly(name, tiny_bert_dir, data_dir, tmp_path):
     from safetensors.torch import load_file

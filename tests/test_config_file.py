@@ -15,6 +15,7 @@ from .conftest import cli
 from .fixtures import write_task_data
 
 
+@pytest.mark.slow
 def test_a_run_repeats_from_its_train_args(tiny_bert_dir, tmp_path):
     data = write_task_data(tmp_path / "data")
     first = tmp_path / "first"

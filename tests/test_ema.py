@@ -63,6 +63,7 @@ def test_applied_swaps_the_average_in_and_restores_exactly():
     assert all(torch.equal(v, raw_before[k]) for k, v in model.state_dict().items())
 
 
+@pytest.mark.slow
 def test_training_saves_the_average_and_resumes_exactly(tiny_bert_dir, data_dir, tmp_path):
     common = ["--pretrained", str(tiny_bert_dir), "--data-dir", str(data_dir), "--epochs", "2", "--lr", "1e-3",
               "--batch-size", "16", "--seed", "0", "--ema", "0.8"]

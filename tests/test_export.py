@@ -131,6 +131,7 @@ def test_model_card_says_what_where_from_and_how(run, tmp_path):
     assert "bertmtl export RUN --format hf --out hf" in card and '"lr": 0.001' in card
 
 
+@pytest.mark.slow
 def test_cli_export_of_a_run_and_refusals(run, tmp_path, monkeypatch):
     r = CliRunner().invoke(main, ["export", str(run), "--format", "hf", "--out", str(tmp_path / "e")])
     assert r.exit_code == 0, r.output

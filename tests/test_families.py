@@ -136,6 +136,7 @@ def test_pytorch_model_bin_layout(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_train_resume_predict_export(family_dir, small_data_dir, tmp_path):
     """The whole tool on the family: train 3 steps, stop at 2 and resume to the same weights,
     predict, and export to HF (transformers' AutoModel gives our encoder's hidden states) and

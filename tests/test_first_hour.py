@@ -19,7 +19,7 @@ from bertmtl.errors import UserError
 from bertmtl.sinks.metrics_log import read_records
 from bertmtl.training.optim import scheduled_lr
 from bertmtl.runs.progress import RichReporter, SilentReporter
-from bertmtl.training.engine import TrainConfig, train
+from bertmtl.training.loop import TrainConfig, train
 from .conftest import cli
 
 
@@ -90,6 +90,7 @@ def test_max_steps_is_the_schedules_length(finished):
     assert json.loads((finished / "summary.json").read_text())["total_steps"] == 4
 
 
+@pytest.mark.slow
 def test_stop_at_step_keeps_the_longer_schedule(tiny_bert_dir, data_dir, tmp_path):
     run = tmp_path / "run"
     r = cli("train", "--encoder", tiny_bert_dir, "--data-dir", data_dir, "--out", run, "--stop-at-step", 3, *FAST)
@@ -106,6 +107,7 @@ def test_stop_at_step_keeps_the_longer_schedule(tiny_bert_dir, data_dir, tmp_pat
     assert "finished at step 12/12" in r.stdout
 
 
+@pytest.mark.slow
 def test_a_run_saved_before_stop_at_step_resumes_with_its_own_schedule(tiny_bert_dir, data_dir, tmp_path):
     """In bertmtl 0.1 --max-steps stopped a run early; such a run resumes with the schedule it had."""
     common = ["--encoder", tiny_bert_dir, "--data-dir", data_dir, "--save-every", 2, "--dropout", 0, *FAST]
@@ -149,6 +151,7 @@ class _Recorder(SilentReporter):
         return contextlib.nullcontext(lambda n=1: done.append(n))
 
 
+@pytest.mark.slow
 def test_progress_moves_every_step_and_through_each_evaluation(tiny_bert_dir, data_dir, tmp_path):
     rec = _Recorder()
     cfg = TrainConfig(data_dir=str(data_dir), encoder=str(tiny_bert_dir), out=str(tmp_path / "run"), max_steps=4,

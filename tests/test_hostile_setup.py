@@ -40,6 +40,7 @@ def _no_run_under(root: Path) -> bool:
 
 # -- --report-to destinations are checked before the run exists ----------------------------------
 
+@pytest.mark.slow
 def test_a_garbage_mlflow_tracking_uri_is_one_line_and_leaves_no_run(tiny_bert_dir, data, tmp_path):
     pytest.importorskip("mlflow")
     root = tmp_path / "runs"
@@ -288,6 +289,7 @@ def test_a_run_saved_with_another_methods_option_still_resumes(tiny_bert_dir, da
 
 # -- resuming a run that has nothing left to train -----------------------------------------------
 
+@pytest.mark.slow
 def test_resuming_a_finished_run_is_refused_and_changes_nothing(tiny_bert_dir, data, tmp_path):
     """A run that trained every step of its schedule has nothing to resume: a --resume would only
     evaluate it again and add records to its log. A paused one resumes, and so does a finished one

@@ -46,6 +46,7 @@ def _resolve(name: str, env: dict):
     return subprocess.run([sys.executable, "-c", RESOLVE, name], capture_output=True, text=True, env=env, timeout=120)
 
 
+@pytest.mark.slow
 def test_a_hub_name_is_fetched_once_into_the_cache_and_recorded_by_the_run(hub, small_data_dir, tmp_path):
     home = tmp_path / "hf"
     run = tmp_path / "run"
@@ -69,6 +70,7 @@ def test_a_hub_name_is_fetched_once_into_the_cache_and_recorded_by_the_run(hub, 
     assert r.returncode == 0 and r.stdout.split() == [str(snap), hub.first] and hub.log == []
 
 
+@pytest.mark.slow
 def test_revisions_are_pinned(hub, tmp_path):
     changed = {**hub.tiny, "config.json": hub.tiny["config.json"].replace(b"}", b', "note": 2}', 1)}
     second = hub.add("org/tiny-bert", changed)  # main moves on
@@ -82,6 +84,7 @@ def test_revisions_are_pinned(hub, tmp_path):
     assert r.returncode == 2 and "has no revision 'v9'" in r.stderr
 
 
+@pytest.mark.slow
 def test_unknown_gated_and_offline_names_say_what_to_do(hub, tmp_path):
     hub.add("org/gated", hub.tiny, gated=True)
     env = _env(hub, tmp_path / "hf")
@@ -95,6 +98,7 @@ def test_unknown_gated_and_offline_names_say_what_to_do(hub, tmp_path):
     assert r.returncode == 2 and "the Hub cannot be reached" in r.stderr
 
 
+@pytest.mark.slow
 def test_a_dropped_connection_leaves_no_corrupt_file_and_the_next_try_completes(hub, tmp_path):
     hub.drop.add("model.safetensors")
     env = _env(hub, tmp_path / "hf")
@@ -120,6 +124,7 @@ def test_what_counts_as_a_hub_name(tmp_path, monkeypatch):
         assert hub_name(local) is None, local  # an existing directory, or path-like: a path
 
 
+@pytest.mark.slow
 def test_a_roberta_from_the_hub_brings_its_tokenizer_json_and_trains(hub, small_data_dir, tmp_path):
     """A family with a tokenizer.json and no vocab.txt (RoBERTa, as roberta-base is laid out): only
     its config, tokenizer files and safetensors weights come down, and it trains."""
@@ -148,6 +153,7 @@ def _alias(env):
     return subprocess.run([sys.executable, "-c", ALIAS], capture_output=True, text=True, env=env, timeout=120)
 
 
+@pytest.mark.slow
 def test_the_built_in_names_are_their_hub_models_first(hub, tmp_path):
     """`--encoder minilm` with the Hub reachable: sentence-transformers/all-MiniLM-L6-v2 at its pinned
     commit, from the Hub, pip never asked (it has nothing to give here); then from the cache, offline."""
@@ -166,6 +172,7 @@ def test_the_built_in_names_are_their_hub_models_first(hub, tmp_path):
     assert r.returncode == 0 and r.stdout.split() == [str(snap), b.hub_revision] and hub.log == []
 
 
+@pytest.mark.slow
 def test_the_built_in_names_fall_back_to_pip_with_checked_archives(hub, tmp_path):
     """The Hub out of reach: the same model through pip, its archive checked against the pin (a
     look-alike wheel is refused, naming its SHA-256); a copy already in bertmtl's cache is used with

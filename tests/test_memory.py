@@ -18,7 +18,9 @@ from bertmtl.model import BertModel
 from bertmtl.model.heads import HeadConfig, MultitaskBert
 from bertmtl.mtl import pcgrad
 from bertmtl.encoders.tokenizer import EncoderTokenizer
-from bertmtl.training.engine import MultitaskStep, TrainConfig, load_datasets
+from bertmtl.mtl.step import MultitaskStep
+from bertmtl.training.loop import TrainConfig
+from bertmtl.training.setup import load_datasets
 
 from .fixtures import write_task_data
 
@@ -54,6 +56,7 @@ _FRAGMENT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @glibc
 def test_fixed_mmap_threshold_returns_freed_tensors_to_the_system():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}

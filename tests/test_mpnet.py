@@ -192,6 +192,7 @@ def test_pretrain_train_predict_end_to_end(tiny_mpnet_dir, tmp_path):
     assert r.exit_code == 0, r.output
 
 
+@pytest.mark.slow
 @pytest.mark.weights
 def test_real_weights_parity_and_tokenizer(real_mpnet_dir):
     """all-mpnet-base-v2, loaded once: padded real sentences and pairs within 1e-4 of transformers

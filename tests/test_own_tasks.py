@@ -331,6 +331,7 @@ def test_tui_train_passes_every_task_flag_on(monkeypatch, tmp_path):
                     "proportional", "--out", str(tmp_path / "run")]
 
 
+@pytest.mark.slow
 def test_monitor_and_playground_show_every_declared_task(tmp_path, task_files):
     from bertmtl.tui.app import BertmtlApp
     from bertmtl.tui.monitor import DevTable

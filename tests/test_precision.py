@@ -17,11 +17,14 @@ from bertmtl.model import BertModel
 from bertmtl.model.heads import HeadConfig, MultitaskBert
 from bertmtl.runs.progress import SilentReporter
 from bertmtl.encoders.tokenizer import EncoderTokenizer
-from bertmtl.training.engine import MultitaskStep, TrainConfig, load_datasets, train
+from bertmtl.mtl.step import MultitaskStep
+from bertmtl.training.loop import TrainConfig, train
+from bertmtl.training.setup import load_datasets
 
 from .fixtures import write_task_data
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_autocast_training_runs_with_fp32_gradients(tiny_bert_dir, tmp_path, precision):
     data = write_task_data(tmp_path / "data")

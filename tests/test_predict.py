@@ -70,6 +70,7 @@ def test_human_table(run_dir):
         assert word in r.output
 
 
+@pytest.mark.slow
 def test_stdin_mixed_lines_in_order_with_errors(run_dir):
     lines = [
         b"the movie is good",
@@ -99,6 +100,7 @@ def test_stdin_mixed_lines_in_order_with_errors(run_dir):
     assert outs[9] == single
 
 
+@pytest.mark.slow
 def test_stdin_all_good_exit_zero_and_tsv(run_dir):
     r = command("predict", "--checkpoint", str(run_dir), "--format", "tsv", input=b"good\nbad\tworse\n")
     assert r.returncode == 0, r.stderr
@@ -107,6 +109,7 @@ def test_stdin_all_good_exit_zero_and_tsv(run_dir):
     assert rows[1][0] == "1" and rows[1][3] == "" and rows[2][4] != ""
 
 
+@pytest.mark.slow
 def test_stdin_streams_before_input_ends(run_dir):
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     proc = subprocess.Popen([sys.executable, "-m", "bertmtl", "predict", "-", "--checkpoint", str(run_dir)],
@@ -126,12 +129,14 @@ def test_stdin_streams_before_input_ends(run_dir):
         proc.kill()
 
 
+@pytest.mark.slow
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     p = command("predict", "hello", cwd=tmp_path)
     assert p.returncode == 2
     assert b"train one first with `bertmtl train`" in p.stderr and b"Traceback" not in p.stderr
 
 
+@pytest.mark.slow
 def test_default_checkpoint_is_latest_runs_best(run_dir, tmp_path):
     root = tmp_path / "w"
     shutil.copytree(run_dir, root / "checkpoints" / "r1")

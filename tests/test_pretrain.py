@@ -150,7 +150,7 @@ def test_head_steps_leave_the_encoder_as_it_was(tiny_bert_dir, data_dir, tmp_pat
     from bertmtl.model import BertModel
     from bertmtl.training.pretrain import pretrain_config
     from bertmtl.runs.progress import SilentReporter
-    from bertmtl.training.engine import train
+    from bertmtl.training.loop import train
 
     train(pretrain_config(data_dir=str(data_dir), encoder=str(tiny_bert_dir), out=str(tmp_path / "run"),
                           max_steps=10, head_steps=3, stop_at_step=3, save_every=3, batch_size=16, precision="fp32"),
@@ -166,7 +166,7 @@ def test_load_mlm_reads_a_bert_base_style_head(tmp_path):
     """bert-base-uncased's pytorch_model.bin: gamma/beta names, a decoder.weight copy, decoder.bias only."""
     from bertmtl.model import BertModel
     from bertmtl.model.heads import MultitaskBert
-    from bertmtl.model.mlm import hf_state_dict
+    from bertmtl.model.mlm import mlm_hf_state_dict as hf_state_dict
 
     torch.manual_seed(0)
     cfg = tiny_config(60)

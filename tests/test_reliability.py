@@ -20,7 +20,7 @@ from bertmtl.cli import main
 from bertmtl.errors import UserError
 from bertmtl.sinks.metrics_log import read_records
 from bertmtl.runs.progress import SilentReporter
-from bertmtl.training.engine import TrainConfig, train
+from bertmtl.training.loop import TrainConfig, train
 
 from .conftest import fill_disk, small_tmpfs, spawn
 
@@ -227,7 +227,7 @@ def test_unwritable_out_is_refused_before_training(tiny_bert_dir, data_dir, tmp_
 def test_full_disk_is_refused_before_training(tiny_bert_dir, data_dir, tmp_path):
     from bertmtl.model.bert import BertModel
     from bertmtl.model.heads import HeadConfig, MultitaskBert
-    from bertmtl.training.engine import checkpoint_peak_bytes
+    from bertmtl.training.setup import checkpoint_peak_bytes
 
     cfg = TrainConfig(data_dir=str(data_dir), encoder=str(tiny_bert_dir))
     model = MultitaskBert(BertModel.from_pretrained(tiny_bert_dir), HeadConfig.of(cfg))
@@ -252,10 +252,11 @@ class _FillDiskAt(SilentReporter):
             self.filler = fill_disk(self.disk)
 
 
+@pytest.mark.slow
 def test_a_full_disk_mid_run_keeps_the_previous_checkpoint(tiny_bert_dir, data_dir, tmp_path):
     from bertmtl.model.bert import BertModel
     from bertmtl.model.heads import HeadConfig, MultitaskBert
-    from bertmtl.training.engine import checkpoint_peak_bytes
+    from bertmtl.training.setup import checkpoint_peak_bytes
 
     cfg = TrainConfig(data_dir=str(data_dir), encoder=str(tiny_bert_dir), save_every=1, eval_every=2, epochs=2,
                       batch_size=16)
@@ -340,14 +341,15 @@ def test_resume_never_writes_where_metadata_points(tiny_bert_dir, data_dir, tmp_
 
 
 def test_an_error_while_evaluating_closes_the_log_and_the_process_group(tiny_bert_dir, data_dir, tmp_path, monkeypatch):
-    import bertmtl.training.engine as tr
+    import bertmtl.training.loop as tr
+    from bertmtl.sinks.metrics_log import MetricsLog
     from bertmtl.training.distributed import Dist
 
     closed = []
     monkeypatch.setattr(tr.Dist, "from_env", classmethod(lambda cls: type("D", (Dist,), {
         "close": lambda self: closed.append("dist")})()))
-    real_close = tr.MetricsLog.close
-    monkeypatch.setattr(tr.MetricsLog, "close", lambda self: (closed.append("log"), real_close(self)))
+    real_close = MetricsLog.close
+    monkeypatch.setattr(MetricsLog, "close", lambda self: (closed.append("log"), real_close(self)))
 
     def broken(run, saver):
         raise RuntimeError("evaluation failed")

@@ -140,6 +140,7 @@ def test_csv_widens_for_a_task_first_seen_late_and_across_a_resume(tmp_path):
     assert [r["loss_sst"] for r in rows] == ["", "1.5", "1.4"] and rows[2]["loss_sts"] == "0.9"
 
 
+@pytest.mark.slow
 def test_mlflow_holds_params_metrics_and_the_best_checkpoint_and_a_resume_continues(tiny_bert_dir, data_dir, tmp_path,
                                                                                     monkeypatch):
     """--report-to mlflow into the default local store beside the run, read back through MLflow's
@@ -172,6 +173,7 @@ def test_mlflow_holds_params_metrics_and_the_best_checkpoint_and_a_resume_contin
     assert "best/multitask.safetensors" in best and "best/bertmtl.json" in best
 
 
+@pytest.mark.slow
 def test_mlflow_groups_a_sweeps_trials_by_sweep(tiny_bert_dir, data_dir, tmp_path, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
     from bertmtl import TrainConfig, train
@@ -196,6 +198,7 @@ def test_missing_mlflow_is_a_clear_error(tiny_bert_dir, tmp_path, monkeypatch):
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_holds_the_config_and_metrics_and_a_resume_continues(tiny_bert_dir, data_dir, tmp_path,
                                                                               monkeypatch):
     """Without a key, --report-to wandb writes an offline W&B run into RUN/wandb (for `wandb

@@ -207,6 +207,7 @@ lines = st.one_of(
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                                                      HealthCheck.function_scoped_fixture])
+@pytest.mark.slow
 @given(st.lists(lines, min_size=1, max_size=8), st.sampled_from(["jsonl", "tsv"]))
 def test_fuzz_one_output_line_per_input_line(predictor, capsys, hostile, fmt):
     # A known-good line after each hostile one: every good line must be answered, in its place.

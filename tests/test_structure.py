@@ -75,7 +75,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_no_import_cycle_among_the_packages_modules():
     graph = import_graph()
-    assert len(graph) > 40 and "bertmtl.training.engine" in graph["bertmtl.cli.train"]
+    assert len(graph) > 40 and "bertmtl.training.loop" in graph["bertmtl.cli.train"]
     assert _cycle(graph) is None, " -> ".join(_cycle(graph))
 
 
@@ -172,7 +172,44 @@ def test_no_library_module_imports_the_cli():
 
 def test_the_pair_mode_is_decided_in_one_place():
     """Bi- or cross-encoded pairs: heads, batches, predict and the ONNX graph ask
-    train_config.cross_encodes (through HeadConfig.cross), never compare the option's value."""
+    model/head_config.cross_encodes (through HeadConfig.cross), never compare the option's value."""
     compared = re.compile(r"""(==|!=)\s*["'](cross|bi)["']|["'](cross|bi)["']\s*(==|!=)|\bin\s*[(\[{][^)\]}]*["']cross["']""")
-    found = lines_where(compared.search, "configuration/train_config.py")
+    found = lines_where(compared.search, "model/head_config.py")
+    assert not found, "\n".join(found)
+
+
+def test_no_module_branches_on_a_head_family_or_a_task_name():
+    """Masked LM and the pooled heads differ through one object per family in each layer's table
+    (model/heads.py, training/setup.py, inference/evaluate.py), never an `if` on the family; the
+    built-in tasks' names (and a kind's parameter names) appear only in their tables."""
+    family = re.compile(r"""head_family\s*(==|!=)\s*(["']|POOLED|TOKENS)|\b(POOLED|TOKENS)\s*(==|!=)""")
+    found = lines_where(family.search, "tasks/kinds.py")
+    names = {"sst", "para", "sts", "quora", "calibration", "pooled"}
+    owners = {"tasks/builtin.py", "tasks/kinds.py"}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        where = path.relative_to(PACKAGE).as_posix()
+        if where not in owners:
+            found += [f"{where}:{n.lineno}: {n.value!r}" for n in ast.walk(ast.parse(path.read_text()))
+                      if isinstance(n, ast.Constant) and n.value in names]
+    assert not found, "\n".join(found)
+    assert family.search('if spec.output.head_family == "tokens":') and family.search("x.head_family != TOKENS")
+
+
+def test_every_head_family_has_its_model_data_and_scores():
+    from bertmtl.inference.evaluate import SCORES
+    from bertmtl.model.heads import HEAD_FAMILIES
+    from bertmtl.tasks import HEAD_FAMILY_NAMES, OUTPUT_KINDS
+    from bertmtl.training.setup import DATA
+
+    assert {k.head_family for k in OUTPUT_KINDS.values()} == set(HEAD_FAMILY_NAMES)
+    assert set(HEAD_FAMILIES) == set(DATA) == set(SCORES) == set(HEAD_FAMILY_NAMES)
+    assert list(DATA) == list(HEAD_FAMILY_NAMES)  # the batches' task order: pooled tasks first
+
+
+def test_model_and_mtl_import_no_option_machinery():
+    """The model and the multitask maths take their settings as arguments; options, config files and
+    the CLI sit above them."""
+    graph = import_graph()
+    found = [f"{m} imports {t}" for m, targets in graph.items() for t in targets
+             if m.startswith(("bertmtl.model", "bertmtl.mtl")) and t.startswith(("bertmtl.configuration", "bertmtl.cli"))]
     assert not found, "\n".join(found)

@@ -100,6 +100,7 @@ def test_a_failed_grid_point_is_queued_again_a_finished_one_never():
     assert waiting == [{"combine": "sum"}]
 
 
+@pytest.mark.slow
 def test_a_large_grid_is_queued_a_few_points_at_a_time_and_every_point_once(tmp_path):
     """An 8,000-point grid once took minutes to queue before its first run (a database write per
     point, each scanning every trial): now QUEUED_AHEAD up front and the next as the queue runs dry."""
@@ -163,12 +164,14 @@ def _outputs(seed: int, n: int = 200, flip: float = 0.0):
     return {"sst": (ids, logits, labels), "sts": (ids, sts, sts_labels)}
 
 
+@pytest.mark.slow
 def test_identical_predictions_give_p_one_and_a_zero_interval():
     a = [_outputs(0), _outputs(1)]
     r = paired_bootstrap(a, [dict(x) for x in a], SPECS, "overall", n=200)
     assert r["diff"] == 0 and r["lo"] == 0 and r["hi"] == 0 and r["p"] == 1.0 and r["within_noise"]
 
 
+@pytest.mark.slow
 def test_a_constructed_difference_is_detected_and_the_bootstrap_repeats():
     a = [_outputs(0)]
     b = [_outputs(0, flip=0.3)]  # the same examples, 30% of SST made right
@@ -329,6 +332,7 @@ def test_a_worker_killed_mid_trial_loses_and_duplicates_nothing(tiny_bert_dir, s
     assert sorted(len(r["seeds"]) for r in report["configurations"]) == [2, 2]
 
 
+@pytest.mark.slow
 def test_a_search_runs_its_trials(tiny_bert_dir, small_data_dir, tmp_path):
     spec = _write(tmp_path, {"name": "s", "base": _base(tiny_bert_dir, small_data_dir), "trials": 3,
                              "sampler": "random", "search": {"lr": {"log_uniform": [1e-4, 1e-2]},
@@ -345,6 +349,7 @@ def test_a_search_runs_its_trials(tiny_bert_dir, small_data_dir, tmp_path):
     assert all(r["vs_baseline"] for r in report["configurations"][1:])
 
 
+@pytest.mark.slow
 def test_another_sweeps_directory_is_refused(tiny_bert_dir, small_data_dir, tmp_path):
     a = _write(tmp_path, {"base": _base(tiny_bert_dir, small_data_dir), "grid": {"combine": ["sum"]}}, "a.json")
     b = _write(tmp_path, {"base": _base(tiny_bert_dir, small_data_dir), "grid": {"combine": ["mean"]}}, "b.json")
@@ -432,8 +437,9 @@ def test_two_workers_share_a_postgresql_study(tiny_bert_dir, small_data_dir, tmp
     assert len(report["configurations"]) == 4
 
 
+@pytest.mark.slow
 def test_a_judge_prunes_a_run_at_an_evaluation(tiny_bert_dir, small_data_dir, tmp_path):
-    """engine.train's judge: asked after each dev evaluation; its yes ends the run 'pruned', last/ saved."""
+    """loop.train's judge: asked after each dev evaluation; its yes ends the run 'pruned', last/ saved."""
     from bertmtl import TrainConfig, train
 
     seen = []
@@ -446,6 +452,7 @@ def test_a_judge_prunes_a_run_at_an_evaluation(tiny_bert_dir, small_data_dir, tm
     assert info["status"] == "pruned"
 
 
+@pytest.mark.slow
 def test_the_median_pruner_sees_every_evaluation(tiny_bert_dir, small_data_dir, tmp_path):
     """With `prune`, each evaluation of a trial's run is reported to Optuna at its step, and the
     second trial is pruned exactly when the median rule says so (here: its overall below the first

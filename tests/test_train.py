@@ -81,6 +81,7 @@ def test_evaluate_table_and_test_predictions(trained_run, data_dir, tmp_path):
     assert not (tmp_path / "pred" / "para-test-output.csv").exists()
 
 
+@pytest.mark.slow
 def test_learns_the_fixture_tasks(tiny_bert_dir, data_dir, tmp_path):
     """The synthetic tasks are learnable: a few epochs lift every metric well above chance."""
     run = tmp_path / "learn"
@@ -90,6 +91,7 @@ def test_learns_the_fixture_tasks(tiny_bert_dir, data_dir, tmp_path):
     assert m["para_acc"] > 0.75 and m["sts_corr"] > 0.7 and m["sst_acc"] > 0.35, m
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(tiny_bert_dir, data_dir, tmp_path):
     common = ["--pretrained", str(tiny_bert_dir), "--data-dir", str(data_dir), "--epochs", "2", "--lr", "1e-3",
               "--combine", "pcgrad", "--smart", "--layer-decay", "0.8", *FAST]

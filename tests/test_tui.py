@@ -271,6 +271,7 @@ def test_appended_records_update_the_plots_and_the_table(tmp_path):
     drive(app, scenario)
 
 
+@pytest.mark.slow
 def test_a_broken_metrics_file_is_survived(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
@@ -386,6 +387,7 @@ def test_a_failing_training_is_explained(tmp_path):
 
 # -- the app: keys ------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_tab_crosses_panes_and_keys_work(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
@@ -450,6 +452,7 @@ async def type_a_sentence(app, pilot, text: str):
     return sa, expected
 
 
+@pytest.mark.slow
 def test_typing_a_sentence_shows_the_sentiment(trained_run):
     app = BertmtlApp(trained_run, poll_interval=POLL)
 
@@ -470,6 +473,7 @@ def test_typing_a_sentence_shows_the_sentiment(trained_run):
     drive(app, scenario)
 
 
+@pytest.mark.slow
 def test_the_playground_waits_for_the_first_checkpoint(trained_run, tmp_path):
     import shutil
 
@@ -529,11 +533,13 @@ def wait_for_records(app: BertmtlApp, n: int):
     return run_before
 
 
+@pytest.mark.slow
 def test_snapshot_monitor(snap_compare, tmp_path):
     app = BertmtlApp(snapshot_run(tmp_path), poll_interval=POLL, predictor_factory=FakePredictor)
     assert snap_compare(app, terminal_size=(80, 24), run_before=wait_for_records(app, len(snapshot_records())))
 
 
+@pytest.mark.slow
 def test_snapshot_monitor_large_light(snap_compare, tmp_path):
     app = BertmtlApp(snapshot_run(tmp_path), poll_interval=POLL, predictor_factory=FakePredictor)
 
@@ -545,6 +551,7 @@ def test_snapshot_monitor_large_light(snap_compare, tmp_path):
     assert snap_compare(app, terminal_size=(140, 44), run_before=run_before)
 
 
+@pytest.mark.slow
 def test_snapshot_conflicts(snap_compare, tmp_path):
     """The heat map of the last record (SST and Quora in conflict, red) and the pairs' curves."""
     app = BertmtlApp(snapshot_run(tmp_path), poll_interval=POLL, predictor_factory=FakePredictor)
@@ -585,6 +592,7 @@ def test_heat_map_shows_loss_weights():
     assert "0.375" in text({"loss_weight": {"sst": 0.375, "para": 1.625}})
 
 
+@pytest.mark.slow
 def test_snapshot_playground(snap_compare, tmp_path, monkeypatch):
     monkeypatch.setattr(playground_module, "perf_counter", lambda: 0.0)  # latency shows as 0 ms
     app = BertmtlApp(snapshot_run(tmp_path), poll_interval=POLL, predictor_factory=FakePredictor)
@@ -609,6 +617,7 @@ def test_cosines_are_drawn_on_a_scale_that_fits_them():
     assert cosine_fill(-0.01, 0.01) == "rgb(190,30,30)" and cosine_fill(0.005, 0.01) == "rgb(30,115,40)"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["roberta", "deberta-v3"])
 def test_the_playground_answers_for_other_families(family, small_data_dir, tmp_path):
     """The monitor and playground of a run of another family (its own tokenizer, DeBERTa's attention)."""
@@ -782,6 +791,7 @@ def test_the_new_run_form_checks_the_options_as_train_would(tmp_path, small_data
         str(tmp_path / "r")
 
 
+@pytest.mark.slow
 def test_a_training_that_fails_before_it_is_a_run_leaves_no_directory(tmp_path, tiny_bert_dir, small_data_dir):
     """The child fails loading its encoder (after the TUI's checks): the TUI says why, and on closing
     removes the directory that holds nothing but its log (nothing lists or deletes it)."""
@@ -800,6 +810,7 @@ def test_a_training_that_fails_before_it_is_a_run_leaves_no_directory(tmp_path, 
     assert not run.exists() and "no-encoder" in app.discarded
 
 
+@pytest.mark.slow
 def test_sigterm_closes_the_app_and_stops_its_training(tmp_path):
     import os
     import signal

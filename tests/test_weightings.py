@@ -162,6 +162,7 @@ FAST = ["--batch-size", "8", "--lr", "1e-3", "--seed", "0", "--log-every", "1", 
 OWN = {"uncertainty": ["--weighting-lr", "0.1"], "gradnorm": ["--weighting-lr", "0.1"], "dwa": ["--dwa-window", "1"]}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [w for w in LOSS_WEIGHTINGS if w != "none"])
 def test_each_weighting_trains_logs_its_weights_and_resumes_exactly(name, tiny_bert_dir, data_dir, tmp_path):
     from safetensors.torch import load_file

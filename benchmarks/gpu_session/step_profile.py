@@ -18,7 +18,7 @@ from bertmtl.model.heads import HeadConfig, MultitaskBert
 from bertmtl.encoders.weights import load_encoder
 from bertmtl.mtl.step import MultitaskStep
 from bertmtl.encoders.tokenizer import EncoderTokenizer
-from bertmtl.training.engine import TrainConfig, load_datasets
+from bertmtl.training.setup import TrainConfig, load_datasets
 
 ap = argparse.ArgumentParser()
 ap.add_argument("encoder")

@@ -43,7 +43,7 @@ def report_summary(cfg: TrainConfig, resume: str | None) -> dict:
     from ..training.stopping import STOPPED_EXIT, stop_on_signals
 
     with stop_on_signals():  # before torch is imported: a signal from here on is a stop, never a half import
-        from ..training.engine import train as run_training
+        from ..training.loop import train as run_training
         from ..runs.progress import format_metrics
         from ..runs.status import Status
         from ..tasks import TaskSpec

@@ -19,21 +19,13 @@ from .options import DEVICES, PRECISIONS, SEED_MAX, Options, option
 from ..errors import UserError
 from ..data.mlm_text import BUILTIN_SOURCES, OPTIONAL, parse_amounts, parse_sources
 from ..tasks.files import parse_tasks, task_files
+from ..model.head_config import (DEFAULT_HEADS, MLP_HIDDEN_MAX, PAIR_FEATURES, PAIR_MODES, POOLINGS,
+                                  STS_LOSSES)
+from ..mtl.smart_config import DEFAULT_SMART, paper_weights
 from ..tasks import TASKS
 from ..tasks.declared import builtin_names, parse_task_flags
 
 REPORT_TO = ("tensorboard", "csv", "mlflow", "wandb")
-# The head options' choices (model/heads.py's HeadConfig takes them from the fields below).
-POOLINGS = ("mean", "cls", "pooler")
-PAIR_MODES = ("bi", "cross")
-
-
-def cross_encodes(pair_mode: str) -> bool:
-    """Whether a pair is one `[CLS] a [SEP] b [SEP]` input (a cross-encoder) rather than two sentence
-    embeddings: the one place the pair mode is decided (heads, batches, predict and ONNX ask it)."""
-    return pair_mode == "cross"
-PAIR_FEATURES = ("concat", "symmetric")
-STS_LOSSES = ("pearson", "mse")
 # --combine: the gradient combiners (mtl/combiners/, one module each; its REGISTRY has these names).
 COMBINERS = ("sum", "mean", "pcgrad", "mgda", "cagrad", "nash-mtl", "imtl-g", "aligned-mtl", "upgrad", "dualproj",
              "fairgrad", "random")
@@ -46,8 +38,6 @@ OPTIMIZERS = ("adamw", "adamaxw")
 FILE_OPTIONS = tuple((f"{t.name}_{split}", f"Override the {t.title} {split} file.")
                      for t in TASKS.values() for split in ("train", "dev"))
 
-# Widths beyond this are typos (10^11 units would ask for terabytes), refused before allocating.
-MLP_HIDDEN_MAX = 65_536
 
 # Keys of older train_args.json files -> today's field names.
 RENAMED = {"pretrained": "encoder"}
@@ -158,7 +148,7 @@ class TrainConfig(Options):
     schedule: str = option("linear", "Learning rate after warm-up: linear decay to 0, or constant.",
                            choices=("linear", "constant"))
     clip: float = option(1.0, "Gradient norm clipping (0 = off).", min=0)
-    dropout: float = option(0.1, "Dropout in the encoder and heads.", min=0, max=1, max_open=True)
+    dropout: float = option(DEFAULT_HEADS.dropout, "Dropout in the encoder and heads.", min=0, max=1, max_open=True)
     ema: float = option(0.0, "Evaluate and save an exponential moving average of the weights with this decay "
                              "(e.g. 0.99; 0 = off).", min=0, max=1, max_open=True)
     combine: str = option("pcgrad", "How per-task gradients become one update: sum, mean, pcgrad (Yu et al.), mgda "
@@ -200,13 +190,13 @@ class TrainConfig(Options):
     # -- SMART adversarial regularisation
     smart: bool = option(False, "SMART adversarial regularisation.", flag="on/off")
     smart_weights: dict = option(help="Per-task SMART weights [default: sst=0.5,para=0,sts=0.5, as in the paper].",
-                                 factory=lambda: {t.name: t.smart_weight for t in TASKS.values()}, metavar="TASK=W,...",
+                                 factory=paper_weights, metavar="TASK=W,...",
                                  parse=parse_task_weights)
-    smart_noise: float = option(1e-5, "SMART: standard deviation of the initial embedding noise.", min=0)
-    smart_step: float = option(1e-3, "SMART: step size of each ascent step on the noise.", min=0)
-    smart_epsilon: float = option(1e-6, "SMART: keeps the normalisation of the ascent direction finite.",
+    smart_noise: float = option(DEFAULT_SMART.noise, "SMART: standard deviation of the initial embedding noise.", min=0)
+    smart_step: float = option(DEFAULT_SMART.step, "SMART: step size of each ascent step on the noise.", min=0)
+    smart_epsilon: float = option(DEFAULT_SMART.epsilon, "SMART: keeps the normalisation of the ascent direction finite.",
                                   min=0, min_open=True)
-    smart_steps: int = option(1, "SMART ascent steps K.", min=1, max=100)
+    smart_steps: int = option(DEFAULT_SMART.steps, "SMART ascent steps K.", min=1, max=100)
     # -- hardware
     encoder_revision: str | None = option(None, "The Hub commit --encoder ORG/NAME resolved to (recorded at the "
                                                 "start of a run).", type=str, cli=False)
@@ -237,16 +227,16 @@ class TrainConfig(Options):
     runs_dir: str | None = option(None, "Where runs are made and found [default: $BERTMTL_RUNS, else ./checkpoints].",
                                   type=str, path="dir")
     # -- model
-    pooling: str = option("mean", "Sentence embedding: mean of tokens, [CLS] state, or the tanh pooler.",
+    pooling: str = option(DEFAULT_HEADS.pooling, "Sentence embedding: mean of tokens, [CLS] state, or the tanh pooler.",
                           choices=POOLINGS, resume=False)
-    pair_mode: str = option("bi", "Pairs as two embeddings (cosine + MLP) or one [CLS] a [SEP] b [SEP] input.",
+    pair_mode: str = option(DEFAULT_HEADS.pair_mode, "Pairs as two embeddings (cosine + MLP) or one [CLS] a [SEP] b [SEP] input.",
                             choices=PAIR_MODES, resume=False)
-    pair_features: str = option("concat", "Bi-encoder MLP input: [u, v, |u-v|, u*v], or [u+v, |u-v|, u*v], which "
+    pair_features: str = option(DEFAULT_HEADS.pair_features, "Bi-encoder MLP input: [u, v, |u-v|, u*v], or [u+v, |u-v|, u*v], which "
                                           "scores (a, b) and (b, a) alike.",
                                 choices=PAIR_FEATURES, resume=False)
-    sts_loss: str = option("pearson", "STS loss: 1 - Pearson r over the batch, or squared error on the 0-5 scale.",
+    sts_loss: str = option(DEFAULT_HEADS.sts_loss, "STS loss: 1 - Pearson r over the batch, or squared error on the 0-5 scale.",
                            choices=STS_LOSSES)
-    mlp_hidden: int = option(256, "Hidden units of the bi-encoder pair heads' MLP (paraphrase, similarity).",
+    mlp_hidden: int = option(DEFAULT_HEADS.mlp_hidden, "Hidden units of the bi-encoder pair heads' MLP (paraphrase, similarity).",
                              min=1, max=MLP_HIDDEN_MAX, resume=False)
     max_length: int = option(128, "Maximum tokens per input (capped by the model's positions).", min=8)
     # -- data handling

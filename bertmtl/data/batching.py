@@ -13,7 +13,7 @@ import torch
 from ..tasks.files import Example, TaskSource, read_tasks, stable_seed
 from ..tasks import TaskSpec
 from ..encoders.tokenizer import Batch, Encoded, EncoderTokenizer
-from ..configuration.train_config import cross_encodes
+from ..model.head_config import cross_encodes
 
 # An output kind's label type (tasks/kinds.py) as a tensor's: class indices for cross-entropy.
 LABEL_DTYPES = {"int": torch.long, "float": torch.float32}

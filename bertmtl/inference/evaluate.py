@@ -13,7 +13,7 @@ from ..data.batching import TaskDataset, bucketed_batches
 from .metrics import accuracy, binary_f1, macro_f1, pearson_r, spearman_rho
 from ..fsutil import WriteError
 from ..model.heads import MultitaskBert
-from ..tasks import BUILTIN, CORRELATIONS, TASKS, TaskSpec, overall_keys, spec_of
+from ..tasks import BUILTIN, CORRELATIONS, POOLED, TASKS, TOKENS, TaskSpec, overall_keys, spec_of
 
 
 @torch.inference_mode()
@@ -122,6 +122,23 @@ def token_metrics(model: MultitaskBert, spec: TaskSpec, dataset, batch_size: int
     return {**{spec.metric_key(m): values[m] for m in spec.metrics}, spec.count_key: n}
 
 
+def _pooled_scores(model, spec, ds, batch_size, device, autocast_dtype, progress, undefined, keep) -> dict:
+    """A task answered from pooled embeddings: its metrics over its examples' outputs (kept in `keep`)."""
+    outputs = outputs_of(model, ds, batch_size, device, autocast_dtype, progress)
+    if keep is not None:
+        keep[spec.name] = ([str(ex.id) for ex in ds.examples], outputs, ds.labels)
+    return task_metrics(spec, outputs, ds.labels, undefined)
+
+
+def _token_scores(model, spec, ds, batch_size, device, autocast_dtype, progress, undefined, keep) -> dict:
+    """A masked-LM task: scored over its masked tokens (nothing to keep: no example has one answer)."""
+    return token_metrics(model, spec, ds, batch_size, device, autocast_dtype, progress)
+
+
+# How each head family (model/heads.py) is scored.
+SCORES = {POOLED: _pooled_scores, TOKENS: _token_scores}
+
+
 def overall(metrics: dict, specs=BUILTIN, undefined: dict | None = None) -> float | None:
     """Mean of each task's primary metric (for the CS224N tasks: SST accuracy, paraphrase
     accuracy and STS Pearson, the paper's Table 1 score).
@@ -155,13 +172,8 @@ def evaluate(model: MultitaskBert, datasets: dict[str, TaskDataset], batch_size:
     undefined: dict = {}
     for task, ds in datasets.items():
         spec = model.specs[task]
-        if spec.output.head_family == "tokens":  # masked LM: scored over its masked tokens
-            metrics.update(token_metrics(model, spec, ds, batch_size, device, autocast_dtype, progress))
-            continue
-        outputs = outputs_of(model, ds, batch_size, device, autocast_dtype, progress)
-        metrics.update(task_metrics(spec, outputs, ds.labels, undefined))
-        if keep is not None:
-            keep[task] = ([str(ex.id) for ex in ds.examples], outputs, ds.labels)
+        score = SCORES[spec.output.head_family]  # its head family's way (tasks/kinds.py names it)
+        metrics.update(score(model, spec, ds, batch_size, device, autocast_dtype, progress, undefined, keep))
     metrics["overall"] = overall(metrics, model.specs.values(), undefined)
     if undefined:  # travels with the metrics into metrics.jsonl, best/metrics.json and the reporters' warnings
         metrics["undefined"] = undefined

@@ -25,7 +25,6 @@ from .. import __version__
 from ..errors import UserError, extra_hint
 from ..fsutil import save_safetensors, staged_dir, write_json
 from ..runs.catalog import encoder_of
-from ..tasks import MLM
 
 FORMATS = ("hf", "sentence-transformers", "onnx")
 ONNX_FILE = "model.onnx"
@@ -71,29 +70,15 @@ def _export(path: Path, fmt: str, out: Path, command: str) -> Path:
 
 # -- Hugging Face -------------------------------------------------------------------------
 
-def hf_state_dict(encoder) -> dict[str, torch.Tensor]:
-    """The encoder's weights under the names transformers' bare model of its family uses."""
-    from ..model.loading import to_hf_key
-
-    family = encoder.config.family
-    return {to_hf_key(k, family): v.detach().float().contiguous().cpu() for k, v in encoder.state_dict().items()}
-
-
 def write_hf(model, tokenizer, d: Path) -> None:
     """config.json + model.safetensors of the encoder, and the tokenizer files. A model with a
     masked-LM task (`bertmtl pretrain`) is written as transformers' BertForMaskedLM /
     MPNetForMaskedLM, head included; its encoder part still loads in AutoModel."""
-    from ..model import mlm
-
-    encoder = model.encoder
-    config = encoder.config.to_dict()
-    if MLM.name in model.specs:
-        config["architectures"] = [encoder.config.family.mlm_class]
+    config = model.encoder.config.to_dict()
+    architecture, state = model.hf_weights()
+    config["architectures"] = [architecture]
+    if architecture == model.encoder.config.family.mlm_class:
         config["tie_word_embeddings"] = True  # the decoder is the word embeddings, stored once
-        state = mlm.hf_state_dict(model)
-    else:
-        config["architectures"] = [encoder.config.family.architecture]
-        state = hf_state_dict(encoder)
     write_json(d / "config.json", config)
     save_safetensors(d / "model.safetensors", state)
     tokenizer.save_for_hf(d)
@@ -322,10 +307,6 @@ def _comparison_notes(ck, args: dict) -> list[str]:
     return ["", "## Comparing these scores", "", *(f"- {n}" for n in notes)] if notes else []
 
 
-# The Hub datasets the built-in tasks come from (SST-5 from the Stanford Sentiment Treebank;
-# Quora Question Pairs and STS-B as GLUE has them), and what each task is, for the card's metadata.
-TASK_DATASETS = {"sst": ("stanfordnlp/sst", "text-classification"), "para": ("nyu-mll/glue", "text-classification"),
-                 "sts": ("nyu-mll/glue", "sentence-similarity")}
 PIPELINE_TAG = {"hf": "feature-extraction", "sentence-transformers": "sentence-similarity",
                 "onnx": "text-classification"}
 METRIC_TYPE = {"accuracy": "accuracy", "macro_f1": "f1", "f1": "f1", "pearson": "pearsonr", "spearman": "spearmanr"}
@@ -337,6 +318,7 @@ def card_metadata(ck, fmt: str) -> dict:
     from huggingface_hub import EvalResult, ModelCardData
 
     from ..encoders.hub import hub_name
+    from ..tasks.builtin import HUB_DATASETS
     from ..encoders.weights import BUILTINS
 
     args = ck.train_args
@@ -347,9 +329,9 @@ def card_metadata(ck, fmt: str) -> dict:
     results = []
     for task in ck.tasks:
         spec = ck.model.specs.get(task)
-        if spec is None or task not in TASK_DATASETS:
+        if spec is None or task not in HUB_DATASETS:
             continue
-        dataset, task_type = TASK_DATASETS[task]
+        dataset, task_type = HUB_DATASETS[task]
         for m in spec.metrics:
             v = ck.metrics.get(spec.metric_key(m))
             if isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -359,7 +341,7 @@ def card_metadata(ck, fmt: str) -> dict:
     data = ModelCardData(
         library_name="transformers" if fmt == "hf" else ("sentence-transformers" if fmt != "onnx" else "onnx"),
         base_model=base, license=builtin.license if builtin and builtin.license else None,
-        datasets=sorted({TASK_DATASETS[t][0] for t in ck.tasks if t in TASK_DATASETS}) or None,
+        datasets=sorted({HUB_DATASETS[t][0] for t in ck.tasks if t in HUB_DATASETS}) or None,
         pipeline_tag=PIPELINE_TAG[fmt], tags=["bertmtl", "multi-task"], model_name=name if results else None,
         eval_results=results or None, **extra)
     return data

@@ -11,75 +11,21 @@ Cross-encoder (option): [CLS] a [SEP] b [SEP] through the encoder, a linear laye
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..data.batching import TaskBatch
 from ..errors import UserError
-from ..tasks import BUILTIN, SENTIMENT_LABELS, TaskSpec
+from ..tasks import BUILTIN, POOLED, SENTIMENT_LABELS, TOKENS, TaskSpec
 from ..tasks.kinds import pearson
 from ..encoders.tokenizer import Batch
-from ..configuration.options import check_value
-from ..configuration.train_config import FIELDS, cross_encodes
 from .bert import BertModel, Dropout
-from .mlm import MaskedLMHead
+from .head_config import HEAD_OPTIONS, HeadConfig, cross_encodes
+from .loading import hf_state_dict
+from .mlm import MaskedLMHead, load_head, mlm_hf_state_dict, source_head
 
-__all__ = ["SENTIMENT_LABELS", "HeadConfig", "PairHead", "MultitaskBert", "pearson"]
-
-
-# The options a checkpoint's heads are built from (heads.json): their defaults, choices and ranges
-# are the train options' of the same names (configuration/train_config.py).
-HEAD_OPTIONS = ("pooling", "pair_mode", "pair_features", "mlp_hidden", "dropout", "sts_loss")
-
-
-@dataclass
-class HeadConfig:
-    """How sentences become embeddings and embeddings become predictions (see configuration/train_config.py)."""
-
-    pooling: str = FIELDS["pooling"].default  # mean of token states | [CLS] state | tanh pooler over [CLS]
-    pair_mode: str = FIELDS["pair_mode"].default  # bi-encoder (cosine + MLP) | cross-encoder
-    # The bi-encoder MLP's input: the classic [u, v, |u-v|, u*v], or [u+v, |u-v|, u*v], which gives
-    # (a, b) and (b, a) the same score. Measured equal within noise (README, Results), so the
-    # default stays the one the paper's heads use.
-    pair_features: str = FIELDS["pair_features"].default
-    mlp_hidden: int = FIELDS["mlp_hidden"].default
-    dropout: float = FIELDS["dropout"].default
-    sts_loss: str = FIELDS["sts_loss"].default  # regression tasks' loss: pearson | mse
-
-    def __post_init__(self):
-        # The train options' checks (a zero or fractional width fails deep in nn.Linear, a NaN
-        # dropout silently at the first step); heads.json of a checkpoint is read through here.
-        for name in HEAD_OPTIONS:
-            value, f = getattr(self, name), FIELDS[name]
-            kind = f.metadata["type"]
-            wrong = isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else kind)
-            if wrong or check_value(f, value):
-                raise ValueError(f"{name} must be {_allowed(f)}, not {value!r}")
-
-    @property
-    def cross(self) -> bool:
-        """Pairs cross-encoded (one input) rather than bi-encoded (two embeddings)."""
-        return cross_encodes(self.pair_mode)
-
-    @classmethod
-    def of(cls, options) -> "HeadConfig":
-        """The head options of a TrainConfig."""
-        return cls(**{name: getattr(options, name) for name in HEAD_OPTIONS})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def _allowed(f) -> str:
-    m = f.metadata
-    if m["choices"]:
-        return f"one of {', '.join(m['choices'])}"
-    low = f"{'(' if m['min_open'] else '['}{m['min']}"
-    high = f"{m['max']}{')' if m['max_open'] else ']'}"
-    return f"{'a whole number' if m['type'] is int else 'a finite number'} in {low}, {high}"
+__all__ = ["SENTIMENT_LABELS", "HEAD_OPTIONS", "HeadConfig", "cross_encodes", "PairHead", "MultitaskBert", "pearson"]
 
 
 class PairHead(nn.Module):
@@ -133,24 +79,15 @@ class MultitaskBert(nn.Module):
                             f"pretrained with one); use --pooling mean or --pooling cls")
         self.encoder = encoder
         self.specs: dict[str, TaskSpec] = {}
-        h = encoder.config.hidden_size
         # Built in spec order: the order parameters are created in (and draw their initial
         # values from the random generator) is part of reproducing a run.
         for spec in specs or BUILTIN:
             extras = spec.output.head_parameters(spec)  # e.g. a regression's calibration (tasks/kinds.py)
-            names = [spec.name, f"{spec.name}_dropout", *(f"{spec.name}_{k}" for k in ("calibration", *extras))]
+            names = [spec.name, *(f"{spec.name}_{k}" for k in (*HEAD_SUFFIXES, *extras))]
             if spec.name in self.specs or any(hasattr(self, n) for n in names):
                 raise ValueError(f"task name {spec.name!r} is taken (a duplicate, or a name the model uses)")
             self.specs[spec.name] = spec
-            # The family of its output kind (tasks/kinds.py) says what the head reads: token states
-            # (masked LM), or one pooled embedding per sentence (or pair).
-            if spec.output.head_family == "tokens":
-                setattr(self, spec.name, MaskedLMHead(encoder.config))
-            elif spec.pair:
-                setattr(self, spec.name, PairHead(h, self.cfg, *spec.head_init, outputs=spec.width))
-            else:
-                setattr(self, f"{spec.name}_dropout", Dropout(self.cfg.dropout))
-                setattr(self, spec.name, nn.Linear(h, spec.width))
+            heads_of(spec).build(self, spec)
             for suffix, value in extras.items():
                 setattr(self, f"{spec.name}_{suffix}", nn.Parameter(value))
 
@@ -186,19 +123,19 @@ class MultitaskBert(nn.Module):
     def features(self, batch: TaskBatch, embeds: torch.Tensor) -> torch.Tensor:
         """What the batch's head reads, from embedding outputs: the pooled embeddings (one per
         sequence), or the token states at the masked positions (a masked-LM batch)."""
-        if batch.spec.output.head_family == "tokens":
-            unpad = embeds.device.type == "cpu"
-            hidden = self.encoder.encode(embeds, batch.inputs.attention_mask, unpad=unpad).last_hidden_state
-            return hidden[batch.labels != -100]
-        return self.pool(embeds, batch.inputs)
+        return heads_of(batch.spec).features(self, batch, embeds)
 
     def head_of(self, batch: TaskBatch, features: torch.Tensor) -> torch.Tensor:
         """The batch's head on its features (see `features`)."""
-        if batch.spec.output.head_family == "tokens":
-            return self.token_logits(batch.task, features)
-        if batch.bi_pair:
-            return self.head_output(batch.task, *features.chunk(2))
-        return self.head_output(batch.task, features)
+        return heads_of(batch.spec).output(self, batch, features)
+
+    def hf_weights(self) -> tuple[str, dict[str, torch.Tensor]]:
+        """(transformers architecture, state dict under its names) of what Hugging Face can load of
+        this model: the encoder, with its masked-LM head when a task has one (`bertmtl pretrain`)."""
+        for spec in self.specs.values():
+            if (found := heads_of(spec).hf_weights(self, spec)) is not None:
+                return found
+        return self.encoder.config.family.architecture, hf_state_dict(self.encoder)
 
     def token_logits(self, task: str, hidden: torch.Tensor) -> torch.Tensor:
         """A masked-LM task's vocabulary logits from token states (the decoder: the word embeddings)."""
@@ -252,3 +189,72 @@ class MultitaskBert(nn.Module):
         label, or the calibrated score within the task's value range (its output kind's)."""
         spec = self.specs[task]
         return spec.output.postprocess(self, spec, raw)
+
+
+# -- head families: what a task's head reads, chosen by its output kind's head_family ------------
+
+# Attribute suffixes a task's head may use beside its name (`sst_dropout`): reserved for every task.
+HEAD_SUFFIXES = ("dropout",)
+
+
+class PooledHeads:
+    """Heads on one pooled embedding per sentence, or per pair (cross-encoded) or two (bi-encoded):
+    classes, a probability, a score."""
+
+    def build(self, model: MultitaskBert, spec: TaskSpec) -> None:
+        h = model.encoder.config.hidden_size
+        if spec.pair:
+            setattr(model, spec.name, PairHead(h, model.cfg, *spec.head_init, outputs=spec.width))
+        else:
+            setattr(model, f"{spec.name}_dropout", Dropout(model.cfg.dropout))
+            setattr(model, spec.name, nn.Linear(h, spec.width))
+
+    def take_pretrained(self, model: MultitaskBert, spec: TaskSpec, source) -> bool:
+        """Whether the head starts trained: these start from their spec's initialisation."""
+        return True
+
+    def features(self, model: MultitaskBert, batch: TaskBatch, embeds: torch.Tensor) -> torch.Tensor:
+        return model.pool(embeds, batch.inputs)
+
+    def output(self, model: MultitaskBert, batch: TaskBatch, features: torch.Tensor) -> torch.Tensor:
+        if batch.bi_pair:
+            return model.head_output(batch.task, *features.chunk(2))
+        return model.head_output(batch.task, features)
+
+    def hf_weights(self, model: MultitaskBert, spec: TaskSpec):
+        return None  # Hugging Face has no class for our heads: exports take the encoder (or ONNX)
+
+
+class TokenHeads:
+    """A masked-LM head: vocabulary logits from the token states at the masked positions, decoded
+    through the word embeddings; it starts from the encoder's own head where the encoder has one."""
+
+    def build(self, model: MultitaskBert, spec: TaskSpec) -> None:
+        setattr(model, spec.name, MaskedLMHead(model.encoder.config))
+
+    def take_pretrained(self, model: MultitaskBert, spec: TaskSpec, source) -> bool:
+        """Load the head `source` (an encoder directory or a checkpoint) brings; False when it has none
+        (the head keeps BERT's initialisation, and a run trains it alone first)."""
+        head = source_head(source)
+        if head is not None:
+            load_head(model, head, source)
+        return head is not None
+
+    def features(self, model: MultitaskBert, batch: TaskBatch, embeds: torch.Tensor) -> torch.Tensor:
+        unpad = embeds.device.type == "cpu"
+        hidden = model.encoder.encode(embeds, batch.inputs.attention_mask, unpad=unpad).last_hidden_state
+        return hidden[batch.labels != -100]
+
+    def output(self, model: MultitaskBert, batch: TaskBatch, features: torch.Tensor) -> torch.Tensor:
+        return model.token_logits(batch.task, features)
+
+    def hf_weights(self, model: MultitaskBert, spec: TaskSpec):
+        return model.encoder.config.family.mlm_class, mlm_hf_state_dict(model)
+
+
+HEAD_FAMILIES = {POOLED: PooledHeads(), TOKENS: TokenHeads()}
+
+
+def heads_of(spec: TaskSpec) -> PooledHeads | TokenHeads:
+    """The head family of a task: its output kind's head_family (tasks/kinds.py) names it."""
+    return HEAD_FAMILIES[spec.output.head_family]

@@ -56,6 +56,12 @@ def to_hf_key(key: str, family: Family) -> str:
     return key
 
 
+def hf_state_dict(encoder) -> dict[str, torch.Tensor]:
+    """The encoder's weights under the names transformers' bare model of its family uses."""
+    family = encoder.config.family
+    return {to_hf_key(k, family): v.detach().float().contiguous().cpu() for k, v in encoder.state_dict().items()}
+
+
 def read_config(directory: str | Path) -> BertConfig:
     return BertConfig.from_json(Path(directory) / "config.json")
 

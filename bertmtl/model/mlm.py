@@ -107,7 +107,7 @@ def load_head(model: nn.Module, head: dict[str, torch.Tensor], source: Path) -> 
     model.mlm.load_state_dict({k: v.to(own[k].dtype) for k, v in head.items()})
 
 
-def hf_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+def mlm_hf_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Encoder and masked-LM head under the names of the family's HF masked-LM class (the tied
     decoder weight stored once, as HF does)."""
     from .loading import to_hf_key

@@ -1,7 +1,18 @@
-"""Multi-task optimisation: gradient combiners (combiners/), task-conflict telemetry and the SMART regulariser."""
+"""Multi-task optimisation: gradient combiners (combiners/), task-conflict telemetry and the SMART regulariser.
 
-from .combiners import REGISTRY as COMBINERS
-from .combiners import pcgrad
-from .smart import SmartConfig, smart_loss
+Imported on first use, so the torch-free smart_config.py can be read (by the train options)
+without importing torch.
+"""
 
-__all__ = ["COMBINERS", "pcgrad", "SmartConfig", "smart_loss"]
+_API = {"COMBINERS": ("combiners", "REGISTRY"), "pcgrad": ("combiners", "pcgrad"), "SmartConfig": ("smart_config", "SmartConfig"),
+        "smart_loss": ("smart", "smart_loss")}
+__all__ = list(_API)
+
+
+def __getattr__(name: str):
+    if name in _API:
+        import importlib
+
+        module, attr = _API[name]
+        return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,33 +9,10 @@ small neighbourhood of the input.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-
 import torch
 
 from ..tasks import TaskSpec, spec_of
-from ..configuration.train_config import FIELDS
-
-@dataclass
-class SmartConfig:
-    """SMART hyper-parameters: the train options smart_weights, smart_noise, smart_step,
-    smart_epsilon and smart_steps (their defaults, from the paper, are there: configuration/train_config.py)."""
-
-    weights: dict = field(default_factory=FIELDS["smart_weights"].default_factory)
-    noise: float = FIELDS["smart_noise"].default  # std of the initial Gaussian perturbation
-    step: float = FIELDS["smart_step"].default  # ascent step size
-    epsilon: float = FIELDS["smart_epsilon"].default  # keeps the gradient normalisation finite
-    steps: int = FIELDS["smart_steps"].default  # K, ascent steps
-
-    @classmethod
-    def of(cls, options) -> "SmartConfig":
-        """The SMART options of a TrainConfig."""
-        return cls(weights=dict(options.smart_weights), noise=options.smart_noise, step=options.smart_step,
-                   epsilon=options.smart_epsilon, steps=options.smart_steps)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
+from .smart_config import SmartConfig
 
 def divergence(task: str | TaskSpec, adv: torch.Tensor, clean: torch.Tensor, symmetric: bool,
                reduction: str = "mean") -> torch.Tensor:

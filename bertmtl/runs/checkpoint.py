@@ -161,7 +161,7 @@ def load_heads(model: torch.nn.Module, directory: str | Path) -> list[str]:
             raise UserError(f"{directory}: its task {task} is a {other.kind} over "
                             f"{list(other.labels) or other.value_range}, this run's a {spec.kind} over "
                             f"{list(spec.labels) or spec.value_range}: the head would answer other labels")
-        keys = [k for k in own_state if k.split(".")[0] in (task, *(f"{task}_{x}" for x in ("calibration",)))]
+        keys = [k for k in own_state if k.split(".")[0] in (task, *(f"{task}_{x}" for x in spec.output.head_parameters(spec)))]
         if not keys or not all(k in state for k in keys):
             continue
         bad = [k for k in keys if state[k].shape != own_state[k].shape]

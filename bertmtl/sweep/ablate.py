@@ -326,7 +326,7 @@ def _pretrain(cfg: AblateConfig, mlm_dir: Path, reporter) -> None:
     """Further pretraining for the 'pretrain' row into OUT/pretrained-mlm, as `bertmtl pretrain` runs
     it: a finished one of an earlier run of the same command is kept, a stopped one goes on from its
     last/. Stopped by a signal, the whole ablation stops (the rows must not train on half of it)."""
-    from ..training.engine import train
+    from ..training.loop import train
     from ..fsutil import read_json
     from ..training.pretrain import pretrain_config
     from ..runs.rundir import LAST, METRICS_LOG, SUMMARY, TRAINER_STATE

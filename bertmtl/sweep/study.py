@@ -221,14 +221,14 @@ class TrialFailed(Exception):
 def train_seed(spec: SweepSpec, out: Path, params: dict, seed: int, label: str, poll: float = 2.0,
                judge=None, stop=None) -> tuple[float | None, bool]:
     """One seed of a configuration, trained to its end (resumed where an earlier worker left it):
-    its last evaluation's `metric`, and whether the pruner (`judge`, engine.train's) stopped it.
+    its last evaluation's `metric`, and whether the pruner (`judge`, loop.train's) stopped it.
     SweepStopped when `stop` (stopping.StopRequest) ends it first: then it has saved last/, and
     its result is never taken for a finished one.
 
     A claim (a lock file beside the run) is held throughout: two workers given the same
     configuration (a grid point two of them queued at one instant) train it once, the second
     waiting for the first and then reading its result."""
-    from ..training.engine import train
+    from ..training.loop import train
     from ..runs.locks import OwnerLock
     from ..runs.rundir import LAST, SUMMARY, holds_run
     from ..runs.catalog import run_info
@@ -296,7 +296,7 @@ SEED_STEPS = 1_000_000
 
 
 def make_judge(trial, metric: str, offset: int):
-    """engine.train's judge: report each dev evaluation to the trial, stop when the pruner says so."""
+    """loop.train's judge: report each dev evaluation to the trial, stop when the pruner says so."""
     def judge(step: int, metrics: dict) -> bool:
         v = finite_number((metrics or {}).get(metric))
         if v is None:

@@ -32,6 +32,12 @@ BUILTIN: tuple[TaskSpec, ...] = (
 TASKS: dict[str, TaskSpec] = {s.name: s for s in BUILTIN}
 TASK_ALIASES: dict[str, str] = {a: s.name for s in BUILTIN for a in s.aliases}
 
+# The Hub datasets the built-in tasks come from (SST-5 from the Stanford Sentiment Treebank;
+# Quora Question Pairs and STS-B as GLUE has them), and what each task is: a model card's metadata.
+HUB_DATASETS: dict[str, tuple[str, str]] = {"sst": ("stanfordnlp/sst", "text-classification"),
+                                            "para": ("nyu-mll/glue", "text-classification"),
+                                            "sts": ("nyu-mll/glue", "sentence-similarity")}
+
 # The paper's single-task baseline (the ablation's first row) trains sentiment alone.
 BASELINE_TASKS: tuple[str, ...] = (BUILTIN[0].name,)
 

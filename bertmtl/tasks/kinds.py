@@ -36,16 +36,21 @@ def as_number(text) -> float | None:
     return v if math.isfinite(v) and abs(v) <= FLOAT32_MAX else None
 
 
+# The head families: what a head reads and how it is scored. Each layer that treats them differently
+# holds one object (or function) per family in a table keyed by these names (model/heads.py HEAD_FAMILIES,
+# training/setup.py DATA, inference/evaluate.py SCORES), never a branch.
+POOLED = "pooled"  # one embedding per input; outputs collected and scored per example
+TOKENS = "tokens"  # the encoder's token states; masked-LM scores summed over tokens
+HEAD_FAMILY_NAMES = (POOLED, TOKENS)
+
+
 class OutputKind:
     """The behaviour shared by every task whose head has this kind of output."""
 
     name = ""  # how tasks.json names it
     label_dtype = "float"  # "int": class indices (cross-entropy targets)
     number = False  # a score, not a class (what the declared kinds call regression)
-    # What the head reads and how it is scored, as the model and evaluation know them: "pooled" (one
-    # embedding per input; outputs collected and scored per example) or "tokens" (the encoder's token
-    # states; masked-LM scores summed over tokens).
-    head_family = "pooled"
+    head_family = POOLED  # what the head reads and how it is scored (the families above)
     answers = True  # whether `predict` answers with it and `evaluate` scores it from its split files
     auxiliary = False  # trained beside other tasks for their sake: not in their `overall`
 
@@ -479,7 +484,7 @@ class MaskedLM(OutputKind):
 
     name = "masked-lm"
     label_dtype = "int"
-    head_family = "tokens"
+    head_family = TOKENS
     answers = False
     auxiliary = True
 

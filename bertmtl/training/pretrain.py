@@ -1,6 +1,6 @@
 """Further masked-LM pretraining (`bertmtl pretrain`): a training run whose one task is masked LM.
 
-It runs through the training loop like any other run (training/engine.py: checkpoints, --resume, a clean
+It runs through the training loop like any other run (training/loop.py: checkpoints, --resume, a clean
 Ctrl-C stop, the non-finite policy, torchrun, --report-to), with masked LM as its task
 (tasks/kinds.py: MaskedLM) on the train files' text (data/mlm_text.py) and the options and defaults
 of train_config.PRETRAIN_OPTIONS. Its dev scores are on held-out text with fixed masks: a

@@ -1,0 +1,70 @@
+"""How sentences become embeddings and embeddings become answers: the head options, their defaults
+and allowed values, owned here and read by the train options (configuration/train_config.py)
+and by checkpoints' heads.json. No torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+POOLINGS = ("mean", "cls", "pooler")
+PAIR_MODES = ("bi", "cross")
+PAIR_FEATURES = ("concat", "symmetric")
+STS_LOSSES = ("pearson", "mse")
+# Widths beyond this are typos (10^11 units would ask for terabytes), refused before allocating.
+MLP_HIDDEN_MAX = 65_536
+
+
+def cross_encodes(pair_mode: str) -> bool:
+    """Whether a pair is one `[CLS] a [SEP] b [SEP]` input (a cross-encoder) rather than two sentence
+    embeddings: the one place the pair mode is decided (heads, batches, predict and ONNX ask it)."""
+    return pair_mode == "cross"
+
+
+# The head options (heads.json holds them): the train options of the same names.
+HEAD_OPTIONS = ("pooling", "pair_mode", "pair_features", "mlp_hidden", "dropout", "sts_loss")
+_CHOICES = {"pooling": POOLINGS, "pair_mode": PAIR_MODES, "pair_features": PAIR_FEATURES, "sts_loss": STS_LOSSES}
+
+
+@dataclass
+class HeadConfig:
+    """The head options; checked on construction, so a checkpoint's heads.json is read through here."""
+
+    pooling: str = "mean"  # mean of token states | [CLS] state | tanh pooler over [CLS]
+    pair_mode: str = "bi"  # bi-encoder (cosine + MLP) | cross-encoder
+    # The bi-encoder MLP's input: the classic [u, v, |u-v|, u*v], or [u+v, |u-v|, u*v], which gives
+    # (a, b) and (b, a) the same score. Measured equal within noise (README, Results), so the
+    # default stays the one the paper's heads use.
+    pair_features: str = "concat"
+    mlp_hidden: int = 256
+    dropout: float = 0.1
+    sts_loss: str = "pearson"  # regression tasks' loss: pearson | mse
+
+    def __post_init__(self):
+        # A zero or fractional width fails deep in nn.Linear, a NaN dropout silently at the first step.
+        for name, choices in _CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}, not {getattr(self, name)!r}")
+        h = self.mlp_hidden
+        if isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= MLP_HIDDEN_MAX:
+            raise ValueError(f"mlp_hidden must be a whole number in [1, {MLP_HIDDEN_MAX}], not {h!r}")
+        p = self.dropout
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or not 0 <= p < 1:
+            raise ValueError(f"dropout must be a finite number in [0, 1), not {p!r}")
+
+    @property
+    def cross(self) -> bool:
+        """Pairs cross-encoded (one input) rather than bi-encoded (two embeddings)."""
+        return cross_encodes(self.pair_mode)
+
+    @classmethod
+    def of(cls, options) -> "HeadConfig":
+        """The head options of a TrainConfig."""
+        return cls(**{name: getattr(options, name) for name in HEAD_OPTIONS})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+DEFAULT_HEADS = HeadConfig()

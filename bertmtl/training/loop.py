@@ -1,0 +1,231 @@
+"""The one training loop: `bertmtl train`, `bertmtl pretrain`, the TUI and torchrun all run `train()`.
+
+Set-up (training/setup.py) builds a `Run`; the loop advances it one step at a time. A step
+(mtl/step.py) takes one batch per task (round-robin), backpropagates each task into its own
+gradient buffer, and combines them (sum, or PCGrad surgery) into one update; `Checkpointer`
+(training/checkpointer.py) saves last/ and `evaluate_dev` (training/evaluation.py) scores the dev
+sets and saves best/. Masked LM is one more task kind (tasks/kinds.py), so pretraining is a run
+like the others: a fresh MLM head first trains alone (`head_steps`, the encoder frozen), then
+everything trains on the schedule.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ..configuration.train_config import TrainConfig
+from ..data.batching import n_examples
+from ..errors import UserError
+from ..fsutil import crash_point, write_json
+from ..runs.progress import ThroughputWindow
+from ..runs.rundir import LAST, MARKER, SUMMARY, is_checkpoint, read_json
+from ..runs.status import Status
+from .checkpointer import Checkpointer
+from .distributed import Dist
+from .evaluation import evaluate_dev
+from .run import Run
+from .setup import prepare
+from .stopping import Stopped, stop_on_signals
+
+__all__ = ["TrainConfig", "train"]
+
+
+def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dist: Dist | None = None,
+          judge=None) -> dict:
+    """Train (or resume) a run; returns the run summary (also in RUN/summary.json).
+
+    `judge(step, dev_metrics) -> bool`, called after each dev evaluation during training, ends
+    the run when it says so (status "pruned", last/ saved): how a sweep's pruner stops a trial."""
+    own_dist = dist is None
+    dist = dist or Dist.from_env()
+    run = None
+
+    def say(text: str) -> None:  # the first signal's notice
+        if run is not None:
+            run.reporter.message(text)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    try:
+        with stop_on_signals(say if dist.is_main else None) as stop:
+            try:
+                with stop.immediate():  # nothing would be saved by waiting: a signal ends the set-up at once
+                    run = prepare(cfg, resume, dist, reporter)
+            except KeyboardInterrupt:
+                kept = f"the run is as it was: {cfg.resume_command(resume)}" if resume is not None else \
+                    "nothing was trained or saved"
+                raise Stopped(f"stopped while the run was being set up; {kept}") from None
+            try:
+                status, last_metrics = _loop(run, stop, judge)
+                return _finish(run, status, last_metrics)
+            except KeyboardInterrupt:  # a second signal: at once
+                _interrupted(run)
+    finally:
+        for sink in (run.sinks or []) if run is not None else []:
+            try:
+                sink.close()
+            except Exception:  # noqa: BLE001 - a destination that fails to close does not keep the lock
+                pass
+        if run is not None and run.lock is not None:
+            run.lock.release()
+        if own_dist:
+            dist.close()
+
+
+def _loop(run: Run, stop, judge) -> tuple[Status, dict | None]:
+    """The training loop, from the run's step to where it stops; (how it ended, the last dev metrics)."""
+    cfg, dist, reporter, model, main = run.cfg, run.dist, run.reporter, run.model, run.dist.is_main
+    saver, window = Checkpointer(run), ThroughputWindow(run.tasks)
+    status, last_metrics = Status.FINISHED, None
+    with reporter:
+        reporter.start(run.stop_at, run.step, run.steps_per_epoch)
+        _announce(run)
+        if run.step == 0 and 0 in run.eval_steps:  # a fresh head as it is, before any step
+            last_metrics = evaluate_dev(run, saver)
+        model.train()
+        while run.step < run.stop_at:
+            # forward and backward, one batch per task
+            batches = run.rr.next(run.step)
+            lr = run.lr_at(run.step)
+            losses, smart = run.stepper.backward(batches, run.step, heads_only=run.step < (cfg.head_steps or 0))
+            crash_point("step")
+            # a non-finite loss skips the update; too many in a row end the run
+            if not dist.all_true(all(math.isfinite(v) for v in (*losses.values(), *smart.values()))):
+                run.nonfinite += 1
+                bad = ", ".join(f"{t}={v}" for t, v in {**losses, **smart}.items() if not math.isfinite(v))
+                if main:
+                    run.emit({"type": "nonfinite", "step": run.step + 1, "losses": losses,
+                               "consecutive": run.nonfinite})
+                    reporter.message(f"warning: step {run.step + 1} skipped, non-finite loss ({bad})")
+                run.step += 1  # the batch is consumed; the parameters are not updated
+                reporter.advance(run.step)
+                if run.nonfinite >= cfg.max_nonfinite:
+                    status = Status.NONFINITE
+                    break
+                continue
+            # update
+            run.nonfinite = 0
+            run.stepper.apply(lr)
+            if run.averager is not None:
+                run.averager.update()
+            run.step += 1
+            reporter.advance(run.step)
+            # log
+            window.add(n_examples(batches) * dist.world, losses, smart)
+            if run.step % cfg.log_every == 0 or run.step == run.stop_at:
+                rec = {"type": "train", "step": run.step, "epoch": run.step / run.steps_per_epoch, "lr": lr,
+                       **window.record(), **run.stepper.conflicts.record(), "time": time.time()}
+                if main:
+                    run.emit(rec)
+                    crash_point("logged")
+            # evaluate and save; a signal stops the run at the end of the step
+            stopping = dist.any_true(stop.requested)
+            evaluating = (run.step % run.eval_every == 0 or run.step in run.eval_steps) and run.step < run.stop_at \
+                and not stopping
+            periodic = bool(cfg.save_every) and run.step % cfg.save_every == 0 and not stopping
+            if (stopping or evaluating or periodic or run.step == run.stop_at) and not weights_finite(model):
+                status, run.diverged = Status.NONFINITE, True  # a finite loss whose update overflowed: save nothing
+                break
+            if evaluating:
+                last_metrics = evaluate_dev(run, saver)
+                saver.save(LAST, last_metrics, with_resume=True)
+                model.train()
+                if cfg.patience and run.since_best >= cfg.patience:
+                    status = Status.EARLY_STOPPED  # last/ was just saved; best/ holds the best
+                    break
+                # the judge (a sweep's pruner) asks on the main process; every rank follows it
+                if judge is not None and dist.any_true(dist.is_main and bool(judge(run.step, last_metrics))):
+                    status = Status.PRUNED  # last/ was just saved
+                    break
+            elif periodic:
+                saver.save(LAST, last_metrics, with_resume=True)
+            if stopping:
+                status = Status.STOPPED
+                break
+        # the end: a final evaluation, and last/ unless the weights diverged
+        if status == Status.FINISHED and run.step < run.total_steps:
+            status = Status.PAUSED  # at --stop-at-step: evaluated and saved like the end; --resume goes on
+        if status in (Status.FINISHED, Status.PAUSED, Status.STOPPED) and not weights_finite(model):  # e.g. after skipped steps
+            status, run.diverged = Status.NONFINITE, True
+        if status in (Status.FINISHED, Status.PAUSED):
+            last_metrics = evaluate_dev(run, saver)
+        if status in (Status.FINISHED, Status.PAUSED, Status.STOPPED):  # early-stopped and pruned have just
+            saver.save(LAST, last_metrics, with_resume=True)                # saved it; a diverged run must not
+    return status, last_metrics
+
+
+def _interrupted(run: Run) -> None:
+    """A second signal stopped the run mid-step: say so in its log (it is resumable from the last/ it
+    had), and give up without saving."""
+    if run.ended is not None:  # while finishing, its end record written: that is how it ended
+        raise Stopped(f"stopped at once while finishing; the run had ended {run.ended}")
+    if run.dist.is_main and run.sinks:
+        run.emit({"type": "end", "status": Status.INTERRUPTED, "step": run.step, "best_overall": run.best,
+                  "time": time.time()})
+    last = run.dir / LAST
+    if is_checkpoint(last):
+        saved = read_json(last / MARKER).get("step")
+        kept = f"{last} holds step {saved}: go on from there with `{run.cfg.resume_command(run.dir)}`"
+    else:
+        kept = "no checkpoint had been saved yet"
+    raise Stopped(f"stopped at once at step {run.step}, without saving; {kept}")
+
+
+def weights_finite(model) -> bool:
+    """Whether every parameter is finite (one device sync: checked where weights are saved, not every step)."""
+    return bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())
+
+
+def _announce(run: Run) -> None:
+    """The run's opening messages: encoder, device and precision; skipped data rows."""
+    enc = run.model.encoder.config
+    params = sum(p.numel() for p in run.model.encoder.parameters()) / 1e6
+    source = f"{run.dir / LAST} (resumed)" if run.resumed else run.cfg.encoder
+    run.reporter.message(f"encoder {source}: {enc.model_type}, {enc.num_hidden_layers} layers, hidden "
+                         f"{enc.hidden_size}, {params:.0f}M parameters; device {run.device}; training steps in "
+                         f"{run.precision}, evaluation in fp32")
+    if run.cfg.precision == "auto" and run.precision != "fp32":
+        run.reporter.message(f"--precision auto chose {run.precision}: this CPU multiplies it natively "
+                             f"(--precision fp32 turns it off)")
+    if run.warnings:
+        run.reporter.message(f"{len(run.warnings)} unusable row(s) skipped: " +
+                             ", ".join(f"{Path(p).name}: {n}" for p, n in run.skipped.items()))
+
+
+def _finish(run: Run, status: str, last_metrics: dict | None) -> dict:
+    """Write the end record and RUN/summary.json; a diverged run is a UserError."""
+    summary = {"run": str(run.dir), "status": status, "step": run.step, "total_steps": run.total_steps,
+               "best_overall": run.best, "last_metrics": last_metrics, "skipped_rows": sum(run.skipped.values()),
+               "skipped": run.skipped, "world_size": run.dist.world,
+               "tasks": [s.to_dict() for s in run.model.specs.values()]}
+    if run.dist.is_main:
+        run.emit({"type": "end", "status": status, "step": run.step, "best_overall": run.best})
+        run.ended = status
+        crash_point("end")
+        write_json(run.dir / SUMMARY, summary)
+        if status == Status.EARLY_STOPPED:
+            best = f"best/ holds the best ({run.best:.4f})" if run.best is not None else "no evaluation had an overall score"
+            run.reporter.message(f"early stop at step {run.step}: no better overall dev score in {run.since_best} "
+                                 f"evaluations (--patience); {best}")
+        if status == Status.PRUNED:
+            run.reporter.message(f"pruned at step {run.step}: the sweep's pruner found its dev score behind the "
+                                 f"other trials'")
+        if status == Status.STOPPED:  # a sweep's trial: the sweep says how to go on
+            run.reporter.message(f"stopped at step {run.step}; checkpoint saved" + (
+                "" if run.cfg.sweep else f". Resume with: {run.cfg.resume_command(run.dir)}"))
+        if status == Status.PAUSED:
+            run.reporter.message(f"paused at step {run.step} of {run.total_steps} (--stop-at-step); checkpoint saved. "
+                                 f"Go on with: {run.cfg.resume_command(run.dir)} [--stop-at-step N]")
+        if status == Status.NONFINITE:
+            last = run.dir / LAST
+            kept = f"the last good weights are in {last}" if is_checkpoint(last) else \
+                "no checkpoint was saved before"
+            why = "the weights became non-finite (NaN or inf)" if run.diverged else \
+                f"{run.nonfinite} consecutive non-finite losses"
+            raise UserError(f"stopped at step {run.step}: {why}; {kept} (try a lower --lr, or --precision fp32)")
+    return summary
