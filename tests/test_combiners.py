@@ -15,7 +15,7 @@ import torch
 from bertmtl.mtl.combiners import REGISTRY, gram_matrix
 from bertmtl.mtl.combiners.cagrad import cagrad_weights
 from bertmtl.mtl.telemetry import ConflictWindow, step_stats
-from bertmtl.runs.rundir import conflict_summary
+from bertmtl.runs.state import conflict_summary
 from bertmtl.configuration.train_config import COMBINERS, TrainConfig
 
 from .conftest import cli

@@ -17,7 +17,7 @@ from bertmtl.tasks.files import read_task_file
 from bertmtl.errors import UserError
 from bertmtl.inference.evaluate import spearman_rho, task_metrics
 from bertmtl.tasks import METRIC_SHORT, TaskSpec
-from bertmtl.runs.rundir import RunState
+from bertmtl.runs.state import RunState
 from bertmtl.tasks.declared import build_spec, declared_specs, parse_task_flag, read_tasks_file
 
 from .conftest import command

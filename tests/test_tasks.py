@@ -20,7 +20,7 @@ from bertmtl.inference.predict import Predictor, to_tsv, tsv_columns
 from bertmtl.data.mlm_text import BUILTIN_SOURCES, SOURCE_ALIASES
 from bertmtl.tasks import BUILTIN, REGRESSION, SIGMOID, SOFTMAX, TASK_ALIASES, TASKS, TaskSpec, metric_rows
 from bertmtl.encoders.tokenizer import EncoderTokenizer
-from bertmtl.runs.rundir import RunState
+from bertmtl.runs.state import RunState
 
 from .conftest import tiny_config, tiny_vocab
 

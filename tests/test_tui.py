@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from bertmtl.cli import main
 from bertmtl.tui import playground as playground_module
 from bertmtl.tui.app import BertmtlApp
-from bertmtl.runs.rundir import RunState
+from bertmtl.runs.state import RunState
 from bertmtl.tui.feed import MetricsTail, format_duration
 from bertmtl.tui.lineplot import plot_lines
 from bertmtl.tui.monitor import DevTable, RunStatus

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from ..errors import UserError
 from .status import Status
-from .rundir import (BEST, LAST, METRICS_LOG, SUMMARY, RunState, WriterLock, conflict_summary, is_checkpoint, is_run,
-                     writer_alive)
+from .rundir import BEST, LAST, METRICS_LOG, SUMMARY, WriterLock, is_checkpoint, is_run, writer_alive
+from .state import RunState, conflict_summary
 from ..configuration.train_config import upgrade_config
 
 RUNS_ROOT = Path("checkpoints")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UserError, extra_hint
-from ..runs.rundir import TELEMETRY_KEYS
+from ..runs.state import TELEMETRY_KEYS
 from .records import NOT_SCALARS, flatten, is_number
 
 

@@ -367,7 +367,8 @@ def _ablate_stages(cfg: AblateConfig, rows: list[str], out: Path, reporter_facto
     from ..model.device import pick_device
     from ..fsutil import read_json, write_bytes, write_json
     from ..training.pretrain import report
-    from ..runs.rundir import BEST, LAST, SUMMARY, RunState, is_run
+    from ..runs.rundir import BEST, LAST, SUMMARY, is_run
+    from ..runs.state import RunState
     from .report import SPEC_FILE
     from .run import run_sweep
     from .spec import ROW, read_spec
@@ -441,7 +442,8 @@ def _ablate_stages(cfg: AblateConfig, rows: list[str], out: Path, reporter_facto
 def compare_with_baseline(result: dict, table: Table, replicates: int) -> None:
     """Each row against the table's baseline row (where both ran): a paired bootstrap over the
     dev examples both scored, pooled over seeds (stats.paired_bootstrap), per metric."""
-    from ..runs.rundir import RunState, read_dev_outputs
+    from ..runs.rundir import read_dev_outputs
+    from ..runs.state import RunState
     from .stats import paired_bootstrap
 
     rows = {r["name"]: r for r in result["rows"]}
@@ -487,7 +489,7 @@ def conflict_picture(out: Path, rows: list[dict]) -> dict:
     """conflicts.svg: the telemetry of the first row's first seed (sweep/pictures.py)."""
     from ..fsutil import write_bytes
     from .pictures import conflict_svg
-    from ..runs.rundir import RunState
+    from ..runs.state import RunState
 
     run = rows[0]["seeds"][0]
     svg = conflict_svg(RunState.of(Path(run["run"])), title=f"{rows[0]['title']}, seed {run['seed']}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from html import escape
 
-from ..runs.rundir import RunState, conflict_summary
+from ..runs.state import RunState, conflict_summary
 
 PAIR_COLORS = ("#c2185b", "#00838f", "#f9a825", "#2e7d32", "#d84315", "#1565c0", "#6a1b9a", "#4e342e")
 

@@ -94,7 +94,8 @@ def build_report(out: Path, spec: SweepSpec, replicates: int = 1000) -> dict:
     """The report of the sweep in `out` (written there); returns it."""
     from ..fsutil import write_bytes, write_json
     from .pictures import intervals_svg
-    from ..runs.rundir import RunState, read_dev_outputs
+    from ..runs.rundir import read_dev_outputs
+    from ..runs.state import RunState
     from .stats import mean_ci, paired_bootstrap
     from ..tasks import metric_range
     from .study import finite_number, last_eval

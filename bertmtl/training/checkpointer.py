@@ -8,6 +8,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..fsutil import WriteError
 from ..runs import checkpoint as ckpt
+from ..runs.state import TrainingState
 from .ema import restore_training_weights, trainable
 from .run import Run
 
@@ -36,8 +37,8 @@ class Checkpointer:
         """Save the model as it is now; `raw` = the training weights when the average is swapped in."""
         run = self.run
         try:
-            ckpt.save_checkpoint(run.dir / name, run.model, run.tokenizer, step=run.step,
-                                 epoch=run.step / run.steps_per_epoch, train_args=run.cfg.to_dict(), metrics=metrics,
+            ckpt.save_checkpoint(run.dir / name, run.model, run.tokenizer, step=run.state.step,
+                                 epoch=run.state.step / run.steps_per_epoch, train_args=run.cfg.to_dict(), metrics=metrics,
                                  tasks=run.tasks, resume=self.resume_state(raw) if with_resume else None)
         except WriteError as e:
             raise UserError(f"{e.message}. Resume with `{run.cfg.resume_command(run.dir)}` once fixed.") from None
@@ -47,8 +48,7 @@ class Checkpointer:
         run, stepper = self.run, self.run.stepper
         tensors, opt_meta = ckpt.optimizer_state(stepper.optimizer)
         tensors.update(ckpt.rng_state(stepper.combiner.generators()))
-        state = {"tensors": tensors, "optimizer": opt_meta, "step": run.step, "best": run.best,
-                 "since_best": run.since_best, "nonfinite": run.nonfinite, "data": run.rr.state_dict(),
+        state = {"tensors": tensors, "optimizer": opt_meta, **run.state.resume_fields(), "data": run.rr.state_dict(),
                  "total_steps": run.total_steps}
         for part, obj in stepper.stateful().items():  # the combiner's and the loss weighting's own state
             part_tensors, state[part] = obj.state_dict()
@@ -72,8 +72,7 @@ class Checkpointer:
             obj.load_state_dict({k[len(part) + 1:]: v for k, v in tensors.items() if k.startswith(f"{part}.")},
                                 state.get(part, {}))
         run.rr.load_state_dict(state["data"])
-        run.step, run.best, run.nonfinite = state["step"], state.get("best"), state.get("nonfinite", 0)
-        run.since_best = state.get("since_best", 0)
+        run.state = TrainingState.resumed(state)
         if "scaler" in state and run.cfg.precision == "fp16":
             stepper.scaler.load_state_dict(state["scaler"])
         try:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from ..fsutil import crash_point
 from ..inference.evaluate import evaluate
 from ..runs.rundir import BEST, write_dev_outputs
@@ -27,14 +25,9 @@ def evaluate_dev(run: Run, checkpointer: Checkpointer) -> dict:
         metrics = dist.broadcast_object(metrics)
         crash_point("eval:scored")
         # An undefined (None) or non-finite score never becomes best/: a diverged model scores NaN.
-        score = metrics.get("overall")
-        is_best = isinstance(score, (int, float)) and math.isfinite(score) and (run.best is None or score > run.best)
-        if is_best:
-            run.best = score
-        if run.dev_sets:  # no dev set, nothing to be patient about; an undefined score is no improvement
-            run.since_best = 0 if is_best else run.since_best + 1
-        rec = {"type": "eval", "split": "dev", "step": run.step, "epoch": run.step / run.steps_per_epoch, **metrics,
-               "best": is_best, "best_overall": run.best}
+        is_best = run.state.consider(metrics.get("overall"), has_dev=bool(run.dev_sets))
+        rec = {"type": "eval", "split": "dev", "step": run.state.step, "epoch": run.state.step / run.steps_per_epoch, **metrics,
+               "best": is_best, "best_overall": run.state.best}
         if dist.is_main:
             run.emit(rec)
             crash_point("eval:logged")

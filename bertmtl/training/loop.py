@@ -83,63 +83,63 @@ def _loop(run: Run, stop, judge) -> tuple[Status, dict | None]:
     saver, window = Checkpointer(run), ThroughputWindow(run.tasks)
     status, last_metrics = Status.FINISHED, None
     with reporter:
-        reporter.start(run.stop_at, run.step, run.steps_per_epoch)
+        reporter.start(run.stop_at, run.state.step, run.steps_per_epoch)
         _announce(run)
-        if run.step == 0 and 0 in run.eval_steps:  # a fresh head as it is, before any step
+        if run.state.step == 0 and 0 in run.eval_steps:  # a fresh head as it is, before any step
             last_metrics = evaluate_dev(run, saver)
         model.train()
-        while run.step < run.stop_at:
+        while run.state.step < run.stop_at:
             # forward and backward, one batch per task
-            batches = run.rr.next(run.step)
-            lr = run.lr_at(run.step)
-            losses, smart = run.stepper.backward(batches, run.step, heads_only=run.step < (cfg.head_steps or 0))
+            batches = run.rr.next(run.state.step)
+            lr = run.lr_at(run.state.step)
+            losses, smart = run.stepper.backward(batches, run.state.step, heads_only=run.state.step < (cfg.head_steps or 0))
             crash_point("step")
             # a non-finite loss skips the update; too many in a row end the run
             if not dist.all_true(all(math.isfinite(v) for v in (*losses.values(), *smart.values()))):
-                run.nonfinite += 1
+                run.state.nonfinite += 1
                 bad = ", ".join(f"{t}={v}" for t, v in {**losses, **smart}.items() if not math.isfinite(v))
                 if main:
-                    run.emit({"type": "nonfinite", "step": run.step + 1, "losses": losses,
-                               "consecutive": run.nonfinite})
-                    reporter.message(f"warning: step {run.step + 1} skipped, non-finite loss ({bad})")
-                run.step += 1  # the batch is consumed; the parameters are not updated
-                reporter.advance(run.step)
-                if run.nonfinite >= cfg.max_nonfinite:
+                    run.emit({"type": "nonfinite", "step": run.state.step + 1, "losses": losses,
+                               "consecutive": run.state.nonfinite})
+                    reporter.message(f"warning: step {run.state.step + 1} skipped, non-finite loss ({bad})")
+                run.state.step += 1  # the batch is consumed; the parameters are not updated
+                reporter.advance(run.state.step)
+                if run.state.nonfinite >= cfg.max_nonfinite:
                     status = Status.NONFINITE
                     break
                 continue
             # update
-            run.nonfinite = 0
+            run.state.nonfinite = 0
             run.stepper.apply(lr)
             if run.averager is not None:
                 run.averager.update()
-            run.step += 1
-            reporter.advance(run.step)
+            run.state.step += 1
+            reporter.advance(run.state.step)
             # log
             window.add(n_examples(batches) * dist.world, losses, smart)
-            if run.step % cfg.log_every == 0 or run.step == run.stop_at:
-                rec = {"type": "train", "step": run.step, "epoch": run.step / run.steps_per_epoch, "lr": lr,
+            if run.state.step % cfg.log_every == 0 or run.state.step == run.stop_at:
+                rec = {"type": "train", "step": run.state.step, "epoch": run.state.step / run.steps_per_epoch, "lr": lr,
                        **window.record(), **run.stepper.conflicts.record(), "time": time.time()}
                 if main:
                     run.emit(rec)
                     crash_point("logged")
             # evaluate and save; a signal stops the run at the end of the step
             stopping = dist.any_true(stop.requested)
-            evaluating = (run.step % run.eval_every == 0 or run.step in run.eval_steps) and run.step < run.stop_at \
+            evaluating = (run.state.step % run.eval_every == 0 or run.state.step in run.eval_steps) and run.state.step < run.stop_at \
                 and not stopping
-            periodic = bool(cfg.save_every) and run.step % cfg.save_every == 0 and not stopping
-            if (stopping or evaluating or periodic or run.step == run.stop_at) and not weights_finite(model):
-                status, run.diverged = Status.NONFINITE, True  # a finite loss whose update overflowed: save nothing
+            periodic = bool(cfg.save_every) and run.state.step % cfg.save_every == 0 and not stopping
+            if (stopping or evaluating or periodic or run.state.step == run.stop_at) and not weights_finite(model):
+                status, run.state.diverged = Status.NONFINITE, True  # a finite loss whose update overflowed: save nothing
                 break
             if evaluating:
                 last_metrics = evaluate_dev(run, saver)
                 saver.save(LAST, last_metrics, with_resume=True)
                 model.train()
-                if cfg.patience and run.since_best >= cfg.patience:
+                if cfg.patience and run.state.since_best >= cfg.patience:
                     status = Status.EARLY_STOPPED  # last/ was just saved; best/ holds the best
                     break
                 # the judge (a sweep's pruner) asks on the main process; every rank follows it
-                if judge is not None and dist.any_true(dist.is_main and bool(judge(run.step, last_metrics))):
+                if judge is not None and dist.any_true(dist.is_main and bool(judge(run.state.step, last_metrics))):
                     status = Status.PRUNED  # last/ was just saved
                     break
             elif periodic:
@@ -148,10 +148,10 @@ def _loop(run: Run, stop, judge) -> tuple[Status, dict | None]:
                 status = Status.STOPPED
                 break
         # the end: a final evaluation, and last/ unless the weights diverged
-        if status == Status.FINISHED and run.step < run.total_steps:
+        if status == Status.FINISHED and run.state.step < run.total_steps:
             status = Status.PAUSED  # at --stop-at-step: evaluated and saved like the end; --resume goes on
         if status in (Status.FINISHED, Status.PAUSED, Status.STOPPED) and not weights_finite(model):  # e.g. after skipped steps
-            status, run.diverged = Status.NONFINITE, True
+            status, run.state.diverged = Status.NONFINITE, True
         if status in (Status.FINISHED, Status.PAUSED):
             last_metrics = evaluate_dev(run, saver)
         if status in (Status.FINISHED, Status.PAUSED, Status.STOPPED):  # early-stopped and pruned have just
@@ -162,18 +162,17 @@ def _loop(run: Run, stop, judge) -> tuple[Status, dict | None]:
 def _interrupted(run: Run) -> None:
     """A second signal stopped the run mid-step: say so in its log (it is resumable from the last/ it
     had), and give up without saving."""
-    if run.ended is not None:  # while finishing, its end record written: that is how it ended
-        raise Stopped(f"stopped at once while finishing; the run had ended {run.ended}")
+    if run.state.ended is not None:  # while finishing, its end record written: that is how it ended
+        raise Stopped(f"stopped at once while finishing; the run had ended {run.state.ended}")
     if run.dist.is_main and run.sinks:
-        run.emit({"type": "end", "status": Status.INTERRUPTED, "step": run.step, "best_overall": run.best,
-                  "time": time.time()})
+        run.emit({"type": "end", **run.state.end_fields(Status.INTERRUPTED), "time": time.time()})
     last = run.dir / LAST
     if is_checkpoint(last):
         saved = read_json(last / MARKER).get("step")
         kept = f"{last} holds step {saved}: go on from there with `{run.cfg.resume_command(run.dir)}`"
     else:
         kept = "no checkpoint had been saved yet"
-    raise Stopped(f"stopped at once at step {run.step}, without saving; {kept}")
+    raise Stopped(f"stopped at once at step {run.state.step}, without saving; {kept}")
 
 
 def weights_finite(model) -> bool:
@@ -199,33 +198,33 @@ def _announce(run: Run) -> None:
 
 def _finish(run: Run, status: str, last_metrics: dict | None) -> dict:
     """Write the end record and RUN/summary.json; a diverged run is a UserError."""
-    summary = {"run": str(run.dir), "status": status, "step": run.step, "total_steps": run.total_steps,
-               "best_overall": run.best, "last_metrics": last_metrics, "skipped_rows": sum(run.skipped.values()),
+    summary = {"run": str(run.dir), **run.state.end_fields(status), "total_steps": run.total_steps,
+               "last_metrics": last_metrics, "skipped_rows": sum(run.skipped.values()),
                "skipped": run.skipped, "world_size": run.dist.world,
                "tasks": [s.to_dict() for s in run.model.specs.values()]}
     if run.dist.is_main:
-        run.emit({"type": "end", "status": status, "step": run.step, "best_overall": run.best})
-        run.ended = status
+        run.emit({"type": "end", **run.state.end_fields(status)})
+        run.state.ended = status
         crash_point("end")
         write_json(run.dir / SUMMARY, summary)
         if status == Status.EARLY_STOPPED:
-            best = f"best/ holds the best ({run.best:.4f})" if run.best is not None else "no evaluation had an overall score"
-            run.reporter.message(f"early stop at step {run.step}: no better overall dev score in {run.since_best} "
+            best = f"best/ holds the best ({run.state.best:.4f})" if run.state.best is not None else "no evaluation had an overall score"
+            run.reporter.message(f"early stop at step {run.state.step}: no better overall dev score in {run.state.since_best} "
                                  f"evaluations (--patience); {best}")
         if status == Status.PRUNED:
-            run.reporter.message(f"pruned at step {run.step}: the sweep's pruner found its dev score behind the "
+            run.reporter.message(f"pruned at step {run.state.step}: the sweep's pruner found its dev score behind the "
                                  f"other trials'")
         if status == Status.STOPPED:  # a sweep's trial: the sweep says how to go on
-            run.reporter.message(f"stopped at step {run.step}; checkpoint saved" + (
+            run.reporter.message(f"stopped at step {run.state.step}; checkpoint saved" + (
                 "" if run.cfg.sweep else f". Resume with: {run.cfg.resume_command(run.dir)}"))
         if status == Status.PAUSED:
-            run.reporter.message(f"paused at step {run.step} of {run.total_steps} (--stop-at-step); checkpoint saved. "
+            run.reporter.message(f"paused at step {run.state.step} of {run.total_steps} (--stop-at-step); checkpoint saved. "
                                  f"Go on with: {run.cfg.resume_command(run.dir)} [--stop-at-step N]")
         if status == Status.NONFINITE:
             last = run.dir / LAST
             kept = f"the last good weights are in {last}" if is_checkpoint(last) else \
                 "no checkpoint was saved before"
-            why = "the weights became non-finite (NaN or inf)" if run.diverged else \
-                f"{run.nonfinite} consecutive non-finite losses"
-            raise UserError(f"stopped at step {run.step}: {why}; {kept} (try a lower --lr, or --precision fp32)")
+            why = "the weights became non-finite (NaN or inf)" if run.state.diverged else \
+                f"{run.state.nonfinite} consecutive non-finite losses"
+            raise UserError(f"stopped at step {run.state.step}: {why}; {kept} (try a lower --lr, or --precision fp32)")
     return summary

@@ -16,7 +16,8 @@ import dataclasses
 from pathlib import Path
 
 from ..errors import UserError
-from ..runs.rundir import RunState, holds_run, is_checkpoint, is_run, read_json
+from ..runs.rundir import holds_run, is_checkpoint, is_run, read_json
+from ..runs.state import RunState
 from ..tasks import MLM
 from ..configuration.train_config import PRETRAIN_DEFAULTS, TrainConfig
 

@@ -13,7 +13,7 @@ from ..encoders.tokenizer import EncoderTokenizer
 from ..model.heads import MultitaskBert
 from ..mtl.step import MultitaskStep
 from ..runs.rundir import WriterLock
-from ..runs.status import Status
+from ..runs.state import TrainingState
 from .distributed import Dist
 from .ema import WeightAverage
 from .optim import scheduled_lr
@@ -44,13 +44,8 @@ class Run:
     precision: str  # of the training steps
     resumed: bool
     eval_steps: set = field(default_factory=set)  # evaluations besides every eval_every steps (--head-steps)
-    step: int = 0
-    best: float | None = None
-    since_best: int = 0  # evaluations since the best one (--patience)
-    nonfinite: int = 0  # consecutive steps with a non-finite loss
-    diverged: bool = False  # the weights themselves became non-finite
+    state: TrainingState = field(default_factory=TrainingState)  # step, best score, patience, ...
     lock: WriterLock | None = None  # held while the main process trains (`bertmtl runs`: running)
-    ended: Status | None = None  # the status of its end record, once written
     warnings: list = field(default_factory=list)
 
     @property

@@ -371,12 +371,12 @@ def _build(cfg: TrainConfig, run_dir: Path, resume_ckpt: Path | None, dist: Dist
         # Ended for good at this step (summary.json is written last) and trained to the end of the schedule
         # these options give: resuming would only evaluate it again and add records to its log. A run
         # stopped or killed at its last step, before its summary, still resumes: that writes its end.
-        if run.step >= total_steps and status.final and summary.get("step") == run.step:
+        if run.state.step >= total_steps and status.final and summary.get("step") == run.state.step:
             model_dir = run_dir / BEST if is_checkpoint(run_dir / BEST) else run_dir / LAST
-            raise UserError(f"{run_dir}: nothing to resume, it is {status} at step {run.step} of {total_steps}. "
+            raise UserError(f"{run_dir}: nothing to resume, it is {status} at step {run.state.step} of {total_steps}. "
                             f"Its model is {model_dir}; to train more, start a new "
                             f"run from it, e.g. `bertmtl {cfg.command} --encoder {run_dir} --out NEW_DIR`")
-        if run.stop_at <= run.step:  # a paused run's --stop-at-step is behind it: --resume goes on to the end
+        if run.stop_at <= run.state.step:  # a paused run's --stop-at-step is behind it: --resume goes on to the end
             run.stop_at, run.cfg = total_steps, replace(cfg, stop_at_step=None)
 
     return run
@@ -385,9 +385,9 @@ def _build(cfg: TrainConfig, run_dir: Path, resume_ckpt: Path | None, dist: Dist
 def _open_log(run: Run) -> None:
     cfg = run.cfg
     run.sinks = [MetricsLog(run.dir / METRICS_LOG), ConsoleSink(run.reporter),
-                 *report_sinks(cfg.report_to, run.dir, run.step if run.resumed else None)]
+                 *report_sinks(cfg.report_to, run.dir, run.state.step if run.resumed else None)]
     write_json(run.dir / TRAIN_ARGS, cfg.to_dict())
-    run.emit({"type": "resume" if run.resumed else "start", "step": run.step, "time": time.time(),
+    run.emit({"type": "resume" if run.resumed else "start", "step": run.state.step, "time": time.time(),
                    "config": cfg.to_dict(), "total_steps": run.total_steps, "steps_per_epoch": run.steps_per_epoch,
                    "examples": {t: len(d) for t, d in run.train_sets.items()},
                    "dev_examples": {t: len(d) for t, d in run.dev_sets.items()}, "skipped": run.skipped,

@@ -13,8 +13,8 @@ from textual.message import Message
 from textual.widgets import Footer, Header, Input, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from ..runs.rundir import (BEST, LAST, MESSAGES, METRICS_LOG, PROGRESS, WRITER_LOCK, RunState, checkpoint_identity, is_checkpoint,
-                      writer_alive)
+from ..runs.rundir import BEST, LAST, MESSAGES, METRICS_LOG, PROGRESS, WRITER_LOCK, checkpoint_identity, is_checkpoint, writer_alive
+from ..runs.state import RunState
 from ..runs.status import Status
 from ..training.stopping import STOPPED_EXIT
 from .conflicts import ConflictPane

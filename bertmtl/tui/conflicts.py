@@ -15,7 +15,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
 from ..sweep.pictures import cosine_fill, cosine_scale, cosine_text
-from ..runs.rundir import RunState
+from ..runs.state import RunState
 from .lineplot import LinePlot
 
 PAIR_COLORS = ("magenta", "cyan", "yellow", "green", "red", "blue", "bright_magenta", "bright_cyan",

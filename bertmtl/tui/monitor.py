@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Static
 from ..runs.catalog import encoder_of
 from ..tasks import BUILTIN, dev_table_metrics
 from .bars import text_bar
-from ..runs.rundir import RunState
+from ..runs.state import RunState
 from ..runs.status import Status
 from .feed import format_duration
 from .lineplot import LinePlot
