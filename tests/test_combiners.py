@@ -26,7 +26,7 @@ CFG = SimpleNamespace(cagrad_c=0.4, nash_update_every=1, nash_max_norm=1.0, fair
 
 
 def _combiner(name, **kw):
-    return REGISTRY[name](SimpleNamespace(**{**vars(CFG), **kw}), 0)
+    return REGISTRY[name].from_config(SimpleNamespace(**{**vars(CFG), **kw}), 0)
 
 
 def _random_sets():

@@ -22,7 +22,7 @@ CFG = SimpleNamespace(weighting_lr=1e-2, dwa_temperature=2.0, dwa_window=3, grad
 
 
 def _weighting(name, tasks=TASKS, steps_per_epoch=None, **kw):
-    return REGISTRY[name](SimpleNamespace(**{**vars(CFG), **kw}), list(tasks), steps_per_epoch)
+    return REGISTRY[name].from_config(SimpleNamespace(**{**vars(CFG), **kw}), list(tasks), steps_per_epoch)
 
 
 def test_the_registry_is_the_option():

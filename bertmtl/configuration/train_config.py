@@ -21,16 +21,16 @@ from ..data.mlm_text import BUILTIN_SOURCES, OPTIONAL, parse_amounts, parse_sour
 from ..tasks.files import parse_tasks, task_files
 from ..model.head_config import (DEFAULT_HEADS, MLP_HIDDEN_MAX, PAIR_FEATURES, PAIR_MODES, POOLINGS,
                                   STS_LOSSES)
+from ..mtl.combiners import REGISTRY as COMBINER_REGISTRY
 from ..mtl.smart_config import DEFAULT_SMART, paper_weights
+from ..mtl.weightings import REGISTRY as WEIGHTING_REGISTRY
 from ..tasks import TASKS
 from ..tasks.declared import builtin_names, parse_task_flags
 
 REPORT_TO = ("tensorboard", "csv", "mlflow", "wandb")
-# --combine: the gradient combiners (mtl/combiners/, one module each; its REGISTRY has these names).
-COMBINERS = ("sum", "mean", "pcgrad", "mgda", "cagrad", "nash-mtl", "imtl-g", "aligned-mtl", "upgrad", "dualproj",
-             "fairgrad", "random")
-# --loss-weighting: the loss weightings (mtl/weightings/, one module each; its REGISTRY has these names).
-LOSS_WEIGHTINGS = ("none", "uncertainty", "dwa", "gradnorm")
+# --combine and --loss-weighting: their registries' names (one module per method; no torch to list them).
+COMBINERS = tuple(COMBINER_REGISTRY)
+LOSS_WEIGHTINGS = tuple(WEIGHTING_REGISTRY)
 ALIGNED_SCALES = ("min", "median", "mean")
 TELEMETRY = ("auto", "on", "off")
 OPTIMIZERS = ("adamw", "adamaxw")

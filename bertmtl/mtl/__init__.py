@@ -4,7 +4,7 @@ Imported on first use, so the torch-free smart_config.py can be read (by the tra
 without importing torch.
 """
 
-_API = {"COMBINERS": ("combiners", "REGISTRY"), "pcgrad": ("combiners", "pcgrad"), "SmartConfig": ("smart_config", "SmartConfig"),
+_API = {"COMBINERS": ("combiners", "REGISTRY"), "pcgrad": ("combiners.pcgrad", "pcgrad"), "SmartConfig": ("smart_config", "SmartConfig"),
         "smart_loss": ("smart", "smart_loss")}
 __all__ = list(_API)
 

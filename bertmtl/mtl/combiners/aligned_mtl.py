@@ -13,7 +13,7 @@ from .base import Combiner, mean_weights
 
 
 class AlignedMTL(Combiner):
-    name, title = "aligned-mtl", "Aligned-MTL: condition the gradient matrix, then average"
+    title = "Aligned-MTL: condition the gradient matrix, then average"
     paper = "https://arxiv.org/abs/2305.19000"
     options = ("aligned_scale",)
     vanishing = "scales the gradients' principal directions to one size, a vanishing gradient's too"
@@ -26,6 +26,6 @@ class AlignedMTL(Combiner):
         if not bool(keep.any()):
             return mean_weights(n)
         lam, vec = lam[keep], vec[:, keep]
-        scale = {"min": lam.min, "median": lam.median, "mean": lam.mean}[self.cfg.aligned_scale]()
+        scale = {"min": lam.min, "median": lam.median, "mean": lam.mean}[self.hyper["aligned_scale"]]()
         balance = scale.sqrt() * (vec * lam.rsqrt()) @ vec.T
         return balance @ mean_weights(n)

@@ -9,24 +9,21 @@ the T(T+1)/2 dot products once (one host sync) and hands the matrix here, in flo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 
-if TYPE_CHECKING:
-    from ...configuration.train_config import TrainConfig
-
-
 class Combiner:
-    """A gradient combination method; subclasses set `name`, `title`, `paper` and `weights`.
+    """A gradient combination method; subclasses set `title`, `paper` and `weights`.
 
-    `options`: the TrainConfig fields this method reads (its hyperparameters), shown in help.
+    `options`: the TrainConfig fields that are this method's hyperparameters (shown in help), given
+    to the constructor by name (`from_config` reads them from a TrainConfig).
     Methods with state across steps (a generator, previous weights) return it from
     `state_dict` (tensors, JSON-able meta) and take it back in `load_state_dict`, so `--resume`
     continues exactly.
     """
 
-    name: ClassVar[str]
+    name: ClassVar[str] = ""  # its --combine name: the registry's (combiners/__init__.py)
     title: ClassVar[str]
     paper: ClassVar[str] = ""
     options: ClassVar[tuple[str, ...]] = ()
@@ -38,8 +35,17 @@ class Combiner:
     # Whether a gradient that is exactly 0 (a task with loss weight 0) stops every update.
     stalls_on_zero: ClassVar[bool] = False
 
-    def __init__(self, cfg: TrainConfig, seed: int):
-        self.cfg = cfg
+    def __init__(self, seed: int = 0, **hyper):
+        """`hyper`: the method's hyperparameters, by their option names (`options`), all of them."""
+        if set(hyper) != set(self.options):
+            raise TypeError(f"{type(self).__name__} takes {', '.join(self.options) or 'no hyperparameters'}, "
+                            f"not {', '.join(sorted(hyper)) or 'none'}")
+        self.hyper = hyper
+
+    @classmethod
+    def from_config(cls, options, seed: int) -> "Combiner":
+        """The method with its hyperparameters read from a TrainConfig (or anything with those fields)."""
+        return cls(seed, **{name: getattr(options, name) for name in cls.options})
 
     def __call__(self, gram: torch.Tensor | None, tasks: list[str]) -> torch.Tensor:
         """The weights of a step; a non-finite Gram matrix (an overflowed gradient) gets ones: the

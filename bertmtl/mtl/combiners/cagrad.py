@@ -84,11 +84,11 @@ def cagrad_weights(gram: torch.Tensor, c: float) -> torch.Tensor:
 
 
 class CAGrad(Combiner):
-    name, title = "cagrad", "CAGrad: the best worst-task improvement near the mean gradient"
+    title = "CAGrad: the best worst-task improvement near the mean gradient"
     paper = "https://arxiv.org/abs/2110.14048"
     options = ("cagrad_c",)
     vanishing = "stops updating once the gradients' min-norm point is near 0 (as it is once one gradient is)"
     stalls_on_zero = True
 
     def weights(self, gram, tasks):
-        return cagrad_weights(gram, self.cfg.cagrad_c)
+        return cagrad_weights(gram, self.hyper["cagrad_c"])

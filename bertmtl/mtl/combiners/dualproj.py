@@ -9,7 +9,7 @@ from .upgrad import dual_cone_weights
 
 
 class DualProj(Combiner):
-    name, title = "dualproj", "DualProj: the mean projected onto the dual cone"
+    title = "DualProj: the mean projected onto the dual cone"
     paper = "https://arxiv.org/abs/2406.16232"
 
     def weights(self, gram, tasks):

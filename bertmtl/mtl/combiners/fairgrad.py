@@ -14,13 +14,13 @@ from .solvers import barrier_newton
 
 
 class FairGrad(Combiner):
-    name, title = "fairgrad", "FairGrad: alpha-fair allocation between the tasks"
+    title = "FairGrad: alpha-fair allocation between the tasks"
     paper = "https://arxiv.org/abs/2402.15638"
     options = ("fairgrad_alpha",)
     vanishing = "weights each task up as its gradient's norm falls (by about 1 / the norm at --fairgrad-alpha 1)"
 
     def weights(self, gram, tasks):
-        a = self.cfg.fairgrad_alpha
+        a = self.hyper["fairgrad_alpha"]
         if a == 0 or not math.isfinite(float(gram.sum())) or float(gram.diagonal().sum()) <= 0:
             return mean_weights(len(tasks))
         return barrier_newton(gram, 1.0 / a)

@@ -10,7 +10,7 @@ from .base import Combiner
 
 
 class IMTLG(Combiner):
-    name, title = "imtl-g", "IMTL-G: equal projections on every task's unit gradient"
+    title = "IMTL-G: equal projections on every task's unit gradient"
     paper = "https://openreview.net/forum?id=IMPnRXEWpvr"
     vanishing = "gives every task the same projection on the update, so the smallest gradient sets the update's size"
 

@@ -7,7 +7,7 @@ from .base import Combiner, mean_weights
 
 
 class Mean(Combiner):
-    name, title = "mean", "Mean of the task gradients"
+    title = "Mean of the task gradients"
     needs_gram = False
 
     def weights(self, gram, tasks):

@@ -20,7 +20,7 @@ def min_norm_weights(gram: torch.Tensor) -> torch.Tensor:
 
 
 class MGDA(Combiner):
-    name, title = "mgda", "MGDA: the min-norm point of the gradients' convex hull"
+    title = "MGDA: the min-norm point of the gradients' convex hull"
     paper = "https://arxiv.org/abs/1810.04650"
     vanishing = "gives the smallest gradient all the weight (the update is 0 once that gradient is)"
     stalls_on_zero = True

@@ -20,18 +20,18 @@ from .solvers import barrier_newton
 
 
 class NashMTL(Combiner):
-    name, title = "nash-mtl", "Nash-MTL: the Nash bargaining solution between the tasks"
+    title = "Nash-MTL: the Nash bargaining solution between the tasks"
     paper = "https://arxiv.org/abs/2202.01017"
     options = ("nash_update_every", "nash_max_norm")
     vanishing = "weights each task by about 1 / its gradient's norm"
 
-    def __init__(self, cfg, seed):
-        super().__init__(cfg, seed)
+    def __init__(self, seed: int = 0, **hyper):
+        super().__init__(seed, **hyper)
         self.calls = 0
         self.alpha: dict[str, float] = {}  # the last solution, per task (kept between updates)
 
     def weights(self, gram, tasks):
-        update = self.calls % self.cfg.nash_update_every == 0 or any(t not in self.alpha for t in tasks)
+        update = self.calls % self.hyper["nash_update_every"] == 0 or any(t not in self.alpha for t in tasks)
         self.calls += 1
         frob = float(torch.linalg.matrix_norm(gram))
         if update:
@@ -45,7 +45,7 @@ class NashMTL(Combiner):
                 alpha = mean_weights(len(tasks))
             self.alpha.update({t: float(a) for t, a in zip(tasks, alpha)})
         alpha = torch.tensor([self.alpha[t] for t in tasks], dtype=torch.float64)
-        cap = self.cfg.nash_max_norm
+        cap = self.hyper["nash_max_norm"]
         norm = math.sqrt(max(float(alpha @ gram @ alpha), 0.0))  # |sum alpha_i g_i|
         if cap > 0 and norm > cap:
             alpha = alpha * (cap / norm)

@@ -37,11 +37,11 @@ def pcgrad(grads: list[torch.Tensor], generator: torch.Generator | None = None,
 
 
 class PCGrad(Combiner):
-    name, title = "pcgrad", "PCGrad: project away conflicting components"
+    title = "PCGrad: project away conflicting components"
     paper = "https://arxiv.org/abs/2001.06782"
 
-    def __init__(self, cfg, seed):
-        super().__init__(cfg, seed)
+    def __init__(self, seed: int = 0, **hyper):
+        super().__init__(seed, **hyper)
         self.gen = torch.Generator().manual_seed(seed)
 
     def generators(self):

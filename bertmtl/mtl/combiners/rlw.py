@@ -9,12 +9,12 @@ from .base import Combiner
 
 
 class RandomWeights(Combiner):
-    name, title = "random", "Random weights (RLW): softmax of normal draws"
+    title = "Random weights (RLW): softmax of normal draws"
     paper = "https://arxiv.org/abs/2111.10603"
     needs_gram = False
 
-    def __init__(self, cfg, seed):
-        super().__init__(cfg, seed)
+    def __init__(self, seed: int = 0, **hyper):
+        super().__init__(seed, **hyper)
         self.gen = torch.Generator().manual_seed(seed)
 
     def generators(self):

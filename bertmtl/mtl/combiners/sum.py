@@ -10,7 +10,7 @@ from .base import Combiner
 
 
 class Sum(Combiner):
-    name, title = "sum", "Sum of the task gradients"
+    title = "Sum of the task gradients"
     needs_gram = False
 
     def weights(self, gram, tasks):

@@ -28,7 +28,7 @@ def dual_cone_weights(gram: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 
 class UPGrad(Combiner):
-    name, title = "upgrad", "UPGrad: each gradient projected onto the dual cone, averaged"
+    title = "UPGrad: each gradient projected onto the dual cone, averaged"
     paper = "https://arxiv.org/abs/2406.16232"
 
     def weights(self, gram, tasks):

@@ -8,17 +8,23 @@ module and one class (base.LossWeighting) per method; REGISTRY maps the names to
 
 from __future__ import annotations
 
-from .base import LossWeighting
-from .dwa import DWA
-from .gradnorm import GradNorm
-from .none import Constant
-from .uncertainty import Uncertainty
+import importlib
 
-REGISTRY: dict[str, type[LossWeighting]] = {w.name: w for w in (Constant, Uncertainty, DWA, GradNorm)}
+from ..registry import Registry
+
+REGISTRY = Registry(__name__, {"none": "none:Constant", "uncertainty": "uncertainty:Uncertainty", "dwa": "dwa:DWA",
+                               "gradnorm": "gradnorm:GradNorm"})
 
 
-def make_weighting(cfg, tasks: list[str], steps_per_epoch: int | None = None, device=None) -> LossWeighting:
-    return REGISTRY[cfg.loss_weighting](cfg, list(tasks), steps_per_epoch, device)
+def make_weighting(cfg, tasks: list[str], steps_per_epoch: int | None = None, device=None):
+    """The --loss-weighting method of a TrainConfig, with its hyperparameters."""
+    return REGISTRY[cfg.loss_weighting].from_config(cfg, tasks, steps_per_epoch, device)
+
+
+def __getattr__(name: str):
+    if name == "LossWeighting":  # imported on first use: the registry's names need no torch
+        return importlib.import_module(".base", __name__).LossWeighting
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["LossWeighting", "REGISTRY", "make_weighting"]

@@ -12,26 +12,32 @@ sets their .grad, and `after_step()` runs after the optimizer moved them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 
-if TYPE_CHECKING:
-    from ...configuration.train_config import TrainConfig
-
-
 class LossWeighting:
-    name: ClassVar[str]
+    name: ClassVar[str] = ""  # its --loss-weighting name: the registry's (weightings/__init__.py)
     title: ClassVar[str]
     paper: ClassVar[str] = ""
-    options: ClassVar[tuple[str, ...]] = ()  # the TrainConfig fields it reads
+    options: ClassVar[tuple[str, ...]] = ()  # the TrainConfig fields that are its hyperparameters
     needs_gram: ClassVar[bool] = False  # update() needs the Gram matrix of the task gradients
     uses_losses: ClassVar[bool] = True  # update() reads the losses (averaged across ranks first)
 
-    def __init__(self, cfg: TrainConfig, tasks: list[str], steps_per_epoch: int | None,
-                 device: torch.device | None = None):
-        self.cfg, self.tasks = cfg, tasks
+    def __init__(self, tasks: list[str], steps_per_epoch: int | None = None, device: torch.device | None = None,
+                 **hyper):
+        """`hyper`: the method's hyperparameters, by their option names (`options`), all of them."""
+        if set(hyper) != set(self.options):
+            raise TypeError(f"{type(self).__name__} takes {', '.join(self.options) or 'no hyperparameters'}, "
+                            f"not {', '.join(sorted(hyper)) or 'none'}")
+        self.tasks, self.hyper = tasks, hyper
         self.index = {t: i for i, t in enumerate(tasks)}
+
+    @classmethod
+    def from_config(cls, options, tasks: list[str], steps_per_epoch: int | None = None,
+                    device: torch.device | None = None) -> "LossWeighting":
+        """The method with its hyperparameters read from a TrainConfig (or anything with those fields)."""
+        return cls(list(tasks), steps_per_epoch, device, **{name: getattr(options, name) for name in cls.options})
 
     def weights(self) -> dict[str, float]:
         raise NotImplementedError

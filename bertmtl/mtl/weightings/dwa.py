@@ -17,15 +17,14 @@ from .base import LossWeighting
 
 
 class DWA(LossWeighting):
-    name = "dwa"
     title = "Dynamic Weight Average"
     paper = "Liu et al. 2019"
     options = ("dwa_temperature", "dwa_window")
 
-    def __init__(self, cfg, tasks, steps_per_epoch, device=None):
-        super().__init__(cfg, tasks, steps_per_epoch, device)
-        self.window = cfg.dwa_window or steps_per_epoch or 1
-        self.temperature = cfg.dwa_temperature
+    def __init__(self, tasks, steps_per_epoch=None, device=None, **hyper):
+        super().__init__(tasks, steps_per_epoch, device, **hyper)
+        self.window = hyper["dwa_window"] or steps_per_epoch or 1
+        self.temperature = hyper["dwa_temperature"]
         self._reset_period()
         self.previous: list[list[float]] = []  # the last two periods' mean losses, oldest first
         self.steps = 0

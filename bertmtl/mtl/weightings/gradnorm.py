@@ -18,16 +18,15 @@ from .base import LossWeighting
 
 
 class GradNorm(LossWeighting):
-    name = "gradnorm"
     title = "GradNorm"
     paper = "Chen et al. 2018"
     options = ("gradnorm_alpha", "weighting_lr")
     needs_gram = True
 
-    def __init__(self, cfg, tasks, steps_per_epoch, device=None):
-        super().__init__(cfg, tasks, steps_per_epoch, device)
+    def __init__(self, tasks, steps_per_epoch=None, device=None, **hyper):
+        super().__init__(tasks, steps_per_epoch, device, **hyper)
         self.w = torch.ones(len(tasks), dtype=torch.float32, device=device, requires_grad=True)
-        self.alpha = cfg.gradnorm_alpha
+        self.alpha = hyper["gradnorm_alpha"]
         self.initial: dict[str, float] = {}  # L_k(0)
 
     def weights(self) -> dict[str, float]:

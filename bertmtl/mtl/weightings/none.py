@@ -6,7 +6,6 @@ from .base import LossWeighting
 
 
 class Constant(LossWeighting):
-    name = "none"
     title = "Constant (every loss weighted 1)"
     uses_losses = False
 

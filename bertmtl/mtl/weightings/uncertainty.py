@@ -16,13 +16,12 @@ from .base import LossWeighting
 
 
 class Uncertainty(LossWeighting):
-    name = "uncertainty"
     title = "Uncertainty weighting"
     paper = "Kendall et al. 2018"
     options = ("weighting_lr",)
 
-    def __init__(self, cfg, tasks, steps_per_epoch, device=None):
-        super().__init__(cfg, tasks, steps_per_epoch, device)
+    def __init__(self, tasks, steps_per_epoch=None, device=None, **hyper):
+        super().__init__(tasks, steps_per_epoch, device, **hyper)
         self.log_var = torch.zeros(len(tasks), dtype=torch.float32, device=device, requires_grad=True)
 
     def weights(self) -> dict[str, float]:
