@@ -18,7 +18,8 @@ from bertmtl.tasks import TASKS
 from bertmtl.data.batching import TaskDataset
 from bertmtl.tasks.files import read_task_file
 from bertmtl.inference.evaluate import outputs_of as dataset_predict
-from bertmtl.inference.predict import Item, Predictor, parse_line
+from bertmtl.inference.predict import Item, Predictor
+from bertmtl.inference.protocol import parse_line
 
 from .conftest import command
 

@@ -13,9 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bertmtl.cli import main
-from bertmtl.cli.predict import _predict_stdin
+from bertmtl.inference.protocol import answer_stream as _predict_stdin
 from bertmtl.errors import UserError
-from bertmtl.inference.predict import Item, Predictor, tsv_columns
+from bertmtl.inference.predict import Item, Predictor
+from bertmtl.inference.protocol import tsv_columns
 from bertmtl.encoders.tokenizer import EncoderTokenizer
 
 from .conftest import command
@@ -149,7 +150,7 @@ def test_a_batch_failure_costs_only_the_failing_item(predictor, monkeypatch):
 def test_unwritable_answers_become_error_lines(predictor):
     # An id no JSON can hold (an in-process caller's object) or a lone surrogate in an id.
     items = [Item(1, GOOD, id=object()), Item(2, GOOD, id="\ud800"), Item(3, GOOD, id=float("nan")), Item(4, GOOD)]
-    from bertmtl.inference.predict import output_line
+    from bertmtl.inference.protocol import output_line
 
     for fmt, failed in (("jsonl", [True, True, True, False]), ("tsv", [False, True, False, False])):
         lines = [output_line(r, n, fmt, predictor.specs) for n, r in enumerate(predictor.stream(items), 1)]

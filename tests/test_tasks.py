@@ -16,7 +16,8 @@ from bertmtl.inference.evaluate import decisions, evaluate, overall, task_metric
 from bertmtl.model import BertModel
 from bertmtl.model.heads import HeadConfig, MultitaskBert
 from bertmtl.mtl.smart import SmartConfig, divergence, smart_loss
-from bertmtl.inference.predict import Predictor, to_tsv, tsv_columns
+from bertmtl.inference.predict import Predictor
+from bertmtl.inference.protocol import to_tsv, tsv_columns
 from bertmtl.data.mlm_text import BUILTIN_SOURCES, SOURCE_ALIASES
 from bertmtl.tasks import BUILTIN, REGRESSION, SIGMOID, SOFTMAX, TASK_ALIASES, TASKS, TaskSpec, metric_rows
 from bertmtl.encoders.tokenizer import EncoderTokenizer

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from ..errors import UserError
 from ..configuration.configs import PredictConfig
 from .options import config_from_options, options_of
 
@@ -47,7 +46,9 @@ def predict(ctx: click.Context, **opts) -> None:
         click.echo(f"note: {predictor.note}", err=True)
     click.echo(f"checkpoint: {predictor.describe()}", err=True)
     if stdin_mode:
-        raise SystemExit(_predict_stdin(predictor, cfg.format))
+        from ..inference.protocol import answer_stream
+
+        raise SystemExit(answer_stream(predictor, cfg.format, note=lambda text: click.echo(text, err=True)))
     res = predictor.sentence(texts[0]) if len(texts) == 1 else predictor.pair(texts[0], texts[1])
     if cfg.json:
         import json
@@ -56,38 +57,6 @@ def predict(ctx: click.Context, **opts) -> None:
         return
     _print_prediction(res, predictor.specs)
 
-
-def _predict_stdin(predictor, fmt: str, fd: int | None = None, out=None) -> int:
-    """Answer stdin (or file descriptor `fd`) line by line, streaming, one output line per input
-    line, to stdout's bytes (or binary file `out`); exit status 1 if any line failed."""
-    import sys
-
-    from ..inference.predict import output_line, parse_line, read_lines, tsv_columns
-
-    if fd is None and sys.stdin is None:  # started with stdin closed (`<&-`)
-        raise UserError("standard input is closed; pipe lines in, or give sentences as arguments")
-    lines, ready = read_lines(sys.stdin.fileno() if fd is None else fd)
-    items = (parse_line(n, raw) for n, raw in lines)
-    # Bytes, encoded by output_line as UTF-8 whatever the locale says stdout's encoding is.
-    out = sys.stdout.buffer if out is None else out
-    failed = line = 0
-    try:
-        if fmt == "tsv":
-            out.write(("\t".join(tsv_columns(predictor.specs)) + "\n").encode())
-        for res in predictor.stream(items, ready=ready):
-            line += 1
-            data, is_error = output_line(res, res.get("line", line), fmt, predictor.specs)
-            failed += is_error
-            out.write(data)
-            if not ready():  # nothing more waiting: let the reader see what we have
-                out.flush()
-        out.flush()
-    except BrokenPipeError:  # e.g. `| head`: the reader is gone, which is not an error
-        sys.stderr.close()
-        return 0
-    if failed:
-        click.echo(f"{failed} of {line} input line(s) could not be answered (see the error objects)", err=True)
-    return 1 if failed else 0
 
 
 def _print_prediction(res: dict, specs) -> None:

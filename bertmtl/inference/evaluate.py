@@ -11,6 +11,7 @@ import torch
 
 from ..data.batching import TaskDataset, bucketed_batches
 from .metrics import accuracy, binary_f1, macro_f1, pearson_r, spearman_rho
+from ..errors import UserError
 from ..fsutil import WriteError
 from ..model.heads import MultitaskBert
 from ..tasks import BUILTIN, CORRELATIONS, POOLED, TASKS, TOKENS, TaskSpec, overall_keys, spec_of
@@ -207,5 +208,75 @@ def write_predictions(model: MultitaskBert, datasets: dict[str, TaskDataset], ou
     return written
 
 
-__all__ = ["TASKS", "decisions", "evaluate", "leaderboard_overall", "outputs_of", "task_metrics",
+def evaluate_checkpoint(cfg, note=None, progress=None) -> tuple[dict, dict[str, TaskSpec]]:
+    """`bertmtl evaluate`: a checkpoint's dev metrics, or its prediction files (`cfg`: EvaluateConfig);
+    (the result, the checkpoint's tasks).
+
+    The result is what `--json` prints: checkpoint, split, the metrics (an undefined one is null,
+    with its reason under "undefined") and the rows skipped, or the prediction files written.
+    `note(text)` hears the notes and warnings; `progress(description, total)` is a context manager
+    yielding `advance(n)` (runs/progress.py progress_bar).
+    """
+    from ..data.batching import load_datasets
+    from ..fsutil import check_writable
+    from ..model.device import pick_device
+    from ..runs.catalog import choose_checkpoint
+    from ..runs.checkpoint import load_checkpoint
+    from ..runs.ownership import check_output
+    from ..runs.progress import progress_bar
+    from ..tasks import TASK_ALIASES, undefined_warnings
+    from ..tasks.files import TaskSource, parse_choices
+
+    note = note or (lambda text: None)
+    progress = progress or progress_bar
+    dev = pick_device(cfg.device)
+    choice = choose_checkpoint(cfg.checkpoint, cfg.runs_dir)
+    path = choice.path
+    if choice.note:
+        note(f"note: {choice.note}")
+    if cfg.write_predictions:  # checked before the evaluation runs, not after
+        check_output(cfg.write_predictions, {"the checkpoint": path, "--data-dir": cfg.data_dir},
+                     "--write-predictions")
+        check_writable(Path(cfg.write_predictions))
+    ck = load_checkpoint(path, device=dev)
+    # Masked LM is scored on held-out train text while it trains (the run's metrics.jsonl), not here.
+    names = [n for n, s in ck.model.specs.items() if s.output.answers]
+    if not names:
+        raise UserError(f"{path} has only a masked-LM task, which evaluate does not score: its held-out perplexity "
+                        f"is in its run's metrics.jsonl (`bertmtl runs`), and `python benchmarks/mlm_perplexity.py "
+                        f"--data-dir DATA {path}` scores it on the dev sentences")
+    if cfg.tasks is not None:
+        try:
+            names = parse_choices(cfg.tasks, names, "task", TASK_ALIASES)
+        except ValueError as e:
+            raise UserError(f"Invalid value for '--tasks': {e}") from None
+    specs = [ck.model.specs[n] for n in names]
+    split = cfg.split
+    # Test files are optional (a task without one predicts nothing); a declared task names its train
+    # and dev files only.
+    source = TaskSource(cfg.data_dir, strict=cfg.strict, dev_limit=cfg.dev_limit)
+    datasets, read = load_datasets(specs, split, source, ck.tokenizer, ck.model.cfg.pair_mode,
+                                   labelled=split == "dev", warn=lambda row: note(f"warning: {row}"),
+                                   optional=lambda s: split == "test")
+    for name, p in read.absent.items():
+        title = ck.model.specs[name].title
+        note(f"no {split} file declared for {title}: not evaluated" if p is None else
+             f"{p.name} not found: no {title} predictions")
+    result: dict = {"checkpoint": str(path), "split": split}
+    if split == "dev":
+        with progress("evaluating", sum(map(len, datasets.values()))) as advance:
+            metrics = evaluate(ck.model, datasets, cfg.batch_size, dev, progress=advance)
+        for line in undefined_warnings(metrics, ck.model.specs.values()):
+            note(f"warning: {line}")
+        result.update(metrics)
+        result["skipped_rows"] = {Path(p).name: n for p, n in read.skipped.items()}
+    if cfg.write_predictions:
+        written = write_predictions(ck.model, datasets, Path(cfg.write_predictions), split, cfg.batch_size, dev)
+        result["predictions"] = [str(w) for w in written]
+    elif split == "test":
+        note("note: --split test has no labels; add --write-predictions DIR to save predictions")
+    return result, ck.model.specs
+
+
+__all__ = ["TASKS", "decisions", "evaluate", "evaluate_checkpoint", "leaderboard_overall", "outputs_of", "task_metrics",
            "overall", "write_predictions"]
