@@ -8,7 +8,8 @@ import math
 
 import click
 
-from ..configuration.options import Options, default_of, dump_options, flag_name, number_problem, read_options_file
+from ..configuration.options import Options, default_of, dump_options, flag_name, read_options_file
+from ..numbers import number_problem
 
 
 class FiniteFloat(click.FloatRange):

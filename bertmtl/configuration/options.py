@@ -7,23 +7,21 @@ options (cli/options.py), the validation (`Options.validate`: the one number rul
 choices), `--config FILE` (read_options_file) and `--print-config` (dump_options), and the resume
 check. Adding an option to a command is one field there and the line that reads it.
 
-The number rule (`number_problem`) is also what task declarations, checkpoint files and the
-encoder's config.json are checked by.
+The number rule (numbers.py `number_problem`) is also what sweep specs, task declarations,
+checkpoint files, heads.json and the encoder's config.json are checked by.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import field
 from pathlib import Path
 
 from .file import read_file
 from ..errors import UserError
+from ..numbers import number_problem
 
-# Training computes in float32: a larger float overflows to inf when it meets a tensor.
-FLOAT32_MAX = 3.4028234663852886e38
 # Seeds are 0 .. 2**63-1: what torch.manual_seed takes as a signed 64-bit number, and what our
 # generators take after mixing a seed with a task, pass or step (data/batching.py, mtl/ reduce modulo 2**63).
 SEED_MAX = 2**63 - 1
@@ -32,25 +30,6 @@ SEED_MAX = 2**63 - 1
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 PREDICT_PRECISIONS = ("auto", "fp32", "bf16")  # no fp16 outside training (it needs a gradient scaler)
-
-
-def number_problem(value: int | float, min=None, max=None, min_open=False, max_open=False) -> str | None:
-    """Why a number is not allowed (None when it is): the one rule for every numeric option.
-
-    A number must be finite (NaN compares False with every bound, so a range check alone lets
-    it through; inf passes a range with no upper bound) and within [min, max], either end open.
-    Used by `Options.validate` (command line, --config files, Python callers), the Click types
-    of every numeric option (cli/options.py), task declarations and checkpoint files.
-    """
-    if isinstance(value, float) and not math.isfinite(value):
-        return "must be a finite number"
-    if isinstance(value, float) and abs(value) > FLOAT32_MAX:
-        return f"must be at most {FLOAT32_MAX:.4g} in size (training computes in float32)"
-    if min is not None and (value < min or (min_open and value == min)):
-        return f"must be {'>' if min_open else '>='} {min}"
-    if max is not None and (value > max or (max_open and value == max)):
-        return f"must be {'<' if max_open else '<='} {max}"
-    return None
 
 
 def option(default=None, help: str = "", *, factory=None, type=None, choices=None, min=None, max=None,

@@ -19,8 +19,7 @@ from .options import DEVICES, PRECISIONS, SEED_MAX, Options, option
 from ..errors import UserError
 from ..data.mlm_text import BUILTIN_SOURCES, OPTIONAL, parse_amounts, parse_sources
 from ..tasks.files import parse_tasks, task_files
-from ..model.head_config import (DEFAULT_HEADS, MLP_HIDDEN_MAX, PAIR_FEATURES, PAIR_MODES, POOLINGS,
-                                  STS_LOSSES)
+from ..model.head_config import DEFAULT_HEADS, HEAD_RANGES, PAIR_FEATURES, PAIR_MODES, POOLINGS, STS_LOSSES
 from ..mtl.combiners import REGISTRY as COMBINER_REGISTRY
 from ..mtl.smart_config import DEFAULT_SMART, paper_weights
 from ..mtl.weightings import REGISTRY as WEIGHTING_REGISTRY
@@ -148,7 +147,7 @@ class TrainConfig(Options):
     schedule: str = option("linear", "Learning rate after warm-up: linear decay to 0, or constant.",
                            choices=("linear", "constant"))
     clip: float = option(1.0, "Gradient norm clipping (0 = off).", min=0)
-    dropout: float = option(DEFAULT_HEADS.dropout, "Dropout in the encoder and heads.", min=0, max=1, max_open=True)
+    dropout: float = option(DEFAULT_HEADS.dropout, "Dropout in the encoder and heads.", **HEAD_RANGES["dropout"])
     ema: float = option(0.0, "Evaluate and save an exponential moving average of the weights with this decay "
                              "(e.g. 0.99; 0 = off).", min=0, max=1, max_open=True)
     combine: str = option("pcgrad", "How per-task gradients become one update: sum, mean, pcgrad (Yu et al.), mgda "
@@ -237,7 +236,7 @@ class TrainConfig(Options):
     sts_loss: str = option(DEFAULT_HEADS.sts_loss, "STS loss: 1 - Pearson r over the batch, or squared error on the 0-5 scale.",
                            choices=STS_LOSSES)
     mlp_hidden: int = option(DEFAULT_HEADS.mlp_hidden, "Hidden units of the bi-encoder pair heads' MLP (paraphrase, similarity).",
-                             min=1, max=MLP_HIDDEN_MAX, resume=False)
+                             **HEAD_RANGES["mlp_hidden"], resume=False)
     max_length: int = option(128, "Maximum tokens per input (capped by the model's positions).", min=8)
     # -- data handling
     bucket: bool = option(True, "Length-bucketed batches (less padding).", flag="on/off")

@@ -11,10 +11,10 @@ No torch: batching.MlmDataset masks and batches the texts.
 
 from __future__ import annotations
 
-import math
 import random
 
 from ..errors import UserError
+from ..numbers import number_problem
 from ..tasks.files import TaskSource, read_tasks, stable_seed
 from ..tasks import BUILTIN, IMDB
 
@@ -51,7 +51,7 @@ def parse_amounts(spec, what: str, integer: bool) -> dict[str, float]:
         except ValueError:
             raise ValueError(f"{what}: expected DATASET={'N' if integer else 'FACTOR'} pairs like "
                              f"quora={'5000' if integer else '2'}, got {part!r}") from None
-        if value < (0 if integer else 1) or not math.isfinite(value):
+        if number_problem(value, min=0 if integer else 1):
             raise ValueError(f"{what}: {part!r} must be {'>= 0' if integer else 'a factor >= 1'}")
         out[source_name(k)] = value
     return out

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..fsutil import read_json
-from ..configuration.options import number_problem
+from ..numbers import number_problem
 
 
 @dataclass(frozen=True)

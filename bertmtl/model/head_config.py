@@ -5,8 +5,9 @@ and by checkpoints' heads.json. No torch.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
+
+from ..numbers import number_problem
 
 POOLINGS = ("mean", "cls", "pooler")
 PAIR_MODES = ("bi", "cross")
@@ -25,6 +26,8 @@ def cross_encodes(pair_mode: str) -> bool:
 # The head options (heads.json holds them): the train options of the same names.
 HEAD_OPTIONS = ("pooling", "pair_mode", "pair_features", "mlp_hidden", "dropout", "sts_loss")
 _CHOICES = {"pooling": POOLINGS, "pair_mode": PAIR_MODES, "pair_features": PAIR_FEATURES, "sts_loss": STS_LOSSES}
+# The numeric head options' ranges (the train options of the same names take theirs from here).
+HEAD_RANGES = {"mlp_hidden": {"min": 1, "max": MLP_HIDDEN_MAX}, "dropout": {"min": 0, "max": 1, "max_open": True}}
 
 
 @dataclass
@@ -46,12 +49,10 @@ class HeadConfig:
         for name, choices in _CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}, not {getattr(self, name)!r}")
-        h = self.mlp_hidden
-        if isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= MLP_HIDDEN_MAX:
-            raise ValueError(f"mlp_hidden must be a whole number in [1, {MLP_HIDDEN_MAX}], not {h!r}")
-        p = self.dropout
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or not 0 <= p < 1:
-            raise ValueError(f"dropout must be a finite number in [0, 1), not {p!r}")
+        for name, rule in HEAD_RANGES.items():
+            whole = isinstance(getattr(HeadConfig, name), int)  # as its default
+            if problem := number_problem(getattr(self, name), whole=whole, **rule):
+                raise ValueError(f"{name} {problem}, not {getattr(self, name)!r}")
 
     @property
     def cross(self) -> bool:

@@ -15,6 +15,7 @@ from .. import __version__
 from ..encoders.config import BertConfig
 from ..errors import UserError
 from ..fsutil import crash_point, save_safetensors, staged_dir, write_json
+from ..numbers import number_problem
 from .rundir import (ENCODER_CONFIG, FORMAT, HEADS, MARKER, METRICS, OPTIMIZER_STATE, TASK_SPECS, TRAIN_ARGS,
                      TRAINER_STATE, WEIGHTS_FILE, check_checkpoint_dir, checkpoint_part, checkpoint_weights,
                      is_checkpoint, read_json, read_specs, read_tensors)
@@ -183,13 +184,11 @@ def load_resume_state(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
 def check_trainer_state(state: dict, where: Path) -> None:
     """UserError naming the field when a counter of trainer_state.json is missing, negative or not finite
     (a NaN best score would keep every later evaluation from becoming best/)."""
-    import math
-
     def whole(key, required=False):
         v = state.get(key)
         if v is None and not required:
             return
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        if number_problem(v, min=0, whole=True):
             raise UserError(f"{where}: {key} must be a whole number >= 0, not {v!r}")
 
     for key in ("optimizer", "data"):
@@ -199,5 +198,5 @@ def check_trainer_state(state: dict, where: Path) -> None:
     for key in ("since_best", "nonfinite", "total_steps", "ema_updates"):
         whole(key)
     best = state.get("best")
-    if best is not None and (isinstance(best, bool) or not isinstance(best, (int, float)) or not math.isfinite(best)):
+    if best is not None and number_problem(best):
         raise UserError(f"{where}: best must be a finite number or null, not {best!r}")

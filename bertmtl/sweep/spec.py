@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
+from ..numbers import number_problem
 from ..configuration.options import SEED_MAX, coerce
 from ..configuration.train_config import TrainConfig
 
@@ -171,7 +172,7 @@ def _mapping(data: dict, key: str, error: str) -> dict:
 
 def _whole(value, minimum: int, error: str) -> int:
     """`value` as a whole number >= minimum (YAML's true/false are not numbers), else a UserError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if number_problem(value, min=minimum, whole=True):
         raise UserError(error)
     return value
 

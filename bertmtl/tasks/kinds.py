@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 
-from ..configuration.options import FLOAT32_MAX
+from ..numbers import FLOAT32_MAX
 
 CORRELATIONS = ("pearson", "spearman")  # the metrics of a number target: in [-1, 1]
 

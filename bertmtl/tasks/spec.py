@@ -22,7 +22,7 @@ import re
 import zlib
 from dataclasses import dataclass
 
-from ..configuration.options import number_problem
+from ..numbers import number_problem
 from .kinds import ACTIVATIONS, KINDS, OUTPUT_KINDS, TARGETS, OutputKind
 
 # f1: F1 of the second label (binary tasks: "paraphrase"); spearman: rank correlation (regression).
