@@ -160,6 +160,16 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     return write_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
+@pytest.fixture(scope="session")
+def trained_run(tiny_bert_dir, data_dir, tmp_path_factory) -> Path:
+    """One finished run of the tiny BERT on the fixture tasks (an epoch; best/ and last/), trained once
+    for every test that needs a trained model. Read it; copy it before changing anything in it."""
+    run = tmp_path_factory.mktemp("trained") / "checkpoints" / "run1"
+    cli("train", "--pretrained", tiny_bert_dir, "--data-dir", data_dir, "--out", run, "--epochs", 1,
+        "--batch-size", 16, "--lr", "1e-3", "--seed", 0)
+    return run
+
+
 MPNET_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]  # ids 0-3, as in all-mpnet-base-v2's vocab.txt
 
 

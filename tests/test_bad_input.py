@@ -124,15 +124,9 @@ def test_fuzzed_file_through_the_cli_is_not_a_traceback(tiny_bert_dir, tmp_path)
 
 # -- damaged checkpoints ------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def checkpoint(tiny_bert_dir, data_dir, tmp_path_factory):
-    data = data_dir
-    run = tmp_path_factory.mktemp("crun") / "run"
-    r = CliRunner().invoke(main, ["train", "--pretrained", str(tiny_bert_dir), "--data-dir", str(data),
-                                  "--out", str(run), "--max-steps", "1", "--batch-size", "16"])
-    assert r.exit_code == 0, r.output
-    return run / "best"
-
+@pytest.fixture
+def checkpoint(trained_run):
+    return trained_run / "best"
 
 def _damage(src, dst, how):
     shutil.copytree(src, dst)

@@ -20,14 +20,9 @@ from bertmtl.training.setup import prepare
 
 
 
-@pytest.fixture(scope="module")
-def run(tiny_bert_dir, data_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("crun") / "run"
-    r = CliRunner().invoke(main, ["train", "--pretrained", str(tiny_bert_dir), "--data-dir", str(data_dir),
-                                  "--out", str(out), "--max-steps", "2", "--batch-size", "8", "--lr", "1e-3", "--seed", "0"])
-    assert r.exit_code == 0, r.output
-    return out
-
+@pytest.fixture
+def run(trained_run):
+    return trained_run
 
 def _as_format_1(src, dst):
     """A copy of checkpoint `src` laid out as bertmtl wrote it before format 2."""

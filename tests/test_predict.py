@@ -25,15 +25,9 @@ from .conftest import command
 
 
 
-@pytest.fixture(scope="module")
-def run_dir(tiny_bert_dir, data_dir, tmp_path_factory):
-    data = data_dir
-    run = tmp_path_factory.mktemp("prun") / "checkpoints" / "run1"
-    r = CliRunner().invoke(main, ["train", "--pretrained", str(tiny_bert_dir), "--data-dir", str(data), "--out", str(run),
-                                  "--epochs", "1", "--batch-size", "16", "--lr", "1e-3", "--seed", "0"])
-    assert r.exit_code == 0, r.output
-    return run
-
+@pytest.fixture
+def run_dir(trained_run):
+    return trained_run
 
 def test_single_sentence_json(run_dir):
     r = CliRunner().invoke(main, ["predict", "the movie is very good", "--checkpoint", str(run_dir), "--json"])

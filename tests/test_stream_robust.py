@@ -8,11 +8,9 @@ import json
 import os
 
 import pytest
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bertmtl.cli import main
 from bertmtl.inference.protocol import answer_stream as _predict_stdin
 from bertmtl.errors import UserError
 from bertmtl.inference.predict import Item, Predictor
@@ -27,14 +25,8 @@ BAD_ARG = os.fsdecode(b"bad \xff byte")  # how Python hands a program an argumen
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_bert_dir, small_data_dir, tmp_path_factory):
-    data = small_data_dir
-    run = tmp_path_factory.mktemp("srun") / "run"
-    r = CliRunner().invoke(main, ["train", "--pretrained", str(tiny_bert_dir), "--data-dir", str(data), "--out", str(run),
-                                  "--epochs", "1", "--batch-size", "16", "--seed", "0"])
-    assert r.exit_code == 0, r.output
-    return run
-
+def run_dir(trained_run):
+    return trained_run
 
 @pytest.fixture(scope="module")
 def predictor(run_dir):

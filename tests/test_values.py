@@ -137,14 +137,9 @@ def test_encoder_dir_with_bad_sizes_is_refused(tiny_bert_dir, tmp_path, field, v
     _refused(r, str(enc / "config.json"), field)
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tiny_bert_dir, small_data_dir, tmp_path_factory):
-    run = tmp_path_factory.mktemp("runs") / "run"
-    r = cli("train", "--encoder", str(tiny_bert_dir), "--data-dir", str(small_data_dir), "--out", str(run),
-            "--max-steps", "2", "--batch-size", "16", "--seed", "0", "--device", "cpu", "--precision", "fp32", code=None)
-    assert r.exit_code == 0, r.output + repr(r.exception)
-    return run / "best"
-
+@pytest.fixture
+def checkpoint(trained_run):
+    return trained_run / "best"
 
 @pytest.mark.parametrize("field, value", BAD_SIZES[:4])
 def test_checkpoint_with_bad_sizes_is_refused(checkpoint, tmp_path, field, value):
