@@ -1,7 +1,7 @@
 """Tiny random encoders of every family, built and saved by transformers (`save_pretrained`: the
 real file layout, safetensors or pytorch_model.bin), each with the tokenizer files its family
 ships: WordPiece vocab.txt (ELECTRA, DistilBERT), byte-level BPE tokenizer.json (RoBERTa),
-SentencePiece-style Unigram tokenizer.json (XLM-RoBERTa)."""
+SentencePiece-style Unigram tokenizer.json (XLM-RoBERTa); BERT and MPNet with WordPiece vocab.txt."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .conftest import REAL_PAIRS, REAL_SENTENCES, WORDS, tiny_vocab
+from .conftest import REAL_PAIRS, REAL_SENTENCES, WORDS, tiny_vocab, write_tiny_mpnet
 
 ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # ids 0-4, as in roberta-base
 
@@ -49,7 +49,7 @@ ROBERTA_TOKENS = dict(bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_t
 SIZES = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
 
 # family -> (model class, config class, config kwargs, tokenizer source)
-FAMILY_NAMES = ("roberta", "xlm-roberta", "electra", "distilbert", "deberta-v3", "deberta-v2")
+FAMILY_NAMES = ("bert", "mpnet", "roberta", "xlm-roberta", "electra", "distilbert", "deberta-v3", "deberta-v2")
 # DeBERTa-v3's settings (log-bucketed offsets, shared projections, normalised positions, no absolute
 # ones), with 8 buckets so that the test sentences reach the logarithmic ones; and the other
 # branches of DeBERTa-v2's attention (raw offsets, own position projections, absolute positions).
@@ -63,6 +63,8 @@ def write_tiny_family(directory: Path, family: str, seed: int = 0, weights: str 
     """A randomly initialised encoder of `family`, saved by transformers with its tokenizer."""
     import transformers
 
+    if family == "mpnet":  # its vocabulary's specials and relative-position bias (conftest.py)
+        return write_tiny_mpnet(directory, seed)
     directory.mkdir(parents=True, exist_ok=True)
     if family in DEBERTA:  # DeBERTa-v3's SentencePiece vocabulary, BERT's special tokens
         raw = _unigram_tokenizer(specials=("[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"), unk="[UNK]")
@@ -84,10 +86,13 @@ def write_tiny_family(directory: Path, family: str, seed: int = 0, weights: str 
     else:
         vocab = tiny_vocab()
         (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-        tok_class = "ElectraTokenizer" if family == "electra" else "DistilBertTokenizer"
+        tok_class = {"bert": "BertTokenizer", "electra": "ElectraTokenizer"}.get(family, "DistilBertTokenizer")
         (directory / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": tok_class,
                                                                     "do_lower_case": True}), encoding="utf-8")
-        if family == "electra":  # embeddings narrower than the hidden states: embeddings_project
+        if family == "bert":
+            config = transformers.BertConfig(vocab_size=len(vocab), max_position_embeddings=64, **SIZES)
+            model_cls = transformers.BertModel
+        elif family == "electra":  # embeddings narrower than the hidden states: embeddings_project
             config = transformers.ElectraConfig(vocab_size=len(vocab), embedding_size=16, max_position_embeddings=64,
                                                 **SIZES)
             model_cls = transformers.ElectraModel

@@ -1,4 +1,5 @@
-"""MPNet through our one encoder: parity with transformers.MPNetModel, key maps, tokenizer, MLM head."""
+"""What only MPNet has (parity, gradients, tokenizer and the whole tool run for every family in
+test_families.py): its config, relative-position buckets, special tokens, MLM head, real weights."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import torch
 from bertmtl.encoders.config import FAMILIES, BertConfig
 from bertmtl.model import BertModel
 from bertmtl.model.bert import relative_position_bucket
-from bertmtl.model.loading import from_hf_key, to_hf_key
+from bertmtl.model.loading import from_hf_key
 from bertmtl.encoders.tokenizer import EncoderTokenizer
 
-from .conftest import REAL_PAIRS, REAL_SENTENCES, assert_grads_match_hf, assert_ids_match_hf
+from .conftest import REAL_PAIRS, REAL_SENTENCES, assert_ids_match_hf
 
 transformers = pytest.importorskip("transformers")
 MPNET = FAMILIES["mpnet"]
@@ -46,48 +47,9 @@ def test_bucketing_matches_hf():
     assert torch.equal(ours, ref)
 
 
-def test_key_map_round_trip(tiny_mpnet_dir):
-    from safetensors.torch import load_file
-
-    hf_keys = set(load_file(str(tiny_mpnet_dir / "model.safetensors")))
-    ours = set(BertModel.from_pretrained(tiny_mpnet_dir).state_dict())
-    assert {from_hf_key(k, MPNET) for k in hf_keys} == ours
-    assert {to_hf_key(k, MPNET) for k in ours} == hf_keys
+def test_key_names_of_mpnet():
+    """(Every family's key maps round-trip: test_families.py.) MPNet's own attention names."""
     assert from_hf_key("mpnet.encoder.layer.3.attention.attn.o.weight", MPNET) == "encoder.layer.3.attention.output.dense.weight"
-
-
-@pytest.mark.parametrize("unpad", [False, True])
-@pytest.mark.parametrize("impl", ["eager", "sdpa"])
-def test_parity_tiny_random(tiny_mpnet_dir, impl, unpad):
-    """Padded sentences and pairs: last hidden state and pooler within 1e-5 of transformers."""
-    ours = BertModel.from_pretrained(tiny_mpnet_dir).eval()
-    ours.set_attention(impl)
-    hf = _hf(tiny_mpnet_dir)
-    tok = EncoderTokenizer.from_dir(tiny_mpnet_dir)
-    with torch.no_grad():
-        for b in _batches(tok):
-            assert b.attention_mask.float().mean() < 1.0  # really a padded batch
-            o = ours(b.input_ids, b.attention_mask, unpad=unpad)
-            r = hf(input_ids=b.input_ids, attention_mask=b.attention_mask)
-            real = b.attention_mask.bool()
-            err = (o.last_hidden_state - r.last_hidden_state)[real].abs().max().item()
-            assert err < 1e-5, err
-            assert (o.pooler_output - r.pooler_output).abs().max().item() < 1e-5
-
-
-@pytest.mark.parametrize("unpad", [False, True])
-@pytest.mark.parametrize("impl", ["eager", "sdpa"])
-def test_gradients_match_hf(tiny_mpnet_dir, impl, unpad):
-    """Gradients of every parameter (relative bias and positions included) equal transformers'."""
-    b = EncoderTokenizer.from_dir(tiny_mpnet_dir)(REAL_SENTENCES[:6])
-    ours = BertModel.from_pretrained(tiny_mpnet_dir).eval()  # eval: no dropout, gradients still flow
-    ours.set_attention(impl)
-    hf = _hf(tiny_mpnet_dir)
-    m = b.attention_mask.unsqueeze(-1).float()
-    (ours(b.input_ids, b.attention_mask, unpad=unpad).last_hidden_state * m).sum().backward()
-    (hf(input_ids=b.input_ids, attention_mask=b.attention_mask).last_hidden_state * m).sum().backward()
-    assert_grads_match_hf(ours, hf, MPNET)
-    assert ours.encoder.relative_attention_bias.weight.grad.abs().sum() > 0
 
 
 def test_train_mode_step(tiny_mpnet_dir):
@@ -126,16 +88,6 @@ def test_tokenizer_matches_hf(tiny_mpnet_dir, max_length):
     _compare_tokenizer(tiny_mpnet_dir, max_length)
 
 
-def test_tokenizer_round_trips_through_save(tiny_mpnet_dir, tmp_path):
-    import shutil
-
-    tok = EncoderTokenizer.from_dir(tiny_mpnet_dir)
-    shutil.copy(tiny_mpnet_dir / "config.json", tmp_path / "config.json")
-    tok.save(tmp_path)
-    again = EncoderTokenizer.from_dir(tmp_path)
-    assert again.model_type == "mpnet" and again.encode(REAL_SENTENCES) == tok.encode(REAL_SENTENCES)
-
-
 def test_mlm_head_round_trips_through_hf(tiny_mpnet_dir, tmp_path):
     """Our MPNet MLM exports under HF's MPNetForMaskedLM names: transformers gives our logits, we read the head back."""
     from bertmtl.inference.export import write_hf
@@ -165,31 +117,6 @@ def test_mlm_head_round_trips_through_hf(tiny_mpnet_dir, tmp_path):
     # The MLM directory is also an encoder directory (`mpnet.` prefix, lm_head ignored).
     enc = BertModel.from_pretrained(tmp_path / "mlm")
     assert torch.equal(enc.encoder.relative_attention_bias.weight, model.encoder.encoder.relative_attention_bias.weight)
-
-
-def test_pretrain_train_predict_end_to_end(tiny_mpnet_dir, tmp_path):
-    """pretrain -> train -> checkpoint -> predict on MPNet: the checkpoint alone says it is an MPNet."""
-    from click.testing import CliRunner
-
-    from bertmtl.runs.checkpoint import load_checkpoint
-    from bertmtl.cli import main
-
-    from .fixtures import write_task_data
-
-    data = write_task_data(tmp_path / "data")
-    r = CliRunner().invoke(main, ["pretrain", "--pretrained", str(tiny_mpnet_dir), "--data-dir", str(data),
-                                  "--out", str(tmp_path / "mlm"), "--steps", "3", "--batch-size", "8",
-                                  "--seed", "0", "--device", "cpu"])
-    assert r.exit_code == 0, r.output + repr(r.exception)
-    run = tmp_path / "run"
-    r = CliRunner().invoke(main, ["train", "--pretrained", str(tmp_path / "mlm"), "--data-dir", str(data),
-                                  "--out", str(run), "--max-steps", "3", "--batch-size", "8", "--seed", "0"])
-    assert r.exit_code == 0, r.output + repr(r.exception)
-    ck = load_checkpoint(run / "last")
-    assert ck.model.encoder.config.model_type == "mpnet" and ck.tokenizer.model_type == "mpnet"
-    assert ck.model.encoder.encoder.relative_attention_bias is not None
-    r = CliRunner().invoke(main, ["predict", "the movie is very good", "a film", "--checkpoint", str(run / "last"), "--json"])
-    assert r.exit_code == 0, r.output
 
 
 @pytest.mark.slow
