@@ -50,12 +50,30 @@ def _write(tmp_path: Path, spec: dict, name: str = "spec.json") -> Path:
     ({"base": {}, "search": {"lr": {"uniform": [1e-5, 1e-3]}}}, "a search needs trials"),
     ({"base": {}, "grid": {"combine": ["sum"]}, "pruning": True}, "unknown key(s) pruning"),
     ({"base": {}, "grid": {"combine": ["sum"]}, "prune": {"patience": 3}}, "prune: unknown key(s) patience"),
+    ({"base": {}, "grid": {"combine": ["sum"]}, "report": {"colour": "red"}}, "report: unknown key(s) colour"),
+    ({"base": {}, "grid": {"combine": ["sum"]}, "report": {"columns": ["loss"]}}, "columns is a list of conflicting"),
+    ({"base": {}, "grid": {"combine": ["sum"]}, "report": {"reference": {"values": {"a": {"overall": "high"}}}}},
+     "reference is {label: TEXT"),
+    ({"base": {}, "grid": {"combine": ["sum"]}, "report": {"notes": "one"}}, "notes is a list of text"),
 ])
 def test_spec_errors_name_the_problem(tmp_path, spec, message):
     from bertmtl.errors import UserError
 
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
         read_spec(_write(tmp_path, spec))
+
+
+def test_the_report_section_changes_the_report_not_the_sweep(tmp_path):
+    """A spec's report section is read and checked, and is not part of what the sweep trains (a
+    rerun with other notes or titles continues the same sweep)."""
+    base = {"name": "s", "base": {}, "rows": {"a": {"combine": "sum"}, "b": {"combine": "pcgrad"}}}
+    plain = read_spec(_write(tmp_path, base, "plain.json"))
+    shown = read_spec(_write(tmp_path, {**base, "report": {
+        "title": "T", "titles": {"a": "Plain sum"}, "columns": ["update_cos"], "loss_weights": True, "picture": True,
+        "notes": ["n"], "reference": {"label": "Paper", "values": {"a": {"overall": 0.677}}}}}, "shown.json"))
+    assert plain.report is None and shown.report["titles"] == {"a": "Plain sum"}
+    assert shown.report["reference"] == {"label": "Paper", "values": {"a": {"overall": 0.677}}}
+    assert shown.training_dict() == plain.training_dict() and shown.to_dict() != plain.to_dict()
 
 
 def test_spec_reads_yaml_and_enumerates_the_grid(tmp_path):

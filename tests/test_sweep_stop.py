@@ -72,8 +72,9 @@ def _children(pid: int) -> list[int]:
 
 
 def _comparable(report: dict) -> dict:
-    """A report without what differs between two sweep directories: its date and the runs' paths."""
-    rows = [{k: v for k, v in r.items() if k != "runs"} for r in report["configurations"]]
+    """A report without what differs between two sweep directories: its date, the runs' paths and
+    their training time."""
+    rows = [{k: v for k, v in r.items() if k not in ("runs", "training_s")} for r in report["configurations"]]
     return {**{k: v for k, v in report.items() if k not in ("date", "configurations")}, "configurations": rows}
 
 

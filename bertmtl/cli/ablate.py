@@ -13,7 +13,8 @@ from .options import command_line, options_of, resolved_options
 @click.pass_context
 def ablate(ctx: click.Context, **opts) -> None:
     """Reproduce the paper's ablation table, or compare every gradient combiner or loss weighting,
-    with a shared budget and seeds; writes Markdown and JSON (and, with telemetry, conflicts.svg).
+    with a shared budget and seeds; writes the sweep report (Markdown, JSON, SVG; with telemetry,
+    conflicts.svg).
 
     The rows train as one Optuna study (a sweep with fixed rows): --workers trains several at
     once, --storage lets workers on other machines share it, and the same command again
@@ -30,13 +31,13 @@ def ablate(ctx: click.Context, **opts) -> None:
     from ..training.stopping import stop_on_signals
 
     with stop_on_signals():  # before torch is imported: a signal from here on is a stop, never a half import
+        from ..sweep.ablate import TABLES, print_table
         from ..sweep.ablate import ablate as run_ablate
-        from ..sweep.ablate import print_table
 
         cfg = resolved_options(AblateConfig, ctx, opts)
         cfg.command = command_line(ctx)
-        result = run_ablate(cfg)
-    print_table(result)
-    extra = f" and {cfg.out}/{result['picture']['file']}" if result.get("picture") else ""
-    click.echo(f"wrote {cfg.out}/ablation.md, {cfg.out}/ablation.json{extra} (the sweep's own report: "
-               f"{cfg.out}/report.md; its study: {cfg.storage or f'{cfg.out}/study.db'})")
+        report = run_ablate(cfg)
+    print_table(report, TABLES[cfg.table])
+    extra = f" and {cfg.out}/{report['picture']['file']}" if report.get("picture") else ""
+    click.echo(f"wrote {cfg.out}/report.md, report.json, report.svg{extra} (its study: "
+               f"{cfg.storage or f'{cfg.out}/study.db'})")

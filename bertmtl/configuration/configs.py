@@ -117,10 +117,10 @@ SWEEP = {f.name: f for f in dataclasses.fields(SweepConfig)}
 
 @dataclass
 class AblateConfig(Options):
-    """The options of `bertmtl ablate` (saved in ablation.json)."""
+    """The options of `bertmtl ablate` (its table: the sweep report in --out)."""
 
     data_dir: str = same_as(TRAIN["data_dir"])
-    out: str = option("ablation", "Where ablation.md, ablation.json and the runs' logs go.", path="dir")
+    out: str = option("ablation", "Where the report (report.md, .json, .svg), the study and the runs go.", path="dir")
     table: str = option("paper", "paper: the CS224N report's Table 1 rows; combiners: every --combine on the same "
                                  "budget, data order and seeds (SMART off, so that only the combiner differs); "
                                  "weightings: every --loss-weighting the same way, on the plain sum.",

@@ -1,8 +1,9 @@
 """The paper's ablation table (Table 1) and the combiner comparison with our stack: `bertmtl ablate`.
 
 Every row is `train()` with a shared budget, once per seed (`--seeds N`: the same seeds, so the
-same data order, for every row), scored on dev with all three heads; the table gives the mean
-and standard deviation over seeds. Two tables (`--table`):
+same data order, for every row), scored on dev with all three heads. A table is a sweep with fixed
+rows (sweep/spec.py), and its report is the sweep's (sweep/report.py): the spec's report section
+adds the titles, telemetry columns, the paper's cells and the notes. Three tables (`--table`):
 
 - paper: the SST-only baseline, simple multi-task (summed losses), further MLM pretraining +
   SMART + PCGrad, the final recipe (SMART + PCGrad, AdamW), and the final recipe with AdamaxW.
@@ -11,23 +12,22 @@ and standard deviation over seeds. Two tables (`--table`):
   combiner differs), with the task-conflict telemetry of each row (how often the tasks'
   gradients conflicted, how far the combiner moved the update from the plain sum) and a picture
   of one run's telemetry (conflicts.svg).
+- weightings: every `--loss-weighting` on the plain sum, with the final loss weights.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import platform
 import shutil
 import sys
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..configuration.configs import ABLATION_TABLES, AblateConfig
 from ..tasks.files import task_files
 from ..tasks import BASELINE_TASKS, BUILTIN, TASKS, metric_labels
 from ..errors import UserError
+from .spec import ROW
 
 
 @dataclass(frozen=True)
@@ -66,9 +66,8 @@ WEIGHTING_ROWS: dict[str, Row] = {w: Row(w, f"--loss-weighting {w}", w, {"combin
 ROWS: dict[str, Row] = {**PAPER_ROWS, **COMBINER_ROWS, **WEIGHTING_ROWS}
 
 METRICS = (*metric_labels(BUILTIN, primary_only=True), ("overall", "Overall"))
-# The combiners table's telemetry columns: means over a row's log records and seeds.
-TELEMETRY = (("conflicting", "Conflicting pairs"), ("update_cos", "cos(update, sum)"),
-             ("update_norm_ratio", "|update| / |sum|"))
+# The combiners table's telemetry columns (the sweep report's: sweep/spec.py REPORT_COLUMNS).
+TELEMETRY = ("conflicting", "update_cos", "update_norm_ratio")
 
 # The CS224N report (bert-base) gives figures for its final model only; other cells are "—".
 PAPER = {"final": {"sst_acc": 0.514, "para_acc": 0.789, "sts_corr": 0.727, "overall": 0.677}}
@@ -79,7 +78,7 @@ COMBINERS_NOTE = ("Every row trains the three tasks with the same options, budge
 WEIGHTINGS_NOTE = ("Every row trains the three tasks with --combine sum and the same options, budget, seeds and "
                    "data order; only --loss-weighting differs (SMART off). Conflicting pairs: the mean fraction "
                    "of task pairs whose weighted gradients had a negative cosine. Final loss weights: the last "
-                   "log record's, of the first seed (every seed's are in ablation.json).")
+                   "log record's, of the first seed (every seed's are in its run's metrics.jsonl).")
 PAPER_NOTE = ("Paper: the CS224N report's Table 1 (bert-base). Only its final row (SMART + PCGrad, no further "
               "pretraining) is available to us; \"—\" marks paper cells we do not have (not invented).")
 BASELINE_NOTE = ("The baseline trains on SST only; its paraphrase and similarity heads are untrained, so they score "
@@ -94,7 +93,7 @@ class Table:
     title: str
     rows: dict[str, Row]
     paper: dict = field(default_factory=dict)  # row -> the paper's metrics, where it has them
-    columns: tuple = ()  # telemetry columns (TELEMETRY)
+    columns: tuple = ()  # telemetry columns (TELEMETRY's names)
     notes: tuple = ()
     loss_weights: bool = False  # a column of the final loss weights
     baseline: str | None = None  # the row the others are compared with (paired bootstrap)
@@ -136,101 +135,32 @@ def budget(cfg: AblateConfig) -> dict:
     return b
 
 
-def machine() -> dict:
-    """Where the numbers were measured."""
-    import torch
-
-    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version()}
-    if torch.cuda.is_available():
-        info["cuda_device"] = torch.cuda.get_device_name(0)
-    return info
-
-
-def _fmt(v) -> str:
-    return "—" if v is None else f"{v:.3f}"
-
-
-def _cell(row: dict, key: str) -> str:
-    """A row's metric: the value of one seed, or mean ± sd over several."""
-    v = (row.get("metrics") or {}).get(key)
-    sd = (row.get("std") or {}).get(key)
-    return _fmt(v) if sd is None or v is None else f"{v:.3f} ± {sd:.3f}"
-
-
-def weights_text(weights: dict | None) -> str:
-    return ", ".join(f"{t} {w:.2f}" for t, w in weights.items()) if weights else "—"
-
-
-def markdown(result: dict) -> str:
-    """The table as Markdown, with its budget, command, machine and notes."""
-    table = TABLES[result.get("table", "paper")]
-    cols = [label for _, label in METRICS]
-    paper_cols = [f"Paper {c}" for c in cols] if table.paper else []
-    tele = [label for _, label in table.columns] + (["Final loss weights"] if table.loss_weights else [])
-    head = ["Row", *cols, *tele, *paper_cols, "Wall time"]
-    lines = [f"# {table.title}", "", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
-    for r in result["rows"]:
-        cells = [_cell(r, k) for k, _ in METRICS] + [_cell({"metrics": r.get("telemetry"),
-                                                           "std": r.get("telemetry_std")}, k) for k, _ in table.columns]
-        if table.loss_weights:
-            cells.append(weights_text(r["seeds"][0].get("loss_weight")) if r.get("seeds") else "—")
-        if table.paper:
-            cells += [_fmt((r["paper"] or {}).get(k)) for k, _ in METRICS]
-        lines.append(f"| {r['title']} | " + " | ".join(cells) + f" | {r['wall_s']:.0f} s |")
-    lines += ["", f"**Budget:** {result['budget']['text']}.", "",
-              f"**Command:** `{result['command']}`", "",
-              "**Machine:** " + ", ".join(f"{k} {v}" for k, v in result["machine"].items()) + f"; device {result['device']}.", "",
-              f"**Total wall time:** {result['wall_s']:.0f} s.", ""]
-    if result.get("pretrain"):
-        p = result["pretrain"]
-        steps = f"{p.get('steps', '?')} steps" + (f", the first {p['head_steps']} head-only" if p.get("head_steps") else "")
-        when = f"{p['wall_s']:.0f} s" if p.get("wall_s") is not None else "time unknown"
-        lines += [f"**Further pretraining:** {p['source']}: held-out MLM perplexity "
-                  f"{_fmt(p.get('before_perplexity'))} before, {_fmt(p.get('after_perplexity'))} after "
-                  f"({steps}; {when}).", ""]
-    if result.get("baseline") and any(r.get("vs_baseline") for r in result["rows"]):
-        from .stats import describe_difference
-
-        lines += [f"**Against {ROWS[result['baseline']].title}** (paired bootstrap over the dev examples both "
-                  f"scored, pooled over seeds, {result.get('config', {}).get('bootstrap', 1000)} replicates: the "
-                  "difference, its 95% interval, a two-sided p-value; \"within noise\" where the interval covers "
-                  "zero):", "", "| Row | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-        for r in result["rows"]:
-            if r.get("vs_baseline"):
-                lines.append(f"| {r['title']} | " + " | ".join(describe_difference(r["vs_baseline"].get(k))
-                                                              for k, _ in METRICS) + " |")
-        lines.append("")
-    if result.get("picture"):
-        lines += [f"![task-conflict telemetry of one run]({result['picture']['file']})", "",
-                  f"The picture: {result['picture']['caption']}", ""]
-    lines += ["Notes: " + " ".join(table.notes) + " Overall = mean of SST accuracy, Quora accuracy and STS "
-              "Pearson r, on dev." + (" ± is one standard deviation over seeds." if result["budget"].get("seeds", [0])[1:]
-                                      else ""), ""]
-    return "\n".join(lines)
-
-
-def print_table(result: dict, console=None) -> None:
-    """The table in the terminal (Rich), ours beside the paper's where it has them."""
+def print_table(report: dict, table: Table, console=None) -> None:
+    """The table in the terminal (Rich): the sweep report's rows, ours beside the paper's where it has them."""
     from rich.console import Console
     from rich.table import Table as RichTable
 
+    from .report import _sd
+
+    def _mean(s: dict) -> str:
+        return "—" if s["mean"] is None else f"{s['mean']:.3f}"
+
     console = console or Console()
-    table = TABLES[result.get("table", "paper")]
     rich = RichTable(title="Ablation: ours (paper)" if table.paper else table.title, show_header=True,
                      header_style="bold")
     rich.add_column("Row")
-    for _, label in (*METRICS, *table.columns):
+    for _, label in (*METRICS, *report["columns"]):
         rich.add_column(label, justify="right")
     rich.add_column("time", justify="right")
-    for r in result["rows"]:
-        cells = [_cell(r, k) + (f" ({_fmt((r['paper'] or {}).get(k))})" if table.paper else "") for k, _ in METRICS]
-        cells += [_fmt((r.get("telemetry") or {}).get(k)) for k, _ in table.columns]
-        rich.add_row(ROWS[r["name"]].short if r.get("name") in ROWS else r["title"], *cells, f"{r['wall_s']:.0f} s")
+    for r in report["configurations"]:
+        paper = r.get("reference") or {}
+        cells = [_sd(r["summary"][k]) + (f" ({paper[k]:.3f})" if k in paper else " (—)" if table.paper else "")
+                 for k, _ in METRICS]
+        cells += [_mean(r["telemetry"][k]) for k, _ in report["columns"]]  # (± sd: in report.md)
+        name = r["params"][ROW]
+        rich.add_row(ROWS[name].short if name in ROWS else name, *cells, f"{r['training_s']:.0f} s")
     console.print(rich)
-    console.print(f"budget: {result['budget']['text']}", markup=False, highlight=False)
-    for note in table.notes[:1]:
+    for note in (*report["notes"][:1], *table.notes[:1]):  # the budget, and what the rows share
         console.print(note, markup=False, highlight=False)
 
 
@@ -246,11 +176,11 @@ def chosen_rows(cfg: AblateConfig) -> list[str]:
 
 
 def ablate(cfg: AblateConfig, reporter_factory=None) -> dict:
-    """Train every chosen row, write OUT/ablation.md and OUT/ablation.json; returns the result."""
+    """Train every chosen row as a sweep with fixed rows; its report (OUT/report.md, .json, .svg) is the
+    table. Returns the report."""
     from ..runs.locks import OwnerLock
     from ..runs.ownership import check_output
 
-    t0 = time.perf_counter()
     cfg.validate()  # every number finite and in range before the first row trains (configuration/options.py)
     rows = chosen_rows(cfg)
     if cfg.epochs is None and cfg.budget_steps is None:
@@ -261,7 +191,7 @@ def ablate(cfg: AblateConfig, reporter_factory=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     lock = OwnerLock(out / ".ablate.lock", f"--out {out}")  # before --overwrite deletes anything there
     try:
-        return _ablate(cfg, rows, out, reporter_factory, t0)
+        return _ablate(cfg, rows, out, reporter_factory)
     finally:
         lock.release()
 
@@ -275,7 +205,7 @@ def row_options(row: Row, cfg: AblateConfig, mlm_dir: str | None) -> dict:
     return {**row.train, **more, **({"encoder": mlm_dir} if row.pretrained_mlm else {})}
 
 
-def sweep_spec(cfg: AblateConfig, rows: list[str], mlm_dir: str | None) -> dict:
+def sweep_spec(cfg: AblateConfig, rows: list[str], mlm_dir: str | None, notes: list[str] = ()) -> dict:
     """The ablation as a sweep spec with fixed rows (sweep/spec.py): every row over the same base
     (budget, data, seeds), compared with the table's baseline row."""
     base = {"data_dir": cfg.data_dir, "encoder": cfg.encoder, "dev_limit": cfg.dev_limit, "batch_size": cfg.batch_size,
@@ -288,7 +218,13 @@ def sweep_spec(cfg: AblateConfig, rows: list[str], mlm_dir: str | None) -> dict:
     base = {k: v for k, v in base.items() if v is not None}  # None: train's default
     table = TABLES[cfg.table]
     spec = {"name": f"ablate-{cfg.table}", "base": base, "seeds": cfg.seeds,
-            "rows": {name: row_options(ROWS[name], cfg, mlm_dir) for name in rows}}
+            "rows": {name: row_options(ROWS[name], cfg, mlm_dir) for name in rows},
+            # the table as the sweep report shows it: titles, telemetry, the paper's cells, notes
+            "report": {"title": table.title, "titles": {name: ROWS[name].title for name in rows},
+                       "columns": list(table.columns), "loss_weights": table.loss_weights,
+                       "picture": bool(table.columns), "notes": list(notes),
+                       **({"reference": {"label": "Paper", "values": {r: v for r, v in table.paper.items() if r in rows}}}
+                          if table.paper else {})}}
     if table.baseline in rows:
         spec["baseline"] = {"row": table.baseline}
     return spec
@@ -302,23 +238,13 @@ def run_dir_of(out: Path, row: str, seed: int) -> Path:
     return sweep_run(out, {ROW: row}, seed)
 
 
-def run_telemetry(state) -> tuple[dict, dict | None]:
-    """From a run's state (rundir.RunState): the means of its telemetry scalars over its records
-    (TELEMETRY's keys), and the loss weights of its last record (None without a loss weighting)."""
-    from .stats import mean_ci
-
-    records = state.telemetry
-    means = {k: mean_ci([r.get(k) for r in records])["mean"] for k, _ in TELEMETRY}
-    return means, next((r["loss_weight"] for r in reversed(records) if r.get("loss_weight")), None)
-
-
 def _clear(out: Path, pretrains_here: bool) -> None:
     """--overwrite: an earlier ablation's runs, study, spec and reports go (this one's own files only)."""
     from .report import SPEC_FILE
 
     for d in ("runs", *(["pretrained-mlm"] if pretrains_here else [])):
         shutil.rmtree(out / d, ignore_errors=True)
-    for f in ("study.db", SPEC_FILE, SPEC_NAME, "report.md", "report.json", "report.svg"):
+    for f in ("study.db", SPEC_FILE, SPEC_NAME, "report.md", "report.json", "report.svg", "conflicts.svg"):
         (out / f).unlink(missing_ok=True)
 
 
@@ -352,26 +278,24 @@ def _pretrain(cfg: AblateConfig, mlm_dir: Path, reporter) -> None:
                       f"{mlm_dir / LAST}); the same command goes on from there:\n  {cfg.command or 'bertmtl ablate ...'}")
 
 
-def _ablate(cfg: AblateConfig, rows: list[str], out: Path, reporter_factory, t0: float) -> dict:
+def _ablate(cfg: AblateConfig, rows: list[str], out: Path, reporter_factory) -> dict:
     """The rows as one Optuna study (sweep/study.py: --workers, --storage, kill -9 and rerun safe),
     then the table from their runs."""
     from ..training.stopping import stop_on_signals
 
     # One stop for the pretraining and the rows' sweep: a signal in between starts nothing more.
     with stop_on_signals(lambda text: print(text, file=sys.stderr, flush=True)):
-        return _ablate_stages(cfg, rows, out, reporter_factory, t0)
+        return _ablate_stages(cfg, rows, out, reporter_factory)
 
 
-def _ablate_stages(cfg: AblateConfig, rows: list[str], out: Path, reporter_factory, t0: float) -> dict:
+def _ablate_stages(cfg: AblateConfig, rows: list[str], out: Path, reporter_factory) -> dict:
     from ..configuration.configs import SweepConfig
-    from ..model.device import pick_device
-    from ..fsutil import read_json, write_bytes, write_json
-    from ..training.pretrain import report
-    from ..runs.rundir import BEST, LAST, SUMMARY, is_run
+    from ..training.pretrain import report as pretrain_report
+    from ..runs.rundir import BEST, LAST, is_run
     from ..runs.state import RunState
+    from ..fsutil import write_bytes
     from .report import SPEC_FILE
     from .run import run_sweep
-    from .spec import ROW, read_spec
 
     table = TABLES[cfg.table]
     pretrains_here = "pretrain" in rows and cfg.pretrained_mlm is None  # into out/pretrained-mlm, a run
@@ -379,121 +303,41 @@ def _ablate_stages(cfg: AblateConfig, rows: list[str], out: Path, reporter_facto
         _clear(out, pretrains_here)
     elif (out / "runs").exists() and not (out / SPEC_FILE).exists():
         raise UserError(f"{out / 'runs'} exists from an earlier ablation; pass --overwrite or another --out")
-    device = pick_device(cfg.device)
     new_reporter = reporter_factory or (lambda: None)
-
-    result: dict = {"table": cfg.table, "budget": budget(cfg), "command": cfg.command or "(called from Python)",
-                    "machine": machine(), "device": str(device), "config": asdict(cfg), "rows": [], "pretrain": None,
-                    "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-
+    notes = [f"Budget: {budget(cfg)['text']}.", f"Command: `{cfg.command or '(called from Python)'}`."]
     mlm_dir = cfg.pretrained_mlm
     if "pretrain" in rows:
         if pretrains_here:
             mlm_dir = str(out / "pretrained-mlm")
             _pretrain(cfg, Path(mlm_dir), new_reporter())
-        r = report(Path(mlm_dir))
-        # Its own log's time, whether it ran now, in an earlier run of this command, or beforehand
-        # (--pretrained-mlm: a run of `bertmtl pretrain`; another directory has no log: None).
-        wall = RunState.of(Path(mlm_dir)).training_seconds if is_run(mlm_dir) else None
-        result["pretrain"] = {"source": mlm_dir, "steps": r["steps"], "head_steps": r.get("head_steps") or 0, "wall_s": wall,
-                              "before_perplexity": (r.get("before") or {}).get("perplexity"),
-                              "after_perplexity": (r.get("after") or {}).get("perplexity"),
-                              "head": "initialised" if "initial" in r else "checkpoint"}
-
+        notes.append(pretraining_note(pretrain_report(Path(mlm_dir)), mlm_dir,
+                                      RunState.of(Path(mlm_dir)).training_seconds if is_run(mlm_dir) else None))
+    notes += [*table.notes, "Overall = mean of SST accuracy, Quora accuracy and STS Pearson r, on dev."]
     spec_path = out / SPEC_NAME
-    spec_dict = sweep_spec(cfg, rows, mlm_dir)
+    spec_dict = sweep_spec(cfg, rows, mlm_dir, notes)
     write_bytes(spec_path, (json.dumps(spec_dict, indent=2) + "\n").encode())  # rows in the table's order
     try:
-        run_sweep(SweepConfig(spec=str(spec_path), out=str(out), storage=cfg.storage, workers=cfg.workers,
-                              heartbeat=cfg.heartbeat, bootstrap=cfg.bootstrap, command=cfg.command), say=lambda _: None)
+        report = run_sweep(SweepConfig(spec=str(spec_path), out=str(out), storage=cfg.storage, workers=cfg.workers,
+                                       heartbeat=cfg.heartbeat, bootstrap=cfg.bootstrap, command=cfg.command),
+                           say=lambda _: None)
     except UserError as e:
         if "holds another sweep" in e.message:
             raise UserError(f"{out} holds an ablation with other rows or options; pass --overwrite or another "
                             f"--out") from None
         raise
-    spec = read_spec(spec_path)
-    for name in rows:
-        per_seed = []
-        for seed in spec.seed_list():
-            run_dir = run_dir_of(out, name, seed)
-            summary = read_json(run_dir / SUMMARY, "missing")
-            metrics = summary.get("last_metrics") or {}
-            state = RunState.of(run_dir)  # its log, read once
-            telemetry, loss_weight = run_telemetry(state)
-            per_seed.append({"seed": seed, "run": str(run_dir), "metrics": {k: metrics.get(k) for k, _ in METRICS},
-                             "dev_n": {s.count_key: metrics.get(s.count_key) for s in BUILTIN},
-                             "telemetry": telemetry if table.columns else None,
-                             "wall_s": state.training_seconds,
-                             "steps": summary.get("step"), "status": summary.get("status"), "loss_weight": loss_weight})
-            if not cfg.keep_checkpoints:  # the metrics and logs stay; the weights are large
+    if not cfg.keep_checkpoints:  # the metrics and logs stay (the report reads them); the weights are large
+        for r in report["configurations"]:
+            for run in r["runs"]:
                 for sub in (BEST, LAST):
-                    shutil.rmtree(run_dir / sub, ignore_errors=True)
-        result["rows"].append(summarise_row(name, per_seed, spec.config({ROW: name}, seed, run_dir), table))
-    compare_with_baseline(result, table, cfg.bootstrap)
-    if table.columns and result["rows"]:
-        result["picture"] = conflict_picture(out, result["rows"])
-    result["wall_s"] = time.perf_counter() - t0
-    result["study"] = {"spec": SPEC_NAME, "storage": cfg.storage or "sqlite: study.db", "report": "report.md"}
-    write_json(out / "ablation.json", result)
-    write_bytes(out / "ablation.md", markdown(result).encode())
-    return result
+                    shutil.rmtree(Path(run) / sub, ignore_errors=True)
+    return report
 
 
-def compare_with_baseline(result: dict, table: Table, replicates: int) -> None:
-    """Each row against the table's baseline row (where both ran): a paired bootstrap over the
-    dev examples both scored, pooled over seeds (stats.paired_bootstrap), per metric."""
-    from ..runs.rundir import read_dev_outputs
-    from ..runs.state import RunState
-    from .stats import paired_bootstrap
-
-    rows = {r["name"]: r for r in result["rows"]}
-    base = rows.get(table.baseline)
-    if base is None:
-        return
-    result["baseline"] = base["name"]
-    outputs = {name: [read_dev_outputs(Path(s["run"])) for s in r["seeds"]] for name, r in rows.items()}
-    if not all(outputs[base["name"]]):
-        return
-    specs = {s.name: s for s in RunState.of(Path(base["seeds"][0]["run"])).specs}
-    for name, r in rows.items():
-        if name != base["name"] and all(outputs[name]):
-            r["vs_baseline"] = {k: paired_bootstrap(outputs[base["name"]], outputs[name], specs, k, n=replicates)
-                                for k, _ in METRICS}
-
-
-def summarise_row(name: str, per_seed: list[dict], tc, table: Table) -> dict:
-    """A row of the table from its seeds' runs: mean, sd (with several seeds) and t interval of
-    every metric, and the mean and sd of the telemetry (stats.mean_ci)."""
-    from .stats import mean_ci
-    from ..tasks import metric_range
-
-    def fold(part: str, keys, within=lambda k: None) -> tuple[dict, dict, dict | None]:
-        stats = {k: mean_ci([(s[part] or {}).get(k) for s in per_seed], within(k)) for k in keys}
-        return ({k: c["mean"] for k, c in stats.items()}, stats,
-                {k: c["sd"] for k, c in stats.items()} if len(per_seed) > 1 else None)
-
-    metrics, ci, std = fold("metrics", [k for k, _ in METRICS], lambda k: metric_range(BUILTIN, k))
-    first = per_seed[0]
-    row = {"name": name, "title": ROWS[name].title, "metrics": metrics, "std": std, "dev_n": first["dev_n"],
-           "paper": table.paper.get(name), "wall_s": sum(s["wall_s"] or 0.0 for s in per_seed), "steps": first["steps"],
-           "status": first["status"] if all(s["status"] == first["status"] for s in per_seed) else "mixed",
-           "ci": ci,
-           "seeds": per_seed, "train": {k: getattr(tc, k) for k in (
-               "tasks", "combine", "loss_weighting", "smart", "optimizer", "encoder", "epochs", "steps_per_epoch", "precision")}}
-    if table.columns:
-        row["telemetry"], _, row["telemetry_std"] = fold("telemetry", [k for k, _ in table.columns])
-    return row
-
-
-def conflict_picture(out: Path, rows: list[dict]) -> dict:
-    """conflicts.svg: the telemetry of the first row's first seed (sweep/pictures.py)."""
-    from ..fsutil import write_bytes
-    from .pictures import conflict_svg
-    from ..runs.state import RunState
-
-    run = rows[0]["seeds"][0]
-    svg = conflict_svg(RunState.of(Path(run["run"])), title=f"{rows[0]['title']}, seed {run['seed']}")
-    write_bytes(out / "conflicts.svg", svg.encode())
-    return {"file": "conflicts.svg", "run": run["run"],
-            "caption": f"{rows[0]['title']} (seed {run['seed']}): each task pair's gradient cosine over the run "
-                       "(left: its mean, red where the tasks conflict) and per log window (right)."}
+def pretraining_note(r: dict, source: str, wall_s: float | None) -> str:
+    """The report's line on the further pretraining the 'pretrain' row starts from."""
+    steps = f"{r.get('steps', '?')} steps" + (f", the first {r['head_steps']} head-only" if r.get("head_steps") else "")
+    when = f"{wall_s:.0f} s" if wall_s is not None else "time unknown"
+    before, after = ((r.get(k) or {}).get("perplexity") for k in ("before", "after"))
+    shown = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+    return (f"Further pretraining: {source}: held-out MLM perplexity {shown(before)} before, {shown(after)} after "
+            f"({steps}; {when}).")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from .stats import describe_difference
-from .spec import SweepSpec, config_key
+from .spec import REPORT_COLUMNS, ROW, SweepSpec, config_key
 from .study import RUNS
 
 SPEC_FILE = "sweep.json"  # the spec as the sweep read it, beside its runs
@@ -119,15 +119,28 @@ def build_report(out: Path, spec: SweepSpec, replicates: int = 1000) -> dict:
     if spec.baseline:
         baseline_key = next((k for k, c in configs.items()
                              if all(c["params"].get(n) == v for n, v in spec.baseline.items())), None)
+    shown = spec.report or {}
+    columns = [(k, REPORT_COLUMNS[k]) for k in shown.get("columns", [])]
     rows = []
     outputs = {k: [read_dev_outputs(r) for _, r in sorted(c["runs"].items())] for k, c in configs.items()}
     for key, c in configs.items():
         seeds = sorted(c["runs"])
         evals = [last_eval(c["runs"][s]) for s in seeds]
+        states = [RunState.of(c["runs"][s]) for s in seeds]
         per_seed = {m: [finite_number(e.get(m)) for e in evals] for m, _ in metrics}
+        name = c["params"].get(ROW, key)  # a row's name, or the grid point's key
         row = {"config": key, "params": c["params"], "seeds": seeds, "runs": [str(c["runs"][s]) for s in seeds],
                "values": per_seed, "summary": {m: mean_ci(v, ranges[m]) for m, v in per_seed.items()},
-               "baseline": key == baseline_key, "vs_baseline": None}
+               "baseline": key == baseline_key, "vs_baseline": None,
+               "title": (shown.get("titles") or {}).get(name),
+               "training_s": sum(s.training_seconds or 0.0 for s in states),
+               "reference": ((shown.get("reference") or {}).get("values") or {}).get(name)}
+        if columns:  # each run's mean over its log records, then over seeds
+            runs = [{k: mean_ci([r.get(k) for r in s.telemetry])["mean"] for k, _ in columns} for s in states]
+            row["telemetry"] = {k: mean_ci([r[k] for r in runs]) for k, _ in columns}
+        if shown.get("loss_weights"):  # the last log record's, of the first seed
+            row["loss_weight"] = next((r["loss_weight"] for r in reversed(states[0].telemetry) if r.get("loss_weight")),
+                                      None)
         if baseline_key and key != baseline_key and all(outputs[key]) and all(outputs[baseline_key]):
             row["vs_baseline"] = {m: paired_bootstrap(outputs[baseline_key], outputs[key], spec_by_task, m,
                                                       n=replicates, seed=0) for m, _ in metrics}
@@ -137,8 +150,12 @@ def build_report(out: Path, spec: SweepSpec, replicates: int = 1000) -> dict:
                                                    else -math.inf)))
     report = {"sweep": spec.name, "spec": spec.to_dict(), "metric": spec.metric, "metrics": metrics,
               "baseline": baseline_key, "configurations": rows, "pruned": pruned, "incomplete": missing,
-              "replicates": replicates,
+              "replicates": replicates, "title": shown.get("title"), "columns": columns,
+              "loss_weights": bool(shown.get("loss_weights")), "reference_label": (shown.get("reference") or {}).get("label"),
+              "notes": shown.get("notes", []), "machine": machine(),
               "expected_seeds": spec.seed_list(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if shown.get("picture"):
+        report["picture"] = conflict_picture(out, rows[0])
     write_json(out / "report.json", report)
     write_bytes(out / "report.md", markdown(report).encode())
     write_bytes(out / "report.svg", intervals_svg(
@@ -163,29 +180,85 @@ def _ci(s: dict) -> str:
     return f"{s['mean']:.3f} [{s['lo']:.3f}, {s['hi']:.3f}]"
 
 
+def machine() -> dict:
+    """Where the report's numbers were measured (its runs' own logs say where each trained)."""
+    import os
+    import platform
+
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "python": platform.python_version()}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        if torch.cuda.is_available():
+            info["cuda_device"] = torch.cuda.get_device_name(0)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    return info
+
+
+def conflict_picture(out: Path, row: dict) -> dict:
+    """conflicts.svg: the task-conflict telemetry of a configuration's first run (sweep/pictures.py)."""
+    from ..fsutil import write_bytes
+    from ..runs.state import RunState
+    from .pictures import conflict_svg
+
+    name = row["title"] or _name(row)
+    seed, run = row["seeds"][0], row["runs"][0]
+    write_bytes(out / "conflicts.svg", conflict_svg(RunState.of(Path(run)), title=f"{name}, seed {seed}").encode())
+    return {"file": "conflicts.svg", "run": run,
+            "caption": f"{name} (seed {seed}): each task pair's gradient cosine over the run (left: its mean, red "
+                       "where the tasks conflict) and per log window (right)."}
+
+
+def _name(row: dict) -> str:
+    return row.get("title") or ", ".join(f"{k}={v}" for k, v in row["params"].items())
+
+
+def _sd(s: dict) -> str:
+    """A mean, ± one standard deviation over seeds where there are several."""
+    if s["mean"] is None:
+        return "—"
+    return f"{s['mean']:.3f}" if s.get("sd") is None else f"{s['mean']:.3f} ± {s['sd']:.3f}"
+
+
+def _weights(weights: dict | None) -> str:
+    return ", ".join(f"{t} {w:.2f}" for t, w in weights.items()) if weights else "—"
+
+
 def markdown(report: dict) -> str:
     metrics = report["metrics"]
-    lines = [f"# Sweep {report['sweep']}", "",
+    columns = report.get("columns") or []
+    label = report.get("reference_label")
+    head = ["Configuration", "Seeds", *(lbl for _, lbl in metrics), *(lbl for _, lbl in columns),
+            *(["Final loss weights"] if report.get("loss_weights") else []),
+            *([f"{label} {lbl}" for _, lbl in metrics] if label else []), "Training time"]
+    lines = [f"# {report.get('title') or 'Sweep ' + report['sweep']}", "",
              f"Mean over seeds with its 95% t interval [low, high]; seeds {report['expected_seeds']}.", "",
-             "| Configuration | Seeds | " + " | ".join(label for _, label in metrics) + " |",
-             "|---" * (len(metrics) + 2) + "|"]
+             "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for r in report["configurations"]:
-        name = ", ".join(f"{k}={v}" for k, v in r["params"].items()) + (" (baseline)" if r["baseline"] else "")
+        name = _name(r) + (" (baseline)" if r["baseline"] else "")
         expected = len(report["expected_seeds"])
         seeds = f"{len(r['seeds'])}" + (f" of {expected}" if len(r["seeds"]) < expected else "")
-        lines.append(f"| {name} | {seeds} | " + " | ".join(_ci(r["summary"][m]) for m, _ in metrics) + " |")
+        cells = [_ci(r["summary"][m]) for m, _ in metrics] + [_sd(r["telemetry"][k]) for k, _ in columns]
+        if report.get("loss_weights"):
+            cells.append(_weights(r.get("loss_weight")))
+        if label:
+            ref = r.get("reference") or {}
+            cells += [f"{ref[m]:.3f}" if m in ref else "—" for m, _ in metrics]
+        lines.append(f"| {name} | {seeds} | " + " | ".join(cells) + f" | {r.get('training_s') or 0:.0f} s |")
     if report["baseline"]:
         lines += ["", "## Against the baseline", "",
                   f"Paired bootstrap over the dev examples both scored, pooled over seeds ({report['replicates']} "
                   "replicates): the difference (configuration minus baseline), its 95% interval, a two-sided "
                   "p-value, and \"within noise\" where the interval covers zero.", "",
-                  "| Configuration | " + " | ".join(label for _, label in metrics) + " |",
+                  "| Configuration | " + " | ".join(lbl for _, lbl in metrics) + " |",
                   "|---" * (len(metrics) + 1) + "|"]
         for r in report["configurations"]:
             if r["baseline"]:
                 continue
-            name = ", ".join(f"{k}={v}" for k, v in r["params"].items())
-            lines.append(f"| {name} | " + " | ".join(describe_difference((r["vs_baseline"] or {}).get(m)) for m, _ in metrics) + " |")
+            lines.append(f"| {_name(r)} | " + " | ".join(describe_difference((r["vs_baseline"] or {}).get(m)) for m, _ in metrics) + " |")
     if report.get("incomplete"):
         lines += ["", "Incomplete (fewer finished seeds than the spec's "
                   f"{len(report['expected_seeds'])}; their rows average the seeds that finished):", ""]
@@ -194,4 +267,11 @@ def markdown(report: dict) -> str:
         lines += ["", "Pruned (stopped early by the median pruner, not in the tables): "
                   + "; ".join(", ".join(f"{k}={v}" for k, v in p["params"].items()) for p in report["pruned"]) + "."]
     lines += ["", "![metrics per configuration with their intervals](report.svg)", ""]
+    if report.get("picture"):
+        lines += [f"![task-conflict telemetry of one run]({report['picture']['file']})", "",
+                  f"The picture: {report['picture']['caption']}", ""]
+    if report.get("notes"):
+        lines += ["Notes: " + " ".join(report["notes"]), ""]
+    if report.get("machine"):
+        lines += ["Machine: " + ", ".join(f"{k} {v}" for k, v in report["machine"].items()) + ".", ""]
     return "\n".join(lines)

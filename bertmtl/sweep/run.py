@@ -80,7 +80,7 @@ def run_sweep(cfg, say=print) -> dict | None:
         check_storage(cfg.storage)
     spec = read_spec(cfg.spec)
     saved = out / SPEC_FILE
-    if saved.is_file() and SweepSpec.from_dict(read_json(saved, "missing")).to_dict() != spec.to_dict():
+    if saved.is_file() and SweepSpec.from_dict(read_json(saved, "missing")).training_dict() != spec.training_dict():
         raise UserError(f"{out} holds another sweep (its {SPEC_FILE} differs from {cfg.spec}); use another --out")
     if not cfg.worker:
         plan = SweepPlan(spec, out)
@@ -96,8 +96,7 @@ def run_sweep(cfg, say=print) -> dict | None:
         # The storage opened (made, its grid's first points queued) before anything is written or
         # trained, and once, before workers race for it.
         open_study(spec, storage, cfg.heartbeat, retry_failed=True)
-        if not saved.is_file():
-            write_json(saved, spec.to_dict())
+        write_json(saved, spec.to_dict())  # the same runs; its report section may be new
     again = cfg.command or f"bertmtl sweep {cfg.spec} --out {out}"
     workers = _workers(cfg.workers, SweepPlan(spec, out).configurations, say) if not cfg.worker else 1
     what = ("stopping the sweep: the running trial ends its step and saves its run" if workers == 1

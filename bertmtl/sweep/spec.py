@@ -37,7 +37,14 @@ from ..configuration.train_config import TrainConfig
 
 DISTRIBUTIONS = ("log_uniform", "uniform", "int", "choice")
 SAMPLERS = ("tpe", "random")
-KEYS = ("name", "base", "grid", "rows", "search", "trials", "sampler", "seeds", "baseline", "metric", "prune")
+KEYS = ("name", "base", "grid", "rows", "search", "trials", "sampler", "seeds", "baseline", "metric", "prune", "report")
+# What a spec's `report` section may add to the report (sweep/report.py): a title, titles of its
+# configurations (a row's name, or a grid point's key), telemetry columns (means over each run's
+# log records, then over seeds), the final loss weights, reference values beside the metrics
+# (e.g. a paper's, under `label`), notes, and the task-conflict picture of the first run.
+REPORT_KEYS = ("title", "titles", "columns", "loss_weights", "reference", "notes", "picture")
+REPORT_COLUMNS = {"conflicting": "Conflicting pairs", "update_cos": "cos(update, sum)",
+                  "update_norm_ratio": "|update| / |sum|"}
 PRUNE_DEFAULTS = {"startup_trials": 2, "warmup_steps": 0}
 ROW = "row"  # the one swept parameter of a spec with rows: the row's name
 # Options a sweep decides itself: where each run goes, and its seed (base's seed is the first);
@@ -64,6 +71,7 @@ class SweepSpec:
     metric: str = "overall"
     first_seed: int = 42
     prune: dict | None = None  # MedianPruner's settings (PRUNE_DEFAULTS' keys); None: no pruning
+    report: dict | None = None  # how the report shows it (REPORT_KEYS); not part of what it trains
 
     @property
     def swept(self) -> list[str]:
@@ -95,6 +103,10 @@ class SweepSpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def training_dict(self) -> dict:
+        """What the sweep trains: the spec without its report section (a rerun may change that)."""
+        return {k: v for k, v in self.to_dict().items() if k != "report"}
 
     @classmethod
     def from_dict(cls, d: dict) -> "SweepSpec":
@@ -289,10 +301,57 @@ def read_spec(path: str | Path) -> SweepSpec:
             raise UserError(f"{where}: the configuration {params}: {e.message}") from None
     if spec.baseline and spec.search:
         spec.config(spec.baseline, spec.first_seed, "sweep")
+    if data.get("report") is not None:
+        spec.report = _report_section(data["report"], f"{where}: report")
     samples = spec.grid_points() if spec.fixed else _search_samples(spec.search)
     _check_metric(spec, samples, where)
     _unused_base_options(spec, samples, where)
     return spec
+
+
+def _report_section(report, where: str) -> dict:
+    """A spec's `report` section, checked (REPORT_KEYS)."""
+    if not isinstance(report, dict):
+        raise UserError(f"{where}: expected a mapping with some of {', '.join(REPORT_KEYS)}")
+    if stray := [str(k) for k in report if k not in REPORT_KEYS]:
+        raise UserError(f"{where}: unknown key(s) {', '.join(stray)}; it takes {', '.join(REPORT_KEYS)}")
+
+    def text(value, what):
+        if not isinstance(value, str) or not value.strip():
+            raise UserError(f"{where}: {what} must be text")
+        return value
+
+    out: dict = {}
+    if "title" in report:
+        out["title"] = text(report["title"], "title")
+    if "titles" in report:
+        if not isinstance(report["titles"], dict):
+            raise UserError(f"{where}: titles must map configurations (row names) to titles")
+        out["titles"] = {str(k): text(v, f"titles: {k}") for k, v in report["titles"].items()}
+    if "columns" in report:
+        cols = report["columns"]
+        if not isinstance(cols, list) or any(c not in REPORT_COLUMNS for c in cols):
+            raise UserError(f"{where}: columns is a list of {', '.join(REPORT_COLUMNS)}")
+        out["columns"] = list(cols)
+    for flag in ("loss_weights", "picture"):
+        if flag in report:
+            if not isinstance(report[flag], bool):
+                raise UserError(f"{where}: {flag} is true or false")
+            out[flag] = report[flag]
+    if "reference" in report:
+        ref = report["reference"]
+        values = ref.get("values") if isinstance(ref, dict) else None
+        if not isinstance(values, dict) or not all(
+                isinstance(m, dict) and all(not number_problem(v) for v in m.values()) for m in values.values()):
+            raise UserError(f"{where}: reference is {{label: TEXT, values: {{CONFIGURATION: {{METRIC: NUMBER}}}}}}")
+        out["reference"] = {"label": text(ref.get("label", "Reference"), "reference: label"),
+                            "values": {str(k): dict(v) for k, v in values.items()}}
+    if "notes" in report:
+        notes = report["notes"]
+        if not isinstance(notes, list):
+            raise UserError(f"{where}: notes is a list of text")
+        out["notes"] = [text(n, "notes") for n in notes]
+    return out
 
 
 # Options that change a run's tasks, and so its dev metrics.
