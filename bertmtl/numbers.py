@@ -10,6 +10,17 @@ import math
 FLOAT32_MAX = 3.4028234663852886e38
 
 
+def finite_number(v) -> float | None:
+    """`v` as a float when it is a finite number (not a bool); None otherwise: an undefined metric,
+    NaN, or something that is not a number at all (a log line's garbage)."""
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def is_finite(v) -> bool:
+    """Whether `v` is a finite number (finite_number)."""
+    return finite_number(v) is not None
+
+
 def number_problem(value, min=None, max=None, min_open=False, max_open=False, whole=False) -> str | None:
     """Why `value` is not an allowed number (None when it is).
 

@@ -1,4 +1,4 @@
-"""The one reader of the YAML and JSON files people write (config_file.read_file): `--config FILE`,
+"""The one reader of the YAML and JSON files people write (configuration/file.py read_file): `--config FILE`,
 a sweep's spec and `--tasks-file` each refuse, in one line with exit code 2, a file that is not
 UTF-8 and a key given twice; one rule for the format (.json is JSON, anything else YAML)."""
 

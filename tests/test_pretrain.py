@@ -162,6 +162,22 @@ def test_head_steps_leave_the_encoder_as_it_was(tiny_bert_dir, data_dir, tmp_pat
     assert not torch.equal(saved["mlm.transform.dense.weight"], fresh["transform.dense.weight"])
 
 
+def test_a_python_resume_keeps_the_head_steps_the_run_started_with(tiny_bert_dir, data_dir, tmp_path):
+    """train(fresh options, resume=RUN) from Python: the head-only steps resolved at the start (a fresh
+    head: 2 of 10) stay, so the schedule does not shrink; the caller's options are left as given."""
+    from bertmtl.training.pretrain import pretrain_config
+    from bertmtl.runs.progress import SilentReporter
+    from bertmtl.training.loop import train
+
+    options = dict(data_dir=str(data_dir), encoder=str(tiny_bert_dir), out=str(tmp_path / "run"), max_steps=10,
+                   batch_size=16, precision="fp32")
+    first = pretrain_config(**options, stop_at_step=4)
+    assert train(first, reporter=SilentReporter())["total_steps"] == 12 and first.head_steps is None
+    again = pretrain_config(**options)
+    done = train(again, resume=tmp_path / "run", reporter=SilentReporter())
+    assert (done["status"], done["step"], done["total_steps"]) == ("finished", 12, 12) and again.head_steps is None
+
+
 def test_load_mlm_reads_a_bert_base_style_head(tmp_path):
     """bert-base-uncased's pytorch_model.bin: gamma/beta names, a decoder.weight copy, decoder.bias only."""
     from bertmtl.model import BertModel

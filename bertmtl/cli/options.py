@@ -16,7 +16,7 @@ class FiniteFloat(click.FloatRange):
     """A float option that must be finite and within an optional range (a usage error naming the
     option otherwise). click.FloatRange alone lets NaN through (every comparison with NaN is
     False) and inf through a range without an upper bound. Every float option of every command
-    uses this type; the same rule checks config files and Python callers (options.number_problem)."""
+    uses this type; the same rule checks config files and Python callers (numbers.py number_problem)."""
 
     def convert(self, value, param, ctx):
         number = click.FLOAT.convert(value, param, ctx)

@@ -2,7 +2,7 @@
 
 Sources are named as the options name them: sst, quora, sts (the CS224N tasks, by title), imdb
 (ids-cfimdb-train.csv: movie-review text, used when present) and any declared task's name. Their
-train files are read as training reads them (taskfiles.read_tasks: the same rows skipped, the
+train files are read as training reads them (tasks/files.py read_tasks: the same rows skipped, the
 augmented copies of --augment joined), both sides of a pair taken, exact duplicates dropped.
 A held-out slice of each source, chosen by example id, measures the masked-LM loss; augmented
 copies of held-out examples are dropped, so held-out text is never trained on, not even reworded.

@@ -295,7 +295,7 @@ class BertConfig:
 
     def _check(self, name: str, kind: type, **bounds) -> None:
         """UserError naming the field unless it is a `kind` (an int for sizes; a float may be
-        written as an int) within `bounds`, finite (options.number_problem's rule)."""
+        written as an int) within `bounds`, finite (numbers.py number_problem's rule)."""
         value = getattr(self, name)
         kinds = (int,) if kind is int else (int, float)
         if isinstance(value, bool) or not isinstance(value, kinds):

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -13,21 +12,11 @@ import torch
 
 from ..model.device import autocast_dtype
 from ..tasks import BUILTIN, TaskSpec
+from .protocol import Item  # the stdin protocol's items, which the Predictor answers
 
 # Longer inputs are cut before tokenising (the model sees at most max_length tokens anyway):
 # tokenising a megabyte to keep 128 tokens would only cost time and memory.
 MAX_CHARS = 20_000
-
-
-@dataclass
-class Item:
-    """One thing to predict: a sentence, or a pair; `id` is echoed back; `error` if unusable."""
-
-    line: int
-    text_a: str | None = None
-    text_b: str | None = None
-    id: object = None
-    error: str | None = None
 
 
 class Predictor:
@@ -219,7 +208,6 @@ def _check_texts(it: Item) -> str | None:
     return it.error
 
 
-# -- reading stdin ------------------------------------------------------------------------
 
 def answer_rows(res: dict, specs=BUILTIN) -> list[tuple[str, str, str]]:
     """One answer as (name, prediction, details) rows for people, e.g.

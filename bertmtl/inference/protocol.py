@@ -1,7 +1,7 @@
 """The stdin line protocol of `bertmtl predict -`: lines in (a sentence, two tab-separated sentences,
 or a JSON object with "sentence" or "sentence1"/"sentence2" and an optional "id"), one line out
 per line in (a JSON object, or a TSV row), in order, streamed as answers come. The Predictor
-(inference/predict.py) answers; this module reads and writes the lines.
+(inference/predict.py) answers the Items this module reads; it writes the lines. No torch.
 """
 
 from __future__ import annotations
@@ -9,11 +9,23 @@ from __future__ import annotations
 import json
 import math
 import sys
+from dataclasses import dataclass
 from typing import Iterator
 
 from ..errors import UserError
 from ..tasks import BUILTIN
-from .predict import Item
+from ..tasks.text import text_problem
+
+@dataclass
+class Item:
+    """One thing to predict: a sentence, or a pair; `id` is echoed back; `error` if unusable."""
+
+    line: int
+    text_a: str | None = None
+    text_b: str | None = None
+    id: object = None
+    error: str | None = None
+
 
 # A stdin line is kept up to this many bytes (the rest is dropped, and the answer says the
 # input was truncated).
@@ -62,8 +74,6 @@ def parse_line(line_no: int, raw: bytes) -> Item:
 
 def _id_problem(ident) -> str | None:
     """Why a JSON id cannot be echoed back as standard JSON in UTF-8 (None if it can)."""
-    from ..encoders.tokenizer import text_problem
-
     if isinstance(ident, float) and not math.isfinite(ident):  # NaN, Infinity, 1e999
         return "id must be a finite number"
     if isinstance(ident, str) and (problem := text_problem(ident)):

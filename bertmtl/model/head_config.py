@@ -51,8 +51,10 @@ class HeadConfig:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}, not {getattr(self, name)!r}")
         for name, rule in HEAD_RANGES.items():
             whole = isinstance(getattr(HeadConfig, name), int)  # as its default
-            if problem := number_problem(getattr(self, name), whole=whole, **rule):
-                raise ValueError(f"{name} {problem}, not {getattr(self, name)!r}")
+            if number_problem(getattr(self, name), whole=whole, **rule):
+                low, high = f"[{rule['min']}", f"{rule['max']}{')' if rule.get('max_open') else ']'}"
+                kind = "a whole number" if whole else "a finite number"
+                raise ValueError(f"{name} must be {kind} in {low}, {high}, not {getattr(self, name)!r}")
 
     @property
     def cross(self) -> bool:

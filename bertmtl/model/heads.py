@@ -209,6 +209,8 @@ class PooledHeads:
             setattr(model, f"{spec.name}_dropout", Dropout(model.cfg.dropout))
             setattr(model, spec.name, nn.Linear(h, spec.width))
 
+    fresh = ""  # (never: these start from their spec's initialisation)
+
     def take_pretrained(self, model: MultitaskBert, spec: TaskSpec, source) -> bool:
         """Whether the head starts trained: these start from their spec's initialisation."""
         return True
@@ -231,6 +233,8 @@ class TokenHeads:
 
     def build(self, model: MultitaskBert, spec: TaskSpec) -> None:
         setattr(model, spec.name, MaskedLMHead(model.encoder.config))
+
+    fresh = "has no masked-LM head: initialised a fresh one (BERT's init)"
 
     def take_pretrained(self, model: MultitaskBert, spec: TaskSpec, source) -> bool:
         """Load the head `source` (an encoder directory or a checkpoint) brings; False when it has none

@@ -27,3 +27,16 @@ class Registry(Mapping):
 
     def __len__(self) -> int:
         return len(self.table)
+
+
+def checked_hyper(cls, hyper: dict) -> dict:
+    """A method's hyperparameters by their option names: all of `cls.options`, nothing more."""
+    if set(hyper) != set(cls.options):
+        raise TypeError(f"{cls.__name__} takes {', '.join(cls.options) or 'no hyperparameters'}, "
+                        f"not {', '.join(sorted(hyper)) or 'none'}")
+    return hyper
+
+
+def hyper_of(cls, options) -> dict:
+    """A method's hyperparameters read from a TrainConfig (or anything with those fields)."""
+    return {name: getattr(options, name) for name in cls.options}

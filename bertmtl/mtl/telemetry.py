@@ -10,7 +10,7 @@ sum s = sum g_k: cos(d, s) = w'G1 / (|d| |s|) and |d| / |s|, with |d|^2 = w'Gw, 
     "grad_norm": {task: mean}, "weight": {task: the combiner's mean weight},
     "conflicting": mean fraction of conflicting pairs, "update_cos", "update_norm_ratio",
     and with a loss weighting "loss_weight": {task: its mean weight}.
-Pairs are named "a-b" in the order of the tasks (task names have no "-"). rundir.RunState folds
+Pairs are named "a-b" in the order of the tasks (task names have no "-"). runs/state.py RunState folds
 them back (curves for the TUI, `conflict_summary` for `bertmtl runs --json`).
 """
 

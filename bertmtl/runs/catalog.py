@@ -1,5 +1,5 @@
 """The runs root: naming a new run, finding runs and the checkpoint a command loads, what `bertmtl
-runs` shows about each (the fold of rundir.RunState, no torch), and cleaning up.
+runs` shows about each (the fold of runs/state.py RunState, no torch), and cleaning up.
 
 Status of a run:
   finished / stopped / paused / early-stopped / pruned / nonfinite / interrupted   its end record (and

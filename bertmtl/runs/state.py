@@ -5,11 +5,11 @@ trainer_state.json and summary.json record). Both decide the best evaluation by 
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..numbers import is_finite
 from ..tasks import BUILTIN, TaskSpec, dev_table_metrics
 from .rundir import METRICS_LOG
 from .status import Status
@@ -23,10 +23,6 @@ MAX_EVAL_ROWS = 200
 PACE_WINDOW = 20
 # Keys of an eval record that are not dev metrics.
 EVAL_META = {"type", "split", "step", "epoch", "best", "best_overall", "time"}
-
-
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 # What a train record holds of the task-conflict telemetry (mtl/telemetry.py writes it).
@@ -45,7 +41,7 @@ def conflict_summary(records: list[dict]) -> dict:
     pairs: dict[str, dict] = {}
     for rec in records:
         for pair, c in (rec.get("cos") or {}).items():
-            if not _finite(c):
+            if not is_finite(c):
                 continue
             p = pairs.setdefault(pair, {"windows": 0, "conflict": 0.0, "cos": 0.0, "min_cos": c})
             p["windows"] += 1
@@ -59,7 +55,7 @@ def conflict_summary(records: list[dict]) -> dict:
 def improves(score, best: float | None) -> bool:
     """Whether an evaluation's overall score becomes the best: the highest finite score, the first of
     equals (an undefined or NaN score never does). What RUN/best holds, and what the fold marks."""
-    return _finite(score) and (best is None or score > best)
+    return is_finite(score) and (best is None or score > best)
 
 
 @dataclass
@@ -142,7 +138,7 @@ class RunState:
         out: dict[str, list[tuple[int, float]]] = {}
         for rec in self.telemetry:
             for pair, c in (rec.get("cos") or {}).items():
-                if _finite(c):
+                if is_finite(c):
                     out.setdefault(pair, []).append((rec["step"], float(c)))
         return out
 
@@ -195,7 +191,7 @@ class RunState:
             except (TypeError, ValueError, KeyError, AttributeError):
                 continue  # a record of the right type with the wrong shape: skip it, as a garbage line
             self.records += 1
-            if _finite(rec.get("time")):
+            if is_finite(rec.get("time")):
                 self._clock(rec["type"], float(rec["time"]))
 
     def _clock(self, kind: str, t: float) -> None:
@@ -256,20 +252,20 @@ class RunState:
     def _on_train(self, rec: dict) -> None:
         step = int(rec["step"])
         for task, value in (rec.get("loss") or {}).items():
-            if _finite(value):
+            if is_finite(value):
                 self.loss.setdefault(task, []).append((step, float(value)))
         for task, value in (rec.get("smart") or {}).items():
-            if _finite(value):
+            if is_finite(value):
                 self.smart.setdefault(task, []).append((step, float(value)))
         if isinstance(rec.get("cos"), dict):
             self.telemetry.append({"step": step, **{k: rec[k] for k in TELEMETRY_KEYS if k in rec}})
         self.step = step
         self.epoch = float(rec.get("epoch", self.epoch))
         self.lr = rec.get("lr", self.lr)
-        if _finite(rec.get("lr")):
+        if is_finite(rec.get("lr")):
             self.lr_series.append((step, float(rec["lr"])))
         self.examples_per_s = rec.get("examples_per_s", self.examples_per_s)
-        if _finite(rec.get("time")):
+        if is_finite(rec.get("time")):
             self._pace.append((float(rec["time"]), step))
         if self.status == Status.WAITING:
             self.status = Status.RUNNING
@@ -278,7 +274,7 @@ class RunState:
         row = {k: rec.get(k) for k in ("step", "epoch", *self.metric_keys, "overall")}
         row["step"] = int(row["step"])
         # An undefined (None) or NaN overall never made best/, whatever an older log's flag says.
-        row["best"] = bool(rec.get("best")) and _finite(rec.get("overall"))  # marked in the TUI's table
+        row["best"] = bool(rec.get("best")) and is_finite(rec.get("overall"))  # marked in the TUI's table
         self.evals.append(row)
         self.eval_records.append({**rec, "step": row["step"]})
         self._consider(row)
@@ -320,7 +316,7 @@ class RunState:
 
     def apply_progress(self, bar) -> None:
         """The step bar's state a run writes between its records (RUN/progress.json: progress.RunReporter)."""
-        ok = isinstance(bar, dict) and all(_finite(bar.get(k)) for k in ("step", "total", "start_step", "started", "time"))
+        ok = isinstance(bar, dict) and all(is_finite(bar.get(k)) for k in ("step", "total", "start_step", "started", "time"))
         self.bar = bar if ok else None
 
     @property
@@ -366,4 +362,4 @@ class RunState:
     def dev_series(self) -> dict[str, list[tuple[int, float]]]:
         """Overall and each task's primary dev metric against step (the dev-score curves)."""
         keys = ["overall", *(s.primary_metric for s in self.specs)]
-        return {k: [(e["step"], float(e[k])) for e in self.evals if _finite(e.get(k))] for k in keys}
+        return {k: [(e["step"], float(e[k])) for e in self.evals if is_finite(e.get(k))] for k in keys}

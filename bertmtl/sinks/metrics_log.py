@@ -1,5 +1,5 @@
 """RUN/metrics.jsonl: one JSON object per line, appended as training goes: the sink that is always
-on, and the one reader of the file (rundir.RunState folds what it reads)."""
+on, and the one reader of the file (runs/state.py RunState folds what it reads)."""
 
 from __future__ import annotations
 

@@ -98,7 +98,8 @@ def build_report(out: Path, spec: SweepSpec, replicates: int = 1000) -> dict:
     from ..runs.state import RunState
     from .stats import mean_ci, paired_bootstrap
     from ..tasks import metric_range
-    from .study import finite_number, last_eval
+    from ..numbers import finite_number
+    from .study import last_eval
 
     out = Path(out)
     groups = collect(out, spec)
@@ -146,8 +147,12 @@ def build_report(out: Path, spec: SweepSpec, replicates: int = 1000) -> dict:
                                                       n=replicates, seed=0) for m, _ in metrics}
         rows.append(row)
     lead = metrics[0][0]
-    rows.sort(key=lambda r: (not r["baseline"], -(r["summary"][lead]["mean"] if r["summary"][lead]["mean"] is not None
-                                                   else -math.inf)))
+    if spec.rows:  # named rows stay in the spec's order (a table's); other configurations: baseline, then best first
+        order = list(spec.rows)
+        rows.sort(key=lambda r: order.index(r["params"][ROW]))
+    else:
+        rows.sort(key=lambda r: (not r["baseline"], -(r["summary"][lead]["mean"] if r["summary"][lead]["mean"] is not None
+                                                       else -math.inf)))
     report = {"sweep": spec.name, "spec": spec.to_dict(), "metric": spec.metric, "metrics": metrics,
               "baseline": baseline_key, "configurations": rows, "pruned": pruned, "incomplete": missing,
               "replicates": replicates, "title": shown.get("title"), "columns": columns,
@@ -166,7 +171,7 @@ def build_report(out: Path, spec: SweepSpec, replicates: int = 1000) -> dict:
 
 def incomplete_lines(report: dict) -> list[str]:
     """One line per incomplete configuration: its finished seeds, and each missing seed's state."""
-    return [", ".join(f"{k}={v}" for k, v in c["params"].items()) + f": {c['finished']} of "
+    return [_params(c["params"]) + f": {c['finished']} of "
             f"{len(report['expected_seeds'])} seeds finished (" + "; ".join(f"seed {s}: {state}" for s, state in
                                                                             c["missing"].items()) + ")"
             for c in report.get("incomplete", [])]
@@ -212,8 +217,12 @@ def conflict_picture(out: Path, row: dict) -> dict:
                        "where the tasks conflict) and per log window (right)."}
 
 
+def _params(params: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items())
+
+
 def _name(row: dict) -> str:
-    return row.get("title") or ", ".join(f"{k}={v}" for k, v in row["params"].items())
+    return row.get("title") or _params(row["params"])
 
 
 def _sd(s: dict) -> str:
@@ -265,7 +274,7 @@ def markdown(report: dict) -> str:
         lines += [f"- {line}" for line in incomplete_lines(report)]
     if report.get("pruned"):
         lines += ["", "Pruned (stopped early by the median pruner, not in the tables): "
-                  + "; ".join(", ".join(f"{k}={v}" for k, v in p["params"].items()) for p in report["pruned"]) + "."]
+                  + "; ".join(_params(p["params"]) for p in report["pruned"]) + "."]
     lines += ["", "![metrics per configuration with their intervals](report.svg)", ""]
     if report.get("picture"):
         lines += [f"![task-conflict telemetry of one run]({report['picture']['file']})", "",

@@ -273,8 +273,8 @@ def read_spec(path: str | Path) -> SweepSpec:
     elif isinstance(prune, dict):
         if stray := [str(k) for k in prune if k not in PRUNE_DEFAULTS]:
             raise UserError(f"{where}: prune: unknown key(s) {', '.join(stray)}; it takes {', '.join(PRUNE_DEFAULTS)}")
-        if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in prune.values()):
-            raise UserError(f"{where}: prune: startup_trials and warmup_steps are whole numbers >= 0")
+        for v in prune.values():
+            _whole(v, 0, f"{where}: prune: startup_trials and warmup_steps are whole numbers >= 0")
         spec.prune = {**PRUNE_DEFAULTS, **prune}
     elif prune not in (None, False):
         raise UserError(f"{where}: prune is true, false or {{startup_trials: N, warmup_steps: S}}")
@@ -302,15 +302,23 @@ def read_spec(path: str | Path) -> SweepSpec:
     if spec.baseline and spec.search:
         spec.config(spec.baseline, spec.first_seed, "sweep")
     if data.get("report") is not None:
-        spec.report = _report_section(data["report"], f"{where}: report")
+        spec.report = _report_section(data["report"], f"{where}: report", list(spec.rows or ()))
     samples = spec.grid_points() if spec.fixed else _search_samples(spec.search)
     _check_metric(spec, samples, where)
     _unused_base_options(spec, samples, where)
     return spec
 
 
-def _report_section(report, where: str) -> dict:
-    """A spec's `report` section, checked (REPORT_KEYS)."""
+def _named_rows(entries: dict, rows: list[str], where: str) -> None:
+    """Titles and reference values are for named rows (a grid's configurations are named by their options)."""
+    if not rows:
+        raise UserError(f"{where}: only a spec with rows names its configurations (a grid's are named by their options)")
+    if stray := [k for k in entries if k not in rows]:
+        raise UserError(f"{where}: {', '.join(stray)} not among the rows ({', '.join(rows)})")
+
+
+def _report_section(report, where: str, rows: list[str]) -> dict:
+    """A spec's `report` section, checked (REPORT_KEYS); titles and reference values name `rows`."""
     if not isinstance(report, dict):
         raise UserError(f"{where}: expected a mapping with some of {', '.join(REPORT_KEYS)}")
     if stray := [str(k) for k in report if k not in REPORT_KEYS]:
@@ -328,6 +336,7 @@ def _report_section(report, where: str) -> dict:
         if not isinstance(report["titles"], dict):
             raise UserError(f"{where}: titles must map configurations (row names) to titles")
         out["titles"] = {str(k): text(v, f"titles: {k}") for k, v in report["titles"].items()}
+        _named_rows(out["titles"], rows, f"{where}: titles")
     if "columns" in report:
         cols = report["columns"]
         if not isinstance(cols, list) or any(c not in REPORT_COLUMNS for c in cols):
@@ -346,6 +355,7 @@ def _report_section(report, where: str) -> dict:
             raise UserError(f"{where}: reference is {{label: TEXT, values: {{CONFIGURATION: {{METRIC: NUMBER}}}}}}")
         out["reference"] = {"label": text(ref.get("label", "Reference"), "reference: label"),
                             "values": {str(k): dict(v) for k, v in values.items()}}
+        _named_rows(out["reference"]["values"], rows, f"{where}: reference")
     if "notes" in report:
         notes = report["notes"]
         if not isinstance(notes, list):

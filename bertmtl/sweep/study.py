@@ -21,13 +21,13 @@ the end of its step with last/ saved; its trial is failed and its configuration 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
 from pathlib import Path
 
 from ..errors import UserError
+from ..numbers import finite_number
 from ..runs.status import Status
 from .spec import ROW, SweepSpec, config_key
 
@@ -278,11 +278,6 @@ def last_eval(run: Path) -> dict:
 
     evals = [r for r in read_records(Path(run) / METRICS_LOG)[0] if r.get("type") == "eval"]
     return evals[-1] if evals else {}
-
-
-def finite_number(v) -> float | None:
-    """A metric's value when it is a finite number (an undefined metric is None; NaN is no score)."""
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
 
 def last_metric(run: Path, metric: str) -> float | None:

@@ -272,6 +272,7 @@ def _discard_if_unused(run_dir: Path) -> None:
 
 def prepare(cfg: TrainConfig, resume: str | Path | None, dist: Dist, reporter=None) -> Run:
     """Validate the options and build the run: directory, data, model, optimizer step, resume state, log."""
+    cfg = replace(cfg)  # validate() normalises (task names, sources): the run's copy, not the caller's
     cfg.validate()
     if dist.is_main:
         # before any work, not after loading the data; and before the run's directory exists, so an
@@ -327,9 +328,9 @@ def _build(cfg: TrainConfig, run_dir: Path, resume_ckpt: Path | None, dist: Dist
     if resume_ckpt is None:
         model = MultitaskBert(BertModel.from_pretrained(pretrained), HeadConfig.of(cfg), tuple(specs))
         for spec in specs:
-            if not heads_of(spec).take_pretrained(model, spec, pretrained):
+            if not (family := heads_of(spec)).take_pretrained(model, spec, pretrained):
                 fresh_heads.append(spec.name)
-                reporter.message(f"{pretrained} has no {spec.title} head: initialised a fresh one (BERT's init)")
+                reporter.message(f"{pretrained} {family.fresh}")
         if cfg.init_heads_from:
             taken = ckpt.load_heads(model, resolve(cfg.init_heads_from))
             reporter.message(f"heads from {cfg.init_heads_from}: {', '.join(taken) or 'none'}")
@@ -347,6 +348,8 @@ def _build(cfg: TrainConfig, run_dir: Path, resume_ckpt: Path | None, dist: Dist
                     accum=cfg.grad_accum, proportional=cfg.sampling == "proportional")
     steps_per_epoch = cfg.steps_per_epoch or rr.steps_per_epoch()
     main_steps = cfg.max_steps or max(1, int(round(cfg.epochs * steps_per_epoch)))
+    if cfg.head_steps is None and resume_ckpt is not None:  # a Python caller's fresh options: the saved schedule
+        cfg = replace(cfg, head_steps=read_json(resume_ckpt / TRAIN_ARGS).get("head_steps"))
     if cfg.head_steps is None:  # resolved once, and saved: a resumed run keeps the schedule it started with
         cfg = replace(cfg, head_steps=max(1, main_steps // 5) if fresh_heads else 0)
     total_steps = cfg.head_steps + main_steps

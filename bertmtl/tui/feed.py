@@ -1,5 +1,5 @@
 """Following RUN/metrics.jsonl while training appends to it (the state it describes is
-rundir.RunState, the one fold of the log, which `bertmtl runs` reads too).
+runs/state.py RunState, the one fold of the log, which `bertmtl runs` reads too).
 
 Nothing here imports Textual: the tail and the state are plain objects, driven by the app.
 """

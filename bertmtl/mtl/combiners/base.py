@@ -13,6 +13,8 @@ from typing import ClassVar
 
 import torch
 
+from ..registry import checked_hyper, hyper_of
+
 class Combiner:
     """A gradient combination method; subclasses set `title`, `paper` and `weights`.
 
@@ -30,22 +32,19 @@ class Combiner:
     needs_gram: ClassVar[bool] = True  # False: the weights do not look at the gradients (sum, mean, random)
     # What the method does as one task's gradient vanishes, where that task then takes the update over
     # (empty: it does not). A task whose labels are all one value has such a gradient (its head soon
-    # gives that answer), so training refuses one under such a method (engine.check_constant_labels).
+    # gives that answer), so training refuses one under such a method (training/setup.py check_constant_labels).
     vanishing: ClassVar[str] = ""
     # Whether a gradient that is exactly 0 (a task with loss weight 0) stops every update.
     stalls_on_zero: ClassVar[bool] = False
 
     def __init__(self, seed: int = 0, **hyper):
         """`hyper`: the method's hyperparameters, by their option names (`options`), all of them."""
-        if set(hyper) != set(self.options):
-            raise TypeError(f"{type(self).__name__} takes {', '.join(self.options) or 'no hyperparameters'}, "
-                            f"not {', '.join(sorted(hyper)) or 'none'}")
-        self.hyper = hyper
+        self.hyper = checked_hyper(type(self), hyper)
 
     @classmethod
     def from_config(cls, options, seed: int) -> "Combiner":
         """The method with its hyperparameters read from a TrainConfig (or anything with those fields)."""
-        return cls(seed, **{name: getattr(options, name) for name in cls.options})
+        return cls(seed, **hyper_of(cls, options))
 
     def __call__(self, gram: torch.Tensor | None, tasks: list[str]) -> torch.Tensor:
         """The weights of a step; a non-finite Gram matrix (an overflowed gradient) gets ones: the

@@ -16,6 +16,8 @@ from typing import ClassVar
 
 import torch
 
+from ..registry import checked_hyper, hyper_of
+
 class LossWeighting:
     name: ClassVar[str] = ""  # its --loss-weighting name: the registry's (weightings/__init__.py)
     title: ClassVar[str]
@@ -27,17 +29,14 @@ class LossWeighting:
     def __init__(self, tasks: list[str], steps_per_epoch: int | None = None, device: torch.device | None = None,
                  **hyper):
         """`hyper`: the method's hyperparameters, by their option names (`options`), all of them."""
-        if set(hyper) != set(self.options):
-            raise TypeError(f"{type(self).__name__} takes {', '.join(self.options) or 'no hyperparameters'}, "
-                            f"not {', '.join(sorted(hyper)) or 'none'}")
-        self.tasks, self.hyper = tasks, hyper
+        self.tasks, self.hyper = tasks, checked_hyper(type(self), hyper)
         self.index = {t: i for i, t in enumerate(tasks)}
 
     @classmethod
     def from_config(cls, options, tasks: list[str], steps_per_epoch: int | None = None,
                     device: torch.device | None = None) -> "LossWeighting":
         """The method with its hyperparameters read from a TrainConfig (or anything with those fields)."""
-        return cls(list(tasks), steps_per_epoch, device, **{name: getattr(options, name) for name in cls.options})
+        return cls(list(tasks), steps_per_epoch, device, **hyper_of(cls, options))
 
     def weights(self) -> dict[str, float]:
         raise NotImplementedError
