@@ -29,7 +29,7 @@ def tui(ctx: click.Context, run: str | None, checkpoint_path: str | None, start_
     """
     from ..errors import UserError
     from ..runs.rundir import METRICS_LOG, holds_run
-    from ..runs.catalog import latest_run, new_run_dir, run_dirs, runs_root
+    from ..runs.catalog import latest_run, new_run_dir, resume_command, run_dirs, runs_root
 
     root = runs_root(opts.get("runs_dir"))
     # The train options given here, as `bertmtl train` takes them; the TUI gives each run its --out.
@@ -42,7 +42,7 @@ def tui(ctx: click.Context, run: str | None, checkpoint_path: str | None, start_
         run = opts.get("out") or run
         if run is not None and (Path(run) / METRICS_LOG).exists():
             raise click.UsageError(f"{run} already holds a run; with --train, give a new run directory through "
-                                   f"--out (or none); to continue it: bertmtl train --resume {run}")
+                                   f"--out (or none); to continue it: {resume_command(Path(run))}")
         plan_training(train_args)  # refused here, as train would refuse it, not in a child that fails at once
         run = run or str(new_run_dir(root))
     elif run is None:

@@ -32,6 +32,17 @@ def encoder_of(config: dict) -> str:
     return upgrade_config(config).get("encoder") or "minilm"
 
 
+def resume_command(run_dir: Path, config: dict | None = None) -> str:
+    """How to go on with a run: its own command's --resume (pretrain's or train's), from its saved
+    options (`config`, or its log's start record)."""
+    from ..configuration.train_config import TrainConfig
+
+    try:
+        return TrainConfig.from_dict(RunState.of(run_dir).config if config is None else config).resume_command(run_dir)
+    except (TypeError, ValueError, OSError):  # no log, or another version's options
+        return f"bertmtl train --resume {run_dir}"
+
+
 def runs_root(option: str | Path | None = None) -> Path:
     """--runs-dir, else $BERTMTL_RUNS, else ./checkpoints."""
     return Path(option or os.environ.get(RUNS_ENV) or RUNS_ROOT)

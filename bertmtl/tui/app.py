@@ -270,12 +270,9 @@ class BertmtlApp(App):
 
     def _resume_command(self) -> str:
         """How to go on with this run: the command its own configuration resumes with (pretrain's or train's)."""
-        from ..configuration.train_config import TrainConfig
+        from ..runs.catalog import resume_command
 
-        try:
-            return TrainConfig.from_dict(self.state.config).resume_command(self.run_dir)
-        except (TypeError, ValueError):
-            return f"bertmtl train --resume {self.run_dir}"
+        return resume_command(self.run_dir, self.state.config)
 
     def _signalled(self, signum: int) -> None:
         import signal
