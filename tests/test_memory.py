@@ -35,6 +35,29 @@ def test_cli_configures_the_allocator_before_any_command(monkeypatch):
     assert r.exit_code == 0 and calls == [1]
 
 
+@pytest.mark.parametrize("given, spins", [(None, False), ("active", True)])
+def test_the_command_makes_openmp_threads_wait_passively_unless_told(trained_run, given, spins):
+    """The real `bertmtl predict` loads torch with OpenMP's passive waiting (training/threads.py: a
+    busy core then costs what losing it costs, not more): waiting threads do not spin (GNU OpenMP's
+    spin count 0, where its default is 300000); OMP_WAIT_POLICY set by the user is kept. OpenMP
+    itself says what it uses (OMP_DISPLAY_ENV)."""
+    import re
+    import subprocess
+
+    from .conftest import REPO
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", OMP_DISPLAY_ENV="VERBOSE",
+               **({"OMP_WAIT_POLICY": given} if given else {}))
+    r = subprocess.run([sys.executable, "-m", "bertmtl", "predict", "a good film", "--checkpoint", str(trained_run),
+                        "--json"], capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=300)
+    assert r.returncode == 0, r.stderr
+    shown = re.findall(r"GOMP_SPINCOUNT\s*=\s*'(\d+)'", r.stderr + r.stdout)
+    if not shown:
+        pytest.skip("this torch's OpenMP is not GNU OpenMP, which displays its spin count")
+    assert (int(shown[0]) > 0) == spins, shown
+
+
 # Frees 4 MiB tensors that lie between small blocks still in use: with glibc's default dynamic
 # threshold they come from the heap after the first free and stay resident; with the fixed
 # threshold each is its own mapping, returned to the system when freed.
