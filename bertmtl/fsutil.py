@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .errors import UserError
 
+
 class WriteError(UserError):
     """An output could not be written (disk full, permission lost); the previous version is intact."""
 
@@ -126,7 +127,6 @@ def _umask() -> int:
     mask = os.umask(0o022)  # elsewhere: the only portable read is a set and reset
     os.umask(mask)
     return mask
-
 
 
 def _fsync_dir(path: Path) -> None:

@@ -106,6 +106,7 @@ def small_data_dir(tmp_path_factory) -> Path:
 
     return write_task_data(tmp_path_factory.mktemp("small-data"), n_train=32, n_dev=16)
 
+
 WORDS = """the a an is was it this that movie film good bad great terrible not very and of to in
 for with on as but what how why who which where when can do does i you he she we they
 be are have has love hate best worst fun boring story plot actor acting slow fast dog cat

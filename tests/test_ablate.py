@@ -13,7 +13,6 @@ from bertmtl.configuration.configs import parse_rows
 from bertmtl.cli import main
 
 
-
 def ABLATION_ARGS(out, tiny_bert_dir, small_data_dir):
     return ["ablate", "--data-dir", str(small_data_dir), "--out", str(out), "--pretrained", str(tiny_bert_dir),
             "--rows", "final,baseline,pretrain", "--budget-steps", "2", "--pretrain-steps", "2", "--budget-dev", "16",

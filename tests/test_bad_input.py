@@ -128,6 +128,7 @@ def test_fuzzed_file_through_the_cli_is_not_a_traceback(tiny_bert_dir, tmp_path)
 def checkpoint(trained_run):
     return trained_run / "best"
 
+
 def _damage(src, dst, how):
     shutil.copytree(src, dst)
     st_path = dst / "multitask.safetensors"

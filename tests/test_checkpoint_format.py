@@ -19,10 +19,10 @@ from bertmtl.training.loop import TrainConfig
 from bertmtl.training.setup import prepare
 
 
-
 @pytest.fixture
 def run(trained_run):
     return trained_run
+
 
 def _as_format_1(src, dst):
     """A copy of checkpoint `src` laid out as bertmtl wrote it before format 2."""

@@ -19,7 +19,6 @@ from bertmtl.sinks.metrics_log import read_records
 from .conftest import spawn
 
 
-
 def _train_args(tiny, data, *extra):
     return ["train", "--encoder", str(tiny), "--data-dir", str(data), "--batch-size", "16", "--lr", "1e-3",
             "--steps-per-epoch", "3", "--epochs", "2", "--eval-every", "3", "--log-every", "1", *extra]

@@ -24,10 +24,10 @@ from bertmtl.inference.protocol import parse_line
 from .conftest import command
 
 
-
 @pytest.fixture
 def run_dir(trained_run):
     return trained_run
+
 
 def test_single_sentence_json(run_dir):
     r = CliRunner().invoke(main, ["predict", "the movie is very good", "--checkpoint", str(run_dir), "--json"])

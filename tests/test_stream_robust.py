@@ -28,6 +28,7 @@ BAD_ARG = os.fsdecode(b"bad \xff byte")  # how Python hands a program an argumen
 def run_dir(trained_run):
     return trained_run
 
+
 @pytest.fixture(scope="module")
 def predictor(run_dir):
     return Predictor(run_dir, precision="fp32")

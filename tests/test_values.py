@@ -141,6 +141,7 @@ def test_encoder_dir_with_bad_sizes_is_refused(tiny_bert_dir, tmp_path, field, v
 def checkpoint(trained_run):
     return trained_run / "best"
 
+
 @pytest.mark.parametrize("field, value", BAD_SIZES[:4])
 def test_checkpoint_with_bad_sizes_is_refused(checkpoint, tmp_path, field, value):
     ck = tmp_path / "ck"

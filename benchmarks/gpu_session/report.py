@@ -3,9 +3,13 @@ import json, sys
 from pathlib import Path
 
 R = Path(sys.argv[1])
+
+
 def recs(run):
     p = run / "metrics.jsonl"
     return [json.loads(l) for l in p.read_text().splitlines() if l.strip()] if p.exists() else []
+
+
 print("timing (alone on the GPU, 60 steps, ms/step between the first and last logged step):")
 for run in sorted(R.glob("time-*")):
     if not run.is_dir(): continue

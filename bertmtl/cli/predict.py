@@ -58,7 +58,6 @@ def predict(ctx: click.Context, **opts) -> None:
     _print_prediction(res, predictor.specs)
 
 
-
 def _print_prediction(res: dict, specs) -> None:
     from rich.console import Console
     from rich.table import Table

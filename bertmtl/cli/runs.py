@@ -147,7 +147,6 @@ def _fmt(v) -> str:
 PIPE_WIDTH = 100_000
 
 
-
 def _print_table(root, infos: list[dict]) -> None:
     import time
 

@@ -85,6 +85,7 @@ def parse_report_to(values) -> list[str]:
         raise ValueError(f"unknown destination(s) {', '.join(bad)}; choose from {', '.join(REPORT_TO)}")
     return names
 
+
 @dataclass
 class TrainConfig(Options):
     """Every option of a training run (saved as train_args.json)."""

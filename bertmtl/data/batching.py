@@ -19,8 +19,6 @@ from ..model.head_config import cross_encodes
 LABEL_DTYPES = {"int": torch.long, "float": torch.float32}
 
 
-
-
 @dataclass
 class TaskBatch:
     """A batch for one task, carrying the task's spec (the step needs no lookup by name).

@@ -208,7 +208,6 @@ def _check_texts(it: Item) -> str | None:
     return it.error
 
 
-
 def answer_rows(res: dict, specs=BUILTIN) -> list[tuple[str, str, str]]:
     """One answer as (name, prediction, details) rows for people, e.g.
     ("sentiment 1", "positive (4)", "p = 0.01 ..."), ("paraphrase", "yes", "p = 0.912")."""

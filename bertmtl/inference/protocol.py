@@ -16,6 +16,7 @@ from ..errors import UserError
 from ..tasks import BUILTIN
 from ..tasks.text import text_problem
 
+
 @dataclass
 class Item:
     """One thing to predict: a sentence, or a pair; `id` is echoed back; `error` if unusable."""

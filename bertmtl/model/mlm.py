@@ -26,6 +26,7 @@ from .bert import _activation
 HEAD_KEYS = ("transform.dense.weight", "transform.dense.bias", "transform.LayerNorm.weight",
              "transform.LayerNorm.bias", "bias")
 
+
 class PredictionTransform(nn.Module):
     """dense -> activation -> LayerNorm, before the vocabulary projection."""
 

@@ -14,6 +14,7 @@ import torch
 from ..tasks import TaskSpec, spec_of
 from .smart_config import SmartConfig
 
+
 def divergence(task: str | TaskSpec, adv: torch.Tensor, clean: torch.Tensor, symmetric: bool,
                reduction: str = "mean") -> torch.Tensor:
     """The task's output kind's divergence (symmetric KL for classes, squared error for a score);

@@ -20,6 +20,7 @@ import math
 
 import torch
 
+
 def pair_name(a: str, b: str) -> str:
     return f"{a}-{b}"
 

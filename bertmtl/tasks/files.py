@@ -31,7 +31,6 @@ csv.field_size_limit(64 * 1024 * 1024)
 SPLITS = ("train", "dev", "test")
 
 
-
 def parse_choices(spec: str, choices, what: str, aliases: dict | None = None) -> list[str]:
     """'b, a' -> ['a', 'b']: a comma/space separated subset of `choices`, in their order."""
     aliases = aliases or {}
@@ -299,8 +298,6 @@ def task_files(data_dir: str | Path, tasks: dict[str, TaskSpec], splits=("train"
     missing-file and output-overlap checks (ownership.check_output)."""
     return {f"the {name} {split} file": task_path(data_dir, task, split, overrides)
             for name, task in tasks.items() for split in splits}
-
-
 
 
 def stable_seed(*parts) -> int:

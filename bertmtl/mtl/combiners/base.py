@@ -15,6 +15,7 @@ import torch
 
 from ..registry import checked_hyper, hyper_of
 
+
 class Combiner:
     """A gradient combination method; subclasses set `title`, `paper` and `weights`.
 

@@ -18,6 +18,7 @@ import torch
 
 from ..registry import checked_hyper, hyper_of
 
+
 class LossWeighting:
     name: ClassVar[str] = ""  # its --loss-weighting name: the registry's (weightings/__init__.py)
     title: ClassVar[str]
