@@ -167,7 +167,7 @@ def trained_run(tiny_bert_dir, data_dir, tmp_path_factory) -> Path:
     for every test that needs a trained model. Read it; copy it before changing anything in it."""
     run = tmp_path_factory.mktemp("trained") / "checkpoints" / "run1"
     cli("train", "--pretrained", tiny_bert_dir, "--data-dir", data_dir, "--out", run, "--epochs", 1,
-        "--batch-size", 16, "--lr", "1e-3", "--seed", 0)
+        "--batch-size", 16, "--lr", "1e-3", "--seed", 0, "--device", "cpu", "--precision", "fp32")
     return run
 
 

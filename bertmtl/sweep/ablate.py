@@ -109,30 +109,18 @@ TABLES: dict[str, Table] = {
 }
 
 
-def seeds_of(cfg: AblateConfig) -> list[int]:
-    return [cfg.seed + i for i in range(cfg.seeds)]
-
-
-def budget(cfg: AblateConfig) -> dict:
-    """What limited the runs, in words and numbers (printed with the table)."""
-    if cfg.epochs is not None:
-        b = {"mode": "epochs", "epochs_per_row": cfg.epochs}
-        text = f"{cfg.epochs:g} epoch(s) per row"
-    else:
-        b = {"mode": "steps", "steps_per_row": cfg.budget_steps}
-        text = f"{cfg.budget_steps} steps per row (one step = one batch of each trained task)"
-    b.update(batch_size=cfg.batch_size, max_length=cfg.max_length, dev_limit=cfg.dev_limit,
-             pretrain_steps=cfg.pretrain_steps if cfg.pretrained_mlm is None else None, seed=cfg.seed, lr=cfg.lr,
-             seeds=seeds_of(cfg))
-    seeds = seeds_of(cfg)
+def budget_text(cfg: AblateConfig) -> str:
+    """What limited the runs, in words (the report's first note; the numbers are the spec's base)."""
+    seeds = [cfg.seed + i for i in range(cfg.seeds)]
+    text = (f"{cfg.epochs:g} epoch(s) per row" if cfg.epochs is not None else
+            f"{cfg.budget_steps} steps per row (one step = one batch of each trained task)")
     text += f", batch {cfg.batch_size}, max length {cfg.max_length}, lr {cfg.lr:g}, " + (
         f"seed {cfg.seed}" if len(seeds) == 1 else f"{len(seeds)} seeds ({seeds[0]}-{seeds[-1]}; mean ± sd)")
     text += f", dev: {'all examples' if not cfg.dev_limit else f'a fixed subset of {cfg.dev_limit} per task'}"
     if "pretrain" in (cfg.rows or ()):
         text += (f", further pretraining: {cfg.pretrain_steps} MLM steps" if cfg.pretrained_mlm is None
                  else f", further pretraining: taken from {cfg.pretrained_mlm}")
-    b["text"] = text
-    return b
+    return text
 
 
 def print_table(report: dict, table: Table, console=None) -> None:
@@ -140,7 +128,7 @@ def print_table(report: dict, table: Table, console=None) -> None:
     from rich.console import Console
     from rich.table import Table as RichTable
 
-    from .report import _sd
+    from .report import mean_sd
 
     def _mean(s: dict) -> str:
         return "—" if s["mean"] is None else f"{s['mean']:.3f}"
@@ -154,7 +142,7 @@ def print_table(report: dict, table: Table, console=None) -> None:
     rich.add_column("time", justify="right")
     for r in report["configurations"]:
         paper = r.get("reference") or {}
-        cells = [_sd(r["summary"][k]) + (f" ({paper[k]:.3f})" if k in paper else " (—)" if table.paper else "")
+        cells = [mean_sd(r["summary"][k]) + (f" ({paper[k]:.3f})" if k in paper else " (—)" if table.paper else "")
                  for k, _ in METRICS]
         cells += [_mean(r["telemetry"][k]) for k, _ in report["columns"]]  # (± sd: in report.md)
         name = r["params"][ROW]
@@ -304,7 +292,7 @@ def _ablate_stages(cfg: AblateConfig, rows: list[str], out: Path, reporter_facto
     elif (out / "runs").exists() and not (out / SPEC_FILE).exists():
         raise UserError(f"{out / 'runs'} exists from an earlier ablation; pass --overwrite or another --out")
     new_reporter = reporter_factory or (lambda: None)
-    notes = [f"Budget: {budget(cfg)['text']}.", f"Command: `{cfg.command or '(called from Python)'}`."]
+    notes = [f"Budget: {budget_text(cfg)}.", f"Command: `{cfg.command or '(called from Python)'}`."]
     mlm_dir = cfg.pretrained_mlm
     if "pretrain" in rows:
         if pretrains_here:

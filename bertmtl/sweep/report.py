@@ -99,7 +99,6 @@ def build_report(out: Path, spec: SweepSpec, replicates: int = 1000) -> dict:
     from .stats import mean_ci, paired_bootstrap
     from ..tasks import metric_range
     from ..numbers import finite_number
-    from .study import last_eval
 
     out = Path(out)
     groups = collect(out, spec)
@@ -126,8 +125,8 @@ def build_report(out: Path, spec: SweepSpec, replicates: int = 1000) -> dict:
     outputs = {k: [read_dev_outputs(r) for _, r in sorted(c["runs"].items())] for k, c in configs.items()}
     for key, c in configs.items():
         seeds = sorted(c["runs"])
-        evals = [last_eval(c["runs"][s]) for s in seeds]
-        states = [RunState.of(c["runs"][s]) for s in seeds]
+        states = [RunState.of(c["runs"][s]) for s in seeds]  # each run's log, read once
+        evals = [s.eval_records[-1] if s.eval_records else {} for s in states]
         per_seed = {m: [finite_number(e.get(m)) for e in evals] for m, _ in metrics}
         name = c["params"].get(ROW, key)  # a row's name, or the grid point's key
         row = {"config": key, "params": c["params"], "seeds": seeds, "runs": [str(c["runs"][s]) for s in seeds],
@@ -225,7 +224,7 @@ def _name(row: dict) -> str:
     return row.get("title") or _params(row["params"])
 
 
-def _sd(s: dict) -> str:
+def mean_sd(s: dict) -> str:
     """A mean, ± one standard deviation over seeds where there are several."""
     if s["mean"] is None:
         return "—"
@@ -250,7 +249,7 @@ def markdown(report: dict) -> str:
         name = _name(r) + (" (baseline)" if r["baseline"] else "")
         expected = len(report["expected_seeds"])
         seeds = f"{len(r['seeds'])}" + (f" of {expected}" if len(r["seeds"]) < expected else "")
-        cells = [_ci(r["summary"][m]) for m, _ in metrics] + [_sd(r["telemetry"][k]) for k, _ in columns]
+        cells = [_ci(r["summary"][m]) for m, _ in metrics] + [mean_sd(r["telemetry"][k]) for k, _ in columns]
         if report.get("loss_weights"):
             cells.append(_weights(r.get("loss_weight")))
         if label:

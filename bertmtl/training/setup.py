@@ -110,7 +110,9 @@ def load_datasets(cfg: TrainConfig, tokenizer: EncoderTokenizer, warn, specs=BUI
         members = [s for s in specs if s.output.head_family == family]
         if members:
             t, d, s = data(cfg, members, trained, source, tokenizer, warn, note, declared)
-            train.update(t), dev.update(d), skipped.update(s)
+            train.update(t)
+            dev.update(d)
+            skipped.update(s)
     return train, dev, skipped
 
 
