@@ -8,10 +8,13 @@ process: a core's worth of other work, as a browser or a second run would take),
 phase asks every child for the same number of steps; it prints the median seconds per step of
 every setting in each phase and the ratios the contention question turns on:
 
-    python benchmarks/contention.py [--rounds 3] [--steps 3] [--batch-size 32]
+    python benchmarks/contention.py [--rounds 3] [--steps 3] [--batch-size 32] [--competitors 1]
+
+--competitors K loads the machine with K busy-looping processes instead of one (a load average
+of about K + 1 on a quiet machine: the heavier case).
 
 Settings: torch's own default (a thread per core, OpenMP's spinning wait: what bertmtl ran with
-before training/threads.py), one thread, and what the `bertmtl` command sets up (a thread per
+before bertmtl/threads.py), one thread, and what the `bertmtl` command sets up (a thread per
 core, passive waiting).
 """
 
@@ -30,7 +33,7 @@ from pathlib import Path
 SETTINGS = {
     "spinning": ({}, False),  # torch's own default: a thread per core, OpenMP's spinning wait
     "1 thread": ({"OMP_NUM_THREADS": "1"}, False),
-    "bertmtl": ({}, True),  # what `bertmtl train` runs with (training/threads.py: passive waiting)
+    "bertmtl": ({}, True),  # what `bertmtl train` runs with (bertmtl/threads.py: passive waiting)
 }
 COMPETITOR = "while True: pass"
 
@@ -38,7 +41,7 @@ COMPETITOR = "while True: pass"
 def child(batch_size: int, as_command: bool) -> None:
     """Build the default step, then answer `N` lines on stdin with N steps' seconds (a JSON list)."""
     if as_command:  # before torch loads, as the command's entry point does
-        from bertmtl.training.threads import configure_threads
+        from bertmtl.threads import configure_threads
 
         configure_threads()
     import torch
@@ -79,6 +82,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=3, help="steps per setting per phase and round")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--competitors", type=int, default=1, help="busy-looping processes in the loaded phase")
     ap.add_argument("--child", choices=("plain", "command"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -103,23 +107,25 @@ def main() -> None:
     try:
         for _ in range(args.rounds):
             for phase in ("quiet", "loaded"):
-                competitor = subprocess.Popen([sys.executable, "-c", COMPETITOR]) if phase == "loaded" else None
+                competitors = [subprocess.Popen([sys.executable, "-c", COMPETITOR])
+                               for _ in range(args.competitors if phase == "loaded" else 0)]
                 try:
-                    if competitor is not None:
+                    if competitors:
                         time.sleep(0.5)  # scheduled and spinning before the first step
                     for name, ts in ask(args.steps).items():
                         times[name, phase] += ts
                 finally:
-                    if competitor is not None:
-                        competitor.kill()
-                        competitor.wait()
+                    for c in competitors:
+                        c.kill()
+                        c.wait()
     finally:
         for k in kids.values():
             k.stdin.close()
             k.wait()
     med = {key: statistics.median(v) for key, v in times.items()}
     print(f"{os.cpu_count()} CPUs; batch {args.batch_size} per task, 3 tasks; {args.rounds} rounds x {args.steps} "
-          f"steps per setting and phase, quiet and loaded alternating; loaded = one busy-looping process")
+          f"steps per setting and phase, quiet and loaded alternating; loaded = {args.competitors} busy-looping "
+          f"process(es)")
     print(f"{'setting':<10}{'threads':>8}{'quiet s/step':>14}{'loaded s/step':>15}{'loaded/quiet':>14}")
     for name in kids:
         q, lo = med[name, "quiet"], med[name, "loaded"]

@@ -48,9 +48,13 @@ def main() -> None:
     ap.add_argument("--combiners", action="store_true", help="time every --combine method instead")
     ap.add_argument("--weightings", action="store_true", help="time every --loss-weighting instead")
     ap.add_argument("--families", action="store_true", help="time the default step of every encoder family")
+    ap.add_argument("--efficiency", action="store_true", help="the default step's share of the matmul rate, our "
+                                                               "AdamW against torch's, and a profile by operator")
     args = ap.parse_args()
     if args.families:
         return families(args)
+    if args.efficiency:
+        return efficiency(args)
     torch.manual_seed(0)
     # fp32 is the reference for every comparison but the last one.
     base = TrainConfig(data_dir=str(data_dir()), batch_size=args.batch_size, precision="fp32")
@@ -119,6 +123,77 @@ def step_times(steppers: dict, train_sets, args) -> dict:
         return run
 
     return interleaved({n: make(n) for n in steppers}, rounds=args.rounds, warmup=1)
+
+
+def efficiency(args) -> None:
+    """The default step (`bertmtl train`'s options, precision auto) against the matmul rate of its
+    precision measured in the same run; our AdamW against torch's foreach and fused AdamW on the
+    same parameters and gradients; and where the step's time goes, by operator."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from bertmtl.model.device import autocast_dtype, precision_name
+    from bertmtl.training.optim import AdamW, parameter_groups
+    from _common import matmul_gflops
+
+    cfg = TrainConfig(data_dir=str(data_dir()), batch_size=args.batch_size)
+    dev = torch.device("cpu")
+    dtype = autocast_dtype(cfg.precision, dev, training=True)
+    tok = EncoderTokenizer.from_dir(pretrained_dir())
+    train_sets, _, _ = load_datasets(cfg, tok, warn=lambda row: None)
+    torch.manual_seed(0)
+    model = MultitaskBert(BertModel.from_pretrained(pretrained_dir()), HeadConfig.of(cfg)).train()
+    stepper = MultitaskStep(model, cfg, list(train_sets), dev)
+    rr = RoundRobin(train_sets, args.batch_size, seed=1)
+    batches = [rr.next() for _ in range(args.rounds + 2)]
+    it = iter(batches)
+
+    def step():
+        stepper.backward(next(it))
+        stepper.apply(1e-5)
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    t = interleaved({"step": step}, rounds=args.rounds, warmup=0)["step"]
+    peak = matmul_gflops(dtype=dtype or torch.float32)
+    rate = flops / t / 1e9
+    print(f"default step (combine {cfg.combine}, precision {precision_name(dtype)}), {args.batch_size} examples per "
+          f"task, 3 tasks, CPU threads {torch.get_num_threads()}: {flops / 1e12:.3f} TFLOP in {t:.2f} s = {rate:.0f} "
+          f"GFLOP/s; a {precision_name(dtype)} 2048x2048 matmul runs at {peak:.0f} GFLOP/s here: "
+          f"{100 * rate / peak:.0f}% of it (median of {args.rounds} steps)")
+
+    # Optimizers on the model's own parameter groups, with gradients of the right shapes.
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.randn_like(p) * 1e-3
+    groups = parameter_groups(model, cfg.weight_decay)
+    optimizers = {"ours (foreach)": AdamW(groups, lr=1e-5),
+                  "torch foreach": torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=1e-5, foreach=True)}
+    try:
+        optimizers["torch fused"] = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=1e-5, fused=True)
+    except (RuntimeError, ValueError) as e:  # fused AdamW on the CPU needs a recent torch
+        print(f"torch fused AdamW unavailable: {e}")
+    times = interleaved({k: o.step for k, o in optimizers.items()}, rounds=max(5, args.rounds), warmup=2)
+    n = sum(p.numel() for p in params) / 1e6
+    print(f"AdamW step over {n:.1f}M parameters: " + ", ".join(
+        f"{k} {1e3 * v:.1f} ms ({100 * v / t:.1f}% of the step)" for k, v in times.items()))
+
+    from torch.profiler import ProfilerActivity, profile
+
+    it = iter(batches[:2])
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+        step()
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    matmul = sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS)
+    print(f"profile of 2 steps (self CPU time): matmuls {100 * matmul / total:.0f}%; the largest operators:")
+    for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:14]:
+        print(f"  {e.key:<40}{100 * e.self_cpu_time_total / total:>6.1f}%")
+
+
+MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "aten::baddbmm",
+              "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::mkldnn_linear"}
 
 
 def weightings(model, base, train_sets, tasks, dev, args) -> None:

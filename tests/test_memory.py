@@ -37,7 +37,7 @@ def test_cli_configures_the_allocator_before_any_command(monkeypatch):
 
 @pytest.mark.parametrize("given, spins", [(None, False), ("active", True)])
 def test_the_command_makes_openmp_threads_wait_passively_unless_told(trained_run, given, spins):
-    """The real `bertmtl predict` loads torch with OpenMP's passive waiting (training/threads.py: a
+    """The real `bertmtl predict` loads torch with OpenMP's passive waiting (bertmtl/threads.py: a
     busy core then costs what losing it costs, not more): waiting threads do not spin (GNU OpenMP's
     spin count 0, where its default is 300000); OMP_WAIT_POLICY set by the user is kept. OpenMP
     itself says what it uses (OMP_DISPLAY_ENV)."""
@@ -111,3 +111,33 @@ def test_one_encoder_sized_gradient_buffer_per_task(tiny_bert_dir, tmp_path, com
     # The update reads the combined gradient through the parameters' .grad views.
     combined = step.grads.buffers[step.combined]
     assert step.grads.params[0].grad.data_ptr() == combined.data_ptr()
+
+
+def test_threads_option_sets_the_count_over_the_environment(tiny_bert_dir, data_dir, tmp_path):
+    """`--threads N` is the count a run's steps use, whatever $OMP_NUM_THREADS says (the child has
+    OMP_NUM_THREADS=1); without it, the environment's count; the run says which."""
+    from .conftest import command
+
+    common = ("--encoder", tiny_bert_dir, "--data-dir", data_dir, "--max-steps", 1, "--batch-size", 4,
+              "--dev-limit", 8, "--precision", "fp32")
+    r = command("train", *common, "--out", tmp_path / "two", "--threads", 2, text=True, code=0)
+    assert "device cpu (2 threads)" in r.stderr
+    r = command("train", *common, "--out", tmp_path / "env", text=True, code=0)
+    assert "device cpu (1 thread)" in r.stderr
+    r = command("evaluate", "--checkpoint", tmp_path / "two", "--data-dir", data_dir, "--threads", 0, text=True, code=2)
+    assert "--threads" in r.stderr and "0" in r.stderr
+
+
+def test_the_predictor_runs_on_the_threads_it_is_given(trained_run):
+    import torch
+
+    from bertmtl.inference.predict import Predictor
+
+    before = torch.get_num_threads()
+    try:
+        Predictor(trained_run, threads=1)
+        assert torch.get_num_threads() == 1
+        Predictor(trained_run)  # None leaves the process's count alone
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -94,3 +94,70 @@ def test_compile_falls_back_cleanly(tiny_bert_dir, monkeypatch):
     assert compile_encoder(model, messages.append) is False
     assert "--compile is not available here (no compiler backend on this platform)" in messages[0]
     assert torch.equal(model.encoder(ids, torch.ones_like(ids)).last_hidden_state, ref)  # eager still works
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_the_layer_stack_is_one_graph_under_torch_compile(tiny_bert_dir, packed):
+    """Dynamo captures the training-mode layer stack (dropout included) without a graph break, so
+    `--compile` compiles each step as one piece and CUDA graphs can capture it. Dynamo's own
+    count (torch._dynamo.explain: tracing only, nothing is compiled)."""
+    import torch._dynamo
+
+    from bertmtl.model.bert import Packing
+
+    model = MultitaskBert(BertModel.from_pretrained(tiny_bert_dir)).train()
+    ids = torch.tensor([[2, 40, 41, 42, 3], [2, 43, 3, 0, 0]])
+    mask = (ids != 0).long()
+    x = model.encoder.embeddings(ids)
+    stack = model.encoder.encoder
+    try:
+        if packed:
+            packing = Packing(mask)
+            explained = torch._dynamo.explain(stack)(packing.pack(x), None, packing, packing.seq)
+        else:
+            explained = torch._dynamo.explain(stack)(x, None)
+    finally:
+        torch._dynamo.reset()
+    assert explained.graph_break_count == 0, [r.reason for r in explained.break_reasons]
+    assert explained.graph_count == 1
+
+
+def test_bf16_weights_are_cast_once_per_step_and_the_gradients_are_the_same(tiny_bert_dir, tmp_path, monkeypatch):
+    """One autocast region per step: each weight's bf16 copy is made in the first task's forward
+    and reused by the other tasks'. The step's gradients equal those of a region per task (each
+    task casting every weight anew, as before), bit for bit, SMART included; the casts counted by
+    the profiler drop by at least one per weight and extra task."""
+    import contextlib
+
+    data = write_task_data(tmp_path / "data")
+    cfg = TrainConfig(data_dir=str(data), encoder=str(tiny_bert_dir), precision="bf16", combine="pcgrad",
+                      smart=True, batch_size=8, device="cpu")
+    tok = EncoderTokenizer.from_dir(tiny_bert_dir)
+    sets, _, _ = load_datasets(cfg, tok, warn=lambda r: None)
+    batches = RoundRobin(sets, 8, 0).next()
+    one_task, step_region = MultitaskStep._backward_one, MultitaskStep._autocast
+
+    def region_per_task(self, *args, **kw):
+        with step_region(self):
+            return one_task(self, *args, **kw)
+
+    def step(per_task: bool):
+        monkeypatch.setattr(MultitaskStep, "_backward_one", region_per_task if per_task else one_task)
+        monkeypatch.setattr(MultitaskStep, "_autocast", (lambda self: contextlib.nullcontext()) if per_task
+                            else step_region)
+        torch.manual_seed(0)
+        model = MultitaskBert(BertModel.from_pretrained(tiny_bert_dir), HeadConfig.of(cfg)).train()
+        stepper = MultitaskStep(model, cfg, list(sets), torch.device("cpu"))
+        torch.manual_seed(1)
+        with torch.profiler.profile() as prof:
+            stepper.backward(batches)
+        casts = sum(e.count for e in prof.key_averages() if e.key == "aten::_to_copy")
+        linears = [m for n, m in model.encoder.named_modules() if isinstance(m, torch.nn.Linear)
+                   and not n.endswith(("query", "key", "value"))]  # Q, K, V are cast as one concatenation
+        return casts, {t: b.clone() for t, b in stepper.grads.buffers.items()}, len(linears)
+
+    once, grads, linears = step(per_task=False)
+    per_task, reference, _ = step(per_task=True)
+    assert grads.keys() == reference.keys() and len(batches) == 3
+    assert all(torch.equal(grads[t], reference[t]) for t in grads)
+    assert per_task - once >= (len(batches) - 1) * linears, (per_task, once, linears)

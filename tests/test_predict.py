@@ -174,6 +174,69 @@ def test_stream_batches_and_keeps_order(run_dir):
     assert torch.is_inference_mode_enabled() is False
 
 
+def test_the_next_window_is_prepared_while_the_model_answers_this_one(run_dir, monkeypatch):
+    """`predict -` reads and tokenises window k+1 on its own thread while the model answers window
+    k: when the model is asked for the first window, the second has been (or is being) prepared."""
+    import threading
+
+    p = Predictor(run_dir, precision="fp32")
+    prepared, seen = [], []
+    second = threading.Event()
+    real_prepare, real_run = p._prepare, p._run
+
+    def prepare(items):
+        prepared.append((items[0].line, threading.current_thread().name))
+        if len(prepared) == 2:
+            second.set()
+        return real_prepare(items)
+
+    def run(w):
+        if not seen:  # the model's first window: the reader goes on meanwhile
+            assert second.wait(30), "the second window was not prepared while the first was answered"
+        seen.append(w.items[0].line)
+        return real_run(w)
+
+    monkeypatch.setattr(p, "_prepare", prepare)
+    monkeypatch.setattr(p, "_run", run)
+    items = (Item(i + 1, f"film number {i}") for i in range(12))
+    windows = list(p.stream_windows(items, window=4))
+    assert [len(w) for w in windows] == [4, 4, 4] and seen == [1, 5, 9]
+    assert [line for line, _ in prepared] == [1, 5, 9] and {t for _, t in prepared} == {"bertmtl-read-ahead"}
+    assert [r["sentiment"] for w in windows for r in w] == [p.sentence(f"film number {i}")["sentiment"] for i in range(12)]
+
+
+def test_read_ahead_raises_the_readers_error_where_it_arose_and_stops_when_left():
+    from bertmtl.inference.predict import _ahead
+
+    def failing():
+        yield 1
+        yield 2
+        raise OSError("read failed")
+
+    got = []
+    with pytest.raises(OSError, match="read failed"):
+        for v in _ahead(failing()):
+            got.append(v)
+    assert got == [1, 2]
+    produced = []
+
+    def endless():
+        while True:
+            produced.append(len(produced))
+            yield produced[-1]
+
+    import threading
+
+    gen = _ahead(endless())
+    assert next(gen) == 0
+    gen.close()  # the consumer leaves: the thread stops at its next value
+    deadline = time.monotonic() + 30
+    while any(t.name == "bertmtl-read-ahead" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(t.name == "bertmtl-read-ahead" for t in threading.enumerate())
+    assert len(produced) <= 4  # the one taken, one in the queue, one waiting to go in
+
+
 def test_bf16_predictions_stay_close_to_fp32(run_dir):
     exact, fast = Predictor(run_dir, precision="fp32"), Predictor(run_dir, precision="bf16")
     a, b = exact.pair("the dog eat food ?", "the cat eat food ?"), fast.pair("the dog eat food ?", "the cat eat food ?")

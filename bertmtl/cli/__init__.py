@@ -103,11 +103,11 @@ def main() -> None:
       bertmtl predict "a sentence" "another" try the trained model
     """
     from ..training.allocator import configure_allocator
-    from ..training.threads import configure_threads
+    from ..threads import configure_threads
 
     check_system()
     configure_allocator()  # before anything allocates tensors: see training/allocator.py
-    configure_threads()  # before torch loads OpenMP: see training/threads.py
+    configure_threads()  # before torch loads OpenMP: see threads.py
 
 
 def check_system(platform: str | None = None) -> None:

@@ -39,7 +39,7 @@ def predict(ctx: click.Context, **opts) -> None:
     from ..model.device import pick_device
 
     predictor = Predictor(cfg.checkpoint, device=str(pick_device(cfg.device)), batch_size=cfg.batch_size,
-                          precision=cfg.precision, runs_dir=cfg.runs_dir)
+                          precision=cfg.precision, runs_dir=cfg.runs_dir, threads=cfg.threads)
     # Which checkpoint answers, on stderr (stdout stays the answers): a newcomer with several
     # runs should never have to guess.
     if predictor.note:

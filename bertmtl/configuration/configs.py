@@ -184,6 +184,7 @@ class EvaluateConfig(Options):
                                                             "one `train --dev-limit N` scores [default: all].")
     batch_size: int = same_as(TRAIN["eval_batch_size"], help="Evaluation batch size.")
     device: str = same_as(TRAIN["device"])
+    threads: int | None = same_as(TRAIN["threads"])
     strict: bool = same_as(TRAIN["strict"])
 
 
@@ -217,6 +218,7 @@ class PredictConfig(Options):
     precision: str = option("auto", "auto = bf16 where the hardware multiplies bf16 natively (CPUs with AVX512-BF16 "
                                     "or AMX, CUDA GPUs), else fp32; README gives its speed and agreement with fp32.",
                             choices=PREDICT_PRECISIONS)
+    threads: int | None = same_as(TRAIN["threads"])
 
 
 __all__ = ["SweepConfig", "ABLATION_ROWS", "METHODS", "AblateConfig", "AugmentConfig", "EXPORT_FORMATS", "EvaluateConfig",

@@ -208,7 +208,12 @@ class TrainConfig(Options):
     precision: str = option("auto", "Autocast precision of training steps: auto = bf16 on CPUs that multiply it "
                                     "natively (AVX512-BF16, AMX), fp32 elsewhere; fp16 adds a gradient scaler. "
                                     "Evaluation is fp32.", choices=PRECISIONS)
-    compile: bool = option(False, "torch.compile the encoder (falls back when unsupported).", flag="on/off")
+    compile: bool = option(False, "torch.compile the encoder's layer stack, one graph per step (falls back when "
+                                  "unsupported). Off by default: on CPUs it compiles for minutes and was not faster "
+                                  "per step (README, Benchmarks).", flag="on/off")
+    threads: int | None = option(None, "CPU threads of the model's kernels [default: $OMP_NUM_THREADS, else one per "
+                                       "core]. Waiting threads sleep, so other work on the machine costs a step "
+                                       "only the cores it takes.", type=int, min=1, max=1024)
     # -- evaluation, checkpoints, logs
     eval_every: int | None = option(None, "Evaluate on dev every N steps [default: every epoch].", type=int, min=1)
     save_every: int | None = option(None, "Also save RUN/last every N steps [default: at each evaluation].",
@@ -325,7 +330,7 @@ PRETRAIN_OPTIONS = ("data_dir", "out", "encoder", "mlm_text", "augment", "mlm_ca
                     "mlm_heldout", "mlm_heldout_max", "mask_prob", "task", "tasks_file", "epochs", "max_steps",
                     "stop_at_step", "batch_size", "grad_accum", "eval_batch_size", "lr", "head_steps", "head_lr",
                     "weight_decay", "warmup", "schedule", "clip", "dropout", "max_length", "seed", "device",
-                    "precision", "compile", "eval_every", "save_every", "log_every", "report_to", "strict",
+                    "precision", "compile", "threads", "eval_every", "save_every", "log_every", "report_to", "strict",
                     "max_nonfinite", "bucket")
 # Where pretrain's meaning of an option differs from train's, its own help text.
 PRETRAIN_HELP = {

@@ -226,10 +226,12 @@ def evaluate_checkpoint(cfg, note=None, progress=None) -> tuple[dict, dict[str, 
     from ..runs.progress import progress_bar
     from ..tasks import TASK_ALIASES, undefined_warnings
     from ..tasks.files import TaskSource, parse_choices
+    from ..threads import use_threads
 
     note = note or (lambda text: None)
     progress = progress or progress_bar
     dev = pick_device(cfg.device)
+    use_threads(cfg.threads)
     choice = choose_checkpoint(cfg.checkpoint, cfg.runs_dir)
     path = choice.path
     if choice.note:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -23,9 +24,13 @@ class Predictor:
     """A trained multi-task model ready to answer; load once, call many times."""
 
     def __init__(self, checkpoint: str | Path | None = None, device: str = "cpu", batch_size: int = 64,
-                 precision: str = "auto", runs_dir: str | Path | None = None):
+                 precision: str = "auto", runs_dir: str | Path | None = None, threads: int | None = None):
+        """`threads`: torch's CPU threads for this process (None leaves them as they are)."""
         from ..runs.checkpoint import load_checkpoint
         from ..runs.catalog import choose_checkpoint
+        from ..threads import use_threads
+
+        use_threads(threads)
 
         choice = choose_checkpoint(checkpoint, runs_dir)
         self.path, self.note = choice.path, choice.note  # note: why this is not a best/ checkpoint
@@ -62,35 +67,55 @@ class Predictor:
     def answers(self, items: list[Item]) -> Iterator[dict]:
         """Results for a list of items, in order, one per item: an item with `error`, or whose
         text the model cannot take, gives an error object and never costs the others theirs."""
+        yield from self._answers(self._prepare(items))
+
+    def _prepare(self, items: list[Item]) -> _Window:
+        """The model-free half of answering: texts checked, distinct sentences found, tokenised."""
         for it in items:
             _check_texts(it)  # before batching: one bad text would fail the whole batch
+        w = _Window(items)
         try:
-            results = self._run(items)
-        except Exception:  # noqa: BLE001 - a failure the checks did not foresee: answer the
-            results = [self._alone(it) for it in items]  # items one at a time, so only its item fails
-        yield from results
+            good = [it for it in items if it.error is None]
+            for it in good:
+                for t in (it.text_a, it.text_b):
+                    if t is not None:
+                        w.singles.setdefault(t, len(w.singles))
+            w.enc = self._encode(list(w.singles))
+            w.pairs = [it for it in good if it.text_b is not None]
+            if self.cross and w.pairs and any(s.pair for s in self.specs):
+                w.cross = self._encode([p.text_a for p in w.pairs], [p.text_b for p in w.pairs])
+        except Exception as e:  # noqa: BLE001 - a failure the checks did not foresee: answer the
+            w.failed = e  # items one at a time, so only its item fails
+        return w
 
-    def _answer(self, items: list[Item]) -> Iterator[dict]:
+    def _prepared(self, items: list[Item]) -> _Window:
+        """_prepare, raising what failed (for one item alone: its error names the failure)."""
+        w = self._prepare(items)
+        if w.failed is not None:
+            raise w.failed
+        return w
+
+    def _answers(self, w: _Window) -> list[dict]:
+        if w.failed is None:
+            try:
+                return self._run(w)
+            except Exception:  # noqa: BLE001 - as in _prepare: one at a time, so only its item fails
+                pass
+        return [self._alone(it) for it in w.items]
+
+    def _answer(self, w: _Window) -> Iterator[dict]:
         model = self.model
         specs = self.specs
         sentence_specs = [s for s in specs if not s.pair]
         pair_specs = [s for s in specs if s.pair]
-        good = [it for it in items if it.error is None]
-        singles: dict[str, int] = {}  # text -> row in the sentence-embedding batch
-        for it in good:
-            for t in (it.text_a, it.text_b):
-                if t is not None:
-                    singles.setdefault(t, len(singles))
-        texts = list(singles)
-        enc = self._encode(texts)
-        pooled = self._embed([e.ids for e in enc]) if texts else None
+        items, singles, enc, pairs = w.items, w.singles, w.enc, w.pairs
+        pooled = self._embed([e.ids for e in enc]) if singles else None
 
         def outputs(spec: TaskSpec, answer: torch.Tensor):  # the model's answers and their decisions
             answer = answer.cpu()
             return answer, spec.output.decide(answer)
 
-        per_sentence = {s.name: outputs(s, model.answer(s.name, pooled)) for s in sentence_specs} if texts else {}
-        pairs = [it for it in good if it.text_b is not None]
+        per_sentence = {s.name: outputs(s, model.answer(s.name, pooled)) for s in sentence_specs} if singles else {}
         per_pair: dict[str, tuple] = {}
         pair_trunc = [False] * len(pairs)
         if pairs and pair_specs:
@@ -98,10 +123,9 @@ class Predictor:
             ia = torch.tensor([singles[p.text_a] for p in pairs])
             ib = torch.tensor([singles[p.text_b] for p in pairs])
             u, v, joint = pooled[ia.to(pooled.device)], pooled[ib.to(pooled.device)], None
-            if self.cross:
-                cross = self._encode([p.text_a for p in pairs], [p.text_b for p in pairs])
-                joint = self._embed([e.ids for e in cross], [e.type_ids for e in cross])
-                pair_trunc = [e.truncated for e in cross]
+            if w.cross is not None:
+                joint = self._embed([e.ids for e in w.cross], [e.type_ids for e in w.cross])
+                pair_trunc = [e.truncated for e in w.cross]
             per_pair = {s.name: outputs(s, model.pair_answer(s.name, u, v, joint)) for s in pair_specs}
         pair_row = {id(p): k for k, p in enumerate(pairs)}
         for it in items:
@@ -130,27 +154,39 @@ class Predictor:
             yield self._with_id(out, it)
 
     def stream(self, items: Iterable[Item], window: int = 1024, ready=None) -> Iterator[dict]:
-        """Results for an iterable of items, in input order, a window at a time.
+        """Results for an iterable of items, in input order (stream_windows, one result at a time)."""
+        for results in self.stream_windows(items, window, ready):
+            yield from results
+
+    def stream_windows(self, items: Iterable[Item], window: int = 1024, ready=None) -> Iterator[list[dict]]:
+        """Results for an iterable of items, in input order, a window's list at a time.
 
         Memory stays bounded by `window` whatever the input length. `ready()` (optional) says
         whether more input is waiting; when it is not, the partial window is answered at once,
-        so an interactive producer sees results without filling a window first.
+        so an interactive producer sees results without filling a window first. The next
+        window is read, checked and tokenised on a thread of its own while the model answers
+        this one: reading, parsing and tokenising cost `predict -` a fifth of the encoder's
+        rate when done in turn with it (benchmarks/predict.py).
         """
-        buf: list[Item] = []
-        for it in items:
-            buf.append(it)
-            if len(buf) >= window or (ready is not None and not ready()):
-                yield from self.answers(buf)
-                buf = []
-        if buf:
-            yield from self.answers(buf)
+        def windows() -> Iterator[_Window]:
+            buf: list[Item] = []
+            for it in items:
+                buf.append(it)
+                if len(buf) >= window or (ready is not None and not ready()):
+                    yield self._prepare(buf)
+                    buf = []
+            if buf:
+                yield self._prepare(buf)
+
+        for w in _ahead(windows()):
+            yield self._answers(w)
 
     # -- internals ----------------------------------------------------------------------
 
-    def _run(self, items: list[Item]) -> list[dict]:
+    def _run(self, w: _Window) -> list[dict]:
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.autocast_dtype,
                                                     enabled=self.autocast_dtype is not None):
-            return list(self._answer(items))
+            return list(self._answer(w))
 
     def _one(self, it: Item) -> dict:
         """One item's answer; a bad text raises UserError (a caller's single input, not a stream)."""
@@ -158,12 +194,12 @@ class Predictor:
 
         if _check_texts(it):
             raise UserError(it.error)
-        return self._run([it])[0]
+        return self._run(self._prepared([it]))[0]
 
     def _alone(self, it: Item) -> dict:
         """One item's answer after its batch failed: an error object if it fails alone too."""
         try:
-            return self._run([it])[0]
+            return self._run(self._prepared([it]))[0]
         except Exception as e:  # noqa: BLE001 - one line's failure is that line's answer
             msg = f"could not be answered ({type(e).__name__}: {e})"[:500]
             return self._with_id({"line": it.line, "error": msg}, it)
@@ -194,6 +230,60 @@ class Predictor:
             for i, row in zip(idx, pooled):
                 out[i] = row
         return torch.stack(out)
+
+
+@dataclass
+class _Window:
+    """Items on their way through the Predictor: `_prepare` fills it, `_answer` reads it."""
+
+    items: list[Item]
+    singles: dict[str, int] = field(default_factory=dict)  # distinct sentence -> its row
+    enc: list = field(default_factory=list)  # their tokens, row by row
+    pairs: list[Item] = field(default_factory=list)  # the answerable pairs
+    cross: list | None = None  # the pairs' joint tokens (cross-encoded heads)
+    failed: Exception | None = None  # why preparing failed: then the items are answered one at a time
+
+
+def _ahead(source: Iterator, depth: int = 1) -> Iterator:
+    """`source`'s values, computed on a daemon thread up to `depth` values ahead of the consumer.
+
+    An exception in the source (a read error, Ctrl-C excepted: that reaches the main thread)
+    is raised in the consumer at the point it arose. When the consumer stops early, the thread
+    stops at its next value; one blocked reading input ends with the process.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for value in source:
+                while not stop.is_set():
+                    try:
+                        q.put((value, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((done, None))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
+            q.put((done, e))
+
+    threading.Thread(target=produce, name="bertmtl-read-ahead", daemon=True).start()
+    try:
+        while True:
+            value, error = q.get()
+            if value is done:
+                if error is not None:
+                    raise error
+                return
+            yield value
+    finally:
+        stop.set()
 
 
 def _check_texts(it: Item) -> str | None:

@@ -193,13 +193,13 @@ def answer_stream(predictor, fmt: str, fd: int | None = None, out=None, note=Non
     try:
         if fmt == "tsv":
             out.write(("\t".join(tsv_columns(predictor.specs)) + "\n").encode())
-        for res in predictor.stream(items, ready=ready):
-            line += 1
-            data, is_error = output_line(res, res.get("line", line), fmt, predictor.specs)
-            failed += is_error
-            out.write(data)
-            if not ready():  # nothing more waiting: let the reader see what we have
-                out.flush()
+        for results in predictor.stream_windows(items, ready=ready):
+            for res in results:
+                line += 1
+                data, is_error = output_line(res, res.get("line", line), fmt, predictor.specs)
+                failed += is_error
+                out.write(data)
+            out.flush()  # a window's answers: what an interactive reader waits for
         out.flush()
     except BrokenPipeError:  # e.g. `| head`: the reader is gone, which is not an error
         sys.stderr.close()

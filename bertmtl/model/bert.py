@@ -56,7 +56,9 @@ class Dropout(nn.Module):
     On the CPU, torch's bernoulli_ draws one random number per element and took ~8% of a
     training step. Here one 64-bit draw makes four uniform 16-bit lanes, compared against a
     threshold: the drop probability is p rounded to 1/65536. Elsewhere (CUDA) the fused
-    F.dropout kernel is already fast and is used as is.
+    F.dropout kernel is already fast and is used as is, and so it is under torch.compile:
+    there the compiler draws the mask inside the kernel that uses it, where the 64-bit draw
+    (`Tensor.random_`, which dynamo cannot trace) would break the graph at every dropout.
     """
 
     def __init__(self, p: float):
@@ -66,7 +68,7 @@ class Dropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        if x.device.type != "cpu":
+        if x.device.type != "cpu" or torch.compiler.is_compiling():
             return F.dropout(x, self.p, True)
         n = x.numel()
         bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)

@@ -106,7 +106,6 @@ class MultitaskStep:
         With `heads_only` (--head-steps) the encoder runs without gradients.
         """
         self.heads_only = heads_only
-        cfg = self.cfg
         for p in self.head_params:
             p.grad = None
         self.grads.zero()
@@ -114,6 +113,15 @@ class MultitaskStep:
         self.stepped = list(batches)  # the tasks whose gradients apply() combines
         self.loss_scale = self.weighting.weights()
         self.objectives = {}
+        with self._autocast():  # one region per step: see _backward_one
+            self._backward_tasks(batches, step, losses, smart_terms)
+        return ({t: float(v) for t, v in losses.items()}, {t: float(v) for t, v in smart_terms.items()})
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
+
+    def _backward_tasks(self, batches: dict, step: int, losses: dict, smart_terms: dict) -> None:
+        cfg = self.cfg
         for task, batch in batches.items():
             self.grads.point(task if self.per_task else "combined")
             if not isinstance(batch, list):
@@ -131,7 +139,6 @@ class MultitaskStep:
                 self.objectives[task] = self.objectives.get(task, 0.0) + share * objective
                 if s_term is not None:
                     smart_terms[task] = smart_terms.get(task, 0.0) + share * s_term
-        return ({t: float(v) for t, v in losses.items()}, {t: float(v) for t, v in smart_terms.items()})
 
     def _backward_one(self, task: str, batch, share: float, key: int):
         """One batch's forward and backward (its loss scaled by `share`); (loss, SMART term or None,
@@ -141,25 +148,27 @@ class MultitaskStep:
             batch = batch.pin_memory()
         batch = batch.to(self.device, non_blocking=True)
         s_term = None
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            if self.heads_only:  # the encoder frozen: its states without a graph, only the head learns
-                with torch.no_grad():
-                    features = model.features(batch, model.embed(batch))
-                out, embeds = model.head_of(batch, features), None
-            else:
-                embeds = model.embed(batch)
-                out = model.head(batch, embeds)
-            loss = model.loss(task, out, batch.labels)
-            total = loss
-            w = self.smart.weights.get(task, spec.smart_weight) if cfg.smart and embeds is not None else 0.0
-            if w > 0:
-                s_term = smart_loss(model, batch, embeds, out, self.smart, key=key)
-                total = loss + w * s_term
-                s_term = s_term.detach()
-            objective = total.detach()
-            weight = cfg.loss_weights.get(task, spec.loss_weight) * self.loss_scale[task]
-            if weight != 1.0:
-                total = weight * total
+        # Inside backward()'s one autocast region: autocast casts each weight to bf16 once and
+        # keeps the copy until the region ends, so every task's forward of the step reuses it
+        # (a region per forward cast every weight once per task: 3x the casts).
+        if self.heads_only:  # the encoder frozen: its states without a graph, only the head learns
+            with torch.no_grad():
+                features = model.features(batch, model.embed(batch))
+            out, embeds = model.head_of(batch, features), None
+        else:
+            embeds = model.embed(batch)
+            out = model.head(batch, embeds)
+        loss = model.loss(task, out, batch.labels)
+        total = loss
+        w = self.smart.weights.get(task, spec.smart_weight) if cfg.smart and embeds is not None else 0.0
+        if w > 0:
+            s_term = smart_loss(model, batch, embeds, out, self.smart, key=key)
+            total = loss + w * s_term
+            s_term = s_term.detach()
+        objective = total.detach()
+        weight = cfg.loss_weights.get(task, spec.loss_weight) * self.loss_scale[task]
+        if weight != 1.0:
+            total = weight * total
         self.scaler.scale(total if share == 1.0 else total * share).backward()
         return loss.detach(), s_term, objective
 

@@ -185,8 +185,10 @@ def _announce(run: Run) -> None:
     enc = run.model.encoder.config
     params = sum(p.numel() for p in run.model.encoder.parameters()) / 1e6
     source = f"{run.dir / LAST} (resumed)" if run.resumed else run.cfg.encoder
+    n = torch.get_num_threads()
+    threads = f" ({n} thread{'s' if n != 1 else ''})" if run.device.type == "cpu" else ""
     run.reporter.message(f"encoder {source}: {enc.model_type}, {enc.num_hidden_layers} layers, hidden "
-                         f"{enc.hidden_size}, {params:.0f}M parameters; device {run.device}; training steps in "
+                         f"{enc.hidden_size}, {params:.0f}M parameters; device {run.device}{threads}; training steps in "
                          f"{run.precision}, evaluation in fp32")
     if run.cfg.precision == "auto" and run.precision != "fp32":
         run.reporter.message(f"--precision auto chose {run.precision}: this CPU multiplies it natively "

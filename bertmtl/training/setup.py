@@ -26,6 +26,7 @@ from ..errors import UserError
 from ..fsutil import check_writable, recover_dir, write_json
 from ..model.bert import BertModel, Dropout
 from ..model.device import compile_encoder, pick_device, precision_name
+from ..threads import use_threads
 from ..model.heads import HeadConfig, MultitaskBert, heads_of
 from ..mtl.step import MultitaskStep
 from ..runs import checkpoint as ckpt
@@ -281,6 +282,7 @@ def prepare(cfg: TrainConfig, resume: str | Path | None, dist: Dist, reporter=No
         # unusable destination leaves no empty run behind (local stores sit beside that directory)
         require_sinks(cfg.report_to, Path(resume or cfg.out or runs_root(cfg.runs_dir) / "RUN"))
     device = pick_device(cfg.device) if not dist.enabled else dist.device(cfg.device)
+    use_threads(cfg.threads)
     if reporter is None:
         reporter = default_reporter() if dist.is_main else SilentReporter()
     if dist.is_main:  # and the run's own record of what it says and how far it is

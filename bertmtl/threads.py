@@ -1,4 +1,6 @@
-"""Process-wide OpenMP settings that keep a run fast when the CPU is also doing other work.
+"""How many CPU threads torch runs on, and how they wait: what keeps bertmtl fast when the CPU
+is also doing other work. The one owner of the thread settings: train, pretrain, evaluate and
+predict ask `use_threads`; the command's entry point asks `configure_threads`.
 
 PyTorch's CPU kernels run on an OpenMP thread team, one thread per core. By default GNU OpenMP's
 threads spin at a barrier (300,000 turns) before they sleep. When another process keeps one of
@@ -13,6 +15,11 @@ Set once by the command-line entry point (`bertmtl ...`, `python -m bertmtl`, to
 torch loads (OpenMP reads it when the library initialises). A value people set themselves
 (OMP_WAIT_POLICY=ACTIVE) is kept. Importing bertmtl as a library leaves the host process alone:
 set it there before importing torch. The setting changes how threads wait, never a computed value.
+
+The thread count is torch's own choice (a thread per core, or $OMP_NUM_THREADS / $MKL_NUM_THREADS
+where people set them) unless `--threads N` says otherwise. Passive waiting is what makes the
+default hold up under load; a smaller count only helps when cores are taken for the whole run
+(`--threads 1` beside another training run on a 2-core laptop).
 """
 
 from __future__ import annotations
@@ -25,3 +32,13 @@ WAIT_POLICY = "OMP_WAIT_POLICY"
 def configure_threads() -> str:
     """Passive OpenMP waiting for this process and its children, unless set already; the policy in force."""
     return os.environ.setdefault(WAIT_POLICY, "PASSIVE")
+
+
+def use_threads(n: int | None) -> int:
+    """Run torch's CPU kernels on `n` threads (the --threads option; None keeps torch's choice,
+    which follows $OMP_NUM_THREADS); the count in force."""
+    import torch
+
+    if n is not None:
+        torch.set_num_threads(n)
+    return torch.get_num_threads()
