@@ -124,9 +124,10 @@ def test_the_layer_stack_is_one_graph_under_torch_compile(tiny_bert_dir, packed)
 
 def test_bf16_weights_are_cast_once_per_step_and_the_gradients_are_the_same(tiny_bert_dir, tmp_path, monkeypatch):
     """One autocast region per step: each weight's bf16 copy is made in the first task's forward
-    and reused by the other tasks'. The step's gradients equal those of a region per task (each
-    task casting every weight anew, as before), bit for bit, SMART included; the casts counted by
-    the profiler drop by at least one per weight and extra task."""
+    and reused by the other tasks'. The step's gradients equal those of a region per task's forward
+    (each task casting every weight anew, the backward outside autocast: the code before), bit for
+    bit, SMART included; the casts counted by the profiler drop by at least one per weight and
+    extra task."""
     import contextlib
 
     data = write_task_data(tmp_path / "data")
@@ -137,7 +138,7 @@ def test_bf16_weights_are_cast_once_per_step_and_the_gradients_are_the_same(tiny
     batches = RoundRobin(sets, 8, 0).next()
     one_task, step_region = MultitaskStep._backward_one, MultitaskStep._autocast
 
-    def region_per_task(self, *args, **kw):
+    def region_per_task(self, *args, **kw):  # the backward inside turns autocast off itself
         with step_region(self):
             return one_task(self, *args, **kw)
 

@@ -227,13 +227,18 @@ def test_read_ahead_raises_the_readers_error_where_it_arose_and_stops_when_left(
 
     import threading
 
-    gen = _ahead(endless())
-    assert next(gen) == 0
-    gen.close()  # the consumer leaves: the thread stops at its next value
-    deadline = time.monotonic() + 30
-    while any(t.name == "bertmtl-read-ahead" for t in threading.enumerate()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(t.name == "bertmtl-read-ahead" for t in threading.enumerate())
+    def readers() -> set:
+        return {t for t in threading.enumerate() if t.name == "bertmtl-read-ahead"}
+
+    for source in (endless(), iter([1, 2])):  # an endless one, and one that ended before the consumer left
+        before = readers()
+        gen = _ahead(source)
+        assert next(gen) in (0, 1)
+        gen.close()  # the consumer leaves: the thread stops at its next value, or at once if waiting
+        deadline = time.monotonic() + 30
+        while readers() - before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not readers() - before
     assert len(produced) <= 4  # the one taken, one in the queue, one waiting to go in
 
 

@@ -161,12 +161,15 @@ class Predictor:
     def stream_windows(self, items: Iterable[Item], window: int = 1024, ready=None) -> Iterator[list[dict]]:
         """Results for an iterable of items, in input order, a window's list at a time.
 
-        Memory stays bounded by `window` whatever the input length. `ready()` (optional) says
-        whether more input is waiting; when it is not, the partial window is answered at once,
-        so an interactive producer sees results without filling a window first. The next
-        window is read, checked and tokenised on a thread of its own while the model answers
-        this one: reading, parsing and tokenising cost `predict -` a fifth of the encoder's
-        rate when done in turn with it (benchmarks/predict.py).
+        Memory stays bounded by a few windows (the one answered, one waiting, one being read)
+        whatever the input length. `ready()` (optional) says whether more input is waiting; when
+        it is not, the partial window is answered at once, so an interactive producer sees
+        results without filling a window first. The next window is read, checked and tokenised
+        on a thread of its own while the model answers this one, so input that trickles in while
+        the model works is cut into windows of what has arrived. On a CPU whose encoder is fast
+        (bf16), reading, parsing and tokenising in turn with the model cost `predict -` a large
+        share of the encoder's rate (57% reached); on the 2-core EPYC in fp32 they are ~1% of the
+        time (benchmarks/predict.py, docs: Benchmarks).
         """
         def windows() -> Iterator[_Window]:
             buf: list[Item] = []
@@ -245,11 +248,13 @@ class _Window:
 
 
 def _ahead(source: Iterator, depth: int = 1) -> Iterator:
-    """`source`'s values, computed on a daemon thread up to `depth` values ahead of the consumer.
+    """`source`'s values, computed on a daemon thread while the consumer works: up to `depth`
+    values wait in a queue, and the thread computes one more meanwhile.
 
-    An exception in the source (a read error, Ctrl-C excepted: that reaches the main thread)
-    is raised in the consumer at the point it arose. When the consumer stops early, the thread
-    stops at its next value; one blocked reading input ends with the process.
+    An exception in the source (a read error; Ctrl-C reaches the main thread, not this one) is
+    raised in the consumer after the values before it. When the consumer stops early, the thread
+    stops at its next value (or at once if it is waiting to hand one over) and closes the
+    source; one blocked reading input ends with the process.
     """
     import queue
     import threading
@@ -258,20 +263,28 @@ def _ahead(source: Iterator, depth: int = 1) -> Iterator:
     done = object()
     stop = threading.Event()
 
+    def hand_over(item) -> bool:  # False when the consumer has gone
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for value in source:
-                while not stop.is_set():
-                    try:
-                        q.put((value, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put((done, None))
+                if not hand_over((value, None)):
+                    break
+            else:
+                hand_over((done, None))
         except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
-            q.put((done, e))
+            hand_over((done, e))
+        finally:
+            close = getattr(source, "close", None)
+            if stop.is_set() and close is not None:
+                close()
 
     threading.Thread(target=produce, name="bertmtl-read-ahead", daemon=True).start()
     try:
@@ -284,6 +297,8 @@ def _ahead(source: Iterator, depth: int = 1) -> Iterator:
             yield value
     finally:
         stop.set()
+        while not q.empty():  # what the thread prepared for nobody (it may be blocked handing it over)
+            q.get_nowait()
 
 
 def _check_texts(it: Item) -> str | None:

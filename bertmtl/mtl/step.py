@@ -150,7 +150,11 @@ class MultitaskStep:
         s_term = None
         # Inside backward()'s one autocast region: autocast casts each weight to bf16 once and
         # keeps the copy until the region ends, so every task's forward of the step reuses it
-        # (a region per forward cast every weight once per task: 3x the casts).
+        # (a region per forward cast every weight once per task: 3x the casts). A nested region
+        # that turns autocast off (the backward below) keeps that cache. Before torch 2.10 a copy
+        # cast under no_grad was cached without its gradient link (pytorch#112583), so within a
+        # step a weight must never be first used under no_grad and then with gradients: the
+        # head-only steps run the encoder under no_grad for every task, never with gradients.
         if self.heads_only:  # the encoder frozen: its states without a graph, only the head learns
             with torch.no_grad():
                 features = model.features(batch, model.embed(batch))
@@ -169,7 +173,8 @@ class MultitaskStep:
         weight = cfg.loss_weights.get(task, spec.loss_weight) * self.loss_scale[task]
         if weight != 1.0:
             total = weight * total
-        self.scaler.scale(total if share == 1.0 else total * share).backward()
+        with torch.autocast(self.device.type, enabled=False):  # backward without autocast, as before
+            self.scaler.scale(total if share == 1.0 else total * share).backward()
         return loss.detach(), s_term, objective
 
     def combine(self) -> None:

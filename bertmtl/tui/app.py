@@ -507,12 +507,12 @@ def run_tui(run_dir: Path, checkpoint: str | None = None, train_args: list[str] 
             start_training: bool = False, runs_root: Path | None = None) -> None:
     """Run the TUI on `run_dir` (starting `bertmtl train TRAIN_ARGS --out RUN_DIR` in the background
     first, with `start_training`)."""
-    import torch
+    from ..threads import use_threads
 
     # The playground answers one short input at a time: extra threads gain little, and while a
     # training (ours or another) keeps the cores busy, their spin-waits slow each answer down
-    # by orders of magnitude (README, Benchmarks).
-    torch.set_num_threads(PLAYGROUND_THREADS)
+    # by orders of magnitude (docs/benchmarks.md).
+    use_threads(PLAYGROUND_THREADS)
     app = BertmtlApp(run_dir, checkpoint=checkpoint, train_args=train_args, start_training=start_training,
                      runs_root=runs_root)
     try:
