@@ -1,4 +1,4 @@
-"""Derive the "your own tasks" demo files (README, Your own tasks) from data the project never
+"""Derive the "your own tasks" demo files (docs/own-tasks.md) from data the project never
 trained on as declared tasks.
 
   python benchmarks/own_tasks_data.py DATA_DIR OUT_DIR

@@ -6,7 +6,7 @@ Trains the first 4 steps of a 2-epoch schedule (batch 8, evaluation every 2, see
 the synthetic task files of the tests, from the default encoder, and prints one sha256 over every
 tensor (name, dtype, shape, bytes) of RUN/last and RUN/best. The digests depend on the CPU (its
 fp32 kernels): compare runs on one machine. A refactor that must not change training is checked by running
-this before and after it; the README's measured figures stand when the digests match.
+this before and after it; the docs' measured figures stand when the digests match.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """bertmtl: one BERT encoder trained on sentiment, paraphrase and similarity at once.
 
-The Python API (README, Python): `Predictor` answers with a trained run, `TrainConfig` holds a
+The Python API (docs/reference/python.md): `Predictor` answers with a trained run, `TrainConfig` holds a
 run's options and `train(cfg)` runs one; `pretrain_config(...)` is `bertmtl pretrain`'s
 TrainConfig. They are imported on first use, so `import bertmtl` (and the CLI's start) stays light.
 """

@@ -109,3 +109,26 @@ def test_config_validation_and_resume_check_follow_the_metadata():
     with pytest.raises(UserError, match="--pooling cannot change when resuming: the run was trained with 'cls'"):
         TrainConfig().check_resume(saved)
     TrainConfig(pooling="cls", lr=3e-5, epochs=5).check_resume(saved)  # resumable options may change
+
+
+def test_train_help_lists_every_option_once_in_its_panel():
+    """Every train option is in exactly one panel of PANELS, and `--help` shows each under its
+    panel's heading, in the panels' order, then the rest under "Other options"."""
+    import dataclasses
+    import re
+
+    from bertmtl.configuration.train_config import PANELS, TrainConfig
+
+    named = [n for names in PANELS.values() for n in names]
+    cli_fields = [f.name for f in dataclasses.fields(TrainConfig) if f.metadata["cli"]]
+    assert sorted(named) == sorted(cli_fields) and len(named) == len(set(named))
+    for command in ("train", "pretrain", "tui"):
+        out = CliRunner().invoke(main, [command, "--help"], terminal_width=100).output
+        headings = re.findall(r"^(\S[^:\n]*):$", out, flags=re.M)
+        assert headings[-1] == "Other options" and headings[:-1] == [t for t in PANELS if f"\n{t}:\n" in out]
+        if command != "pretrain":  # pretrain takes a subset of the options
+            assert headings[:-1] == list(PANELS)
+    out = CliRunner().invoke(main, ["train", "--help"], terminal_width=100).output
+    performance = out[out.index("\nPerformance:\n"):out.index("\nOther options:\n")]
+    assert "--threads" in performance and "--compile" in performance and "--lr " not in performance
+    assert out.count("--threads ") == 1 and "--resume" in out[out.index("\nOther options:\n"):]

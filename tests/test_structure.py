@@ -1,5 +1,5 @@
 """The package's shape: no import cycle, task files read without torch, output kinds decided in
-one module, the run directory's layout named in one, and the public Python API README shows."""
+one module, the run directory's layout named in one, and the public Python API the docs show."""
 
 from __future__ import annotations
 

@@ -80,6 +80,31 @@ def field_option(f: dataclasses.Field, default=dataclasses.MISSING, help: str | 
                         show_default=default is not None, help=m["help"] + ("  [required]" if m["required"] else ""))
 
 
+class PanelCommand(click.Command):
+    """A command whose --help lists its options in panels (`panels`: title -> parameter names, in
+    order), then the rest under "Other options"."""
+
+    panels: dict[str, tuple[str, ...]] = {}
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows: dict[str, list] = {title: [] for title in (*self.panels, "Other options")}
+        panel_of = {name: title for title, names in self.panels.items() for name in names}
+        order = {name: i for names in self.panels.values() for i, name in enumerate(names)}
+        for param in sorted(self.get_params(ctx), key=lambda p: order.get(p.name, len(order))):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                rows[panel_of.get(param.name, "Other options")].append(record)
+        for title, records in rows.items():
+            if records:
+                with formatter.section(title):
+                    formatter.write_dl(records)
+
+
+def panels(table: dict[str, tuple[str, ...]]) -> type[PanelCommand]:
+    """A PanelCommand class for `@click.command(cls=...)` with these panels."""
+    return type("PanelCommand", (PanelCommand,), {"panels": table})
+
+
 def options_of(cls: type[Options], config_file: bool = True, only: tuple[str, ...] | None = None,
                defaults: dict | None = None, helps: dict | None = None):
     """The options of a command whose settings are `cls`: one per field (those of `only`, with the

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from ..configuration.train_config import PRETRAIN_DEFAULTS, PRETRAIN_HELP, PRETRAIN_OPTIONS, TrainConfig
-from .options import options_of, resolved_options
+from ..configuration.train_config import PANELS, PRETRAIN_DEFAULTS, PRETRAIN_HELP, PRETRAIN_OPTIONS, TrainConfig
+from .options import options_of, panels, resolved_options
 
 
-@click.command()
+@click.command(cls=panels(PANELS))
 @options_of(TrainConfig, only=PRETRAIN_OPTIONS, defaults=PRETRAIN_DEFAULTS, helps=PRETRAIN_HELP)
 @click.option("--resume", type=click.Path(file_okay=False, exists=True, path_type=str), default=None,
               help="Continue the pretraining run in this directory from its last checkpoint.")

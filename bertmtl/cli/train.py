@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
-from ..configuration.train_config import TrainConfig
-from .options import options_of, resolved_options
+from ..configuration.train_config import PANELS, TrainConfig
+from .options import options_of, panels, resolved_options
 
 
-@click.command()
+@click.command(cls=panels(PANELS))
 @options_of(TrainConfig)
 @click.option("--resume", type=click.Path(file_okay=False, exists=True, path_type=str), default=None,
               help="Continue the run in this directory from its last checkpoint (options given again override).")

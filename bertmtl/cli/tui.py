@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from ..configuration.train_config import TrainConfig
-from .options import given_args, options_of
+from ..configuration.train_config import PANELS, TrainConfig
+from .options import given_args, options_of, panels
 
 
-@click.command(context_settings={"ignore_unknown_options": False})
+@click.command(cls=panels(PANELS), context_settings={"ignore_unknown_options": False})
 @click.argument("run", required=False, type=click.Path(file_okay=False, path_type=str))
 @click.option("--checkpoint", "checkpoint_path", type=click.Path(path_type=str), default=None,
               help="Checkpoint for the playground [default: the run's best/].")

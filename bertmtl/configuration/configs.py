@@ -91,7 +91,7 @@ class SweepConfig(Options):
     """The options of `bertmtl sweep`."""
 
     spec: str | None = option(None, "The sweep's spec, YAML or JSON (base, grid or search, seeds, baseline, "
-                                    "metric; README, Sweeps).", type=str, argument=True, metavar="[SPEC]",
+                                    "metric; docs: Comparing options over seeds).", type=str, argument=True, metavar="[SPEC]",
                               path="existing_file")
     out: str = option("sweep", "The sweep's directory: its runs (DIR/runs), study (DIR/study.db) and report.",
                       path="dir")
@@ -216,7 +216,7 @@ class PredictConfig(Options):
     batch_size: int = option(64, "Sentences per forward pass.", min=1)
     device: str = same_as(TRAIN["device"], "cpu")
     precision: str = option("auto", "auto = bf16 where the hardware multiplies bf16 natively (CPUs with AVX512-BF16 "
-                                    "or AMX, CUDA GPUs), else fp32; README gives its speed and agreement with fp32.",
+                                    "or AMX, CUDA GPUs), else fp32; the docs' Benchmarks page gives its speed and agreement with fp32.",
                             choices=PREDICT_PRECISIONS)
     threads: int | None = same_as(TRAIN["threads"])
 

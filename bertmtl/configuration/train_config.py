@@ -6,7 +6,7 @@ the validation (`TrainConfig.validate`), the resume check (`TrainConfig.check_re
 training itself), what `--config FILE` may hold and what `--print-config` prints. Adding an
 option is adding a field here and reading it where it acts.
 
-The defaults were chosen by dev measurements (README, Results): batch 64 per task and lr 1e-4
+The defaults were chosen by dev measurements (docs/results.md): batch 64 per task and lr 1e-4
 for two epochs, with SMART (extra forward and backward passes per step) one flag away.
 """
 
@@ -113,7 +113,7 @@ class TrainConfig(Options):
                         factory=list, metavar="NAME:KIND:TRAIN[:DEV]", parse=parse_task_flags, multiple=True,
                         resume=False)
     tasks_file: str | None = option(None, "A YAML or JSON file declaring tasks (columns, labels, id, loss weight, "
-                                          "metrics; README, Your own tasks).", type=str, resume=False)
+                                          "metrics; docs: Your own tasks).", type=str, resume=False)
     files: dict = option(help="Per-task file overrides, e.g. {'sst_train': path} (--sst-train FILE ...).",
                          factory=dict, cli=False, text_items=True)
     augment: str | None = option(None, "Also train on the augmented copies in this directory (from `bertmtl "
@@ -153,7 +153,7 @@ class TrainConfig(Options):
                              "(e.g. 0.99; 0 = off).", min=0, max=1, max_open=True)
     combine: str = option("pcgrad", "How per-task gradients become one update: sum, mean, pcgrad (Yu et al.), mgda "
                                     "(min-norm), cagrad, nash-mtl, imtl-g, aligned-mtl, upgrad, dualproj (Quinton & "
-                                    "Rey), fairgrad, random (RLW); README, Gradient combiners.", choices=COMBINERS)
+                                    "Rey), fairgrad, random (RLW); docs: Gradient combiners.", choices=COMBINERS)
     cagrad_c: float = option(0.4, "CAGrad: radius of the ball around the mean gradient, relative to its norm.",
                              min=0, only_for=("combine", "cagrad"))
     nash_update_every: int = option(1, "Nash-MTL: solve for new weights every N steps (the paper's speed-up).",
@@ -166,7 +166,7 @@ class TrainConfig(Options):
                                 choices=ALIGNED_SCALES, only_for=("combine", "aligned-mtl"))
     loss_weighting: str = option("none", "How much each task's loss counts, learned or adapted as training goes: "
                                          "none, uncertainty (Kendall et al., learned log-variances), dwa (Liu et "
-                                         "al.), gradnorm (Chen et al.); with any --combine. README, Loss weighting.",
+                                         "al.), gradnorm (Chen et al.); with any --combine. docs: Gradient combiners and loss weighting.",
                                  choices=LOSS_WEIGHTINGS, resume=False)
     weighting_lr: float = option(1e-2, "Peak learning rate of the learned loss weights (uncertainty, gradnorm), "
                                        "on the schedule of --lr.", min=0, min_open=True,
@@ -208,12 +208,12 @@ class TrainConfig(Options):
     precision: str = option("auto", "Autocast precision of training steps: auto = bf16 on CPUs that multiply it "
                                     "natively (AVX512-BF16, AMX), fp32 elsewhere; fp16 adds a gradient scaler. "
                                     "Evaluation is fp32.", choices=PRECISIONS)
-    compile: bool = option(False, "torch.compile the encoder's layer stack, one graph per step (falls back when "
-                                  "unsupported). Off by default: on CPUs it compiles for minutes and was not faster "
-                                  "per step (README, Benchmarks).", flag="on/off")
+    compile: bool = option(False, "torch.compile the encoder's layer stack as one graph, without graph breaks (falls "
+                                  "back when unsupported). Off by default: on CPUs it compiles for minutes and was not "
+                                  "faster per step (docs: Benchmarks).", flag="on/off")
     threads: int | None = option(None, "CPU threads of the model's kernels [default: $OMP_NUM_THREADS, else one per "
-                                       "core]. Waiting threads sleep, so other work on the machine costs a step "
-                                       "only the cores it takes.", type=int, min=1, max=1024)
+                                       "core]. Waiting threads sleep, so other work on the machine costs only the "
+                                       "cores it takes.", type=int, min=1, max=1024)
     # -- evaluation, checkpoints, logs
     eval_every: int | None = option(None, "Evaluate on dev every N steps [default: every epoch].", type=int, min=1)
     save_every: int | None = option(None, "Also save RUN/last every N steps [default: at each evaluation].",
@@ -322,10 +322,29 @@ class TrainConfig(Options):
 
 FIELDS = TrainConfig.fields()
 
+# The panels `--help` shows the options in (train, pretrain, tui), in this order; every option of
+# TrainConfig is in one (tests/test_cli_core.py).
+PANELS = {
+    "Data": ("data_dir", "tasks", "task", "tasks_file", "encoder", "init_heads_from", "augment", "out", "strict"),
+    "Run length and batches": ("epochs", "steps_per_epoch", "max_steps", "stop_at_step", "batch_size", "grad_accum"),
+    "Model": ("pooling", "pair_mode", "pair_features", "sts_loss", "mlp_hidden", "max_length", "dropout"),
+    "Optimisation": ("lr", "optimizer", "weight_decay", "layer_decay", "warmup", "schedule", "clip", "ema", "seed",
+                     "max_nonfinite"),
+    "Multi-task": ("combine", "cagrad_c", "nash_update_every", "nash_max_norm", "fairgrad_alpha", "aligned_scale",
+                   "loss_weighting", "loss_weights", "weighting_lr", "dwa_temperature", "dwa_window", "gradnorm_alpha",
+                   "sampling", "telemetry"),
+    "SMART": ("smart", "smart_weights", "smart_noise", "smart_step", "smart_epsilon", "smart_steps"),
+    "Masked-LM pretraining": ("mlm_text", "mlm_only", "mask_prob", "mlm_caps", "mlm_upsample", "mlm_heldout",
+                              "mlm_heldout_max", "head_steps", "head_lr"),
+    "Evaluation and saving": ("eval_every", "eval_batch_size", "dev_limit", "save_every", "patience", "runs_dir"),
+    "Logging": ("log_every", "report_to"),
+    "Performance": ("device", "precision", "threads", "compile", "bucket"),
+}
+
 
 # `bertmtl pretrain`: a training run whose one task is masked LM on the tasks' text (the same loop,
 # checkpoints, resume and sinks as train), with these options and defaults (the ones measured in
-# README: lr 5e-5, batch 32, one epoch, a fresh head fitted alone first at 1e-3).
+# docs/results.md: lr 5e-5, batch 32, one epoch, a fresh head fitted alone first at 1e-3).
 PRETRAIN_OPTIONS = ("data_dir", "out", "encoder", "mlm_text", "augment", "mlm_caps", "mlm_upsample",
                     "mlm_heldout", "mlm_heldout_max", "mask_prob", "task", "tasks_file", "epochs", "max_steps",
                     "stop_at_step", "batch_size", "grad_accum", "eval_batch_size", "lr", "head_steps", "head_lr",

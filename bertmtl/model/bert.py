@@ -31,7 +31,7 @@ FASTEST_ATTENTION = {"cpu": "eager", "cuda": "sdpa"}
 
 # SDPA kernels we let torch choose from: all but cuDNN's. cuDNN's attention builds an execution
 # plan per input shape on the host, and length-bucketed batches change shape at nearly every
-# call, so its CPU cost swamped the GPU work (benchmarks/gpu.py, README "Scaling out").
+# call, so its CPU cost swamped the GPU work (benchmarks/gpu.py, docs/gpus.md).
 _SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 

@@ -26,7 +26,7 @@ def pick_device(name: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         if torch.version.cuda is None:
             raise UserError(f"--device cuda was asked for, but this torch ({torch.__version__}) is a CPU-only build; "
-                            f"install a CUDA build of torch (README, Set up) or use --device cpu")
+                            f"install a CUDA build of torch (docs: Getting started) or use --device cpu")
         raise UserError("--device cuda was asked for, but no CUDA device is available (try --device cpu)")
     return dev
 
@@ -57,7 +57,7 @@ def autocast_dtype(precision: str, device: torch.device, training: bool) -> torc
       - CUDA GPUs with bf16: bf16 for prediction, but fp32 for training steps: at the default
         batch sizes a step is bound by the host launching kernels, for MiniLM and for MPNet
         alike, so bf16's extra cast kernels cost more than its faster matmuls save (measured
-        with benchmarks/gpu.py; README, Scaling out).
+        with benchmarks/gpu.py; docs/gpus.md).
     Dev evaluation is always fp32, whatever the training precision.
     """
     allowed = ("auto", *DTYPES) if training else ("auto", "fp32", "bf16")

@@ -37,7 +37,7 @@ class HeadConfig:
     pooling: str = "mean"  # mean of token states | [CLS] state | tanh pooler over [CLS]
     pair_mode: str = "bi"  # bi-encoder (cosine + MLP) | cross-encoder
     # The bi-encoder MLP's input: the classic [u, v, |u-v|, u*v], or [u+v, |u-v|, u*v], which gives
-    # (a, b) and (b, a) the same score. Measured equal within noise (README, Results), so the
+    # (a, b) and (b, a) the same score. Measured equal within noise (docs/results.md), so the
     # default stays the one the paper's heads use.
     pair_features: str = "concat"
     mlp_hidden: int = 256

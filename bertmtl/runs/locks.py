@@ -2,7 +2,7 @@
 
 The kernel drops the lock when the process dies, however it dies, so kill -9 never leaves a stale
 lock; the lock file names the holder's host and pid, for refusals and `bertmtl runs`. POSIX only
-(README, Set up; the CLI refuses other systems at start).
+(docs/getting-started.md; the CLI refuses other systems at start).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ class OwnerLock:
 
     `what` completes the refusal: "<what> is being written by process N on HOST". With `wait`,
     the lock is waited for instead (e.g. parallel processes fetching the same weights: one
-    fetches, the others then find them). POSIX systems only (fcntl): README, Set up.
+    fetches, the others then find them). POSIX systems only (fcntl): docs/getting-started.md.
     """
 
     def __init__(self, path: Path, what: str, wait: bool = False):

@@ -176,7 +176,7 @@ def _columns(entry: dict, header: list[str], path: Path, pair: bool) -> tuple[tu
         names = ", ".join(repr(h) for h in header) or "nothing"
         raise UserError(f"{path}: cannot tell which column holds {what} (header: {names}). Name the columns in a "
                         f"tasks file, e.g. `text: {'[first, second]' if pair else 'review'}` and `label: stars` "
-                        f"(README, Your own tasks)")
+                        f"(docs: Your own tasks)")
     return texts, label, ident
 
 
