@@ -41,6 +41,7 @@ def test_the_site_builds_strictly_with_every_command_and_option_in_its_reference
     assert r.returncode == 0, r.stderr[-3000:]
     assert "WARNING" not in r.stderr, r.stderr[-3000:]  # (material warns of MkDocs 2 unless told not to, above)
     cli = (site / "reference" / "cli" / "index.html").read_text(encoding="utf-8")
+    assert "Sentinel" not in cli  # Click's marker of "no default" (docs/hooks.py)
     from click import Context
 
     from bertmtl.cli import main

@@ -139,8 +139,9 @@ class TrainConfig(Options):
                                    type=int, min=1)
     # -- optimisation
     lr: float = option(1e-4, "Peak learning rate.", min=0, min_open=True)
-    layer_decay: float = option(1.0, "Layer-wise learning-rate decay: the heads train at --lr, transformer layer i "
-                                     "of L at --lr x DECAY^(L-i), the embeddings lowest (1 = off).",
+    layer_decay: float = option(1.0, "Layer-wise learning-rate decay: the heads train at --lr, the top "
+                                     "transformer layer at --lr x DECAY, each layer below at another factor DECAY, "
+                                     "the embeddings lowest (1 = off).",
                                 min=0, max=1, min_open=True, resume=False)
     weight_decay: float = option(0.01, "Decoupled weight decay (not applied to biases and LayerNorm).", min=0,
                                  resume=False)
