@@ -132,3 +132,26 @@ def test_train_help_lists_every_option_once_in_its_panel():
     performance = out[out.index("\nPerformance:\n"):out.index("\nOther options:\n")]
     assert "--threads" in performance and "--compile" in performance and "--lr " not in performance
     assert out.count("--threads ") == 1 and "--resume" in out[out.index("\nOther options:\n"):]
+
+
+@pytest.mark.parametrize("words, expected", [
+    ("bertmtl tr", ["plain,train"]),
+    ("bertmtl train --report-to tensorboard,c", ["plain,tensorboard,csv"]),
+    ("bertmtl train --encoder m", ["plain,minilm", "plain,mpnet", "dir,m"]),
+    ("bertmtl predict --checkpoint ", ["plain,ROOT/20260101-000000", "dir,"]),
+    ("bertmtl tui ", ["plain,ROOT/20260101-000000", "dir,"]),
+    ("bertmtl runs --delete ROOT/2", ["plain,ROOT/20260101-000000", "dir,ROOT/2"]),
+    ("bertmtl train --resume ", ["plain,ROOT/20260101-000000", "dir,"]),
+])
+def test_shell_completion_offers_commands_choices_encoders_and_runs(tmp_path, words, expected):
+    """Click's bash completion protocol, as the script that `_BERTMTL_COMPLETE=bash_source bertmtl`
+    prints asks it: the run under $BERTMTL_RUNS, the built-in encoders, --report-to's values."""
+    root = tmp_path / "runs"
+    (root / "20260101-000000").mkdir(parents=True)
+    (root / "20260101-000000" / "metrics.jsonl").write_text("")
+    (root / "not-a-run").mkdir()
+    words = words.replace("ROOT", str(root))
+    cword = len(words.split()) - (0 if words.endswith(" ") else 1)
+    r = CliRunner().invoke(main, [], prog_name="bertmtl", env={
+        "_BERTMTL_COMPLETE": "bash_complete", "COMP_WORDS": words, "COMP_CWORD": str(cword), "BERTMTL_RUNS": str(root)})
+    assert r.output.split("\n")[:-1] == [e.replace("ROOT", str(root)) for e in expected]

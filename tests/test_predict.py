@@ -260,3 +260,9 @@ def test_auto_precision_follows_the_hardware(monkeypatch):
     assert dv.autocast_dtype("fp32", torch.device("cpu"), training=False) is None
     with pytest.raises(ValueError):
         dv.autocast_dtype("fp16", torch.device("cpu"), training=False)
+
+
+def test_the_predictor_takes_auto_as_a_device(run_dir):
+    p = Predictor(run_dir, device="auto")
+    assert p.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert "sentiment" in p.sentence("a good film")

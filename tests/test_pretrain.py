@@ -298,11 +298,13 @@ def test_pretrain_help_states_its_own_defaults():
     assert r.exit_code == 0
     text = re.sub(r"\s+", " ", r.output)
     assert "--runs-dir" not in text  # pretrain writes --out, never a new run under the runs root
-    start = text.index("--out DIRECTORY")
-    out = text[start:text.index("--encoder, --pretrained", start)]
+    import click
+
+    command = main.get_command(click.Context(main), "pretrain")
+    ctx = click.Context(command, info_name="pretrain")
+    records = {p.name: " ".join(p.get_help_record(ctx)) for p in command.params if p.get_help_record(ctx)}
+    out, head_lr = records["out"], records["head_lr"]
     assert out.count("default") == 1 and "[default: pretrained-mlm]" in out
-    start = text.index("--head-lr FLOAT")
-    head_lr = text[start:text.index("--sst-train", start)]
     assert head_lr.count("default") == 1 and "[default: 0.001" in head_lr
     assert "declared tasks' text with --task" in text
 

@@ -53,6 +53,52 @@ def _click_type(f: dataclasses.Field):
     return m["type"]
 
 
+def complete_runs(ctx: click.Context, param, incomplete: str) -> list:
+    """Shell completion of a run: the runs under the runs root (--runs-dir, else $BERTMTL_RUNS,
+    else ./checkpoints) as paths, and directories as the shell completes them."""
+    from click.shell_completion import CompletionItem
+
+    from ..runs.catalog import run_dirs, runs_root
+
+    root = runs_root((ctx.params or {}).get("runs_dir"))
+    runs = sorted(str(p) for p in run_dirs(root))
+    return [CompletionItem(r) for r in runs if r.startswith(incomplete)] + [CompletionItem(incomplete, type="dir")]
+
+
+def _complete_from(values, comma_list: bool = False, dirs: bool = False):
+    """Shell completion from fixed values, or a function giving them when asked (the last item of
+    a comma list with `comma_list`); directories too with `dirs`."""
+    def complete(ctx: click.Context, param, incomplete: str) -> list:
+        from click.shell_completion import CompletionItem
+
+        done, _, last = incomplete.rpartition(",") if comma_list else ("", "", incomplete)
+        prefix = f"{done}," if done else ""
+        items = [CompletionItem(prefix + v) for v in (values() if callable(values) else values) if v.startswith(last)]
+        return items + ([CompletionItem(incomplete, type="dir")] if dirs else [])
+    return complete
+
+
+# Fields whose values complete from more than their type says: the built-in encoders beside
+# directories, run directories for checkpoints.
+def _builtin_encoders() -> list[str]:
+    from ..encoders.weights import BUILTINS  # when completing: `--help` stays light
+
+    return list(BUILTINS)
+
+
+COMPLETIONS = {"encoder": _complete_from(_builtin_encoders, dirs=True), "checkpoint": complete_runs,
+               "source": complete_runs, "init_heads_from": complete_runs}
+
+
+def _completion(f: dataclasses.Field):
+    """The shell completion of a field's option, where its Click type does not give one."""
+    if f.name in COMPLETIONS:
+        return COMPLETIONS[f.name]
+    if f.metadata["parse"] and f.metadata["choices"]:  # a comma list of choices spelled as text
+        return _complete_from(f.metadata["choices"], comma_list=True)
+    return None
+
+
 def field_option(f: dataclasses.Field, default=dataclasses.MISSING, help: str | None = None):
     """The Click option (or argument) of one field (with another default and help text where a
     command has its own)."""
@@ -62,7 +108,8 @@ def field_option(f: dataclasses.Field, default=dataclasses.MISSING, help: str | 
     if m["argument"]:
         if m["multiple"]:
             return click.argument(f.name, nargs=-1, type=str, metavar=m["metavar"])
-        return click.argument(f.name, required=m["required"], type=_click_type(f), metavar=m["metavar"])
+        return click.argument(f.name, required=m["required"], type=_click_type(f), metavar=m["metavar"],
+                              shell_complete=_completion(f))
     names = [f"--{name}", *(f"--{a}" for a in m["aliases"])]
     default = default_of(f) if default is dataclasses.MISSING else default
     if m["flag"] == "on/off":
@@ -70,14 +117,16 @@ def field_option(f: dataclasses.Field, default=dataclasses.MISSING, help: str | 
     if m["flag"] == "on":
         return click.option(*names, f.name, is_flag=True, default=default, help=m["help"])
     if m["multiple"]:
-        return click.option(*names, f.name, type=str, multiple=True, metavar=m["metavar"], help=m["help"])
+        return click.option(*names, f.name, type=str, multiple=True, metavar=m["metavar"], help=m["help"],
+                            shell_complete=_completion(f))
     if isinstance(default, list):
         default = ",".join(map(str, default)) or None  # shown and parsed as text; empty: not given
     elif isinstance(default, dict):
         default = None  # given keys update the default's
     # A required option is checked with the others (Options.validate), so --config may give it too.
     return click.option(*names, f.name, type=_click_type(f), default=default, metavar=m["metavar"],
-                        show_default=default is not None, help=m["help"] + ("  [required]" if m["required"] else ""))
+                        show_default=default is not None, help=m["help"] + ("  [required]" if m["required"] else ""),
+                        shell_complete=_completion(f))
 
 
 class PanelCommand(click.Command):

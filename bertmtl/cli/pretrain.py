@@ -7,12 +7,12 @@ from pathlib import Path
 import click
 
 from ..configuration.train_config import PANELS, PRETRAIN_DEFAULTS, PRETRAIN_HELP, PRETRAIN_OPTIONS, TrainConfig
-from .options import options_of, panels, resolved_options
+from .options import complete_runs, options_of, panels, resolved_options
 
 
 @click.command(cls=panels(PANELS))
 @options_of(TrainConfig, only=PRETRAIN_OPTIONS, defaults=PRETRAIN_DEFAULTS, helps=PRETRAIN_HELP)
-@click.option("--resume", type=click.Path(file_okay=False, exists=True, path_type=str), default=None,
+@click.option("--resume", type=click.Path(file_okay=False, exists=True, path_type=str), default=None, shell_complete=complete_runs,
               help="Continue the pretraining run in this directory from its last checkpoint.")
 @click.option("--overwrite", is_flag=True,
               help="Replace the earlier pretraining run (or pre-0.2 output) at --out; refused while a process "

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import click
 
-from .options import runs_dir_option
+from .options import complete_runs, runs_dir_option
 
 
 @click.command()
-@click.argument("names", nargs=-1, metavar="[RUN]...")
+@click.argument("names", nargs=-1, metavar="[RUN]...", shell_complete=complete_runs)
 @runs_dir_option()
 @click.option("--compare", nargs=2, metavar="RUN_A RUN_B", default=None,
               help="Show two runs' configurations and metrics side by side (only what differs); a run is a "

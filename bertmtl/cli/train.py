@@ -8,12 +8,12 @@ from pathlib import Path
 import click
 
 from ..configuration.train_config import PANELS, TrainConfig
-from .options import options_of, panels, resolved_options
+from .options import complete_runs, options_of, panels, resolved_options
 
 
 @click.command(cls=panels(PANELS))
 @options_of(TrainConfig)
-@click.option("--resume", type=click.Path(file_okay=False, exists=True, path_type=str), default=None,
+@click.option("--resume", type=click.Path(file_okay=False, exists=True, path_type=str), default=None, shell_complete=complete_runs,
               help="Continue the run in this directory from its last checkpoint (options given again override).")
 @click.pass_context
 def train(ctx: click.Context, resume: str | None, **opts) -> None:

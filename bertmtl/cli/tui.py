@@ -7,11 +7,11 @@ from pathlib import Path
 import click
 
 from ..configuration.train_config import PANELS, TrainConfig
-from .options import given_args, options_of, panels
+from .options import complete_runs, given_args, options_of, panels
 
 
 @click.command(cls=panels(PANELS), context_settings={"ignore_unknown_options": False})
-@click.argument("run", required=False, type=click.Path(file_okay=False, path_type=str))
+@click.argument("run", required=False, type=click.Path(file_okay=False, path_type=str), shell_complete=complete_runs)
 @click.option("--checkpoint", "checkpoint_path", type=click.Path(path_type=str), default=None,
               help="Checkpoint for the playground [default: the run's best/].")
 @click.option("--train", "start_training", is_flag=True,
@@ -21,6 +21,9 @@ from .options import given_args, options_of, panels
 def tui(ctx: click.Context, run: str | None, checkpoint_path: str | None, start_training: bool, **opts) -> None:
     """Watch a run live (progress every step, loss and dev curves, dev metrics, its log) and try its
     model in a playground; start training runs from it (--train, or the n key).
+
+    With --train, every `bertmtl train` option below passes through to the training run; the
+    TUI's own options are under "Other options".
 
     \b
       bertmtl tui                          the latest run under --runs-dir ($BERTMTL_RUNS, else ./checkpoints)

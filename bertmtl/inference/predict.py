@@ -11,7 +11,7 @@ from typing import Iterable, Iterator
 
 import torch
 
-from ..model.device import autocast_dtype
+from ..model.device import autocast_dtype, pick_device
 from ..tasks import BUILTIN, TaskSpec
 from .protocol import Item  # the stdin protocol's items, which the Predictor answers
 
@@ -25,7 +25,17 @@ class Predictor:
 
     def __init__(self, checkpoint: str | Path | None = None, device: str = "cpu", batch_size: int = 64,
                  precision: str = "auto", runs_dir: str | Path | None = None, threads: int | None = None):
-        """`threads`: torch's CPU threads for this process (None leaves them as they are)."""
+        """Load a checkpoint to answer with.
+
+        Args:
+            checkpoint: a checkpoint directory, or a run directory (its best/, else its last/);
+                None: the most recent run under `runs_dir` that has one, as `bertmtl predict` picks.
+            device: "cpu", "cuda" or "auto" (CUDA when available).
+            batch_size: sentences per forward pass.
+            precision: "auto" (bf16 where the hardware multiplies it natively), "fp32" or "bf16".
+            runs_dir: where runs are found [default: $BERTMTL_RUNS, else ./checkpoints].
+            threads: torch's CPU threads for this process (None leaves them as they are).
+        """
         from ..runs.checkpoint import load_checkpoint
         from ..runs.catalog import choose_checkpoint
         from ..threads import use_threads
@@ -34,7 +44,7 @@ class Predictor:
 
         choice = choose_checkpoint(checkpoint, runs_dir)
         self.path, self.note = choice.path, choice.note  # note: why this is not a best/ checkpoint
-        self.device = torch.device(device)
+        self.device = pick_device(device)
         self.autocast_dtype = autocast_dtype(precision, self.device, training=False)
         ck = load_checkpoint(self.path, device=self.device)
         self.model, self.tokenizer, self.metrics = ck.model, ck.tokenizer, ck.metrics
