@@ -12,8 +12,8 @@ def on_config(config):
     from mkdocs_click import _docs
 
     unset = getattr(click._utils, "UNSET", None)
-    row = _docs._format_table_option_row
-    if unset is None or getattr(row, "bertmtl", False):
+    row = getattr(_docs, "_format_table_option_row", None)  # mkdocs-click 0.9's; elsewhere left alone
+    if unset is None or row is None or getattr(row, "bertmtl", False):
         return config
 
     def without_sentinel(option):

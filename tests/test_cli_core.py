@@ -117,10 +117,10 @@ def test_train_help_lists_every_option_once_in_its_panel():
     import dataclasses
     import re
 
-    from bertmtl.configuration.train_config import PANELS, TrainConfig
+    from bertmtl.configuration.train_config import FILE_OPTIONS, PANELS, TrainConfig
 
     named = [n for names in PANELS.values() for n in names]
-    cli_fields = [f.name for f in dataclasses.fields(TrainConfig) if f.metadata["cli"]]
+    cli_fields = [f.name for f in dataclasses.fields(TrainConfig) if f.metadata["cli"]] + [n for n, _ in FILE_OPTIONS]
     assert sorted(named) == sorted(cli_fields) and len(named) == len(set(named))
     for command in ("train", "pretrain", "tui"):
         out = CliRunner().invoke(main, [command, "--help"], terminal_width=100).output
@@ -132,16 +132,23 @@ def test_train_help_lists_every_option_once_in_its_panel():
     performance = out[out.index("\nPerformance:\n"):out.index("\nOther options:\n")]
     assert "--threads" in performance and "--compile" in performance and "--lr " not in performance
     assert out.count("--threads ") == 1 and "--resume" in out[out.index("\nOther options:\n"):]
+    for command in ("train", "tui"):  # each option once (its first name at the start of a row)
+        out = CliRunner().invoke(main, [command, "--help"], terminal_width=100).output
+        rows = re.findall(r"^  (-[-\w]+)", out, flags=re.M)
+        assert len(rows) == len(set(rows)) and "--sst-train" in out[out.index("\nData:\n"):out.index("\nRun length")]
+    assert "[RUN]" not in out[out.index("\nOther options:\n"):]  # an argument is not an option
 
 
 @pytest.mark.parametrize("words, expected", [
     ("bertmtl tr", ["plain,train"]),
     ("bertmtl train --report-to tensorboard,c", ["plain,tensorboard,csv"]),
-    ("bertmtl train --encoder m", ["plain,minilm", "plain,mpnet", "dir,m"]),
-    ("bertmtl predict --checkpoint ", ["plain,ROOT/20260101-000000", "dir,"]),
-    ("bertmtl tui ", ["plain,ROOT/20260101-000000", "dir,"]),
-    ("bertmtl runs --delete ROOT/2", ["plain,ROOT/20260101-000000", "dir,ROOT/2"]),
-    ("bertmtl train --resume ", ["plain,ROOT/20260101-000000", "dir,"]),
+    ("bertmtl train --encoder m", ["plain,minilm", "plain,mpnet"]),
+    ("bertmtl train --encoder ./m", ["dir,./m"]),  # no built-in: the shell completes directories
+    ("bertmtl predict --checkpoint ", ["plain,ROOT/20260101-000000"]),
+    ("bertmtl tui ", ["plain,ROOT/20260101-000000"]),
+    ("bertmtl runs --delete ROOT/2", ["plain,ROOT/20260101-000000"]),
+    ("bertmtl runs --delete 2026", ["plain,ROOT/20260101-000000"]),  # a bare name too
+    ("bertmtl train --resume ROOT/x", ["dir,ROOT/x"]),
 ])
 def test_shell_completion_offers_commands_choices_encoders_and_runs(tmp_path, words, expected):
     """Click's bash completion protocol, as the script that `_BERTMTL_COMPLETE=bash_source bertmtl`
@@ -155,3 +162,40 @@ def test_shell_completion_offers_commands_choices_encoders_and_runs(tmp_path, wo
     r = CliRunner().invoke(main, [], prog_name="bertmtl", env={
         "_BERTMTL_COMPLETE": "bash_complete", "COMP_WORDS": words, "COMP_CWORD": str(cword), "BERTMTL_RUNS": str(root)})
     assert r.output.split("\n")[:-1] == [e.replace("ROOT", str(root)) for e in expected]
+
+
+def test_the_built_in_encoder_names_are_known_without_torch():
+    from bertmtl.encoders import BUILTIN_NAMES
+    from bertmtl.encoders.weights import BUILTINS
+
+    assert BUILTIN_NAMES == tuple(BUILTINS)
+
+
+def test_shell_completion_in_bash_itself(tmp_path):
+    """The script `_BERTMTL_COMPLETE=bash_source bertmtl` prints, sourced in a real bash, offers the
+    runs under $BERTMTL_RUNS and the built-in encoders (bash drops every name once a directory
+    item comes, so none may come with them)."""
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("bash") is None:
+        pytest.skip("no bash here")
+    root = tmp_path / "runs"
+    (root / "20260101-000000").mkdir(parents=True)
+    (root / "20260101-000000" / "metrics.jsonl").write_text("")
+    exe = tmp_path / "bin" / "bertmtl"
+    exe.parent.mkdir()
+    exe.write_text(f"#!/bin/sh\nexec {sys.executable} -m bertmtl \"$@\"\n")
+    exe.chmod(0o755)
+    script = ('eval "$(_BERTMTL_COMPLETE=bash_source bertmtl)"\n'
+              'for line in "bertmtl tui " "bertmtl train --encoder m"; do\n'
+              '  COMP_WORDS=($line); [ "${line: -1}" = " " ] && COMP_WORDS+=(""); COMP_CWORD=$((${#COMP_WORDS[@]} - 1))\n'
+              '  COMPREPLY=(); _bertmtl_completion bertmtl; echo "${COMPREPLY[*]}"\n'
+              'done\n')
+    from .conftest import REPO
+
+    r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120,
+                       env={**__import__("os").environ, "PATH": f"{exe.parent}:{__import__('os').environ['PATH']}",
+                            "BERTMTL_RUNS": str(root), "PYTHONPATH": str(REPO)})
+    assert r.stdout.splitlines() == [str(root / "20260101-000000"), "minilm mpnet"], r.stdout + r.stderr

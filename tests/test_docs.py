@@ -27,7 +27,7 @@ def test_no_help_text_or_message_points_to_the_readme():
     """A `pip install` user has the commands and the docs site, not the repository's README."""
     found = [f"{p.relative_to(REPO)}:{n}" for p in (REPO / "bertmtl").rglob("*.py")
              for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
-             if "README" in line and "README.md" not in line]
+             if "README" in line and not (p.name == "export.py" and "README.md" in line)]  # an export's model card
     assert found == []
 
 

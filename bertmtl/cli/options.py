@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import click
 
 from ..configuration.options import Options, default_of, dump_options, flag_name, read_options_file
+from ..encoders import BUILTIN_NAMES
 from ..numbers import number_problem
 
 
@@ -61,8 +63,14 @@ def complete_runs(ctx: click.Context, param, incomplete: str) -> list:
     from ..runs.catalog import run_dirs, runs_root
 
     root = runs_root((ctx.params or {}).get("runs_dir"))
-    runs = sorted(str(p) for p in run_dirs(root))
-    return [CompletionItem(r) for r in runs if r.startswith(incomplete)] + [CompletionItem(incomplete, type="dir")]
+    try:
+        runs = sorted(str(p) for p in run_dirs(root))
+    except OSError:  # an unreadable runs root: directories only
+        runs = []
+    # A run completes from its path or its bare name. Directories only where no run matches:
+    # bash's completion script drops every name once a directory item comes.
+    found = [CompletionItem(r) for r in runs if r.startswith(incomplete) or Path(r).name.startswith(incomplete)]
+    return found or [CompletionItem(incomplete, type="dir")]
 
 
 def _complete_from(values, comma_list: bool = False, dirs: bool = False):
@@ -74,19 +82,13 @@ def _complete_from(values, comma_list: bool = False, dirs: bool = False):
         done, _, last = incomplete.rpartition(",") if comma_list else ("", "", incomplete)
         prefix = f"{done}," if done else ""
         items = [CompletionItem(prefix + v) for v in (values() if callable(values) else values) if v.startswith(last)]
-        return items + ([CompletionItem(incomplete, type="dir")] if dirs else [])
+        return items or ([CompletionItem(incomplete, type="dir")] if dirs else [])  # see complete_runs
     return complete
 
 
 # Fields whose values complete from more than their type says: the built-in encoders beside
 # directories, run directories for checkpoints.
-def _builtin_encoders() -> list[str]:
-    from ..encoders.weights import BUILTINS  # when completing: `--help` stays light
-
-    return list(BUILTINS)
-
-
-COMPLETIONS = {"encoder": _complete_from(_builtin_encoders, dirs=True), "checkpoint": complete_runs,
+COMPLETIONS = {"encoder": _complete_from(BUILTIN_NAMES, dirs=True), "checkpoint": complete_runs,
                "source": complete_runs, "init_heads_from": complete_runs}
 
 
@@ -141,7 +143,7 @@ class PanelCommand(click.Command):
         order = {name: i for names in self.panels.values() for i, name in enumerate(names)}
         for param in sorted(self.get_params(ctx), key=lambda p: order.get(p.name, len(order))):
             record = param.get_help_record(ctx)
-            if record is not None:
+            if record is not None and not isinstance(param, click.Argument):  # as click's own list
                 rows[panel_of.get(param.name, "Other options")].append(record)
         for title, records in rows.items():
             if records:

@@ -22,8 +22,8 @@ def tui(ctx: click.Context, run: str | None, checkpoint_path: str | None, start_
     """Watch a run live (progress every step, loss and dev curves, dev metrics, its log) and try its
     model in a playground; start training runs from it (--train, or the n key).
 
-    With --train, every `bertmtl train` option below passes through to the training run; the
-    TUI's own options are under "Other options".
+    With --train, the `bertmtl train` options below pass through to the training run (--runs-dir
+    also says where to look for runs); --checkpoint and --train are the TUI's own.
 
     \b
       bertmtl tui                          the latest run under --runs-dir ($BERTMTL_RUNS, else ./checkpoints)

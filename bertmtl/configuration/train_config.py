@@ -324,9 +324,10 @@ class TrainConfig(Options):
 FIELDS = TrainConfig.fields()
 
 # The panels `--help` shows the options in (train, pretrain, tui), in this order; every option of
-# TrainConfig is in one (tests/test_cli_core.py).
+# TrainConfig (and each --sst-train FILE of FILE_OPTIONS) is in one (tests/test_cli_core.py).
 PANELS = {
-    "Data": ("data_dir", "tasks", "task", "tasks_file", "encoder", "init_heads_from", "augment", "out", "strict"),
+    "Data": ("data_dir", "tasks", "task", "tasks_file", *(name for name, _ in FILE_OPTIONS), "encoder",
+             "init_heads_from", "augment", "out", "strict"),
     "Run length and batches": ("epochs", "steps_per_epoch", "max_steps", "stop_at_step", "batch_size", "grad_accum"),
     "Model": ("pooling", "pair_mode", "pair_features", "sts_loss", "mlp_hidden", "max_length", "dropout"),
     "Optimisation": ("lr", "optimizer", "weight_decay", "layer_decay", "warmup", "schedule", "clip", "ema", "seed",
