@@ -20,6 +20,26 @@ def data_dir() -> Path:
     raise SystemExit("no task data found: set BERTMTL_DATA to the directory with the CS224N CSVs")
 
 
+def default_step(batch_size: int):
+    """`bertmtl train`'s default training step on the real data, on the CPU: (its TrainConfig, the
+    train sets, the model with the default weights, the MultitaskStep, a RoundRobin of batches)."""
+    from bertmtl.configuration.train_config import TrainConfig
+    from bertmtl.data.batching import RoundRobin
+    from bertmtl.encoders.tokenizer import EncoderTokenizer
+    from bertmtl.encoders.weights import pretrained_dir
+    from bertmtl.model.bert import BertModel
+    from bertmtl.model.heads import HeadConfig, MultitaskBert
+    from bertmtl.mtl.step import MultitaskStep
+    from bertmtl.training.setup import load_datasets
+
+    cfg = TrainConfig(data_dir=str(data_dir()), batch_size=batch_size)
+    train_sets, _, _ = load_datasets(cfg, EncoderTokenizer.from_dir(pretrained_dir()), warn=lambda row: None)
+    torch.manual_seed(0)
+    model = MultitaskBert(BertModel.from_pretrained(pretrained_dir()), HeadConfig.of(cfg)).train()
+    step = MultitaskStep(model, cfg, list(train_sets), torch.device("cpu"))
+    return cfg, train_sets, model, step, RoundRobin(train_sets, batch_size, seed=1)
+
+
 def sync(device: torch.device | str) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()

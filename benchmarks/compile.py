@@ -26,7 +26,7 @@ from pathlib import Path
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import data_dir  # noqa: E402
+from _common import default_step  # noqa: E402
 
 
 def main() -> None:
@@ -38,23 +38,11 @@ def main() -> None:
 
     import torch._dynamo
 
-    from bertmtl.configuration.train_config import TrainConfig
     from bertmtl.data.batching import RoundRobin
-    from bertmtl.encoders.tokenizer import EncoderTokenizer
-    from bertmtl.encoders.weights import pretrained_dir
-    from bertmtl.model.bert import BertModel, Packing
+    from bertmtl.model.bert import Packing
     from bertmtl.model.device import compile_encoder
-    from bertmtl.model.heads import HeadConfig, MultitaskBert
-    from bertmtl.mtl.step import MultitaskStep
-    from bertmtl.training.setup import load_datasets
 
-    torch.manual_seed(0)
-    cfg = TrainConfig(data_dir=str(data_dir()), batch_size=args.batch_size)
-    tok = EncoderTokenizer.from_dir(pretrained_dir())
-    train_sets, _, _ = load_datasets(cfg, tok, warn=lambda row: None)
-    model = MultitaskBert(BertModel.from_pretrained(pretrained_dir()), HeadConfig.of(cfg)).train()
-    step = MultitaskStep(model, cfg, list(train_sets), torch.device("cpu"))
-    rr = RoundRobin(train_sets, args.batch_size, seed=1)
+    _, train_sets, model, step, rr = default_step(args.batch_size)
     batches = [rr.next() for _ in range(args.warmup + args.rounds)]
     stack = model.encoder.encoder
 

@@ -47,24 +47,9 @@ def child(batch_size: int, as_command: bool) -> None:
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _common import data_dir
+    from _common import default_step
 
-    from bertmtl.configuration.train_config import TrainConfig
-    from bertmtl.data.batching import RoundRobin
-    from bertmtl.encoders.tokenizer import EncoderTokenizer
-    from bertmtl.encoders.weights import pretrained_dir
-    from bertmtl.model.bert import BertModel
-    from bertmtl.model.heads import HeadConfig, MultitaskBert
-    from bertmtl.mtl.step import MultitaskStep
-    from bertmtl.training.setup import load_datasets
-
-    torch.manual_seed(0)
-    cfg = TrainConfig(data_dir=str(data_dir()), batch_size=batch_size)
-    tok = EncoderTokenizer.from_dir(pretrained_dir())
-    train_sets, _, _ = load_datasets(cfg, tok, warn=lambda row: None)
-    model = MultitaskBert(BertModel.from_pretrained(pretrained_dir()), HeadConfig.of(cfg)).train()
-    step = MultitaskStep(model, cfg, list(train_sets), torch.device("cpu"))
-    rr = RoundRobin(train_sets, batch_size, seed=1)
+    _, _, _, step, rr = default_step(batch_size)
     print(json.dumps({"threads": torch.get_num_threads(), "precision": str(step.autocast_dtype)}), flush=True)
     for line in sys.stdin:
         times = []

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import data_dir, interleaved  # noqa: E402
+from _common import data_dir, default_step, interleaved, matmul_gflops  # noqa: E402
 
 from bertmtl.data.batching import RoundRobin  # noqa: E402
 from bertmtl.model.device import cpu_has_native_bf16  # noqa: E402
@@ -133,17 +133,9 @@ def efficiency(args) -> None:
 
     from bertmtl.model.device import autocast_dtype, precision_name
     from bertmtl.training.optim import AdamW, parameter_groups
-    from _common import matmul_gflops
 
-    cfg = TrainConfig(data_dir=str(data_dir()), batch_size=args.batch_size)
-    dev = torch.device("cpu")
-    dtype = autocast_dtype(cfg.precision, dev, training=True)
-    tok = EncoderTokenizer.from_dir(pretrained_dir())
-    train_sets, _, _ = load_datasets(cfg, tok, warn=lambda row: None)
-    torch.manual_seed(0)
-    model = MultitaskBert(BertModel.from_pretrained(pretrained_dir()), HeadConfig.of(cfg)).train()
-    stepper = MultitaskStep(model, cfg, list(train_sets), dev)
-    rr = RoundRobin(train_sets, args.batch_size, seed=1)
+    cfg, _, model, stepper, rr = default_step(args.batch_size)
+    dtype = autocast_dtype(cfg.precision, torch.device("cpu"), training=True)
     batches = [rr.next() for _ in range(args.rounds + 2)]
     it = iter(batches)
 

@@ -124,6 +124,11 @@ def test_threads_option_sets_the_count_over_the_environment(tiny_bert_dir, data_
     assert "device cpu (2 threads)" in r.stderr
     r = command("train", *common, "--out", tmp_path / "env", text=True, code=0)
     assert "device cpu (1 thread)" in r.stderr
+    # evaluate and predict take it too, as the real commands
+    command("evaluate", "--checkpoint", tmp_path / "two", "--data-dir", data_dir, "--dev-limit", 8, "--threads", 2,
+            code=0)
+    r = command("predict", "--checkpoint", tmp_path / "two", "--threads", 2, "--json", "a good film", text=True, code=0)
+    assert "sentiment" in r.stdout
     r = command("evaluate", "--checkpoint", tmp_path / "two", "--data-dir", data_dir, "--threads", 0, text=True, code=2)
     assert "Invalid value for '--threads': 0 is not in the range 1<=x<=1024" in r.stderr
 

@@ -74,14 +74,14 @@ def complete_runs(ctx: click.Context, param, incomplete: str) -> list:
 
 
 def _complete_from(values, comma_list: bool = False, dirs: bool = False):
-    """Shell completion from fixed values, or a function giving them when asked (the last item of
-    a comma list with `comma_list`); directories too with `dirs`."""
+    """Shell completion from fixed values (the last item of a comma list with `comma_list`);
+    directories where none matches with `dirs`."""
     def complete(ctx: click.Context, param, incomplete: str) -> list:
         from click.shell_completion import CompletionItem
 
         done, _, last = incomplete.rpartition(",") if comma_list else ("", "", incomplete)
         prefix = f"{done}," if done else ""
-        items = [CompletionItem(prefix + v) for v in (values() if callable(values) else values) if v.startswith(last)]
+        items = [CompletionItem(prefix + v) for v in values if v.startswith(last)]
         return items or ([CompletionItem(incomplete, type="dir")] if dirs else [])  # see complete_runs
     return complete
 
