@@ -284,10 +284,21 @@ def test_declared_tasks_train_evaluate_resume_predict(tiny_bert_dir, task_files,
                 "--sampling", "proportional" if len(names) == 4 else "round-robin", "--loss-weights", f"{names[0]}=2",
                 code=0, text=True)
     assert "final dev:" in r.stdout and f"{names[0]} acc" in r.stdout
+    # The run says how it read each file: the columns and labels it guessed from the headers.
+    reading = {"intents": "task intents (classification, intents-train.csv): text from text, label from intent (labels ",
+               "dupes": "task dupes (pair-classification, dupes-train.tsv): text from question1 and question2, label "
+                        "from is_duplicate (labels no, yes), id from id",
+               "scores": "task scores (pair-regression, scores-train.jsonl): text from sentence1 and sentence2, label "
+                         "from score (values ",
+               "reviews": "task reviews (classification, reviews-train.csv): text from review, label from label "
+                          "(labels 0, 1), no id column"}
+    said = (run / "messages.log").read_text()
+    assert all(reading[n] in r.stdout + r.stderr and reading[n] in said for n in names)
     start = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert [t["name"] for t in start["tasks"]] == names and start["config"]["tasks"] == []
 
-    command("train", "--resume", str(run), "--stop-at-step", "3", code=0)
+    resumed = command("train", "--resume", str(run), "--stop-at-step", "3", code=0, text=True)
+    assert "task " + names[0] not in resumed.stdout + resumed.stderr  # the checkpoint's specs: nothing guessed
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["type"] for r in records if r["type"] in ("start", "resume", "end")] == ["start", "end", "resume", "end"]
     assert records[-1]["step"] == 3

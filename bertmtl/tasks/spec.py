@@ -16,6 +16,7 @@ This module imports no torch: the CLI, the TUI's data layer and option parsing u
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import dataclasses
 import re
@@ -146,6 +147,16 @@ class TaskSpec:
     def answer_name(self) -> str:
         """What its answer is called for people: `paraphrase` (of is_paraphrase), `similarity`."""
         return self.json_keys[1].removeprefix("is_") if len(self.json_keys) == 2 else self.json_keys[0]
+
+    def reading(self) -> str:
+        """How this task's files are read, in words, for the run's log: which columns hold the
+        text, the label and the id, and the labels (or range) taken; guessed ones need saying."""
+        texts = " and ".join(self.text_columns)
+        what = (f"labels {', '.join(self.labels)}" if self.labels else
+                f"values {self.value_range[0]:g} to {self.value_range[1]:g}" if self.value_range else "")
+        ident = f"id from {self.id_column}" if self.id_column else "no id column"
+        return (f"{self.name} ({self.kind}, {Path(self.train_file).name}): text from {texts}, "
+                f"label from {self.label_column}" + (f" ({what})" if what else "") + f", {ident}")
 
     def metric_key(self, metric: str) -> str:
         """Key of a metric in metrics dicts and metrics.jsonl, e.g. sst_acc."""

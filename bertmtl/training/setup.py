@@ -326,6 +326,9 @@ def _build(cfg: TrainConfig, run_dir: Path, resume_ckpt: Path | None, dist: Dist
 
     with contextlib.suppress(AttributeError):  # evaluation lines name this run's metrics
         reporter.specs = specs
+    if resume_ckpt is None:  # what was guessed from the headers, said before anything slow
+        for spec in declared:
+            reporter.message(f"task {spec.reading()}")
     train_sets, dev_sets, skipped = load_datasets(cfg, tokenizer, warn, specs, trained, note=reporter.message,
                                                   declared=declared)
     fresh_heads = []  # heads the encoder does not bring (masked LM): initialised, then trained alone first
