@@ -94,11 +94,13 @@ def test_the_sweep_spec_reference_names_every_key_the_reader_takes_with_its_defa
 # A block's kind comes from its fence and an HTML comment on the line above it (invisible on the
 # site):
 #   <!-- run -->            run it: bash blocks in bash -e, python blocks in python, console
-#                           blocks ($ COMMAND, then its output) command by command, the output
-#                           compared line by line (a line "..." stands for any lines);
+#                           blocks ($ COMMAND, then its output) command by command, each in a
+#                           bash of its own, its standard output compared line by line (a line
+#                           "..." stands for any lines; the exit status is not checked, so a
+#                           block that shows it ends its command with `; echo "exit status $?"`);
 #   <!-- skip: REASON -->   not run here, for the reason given (a GPU, the Hub, hours of CPU);
-#   <!-- setup: COMMAND --> (anywhere on a page) run first, before the page's blocks: what the
-#                           page assumes the reader has done (trained a run, say).
+#   <!-- setup: COMMAND --> (anywhere on a page but in a block) run first, before the page's
+#                           blocks: what the page assumes the reader has done (trained a run).
 # `text` blocks are output or layout, never run; a yaml block whose first line is `# NAME` shows
 # the sample file NAME and must equal it. Any other block must say run or skip.
 # Each page runs in its own directory, made by `bertmtl examples .`, with the built-in encoders
@@ -128,11 +130,17 @@ def _blocks(page: str) -> list[dict]:
     return out
 
 
+def _setups(page: str) -> list[str]:
+    """The page's setup commands, outside its code blocks."""
+    return SETUP.findall(FENCE.sub("", (REPO / page).read_text(encoding="utf-8")))
+
+
 def test_every_code_block_says_whether_it_runs_and_shown_sample_files_are_the_shipped_ones():
     from bertmtl.examples import _source, names
 
     counts = {"blocks": 0, "run": 0, "skip": 0}
     for page in PAGES:
+        assert "~~~" not in (REPO / page).read_text(encoding="utf-8"), f"{page}: use ``` fences (the collector reads those)"
         for b in _blocks(page):
             where = f"{page}:{b['line']}"
             counts["blocks"] += 1
@@ -212,12 +220,19 @@ def _console(body: str) -> list[tuple[str, list[str]]]:
 
 
 def _matches(expected: list[str], got: list[str]) -> bool:
-    """Line by line; an expected line "..." matches any number of lines."""
-    if not expected:
-        return not got
-    if expected[0] == "...":
-        return any(_matches(expected[1:], got[i:]) for i in range(len(got) + 1))
-    return bool(got) and got[0] == expected[0] and _matches(expected[1:], got[1:])
+    """Line by line; an expected line "..." matches any number of lines (a glob over lines)."""
+    reach = {0}  # the lines of `got` matched so far, for each way through `expected`
+    for line in expected:
+        if line == "...":
+            reach = set(range(min(reach), len(got) + 1)) if reach else set()
+        else:
+            reach = {i + 1 for i in reach if i < len(got) and got[i] == line}
+    return len(got) in reach
+
+
+def test_the_console_output_match():
+    assert _matches(["a", "...", "d"], ["a", "b", "c", "d"]) and _matches(["...", "a"], ["a"]) and _matches([], [])
+    assert not _matches(["a", "...", "d"], ["a", "b"]) and not _matches(["a"], ["a", "b"]) and not _matches(["a"], [])
 
 
 @pytest.mark.slow
@@ -231,15 +246,15 @@ def test_the_examples_of_a_page_run_as_written(page, docs_home, tmp_path):
     work = tmp_path / "work"
     env = _docs_env(docs_home, bin_dir)
 
-    def sh(command: str, what: str) -> str:
-        r = subprocess.run(["bash", "-euo", "pipefail", "-c", command], cwd=work, env=env, capture_output=True,
-                           text=True, timeout=900, stdin=subprocess.DEVNULL)
-        assert r.returncode == 0, f"{what}: exit {r.returncode}\n$ {command}\n{r.stdout[-3000:]}{r.stderr[-3000:]}"
+    def sh(command: str, what: str, strict: bool = True) -> str:
+        r = subprocess.run(["bash", "-euo" if strict else "-o", "pipefail", "-c", command], cwd=work, env=env,
+                           capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
+        assert r.returncode == 0 or not strict, f"{what}: exit {r.returncode}\n$ {command}\n{r.stdout[-3000:]}{r.stderr[-3000:]}"
         return r.stdout
 
     work.mkdir()
     sh("bertmtl examples .", "bertmtl examples")
-    for command in SETUP.findall((REPO / page).read_text(encoding="utf-8")):
+    for command in _setups(page):
         sh(command, f"{page}: setup")
     ran = 0
     for b in _blocks(page):
@@ -254,8 +269,24 @@ def test_the_examples_of_a_page_run_as_written(page, docs_home, tmp_path):
             assert r.returncode == 0, f"{where}: exit {r.returncode}\n{r.stdout[-3000:]}{r.stderr[-3000:]}"
         else:
             for command, expected in _console(b["body"]):
-                got = [line.rstrip() for line in sh(command, where).splitlines()]
+                got = [line.rstrip() for line in sh(command, where, strict=False).splitlines()]
                 assert _matches(expected, got), f"{where}: $ {command}\nexpected:\n" + "\n".join(expected) + \
                     "\ngot:\n" + "\n".join(got)
         ran += 1
     assert ran
+
+
+def test_the_run_layout_page_names_every_file_of_a_run_and_every_record_type():
+    """docs/reference/run-layout.md against runs/rundir.py (the one module that names them) and the
+    record types the training code emits."""
+    from bertmtl.runs import rundir
+
+    text = (REPO / "docs" / "reference" / "run-layout.md").read_text(encoding="utf-8")
+    files = [v for k, v in vars(rundir).items() if k.isupper() and isinstance(v, str) and "." in v]
+    files += [*rundir.WEIGHTS_FILE.values(), *rundir.TOKENIZER_FILES, rundir.BEST + "/", rundir.LAST + "/"]
+    assert len(files) > 15 and [f for f in files if f"`{f}`" not in text and f"  {f}" not in text] == []
+    emitted = {m for p in (REPO / "bertmtl" / "training").glob("*.py")
+               for m in re.findall(r'"type": "(\w+)"', p.read_text(encoding="utf-8"))}
+    assert "resume" in emitted  # `"resume" if run.resumed else "start"`: one row, start, says both
+    table = _table(text, "## Records of")
+    assert set(table) == emitted - {"resume"} | {"start"} and "`resume`" in table["start"][0]

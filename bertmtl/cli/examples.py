@@ -14,14 +14,15 @@ def examples(directory: str) -> None:
     \b
       bertmtl examples demo && cd demo && bertmtl train --data-dir data --max-steps 20
     """
-    from ..examples import FILES, write
+    from ..examples import FILES, files_of, write
 
-    written, kept = write(directory)
+    done = write(directory)
     width = max(map(len, FILES))
     for entry, what in FILES.items():
-        click.echo(f"  {entry:{width}}  {what}")
+        click.echo(f"  {'wrote' if done[entry] else 'kept':5}  {entry:{width}}  {what}")
+    n = sum(len(files_of(e)) for e, wrote in done.items() if wrote)
     where = directory.rstrip("/") or "/"
-    summary = f"wrote {len(written)} file{'' if len(written) == 1 else 's'} to {where}/"
-    if kept:
-        summary += f"; kept {len(kept)} already there, unchanged"
+    summary = f"wrote {n} file{'' if n == 1 else 's'} to {where}/"
+    if kept := sum(not wrote for wrote in done.values()):
+        summary += f"; kept {kept} already there (never overwritten)"
     click.echo(summary)

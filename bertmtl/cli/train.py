@@ -14,7 +14,7 @@ from .options import complete_runs, options_of, panels, resolved_options
 @click.command(cls=panels(PANELS))
 @options_of(TrainConfig)
 @click.option("--resume", type=click.Path(file_okay=False, exists=True, path_type=str), default=None, shell_complete=complete_runs,
-              help="Continue the run in this directory from its last checkpoint (options given again override).")
+              help="Continue the run in this directory from its last checkpoint (options given again override, but for those that shape the weights; docs: Reliability).")
 @click.pass_context
 def train(ctx: click.Context, resume: str | None, **opts) -> None:
     """Train the multi-task model; best/ and last/ checkpoints land in the run directory.

@@ -8,6 +8,7 @@ far too few to learn anything. No torch.
 
 from __future__ import annotations
 
+import os
 from importlib.resources import files
 from pathlib import Path
 
@@ -32,33 +33,46 @@ def _source():
     return files(__name__) / "files"
 
 
+def files_of(entry: str) -> list[str]:
+    """The files of one FILES entry, relative to the examples' directory (a folder spelled out)."""
+    if not entry.endswith("/"):
+        return [entry]
+    return sorted(f"{entry}{f.name}" for f in (_source() / entry.rstrip("/")).iterdir() if f.is_file())
+
+
 def names() -> list[str]:
-    """Every file `write` writes, relative to its directory (data/ spelled out)."""
-    out = []
-    for entry in FILES:
-        if entry.endswith("/"):
-            out += sorted(f"{entry}{f.name}" for f in (_source() / entry.rstrip("/")).iterdir() if f.is_file())
-        else:
-            out.append(entry)
-    return out
+    """Every file `write` writes, relative to its directory."""
+    return [name for entry in FILES for name in files_of(entry)]
 
 
-def write(directory: str | Path) -> tuple[list[str], list[str]]:
-    """Write the sample files into `directory` (made if missing); a file already there is kept,
-    never overwritten (the user's own data/ stays theirs). Returns (written, kept) names."""
+def write(directory: str | Path) -> dict[str, bool]:
+    """Write the sample files into `directory` (made if missing). Nothing there is overwritten: a
+    file already there is kept, and so is a folder (data/) as a whole, so the user's own CS224N
+    files never get sample rows mixed in. Returns, for each FILES entry, whether it was written."""
     directory = Path(directory)
+    if directory.is_symlink() and not directory.exists():
+        raise UserError(f"{directory} is a link to {os.readlink(directory)}, which does not exist")
     if directory.exists() and not directory.is_dir():
         raise UserError(f"{directory} is a file; name a directory to write the examples into")
-    written, kept = [], []
-    for name in names():
-        target = directory / name
-        if target.exists() or target.is_symlink():
-            kept.append(name)
+    done = {}
+    for entry in FILES:
+        if entry.endswith("/") and os.path.lexists(directory / entry.rstrip("/")):
+            done[entry] = False
             continue
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes((_source() / name).read_bytes())
-        except OSError as e:
-            raise UserError(f"could not write {target}: {e.strerror or e}") from None
-        written.append(name)
-    return written, kept
+        wrote = False
+        for name in files_of(entry):
+            target = directory / name
+            if os.path.lexists(target):
+                continue
+            # Whole or not at all: a file cut short (a full disk, Ctrl-C) would be kept next time.
+            tmp = target.with_name(f".{target.name}.tmp")
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp.write_bytes((_source() / name).read_bytes())
+                os.replace(tmp, target)
+            except OSError as e:
+                tmp.unlink(missing_ok=True)
+                raise UserError(f"could not write {target}: {e.strerror or e}") from None
+            wrote = True
+        done[entry] = wrote
+    return done
