@@ -102,7 +102,7 @@ def test_config_validation_and_resume_check_follow_the_metadata():
     assert set(FIELDS["optimizer"].metadata["choices"]) == set(OPTIMIZERS)
     for bad, msg in (({"lr": 0.0}, "lr must be > 0"), ({"warmup": 1.0}, "warmup must be < 1"),
                      ({"combine": "gradnorm"}, "combine must be one of sum, mean, pcgrad, mgda"),
-                     ({"lr": float("inf")}, "lr must be a finite number"), ({"max_steps": 0}, "--max-steps must be >= 1")):
+                     ({"lr": float("inf")}, "lr must be a finite number"), ({"max_steps": 0}, "^max_steps must be >= 1")):
         with pytest.raises(UserError, match=msg):
             TrainConfig(**bad).validate()
     saved = TrainConfig(pooling="cls").to_dict()

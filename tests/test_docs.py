@@ -166,8 +166,9 @@ def test_the_examples_name_only_files_that_bertmtl_examples_writes_or_the_page_m
     inside a run or sweep directory, or written by the page's blocks (`> FILE`); skipped blocks
     too, which the runner cannot prove."""
     from bertmtl.examples import names
+    from bertmtl.runs import rundir
 
-    shipped = set(names())
+    shipped = set(names()) | {v for k, v in vars(rundir).items() if k.isupper() and isinstance(v, str)}  # a run's files
     made_by_runs = ("checkpoints/", "sweeps/", "preds/", "aug/", "data/")
     missing = []
     for page in PAGES:

@@ -266,3 +266,49 @@ def test_the_predictor_takes_auto_as_a_device(run_dir):
     p = Predictor(run_dir, device="auto")
     assert p.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
     assert "sentiment" in p.sentence("a good film")
+
+
+def test_a_predictor_from_a_run_or_a_checkpoint_and_its_embeddings(run_dir):
+    from bertmtl.errors import UserError
+
+    by_run = Predictor.from_run(run_dir, precision="fp32", device="cpu")
+    by_ckpt = Predictor.from_checkpoint(run_dir / "best", precision="fp32", device="cpu")
+    assert by_run.path == by_ckpt.path == run_dir / "best"
+    assert by_run.pair("a good film", "a great movie") == by_ckpt.pair("a good film", "a great movie")
+    with pytest.raises(UserError, match="not a bertmtl checkpoint"):
+        Predictor.from_checkpoint(run_dir)
+    with pytest.raises(UserError, match="is a checkpoint, not a run directory"):
+        Predictor.from_run(run_dir / "best")
+    with pytest.raises(TypeError, match="takes a list of items"):
+        by_run.predict("a good film")  # not one prediction per character
+    with pytest.raises(ValueError, match="batch_size must be a whole number >= 1"):
+        by_run.encode(["a"], batch_size=0)
+    one_by_one = by_run.encode(["a good film", "a great movie"], batch_size=1)  # (no padding: within float error)
+    assert torch.allclose(one_by_one, by_run.encode(["a good film", "a great movie"]), atol=1e-5)
+    assert by_run.batch_size == 64
+    emb = by_run.encode(["a good film", "a great movie", "a good film"])
+    assert emb.dtype == torch.float32 and emb.shape == (3, by_run.model.encoder.config.hidden_size)
+    assert torch.equal(emb[0], emb[2]) and by_run.encode([]).shape == (0, emb.shape[1])
+    with pytest.raises(UserError, match="sentence 2 is"):
+        by_run.encode(["fine", "\ud800"])
+
+
+@pytest.mark.slow
+def test_predict_answers_typed_what_the_stdin_protocol_answers_line_for_line(run_dir):
+    from bertmtl.tasks.answers import ClassAnswer, ScoreAnswer, YesNoAnswer
+
+    lines = ["the film is great", "a good movie\tthe film is great", '{"id": 7, "sentence1": "a dog", "sentence2": "a cat"}',
+             '{"id": "x", "sentence": ""}', '{"id": 9, "sentence": "bad acting"}']
+    items = ["the film is great", ("a good movie", "the film is great"), {"id": 7, "sentence1": "a dog", "sentence2": "a cat"},
+             {"id": "x", "sentence": ""}, {"id": 9, "sentence": "bad acting"}]
+    r = command("predict", "--checkpoint", run_dir, "--precision", "fp32", "-", input="\n".join(lines) + "\n", code=1)
+    expected = [json.loads(line) for line in r.stdout.splitlines()]
+    got = Predictor(run_dir, precision="fp32", device="cpu").predict(items)
+    assert [p.to_dict() for p in got] == expected and len(got) == 5
+    one, pair, ided, bad, last = got
+    assert isinstance(one["sst"], ClassAnswer) and one["sst"].label == expected[0]["sentiment"]["label"]
+    assert one["sst"].probability == max(one["sst"].probabilities)
+    assert isinstance(pair["para"], YesNoAnswer) and pair["para"].yes == expected[1]["is_paraphrase"]
+    assert isinstance(pair["sts"], ScoreAnswer) and pair["sts"].value == expected[1]["similarity"]
+    assert set(pair.answers) == {"sst1", "sst2", "para", "sts"} and ided.id == 7 and last.id == 9
+    assert bad.error and bad.line == 4 and bad.id == "x" and not bad.answers

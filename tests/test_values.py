@@ -86,10 +86,10 @@ def test_the_one_number_rule_serves_python_callers():
     TrainConfig(seed=SEED_MAX).validate()
     for bad, msg in (({"clip": float("nan")}, "clip must be a finite number"),
                      ({"epochs": float("inf")}, "epochs must be a finite number"), ({"lr": 0.0}, "lr must be > 0"),
-                     ({"mask_prob": 1.0}, "mask-prob must be < 1")):
+                     ({"mask_prob": 1.0}, "mask_prob must be < 1")):
         with pytest.raises(UserError, match=msg):
             pretrain_config(**bad).validate()
-    with pytest.raises(UserError, match="aug-p must be <= 1"):
+    with pytest.raises(UserError, match="aug_p must be <= 1"):
         AugmentConfig(aug_p=1.5).validate()
     with pytest.raises(UserError, match="lr must be a finite number"):
         ablate(AblateConfig(lr=float("nan")))

@@ -36,7 +36,9 @@ def ablate(ctx: click.Context, **opts) -> None:
 
         cfg = resolved_options(AblateConfig, ctx, opts)
         cfg.command = command_line(ctx)
-        report = run_ablate(cfg)
+        from ..runs.progress import default_reporter
+
+        report = run_ablate(cfg, reporter_factory=default_reporter)  # the command's console, as before
     print_table(report, TABLES[cfg.table])
     extra = f" and {cfg.out}/{report['picture']['file']}" if report.get("picture") else ""
     click.echo(f"wrote {cfg.out}/report.md, report.json, report.svg{extra} (its study: "

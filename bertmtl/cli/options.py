@@ -195,7 +195,7 @@ def config_from_options(cls: type[Options], ctx: click.Context, opts: dict, base
     files = {k: opts.pop(k) for k in file_keys if opts.get(k)}
     for k in file_keys:
         opts.pop(k, None)
-    cfg = cls() if base is None else cls.from_dict(base)
+    cfg = cls() if base is None else cls.from_dict(base, check=False)  # checked by validate(), as overridden
     for name, fl in cls.fields().items():
         if not fl.metadata["cli"] or name not in opts:
             continue

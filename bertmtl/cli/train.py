@@ -48,7 +48,10 @@ def report_summary(cfg: TrainConfig, resume: str | None) -> dict:
         from ..runs.status import Status
         from ..tasks import TaskSpec
 
-        summary = run_training(cfg, resume=resume)
+        from ..runs.progress import default_reporter
+
+        console = default_reporter() if int(os.environ.get("RANK", "0")) == 0 else None  # other ranks: silent
+        summary = run_training(cfg, resume=resume, reporter=console)
     if int(os.environ.get("RANK", "0")) != 0:
         raise SystemExit(0)  # under torchrun, rank 0 reports
     lines = [f"run: {summary['run']}  ({summary['status']} at step {summary['step']}/{summary['total_steps']})"]

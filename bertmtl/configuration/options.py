@@ -13,13 +13,14 @@ checkpoint files, heads.json and the encoder's config.json are checked by.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import json
 from dataclasses import field
 from pathlib import Path
 
 from .file import read_file
-from ..errors import UserError
+from ..errors import ConfigError, UnknownOption, UserError
 from ..numbers import number_problem
 
 # Seeds are 0 .. 2**63-1: what torch.manual_seed takes as a signed 64-bit number, and what our
@@ -62,6 +63,31 @@ def option(default=None, help: str = "", *, factory=None, type=None, choices=Non
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def documented(cls: type) -> type:
+    """`cls` with its fields' help appended to its docstring as an Attributes section, from the
+    same metadata the command-line options come from: `help(TrainConfig)` and the API reference
+    show each field with its default and range."""
+    lines = []
+    for f in dataclasses.fields(cls):
+        m = f.metadata
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        extra = [f"one of {', '.join(map(str, m['choices']))}" if m.get("choices") else "",
+                 number_range(m), "" if "[default" in m.get("help", "") else f"default {default!r}"]
+        kind = getattr(m.get("type"), "__name__", "value")
+        said = "; ".join(e for e in extra if e)
+        lines.append(f"    {f.name} ({kind}): {m.get('help', '').strip() or '(no help)'}" + (f" [{said}]" if said else ""))
+    cls.__doc__ = (cls.__doc__ or "").rstrip() + "\n\n    Attributes:\n" + "\n".join("    " + line for line in lines) + "\n"
+    return cls
+
+
+def number_range(m: dict) -> str:
+    """An option's range in words (>= 0, > 0 and <= 1), or "" when it has none."""
+    lo = "" if m.get("min") is None else f"{'>' if m.get('min_open') else '>='} {m['min']}"
+    hi = "" if m.get("max") is None else f"{'<' if m.get('max_open') else '<='} {m['max']}"
+    return " and ".join(p for p in (lo, hi) if p)
 
 
 def same_as(f: dataclasses.Field, default=dataclasses.MISSING, help: str | None = None, **changes):
@@ -109,8 +135,27 @@ def check_value(f: dataclasses.Field, value) -> str | None:
     return None
 
 
+# Set while from_dict(check=False) builds a layered configuration (contextvars: per thread).
+_UNCHECKED = contextvars.ContextVar("bertmtl_options_unchecked", default=False)
+
+
 class Options:
-    """A command's options: subclass as a @dataclass whose fields are `option()`s."""
+    """A command's options: subclass as a @dataclass whose fields are `option()`s.
+
+    Made from Python, an instance checks each value as it is made (ConfigError, a ValueError naming
+    the field); a keyword no field has is an UnknownOption (a TypeError) suggesting the closest.
+    What depends on several options or on files is checked by `validate()`, before a run starts."""
+
+    def __new__(cls, *args, **kwargs):
+        names = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+        for key in kwargs:
+            if names and key not in names:
+                raise UnknownOption(cls.__name__, key, names)
+        return super().__new__(cls)
+
+    def __post_init__(self) -> None:
+        if not _UNCHECKED.get():
+            self.check_values()
 
     @classmethod
     def fields(cls) -> dict[str, dataclasses.Field]:
@@ -143,34 +188,51 @@ class Options:
             seen[name] = key
 
     @classmethod
-    def from_dict(cls, d: dict):
+    def from_dict(cls, d: dict, check: bool = True):
+        """An instance from a saved or written mapping (unknown keys left out). check=False: a base that
+        the command line overrides before validate() (a --config file, a resumed run's options), whose
+        values are checked then, as the command line leaves them."""
         d = cls.upgrade(d)
         names = cls.fields()
-        return cls(**{k: v for k, v in d.items() if k in names})
+        token = _UNCHECKED.set(not check)
+        try:
+            return cls(**{k: v for k, v in d.items() if k in names})
+        finally:
+            _UNCHECKED.reset(token)
 
     def normalise(self) -> None:
         """Turn given values into their canonical form before they are checked (e.g. task names)."""
 
-    def validate(self) -> None:
-        """Check every field against its metadata (UserError naming the option if not)."""
+    def check_values(self) -> None:
+        """Each field's value on its own: its range and choices, finite numbers, text items (ConfigError
+        naming it if not)."""
         for f in dataclasses.fields(self):  # a config file can put anything in a list: names and paths are text
             value = getattr(self, f.name)
             items = value if isinstance(value, (list, tuple)) else \
                 value.values() if isinstance(value, dict) and f.metadata["text_items"] else ()
             if bad := [v for v in items if not isinstance(v, str)]:
-                raise UserError(f"--{flag_name(f)}: every item must be text, not {bad[0]!r}")
+                raise ConfigError(f.name, f"every item must be text, not {bad[0]!r}", f"--{flag_name(f)}", ": ")
+        for f in dataclasses.fields(self):
+            if problem := check_value(f, getattr(self, f.name)):
+                raise ConfigError(f.name, problem, f"--{flag_name(f)}")
+
+    def validate(self) -> None:
+        """Check every field against its metadata, and the options together (ConfigError naming the
+        option if not); what a command does before it starts."""
+        self.check_values()
         self.normalise()
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.metadata["required"] and value is None:
-                raise UserError(f"--{flag_name(f)} must be given")
+                raise ConfigError(f.name, "must be given", f"--{flag_name(f)}")
             if problem := check_value(f, value):
-                raise UserError(f"--{flag_name(f)} {problem}")
+                raise ConfigError(f.name, problem, f"--{flag_name(f)}")
         for f in self._unselected():  # after the choices themselves are checked
             chooser, methods = f.metadata["only_for"]
             which, named = f"--{chooser.replace('_', '-')}", " or ".join(methods)
-            raise UserError(f"--{flag_name(f)} {getattr(self, f.name)} applies to {which} {named} only; this run's "
-                            f"{which} is {getattr(self, chooser)} (drop --{flag_name(f)}, or choose {which} {named})")
+            raise ConfigError(f.name, f"{getattr(self, f.name)} applies to {which} {named} only; this run's "
+                              f"{which} is {getattr(self, chooser)} (drop --{flag_name(f)}, or choose {which} {named})",
+                              f"--{flag_name(f)}")
 
     def _unselected(self, keep=()) -> list[dataclasses.Field]:
         """The options of a method not chosen (option(only_for=...)) that differ from their defaults."""

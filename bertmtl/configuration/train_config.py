@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .options import DEVICES, PRECISIONS, SEED_MAX, Options, option
+from .options import DEVICES, PRECISIONS, SEED_MAX, Options, documented, option
 from ..errors import UserError
 from ..data.mlm_text import BUILTIN_SOURCES, OPTIONAL, parse_amounts, parse_sources
 from ..tasks.files import parse_tasks, task_files
@@ -86,6 +86,7 @@ def parse_report_to(values) -> list[str]:
     return names
 
 
+@documented
 @dataclass
 class TrainConfig(Options):
     """Every option of a training run (saved as train_args.json)."""

@@ -15,6 +15,7 @@ Each export is written atomically (fsutil.staged_dir) with a README.md model car
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -312,6 +313,22 @@ PIPELINE_TAG = {"hf": "feature-extraction", "sentence-transformers": "sentence-s
 METRIC_TYPE = {"accuracy": "accuracy", "macro_f1": "f1", "f1": "f1", "pearson": "pearsonr", "spearman": "spearmanr"}
 
 
+# An absolute local path inside text (an option's value, `--task name:kind:/x/train.csv`, `--out=/x`):
+# from a slash that starts the text or follows a space, =, :, a quote or a bracket.
+_ABS_PATH = re.compile(r"(?<![^\s=:'\"(\[])/(?:[^\s:'\",=\])/]+/)*([^\s:'\",=\])/]+)")
+
+
+def _public(value):
+    """A value for a model card, which leaves this machine: a local absolute path becomes `.../NAME`."""
+    if isinstance(value, str):
+        return _ABS_PATH.sub(lambda m: f".../{m.group(1)}", value)
+    if isinstance(value, list):
+        return [_public(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _public(v) for k, v in value.items()}
+    return value
+
+
 def card_metadata(ck, fmt: str) -> dict:
     """The model card's YAML metadata (huggingface_hub's ModelCardData): base model and its
     revision, license of the base model where known, datasets, pipeline tag, the dev metrics."""
@@ -336,7 +353,8 @@ def card_metadata(ck, fmt: str) -> dict:
             v = ck.metrics.get(spec.metric_key(m))
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 results.append(EvalResult(task_type=task_type, dataset_type=dataset, dataset_name=f"{spec.title} (CS224N dev)",
-                                          dataset_split="dev", metric_type=METRIC_TYPE.get(m, m), metric_value=float(v)))
+                                          dataset_split="dev", metric_type=METRIC_TYPE.get(m, m),
+                                          metric_value=round(float(v), 4)))  # not float32's 0.38999998569...
     extra = {"base_model_revision": args.get("encoder_revision")} if args.get("encoder_revision") else {}
     data = ModelCardData(
         library_name="transformers" if fmt == "hf" else ("sentence-transformers" if fmt != "onnx" else "onnx"),
@@ -359,11 +377,12 @@ def card_text(ck, fmt: str, command: str) -> str:
     """The card's text below its metadata."""
     from ..tasks import metric_rows
 
-    args, info, cfg = ck.train_args, ck.info, ck.model.encoder.config
+    args, info, cfg = _public(ck.train_args), ck.info, ck.model.encoder.config
+    where = Path(ck.path).resolve()
     title = {"hf": "Hugging Face transformers encoder", "sentence-transformers": "sentence-transformers model",
              "onnx": "ONNX graph (encoder and task heads)"}[fmt]
     lines = [f"# {Path(ck.path).resolve().parent.name}: {title}", "",
-             f"Exported by bertmtl {__version__} from `{ck.path}` (step {info.get('step', '?')}, "
+             f"Exported by bertmtl {__version__} from `{where.parent.name}/{where.name}` (step {info.get('step', '?')}, "
              f"epoch {_number(info.get('epoch', 0), '.2f')}).", "", "## Use", ""]
     graph = OnnxGraph(ck.model)
     lines.append(USAGE[fmt].format(out="DIR", pooling=ck.model.cfg.pooling,
@@ -393,6 +412,6 @@ def card_text(ck, fmt: str, command: str) -> str:
     else:
         lines.append("None recorded (no dev evaluation before this checkpoint).")
     lines += _comparison_notes(ck, args)
-    lines += ["", "## Training options (train_args.json)", "", "```json", json.dumps(args, indent=2, sort_keys=True),
-              "```", "", "## Made with", "", "```", command, "```", ""]
+    lines += ["", "## Training options (train_args.json, local paths shortened)", "", "```json", json.dumps(args, indent=2, sort_keys=True),
+              "```", "", "## Made with", "", "```", _public(command), "```", ""]
     return "\n".join(lines)

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from collections.abc import Mapping
+from typing import Iterable, Iterator, Sequence
 
 import torch
 
 from ..model.device import autocast_dtype, pick_device
 from ..tasks import BUILTIN, TaskSpec
+from ..tasks.answers import Answer
 from .protocol import Item  # the stdin protocol's items, which the Predictor answers
 
 # Longer inputs are cut before tokenising (the model sees at most max_length tokens anyway):
@@ -23,14 +25,14 @@ MAX_CHARS = 20_000
 class Predictor:
     """A trained multi-task model ready to answer; load once, call many times."""
 
-    def __init__(self, checkpoint: str | Path | None = None, device: str = "cpu", batch_size: int = 64,
+    def __init__(self, checkpoint: str | Path | None = None, device: str = "auto", batch_size: int = 64,
                  precision: str = "auto", runs_dir: str | Path | None = None, threads: int | None = None):
         """Load a checkpoint to answer with.
 
         Args:
             checkpoint: a checkpoint directory, or a run directory (its best/, else its last/);
                 None: the most recent run under `runs_dir` that has one, as `bertmtl predict` picks.
-            device: "cpu", "cuda" or "auto" (CUDA when available).
+            device: "auto" (CUDA when available), "cpu" or "cuda".
             batch_size: sentences per forward pass.
             precision: "auto" (bf16 where the hardware multiplies it natively), "fp32" or "bf16".
             runs_dir: where runs are found [default: $BERTMTL_RUNS, else ./checkpoints].
@@ -51,6 +53,61 @@ class Predictor:
         self.step = ck.info.get("step")
         self.cross = self.model.cfg.cross
         self.batch_size = batch_size
+
+    @classmethod
+    def from_run(cls, run: str | Path | None = None, **options) -> "Predictor":
+        """The model of a run: its best/ checkpoint, else its last/ (`run` None: the most recent run
+        under `runs_dir`, as `bertmtl predict` picks). `options` as for the constructor."""
+        from ..errors import UserError
+        from ..runs.rundir import is_checkpoint
+
+        if run is not None and is_checkpoint(run):
+            raise UserError(f"{run} is a checkpoint, not a run directory; Predictor.from_checkpoint takes it")
+        return cls(run, **options)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path, **options) -> "Predictor":
+        """The model of one checkpoint directory (a run's best/ or last/). `options` as for the constructor."""
+        from ..errors import UserError
+        from ..runs.rundir import is_checkpoint
+
+        if not is_checkpoint(checkpoint):
+            raise UserError(f"{checkpoint} is not a bertmtl checkpoint (no bertmtl.json in it); "
+                            f"a run directory goes to Predictor.from_run")
+        return cls(checkpoint, **options)
+
+    def encode(self, sentences: str | Sequence[str], batch_size: int | None = None,
+               normalize: bool = False) -> torch.Tensor:
+        """Sentence embeddings, pooled as the model pools them for its tasks: what `SentenceTransformer
+        (DIR).encode` returns for this run's sentence-transformers export (at `precision="fp32"`).
+
+        Args:
+            sentences: one sentence (a 1-D result) or a list of them (one row each, in order).
+            batch_size: sentences per forward pass [default: the Predictor's].
+            normalize: scale each embedding to length 1 (for cosine similarity as a dot product).
+
+        Returns:
+            float32 embeddings on the CPU (`.numpy()` makes them an array).
+        """
+        from ..errors import UserError
+        from ..tasks.text import text_problem
+
+        one = isinstance(sentences, str)
+        texts = [sentences] if one else list(sentences)
+        for i, t in enumerate(texts):
+            if problem := text_problem(t):
+                raise UserError(f"sentence {i + 1} is {problem}")
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be a whole number >= 1, not {batch_size!r}")
+        if not texts:
+            return torch.empty(0, self.model.encoder.config.hidden_size)
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.autocast_dtype,
+                                                    enabled=self.autocast_dtype is not None):
+            enc = self._encode(texts)
+            out = self._embed([e.ids for e in enc], batch_size=batch_size).float().cpu()
+        if normalize:
+            out = torch.nn.functional.normalize(out, dim=-1)
+        return out[0] if one else out
 
     def describe(self) -> str:
         """Which checkpoint answers, for people: its path, step and dev overall score."""
@@ -73,6 +130,26 @@ class Predictor:
     def pair(self, a: str, b: str) -> dict:
         """Every task's answer for a pair: sentence tasks for each sentence, pair tasks for the pair."""
         return self._one(Item(1, a, b))
+
+    def predict(self, items: Iterable[str | tuple[str, str] | Mapping[str, object]]) -> list[Prediction]:
+        """Answers for many items, in order, as typed Predictions; `to_dict()` of each is the line
+        `bertmtl predict -` writes for the same item.
+
+        Each item is a sentence (a str, taken whole: never split at tabs or read as JSON), a pair
+        (two sentences in a tuple) or a mapping like a JSON line of the stdin protocol
+        (`{"sentence": ...}` or `{"sentence1": ..., "sentence2": ...}`, with an optional "id" echoed
+        back). An item that cannot be answered gets a Prediction whose `error` says why (and `line`
+        its position from 1); it never costs the others their answers. Items are tokenised and
+        answered a window at a time (an iterator of them is read as it goes); the answers come back
+        as one list.
+        """
+        from .protocol import item_of
+
+        if isinstance(items, (str, Mapping)):
+            raise TypeError("predict() takes a list of items; one sentence is predict([text]) or sentence(text)")
+
+        parsed = (item_of(n, x) for n, x in enumerate(items, 1))
+        return [Prediction.of(res, self.specs) for window in self.stream_windows(parsed) for res in window]
 
     def answers(self, items: list[Item]) -> Iterator[dict]:
         """Results for a list of items, in order, one per item: an item with `error`, or whose
@@ -229,20 +306,48 @@ class Predictor:
                 enc[i].truncated = True
         return enc
 
-    def _embed(self, ids: list[list[int]], type_ids: list[list[int]] | None = None) -> torch.Tensor:
+    def _embed(self, ids: list[list[int]], type_ids: list[list[int]] | None = None,
+               batch_size: int | None = None) -> torch.Tensor:
         """Pooled sentence embeddings, batched by length (less padding), in input order."""
         from ..encoders.tokenizer import Encoded
 
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         out = [None] * len(ids)
-        for s in range(0, len(order), self.batch_size):
-            idx = order[s:s + self.batch_size]
+        size = batch_size or self.batch_size
+        for s in range(0, len(order), size):
+            idx = order[s:s + size]
             batch = self.tokenizer.pad([Encoded(ids[i], type_ids[i] if type_ids else [0] * len(ids[i])) for i in idx])
             batch = batch.to(self.device)
             pooled = self.model.pool(self.model.encoder.embeddings(batch.input_ids, batch.token_type_ids), batch)
             for i, row in zip(idx, pooled):
                 out[i] = row
         return torch.stack(out)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One item's answers, typed: by task name (a pair's sentence tasks once per sentence, as NAME1
+    and NAME2), or `error` when it could not be answered. `to_dict()` is the JSON line of `bertmtl
+    predict -` for it."""
+
+    answers: dict[str, Answer]
+    id: str | int | float | None = None
+    error: str | None = None
+    line: int | None = None  # the item's position from 1, given with an error
+    truncated: bool = False  # a text was longer than the model reads, and cut
+    json: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def of(cls, res: dict, specs) -> "Prediction":
+        answers = {s.name + suffix: s.output.typed(s, res, suffix)
+                   for s in specs for suffix in (("",) if s.pair else ("", "1", "2")) if s.json_keys[0] + suffix in res}
+        return cls(answers, res.get("id"), res.get("error"), res.get("line"), bool(res.get("truncated")), dict(res))
+
+    def __getitem__(self, task: str) -> Answer:
+        return self.answers[task]
+
+    def to_dict(self) -> dict:
+        return dict(self.json)
 
 
 @dataclass

@@ -10,6 +10,7 @@ import json
 import math
 import sys
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Iterator
 
 from ..errors import UserError
@@ -55,22 +56,41 @@ def parse_line(line_no: int, raw: bytes) -> Item:
             return Item(line_no, error="invalid JSON (nested too deeply)")
         if not isinstance(obj, dict):
             return Item(line_no, error="a JSON line must be an object")
-        ident = obj.get("id")
-        if problem := _id_problem(ident):  # an id we could not echo back: the error leaves it out
-            return Item(line_no, error=problem)
-        keys = set(obj) - {"id"}
-        if keys == {"sentence"} and isinstance(obj["sentence"], str) and obj["sentence"].strip():
-            return Item(line_no, obj["sentence"], None, ident)
-        if keys == {"sentence1", "sentence2"} and all(isinstance(obj[k], str) and obj[k].strip() for k in keys):
-            return Item(line_no, obj["sentence1"], obj["sentence2"], ident)
-        return Item(line_no, id=ident, error='expected {"sentence": "..."} or {"sentence1": "...", "sentence2": "..."} '
-                                             "with non-empty strings (and an optional id)")
+        return item_of_object(line_no, obj)
     parts = text.split("\t")
     if len(parts) == 1:
         return Item(line_no, parts[0])
     if len(parts) == 2 and parts[0].strip() and parts[1].strip():
         return Item(line_no, parts[0], parts[1])
     return Item(line_no, error=f"expected one sentence or two tab-separated sentences, got {len(parts)} fields")
+
+
+def item_of_object(line_no: int, obj: Mapping) -> Item:
+    """A JSON line's object (or a Python mapping) -> Item: {"sentence": ...} or {"sentence1": ...,
+    "sentence2": ...}, with an optional "id" echoed back."""
+    ident = obj.get("id")
+    if problem := _id_problem(ident):  # an id we could not echo back: the error leaves it out
+        return Item(line_no, error=problem)
+    keys = set(obj) - {"id"}
+    if keys == {"sentence"} and isinstance(obj["sentence"], str) and obj["sentence"].strip():
+        return Item(line_no, obj["sentence"], None, ident)
+    if keys == {"sentence1", "sentence2"} and all(isinstance(obj[k], str) and obj[k].strip() for k in keys):
+        return Item(line_no, obj["sentence1"], obj["sentence2"], ident)
+    return Item(line_no, id=ident, error='expected {"sentence": "..."} or {"sentence1": "...", "sentence2": "..."} '
+                                         "with non-empty strings (and an optional id)")
+
+
+def item_of(n: int, x) -> Item:
+    """A Python caller's item (Predictor.predict) -> Item: a sentence (str), a pair (two str), or a
+    mapping as a JSON line of the protocol. `n` is its position from 1, which errors name."""
+    if isinstance(x, str):
+        return Item(n, x) if x.strip() else Item(n, error="empty sentence")
+    if isinstance(x, Mapping):
+        return item_of_object(n, x)
+    if isinstance(x, (tuple, list)) and len(x) == 2 and all(isinstance(t, str) and t.strip() for t in x):
+        return Item(n, x[0], x[1])
+    return Item(n, error="expected a sentence, a pair of non-empty sentences, or a mapping with \"sentence\" or "
+                         "\"sentence1\" and \"sentence2\"")
 
 
 def _id_problem(ident) -> str | None:

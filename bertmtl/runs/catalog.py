@@ -38,7 +38,8 @@ def resume_command(run_dir: Path, config: dict | None = None) -> str:
     from ..configuration.train_config import TrainConfig
 
     try:
-        return TrainConfig.from_dict(RunState.of(run_dir).config if config is None else config).resume_command(run_dir)
+        return TrainConfig.from_dict(RunState.of(run_dir).config if config is None else config,
+                                     check=False).resume_command(run_dir)
     except (TypeError, ValueError, OSError):  # no log, or another version's options
         return f"bertmtl train --resume {run_dir}"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import time
 from pathlib import Path
@@ -212,7 +213,50 @@ class SilentReporter(PlainReporter):
 
 
 def default_reporter():
+    """The command line's: a live bar on a terminal, else one line per logged step."""
     return RichReporter() if sys.stderr.isatty() else PlainReporter()
+
+
+LOGGER = "bertmtl"
+
+
+class _Stderr(logging.StreamHandler):
+    """A handler writing to whatever sys.stderr is when a record comes (not when it was made)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def library_logger() -> logging.Logger:
+    """The `bertmtl` logger that `train()` reports through when Python calls it, at level INFO unless
+    the caller set one. Where the application has configured logging (a handler here or on the root
+    logger), its lines go there; otherwise bertmtl gives it a handler of its own on first use (stderr,
+    `[HH:MM:SS] text`, as the command line prints) that does not propagate, so nothing prints twice.
+    Quiet it with `logging.getLogger("bertmtl").setLevel(logging.WARNING)`."""
+    log = logging.getLogger(LOGGER)
+    if not getattr(log, "_bertmtl_ready", False):
+        if not log.hasHandlers():
+            handler = _Stderr()
+            handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", datefmt="%H:%M:%S"))
+            log.addHandler(handler)
+            log.propagate = False
+        if log.level == logging.NOTSET:
+            log.setLevel(logging.INFO)
+        log._bertmtl_ready = True
+    return log
+
+
+class LoggingReporter(PlainReporter):
+    """`train()`'s reporter for Python callers: the command line's lines, as records of the `bertmtl`
+    logger (warnings at WARNING, the rest at INFO)."""
+
+    def message(self, text: str) -> None:
+        library_logger().log(logging.WARNING if text.startswith("warning:") else logging.INFO, text)
 
 
 class RunReporter:

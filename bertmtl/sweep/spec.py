@@ -298,7 +298,7 @@ def read_spec(path: str | Path) -> SweepSpec:
         try:
             spec.config(params, spec.first_seed, "sweep")
         except UserError as e:
-            raise UserError(f"{where}: the configuration {params}: {e.message}") from None
+            raise UserError(f"{where}: the configuration {params}: {e.format_message()}") from None
     if spec.baseline and spec.search:
         spec.config(spec.baseline, spec.first_seed, "sweep")
     if data.get("report") is not None:

@@ -232,6 +232,7 @@ def train_seed(spec: SweepSpec, out: Path, params: dict, seed: int, label: str, 
     from ..runs.locks import OwnerLock
     from ..runs.rundir import LAST, SUMMARY, holds_run
     from ..runs.catalog import run_info
+    from ..runs.progress import default_reporter
 
     run = run_dir_of(out, params, seed)
     run.parent.mkdir(parents=True, exist_ok=True)
@@ -256,7 +257,7 @@ def train_seed(spec: SweepSpec, out: Path, params: dict, seed: int, label: str, 
         cfg = spec.config(params, seed, run)
         cfg.sweep = label
         try:
-            summary = train(cfg, resume=resume, judge=judge)
+            summary = train(cfg, resume=resume, judge=judge, reporter=default_reporter())  # the command's console
         except KeyboardInterrupt:  # a second signal, or a signal while the run was set up
             raise SweepStopped(at_once=True, run=run) from None
         except UserError:

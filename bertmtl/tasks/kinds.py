@@ -125,6 +125,10 @@ class OutputKind:
         """(prediction, details) of an answer in a table, e.g. ("positive (4)", "p = 0.01 ...")."""
         raise NotImplementedError
 
+    def typed(self, spec, res: dict, suffix: str = ""):
+        """An answer (`answer()`'s JSON) as a typed value of tasks/answers.py."""
+        raise NotImplementedError
+
     def cells(self, spec, res: dict, suffix: str = "") -> list:
         """The TSV cells of an answer, one per JSON key (a class as its label, yes/no as true/false)."""
         return [res.get(k + suffix, "") for k in spec.json_keys]
@@ -205,6 +209,12 @@ class _Classes(OutputKind):
         return {spec.json_keys[0] + suffix: {"label": spec.labels[i], "index": i,
                                              "probabilities": [round(float(x), 6) for x in probs]}}
 
+    def _class_typed(self, spec, res, suffix):
+        from .answers import ClassAnswer
+
+        value = res[spec.json_keys[0] + suffix]
+        return ClassAnswer(value["label"], value["index"], tuple(value["probabilities"]))
+
     def _class_row(self, spec, res, suffix) -> tuple[str, str]:
         value = res[spec.json_keys[0] + suffix]
         probs = "  ".join(f"{p:.2f}" for p in value["probabilities"])
@@ -250,6 +260,9 @@ class Softmax(_Classes):
 
     def row(self, spec, res, suffix=""):
         return self._class_row(spec, res, suffix)
+
+    def typed(self, spec, res, suffix=""):
+        return self._class_typed(spec, res, suffix)
 
     def cells(self, spec, res, suffix=""):
         value = res.get(spec.json_keys[0] + suffix)
@@ -324,6 +337,14 @@ class Sigmoid(_Classes):
             return self._class_row(spec, res, suffix)
         prob, yes = (k + suffix for k in spec.json_keys)
         return ("yes" if res[yes] else "no"), f"p = {res[prob]:.3f}"
+
+    def typed(self, spec, res, suffix=""):
+        from .answers import YesNoAnswer
+
+        if self._as_class(spec):
+            return self._class_typed(spec, res, suffix)
+        prob, yes = (k + suffix for k in spec.json_keys)
+        return YesNoAnswer(res[prob], res[yes])
 
     def cells(self, spec, res, suffix=""):
         if self._as_class(spec):
@@ -421,6 +442,11 @@ class BoundedRegression(OutputKind):
 
     def answer(self, spec, output, decision, suffix: str = "") -> dict:
         return {spec.json_keys[0] + suffix: round(float(output), 4)}
+
+    def typed(self, spec, res, suffix=""):
+        from .answers import ScoreAnswer
+
+        return ScoreAnswer(res[spec.json_keys[0] + suffix])
 
     def row(self, spec, res, suffix=""):
         return f"{res[spec.json_keys[0] + suffix]:.2f} / {spec.value_range[1]:g}", ""

@@ -42,6 +42,7 @@ class Checkpointer:
                                  tasks=run.tasks, resume=self.resume_state(raw) if with_resume else None)
         except WriteError as e:
             raise UserError(f"{e.message}. Resume with `{run.cfg.resume_command(run.dir)}` once fixed.") from None
+        run.callbacks.checkpoint(run.dir / name, run.state.step)
 
     def resume_state(self, raw: list | None) -> dict:
         """Optimizer moments, RNG states, data position and counters: what resuming needs beyond the weights."""

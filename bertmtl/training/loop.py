@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,8 +25,9 @@ from ..data.batching import n_examples
 from ..errors import UserError
 from ..fsutil import crash_point, write_json
 from ..runs.progress import ThroughputWindow
-from ..runs.rundir import LAST, MARKER, SUMMARY, is_checkpoint, read_json
+from ..runs.rundir import BEST, LAST, MARKER, SUMMARY, is_checkpoint, read_json
 from ..runs.status import Status
+from .callbacks import Callback, Patience, Pruner
 from .checkpointer import Checkpointer
 from .distributed import Dist
 from .evaluation import evaluate_dev
@@ -32,18 +35,60 @@ from .run import Run
 from .setup import prepare
 from .stopping import Stopped, stop_on_signals
 
-__all__ = ["TrainConfig", "train"]
+__all__ = ["TrainConfig", "TrainResult", "train"]
+
+
+@dataclass(frozen=True, eq=False)
+class TrainResult(Mapping):
+    """How a run ended: what `train()` returns (RUN/summary.json holds the same, as `to_dict()`).
+
+    It is also the read-only mapping of summary.json's keys (`result["status"]`, `"run" in result`,
+    `dict(result)`), as `train()` returned that dict before."""
+
+    run: Path  # the run directory
+    status: Status  # finished, paused, stopped, early-stopped or pruned (a diverged run raises)
+    step: int  # the step it ended at
+    total_steps: int  # the schedule's length
+    best_overall: float | None  # the best overall dev score, which best/ holds
+    best_checkpoint: Path | None  # RUN/best, when there is one
+    last_metrics: dict | None  # the last dev evaluation's scores
+    seconds: float  # wall time of this call, set-up included
+    summary: dict = field(default_factory=dict, repr=False)
+
+    def __getitem__(self, key: str):
+        return self.summary[key]
+
+    def __iter__(self):
+        return iter(self.summary)
+
+    def __len__(self) -> int:
+        return len(self.summary)
+
+    def to_dict(self) -> dict:
+        return dict(self.summary)
 
 
 def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dist: Dist | None = None,
-          judge=None) -> dict:
-    """Train (or resume) a run; returns the run summary (also in RUN/summary.json).
+          judge=None, callbacks: Sequence[Callback] = ()) -> TrainResult:
+    """Train a run, or resume one; returns how it ended (a TrainResult; RUN/summary.json holds the same).
 
-    `judge(step, dev_metrics) -> bool`, called after each dev evaluation during training, ends
-    the run when it says so (status "pruned", last/ saved): how a sweep's pruner stops a trial."""
+    Args:
+        cfg: the run's options (`bertmtl train`'s, one field each).
+        resume: a run directory to go on with from its last/ (as `bertmtl train --resume RUN`).
+        reporter: where progress goes [default: the `bertmtl` logger; the command line draws a bar].
+        dist: torchrun's process group [default: from the environment].
+        judge: `judge(step, dev_metrics) -> bool` ends the run when it says so after a dev evaluation
+            (status "pruned", last/ saved): a sweep's pruner (the same as a Pruner callback).
+        callbacks: Callback objects that hear every record, evaluation and checkpoint, and may end
+            the run (bertmtl.training.callbacks).
+
+    A signal (Ctrl-C, SIGTERM) stops the run at the end of its step, saving last/ (status
+    `stopped`); a second one, or one during set-up, raises KeyboardInterrupt
+    (bertmtl.training.stopping.Stopped) saying what was kept.
+    """
     own_dist = dist is None
     dist = dist or Dist.from_env()
-    run = None
+    run, started = None, time.time()
 
     def say(text: str) -> None:  # the first signal's notice
         if run is not None:
@@ -55,14 +100,16 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
         with stop_on_signals(say if dist.is_main else None) as stop:
             try:
                 with stop.immediate():  # nothing would be saved by waiting: a signal ends the set-up at once
-                    run = prepare(cfg, resume, dist, reporter)
+                    run = prepare(cfg, resume, dist, reporter, callbacks=[
+                        *([Patience(cfg.patience)] if cfg.patience else []), *([Pruner(judge)] if judge else []),
+                        *callbacks])
             except KeyboardInterrupt:
                 kept = f"the run is as it was: {cfg.resume_command(resume)}" if resume is not None else \
                     "nothing was trained or saved"
                 raise Stopped(f"stopped while the run was being set up; {kept}") from None
             try:
-                status, last_metrics = _loop(run, stop, judge)
-                return _finish(run, status, last_metrics)
+                status, last_metrics = _loop(run, stop)
+                return _finish(run, status, last_metrics, started)
             except KeyboardInterrupt:  # a second signal: at once
                 _interrupted(run)
     finally:
@@ -77,11 +124,11 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
             dist.close()
 
 
-def _loop(run: Run, stop, judge) -> tuple[Status, dict | None]:
+def _loop(run: Run, stop) -> tuple[Status, dict | None]:
     """The training loop, from the run's step to where it stops; (how it ended, the last dev metrics)."""
     cfg, dist, reporter, model, main = run.cfg, run.dist, run.reporter, run.model, run.dist.is_main
     saver, window = Checkpointer(run), ThroughputWindow(run.tasks)
-    status, last_metrics = Status.FINISHED, None
+    status, last_metrics, saved_at = Status.FINISHED, None, None  # saved_at: the step last/ holds
     with reporter:
         reporter.start(run.stop_at, run.state.step, run.steps_per_epoch)
         _announce(run)
@@ -124,7 +171,7 @@ def _loop(run: Run, stop, judge) -> tuple[Status, dict | None]:
                     run.emit(rec)
                     crash_point("logged")
             # evaluate and save; a signal stops the run at the end of the step
-            stopping = dist.any_true(stop.requested)
+            stopping = dist.any_true(stop.requested or run.callbacks.stop_asked)
             evaluating = (run.state.step % run.eval_every == 0 or run.state.step in run.eval_steps) and run.state.step < run.stop_at \
                 and not stopping
             periodic = bool(cfg.save_every) and run.state.step % cfg.save_every == 0 and not stopping
@@ -134,16 +181,18 @@ def _loop(run: Run, stop, judge) -> tuple[Status, dict | None]:
             if evaluating:
                 last_metrics = evaluate_dev(run, saver)
                 saver.save(LAST, last_metrics, with_resume=True)
+                saved_at = run.state.step
                 model.train()
-                if cfg.patience and run.state.since_best >= cfg.patience:
-                    status = Status.EARLY_STOPPED  # last/ was just saved; best/ holds the best
-                    break
-                # the judge (a sweep's pruner) asks on the main process; every rank follows it
-                if judge is not None and dist.any_true(dist.is_main and bool(judge(run.state.step, last_metrics))):
-                    status = Status.PRUNED  # last/ was just saved
+                # --patience, a sweep's pruner and the caller's callbacks decide on the main process (last/
+                # was just saved; best/ holds the best); every rank follows
+                ending = dist.broadcast_object(run.callbacks.evaluation(run.state.step, last_metrics, run.state)
+                                               if main else None)
+                if ending is not None:
+                    status = ending
                     break
             elif periodic:
                 saver.save(LAST, last_metrics, with_resume=True)
+                saved_at = run.state.step
             if stopping:
                 status = Status.STOPPED
                 break
@@ -154,8 +203,9 @@ def _loop(run: Run, stop, judge) -> tuple[Status, dict | None]:
             status, run.state.diverged = Status.NONFINITE, True
         if status in (Status.FINISHED, Status.PAUSED):
             last_metrics = evaluate_dev(run, saver)
-        if status in (Status.FINISHED, Status.PAUSED, Status.STOPPED):  # early-stopped and pruned have just
-            saver.save(LAST, last_metrics, with_resume=True)                # saved it; a diverged run must not
+        if status in (Status.FINISHED, Status.PAUSED, Status.STOPPED) and not (status == Status.STOPPED and saved_at == run.state.step):
+            saver.save(LAST, last_metrics, with_resume=True)  # (early-stopped and pruned have just saved it, and a
+            # callback's stop after an evaluation; a diverged run must not)
     return status, last_metrics
 
 
@@ -198,12 +248,15 @@ def _announce(run: Run) -> None:
                              ", ".join(f"{Path(p).name}: {n}" for p, n in run.skipped.items()))
 
 
-def _finish(run: Run, status: str, last_metrics: dict | None) -> dict:
-    """Write the end record and RUN/summary.json; a diverged run is a UserError."""
+def _finish(run: Run, status: Status, last_metrics: dict | None, started: float) -> TrainResult:
+    """Write the end record and RUN/summary.json, tell the callbacks; a diverged run is a UserError."""
     summary = {"run": str(run.dir), **run.state.end_fields(status), "total_steps": run.total_steps,
                "last_metrics": last_metrics, "skipped_rows": sum(run.skipped.values()),
                "skipped": run.skipped, "world_size": run.dist.world,
                "tasks": [s.to_dict() for s in run.model.specs.values()]}
+    best_dir = run.dir / BEST
+    result = TrainResult(run.dir, Status.of(status), run.state.step, run.total_steps, run.state.best,
+                         best_dir if is_checkpoint(best_dir) else None, last_metrics, time.time() - started, summary)
     if run.dist.is_main:
         run.emit({"type": "end", **run.state.end_fields(status)})
         run.state.ended = status
@@ -228,5 +281,7 @@ def _finish(run: Run, status: str, last_metrics: dict | None) -> dict:
                 "no checkpoint was saved before"
             why = "the weights became non-finite (NaN or inf)" if run.state.diverged else \
                 f"{run.state.nonfinite} consecutive non-finite losses"
+            run.callbacks.end(result)
             raise UserError(f"stopped at step {run.state.step}: {why}; {kept} (try a lower --lr, or --precision fp32)")
-    return summary
+        run.callbacks.end(result)
+    return result

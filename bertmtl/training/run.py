@@ -14,6 +14,7 @@ from ..model.heads import MultitaskBert
 from ..mtl.step import MultitaskStep
 from ..runs.rundir import WriterLock
 from ..runs.state import TrainingState
+from .callbacks import Callbacks
 from .distributed import Dist
 from .ema import WeightAverage
 from .optim import scheduled_lr
@@ -46,6 +47,7 @@ class Run:
     eval_steps: set = field(default_factory=set)  # evaluations besides every eval_every steps (--head-steps)
     state: TrainingState = field(default_factory=TrainingState)  # step, best score, patience, ...
     lock: WriterLock | None = None  # held while the main process trains (`bertmtl runs`: running)
+    callbacks: Callbacks = field(default_factory=Callbacks)  # --patience, a sweep's pruner, the caller's
     warnings: list = field(default_factory=list)
 
     @property
@@ -56,6 +58,9 @@ class Run:
         """Send a record to every sink once: metrics.jsonl, the console, the --report-to destinations."""
         for sink in self.sinks:
             sink.write(record)
+        if record.get("type") in ("start", "resume"):
+            self.callbacks.start(record)
+        self.callbacks.record(record)
 
     def lr_at(self, step: int) -> float:
         """The learning rate of 0-based `step`: the head-only steps' (--head-lr, decaying to 0), then

@@ -32,11 +32,12 @@ from ..mtl.step import MultitaskStep
 from ..runs import checkpoint as ckpt
 from ..runs.catalog import new_run_dir, runs_root
 from ..runs.ownership import check_output
-from ..runs.progress import RunReporter, SilentReporter, default_reporter
+from ..runs.progress import LoggingReporter, RunReporter, SilentReporter
 from ..runs.rundir import (BEST, LAST, MESSAGES, METRICS_LOG, PROGRESS, SUMMARY, TRAIN_ARGS, TRAINER_STATE,
                            TRAIN_LOG, WRITER_LOCK, WriterLock, is_checkpoint, read_json, read_specs)
 from ..runs.status import Status
 from ..sinks import ConsoleSink, report_sinks, require_sinks
+from .callbacks import Callbacks
 from ..sinks.metrics_log import MetricsLog
 from ..tasks import BUILTIN, POOLED, TASKS, TOKENS, TaskSpec
 from ..tasks.files import TaskSource
@@ -273,7 +274,7 @@ def _discard_if_unused(run_dir: Path) -> None:
         pass
 
 
-def prepare(cfg: TrainConfig, resume: str | Path | None, dist: Dist, reporter=None) -> Run:
+def prepare(cfg: TrainConfig, resume: str | Path | None, dist: Dist, reporter=None, callbacks=()) -> Run:
     """Validate the options and build the run: directory, data, model, optimizer step, resume state, log."""
     cfg = replace(cfg)  # validate() normalises (task names, sources): the run's copy, not the caller's
     cfg.validate()
@@ -283,8 +284,8 @@ def prepare(cfg: TrainConfig, resume: str | Path | None, dist: Dist, reporter=No
         require_sinks(cfg.report_to, Path(resume or cfg.out or runs_root(cfg.runs_dir) / "RUN"))
     device = pick_device(cfg.device) if not dist.enabled else dist.device(cfg.device)
     use_threads(cfg.threads)
-    if reporter is None:
-        reporter = default_reporter() if dist.is_main else SilentReporter()
+    if reporter is None:  # a Python caller's run reports through the `bertmtl` logger
+        reporter = LoggingReporter() if dist.is_main else SilentReporter()
     if dist.is_main:  # and the run's own record of what it says and how far it is
         reporter = RunReporter(reporter)
     if cfg.augment and not Path(cfg.augment).is_dir():
@@ -296,6 +297,7 @@ def prepare(cfg: TrainConfig, resume: str | Path | None, dist: Dist, reporter=No
     try:
         run = _build(cfg, run_dir, resume_ckpt, dist, device, reporter)
         run.lock = lock
+        run.callbacks = Callbacks(callbacks)  # before the start record, which they hear
         if dist.is_main:  # the metrics log opens with the whole configuration
             _open_log(run)
         return run

@@ -47,7 +47,7 @@ def default_predictor(path: Path):
     """The Predictor of `bertmtl predict` (imported here: torch loads in the worker thread)."""
     from ..inference.predict import Predictor
 
-    return Predictor(path)
+    return Predictor(path, device="cpu")  # beside a run that may hold the GPU
 
 
 def describe_checkpoint(predictor, fallback: Path) -> str:
