@@ -29,6 +29,8 @@ def test_examples_writes_every_sample_file_and_never_overwrites_one(tmp_path):
     assert (d / "train.csv").read_text() == "mine\n" and (d / "dev.csv").is_file()
     assert not (d / "data" / "quora-train.csv").exists() and not list(d.rglob(".*.tmp"))
 
+    r = command("examples", "", code=2, text=True, cwd=tmp_path)  # not a silent write into the working directory
+    assert "name a directory" in r.stderr and not (tmp_path / "train.csv").exists()
     r = command("examples", d / "train.csv", code=2, text=True)
     assert "is a file" in r.stderr and "Traceback" not in r.stderr
     (tmp_path / "gone").symlink_to(tmp_path / "nowhere")

@@ -16,6 +16,8 @@ def examples(directory: str) -> None:
     """
     from ..examples import FILES, files_of, write
 
+    if not directory.strip():
+        raise click.BadParameter("name a directory (`.` for this one)", param_hint="DIRECTORY")
     done = write(directory)
     width = max(map(len, FILES))
     for entry, what in FILES.items():

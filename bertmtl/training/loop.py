@@ -203,9 +203,11 @@ def _loop(run: Run, stop) -> tuple[Status, dict | None]:
             status, run.state.diverged = Status.NONFINITE, True
         if status in (Status.FINISHED, Status.PAUSED):
             last_metrics = evaluate_dev(run, saver)
-        if status in (Status.FINISHED, Status.PAUSED, Status.STOPPED) and not (status == Status.STOPPED and saved_at == run.state.step):
-            saver.save(LAST, last_metrics, with_resume=True)  # (early-stopped and pruned have just saved it, and a
-            # callback's stop after an evaluation; a diverged run must not)
+        # last/, unless it holds this step already (early-stopped and pruned have just saved it, and so
+        # has a callback's stop after an evaluation); a diverged run must not save
+        just_saved = status == Status.STOPPED and saved_at == run.state.step
+        if status in (Status.FINISHED, Status.PAUSED, Status.STOPPED) and not just_saved:
+            saver.save(LAST, last_metrics, with_resume=True)
     return status, last_metrics
 
 
