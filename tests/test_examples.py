@@ -6,7 +6,7 @@ from __future__ import annotations
 import fnmatch
 import tomllib
 
-from bertmtl.examples import FILES, _source, names
+from bertmtl.examples import FILES, SAMPLE, _source, content, names
 
 from .conftest import REPO, command
 
@@ -17,7 +17,9 @@ def test_examples_writes_every_sample_file_and_never_overwrites_one(tmp_path):
     lines = r.stdout.splitlines()
     assert [line.split()[:2] for line in lines[:-1]] == [["wrote", e] for e in FILES]  # each with what it is for
     assert lines[-1] == f"wrote {len(names())} files to {d}/"
-    assert len(names()) == 18 and all((d / n).read_bytes() == (_source() / n).read_bytes() for n in names())
+    assert len(names()) == 18 and all((d / n).read_bytes() == content(n) for n in names())
+    assert (d / "data" / "ids-sst-dev.csv").read_text().splitlines()[:2] == [
+        "\tid\tsentence\tsentiment", "0\tsst-dev-000\tA witty and seductive movie .\t4"]  # the course's layout
     assert sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file()) == sorted(names())
 
     (d / "train.csv").write_text("mine\n")
@@ -48,6 +50,6 @@ def test_the_package_ships_every_sample_file():
     """An editable install reads the source tree; a wheel holds only what package-data names."""
     globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["bertmtl"]
     shipped = [p.relative_to(REPO / "bertmtl").as_posix() for p in _source().rglob("*") if p.is_file()]
-    assert sorted(shipped) == sorted(f"examples/files/{n}" for n in names())
+    assert sorted(shipped) == sorted(f"examples/files/{n}" for n in [*names(), SAMPLE] if not n.startswith("data/"))
     assert [f for f in shipped if not any(_glob_match(f, g) for g in globs)] == []
     assert not _glob_match("examples/files/data/x.csv", "examples/files/*")  # the check is not vacuous

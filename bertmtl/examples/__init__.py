@@ -3,7 +3,9 @@
 `bertmtl examples DIR` writes them out, so every example in the docs runs as written after a
 `pip install`, in DIR; the docs' test (tests/test_docs.py) runs the examples in such a directory.
 The rows are written for bertmtl (never copies of the CS224N data): enough to run every command,
-far too few to learn anything. No torch.
+far too few to learn anything. The CS224N-layout sample is kept as one JSON file of rows
+(cs224n-sample.json) and written out as the course's tab-separated files, so the package holds
+no file that could be taken for the course's own data. No torch.
 """
 
 from __future__ import annotations
@@ -33,11 +35,33 @@ def _source():
     return files(__name__) / "files"
 
 
+SAMPLE = "cs224n-sample.json"  # data/'s files: name -> rows (the header first)
+
+
+def _sample() -> dict[str, list[list[str]]]:
+    import json
+
+    return json.loads((_source() / SAMPLE).read_text(encoding="utf-8"))
+
+
 def files_of(entry: str) -> list[str]:
     """The files of one FILES entry, relative to the examples' directory (a folder spelled out)."""
     if not entry.endswith("/"):
         return [entry]
-    return sorted(f"{entry}{f.name}" for f in (_source() / entry.rstrip("/")).iterdir() if f.is_file())
+    return sorted(f"{entry}{name}" for name in _sample())
+
+
+def content(name: str) -> bytes:
+    """The bytes `write` writes for `name`: a shipped file, or a data/ file made from the sample's
+    rows (tab-separated, as the CS224N files are)."""
+    if not name.startswith("data/"):
+        return (_source() / name).read_bytes()
+    import csv
+    import io
+
+    out = io.StringIO()
+    csv.writer(out, delimiter="\t", lineterminator="\n").writerows(_sample()[name.removeprefix("data/")])
+    return out.getvalue().encode("utf-8")
 
 
 def names() -> list[str]:
@@ -68,7 +92,7 @@ def write(directory: str | Path) -> dict[str, bool]:
             tmp = target.with_name(f".{target.name}.tmp")
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                tmp.write_bytes((_source() / name).read_bytes())
+                tmp.write_bytes(content(name))
                 os.replace(tmp, target)
             except OSError as e:
                 tmp.unlink(missing_ok=True)
