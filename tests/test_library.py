@@ -27,6 +27,23 @@ def test_a_config_checks_each_value_as_it_is_made_and_names_the_field():
     assert TrainConfig(lr=2e-4, combine="sum").lr == 2e-4  # values within range are taken as given
 
 
+def test_a_config_checks_each_values_type_as_a_config_file_is_read():
+    from pathlib import Path
+
+    for kw, message in ((dict(lr="abc"), "lr must be a number, not 'abc'"),
+                        (dict(batch_size=3.5), "batch_size must be a whole number, not 3.5"),
+                        (dict(batch_size="8"), "batch_size must be a whole number, not '8'"),
+                        (dict(smart="yes"), "smart must be true or false, not 'yes'"),
+                        (dict(epochs=True), "epochs must be a number, not True"),
+                        (dict(data_dir=3), "data_dir must be text, not 3")):
+        with pytest.raises(ConfigError) as e:
+            TrainConfig(**kw)
+        assert str(e.value) == message
+    # What a config file may write is taken from Python too, in the field's own type.
+    cfg = TrainConfig(lr="1e-5", data_dir=Path("data"), tasks="para,sst", report_to=("csv",))
+    assert (cfg.lr, cfg.data_dir, cfg.tasks, cfg.report_to) == (1e-5, "data", ["sst", "para"], ["csv"])
+
+
 def test_an_unknown_keyword_suggests_the_field_meant():
     with pytest.raises(TypeError, match=r"^lrr is not an option of TrainConfig; did you mean lr\?$") as e:
         TrainConfig(lrr=1e-4)
@@ -187,6 +204,69 @@ def test_patience_is_a_callback_as_any_other(tiny_bert_dir, small_data_dir, tmp_
 
     with pytest.raises(ValueError, match="return True or one of stopped, early-stopped, pruned"):
         train(_tiny(tiny_bert_dir, small_data_dir, tmp_path / "run3"), reporter=SilentReporter(), callbacks=[Wrong()])
+
+
+@pytest.mark.slow
+def test_the_sinks_are_callbacks_that_come_first(tiny_bert_dir, small_data_dir, tmp_path):
+    """The metrics log, the console and --report-to csv are callbacks of the same protocol, before the
+    caller's: a callback hears a record once metrics.jsonl and train.csv hold it, and close() comes
+    last, after on_end, as it does for the sinks."""
+    import csv
+    import json
+
+    from bertmtl import train
+    from bertmtl.runs.progress import SilentReporter
+    from bertmtl.sinks import ConsoleSink
+    from bertmtl.sinks.csv import CsvSink
+    from bertmtl.sinks.metrics_log import MetricsLog
+    from bertmtl.training.callbacks import Callback
+
+    assert all(issubclass(c, Callback) for c in (ConsoleSink, CsvSink, MetricsLog))
+    run = tmp_path / "run"
+
+    class Follows(Callback):
+        def __init__(self):
+            self.written, self.rows, self.calls = [], [], []
+
+        def on_record(self, record):
+            self.written.append(json.loads((run / "metrics.jsonl").read_text().splitlines()[-1]) ==
+                                json.loads(json.dumps(record)))
+            if record["type"] == "train":
+                with open(run / "train.csv", newline="") as fh:
+                    self.rows.append(int(list(csv.DictReader(fh))[-1]["step"]))
+
+        def on_end(self, result):
+            self.calls.append("end")
+
+        def close(self):
+            self.calls.append("close")
+
+    f = Follows()
+    train(_tiny(tiny_bert_dir, small_data_dir, run, report_to=["csv"]), reporter=SilentReporter(), callbacks=[f])
+    assert len(f.written) == len((run / "metrics.jsonl").read_text().splitlines()) == 11 and all(f.written)
+    assert f.rows == [1, 2, 3, 4, 5, 6] and f.calls == ["end", "close"]
+
+
+@pytest.mark.slow
+def test_a_callback_that_raises_under_torchrun_stops_every_rank(tiny_bert_dir, small_data_dir, tmp_path):
+    """The main process decides after an evaluation and tells the others; when a callback raises
+    there, the others hear of it and stop, instead of waiting for a decision that never comes."""
+    script = tmp_path / "boom.py"
+    script.write_text(
+        "from bertmtl import TrainConfig, train\n"
+        "from bertmtl.training.callbacks import Callback\n\n"
+        "class Boom(Callback):\n"
+        "    def on_evaluation(self, step, metrics, state):\n"
+        "        raise RuntimeError(f'boom at step {step}')\n\n"
+        f"train(TrainConfig(data_dir={str(small_data_dir)!r}, encoder={str(tiny_bert_dir)!r}, out={str(tmp_path / 'run')!r},"
+        " batch_size=8, eval_every=2, max_steps=6, precision='fp32', device='cpu', tasks=['sst']),"
+        " callbacks=[Boom()])\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        str(script)], capture_output=True, text=True, env=env, timeout=240, cwd=tmp_path)
+    assert r.returncode != 0
+    assert "RuntimeError: boom at step 2" in r.stderr
+    assert "a training callback failed on the main process at step 2; rank 1 stops with it" in r.stderr
 
 
 @pytest.mark.slow

@@ -371,6 +371,6 @@ def test_a_torn_last_log_line_does_not_swallow_the_next_record(tmp_path):
     log = tmp_path / "metrics.jsonl"
     log.write_text('{"type": "start", "step": 0}\n{"type": "train", "st')
     m = MetricsLog(log)
-    m.write({"type": "resume", "step": 3})
+    m.on_record({"type": "resume", "step": 3})
     m.close()
     assert [r["type"] for r in read_records(log)[0]] == ["start", "resume"]

@@ -128,11 +128,11 @@ def test_csv_widens_for_a_task_first_seen_late_and_across_a_resume(tmp_path):
     from bertmtl.sinks.csv import CsvSink
 
     r = CsvSink(tmp_path)
-    r.write({"type": "train", "step": 10, "loss": {"para": 0.5}, "lr": 1e-4})
-    r.write({"type": "train", "step": 20, "loss": {"para": 0.4, "sst": 1.5}, "lr": 1e-4})
+    r.on_record({"type": "train", "step": 10, "loss": {"para": 0.5}, "lr": 1e-4})
+    r.on_record({"type": "train", "step": 20, "loss": {"para": 0.4, "sst": 1.5}, "lr": 1e-4})
     r.close()
     r = CsvSink(tmp_path, resume_step=20)
-    r.write({"type": "train", "step": 30, "loss": {"para": 0.3, "sst": 1.4, "sts": 0.9}, "lr": 1e-4})
+    r.on_record({"type": "train", "step": 30, "loss": {"para": 0.3, "sst": 1.4, "sts": 0.9}, "lr": 1e-4})
     r.close()
     with open(tmp_path / "train.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -245,8 +245,8 @@ def test_a_failing_tracking_destination_warns_once_and_never_stops_training(caps
             raise ConnectionError("tracking server gone")
 
     sink = Broken()
-    sink.write({"type": "train", "step": 1})
-    sink.write({"type": "train", "step": 2})
+    sink.on_record({"type": "train", "step": 1})
+    sink.on_record({"type": "train", "step": 2})
     err = capsys.readouterr().err
     assert Broken.calls == 1 and err.count("warning: --report-to mlflow: ConnectionError") == 1
     assert "metrics.jsonl has it all" in err

@@ -303,7 +303,7 @@ def test_consumers_cope_with_undefined_metrics(tmp_path):
     rep.evaluation(rec)
     assert out.getvalue().count("warning: STS Pearson r is undefined") == 1
     csv_report = CsvSink(tmp_path)
-    csv_report.write(rec)
+    csv_report.on_record(rec)
     csv_report.close()
     assert "sts_corr" not in (tmp_path / "eval.csv").read_text().splitlines()[0]  # no number, no column
     # `bertmtl runs`: an evaluation without overall (or an older run's NaN) is never the best

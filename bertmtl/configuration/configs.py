@@ -64,6 +64,9 @@ class AugmentConfig(Options):
                                                       "three; none when --task or --tasks-file declare tasks].")
     task: list = same_as(TRAIN["task"], help="A task of your own to augment: NAME:KIND:TRAIN[:DEV] (as `bertmtl "
                                              "train --task`). Repeatable.")
+    text_column: str | None = same_as(TRAIN["text_column"])
+    text_pair_column: str | None = same_as(TRAIN["text_pair_column"])
+    label_column: str | None = same_as(TRAIN["label_column"])
     tasks_file: str | None = same_as(TRAIN["tasks_file"])
     methods: list = option(help="Any of swap, delete, synonym (WordNet), contextual (our BERT + MLM head; needs "
                                 "--mlm). Copies take the methods in turn.", factory=lambda: ["swap", "delete"],
@@ -81,8 +84,9 @@ class AugmentConfig(Options):
     overwrite: bool = option(False, "Replace --out if it already holds files.", flag="on")
 
     def normalise(self) -> None:
-        from ..tasks.declared import builtin_names
+        from ..tasks.declared import builtin_names, check_column_flags
 
+        check_column_flags(self)
         self.tasks = builtin_names(self.tasks, bool(self.task or self.tasks_file))
 
 

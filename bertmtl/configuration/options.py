@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import json
+import os
 from dataclasses import field
 from pathlib import Path
 
@@ -204,8 +205,15 @@ class Options:
         """Turn given values into their canonical form before they are checked (e.g. task names)."""
 
     def check_values(self) -> None:
-        """Each field's value on its own: its range and choices, finite numbers, text items (ConfigError
-        naming it if not)."""
+        """Each field's value on its own: its type (as a config file's values are read: `coerce`, so
+        "1e-5" is a number, "sst,para" a list and a Path a path's text), its range and choices, finite
+        numbers, text items (ConfigError naming it if not)."""
+        for f in dataclasses.fields(self):
+            try:
+                value = coerce(f, getattr(self, f.name))
+            except ValueError as e:
+                raise ConfigError(f.name, str(e), f"--{flag_name(f)}") from None
+            object.__setattr__(self, f.name, value)
         for f in dataclasses.fields(self):  # a config file can put anything in a list: names and paths are text
             value = getattr(self, f.name)
             items = value if isinstance(value, (list, tuple)) else \
@@ -297,6 +305,10 @@ def coerce(f: dataclasses.Field, value):
         if f.default is None:
             return None
         raise ValueError("must be given")
+    if isinstance(value, os.PathLike) and kind is str:  # a path given as a Path, from Python
+        return os.fspath(value)
+    if isinstance(value, tuple) and kind is list:  # several values of an option, from Click or Python
+        return list(value)
     if isinstance(value, str) and m["parse"] is not None:
         return m["parse"](value)
     if kind is bool:

@@ -110,9 +110,19 @@ class TrainConfig(Options):
     task: list = option(help="Declare a task of your own: NAME:KIND:TRAIN[:DEV], KIND one of classification, "
                              "regression, pair-classification, pair-regression (a regression kind written "
                              "KIND[LOW,HIGH] fixes its range). "
-                             "CSV, TSV or JSONL; columns guessed from the header. Repeatable.",
+                             "CSV, TSV or JSONL; columns guessed from the header unless named (--text-column ...). "
+                             "NAME:KIND:hf:DATASET[:CONFIG] reads a Hugging Face dataset (a save_to_disk "
+                             "directory, a directory of data files, or a Hub name from the local cache; needs "
+                             "the datasets extra): its train and validation splits. Repeatable.",
                         factory=list, metavar="NAME:KIND:TRAIN[:DEV]", parse=parse_task_flags, multiple=True,
                         resume=False)
+    text_column: str | None = option(None, "The column holding the text (a pair task: the first text) of the "
+                                           "--task files or datasets [default: guessed from the header].", type=str,
+                                     resume=False)
+    text_pair_column: str | None = option(None, "The column holding a pair task's second text (with "
+                                                "--text-column).", type=str, resume=False)
+    label_column: str | None = option(None, "The column holding the label of the --task files or datasets "
+                                            "[default: guessed from the header].", type=str, resume=False)
     tasks_file: str | None = option(None, "A YAML or JSON file declaring tasks (columns, labels, id, loss weight, "
                                           "metrics; docs: Your own tasks).", type=str, resume=False)
     files: dict = option(help="Per-task file overrides, e.g. {'sst_train': path} (--sst-train FILE ...).",
@@ -313,6 +323,9 @@ class TrainConfig(Options):
     def normalise(self) -> None:
         """The task list in canonical order (default: every built-in task, none beside declared tasks);
         masked LM alone reads, unless told, the declared tasks' text, else every built-in source's."""
+        from ..tasks.declared import check_column_flags
+
+        check_column_flags(self)
         if self.mlm_only and not self.mlm_text:
             from ..data.mlm_text import BUILTIN_SOURCES
             from ..tasks.declared import declared_entries
@@ -327,8 +340,8 @@ FIELDS = TrainConfig.fields()
 # The panels `--help` shows the options in (train, pretrain, tui), in this order; every option of
 # TrainConfig (and each --sst-train FILE of FILE_OPTIONS) is in one (tests/test_cli_core.py).
 PANELS = {
-    "Data": ("data_dir", "tasks", "task", "tasks_file", *(name for name, _ in FILE_OPTIONS), "encoder",
-             "init_heads_from", "augment", "out", "strict"),
+    "Data": ("data_dir", "tasks", "task", "text_column", "text_pair_column", "label_column", "tasks_file",
+             *(name for name, _ in FILE_OPTIONS), "encoder", "init_heads_from", "augment", "out", "strict"),
     "Run length and batches": ("epochs", "steps_per_epoch", "max_steps", "stop_at_step", "batch_size", "grad_accum"),
     "Model": ("pooling", "pair_mode", "pair_features", "sts_loss", "mlp_hidden", "max_length", "dropout"),
     "Optimisation": ("lr", "optimizer", "weight_decay", "layer_decay", "warmup", "schedule", "clip", "ema", "seed",
@@ -349,7 +362,8 @@ PANELS = {
 # checkpoints, resume and sinks as train), with these options and defaults (the ones measured in
 # docs/results.md: lr 5e-5, batch 32, one epoch, a fresh head fitted alone first at 1e-3).
 PRETRAIN_OPTIONS = ("data_dir", "out", "encoder", "mlm_text", "augment", "mlm_caps", "mlm_upsample",
-                    "mlm_heldout", "mlm_heldout_max", "mask_prob", "task", "tasks_file", "epochs", "max_steps",
+                    "mlm_heldout", "mlm_heldout_max", "mask_prob", "task", "text_column", "text_pair_column", "label_column",
+                    "tasks_file", "epochs", "max_steps",
                     "stop_at_step", "batch_size", "grad_accum", "eval_batch_size", "lr", "head_steps", "head_lr",
                     "weight_decay", "warmup", "schedule", "clip", "dropout", "max_length", "seed", "device",
                     "precision", "compile", "threads", "eval_every", "save_every", "log_every", "report_to", "strict",

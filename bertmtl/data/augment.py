@@ -418,12 +418,12 @@ def augment(cfg: AugmentConfig, reporter=None) -> dict:
     """Write augmented copies of the chosen tasks' train files into cfg.out; returns the manifest."""
     from ..runs.ownership import owned_output
     from ..runs.progress import PlainReporter
-    from ..tasks.declared import chosen_specs
+    from ..tasks.declared import chosen_specs, column_flags
 
     t0 = time.perf_counter()
     reporter = reporter or PlainReporter()
     cfg.validate()  # every number finite and in range (configuration/options.py); --aug-p in (0, 1]
-    specs = chosen_specs(cfg.tasks, cfg.task, cfg.tasks_file)  # declared tasks' files are read here
+    specs = chosen_specs(cfg.tasks, cfg.task, cfg.tasks_file, column_flags(cfg))  # declared tasks' files are read here
     methods = parse_methods(",".join(cfg.methods))
     inputs = task_files(cfg.data_dir, {s.name: s for s in specs}, ("train",))
     with owned_output(cfg.out, cfg.overwrite, {**inputs, "--mlm": cfg.mlm,

@@ -1,31 +1,33 @@
-"""Where a run's records go: each destination is one class with `write(record)` and `close()`.
+"""Where a run's records go: each destination is a training callback (training/callbacks.py) whose
+`on_record(record)` writes a record and `close()` lets go of its files and connections.
 
-The training loop emits every record once (`Run.emit`) to its sinks, in order: the metrics log
-(RUN/metrics.jsonl, always: the source of truth that `bertmtl runs` and the TUI read), the
-console (the progress bar or log lines), then the `--report-to` destinations. Each picks the
-record types it shows (`train`, `eval`) and ignores the rest; a new destination is one class
-here and its name in REPORT_TO (configuration/train_config.py).
+The training loop emits every record once (`Run.emit`) to its callbacks, sinks first, in order:
+the metrics log (RUN/metrics.jsonl, always: the source of truth that `bertmtl runs` and the TUI
+read), the console (the progress bar or log lines), then the `--report-to` destinations; then
+--patience, a sweep's pruner and the caller's callbacks. Each sink picks the record types it shows
+(`train`, `eval`) and ignores the rest; a new destination is one class here and its name in
+REPORT_TO (configuration/train_config.py).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from ..training.callbacks import Callback
 
-class ConsoleSink:
+
+class ConsoleSink(Callback):
     """The reporter's lines for train and eval records (runs/progress.py draws them)."""
 
     def __init__(self, reporter):
         self.reporter = reporter
 
-    def write(self, record: dict) -> None:
+    def on_record(self, record: dict) -> None:
         if record.get("type") == "train":
             self.reporter.step(record)
         elif record.get("type") == "eval":
             self.reporter.evaluation(record)
 
-    def close(self) -> None:
-        pass
 
 
 def _kinds() -> dict:

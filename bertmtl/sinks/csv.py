@@ -5,10 +5,11 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from ..training.callbacks import Callback
 from .records import flatten
 
 
-class CsvSink:
+class CsvSink(Callback):
     """RUN/train.csv and RUN/eval.csv: one row per record, one column per number (loss_sst, sst_acc, ...)."""
 
     FILES = {"train": "train.csv", "eval": "eval.csv"}
@@ -20,7 +21,7 @@ class CsvSink:
             for name in self.FILES.values():
                 _truncate_after(self.dir / name, resume_step)
 
-    def write(self, record: dict) -> None:
+    def on_record(self, record: dict) -> None:
         kind = record.get("type")
         if kind not in self.FILES:
             return

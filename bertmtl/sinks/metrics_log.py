@@ -8,9 +8,10 @@ import os
 from pathlib import Path
 
 from ..errors import UserError
+from ..training.callbacks import Callback
 
 
-class MetricsLog:
+class MetricsLog(Callback):
     """Append-only JSON-lines writer; each record is flushed so readers see whole lines quickly."""
 
     def __init__(self, path: str | Path):
@@ -23,7 +24,7 @@ class MetricsLog:
             self._fh.write("\n")
             self._fh.flush()
 
-    def write(self, record: dict) -> None:
+    def on_record(self, record: dict) -> None:
         # One write() per line, so a concurrent reader sees at most one partial line at the end.
         # (A non-finite loss is written as NaN, which Python's json reads back.)
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..training.callbacks import Callback
+
 
 def flatten(record: dict, sep: str = "_") -> dict:
     """{"loss": {"sst": 1.2}, "lr": 1e-4} -> {"loss_sst": 1.2, "lr": 1e-4}: numbers only, one level."""
@@ -23,7 +25,7 @@ def is_number(v) -> bool:
 NOT_SCALARS = {"step", "time", "best_overall", "epoch"}
 
 
-class GuardedSink:
+class GuardedSink(Callback):
     """A destination that may fail while a run trains (a tracking server gone, a locked store):
     its first error warns once and turns the sink off; the training and metrics.jsonl go on.
     Subclasses set `label` (the --report-to name) and implement `_write`."""
@@ -31,7 +33,7 @@ class GuardedSink:
     label = ""
     broken = False
 
-    def write(self, record: dict) -> None:
+    def on_record(self, record: dict) -> None:
         if self.broken:
             return
         try:

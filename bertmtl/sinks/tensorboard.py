@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..errors import UserError, extra_hint
 from ..runs.state import TELEMETRY_KEYS
+from ..training.callbacks import Callback
 from .records import NOT_SCALARS, flatten, is_number
 
 
@@ -19,7 +20,7 @@ def require_tensorboard():
     return SummaryWriter
 
 
-class TensorBoardSink:
+class TensorBoardSink(Callback):
     """Scalars in RUN/tensorboard: loss/TASK, smart/TASK, train/lr, train/examples_per_s, dev/METRIC;
     with telemetry cos/PAIR, conflict/PAIR, grad_norm/TASK, weight/TASK, conflict/pairs,
     update/cos_to_sum, update/norm_ratio."""
@@ -30,7 +31,7 @@ class TensorBoardSink:
         # dropped, as the run repeats those steps.
         self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=resume_step)
 
-    def write(self, record: dict) -> None:
+    def on_record(self, record: dict) -> None:
         kind = record.get("type")
         if kind == "train":
             tags = {**{f"loss/{t}": v for t, v in record.get("loss", {}).items()},

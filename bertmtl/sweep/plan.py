@@ -40,7 +40,10 @@ def steps_per_run(cfg, rows=count_rows) -> tuple[int | None, bool]:
     if cfg.task or cfg.tasks_file:
         from ..tasks.declared import declared_entries
 
-        paths += [Path(e["train"]) for e in declared_entries(cfg.task, cfg.tasks_file) if e.get("train")]
+        entries = declared_entries(cfg.task, cfg.tasks_file)
+        if any(e.get("dataset") for e in entries):  # rows of a dataset's split: not counted from a file
+            return None, False
+        paths += [Path(e["train"]) for e in entries]
     counts = [rows(p) for p in paths if p is not None]
     if not counts or None in counts:
         return None, False
@@ -49,7 +52,8 @@ def steps_per_run(cfg, rows=count_rows) -> tuple[int | None, bool]:
 
 
 # Options that change which files a run reads.
-DATA_OPTIONS = {"data_dir", "files", "tasks", "task", "tasks_file", "mlm_text", "mlm_only", "augment"}
+DATA_OPTIONS = {"data_dir", "files", "tasks", "task", "text_column", "text_pair_column", "label_column", "tasks_file",
+                "mlm_text", "mlm_only", "augment"}
 
 
 @dataclass(frozen=True)

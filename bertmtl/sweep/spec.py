@@ -365,7 +365,8 @@ def _report_section(report, where: str, rows: list[str]) -> dict:
 
 
 # Options that change a run's tasks, and so its dev metrics.
-TASK_OPTIONS = ("tasks", "task", "tasks_file", "mlm_text", "mlm_only")
+TASK_OPTIONS = ("tasks", "task", "text_column", "text_pair_column", "label_column", "tasks_file", "mlm_text",
+                "mlm_only")
 
 
 def _search_samples(search: dict) -> list[dict]:
@@ -382,9 +383,10 @@ def _search_samples(search: dict) -> list[dict]:
 
 def run_metrics(cfg: TrainConfig) -> list[str]:
     """The dev metrics a new run of `cfg` scores: each of its heads' metrics, and overall."""
-    from ..tasks.declared import declared_specs
+    from ..tasks.declared import column_flags, declared_specs
 
-    declared = declared_specs(cfg.task, cfg.tasks_file, taken=cfg.tasks) if cfg.task or cfg.tasks_file else []
+    declared = declared_specs(cfg.task, cfg.tasks_file, taken=cfg.tasks, columns=column_flags(cfg)) \
+        if cfg.task or cfg.tasks_file else []
     return [*(k for s in cfg.new_run_specs(declared) for k in s.metric_keys), "overall"]
 
 

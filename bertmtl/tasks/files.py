@@ -121,6 +121,7 @@ class RowSource:
 
     def __init__(self, path: str | Path, fmt: str = "auto", what: str = "task data"):
         self.path = Path(path)
+        self.location, self.where = str(self.path), self.path.name  # in errors; in row warnings
         if not self.path.is_file():
             raise UserError(f"{self.path}: no such file (the {what})")
         self.format = file_format(self.path, fmt)
@@ -235,17 +236,29 @@ class RowSource:
             yield start, lambda c, r=row: r[col[c]] if col[c] < len(r) else None, reason
 
 
-def read_task_file(path: str | Path, task: TaskSpec, labelled: bool = True, strict: bool = False,
-                   warn=None) -> TaskFile:
-    """Read one task file (CSV, TSV or JSONL); `warn(SkippedRow)` is called for each skipped row.
+def open_rows(path: str | Path, fmt: str = "auto", what: str = "task data", *, config: str = "", split: str = ""):
+    """The rows of a task file (a RowSource), or of a dataset's split (fmt "hf": hf_datasets.DatasetRows,
+    the same interface)."""
+    if fmt == "hf":
+        from .hf_datasets import DatasetRows
 
-    A task without an id column numbers its examples by line.
+        return DatasetRows(str(path), config, split, what)
+    return RowSource(path, fmt, what)
+
+
+def read_task_file(path: str | Path, task: TaskSpec, labelled: bool = True, strict: bool = False,
+                   warn=None, split: str = "train") -> TaskFile:
+    """Read one task file (CSV, TSV or JSONL), or the split of a dataset task that holds `split`'s
+    examples; `warn(SkippedRow)` is called for each skipped row.
+
+    A task without an id column numbers its examples by line (a dataset's: by row index).
     """
     path = Path(path)
     required = ((task.id_column,) if task.id_column else ()) + task.text_columns + \
         ((task.label_column,) if labelled else ())
     out = TaskFile(task, path, [])
-    with RowSource(path, task.file_format, f"{task.title} {'labelled' if labelled else 'test'} data") as src:
+    with open_rows(path, task.file_format, f"{task.title} {'labelled' if labelled else 'test'} data",
+                   config=task.dataset_config, split=task.split_of(split)) as src:
         src.require(required)
         for start, get, reason in src.rows(required, labelled):
             texts = [get(c) for c in task.text_columns]
@@ -267,17 +280,18 @@ def read_task_file(path: str | Path, task: TaskSpec, labelled: bool = True, stri
             if reason is None and (ident is None or not ident.strip() or _bad_text(ident)):
                 reason = f"{task.id_column} is empty or invalid"
             if reason is not None:
-                skipped = SkippedRow(path.name, start, reason)
+                skipped = SkippedRow(src.where, start, reason)
                 if strict:
-                    raise UserError(f"{path}:{start}: unusable row ({reason}); --strict stops here")
+                    raise UserError(f"{src.location}:{start}: unusable row ({reason}); --strict stops here")
                 out.skipped.append(skipped)
                 if warn is not None:
                     warn(skipped)
                 continue
             out.examples.append(Example(ident.strip(), texts[0].strip(),
                                         texts[1].strip() if task.pair else None, label, start))
+        location = src.location
     if not out.examples:
-        raise UserError(f"{path}: no usable rows" + (f" ({len(out.skipped)} skipped)" if out.skipped else ""))
+        raise UserError(f"{location}: no usable rows" + (f" ({len(out.skipped)} skipped)" if out.skipped else ""))
     return out
 
 
@@ -286,7 +300,7 @@ def task_path(data_dir: str | Path, task: TaskSpec, split: str, overrides: dict[
     DATA_DIR/<CS224N name>; None for a declared task without a file for that split."""
     if overrides and (p := overrides.get(f"{task.name}_{split}")):
         return Path(p)
-    if task.train_file:  # a declared task: its files are in its spec
+    if task.train_file:  # a declared task: its files (or its dataset) are in its spec
         p = {"train": task.train_file, "dev": task.dev_file}.get(split)
         return Path(p) if p else None
     return Path(data_dir) / task.filename(split)
@@ -362,7 +376,7 @@ def read_tasks(specs, split: str, source: TaskSource, *, labelled: bool = True, 
                 files.append((extra, augmented_spec(spec)))
         examples = []
         for p, s in files:
-            f = read_task_file(p, s, labelled=labelled, strict=source.strict, warn=warn)
+            f = read_task_file(p, s, labelled=labelled, strict=source.strict, warn=warn, split=split)
             if f.skipped:
                 out.skipped[str(p)] = len(f.skipped)
             examples += f.examples
@@ -374,8 +388,9 @@ def read_tasks(specs, split: str, source: TaskSource, *, labelled: bool = True, 
 
 def augmented_spec(spec: TaskSpec) -> TaskSpec:
     """How `bertmtl augment` writes a task's copies, and so how they are read: tab-separated, with
-    an id column (the originals' ids, + -augN), whatever the task's own files are."""
-    return replace(spec, file_format="tsv", id_column=spec.id_column or "id")
+    an id column (the originals' ids, + -augN), whatever the task's own files (or dataset) are."""
+    return replace(spec, file_format="tsv", id_column=spec.id_column or "id", dataset_config="", train_split="",
+                   dev_split="")
 
 
 def dev_subset(examples: list, n: int, task: str) -> list:

@@ -42,8 +42,9 @@ METRIC_RANGE = {"accuracy": (0.0, 1.0), "macro_f1": (0.0, 1.0), "f1": (0.0, 1.0)
                 "spearman": (-1.0, 1.0), "perplexity": (1.0, math.inf), "loss": (0.0, math.inf)}
 METRIC_SHORT = {"accuracy": "acc", "macro_f1": "F1", "f1": "F1", "pearson": "r", "spearman": "rho",
                 "perplexity": "ppl", "loss": "loss"}
-# How a task's files are read: by extension / first line (auto), or as declared.
-FILE_FORMATS = ("auto", "csv", "tsv", "jsonl")
+# How a task's files are read: by extension / first line (auto), or as declared; hf: a Hugging Face
+# dataset (tasks/hf_datasets.py).
+FILE_FORMATS = ("auto", "csv", "tsv", "jsonl", "hf")
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*\Z")  # a task name: lower-case letters, digits, _
 
 
@@ -75,6 +76,11 @@ class TaskSpec:
     train_file: str = ""
     dev_file: str = ""
     file_format: str = "auto"  # one of FILE_FORMATS
+    # A dataset task (file_format "hf") names the dataset in train_file (and dev_file, when it has dev
+    # data), its config and the splits that hold train and dev data.
+    dataset_config: str = ""
+    train_split: str = ""
+    dev_split: str = ""
     loss_weight: float = 1.0  # its loss is multiplied by this (--loss-weights overrides)
 
     def __post_init__(self):
@@ -101,6 +107,8 @@ class TaskSpec:
             return "one metric column per metric"
         if self.file_format not in FILE_FORMATS:
             return f"file_format must be one of {', '.join(FILE_FORMATS)}"
+        if (self.file_format == "hf") != bool(self.train_split):
+            return "a dataset task (file_format hf) names its train split, and only it does"
         for key in ("loss_weight", "smart_weight"):  # as --loss-weights / --smart-weights
             if problem := number_problem(getattr(self, key), min=0):
                 return f"{key} {problem}"
@@ -155,8 +163,20 @@ class TaskSpec:
         what = (f"labels {', '.join(self.labels)}" if self.labels else
                 f"values {self.value_range[0]:g} to {self.value_range[1]:g}" if self.value_range else "")
         ident = f"id from {self.id_column}" if self.id_column else "no id column"
-        return (f"{self.name} ({self.kind}, {Path(self.train_file).name}): text from {texts}, "
+        return (f"{self.name} ({self.kind}, {self.source()}): text from {texts}, "
                 f"label from {self.label_column}" + (f" ({what})" if what else "") + f", {ident}")
+
+    def source(self) -> str:
+        """Where its examples come from, in words: its train file's name, or the dataset and splits."""
+        if self.file_format != "hf":
+            return Path(self.train_file).name
+        config = f" ({self.dataset_config})" if self.dataset_config else ""
+        dev = f", dev split {self.dev_split}" if self.dev_split else ", no dev split"
+        return f"dataset {self.train_file}{config}, train split {self.train_split}{dev}"
+
+    def split_of(self, split: str) -> str:
+        """A dataset task's split that holds the examples of `split` (train, dev): "" when none."""
+        return {"train": self.train_split, "dev": self.dev_split}.get(split, "")
 
     def metric_key(self, metric: str) -> str:
         """Key of a metric in metrics dicts and metrics.jsonl, e.g. sst_acc."""

@@ -2,9 +2,11 @@
 
 `train(cfg, callbacks=[...])` calls each callback's hooks on the main process, in the order given,
 after bertmtl's own: every record the metrics log gets (`on_record`), each dev evaluation during
-training (`on_evaluation`, which may end the run), each checkpoint written (`on_checkpoint`) and the
-end (`on_end`). `--patience` and a sweep's pruner are callbacks too (`Patience`, `Pruner`), so a
-stopping rule of your own ends a run the way they do. No torch.
+training (`on_evaluation`, which may end the run), each checkpoint written (`on_checkpoint`), the
+end (`on_end`) and, whatever happened, `close`. bertmtl's own are callbacks of the same protocol:
+the record sinks (the metrics log, the console, the --report-to destinations: bertmtl/sinks), then
+`--patience` and a sweep's pruner (`Patience`, `Pruner`), so a logger or a stopping rule of your
+own works the way they do. No torch.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ class Callback:
     def on_end(self, result) -> None:
         """The run has ended: its TrainResult (status, best checkpoint, metrics)."""
 
+    def close(self) -> None:
+        """The run is over, however it ended (after on_end; also after an error or a second signal):
+        release what the callback holds, files and connections. An error here is a warning."""
+
 
 class Patience(Callback):
     """--patience N: end the run after N evaluations in a row without a better overall dev score."""
@@ -71,6 +77,18 @@ class Callbacks:
     def __init__(self, callbacks=()):
         self.callbacks = list(callbacks)
         self.stop_asked = False  # an on_record said stop
+        self.recording = False  # whether the run's records go anywhere (the main process, its log open)
+
+    def open_log(self, sinks) -> None:
+        """The record sinks, first: the metrics log gets each record before anything else hears it."""
+        self.callbacks[:0] = list(sinks)
+        self.recording = True
+
+    def emit(self, record: dict) -> None:
+        """A record to every callback once, in order (a start or resume record: on_start first)."""
+        if record.get("type") in ("start", "resume"):
+            self.start(record)
+        self.record(record)
 
     def _hooks(self, name: str):
         """Each callback's hook `name`: a Callback subclass, or any object with some of the hooks."""
@@ -108,3 +126,14 @@ class Callbacks:
     def end(self, result) -> None:
         for hook in self._hooks("on_end"):
             hook(result)
+
+    def close(self) -> None:
+        """Each callback's close, every one of them: one that fails is a warning, not a lost lock."""
+        import sys
+
+        for hook in self._hooks("close"):
+            try:
+                hook()
+            except Exception as e:  # noqa: BLE001 - whatever a destination's client raises
+                owner = type(getattr(hook, "__self__", hook)).__name__
+                print(f"warning: {owner}.close(): {type(e).__name__}: {e}", file=sys.stderr)

@@ -113,11 +113,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
             except KeyboardInterrupt:  # a second signal: at once
                 _interrupted(run)
     finally:
-        for sink in (run.sinks or []) if run is not None else []:
-            try:
-                sink.close()
-            except Exception:  # noqa: BLE001 - a destination that fails to close does not keep the lock
-                pass
+        if run is not None:
+            run.callbacks.close()
         if run is not None and run.lock is not None:
             run.lock.release()
         if own_dist:
@@ -185,8 +182,7 @@ def _loop(run: Run, stop) -> tuple[Status, dict | None]:
                 model.train()
                 # --patience, a sweep's pruner and the caller's callbacks decide on the main process (last/
                 # was just saved; best/ holds the best); every rank follows
-                ending = dist.broadcast_object(run.callbacks.evaluation(run.state.step, last_metrics, run.state)
-                                               if main else None)
+                ending = _decision(run, last_metrics)
                 if ending is not None:
                     status = ending
                     break
@@ -211,12 +207,35 @@ def _loop(run: Run, stop) -> tuple[Status, dict | None]:
     return status, last_metrics
 
 
+# What the main process sends the other ranks when a callback raised while deciding after an evaluation.
+CALLBACK_FAILED = "callback-failed"
+
+
+def _decision(run: Run, metrics: dict) -> Status | None:
+    """The callbacks' decision after an evaluation, made on the main process and sent to every rank. A
+    callback that raises is sent as a failure, then raised on the main process; the other ranks stop
+    with it rather than wait for a decision that never comes."""
+    failure = decision = None
+    if run.dist.is_main:
+        try:
+            decision = run.callbacks.evaluation(run.state.step, metrics, run.state)
+        except Exception as e:  # noqa: BLE001 - whatever the caller's code raises, raised again below
+            failure, decision = e, CALLBACK_FAILED
+    decision = run.dist.broadcast_object(decision)
+    if failure is not None:
+        raise failure
+    if decision == CALLBACK_FAILED:
+        raise RuntimeError(f"a training callback failed on the main process at step {run.state.step}; rank "
+                           f"{run.dist.rank} stops with it")
+    return None if decision is None else Status.of(decision)
+
+
 def _interrupted(run: Run) -> None:
     """A second signal stopped the run mid-step: say so in its log (it is resumable from the last/ it
     had), and give up without saving."""
     if run.state.ended is not None:  # while finishing, its end record written: that is how it ended
         raise Stopped(f"stopped at once while finishing; the run had ended {run.state.ended}")
-    if run.dist.is_main and run.sinks:
+    if run.dist.is_main and run.callbacks.recording:
         run.emit({"type": "end", **run.state.end_fields(Status.INTERRUPTED), "time": time.time()})
     last = run.dir / LAST
     if is_checkpoint(last):

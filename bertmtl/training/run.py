@@ -37,7 +37,6 @@ class Run:
     stepper: MultitaskStep
     rr: RoundRobin
     averager: WeightAverage | None
-    sinks: list | None  # where records go (the metrics log first), on the main process only
     steps_per_epoch: int
     total_steps: int  # the schedule's length
     stop_at: int  # where this run stops (--stop-at-step)
@@ -47,7 +46,9 @@ class Run:
     eval_steps: set = field(default_factory=set)  # evaluations besides every eval_every steps (--head-steps)
     state: TrainingState = field(default_factory=TrainingState)  # step, best score, patience, ...
     lock: WriterLock | None = None  # held while the main process trains (`bertmtl runs`: running)
-    callbacks: Callbacks = field(default_factory=Callbacks)  # --patience, a sweep's pruner, the caller's
+    # Where records go, in order: the sinks (the metrics log first, on the main process only),
+    # --patience, a sweep's pruner, the caller's.
+    callbacks: Callbacks = field(default_factory=Callbacks)
     warnings: list = field(default_factory=list)
 
     @property
@@ -55,12 +56,9 @@ class Run:
         return self.stepper.tasks
 
     def emit(self, record: dict) -> None:
-        """Send a record to every sink once: metrics.jsonl, the console, the --report-to destinations."""
-        for sink in self.sinks:
-            sink.write(record)
-        if record.get("type") in ("start", "resume"):
-            self.callbacks.start(record)
-        self.callbacks.record(record)
+        """Send a record to every sink and callback once: metrics.jsonl, the console, the --report-to
+        destinations, then the other callbacks."""
+        self.callbacks.emit(record)
 
     def lr_at(self, step: int) -> float:
         """The learning rate of 0-based `step`: the head-only steps' (--head-lr, decaying to 0), then

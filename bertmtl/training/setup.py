@@ -60,9 +60,10 @@ def task_specs(cfg: TrainConfig, resume_ckpt: Path | None) -> tuple[list[TaskSpe
     the declared tasks. A resumed run takes its specs from its checkpoint, so it does not depend on
     the files' current labels.
     """
-    from ..tasks.declared import declared_specs
+    from ..tasks.declared import column_flags, declared_specs
 
-    declared = declared_specs(cfg.task, cfg.tasks_file, taken=cfg.tasks) if cfg.task or cfg.tasks_file else []
+    declared = declared_specs(cfg.task, cfg.tasks_file, taken=cfg.tasks, columns=column_flags(cfg)) \
+        if cfg.task or cfg.tasks_file else []
     if cfg.mlm_text:  # the sources named, before any download
         from ..data.mlm_text import check_amounts, source_specs
 
@@ -294,6 +295,7 @@ def prepare(cfg: TrainConfig, resume: str | Path | None, dist: Dist, reporter=No
     run_dir, resume_ckpt, lock, created = _run_dir(cfg, resume, dist)
     if dist.is_main:
         reporter.attach(run_dir)
+    run = None
     try:
         run = _build(cfg, run_dir, resume_ckpt, dist, device, reporter)
         run.lock = lock
@@ -302,6 +304,8 @@ def prepare(cfg: TrainConfig, resume: str | Path | None, dist: Dist, reporter=No
             _open_log(run)
         return run
     except BaseException:
+        if run is not None:  # sinks opened before the start record failed
+            run.callbacks.close()
         if created:  # while still holding the lock: nobody else can have started in it
             _discard_if_unused(run_dir)
         if lock is not None:
@@ -367,7 +371,7 @@ def _build(cfg: TrainConfig, run_dir: Path, resume_ckpt: Path | None, dist: Dist
         compile_encoder(model, reporter.message)
     run = Run(cfg=cfg, dir=run_dir, dist=dist, device=device, reporter=reporter, tokenizer=tokenizer,
               train_sets=train_sets, dev_sets=dev_sets, skipped=skipped, model=model, stepper=stepper, rr=rr,
-              averager=WeightAverage(model, cfg.ema) if cfg.ema else None, sinks=None,
+              averager=WeightAverage(model, cfg.ema) if cfg.ema else None,
               steps_per_epoch=steps_per_epoch, total_steps=total_steps,
               stop_at=min(total_steps, cfg.stop_at_step) if cfg.stop_at_step else total_steps,
               eval_every=cfg.eval_every or steps_per_epoch, precision=precision_name(stepper.autocast_dtype),
@@ -396,8 +400,8 @@ def _build(cfg: TrainConfig, run_dir: Path, resume_ckpt: Path | None, dist: Dist
 
 def _open_log(run: Run) -> None:
     cfg = run.cfg
-    run.sinks = [MetricsLog(run.dir / METRICS_LOG), ConsoleSink(run.reporter),
-                 *report_sinks(cfg.report_to, run.dir, run.state.step if run.resumed else None)]
+    run.callbacks.open_log([MetricsLog(run.dir / METRICS_LOG), ConsoleSink(run.reporter),
+                            *report_sinks(cfg.report_to, run.dir, run.state.step if run.resumed else None)])
     write_json(run.dir / TRAIN_ARGS, cfg.to_dict())
     run.emit({"type": "resume" if run.resumed else "start", "step": run.state.step, "time": time.time(),
                    "config": cfg.to_dict(), "total_steps": run.total_steps, "steps_per_epoch": run.steps_per_epoch,
