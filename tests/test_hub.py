@@ -6,7 +6,6 @@ is imported."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import zipfile
@@ -37,9 +36,7 @@ def hub(tiny_bert_dir):
 
 
 def _env(hub, home: Path, **extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE"))}
-    return {**env, "PYTHONPATH": os.getcwd(), "HF_ENDPOINT": hub.url, "HF_HOME": str(home),
-            "HF_HUB_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "1", **extra}
+    return hub.env(home, **extra)
 
 
 def _resolve(name: str, env: dict):

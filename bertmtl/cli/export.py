@@ -1,4 +1,5 @@
-"""`bertmtl export`: a trained model for transformers, sentence-transformers or ONNX Runtime."""
+"""`bertmtl export`: a trained model for transformers, sentence-transformers or ONNX Runtime, and
+with --push-to-hub on the Hugging Face Hub."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ def export(ctx: click.Context, **opts) -> None:
       bertmtl export checkpoints/RUN --format hf --out my-encoder
       bertmtl export checkpoints/RUN --format sentence-transformers --out my-st-model
       bertmtl export checkpoints/RUN --format onnx --out my-onnx
+      bertmtl export checkpoints/RUN --format sentence-transformers --push-to-hub my-org/my-st-model
     """
     from ..inference.export import command_line
     from ..inference.export import export as run_export
@@ -27,6 +29,15 @@ def export(ctx: click.Context, **opts) -> None:
     choice = choose_checkpoint(cfg.source)
     if choice.note:
         click.echo(f"note: {choice.note}", err=True)
-    path = run_export(choice.path, cfg.format, cfg.out,
-                      command=command_line(cfg.source, cfg.format, cfg.out, cfg.overwrite), overwrite=cfg.overwrite)
+    command = command_line(cfg.source, cfg.format, cfg.out, cfg.overwrite, cfg.push_to_hub, cfg.private, cfg.revision)
+    if cfg.push_to_hub:
+        from ..inference.hub_push import push_export
+
+        pushed = push_export(choice.path, cfg.format, cfg.push_to_hub, out=cfg.out, private=cfg.private,
+                             revision=cfg.revision, command=command, overwrite=cfg.overwrite)
+        if pushed.local is not None:
+            click.echo(f"{cfg.format} export written to {pushed.local} (see {pushed.local}/README.md)")
+        click.echo(pushed)
+        return
+    path = run_export(choice.path, cfg.format, cfg.out, command=command, overwrite=cfg.overwrite)
     click.echo(f"{cfg.format} export written to {path} (see {path}/README.md)")

@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ..errors import UserError
-from .options import PRECISIONS, PREDICT_PRECISIONS, Options, option, same_as
+from ..errors import ConfigError, UserError
+from ..inference.hub_push import parse_branch, parse_repo_id
+from .options import PRECISIONS, PREDICT_PRECISIONS, Options, default_of, option, same_as
 from .train_config import COMBINERS, FIELDS as TRAIN, LOSS_WEIGHTINGS
 
 # `bertmtl ablate --table`: the paper's Table 1 rows, or one row per gradient combiner or loss
@@ -203,8 +204,23 @@ class ExportConfig(Options):
                                       "embeddings; onnx: encoder and task heads in one graph for ONNX Runtime "
                                       "(needs `pip install -e \".[onnx]\"`).", type=str, choices=EXPORT_FORMATS,
                                 required=True)
-    out: str | None = option(None, "Directory to write (new or empty).", type=str, path="dir", required=True)
+    out: str | None = option(None, "Directory to write (new or empty) [required unless --push-to-hub, which "
+                                   "otherwise exports into a temporary directory and removes it].", type=str, path="dir")
     overwrite: bool = option(False, "Replace --out if it already holds files.", flag="on")
+    push_to_hub: str | None = option(None, "Upload the export to this Hugging Face Hub model repository (created if "
+                                           "missing) as one commit; the token comes from HF_TOKEN or `hf auth login`.",
+                                     type=str, parse=parse_repo_id, metavar="ORG/NAME")
+    private: bool = option(False, "With --push-to-hub: create the repository private.", flag="on")
+    revision: str | None = option(None, "With --push-to-hub: the branch to commit to, created from main if missing "
+                                        "[default: main].", type=str, parse=parse_branch, metavar="BRANCH")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.out is None and self.push_to_hub is None:
+            raise ConfigError("out", "must be given (the directory to write), unless --push-to-hub uploads the export")
+        for name in ("private", "revision"):
+            if self.push_to_hub is None and getattr(self, name) != default_of(self.fields()[name]):
+                raise ConfigError(name, "applies to --push-to-hub only")
 
 
 @dataclass

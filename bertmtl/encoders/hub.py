@@ -60,13 +60,13 @@ def fetch(repo: str, revision: str | None = None) -> tuple[Path, str]:
         raise UserError(f"--encoder {name}: the model has no revision {revision!r} (a branch, tag or commit)") from None
     except Exception as e:  # offline, or the Hub out of reach: what the cache already holds
         if not (isinstance(e, (hf.OfflineModeIsEnabled, hf.LocalEntryNotFoundError, hf.HfHubHTTPError))
-                or _network_error(e)):
+                or network_error(e)):
             raise
         path = _cached(repo, revision, name, e)
     return Path(path), Path(path).name
 
 
-def _network_error(e: Exception) -> bool:
+def network_error(e: BaseException) -> bool:
     """A failure to reach the Hub, from whichever HTTP stack huggingface_hub uses (httpx, its
     fork httpx2, requests): a name that does not resolve, a refused or dropped connection."""
     return isinstance(e, OSError) or type(e).__module__.split(".")[0] in (

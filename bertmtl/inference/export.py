@@ -10,6 +10,7 @@
   the argmax / threshold) out.
 
 Each export is written atomically (fsutil.staged_dir) with a README.md model card.
+`--push-to-hub` uploads one to the Hugging Face Hub (inference/hub_push.py).
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ ONNX_OPSET = 18
 
 
 def export(source: str | Path | None, fmt: str, out: str | Path, command: str | None = None,
-           overwrite: bool = False) -> Path:
-    """Export checkpoint (or run directory: its best/) `source` as `fmt` into directory `out`."""
+           overwrite: bool = False, load_name: str = "DIR") -> Path:
+    """Export checkpoint (or run directory: its best/) `source` as `fmt` into directory `out`.
+    `load_name`: what the model card's example loads (the Hub repository an export is pushed to)."""
     from ..runs.ownership import owned_output
     from ..runs.catalog import resolve_checkpoint
 
@@ -44,16 +46,19 @@ def export(source: str | Path | None, fmt: str, out: str | Path, command: str | 
         require_onnx()
     path = resolve_checkpoint(source)
     with owned_output(out, overwrite, {"the checkpoint": path}) as out:
-        return _export(path, fmt, out, command or command_line(source, fmt, out, overwrite))
+        return _export(path, fmt, out, command or command_line(source, fmt, out, overwrite), load_name)
 
 
-def command_line(source, fmt: str, out: Path, overwrite: bool) -> str:
+def command_line(source, fmt: str, out: Path | None, overwrite: bool = False, push_to_hub: str | None = None,
+                 private: bool = False, revision: str | None = None) -> str:
     """The command line that does this export (for the model card)."""
     return shlex.join(["bertmtl", "export", *([str(source)] if source is not None else []), "--format", fmt,
-                       "--out", str(out), *(["--overwrite"] if overwrite else [])])
+                       *(["--out", str(out)] if out is not None else []), *(["--overwrite"] if overwrite else []),
+                       *(["--push-to-hub", push_to_hub] if push_to_hub else []), *(["--private"] if private else []),
+                       *(["--revision", revision] if revision else [])])
 
 
-def _export(path: Path, fmt: str, out: Path, command: str) -> Path:
+def _export(path: Path, fmt: str, out: Path, command: str, load_name: str = "DIR") -> Path:
     from ..runs.checkpoint import load_checkpoint
 
     ck = load_checkpoint(path)
@@ -65,7 +70,7 @@ def _export(path: Path, fmt: str, out: Path, command: str) -> Path:
             write_hf(ck.model, ck.tokenizer, d)
             if fmt == "sentence-transformers":
                 write_sentence_transformers(ck, d)
-        (d / "README.md").write_text(model_card(ck, fmt, command), encoding="utf-8")
+        (d / "README.md").write_text(model_card(ck, fmt, command, load_name), encoding="utf-8")
     return out
 
 
@@ -365,16 +370,16 @@ def card_metadata(ck, fmt: str) -> dict:
     return data
 
 
-def model_card(ck, fmt: str, command: str) -> str:
+def model_card(ck, fmt: str, command: str, load_name: str = "DIR") -> str:
     """README.md of an export: YAML metadata (card_metadata), then what it is, how to load it,
     base encoder, data, options, dev metrics, command; written through huggingface_hub's ModelCard."""
     from huggingface_hub import ModelCard
 
-    return str(ModelCard(f"---\n{card_metadata(ck, fmt).to_yaml()}\n---\n\n{card_text(ck, fmt, command)}"))
+    return str(ModelCard(f"---\n{card_metadata(ck, fmt).to_yaml()}\n---\n\n{card_text(ck, fmt, command, load_name)}"))
 
 
-def card_text(ck, fmt: str, command: str) -> str:
-    """The card's text below its metadata."""
+def card_text(ck, fmt: str, command: str, load_name: str = "DIR") -> str:
+    """The card's text below its metadata; its example loads `load_name` (the ONNX one reads files, DIR)."""
     from ..tasks import metric_rows
 
     args, info, cfg = _public(ck.train_args), ck.info, ck.model.encoder.config
@@ -385,7 +390,7 @@ def card_text(ck, fmt: str, command: str) -> str:
              f"Exported by bertmtl {__version__} from `{where.parent.name}/{where.name}` (step {info.get('step', '?')}, "
              f"epoch {_number(info.get('epoch', 0), '.2f')}).", "", "## Use", ""]
     graph = OnnxGraph(ck.model)
-    lines.append(USAGE[fmt].format(out="DIR", pooling=ck.model.cfg.pooling,
+    lines.append(USAGE[fmt].format(out="DIR" if fmt == "onnx" else load_name, pooling=ck.model.cfg.pooling,
                                    inputs="\n".join(f"- `{n}`" for n in graph.input_names),
                                    outputs="\n".join(_output_rows(graph))))
     lines += ["", "## Base encoder", "",
