@@ -177,10 +177,11 @@ def test_a_wrong_token_is_a_clear_error(hub, trained_run, tmp_path):
 def test_a_connection_dropped_mid_commit_commits_nothing_and_says_so(hub, trained_run, tmp_path):
     """The weights are uploaded, then the commit request stops halfway: an error naming the repository,
     the branch where it was, and no "pushed to" line; the same command again completes, and the
-    branch then holds the export and nothing else (.gitattributes aside)."""
+    branch then holds the export, and of what it held before only what no export writes."""
     from bertmtl.inference.export import export
 
-    before = {".gitattributes": GITATTRIBUTES, "README.md": b"# an earlier push", "modules.json": b"[]"}
+    before = {".gitattributes": GITATTRIBUTES, "README.md": b"# an earlier push", "modules.json": b"[]",
+              "LICENSE": b"MIT", "1_Pooling/config.json": b"{}"}
     first = hub.add("org/dropped", before)
     hub.drop_writes["commit"] = 1
     args = (trained_run, "--format", "hf", "--push-to-hub", "org/dropped")
@@ -199,10 +200,10 @@ def test_a_connection_dropped_mid_commit_commits_nothing_and_says_so(hub, traine
     r = _push(hub, tmp_path, *args)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip().splitlines() == [_pushed_line(hub, "org/dropped").replace(
-        "):", ", removed 1 file the export does not have):")]
+        "):", ", removed 2 files the export does not have):")]
     local = export(trained_run, "hf", tmp_path / "local")
     assert hub.head("org/dropped") != first
-    assert sorted(hub.files("org/dropped")) == sorted([".gitattributes", *(p.name for p in local.iterdir())])
+    assert sorted(hub.files("org/dropped")) == sorted([".gitattributes", "LICENSE", *(p.name for p in local.iterdir())])
     assert [m for m, p in hub.log if m == "PUT"] == []  # the weights were there already: not sent again
 
 

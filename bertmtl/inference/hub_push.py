@@ -4,9 +4,10 @@ The token is looked up first (HF_TOKEN, else the one `hf auth login` stored), be
 work. Then the repository is created if missing (private with --private), the branch if missing
 (from main), and the export directory goes up as ONE commit (`HfApi.create_commit`): the large
 files are uploaded first (Xet or LFS), then a single commit request names every file, and the Hub
-applies a commit whole or not at all. The commit also removes the files of an earlier push that this
-export does not have (a sentence-transformers export's modules.json under a later hf export would
-change what loads), .gitattributes aside; the history keeps them. `upload_folder` is not used: with hf_xet installed it may
+applies a commit whole or not at all. The commit also removes the files an earlier export left that
+this one does not have (a sentence-transformers export's modules.json under a later hf export would
+change what loads); files no export writes (a LICENSE, images, .gitattributes) stay, and the
+history keeps what was removed. `upload_folder` is not used: with hf_xet installed it may
 split a folder into several commits, and a failure between them would leave part of an export on
 the branch. So a failure at any step leaves the branch as it was, and the error says so.
 
@@ -34,6 +35,10 @@ _REPO_ID = re.compile(rf"^{_PART}/{_PART}$")
 # request's ref, a tag) is not a branch to create.
 _BRANCH = re.compile(r"^(?!refs/)[A-Za-z0-9][\w.-]*(?:/[\w.-]+)*$")
 TOKEN_HINT = "set HF_TOKEN=hf_... (a token with write access) or run `hf auth login`"
+# What an export of some format may write (inference/export.py): configs, weights, the ONNX graph,
+# tokenizer files, sentence-transformers' module folders (1_Pooling/, 2_Dense/). An earlier export's
+# such files that this one lacks are removed by its commit; whatever else a repository holds stays.
+_EXPORT_OUTPUT = re.compile(r"^(?:[^/]+\.(?:json|safetensors|onnx|model)|vocab\.txt|merges\.txt|\d+_[^/]+/.+)$")
 
 
 def parse_repo_id(value: str) -> str:
@@ -131,7 +136,8 @@ def push_folder(folder: str | Path, repo: str, *, private: bool = False, revisio
             raise UserError(f"{repo} already exists and is public; --private does not change an existing "
                             f"repository's visibility (its settings page on the Hub does); nothing was uploaded")
         files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
-        stale = sorted({s.rfilename for s in info.siblings or ()} - set(files) - {".gitattributes"})
+        stale = sorted(name for name in {s.rfilename for s in info.siblings or ()} - set(files)
+                       if _EXPORT_OUTPUT.match(name))
         operations: list[CommitOperationAdd | CommitOperationDelete] = [
             CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(p)) for name, p in files.items()]
         operations += [CommitOperationDelete(path_in_repo=name) for name in stale]
