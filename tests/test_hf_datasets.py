@@ -50,13 +50,13 @@ def _features():
 @pytest.fixture(scope="module")
 def saved_pairs(tmp_path_factory):
     """A DatasetDict (train 40, validation 12) with a ClassLabel column, written by save_to_disk;
-    two train rows are unusable (a missing label, -1; an empty text)."""
+    two train rows are unusable (a missing label, -1; an empty text), and one validation row (-1)."""
     d = tmp_path_factory.mktemp("hf") / "pairs"
-    train = _pairs(40)
-    train["verdict"][5] = -1
+    train, dev = _pairs(40), _pairs(12, 100)
+    train["verdict"][5] = dev["verdict"][3] = -1
     train["left"][7] = "  "
     datasets.DatasetDict({"train": datasets.Dataset.from_dict(train, features=_features()),
-                          "validation": datasets.Dataset.from_dict(_pairs(12, 100), features=_features())}
+                          "validation": datasets.Dataset.from_dict(dev, features=_features())}
                          ).save_to_disk(str(d))
     return d
 
@@ -92,15 +92,15 @@ def test_a_saved_dataset_is_read_like_a_file(saved_pairs):
     seen = []
     train = read_task_file(spec.train_file, spec, warn=seen.append)
     # Rows are numbered as the dataset indexes them; unusable ones are skipped, named.
-    assert [str(s) for s in seen] == ["pairs[train]:5: skipped row (verdict is empty)",
+    assert [str(s) for s in seen] == ["pairs[train]:5: skipped row (verdict is -1 (a missing label))",
                                       "pairs[train]:7: skipped row (left is empty)"]
     raw = _pairs(40)
     assert len(train.examples) == 38 and train.examples[0].id == "0" and train.examples[-1].line == 39
     assert [(e.text_a, e.text_b, e.label) for e in train.examples[:3]] == [
         (raw["left"][i], raw["right"][i], raw["verdict"][i]) for i in range(3)]
     dev = read_task_file(spec.dev_file, spec, split="dev")
-    assert [e.label for e in dev.examples] == _pairs(12, 100)["verdict"]
-    with pytest.raises(UserError, match=r"dataset .*pairs\[train\]:5: unusable row \(verdict is empty\)"):
+    assert [e.label for e in dev.examples] == [v for i, v in enumerate(_pairs(12, 100)["verdict"]) if i != 3]
+    with pytest.raises(UserError, match=r"dataset .*pairs\[train\]:5: unusable row \(verdict is -1"):
         read_task_file(spec.train_file, spec, strict=True)
     # Checkpoints carry the spec (tasks.json): the dataset, its config and splits come back.
     assert TaskSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
@@ -120,7 +120,7 @@ def test_a_dataset_of_files_through_load_dataset_and_a_tasks_file(tmp_path, save
     spec, = declared_specs([], str(tmp_path / "tasks.yaml"))
     assert (spec.train_file, spec.train_split, spec.dev_split, spec.dev_file) == (str(files), "validation", "", "")
     assert spec.labels == ("differ", "agree")
-    assert len(read_task_file(spec.train_file, spec).examples) == 12
+    assert len(read_task_file(spec.train_file, spec).examples) == 11  # one -1 label
 
 
 def test_a_regression_dataset_without_a_dev_split(tmp_path):
@@ -132,6 +132,40 @@ def test_a_regression_dataset_without_a_dev_split(tmp_path):
                                                                          (0.5, 4.5))
     assert (spec.dev_split, spec.dev_file) == ("", "")
     assert [e.label for e in read_task_file(spec.train_file, spec).examples] == [0.5, 1, 2.5, 3, 4, 4.5]
+
+
+def test_rows_that_hold_lists_are_skipped_saying_so(tmp_path):
+    d = tmp_path / "tokens"
+    datasets.Dataset.from_dict({"text": [["a", "token", "list"], ["more"], ["x"]] * 2, "label": [0, 1, 1] * 2}
+                               ).save_to_disk(str(d))
+    with pytest.raises(UserError, match="holds 0 distinct label"):  # every row unusable: no labels to read
+        declared_specs([f"t:classification:hf:{d}"], None)
+    spec = TaskSpec.define("t", "t", "t", ("text",), "label", kind="classification", labels=("0", "1"),
+                           train_file=str(d), file_format="hf", train_split="train", id_column="")
+    seen = []
+    with pytest.raises(UserError, match="no usable rows"):
+        read_task_file(spec.train_file, spec, warn=seen.append)
+    assert str(seen[0]) == "tokens[train]:0: skipped row (text holds a list, not a text or a label)"
+
+
+def test_what_a_dataset_directory_cannot_give_is_said(tmp_path):
+    empty = tmp_path / "empty"
+    none = datasets.Dataset.from_dict({"text": ["a"], "label": ["x"]}).filter(lambda r: False)  # one shard, no rows
+    datasets.DatasetDict({"train": none,
+                          "validation": datasets.Dataset.from_dict({"text": ["a", "b"], "label": ["x", "y"]})}
+                         ).save_to_disk(str(empty))
+    with pytest.raises(UserError, match="the train split of dataset .*empty has no rows"):
+        declared_specs([f"t:classification:hf:{empty}"], None)
+    broken = tmp_path / "broken"  # data files whose train file has a header and no rows: a column of nulls
+    broken.mkdir()
+    (broken / "train.csv").write_text("text,label\n")
+    (broken / "validation.csv").write_text("text,label\na,x\n")
+    with pytest.raises(UserError) as e:
+        declared_specs([f"t:classification:hf:{broken}"], None)
+    assert str(e.value.message).startswith(f"dataset {broken}: cannot load it (") and ": " in str(e.value.message)
+    (tmp_path / "one.csv").write_text("text,label\na,x\n")
+    with pytest.raises(UserError, match="a file, not a dataset .* a file named hf is written ./hf"):
+        declared_specs([f"t:classification:hf:{tmp_path / 'one.csv'}"], None)
 
 
 def test_what_cannot_be_read_is_said(saved_pairs, tmp_path, monkeypatch):
@@ -164,23 +198,32 @@ def test_what_cannot_be_read_is_said(saved_pairs, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_train_evaluate_predict_from_a_saved_dataset_with_named_columns(tiny_bert_dir, saved_pairs, tmp_path):
-    run = tmp_path / "run"
+def test_train_resume_evaluate_predict_from_a_saved_dataset_with_named_columns(tiny_bert_dir, saved_pairs, tmp_path):
+    """Named by a relative path from where the run starts; resumed from another directory."""
+    import os
+
+    run, here, elsewhere = tmp_path / "run", tmp_path / "here", tmp_path / "elsewhere"
+    here.mkdir(), elsewhere.mkdir()
     r = command("train", "--pretrained", tiny_bert_dir, "--out", run, "--task",
-                f"same:pair-classification:hf:{saved_pairs}", "--text-column", "left", "--text-pair-column", "right",
-                "--label-column", "verdict", "--batch-size", "8", "--max-steps", "3", "--eval-every", "3",
-                "--precision", "fp32", code=0, text=True, HF_HOME=tmp_path / "hf", **OFFLINE)
+                f"same:pair-classification:hf:{os.path.relpath(saved_pairs, here)}", "--text-column", "left",
+                "--text-pair-column", "right", "--label-column", "verdict", "--batch-size", "8", "--max-steps", "3",
+                "--stop-at-step", "2", "--eval-every", "3", "--precision", "fp32", code=0, text=True, cwd=here,
+                HF_HOME=tmp_path / "hf", **OFFLINE)
     said = (run / "messages.log").read_text()
     reading = (f"task same (pair-classification, dataset {saved_pairs}, train split train, dev split validation): "
                f"text from left and right, label from verdict (labels differ, agree), no id column")
     assert reading in r.stderr + r.stdout and reading in said
-    assert "pairs[train]:5: skipped row (verdict is empty)" in said
+    assert "pairs[train]:5: skipped row (verdict is -1 (a missing label))" in said
     start = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert start["config"]["text_column"] == "left" and start["tasks"][0]["train_split"] == "train"
+    # Counted by split: the dataset's train and dev splits share its path.
+    assert start["skipped"] == {f"dataset {saved_pairs}[train]": 2, f"dataset {saved_pairs}[validation]": 1}
+    command("train", "--resume", run, code=0, cwd=elsewhere, HF_HOME=tmp_path / "hf", **OFFLINE)
+    assert json.loads((run / "last" / "bertmtl.json").read_text())["step"] == 3
     evaluated = json.loads(command("evaluate", "--checkpoint", run / "last", "--json", code=0,
                                    HF_HOME=tmp_path / "hf", **OFFLINE).stdout)
     saved = json.loads((run / "last" / "metrics.json").read_text())
-    assert evaluated["same_n"] == 12 and evaluated["same_acc"] == pytest.approx(saved["same_acc"])
+    assert evaluated["same_n"] == 11 and evaluated["same_acc"] == pytest.approx(saved["same_acc"])
     answer = json.loads(command("predict", "--checkpoint", run / "last", "--json", POSITIVE[0], POSITIVE[1],
                                 code=0).stdout)
     same = answer["same"]  # answered with the dataset's class names

@@ -32,7 +32,7 @@ def test_a_config_checks_each_values_type_as_a_config_file_is_read():
 
     for kw, message in ((dict(lr="abc"), "lr must be a number, not 'abc'"),
                         (dict(batch_size=3.5), "batch_size must be a whole number, not 3.5"),
-                        (dict(batch_size="8"), "batch_size must be a whole number, not '8'"),
+                        (dict(batch_size="8 steps"), "batch_size must be a whole number, not '8 steps'"),
                         (dict(smart="yes"), "smart must be true or false, not 'yes'"),
                         (dict(epochs=True), "epochs must be a number, not True"),
                         (dict(data_dir=3), "data_dir must be text, not 3")):
@@ -40,8 +40,10 @@ def test_a_config_checks_each_values_type_as_a_config_file_is_read():
             TrainConfig(**kw)
         assert str(e.value) == message
     # What a config file may write is taken from Python too, in the field's own type.
-    cfg = TrainConfig(lr="1e-5", data_dir=Path("data"), tasks="para,sst", report_to=("csv",))
+    cfg = TrainConfig(lr="1e-5", data_dir=Path("data"), tasks="para,sst", report_to=("csv",), batch_size="8",
+                      epochs=2, max_steps=10.0)
     assert (cfg.lr, cfg.data_dir, cfg.tasks, cfg.report_to) == (1e-5, "data", ["sst", "para"], ["csv"])
+    assert (cfg.batch_size, cfg.max_steps) == (8, 10) and type(cfg.max_steps) is int
 
 
 def test_an_unknown_keyword_suggests_the_field_meant():

@@ -315,6 +315,10 @@ def coerce(f: dataclasses.Field, value):
         if not isinstance(value, bool):
             raise ValueError(f"must be true or false, not {value!r}")
     elif kind is int:
+        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():  # YAML's "8", quoted
+            return int(value)
+        if isinstance(value, float) and value.is_integer():  # JSON's 8.0
+            return int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"must be a whole number, not {value!r}")
     elif kind is float:

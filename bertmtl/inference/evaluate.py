@@ -262,7 +262,7 @@ def evaluate_checkpoint(cfg, note=None, progress=None) -> tuple[dict, dict[str, 
                                    optional=lambda s: split == "test")
     for name, p in read.absent.items():
         title = ck.model.specs[name].title
-        note(f"no {split} file declared for {title}: not evaluated" if p is None else
+        note(f"no {split} data declared for {title} (a file, or a dataset's split): not evaluated" if p is None else
              f"{p.name} not found: no {title} predictions")
     result: dict = {"checkpoint": str(path), "split": split}
     if split == "dev":

@@ -299,7 +299,7 @@ def build_spec(entry: dict, index: int = 0) -> TaskSpec:
 def _dataset_source(entry: dict) -> tuple[str, str | None, str, dict]:
     """(train, dev, format, spec fields) of a dataset declaration: the dataset (a local directory made
     absolute, so a run started elsewhere finds it; a Hub name as given), and its config and splits."""
-    from .hf_datasets import dev_split, splits
+    from .hf_datasets import dev_split, rows_of, splits
 
     dataset, config = str(entry["dataset"]), str(entry.get("config") or "")
     local = Path(dataset).expanduser()
@@ -310,6 +310,8 @@ def _dataset_source(entry: dict) -> tuple[str, str | None, str, dict]:
     if train_split not in have:
         raise UserError(f"task {entry['name']}: dataset {dataset} has no split {train_split!r} to train on (it has "
                         f"{', '.join(have)}); name one with train_split in a tasks file")
+    if not rows_of(dataset, config, train_split):
+        raise UserError(f"task {entry['name']}: the {train_split} split of dataset {dataset} has no rows")
     if "dev_split" in entry:  # named, or null: no dev set
         dev = str(entry["dev_split"] or "")
         if dev and dev not in have:

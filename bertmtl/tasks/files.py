@@ -73,6 +73,7 @@ class TaskFile:
     path: Path
     examples: list[Example]
     skipped: list[SkippedRow] = field(default_factory=list)
+    where: str = ""  # what was read, in messages: the file, or a dataset's split
 
 
 def _bad_text(s: str) -> str | None:
@@ -289,7 +290,7 @@ def read_task_file(path: str | Path, task: TaskSpec, labelled: bool = True, stri
                 continue
             out.examples.append(Example(ident.strip(), texts[0].strip(),
                                         texts[1].strip() if task.pair else None, label, start))
-        location = src.location
+        location = out.where = src.location
     if not out.examples:
         raise UserError(f"{location}: no usable rows" + (f" ({len(out.skipped)} skipped)" if out.skipped else ""))
     return out
@@ -377,8 +378,8 @@ def read_tasks(specs, split: str, source: TaskSource, *, labelled: bool = True, 
         examples = []
         for p, s in files:
             f = read_task_file(p, s, labelled=labelled, strict=source.strict, warn=warn, split=split)
-            if f.skipped:
-                out.skipped[str(p)] = len(f.skipped)
+            if f.skipped:  # by what was read: a dataset's train and dev splits share its path
+                out.skipped[f.where] = len(f.skipped)
             examples += f.examples
         if split == "dev" and source.dev_limit:
             examples = dev_subset(examples, source.dev_limit, spec.name)

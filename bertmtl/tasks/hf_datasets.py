@@ -62,6 +62,10 @@ def _load(dataset: str, config: str):
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
     path = Path(dataset).expanduser()
     what = describe(dataset, config)
+    if path.is_file():
+        raise UserError(f"dataset {what}: a file, not a dataset (a directory written by save_to_disk, a directory "
+                        f"of data files, or a Hub name); a task's own file is NAME:KIND:FILE, and a file named hf "
+                        f"is written ./hf")
     try:
         if path.is_dir() and is_saved(path):
             if config:
@@ -73,12 +77,23 @@ def _load(dataset: str, config: str):
     except UserError:
         raise
     except Exception as e:  # datasets raises many types (DatasetNotFoundError, ValueError, FileNotFoundError, ...)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        why = _first_line(e)
+        if e.__cause__ is not None:  # "An error occurred while generating the dataset", around what did
+            why += f": {_first_line(e.__cause__)}"
         hint = "" if path.exists() else "; not a local directory either"
-        raise UserError(f"dataset {what}: cannot load it ({first}){hint}") from None
+        raise UserError(f"dataset {what}: cannot load it ({why}){hint}") from None
     if isinstance(loaded, datasets.Dataset):
         return {"train": loaded}
     return dict(loaded)
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def rows_of(dataset: str, config: str, split: str) -> int:
+    """How many rows a split has."""
+    return len(_load(dataset, config)[split])
 
 
 def splits(dataset: str, config: str = "") -> list[str]:
@@ -142,19 +157,30 @@ class DatasetRows:
                             f"{', '.join(self.header) or 'none'})")
 
     def rows(self, columns, labelled: bool = True):
-        """(row index, get(column) -> text or None, None) for each row: a dataset has no malformed rows."""
+        """(row index, get(column) -> text or None, reason or None) for each row. A row is unusable as
+        a whole where a column holds a list or a mapping (token lists, several labels: not a text or a
+        label), or a class label column holds -1, datasets' mark of a missing label."""
         columns = list(dict.fromkeys(columns))
         names = {c: self.class_names(c) for c in columns}
         start = 0
         for batch in self.data.select_columns(columns).iter(batch_size=1024):
             n = len(batch[columns[0]]) if columns else 0
             for i in range(n):
-                yield start + i, (lambda c, i=i, b=batch: self._cell(b[c][i], names.get(c))), None
+                yield start + i, (lambda c, i=i, b=batch: self._cell(b[c][i], names.get(c))), \
+                    self._problem({c: batch[c][i] for c in columns}, names)
             start += n
+
+    @staticmethod
+    def _problem(row: dict, names: dict) -> str | None:
+        for c, v in row.items():
+            if isinstance(v, (list, tuple, dict)):
+                return f"{c} holds a {'mapping' if isinstance(v, dict) else 'list'}, not a text or a label"
+            if names.get(c) is not None and isinstance(v, int) and not 0 <= v < len(names[c]):
+                return f"{c} is {v} (a missing label)" if v == -1 else f"{c} {v} is not a class of the dataset"
+        return None
 
     @staticmethod
     def _cell(value, names):
         if names is not None and isinstance(value, int):
-            # -1 is how datasets mark a missing label (GLUE's test splits): an empty label.
-            return names[value] if 0 <= value < len(names) else None
+            return names[value] if 0 <= value < len(names) else None  # -1 and the like: _problem says why
         return _text(value)

@@ -112,6 +112,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dis
                 return _finish(run, status, last_metrics, started)
             except KeyboardInterrupt:  # a second signal: at once
                 _interrupted(run)
+            except Exception as e:
+                if not isinstance(e, UserError):  # which says itself; this one the run's log keeps too
+                    run.reporter.message(f"stopped at step {run.state.step} by an error: {type(e).__name__}: {e}")
+                raise
     finally:
         if run is not None:
             run.callbacks.close()

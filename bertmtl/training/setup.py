@@ -62,13 +62,17 @@ def task_specs(cfg: TrainConfig, resume_ckpt: Path | None) -> tuple[list[TaskSpe
     """
     from ..tasks.declared import column_flags, declared_specs
 
-    declared = declared_specs(cfg.task, cfg.tasks_file, taken=cfg.tasks, columns=column_flags(cfg)) \
-        if cfg.task or cfg.tasks_file else []
+    if resume_ckpt is not None:  # the declared tasks as the checkpoint has them: their files' absolute paths,
+        specs = read_specs(resume_ckpt)  # so a run resumes from any directory, whatever the flags said
+        declared = [s for s in specs if s.name not in TASKS and s.train_file]
+    else:
+        declared = declared_specs(cfg.task, cfg.tasks_file, taken=cfg.tasks, columns=column_flags(cfg)) \
+            if cfg.task or cfg.tasks_file else []
+        specs = cfg.new_run_specs(declared)
     if cfg.mlm_text:  # the sources named, before any download
         from ..data.mlm_text import check_amounts, source_specs
 
         check_amounts(source_specs(cfg.mlm_text, declared), cfg.mlm_caps, cfg.mlm_upsample)
-    specs = read_specs(resume_ckpt) if resume_ckpt is not None else cfg.new_run_specs(declared)
     trained = [s.name for s in specs if s.name in cfg.tasks or s.name not in TASKS]
     known = {s.name for s in specs} | set(TASKS)
     for option, weights in (("--smart-weights", cfg.smart_weights), ("--loss-weights", cfg.loss_weights)):
