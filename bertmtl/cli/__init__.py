@@ -27,6 +27,7 @@ COMMANDS = {
     "sweep": "sweep",
     "runs": "runs",
     "export": "export",
+    "serve": "serve",
     "examples": "examples",
 }
 

@@ -241,5 +241,35 @@ class PredictConfig(Options):
     threads: int | None = same_as(TRAIN["threads"])
 
 
+@dataclass
+class ServeConfig(Options):
+    """The options of `bertmtl serve`."""
+
+    source: str | None = option(None, "A checkpoint or run directory (its best/, else its last/) [default: the most "
+                                      "recent run that has one].", type=str, argument=True, metavar="[RUN]")
+    follow: str | None = option(None, "Serve this run's best/ and switch to each newer best checkpoint training "
+                                      "writes, between batches (no request dropped); ready once it has one.",
+                                type=str, metavar="RUN", path="existing_dir")
+    host: str = option("127.0.0.1", "Address to listen on; one that is not loopback needs --token.")
+    port: int = option(8000, "Port to listen on (0: any free port, printed at start).", min=0, max=65535)
+    token: str | None = option(None, "Requests must send `Authorization: Bearer TOKEN` (every route but /health) "
+                                     "[default: $BERTMTL_SERVE_TOKEN; needed off loopback].", type=str)
+    max_batch: int = option(64, "Items answered together in one pass: requests arriving together are merged up "
+                                "to this many (1: each request alone).", min=1)
+    max_wait_ms: float = option(5.0, "How long the first request of a batch waits for others to join it, in "
+                                     "milliseconds.", min=0, max=1000)
+    max_body: int = option(1 << 20, "Largest request body in bytes (413 beyond).", min=1)
+    max_items: int = option(256, "Most items (sentences or pairs) in one request (413 beyond).", min=1)
+    max_chars: int = option(20_000, "Longest text in characters (413 beyond).", min=1)
+    max_concurrent: int = option(256, "Most requests in progress at once (429 beyond).", min=1)
+    max_queue: int = option(4096, "Most items waiting for the model (503 beyond).", min=1)
+    poll: float = option(1.0, "With --follow: seconds between looks for a newer best checkpoint.", min=0.05)
+    batch_size: int = same_as(PredictConfig.fields()["batch_size"])
+    device: str = same_as(PredictConfig.fields()["device"])
+    precision: str = same_as(PredictConfig.fields()["precision"])
+    threads: int | None = same_as(TRAIN["threads"])
+    runs_dir: str | None = same_as(TRAIN["runs_dir"])
+
+
 __all__ = ["SweepConfig", "ABLATION_ROWS", "METHODS", "AblateConfig", "AugmentConfig", "EXPORT_FORMATS", "EvaluateConfig",
-           "ExportConfig", "PredictConfig"]
+           "ExportConfig", "PredictConfig", "ServeConfig"]

@@ -39,7 +39,7 @@ class Predictor:
             threads: torch's CPU threads for this process (None leaves them as they are).
         """
         from ..runs.checkpoint import load_checkpoint
-        from ..runs.catalog import choose_checkpoint
+        from ..runs.catalog import choose_checkpoint, encoder_of
         from ..threads import use_threads
 
         use_threads(threads)
@@ -51,6 +51,7 @@ class Predictor:
         ck = load_checkpoint(self.path, device=self.device)
         self.model, self.tokenizer, self.metrics = ck.model, ck.tokenizer, ck.metrics
         self.step = ck.info.get("step")
+        self.encoder = encoder_of(ck.train_args)  # the encoder it was trained from (a name or a path)
         self.cross = self.model.cfg.cross
         self.batch_size = batch_size
 
