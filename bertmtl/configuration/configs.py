@@ -248,8 +248,8 @@ class ServeConfig(Options):
     source: str | None = option(None, "A checkpoint or run directory (its best/, else its last/) [default: the most "
                                       "recent run that has one].", type=str, argument=True, metavar="[RUN]")
     follow: str | None = option(None, "Serve this run's best/ and switch to each newer best checkpoint training "
-                                      "writes, between batches (no request dropped); ready once it has one.",
-                                type=str, metavar="RUN", path="existing_dir")
+                                      "writes, between batches (no request dropped); ready once it has one (the "
+                                      "run may start after the server).", type=str, metavar="RUN", path="dir")
     host: str = option("127.0.0.1", "Address to listen on; one that is not loopback needs --token.")
     port: int = option(8000, "Port to listen on (0: any free port, printed at start).", min=0, max=65535)
     token: str | None = option(None, "Requests must send `Authorization: Bearer TOKEN` (every route but /health) "
@@ -263,6 +263,10 @@ class ServeConfig(Options):
     max_chars: int = option(20_000, "Longest text in characters (413 beyond).", min=1)
     max_concurrent: int = option(256, "Most requests in progress at once (429 beyond).", min=1)
     max_queue: int = option(4096, "Most items waiting for the model (503 beyond).", min=1)
+    read_timeout: float = option(10.0, "Seconds a request's body may take to arrive (408 beyond: a stalled upload "
+                                       "does not keep its place).", min=0, min_open=True)
+    drain_timeout: float = option(30.0, "On Ctrl-C or SIGTERM, seconds to let the requests in flight finish before "
+                                        "stopping anyway.", min=0)
     poll: float = option(1.0, "With --follow: seconds between looks for a newer best checkpoint.", min=0.05)
     batch_size: int = same_as(PredictConfig.fields()["batch_size"])
     device: str = same_as(PredictConfig.fields()["device"])

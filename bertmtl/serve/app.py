@@ -4,8 +4,9 @@ only by the command (serve/server.py checks the extra is installed first).
 Routes: POST /predict and /encode, GET /info, /health, /ready, /metrics (Prometheus text), and the
 OpenAPI schema at /openapi.json (/docs draws it). Every route but /health asks for the token when
 there is one. Each request is read under the limits (body size, items, characters per text,
-requests at once, items waiting), and one that breaks a limit is answered with its status and a
-JSON error naming the limit: {"error": ..., "limit": "max_items", "max": 256}.
+requests at once, items waiting, the time its body may take), and one that breaks a limit is
+answered with its status and a JSON error naming the limit: {"error": ..., "limit": "max_items",
+"max": 256}; so is every other refusal (404, 405, ...), as {"error": ...}.
 
 POST /predict answers what `bertmtl predict -` answers: a JSON body (one item, or a list of them:
 a sentence, a pair as a two-item list, or the stdin protocol's object with "sentence" or
@@ -17,6 +18,7 @@ Which checkpoint answered is in the X-Bertmtl-Checkpoint and X-Bertmtl-Step head
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -24,7 +26,10 @@ import time
 from dataclasses import asdict, dataclass
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from .worker import Batcher, ModelHolder, NotReady, QueueFull
 
@@ -89,7 +94,7 @@ class Metrics:
 
 
 def create_app(holder: ModelHolder, batcher: Batcher, limits: Limits, metrics: Metrics, token: str | None = None,
-               follow: str | None = None):
+               follow: str | None = None, read_timeout: float = 10.0):
     """The ASGI application answering through `batcher` with the checkpoint `holder` keeps."""
     from .. import __version__
 
@@ -99,14 +104,20 @@ def create_app(holder: ModelHolder, batcher: Batcher, limits: Limits, metrics: M
         batcher.close()  # after uvicorn has answered the requests in flight
         holder.close()
 
-    app = FastAPI(title="bertmtl", version=__version__, lifespan=lifespan,
-                  description="A multi-task model trained by bertmtl, answering over HTTP.")
+    # The schema and its page are routes of our own below, behind the token like the others.
+    app = FastAPI(title="bertmtl", version=__version__, lifespan=lifespan, openapi_url=None, docs_url=None,
+                  redoc_url=None, description="A multi-task model trained by bertmtl, answering over HTTP.")
     busy = [0]  # requests in progress (the event loop is one thread: no lock)
+
+    @app.exception_handler(HTTPException)
+    async def as_json(request: Request, e: HTTPException):  # 404, 405: the same shape as ours
+        return JSONResponse({"error": str(e.detail)}, status_code=e.status_code, headers=e.headers)
 
     def refused(route: str, e: Refused, started: float) -> Response:
         metrics.errors.labels(route, e.limit or _reason(e.status)).inc()
-        retry = {"Retry-After": "1"} if e.status in (429, 503) else None  # busy for now, not wrong
-        return _finish(route, JSONResponse(e.body(), status_code=e.status, headers=retry), started)
+        headers = {"Retry-After": "1"} if e.status in (429, 503) else \
+            {"WWW-Authenticate": "Bearer"} if e.status == 401 else None  # busy for now / how to authenticate
+        return _finish(route, JSONResponse(e.body(), status_code=e.status, headers=headers), started)
 
     def _finish(route: str, response: Response, started: float) -> Response:
         metrics.requests.labels(route, str(response.status_code)).inc()
@@ -126,10 +137,17 @@ def create_app(holder: ModelHolder, batcher: Batcher, limits: Limits, metrics: M
         busy[0] += 1
         metrics.in_flight.inc()
         try:
-            body = await _read_body(request, limits.max_body) if request.method == "POST" else b""
+            try:
+                body = await asyncio.wait_for(_read_body(request, limits.max_body), read_timeout) \
+                    if request.method == "POST" else b""
+            except asyncio.TimeoutError:  # a stalled upload gives its place back
+                raise Refused(408, f"the body did not arrive within {read_timeout:g} s", "read_timeout",
+                              read_timeout) from None
             return _finish(route, await answer(request, body), started)
         except Refused as e:
             return refused(route, e, started)
+        except ClientDisconnect:  # gone before its body was in: nobody to answer, and no fault of ours
+            return refused(route, Refused(499, "the client closed the connection"), started)
         except QueueFull:
             return refused(route, Refused(503, f"more than {limits.max_queue} items are waiting for the model; "
                                                f"try again", "max_queue", limits.max_queue), started)
@@ -233,12 +251,26 @@ def create_app(holder: ModelHolder, batcher: Batcher, limits: Limits, metrics: M
     async def prometheus(request: Request):
         return await guarded(request, "metrics", answer_metrics)
 
+    async def answer_schema(request: Request, body: bytes) -> Response:
+        return _json(app.openapi())
+
+    async def answer_docs(request: Request, body: bytes) -> Response:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="bertmtl")
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def schema(request: Request):
+        return await guarded(request, "openapi", answer_schema)
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request):
+        return await guarded(request, "docs", answer_docs)
+
     return app
 
 
 def _reason(status: int) -> str:
-    return {401: "token", 413: "too_large", 422: "invalid", 429: "busy", 500: "model", 503: "unavailable"}.get(
-        status, str(status))
+    return {401: "token", 413: "too_large", 422: "invalid", 429: "busy", 499: "disconnected", 500: "model",
+            503: "unavailable"}.get(status, str(status))
 
 
 def _check_token(request, token: str | None) -> None:
@@ -266,23 +298,25 @@ async def _read_body(request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _json_body(body: bytes):
+def _json_body(body: bytes, expected: str):
+    """The JSON of a body, or 422 saying what is wrong and what the route takes (`expected`)."""
     try:
         return json.loads(body)
     except UnicodeDecodeError as e:
         raise Refused(422, f"the body is not valid UTF-8 (at byte {e.start})") from None
     except RecursionError:
         raise Refused(422, "invalid JSON (nested too deeply)") from None
-    except ValueError as e:
-        raise Refused(422, f"invalid JSON ({getattr(e, 'msg', e)}); send an item, a list of items, or lines as "
-                           f"application/x-ndjson") from None
+    except json.JSONDecodeError as e:
+        raise Refused(422, f"invalid JSON ({e.msg} at column {e.colno}); send {expected}") from None
+    except ValueError:  # the only other: an integer past Python's limit on digits
+        raise Refused(422, f"invalid JSON (a number too long); send {expected}") from None
 
 
 def _json_items(body: bytes) -> tuple[list, bool]:
     """A JSON body's items (protocol Items) and whether it was one item rather than a list."""
     from ..inference.protocol import item_of
 
-    data = _json_body(body)
+    data = _json_body(body, "an item, a list of items, or lines as application/x-ndjson")
     single = not isinstance(data, list)
     raw = [data] if single else data
     if not raw:
@@ -305,7 +339,7 @@ def _encode_request(body: bytes, limits: Limits) -> tuple[list[str], bool, bool]
     """(sentences, one sentence rather than a list, normalize) of an /encode body."""
     from ..tasks.text import text_problem
 
-    data = _json_body(body)
+    data = _json_body(body, 'a sentence, a list of sentences, or {"sentences": [...]} as JSON')
     normalize = False
     if isinstance(data, dict):
         if set(data) - {"sentences", "normalize"} or "sentences" not in data or \

@@ -36,8 +36,11 @@ def is_loopback(host: str) -> bool:
 
 
 def token_of(cfg) -> str | None:
-    """--token, else $BERTMTL_SERVE_TOKEN; a UserError when the address is not loopback and there is none."""
-    token = cfg.token or os.environ.get(TOKEN_ENV) or None
+    """--token, else $BERTMTL_SERVE_TOKEN; a UserError when the address is not loopback and there is none,
+    or when it is blank (it could never be matched: headers lose their surrounding spaces)."""
+    token = cfg.token if cfg.token is not None else os.environ.get(TOKEN_ENV) or None
+    if token is not None and (not token.strip() or token != token.strip()):
+        raise UserError("--token must not be blank or start or end with spaces (it could never be sent as given)")
     if token is None and not is_loopback(cfg.host):
         raise UserError(f"--host {cfg.host} listens beyond this machine: give --token (or set {TOKEN_ENV}), which "
                         f"every request must then send as `Authorization: Bearer TOKEN`")
@@ -72,6 +75,13 @@ def serve(cfg, say=print) -> None:
     from .worker import Batcher, ModelHolder
 
     device = str(pick_device(cfg.device))
+    if cfg.follow is not None:
+        from ..runs.rundir import is_checkpoint
+
+        if is_checkpoint(cfg.follow):
+            raise UserError(f"--follow {cfg.follow} is a checkpoint, which never changes: serve it as "
+                            f"`bertmtl serve {cfg.follow}`, or follow its run")
+    sock = bind(cfg.host, cfg.port)  # before the model loads: a port in use is said at once
 
     def load(path):
         return Predictor(path, device=device, batch_size=cfg.batch_size, precision=cfg.precision,
@@ -79,7 +89,11 @@ def serve(cfg, say=print) -> None:
 
     holder = ModelHolder(load)
     if cfg.follow is None:
-        served = holder.open(cfg.source)
+        try:
+            served = holder.open(cfg.source)
+        except BaseException:
+            sock.close()
+            raise
         if served.predictor.note:
             say(f"note: {served.predictor.note}")
         say(f"checkpoint: {served.predictor.describe()}")
@@ -94,16 +108,16 @@ def serve(cfg, say=print) -> None:
                 metrics.swaps.inc()
             say(f"checkpoint: {served.predictor.describe()}")
 
-        say(f"following {cfg.follow}: serving its best checkpoint once it has one, and each newer one")
+        waiting = "" if Path(cfg.follow).is_dir() else " (not there yet)"
+        say(f"following {cfg.follow}{waiting}: serving its best checkpoint once it has one, and each newer one")
         holder.follow(Path(cfg.follow), cfg.poll, swapped)
-    app = create_app(holder, batcher, limits, metrics, token, follow=cfg.follow)
-    sock = bind(cfg.host, cfg.port)
+    app = create_app(holder, batcher, limits, metrics, token, follow=cfg.follow, read_timeout=cfg.read_timeout)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     say(f"serving on http://{shown}:{port} (POST /predict, /encode; GET /info, /health, /ready, /metrics, /docs)"
         + ("; requests need the token" if token else ""))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                                           timeout_graceful_shutdown=None))
+                                           timeout_graceful_shutdown=cfg.drain_timeout))
     # uvicorn stops on SIGINT/SIGTERM once the requests in flight are answered, then raises the signal
     # again for the handler that was there before it: ours notes it, so a stop asked for is exit 0
     # rather than death by the signal (a service manager counts that as a failure).
@@ -118,4 +132,4 @@ def serve(cfg, say=print) -> None:
         sock.close()
         holder.close()
     if asked:
-        say(f"stopped ({signal.Signals(asked[0]).name}): every request in flight was answered")
+        say(f"stopped ({signal.Signals(asked[0]).name})")
