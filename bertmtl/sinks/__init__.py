@@ -29,7 +29,6 @@ class ConsoleSink(Callback):
             self.reporter.evaluation(record)
 
 
-
 def _kinds() -> dict:
     from .csv import CsvSink
     from .mlflow import MlflowSink, check_mlflow
