@@ -269,7 +269,7 @@ class ServeConfig(Options):
                                         "stopping anyway.", min=0)
     poll: float = option(1.0, "With --follow: seconds between looks for a newer best checkpoint.", min=0.05)
     batch_size: int = same_as(PredictConfig.fields()["batch_size"])
-    device: str = same_as(PredictConfig.fields()["device"])
+    device: str = same_as(TRAIN["device"], "auto")  # a server runs long: the GPU where there is one
     precision: str = same_as(PredictConfig.fields()["precision"])
     threads: int | None = same_as(TRAIN["threads"])
     runs_dir: str | None = same_as(TRAIN["runs_dir"])
