@@ -73,7 +73,8 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(trained_run):
-    s = Server(trained_run / "best", "--max-wait-ms", "200", "--max-batch", "64")
+    # fp32 pinned: /encode is compared with an fp32 Predictor, whatever bf16 this CPU has natively
+    s = Server(trained_run / "best", "--max-wait-ms", "200", "--max-batch", "64", "--precision", "fp32")
     yield s
     assert s.stop() == 0
 
@@ -86,7 +87,7 @@ def _metric(text: str, name: str) -> float:
 @pytest.mark.slow
 def test_answers_are_predict_stdins_byte_for_byte(server, trained_run):
     body = b"\n".join(LINES) + b"\n"
-    cli = command("predict", "--checkpoint", trained_run / "best", "-", input=body)
+    cli = command("predict", "--checkpoint", trained_run / "best", "--precision", "fp32", "-", input=body)
     r = httpx.post(server.url + "/predict", content=body, headers={"Content-Type": "application/x-ndjson"})
     assert r.status_code == 200 and r.headers["content-type"] == "application/x-ndjson"
     assert r.content == cli.stdout and len(r.content.splitlines()) == len(LINES)
