@@ -61,7 +61,7 @@ class Refused(Exception):
 class Metrics:
     """The server's Prometheus metrics, in a registry of its own (not the process-wide default)."""
 
-    def __init__(self, batcher_waiting):
+    def __init__(self):
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = r = CollectorRegistry()
@@ -78,8 +78,7 @@ class Metrics:
         self.wait = Histogram("bertmtl_queue_wait_seconds", "Time a request waited for the model.",
                               buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5), registry=r)
         self.in_flight = Gauge("bertmtl_requests_in_flight", "Requests in progress.", registry=r)
-        self.waiting = Gauge("bertmtl_queue_items", "Items waiting for the model.", registry=r)
-        self.waiting.set_function(batcher_waiting)
+        self.waiting = Gauge("bertmtl_queue_items", "Items waiting for the model.", registry=r)  # read off the batcher
         self.swaps = Counter("bertmtl_checkpoint_swaps", "Newer best checkpoints swapped in (--follow).", registry=r)
 
     def observe_pass(self, items: int, waits: list[float]) -> None:
@@ -97,6 +96,8 @@ def create_app(holder: ModelHolder, batcher: Batcher, limits: Limits, metrics: M
                follow: str | None = None, read_timeout: float = 10.0):
     """The ASGI application answering through `batcher` with the checkpoint `holder` keeps."""
     from .. import __version__
+
+    metrics.waiting.set_function(lambda: batcher.waiting)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

@@ -98,10 +98,8 @@ def serve(cfg, say=print) -> None:
             say(f"note: {served.predictor.note}")
         say(f"checkpoint: {served.predictor.describe()}")
     limits = Limits(cfg.max_body, cfg.max_items, cfg.max_chars, cfg.max_concurrent, cfg.max_queue)
-    batcher_box: list = []
-    metrics = Metrics(lambda: batcher_box[0].waiting if batcher_box else 0)
+    metrics = Metrics()
     batcher = Batcher(holder, cfg.max_batch, cfg.max_wait_ms / 1000, cfg.max_queue, observe=metrics.observe_pass)
-    batcher_box.append(batcher)
     if cfg.follow is not None:
         def swapped(served, replaced: bool) -> None:
             if replaced:
