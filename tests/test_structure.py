@@ -129,7 +129,7 @@ def test_output_kinds_are_decided_only_by_the_kind_classes():
 # A run's and a checkpoint's files (config.json aside: Hugging Face's name, which exports write too).
 LAYOUT_NAMES = ("bertmtl.json", "metrics.jsonl", "summary.json", "train_args.json", "messages.log", "progress.json",
                 "train.log", ".writer.lock", "trainer_state.json", "optimizer.safetensors", "dev_outputs.safetensors",
-                "heads.json", "tasks.json", "multitask.safetensors", "metrics.json")
+                "heads.json", "tasks.json", "multitask.safetensors", "metrics.json", "ensemble.json", "soup.json")
 
 
 def test_run_and_checkpoint_files_are_named_in_one_module():

@@ -27,6 +27,8 @@ COMMANDS = {
     "sweep": "sweep",
     "runs": "runs",
     "export": "export",
+    "ensemble": "ensemble",
+    "soup": "soup",
     "serve": "serve",
     "examples": "examples",
 }

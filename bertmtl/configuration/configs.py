@@ -112,6 +112,10 @@ class SweepConfig(Options):
     worker: bool = option(False, "Run as one worker of a sweep started elsewhere (no report).", flag="on")
     dry_run: bool = option(False, "List the configurations, seeds and runs the sweep would train (and what an earlier "
                                   "command already did), then exit without training.", flag="on")
+    ensemble: bool = option(False, "Also build each configuration's ensemble of its seeds (and of its best 2, 3, ...), "
+                                   "score them on dev and add them to the report (with --report too).", flag="on")
+    soup: bool = option(False, "Also build each configuration's uniform and greedy soup of its seeds (runs that share "
+                               "--init-seed), score them on dev and add them to the report.", flag="on")
     command: str | None = option(None, "The command line, for the message that says how to continue.", type=str,
                                  cli=False)
 
@@ -275,5 +279,37 @@ class ServeConfig(Options):
     runs_dir: str | None = same_as(TRAIN["runs_dir"])
 
 
-__all__ = ["SweepConfig", "ABLATION_ROWS", "METHODS", "AblateConfig", "AugmentConfig", "EXPORT_FORMATS", "EvaluateConfig",
+@dataclass
+class CombineConfig(Options):
+    """The options of `bertmtl ensemble` and `bertmtl soup`."""
+
+    sources: list = option(help="Runs (each its best/, else its last/) or checkpoints, at least 2.", factory=list,
+                           argument=True, multiple=True, metavar="RUN...")
+    out: str | None = option(None, "Directory to write (new or empty).", type=str, path="dir", required=True)
+    overwrite: bool = same_as(ExportConfig.fields()["overwrite"])
+    data_dir: str | None = option(None, "Score the members and the result on this dev data (the CS224N files, or "
+                                        "the declared tasks' own) and save the scores with it [default: not "
+                                        "scored].", type=str, path="existing_dir")
+    dev_limit: int | None = same_as(EvaluateConfig.fields()["dev_limit"])
+    batch_size: int = same_as(TRAIN["eval_batch_size"], help="Evaluation batch size.")
+    device: str = same_as(TRAIN["device"])
+    threads: int | None = same_as(TRAIN["threads"])
+    strict: bool = same_as(TRAIN["strict"])
+
+
+@dataclass
+class SoupConfig(CombineConfig):
+    """The options of `bertmtl soup`."""
+
+    greedy: bool = option(False, "The greedy soup: members taken in order of dev score, each kept only if the "
+                                 "soup's dev overall does not drop (needs --data-dir) [default: the uniform mean "
+                                 "of every member].", flag="on")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.greedy and self.data_dir is None:
+            raise ConfigError("greedy", "needs --data-dir: each member is kept only if the dev score does not drop")
+
+
+__all__ = ["SweepConfig", "CombineConfig", "SoupConfig", "ABLATION_ROWS", "METHODS", "AblateConfig", "AugmentConfig", "EXPORT_FORMATS", "EvaluateConfig",
            "ExportConfig", "PredictConfig", "ServeConfig"]

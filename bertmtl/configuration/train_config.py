@@ -216,6 +216,9 @@ class TrainConfig(Options):
                                type=str, cli=False)
     seed: int = option(42, "Random seed, 0 to 2^63-1 (same seed, same result; CPU runs repeat exactly).",
                        min=0, max=SEED_MAX)
+    init_seed: int | None = option(None, "Seed of the task heads' initialisation alone [default: --seed]. Runs "
+                                         "that share it and vary --seed (data order, dropout) can be averaged "
+                                         "into a soup (`bertmtl soup`).", type=int, min=0, max=SEED_MAX)
     device: str = option("auto", "auto = CUDA when available.", choices=DEVICES)
     precision: str = option("auto", "Autocast precision of training steps: auto = bf16 on CPUs that multiply it "
                                     "natively (AVX512-BF16, AMX), fp32 elsewhere; fp16 adds a gradient scaler. "
@@ -345,7 +348,7 @@ PANELS = {
     "Run length and batches": ("epochs", "steps_per_epoch", "max_steps", "stop_at_step", "batch_size", "grad_accum"),
     "Model": ("pooling", "pair_mode", "pair_features", "sts_loss", "mlp_hidden", "max_length", "dropout"),
     "Optimisation": ("lr", "optimizer", "weight_decay", "layer_decay", "warmup", "schedule", "clip", "ema", "seed",
-                     "max_nonfinite"),
+                     "init_seed", "max_nonfinite"),
     "Multi-task": ("combine", "cagrad_c", "nash_update_every", "nash_max_norm", "fairgrad_alpha", "aligned_scale",
                    "loss_weighting", "loss_weights", "weighting_lr", "dwa_temperature", "dwa_window", "gradnorm_alpha",
                    "sampling", "telemetry"),

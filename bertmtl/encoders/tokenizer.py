@@ -89,6 +89,13 @@ class EncoderTokenizer:
         tok.enable_truncation(self.max_length)  # "longest_first" for pairs, as HF does
         self._tok = tok
 
+    def fingerprint(self) -> str:
+        """A digest of everything that decides the token ids of a text: two tokenizers with the
+        same one give the same ids (the models of an ensemble must read text alike)."""
+        import hashlib
+
+        return hashlib.sha256(f"{self.model_type}|{self.max_length}|{self._tok.to_str()}".encode()).hexdigest()
+
     @classmethod
     def from_vocab(cls, vocab_file: str | Path, lowercase: bool | None = None, max_length: int = DEFAULT_MAX_LENGTH,
                    model_max_length: int = 512, model_type: str = "bert") -> "EncoderTokenizer":

@@ -36,7 +36,7 @@ import torch
 from ..errors import UserError
 from ..runs.locks import OwnerLock
 from ..model.loading import encoder_directory
-from ..runs.rundir import BEST, is_checkpoint
+from ..runs.rundir import BEST, is_checkpoint, is_ensemble, not_one_model
 from ..runs.catalog import resolve_checkpoint
 
 
@@ -282,6 +282,8 @@ def resolve_with_revision(value: str | Path | None) -> tuple[Path, str | None]:
     if (name := hub_name(value)) is not None:
         return fetch(*name)
     d = encoder_directory(value)
+    if is_ensemble(d):
+        raise not_one_model(d)
     if not is_checkpoint(d) and is_checkpoint(d / BEST):
         return resolve_checkpoint(d), None  # a run directory: the encoder of its best checkpoint
     return d, None

@@ -80,8 +80,8 @@ def write_hf(model, tokenizer, d: Path) -> None:
     """config.json + model.safetensors of the encoder, and the tokenizer files. A model with a
     masked-LM task (`bertmtl pretrain`) is written as transformers' BertForMaskedLM /
     MPNetForMaskedLM, head included; its encoder part still loads in AutoModel."""
+    architecture, state = model.hf_weights()  # an ensemble refuses here: it has no one encoder
     config = model.encoder.config.to_dict()
-    architecture, state = model.hf_weights()
     config["architectures"] = [architecture]
     if architecture == model.encoder.config.family.mlm_class:
         config["tie_word_embeddings"] = True  # the decoder is the word embeddings, stored once
@@ -174,9 +174,8 @@ class OnnxGraph(nn.Module):
     def _embed(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor | None = None) -> torch.Tensor:
         from ..encoders.tokenizer import Batch
 
-        m = self.model
         types = torch.zeros_like(ids) if types is None else types
-        return m.pool(m.encoder.embeddings(ids, types), Batch(ids, mask, types), unpad=False)
+        return self.model.pooled(Batch(ids, mask, types), unpad=False)
 
     def forward(self, input_ids_1, attention_mask_1, input_ids_2, attention_mask_2,
                 pair_input_ids=None, pair_attention_mask=None, pair_token_type_ids=None) -> tuple:
@@ -205,14 +204,15 @@ def write_onnx(ck, path: Path) -> None:
     import warnings
 
     model = ck.model.float().eval()
-    model.encoder.set_attention("eager")  # plain matmul + softmax: exports everywhere
+    for encoder in model.encoders:  # an ensemble's members are all in the one graph
+        encoder.set_attention("eager")  # plain matmul + softmax: exports everywhere
     graph = OnnxGraph(model)
     tok = ck.tokenizer
     # Example inputs of different lengths with padding, so nothing specialises on them.
     a = tok(["the first example sentence , a little longer than the other", "a short one"])
     b = tok(["another example", "and one more sentence here"])
     args = [a.input_ids, a.attention_mask, b.input_ids, b.attention_mask]
-    cap = _position_capacity(model.encoder.config)
+    cap = min(_position_capacity(e.config) for e in model.encoders)
     batch = torch.export.Dim("batch", min=1)
     seq = [torch.export.Dim(f"length_{n}", min=1, max=cap) for n in ("1", "2")]
     shapes = {"input_ids_1": {0: batch, 1: seq[0]}, "attention_mask_1": {0: batch, 1: seq[0]},
@@ -237,7 +237,8 @@ def write_onnx(ck, path: Path) -> None:
                                         dynamic_shapes=tuple(shapes[n] for n in graph.input_names),
                                         opset_version=ONNX_OPSET, optimize=True, verbose=False)
         finally:
-            model.encoder.set_attention("auto")
+            for encoder in model.encoders:
+                encoder.set_attention("auto")
             onnx_log.setLevel(level)
     program.save(str(path), external_data=False)
 
@@ -286,7 +287,8 @@ For a single sentence, pass it as both sentence 1 and sentence 2 and read the se
 
 def _output_rows(graph: OnnxGraph) -> list[str]:
     """The graph's outputs for people, e.g. "`similarity`: STS, score from 0 to 5 (batch)"."""
-    rows = ["- `embedding1`, `embedding2`: the sentence embeddings (batch x hidden)"]
+    side = ", the members' side by side" if len(graph.model.encoders) > 1 else ""
+    rows = [f"- `embedding1`, `embedding2`: the sentence embeddings (batch x {graph.model.embedding_size}{side})"]
     rows += [f"- `{s.json_keys[0]}1`, `{s.json_keys[0]}2`: {s.title}, {s.output.describe(s)}"
              for s in graph.sentence_specs]
     return rows + [f"- `{s.json_keys[0]}`: {s.title}, {s.output.describe(s)}" for s in graph.pair_specs]
@@ -382,13 +384,18 @@ def card_text(ck, fmt: str, command: str, load_name: str = "DIR") -> str:
     """The card's text below its metadata; its example loads `load_name` (the ONNX one reads files, DIR)."""
     from ..tasks import metric_rows
 
-    args, info, cfg = _public(ck.train_args), ck.info, ck.model.encoder.config
+    args, info, cfg = _public(ck.train_args), ck.info, ck.model.encoders[0].config
     where = Path(ck.path).resolve()
     title = {"hf": "Hugging Face transformers encoder", "sentence-transformers": "sentence-transformers model",
              "onnx": "ONNX graph (encoder and task heads)"}[fmt]
+    if ck.members:
+        title = f"ONNX graph (an ensemble of {len(ck.members)} encoders with their task heads)"
+        made = (f"an ensemble of {len(ck.members)} models, each answer the mean of theirs; its members: "
+                + "; ".join(f"`{Path(m.path).resolve().parent.name}` ({m.summary()})" for m in ck.members))
+    else:
+        made = f"step {info.get('step', '?')}, epoch {_number(info.get('epoch', 0), '.2f')}"
     lines = [f"# {Path(ck.path).resolve().parent.name}: {title}", "",
-             f"Exported by bertmtl {__version__} from `{where.parent.name}/{where.name}` (step {info.get('step', '?')}, "
-             f"epoch {_number(info.get('epoch', 0), '.2f')}).", "", "## Use", ""]
+             f"Exported by bertmtl {__version__} from `{where.parent.name}/{where.name}` ({made}).", "", "## Use", ""]
     graph = OnnxGraph(ck.model)
     lines.append(USAGE[fmt].format(out="DIR" if fmt == "onnx" else load_name, pooling=ck.model.cfg.pooling,
                                    inputs="\n".join(f"- `{n}`" for n in graph.input_names),

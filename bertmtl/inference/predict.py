@@ -50,7 +50,9 @@ class Predictor:
         self.autocast_dtype = autocast_dtype(precision, self.device, training=False)
         ck = load_checkpoint(self.path, device=self.device)
         self.model, self.tokenizer, self.metrics = ck.model, ck.tokenizer, ck.metrics
-        self.step = ck.info.get("step")
+        self.step = ck.info.get("step")  # None for an ensemble, whose members have steps of their own
+        self._described = ck.describe()
+        self.members = [m.path for m in ck.members]  # an ensemble's member checkpoints (else none)
         self.encoder = encoder_of(ck.train_args)  # the encoder it was trained from (a name or a path)
         self.cross = self.model.cfg.cross
         self.batch_size = batch_size
@@ -101,7 +103,7 @@ class Predictor:
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be a whole number >= 1, not {batch_size!r}")
         if not texts:
-            return torch.empty(0, self.model.encoder.config.hidden_size)
+            return torch.empty(0, self.model.embedding_size)
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.autocast_dtype,
                                                     enabled=self.autocast_dtype is not None):
             enc = self._encode(texts)
@@ -111,11 +113,9 @@ class Predictor:
         return out[0] if one else out
 
     def describe(self) -> str:
-        """Which checkpoint answers, for people: its path, step and dev overall score."""
-        overall = self.metrics.get("overall")
-        score = f", dev overall {overall:.4f}" if isinstance(overall, (int, float)) else ", not evaluated on dev"
-        step = f"step {self.step}" if isinstance(self.step, int) else "step ?"
-        return f"{self.path} ({step}{score})"
+        """Which checkpoint answers, for people: its path, step and dev overall score (an ensemble:
+        its score, then each member's checkpoint, step and score)."""
+        return self._described
 
     # -- the public calls ---------------------------------------------------------------
 
@@ -319,7 +319,7 @@ class Predictor:
             idx = order[s:s + size]
             batch = self.tokenizer.pad([Encoded(ids[i], type_ids[i] if type_ids else [0] * len(ids[i])) for i in idx])
             batch = batch.to(self.device)
-            pooled = self.model.pool(self.model.encoder.embeddings(batch.input_ids, batch.token_type_ids), batch)
+            pooled = self.model.pooled(batch)
             for i, row in zip(idx, pooled):
                 out[i] = row
         return torch.stack(out)

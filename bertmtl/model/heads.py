@@ -115,6 +115,21 @@ class MultitaskBert(nn.Module):
         m = inputs.attention_mask.unsqueeze(-1).to(h.dtype)
         return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
 
+    def pooled(self, inputs: Batch, unpad: bool | None = None) -> torch.Tensor:
+        """One embedding per sequence of a tokenised batch: what the pooled heads read (`pool`
+        of the embedding layer's output). Answering (Predictor, the ONNX graph) calls this."""
+        return self.pool(self.encoder.embeddings(inputs.input_ids, inputs.token_type_ids), inputs, unpad)
+
+    @property
+    def embedding_size(self) -> int:
+        """The width of `pooled`'s embeddings."""
+        return self.encoder.config.hidden_size
+
+    @property
+    def encoders(self) -> list[BertModel]:
+        """The encoders that answer (one here; an ensemble's are its members')."""
+        return [self.encoder]
+
     def head(self, batch: TaskBatch, embeds: torch.Tensor) -> torch.Tensor:
         """Task output from embedding outputs: logits (B, classes), one logit or score (B,), or
         masked-LM logits (masked tokens, vocabulary)."""

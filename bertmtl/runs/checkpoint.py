@@ -6,7 +6,7 @@ and the reading of a checkpoint's files are runs/rundir.py's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -16,7 +16,7 @@ from ..encoders.config import BertConfig
 from ..errors import UserError
 from ..fsutil import crash_point, save_safetensors, staged_dir, write_json
 from ..numbers import number_problem
-from .rundir import (ENCODER_CONFIG, FORMAT, HEADS, MARKER, METRICS, OPTIMIZER_STATE, TASK_SPECS, TRAIN_ARGS,
+from .rundir import (ENCODER_CONFIG, ENSEMBLE, FORMAT, HEADS, MARKER, METRICS, OPTIMIZER_STATE, TASK_SPECS, TRAIN_ARGS,
                      TRAINER_STATE, WEIGHTS_FILE, check_checkpoint_dir, checkpoint_part, checkpoint_weights,
                      is_checkpoint, read_json, read_specs, read_tensors)
 from ..tasks import TASKS
@@ -25,8 +25,10 @@ from ..tasks import TASKS
 # -- saving -------------------------------------------------------------------------------
 
 def save_checkpoint(target: Path, model, tokenizer, *, step: int, epoch: float, train_args: dict,
-                    metrics: dict | None, tasks: list[str], resume: dict | None = None) -> None:
-    """Write a complete checkpoint to `target` atomically (build beside it, then swap in)."""
+                    metrics: dict | None, tasks: list[str], resume: dict | None = None,
+                    extra: dict[str, dict] | None = None) -> None:
+    """Write a complete checkpoint to `target` atomically (build beside it, then swap in); `extra`:
+    more JSON files in it, by name (a soup's soup.json)."""
     with staged_dir(target) as staging:
         save_safetensors(staging / WEIGHTS_FILE[FORMAT], model.state_dict())
         crash_point(f"writing:{Path(target).name}")
@@ -38,12 +40,35 @@ def save_checkpoint(target: Path, model, tokenizer, *, step: int, epoch: float, 
         write_json(staging / TRAIN_ARGS, train_args)
         write_json(staging / METRICS, metrics or {})
         tokenizer.save(staging)
+        for name, content in (extra or {}).items():
+            write_json(staging / name, content)
         if resume is not None:
             save_safetensors(staging / OPTIMIZER_STATE, resume.pop("tensors"))
             write_json(staging / TRAINER_STATE, resume)
         # Written last: a directory without it is never taken for a checkpoint.
         write_json(staging / MARKER, {"format": FORMAT, "version": __version__, "step": step, "epoch": epoch,
                                       "resumable": resume is not None})
+
+
+def save_ensemble(target: Path, members: list["Checkpoint"], metrics: dict | None = None,
+                  built_with: str | None = None) -> None:
+    """Write an ensemble of loaded checkpoints to `target` atomically: each member a complete
+    checkpoint of its own (without the state to resume training: an ensemble only answers), the
+    ensemble's own dev metrics, and where each member came from."""
+    with staged_dir(target) as staging:
+        names = []
+        for i, m in enumerate(members, 1):
+            names.append(f"member-{i}")
+            save_checkpoint(staging / names[-1], m.model, m.tokenizer, step=m.info.get("step", 0),
+                            epoch=m.info.get("epoch", 0), train_args=m.train_args, metrics=m.metrics, tasks=m.tasks)
+        write_json(staging / ENSEMBLE, {"members": [
+            {"dir": name, "source": str(Path(m.path).resolve()), "step": m.info.get("step"),
+             "overall": m.metrics.get("overall")} for name, m in zip(names, members)],
+            "command": built_with})
+        write_json(staging / TASK_SPECS, {"tasks": [s.to_dict() for s in members[0].model.specs.values()]})
+        write_json(staging / METRICS, metrics or {})
+        write_json(staging / MARKER, {"format": FORMAT, "version": __version__, "members": names,
+                                      "resumable": False})
 
 
 def optimizer_state(optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -104,10 +129,37 @@ class Checkpoint:
     heads: dict
     train_args: dict
     metrics: dict
+    members: list["Checkpoint"] = field(default_factory=list)  # an ensemble's, each loaded
 
     @property
     def tasks(self) -> list[str]:
         return list(self.heads.get("tasks", TASKS))
+
+    def describe(self) -> str:
+        """Which model this is, for people: its path, step and dev overall score; an ensemble's
+        members each so, by the checkpoint each was made from."""
+        if not self.members:
+            return f"{self.path} ({self.summary()})"
+        sources = {m["dir"]: m.get("source") for m in _ensemble_sources(self.path)}
+        listed = "; ".join(f"{sources.get(m.path.name) or m.path} ({m.summary()})" for m in self.members)
+        return f"{self.path} (an ensemble of {len(self.members)}, {self.summary()}: {listed})"
+
+    def summary(self) -> str:
+        """Its step and dev overall score, e.g. "step 120, dev overall 0.7012" (an ensemble: no step)."""
+        overall = self.metrics.get("overall")
+        score = f"dev overall {overall:.4f}" if isinstance(overall, (int, float)) else "not evaluated on dev"
+        if self.members:
+            return score
+        step = self.info.get("step")
+        return f"step {step if isinstance(step, int) else '?'}, {score}"
+
+
+def _ensemble_sources(path: Path) -> list[dict]:
+    try:
+        members = read_json(Path(path) / ENSEMBLE).get("members")
+    except UserError:  # written by hand, or damaged: the members' own paths say enough
+        return []
+    return [m for m in members if isinstance(m, dict) and "dir" in m] if isinstance(members, list) else []
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", max_length: int | None = None) -> Checkpoint:
@@ -119,6 +171,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", max_le
 
     path = Path(path)
     info = check_checkpoint_dir(path)
+    if "members" in info:
+        return _load_ensemble(path, info, device, max_length)
     config = BertConfig.from_json(path / ENCODER_CONFIG)
     heads = read_json(path / HEADS)
     try:
@@ -133,6 +187,55 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", max_le
     load_into(model, checkpoint_weights(path, info), source=path / WEIGHTS_FILE[info["format"]], assign=True)
     model.to(device).eval()
     return Checkpoint(path, model, tokenizer, info, heads, train_args, metrics)
+
+
+def _load_ensemble(path: Path, info: dict, device, max_length: int | None) -> Checkpoint:
+    from ..model.ensemble import Ensemble
+
+    members = [load_checkpoint(path / name, device, max_length) for name in info["members"]]
+    check_members(members)
+    metrics = read_json(path / METRICS) if (path / METRICS).is_file() else {}
+    first = members[0]
+    return Checkpoint(path, Ensemble([m.model for m in members]).eval(), first.tokenizer, info, first.heads,
+                      first.train_args, metrics, members)
+
+
+def check_members(members: list[Checkpoint], soup: bool = False) -> None:
+    """A UserError, one line naming both checkpoints, unless the models can answer as one: the same
+    tasks with the same labels or value ranges, text read by the same tokenizer, pairs encoded the
+    same way; for a soup (averaged weights) also the same encoder and heads, tensor for tensor."""
+    first = members[0]
+    if not [s for s in first.model.specs.values() if s.output.answers]:
+        raise UserError(f"{first.path} has only a masked-LM task: it answers nothing to combine")
+    for other in members[1:]:
+        if problem := _incompatibility(first, other, soup):
+            raise UserError(f"{other.path} cannot be {'averaged with' if soup else 'an ensemble member beside'} "
+                            f"{first.path}: {problem}")
+
+
+def _incompatibility(a: Checkpoint, b: Checkpoint, soup: bool) -> str | None:
+    def task(s):
+        return s.kind, list(s.labels) or s.value_range
+
+    ta, tb = ({n: task(s) for n, s in ck.model.specs.items()} for ck in (a, b))
+    if set(ta) != set(tb) or set(a.tasks) != set(b.tasks):  # the heads built, and those trained
+        return f"its tasks are {', '.join(b.tasks)}, not {', '.join(a.tasks)}"
+    for name in ta:
+        if ta[name] != tb[name]:
+            return f"its task {name} is a {tb[name][0]} over {tb[name][1]}, not a {ta[name][0]} over {ta[name][1]}"
+    if a.tokenizer.fingerprint() != b.tokenizer.fingerprint():
+        return "it reads text with another tokenizer (vocabulary, casing or maximum length)"
+    if a.model.cfg.cross != b.model.cfg.cross:
+        return f"it encodes pairs {b.model.cfg.pair_mode}, not {a.model.cfg.pair_mode}"
+    if soup:
+        if a.model.encoder.config.to_dict() != b.model.encoder.config.to_dict():
+            return "its encoder has another architecture (config.json differs)"
+        if a.model.cfg.to_dict() != b.model.cfg.to_dict():
+            return "its heads are built with other options (heads.json differs)"
+        sa, sb = a.model.state_dict(), b.model.state_dict()
+        if list(sa) != list(sb) or any(sa[k].shape != sb[k].shape for k in sa):
+            return "its weights have other names or shapes"
+    return None
 
 
 def load_heads(model: torch.nn.Module, directory: str | Path) -> list[str]:

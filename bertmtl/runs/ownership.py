@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from .locks import OwnerLock
-from .rundir import holds_run
+from .rundir import holds_run, is_derived
 
 
 def resolve(path: str | Path, option: str) -> Path:
@@ -82,15 +82,18 @@ def _runs_inside(path: Path) -> Path | None:
     return None
 
 
-def check_output_dir(out: Path, overwrite: bool, inputs: dict[str, str | Path | None], option: str = "--out") -> None:
-    """Fail before any work when `out` overlaps an input, cannot be written, or holds files (without --overwrite)."""
+def check_output_dir(out: Path, overwrite: bool, inputs: dict[str, str | Path | None], option: str = "--out",
+                     derived: bool = False) -> None:
+    """Fail before any work when `out` overlaps an input, cannot be written, or holds files (without --overwrite).
+    With `derived`, --overwrite may replace an ensemble or soup (`out` itself: made from other checkpoints,
+    and made again from them at any time)."""
     check_output(out, inputs, option)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{option} {out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise UserError(f"{option} {out}: already holds files; choose another directory or pass --overwrite")
-    if found := _runs_inside(out):  # --overwrite replaces the directory whole
+    if (found := _runs_inside(out)) and not (derived and found == out and is_derived(out)):  # replaced whole
         raise UserError(f"{option} {out}: holds the bertmtl run or checkpoint {found}, which --overwrite would "
                         f"delete; choose another directory")
     try:
@@ -106,17 +109,18 @@ def lock_name(out: Path) -> str:
 
 
 @contextmanager
-def owned_output(out: str | Path, overwrite: bool, inputs: dict[str, str | Path | None], option: str = "--out"):
+def owned_output(out: str | Path, overwrite: bool, inputs: dict[str, str | Path | None], option: str = "--out",
+                 derived: bool = False):
     """Check `out` (check_output_dir) and hold its lock (OUT's parent/.NAME.lock) while the block writes it.
 
     The lock sits beside the output because the output itself is swapped in whole when done.
     """
     out = Path(out)
-    check_output_dir(out, overwrite, inputs, option)
+    check_output_dir(out, overwrite, inputs, option, derived)
     out = resolve(out, option)  # one lock whatever symlink or relative path names the output
     lock = OwnerLock(out.parent / lock_name(out), f"{option} {out}")
     try:
-        check_output_dir(out, overwrite, inputs, option)  # again, now that nobody else can write it
+        check_output_dir(out, overwrite, inputs, option, derived)  # again, now that nobody else can write it
         yield out
     finally:
         lock.release()

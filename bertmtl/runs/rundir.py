@@ -58,6 +58,10 @@ ENCODER_CONFIG, HEADS, TASK_SPECS, METRICS = "config.json", "heads.json", "tasks
 REQUIRED_FILES = (MARKER, ENCODER_CONFIG, HEADS)
 # A checkpoint's tokenizer: WordPiece's vocab.txt, or the tokenizer.json of the other families.
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json")
+# An ensemble (`bertmtl ensemble`) is a checkpoint too: its marker names its members, each a
+# complete checkpoint in a subdirectory (member-1, ...), and ensemble.json says where they came from.
+ENSEMBLE = "ensemble.json"
+SOUP = "soup.json"  # in a soup's checkpoint (`bertmtl soup`): the checkpoints it averages, and how they were chosen
 
 
 def is_checkpoint(path: str | Path) -> bool:
@@ -103,6 +107,8 @@ def check_checkpoint_dir(path: Path) -> dict:
     if not is_checkpoint(path) and is_checkpoint(path / BEST):
         raise UserError(f"{path} is a run directory; use {path / BEST} (or {path / LAST})")
     info = read_json(path / MARKER)
+    if "members" in info:
+        return _check_ensemble_dir(path, info)
     if info.get("format") not in WEIGHTS_FILE:
         readable = " or ".join(map(str, WEIGHTS_FILE))
         raise UserError(f"{path}: checkpoint format {info.get('format')!r} is not {readable} "
@@ -113,6 +119,41 @@ def check_checkpoint_dir(path: Path) -> dict:
     if missing:
         raise UserError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
     return info
+
+
+def _check_ensemble_dir(path: Path, info: dict) -> dict:
+    members = info["members"]
+    if not isinstance(members, list) or len(members) < 2 or not all(
+            isinstance(m, str) and m and "/" not in m and "\\" not in m and m not in (".", "..") for m in members):
+        raise UserError(f"{path / MARKER}: members must be a list of at least 2 subdirectory names, not {members!r}")
+    for m in members:
+        if not is_checkpoint(path / m):
+            raise UserError(f"{path}: incomplete ensemble, its member {m}/ is missing or not a checkpoint")
+        if "members" in read_json(path / m / MARKER):
+            raise UserError(f"{path / m}: an ensemble's member is an ensemble itself")
+        check_checkpoint_dir(path / m)
+    return info
+
+
+def is_ensemble(path: str | Path) -> bool:
+    """Whether checkpoint `path` is an ensemble (its marker names members)."""
+    try:
+        return "members" in read_json(Path(path) / MARKER)
+    except UserError:
+        return False
+
+
+def not_one_model(path: Path) -> UserError:
+    """The refusal of an ensemble where one model's weights are needed (to train from, to export an encoder)."""
+    return UserError(f"{path} is an ensemble, which answers (predict, evaluate, serve, ONNX) but has no one set of "
+                     f"weights to train from or export as an encoder: take one of its members "
+                     f"({Path(path) / 'member-1'}, ...) or a soup of them (`bertmtl soup`)")
+
+
+def is_derived(path: str | Path) -> bool:
+    """Whether checkpoint `path` was made of other checkpoints (an ensemble or a soup), which the same
+    command makes again: the one kind of checkpoint --overwrite may replace."""
+    return is_checkpoint(path) and (is_ensemble(path) or (Path(path) / SOUP).is_file())
 
 
 def read_specs(path: Path) -> list:
@@ -142,6 +183,8 @@ def read_tensors(path: Path, device="cpu") -> dict:
 def checkpoint_weights(path: Path, info: dict | None = None) -> dict:
     """A checkpoint's tensors under our names: `encoder.*` and the heads."""
     info = info or check_checkpoint_dir(path)
+    if "members" in info:
+        raise not_one_model(path)
     return read_tensors(Path(path) / WEIGHTS_FILE[info["format"]])
 
 

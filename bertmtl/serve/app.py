@@ -163,7 +163,8 @@ def create_app(holder: ModelHolder, batcher: Batcher, limits: Limits, metrics: M
             metrics.in_flight.dec()
 
     def served_headers(done) -> dict:
-        return {"X-Bertmtl-Checkpoint": str(done.served.path), "X-Bertmtl-Step": str(done.served.step)}
+        step = done.served.step  # an ensemble has none: its members were trained to steps of their own
+        return {"X-Bertmtl-Checkpoint": str(done.served.path), **({"X-Bertmtl-Step": str(step)} if step is not None else {})}
 
     async def answer_predict(request: Request, body: bytes) -> Response:
         from ..inference.protocol import output_line, parse_line
@@ -200,10 +201,11 @@ def create_app(holder: ModelHolder, batcher: Batcher, limits: Limits, metrics: M
         if served is None:
             raise NotReady()
         p = served.predictor
+        encoders = [e.config for e in p.model.encoders]  # an ensemble's: one per member (the first named)
         return _json({"checkpoint": str(served.path), "step": served.step, "dev": p.metrics,
-                      "encoder": {"name": p.encoder, "family": p.model.encoder.config.model_type,
-                                  "layers": p.model.encoder.config.num_hidden_layers,
-                                  "hidden": p.model.encoder.config.hidden_size},
+                      "encoder": {"name": p.encoder, "family": encoders[0].model_type,
+                                  "layers": encoders[0].num_hidden_layers, "hidden": encoders[0].hidden_size},
+                      "members": [str(m) for m in p.members], "embedding_size": p.model.embedding_size,
                       "tasks": [_task(s) for s in p.specs], "follow": follow, "swaps": holder.swaps,
                       "limits": asdict(limits), "max_batch": batcher.max_batch,
                       "max_wait_ms": batcher.max_wait * 1000, "device": str(p.device), "version": __version__})

@@ -144,6 +144,7 @@ def build_report(out: Path, spec: SweepSpec, replicates: int = 1000) -> dict:
         if baseline_key and key != baseline_key and all(outputs[key]) and all(outputs[baseline_key]):
             row["vs_baseline"] = {m: paired_bootstrap(outputs[baseline_key], outputs[key], spec_by_task, m,
                                                       n=replicates, seed=0) for m, _ in metrics}
+        row["combined"] = combined_rows(out, key, metrics, spec_by_task, replicates)
         rows.append(row)
     lead = metrics[0][0]
     if spec.rows:  # named rows stay in the spec's order (a table's); other configurations: baseline, then best first
@@ -166,6 +167,44 @@ def build_report(out: Path, spec: SweepSpec, replicates: int = 1000) -> dict:
         [(r["config"], {m: r["summary"][m] for m, _ in metrics}) for r in rows], metrics,
         title=f"sweep {spec.name}: mean over seeds, 95% interval").encode())
     return report
+
+
+def combined_rows(out: Path, key: str, metrics: list, specs: dict, replicates: int) -> list[dict] | None:
+    """A configuration's ensembles and soups (sweep/combined.py), each with its dev metrics and the
+    paired bootstrap of the lead metric against the configuration's single runs (pooled over seeds)
+    and against its best single run; the single runs first (their best/ checkpoints), mean and best."""
+    from .combined import read_combined
+    from .stats import paired_bootstrap
+
+    saved = read_combined(out, key)
+    if not saved:
+        return None
+    lead = metrics[0][0]
+    singles = [m for m in saved["models"] if "seed" in m]
+    if not singles or not all(m["outputs"] for m in saved["models"]):
+        return None
+    best = max(singles, key=lambda m: m["metrics"].get(lead) if m["metrics"].get(lead) is not None else -math.inf)
+    rows = [{"name": f"single runs, mean of {len(singles)}", "passes": 1,
+             "values": {k: _mean([m["metrics"].get(k) for m in singles]) for k, _ in metrics},
+             "seconds": _mean([m["seconds"] for m in singles])},
+            {"name": f"best single run (seed {best['seed']})", "passes": 1,
+             "values": {k: best["metrics"].get(k) for k, _ in metrics}, "seconds": best["seconds"]}]
+    for m in saved["models"]:
+        if "seed" in m:
+            continue
+        rows.append({"name": m["name"], "passes": m["passes"], "members": m["members"],
+                     "checkpoint": m.get("checkpoint"), "seconds": m["seconds"],
+                     "values": {k: m["metrics"].get(k) for k, _ in metrics},
+                     "vs_singles": paired_bootstrap([s["outputs"] for s in singles], [m["outputs"]], specs, lead,
+                                                    n=replicates, seed=0),
+                     "vs_best": paired_bootstrap([best["outputs"]], [m["outputs"]], specs, lead, n=replicates,
+                                                 seed=0)})
+    return rows
+
+
+def _mean(values: list) -> float | None:
+    vs = [v for v in values if isinstance(v, (int, float))]
+    return sum(vs) / len(vs) if vs else None
 
 
 def incomplete_lines(report: dict) -> list[str]:
@@ -224,6 +263,32 @@ def _name(row: dict) -> str:
     return row.get("title") or _params(row["params"])
 
 
+def _combined_markdown(report: dict) -> list[str]:
+    """The section of ensembles and soups (`bertmtl sweep --ensemble --soup`), one table per configuration."""
+    metrics = report["metrics"]
+    combined = [r for r in report["configurations"] if r.get("combined")]
+    if not combined:
+        return []
+    lead = metrics[0][1]
+    lines = ["", "## Ensembles and soups", "",
+             "Each configuration's seeds combined: ensembles (the mean of the members' answers; an ensemble of k "
+             "takes the first k seeds) and soups (one model, the mean of the members' "
+             "weights; the greedy soup adds members in order of dev score while its dev score does not drop, so its "
+             "score is chosen on these dev examples). The single runs are their best/ checkpoints, scored with the "
+             f"others. The comparisons are paired bootstraps of {lead} over the dev examples "
+             f"({report['replicates']} replicates), against the single runs pooled over seeds and against the best "
+             "one. Passes: encoder passes per input at prediction (the cost); seconds: this dev evaluation's."]
+    for r in combined:
+        lines += ["", f"### {_name(r)}", "",
+                  "| Model | " + " | ".join(lbl for _, lbl in metrics) + f" | vs single runs ({lead}) | "
+                  f"vs best single ({lead}) | Passes | Seconds |", "|---" * (len(metrics) + 5) + "|"]
+        for c in r["combined"]:
+            cells = ["—" if c["values"].get(m) is None else f"{c['values'][m]:.4f}" for m, _ in metrics]
+            lines.append(f"| {c['name']} | " + " | ".join(cells) + f" | {describe_difference(c.get('vs_singles'))} | "
+                         f"{describe_difference(c.get('vs_best'))} | {c['passes']} | {c['seconds'] or 0:.1f} |")
+    return lines
+
+
 def mean_sd(s: dict) -> str:
     """A mean, ± one standard deviation over seeds where there are several."""
     if s["mean"] is None:
@@ -267,6 +332,7 @@ def markdown(report: dict) -> str:
             if r["baseline"]:
                 continue
             lines.append(f"| {_name(r)} | " + " | ".join(describe_difference((r["vs_baseline"] or {}).get(m)) for m, _ in metrics) + " |")
+    lines += _combined_markdown(report)
     if report.get("incomplete"):
         lines += ["", "Incomplete (fewer finished seeds than the spec's "
                   f"{len(report['expected_seeds'])}; their rows average the seeds that finished):", ""]

@@ -60,6 +60,11 @@ def run_sweep(cfg, say=print) -> dict | None:
     out = Path(cfg.report or cfg.out)
 
     def report(spec: SweepSpec) -> dict:
+        if cfg.ensemble or cfg.soup:
+            from .combined import build_combined
+            from .report import collect
+
+            build_combined(out, collect(out, spec), cfg.ensemble, cfg.soup, say)
         built = build_report(out, spec, cfg.bootstrap)
         n = len(built["configurations"])
         say(f"wrote {out}/report.md, report.json and report.svg ({n} configuration{'s' * (n != 1)})")

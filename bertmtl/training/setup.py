@@ -343,7 +343,14 @@ def _build(cfg: TrainConfig, run_dir: Path, resume_ckpt: Path | None, dist: Dist
                                                   declared=declared)
     fresh_heads = []  # heads the encoder does not bring (masked LM): initialised, then trained alone first
     if resume_ckpt is None:
-        model = MultitaskBert(BertModel.from_pretrained(pretrained), HeadConfig.of(cfg), tuple(specs))
+        # --init-seed draws the heads' initial values from a generator of their own, so runs that
+        # share it start from the same point whatever their --seed (what a soup needs); the
+        # global generator is left as it was, and --init-seed equal to --seed changes nothing.
+        separate = cfg.init_seed is not None and cfg.init_seed != cfg.seed
+        with torch.random.fork_rng(devices=[], enabled=separate):
+            if separate:
+                torch.manual_seed(cfg.init_seed)
+            model = MultitaskBert(BertModel.from_pretrained(pretrained), HeadConfig.of(cfg), tuple(specs))
         for spec in specs:
             if not (family := heads_of(spec)).take_pretrained(model, spec, pretrained):
                 fresh_heads.append(spec.name)

@@ -56,6 +56,8 @@ def describe_checkpoint(predictor, fallback: Path) -> str:
     info = []
     if isinstance(getattr(predictor, "step", None), int):
         info.append(f"step {predictor.step}")
+    if members := getattr(predictor, "members", None):
+        info.append(f"an ensemble of {len(members)}")
     overall = (getattr(predictor, "metrics", None) or {}).get("overall")
     if isinstance(overall, (int, float)):
         info.append(f"dev overall {overall:.3f}")
