@@ -129,6 +129,45 @@ def test_a_soup_of_a_run_with_itself_is_that_run(runs, tmp_path):
     assert about["members"] == [str((r / "best").resolve()) for r in runs] and about["greedy"] is False
 
 
+def test_what_combines_but_not_as_meant_is_said(runs, tiny_bert_dir, data_dir, tmp_path):
+    r = command("ensemble", runs[0], runs[0] / "best", "--out", tmp_path / "twice", code=0, text=True)
+    assert f"note: {runs[0] / 'best'} is given twice" in r.stderr
+    own = _train(tiny_bert_dir, data_dir, tmp_path / "own", "--seed", 5)  # heads from seed 5, not init seed 0
+    r = command("soup", runs[0], own, "--out", tmp_path / "apart", code=0, text=True)
+    assert "warning: these runs' heads started from different initialisations (init seeds 0, 5)" in r.stderr
+    assert "warning" not in command("soup", *runs, "--out", tmp_path / "close", code=0, text=True).stderr
+    # --overwrite replaces an output, never the data the command reads
+    import shutil
+
+    shutil.copytree(data_dir, tmp_path / "data")
+    r = command("ensemble", *runs, "--out", tmp_path / "data", "--overwrite", "--data-dir", tmp_path / "data", code=2,
+                text=True)
+    assert "which this command reads" in r.stderr and (tmp_path / "data" / "ids-sst-dev.csv").is_file()
+
+
+def test_sigterm_leaves_nothing_behind(runs, tmp_path):
+    import signal
+    import time
+
+    from .conftest import spawn
+
+    codes = set()
+    for wait in (0.2, 1.5, 2.5, 4.0):  # starting, loading, writing, done
+        out = tmp_path / f"ens{wait}"
+        p = spawn("ensemble", *runs, "--out", out)
+        time.sleep(wait)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+        codes.add(p.returncode)
+        assert p.returncode in (0, 130, -signal.SIGTERM), err  # -15: before the command began, nothing written
+        if p.returncode == 130:
+            assert b"stopped (SIGTERM): nothing was written" in err
+        assert out.exists() == (p.returncode == 0)
+        left = [x.name for x in tmp_path.iterdir() if x.name.startswith(".")]
+        assert left == [], left
+    assert 130 in codes, codes  # the signal came while it worked, at least once
+
+
 def test_the_greedy_soup_leaves_out_a_member_that_lowers_the_dev_score(runs, data_dir, tmp_path):
     bad = tmp_path / "bad"
     import shutil
@@ -198,7 +237,8 @@ def test_the_onnx_graph_of_an_ensemble_answers_what_its_predict_answers(runs, tm
     cli("ensemble", *runs, "--out", tmp_path / "ens")
     cli("export", tmp_path / "ens", "--format", "onnx", "--out", tmp_path / "onnx")
     card = (tmp_path / "onnx" / "README.md").read_text()
-    assert "an ensemble of 2" in card and "the members' side by side" in card
+    assert card.count("# ens: ONNX graph (an ensemble of 2 encoders") == 1 and "the members' side by side" in card
+    assert f"its members: `{runs[0].name}/best` (step 3" in card and f"`{runs[1].name}/best` (step 3" in card
     session = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
     p = Predictor(tmp_path / "ens", precision="fp32")
     pairs = REAL_PAIRS[:5]
@@ -228,6 +268,7 @@ def test_a_sweep_builds_and_reports_each_configurations_ensemble_and_soups(tiny_
     names = list(combined)
     assert names[0] == "single runs, mean of 3" and names[1].startswith("best single run (seed ")
     assert names[2:] == ["ensemble of 2", "ensemble of 3", "uniform soup", "greedy soup"]
+    assert combined["ensemble of 2"]["members"] == [42, 43]
     assert [combined[n]["passes"] for n in names[2:]] == [2, 3, 1, 1]
     for n in names[2:]:
         d = combined[n]["vs_singles"]

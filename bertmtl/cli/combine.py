@@ -15,6 +15,14 @@ def run_combine(cfg, what: str) -> None:
     from ..runs.progress import progress_bar
     from ..threads import use_threads
 
+    import signal
+
+    from ..training.stopping import Stopped
+
+    def terminated(signum, frame):  # as Ctrl-C: the half-built output and its lock are removed on the way out
+        raise Stopped(f"stopped ({signal.Signals(signum).name}): nothing was written to {cfg.out}")
+
+    signal.signal(signal.SIGTERM, terminated)
     use_threads(cfg.threads)
     data = DevData(cfg.data_dir, cfg.dev_limit, cfg.batch_size, cfg.device, cfg.strict) if cfg.data_dir else None
     key = {"ensemble": "ensemble", "soup": "soup", "greedy soup": "greedy_soup"}[what]

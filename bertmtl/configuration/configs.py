@@ -112,7 +112,7 @@ class SweepConfig(Options):
     worker: bool = option(False, "Run as one worker of a sweep started elsewhere (no report).", flag="on")
     dry_run: bool = option(False, "List the configurations, seeds and runs the sweep would train (and what an earlier "
                                   "command already did), then exit without training.", flag="on")
-    ensemble: bool = option(False, "Also build each configuration's ensemble of its seeds (and of its best 2, 3, ...), "
+    ensemble: bool = option(False, "Also build each configuration's ensemble of its seeds (and of its first 2, 3, ...), "
                                    "score them on dev and add them to the report (with --report too).", flag="on")
     soup: bool = option(False, "Also build each configuration's uniform and greedy soup of its seeds (runs that share "
                                "--init-seed), score them on dev and add them to the report.", flag="on")

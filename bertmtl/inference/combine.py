@@ -173,10 +173,13 @@ def combine(sources: list, *, ensemble: Path | None = None, soup: Path | None = 
     with contextlib.ExitStack() as outs:
         # The outputs are claimed before anything slow: a taken directory is said at once.
         inputs = {f"member {i}": m.path for i, m in enumerate(members, 1)}
+        if data is not None:
+            inputs["--data-dir"] = data.data_dir
         targets = {name: outs.enter_context(owned_output(path, overwrite, inputs, derived=True))
                    for name, path in (("ensemble", ensemble), ("soup", soup), ("greedy soup", greedy_soup))
                    if path is not None}
         check_members(members, soup=soup is not None or greedy_soup is not None)
+        _warn_of(members, soup is not None or greedy_soup is not None, note)
         datasets = dev_sets(members[0], data, note) if data is not None else None
 
         def scored(model, what: str) -> Scored:
@@ -187,7 +190,8 @@ def combine(sources: list, *, ensemble: Path | None = None, soup: Path | None = 
             result.singles = [scored(m.model, f"member {i} ({m.path})") for i, m in enumerate(members, 1)]
             for k in range(2, len(members)) if subsets else ():  # the first k, as a user with k runs has them
                 result.scores[f"ensemble of {k}"] = mean_scored(result.singles[:k], specs)
-            result.scores["ensemble"] = mean_scored(result.singles, specs)
+            if ensemble is not None or subsets:
+                result.scores["ensemble"] = mean_scored(result.singles, specs)
         if "ensemble" in targets:
             metrics = result.scores["ensemble"].metrics if datasets is not None else None
             save_ensemble(targets["ensemble"], members, metrics, command)
@@ -211,6 +215,25 @@ def combine(sources: list, *, ensemble: Path | None = None, soup: Path | None = 
             _save_soup(targets["greedy soup"], model, members, kept, best, command, greedy=True)
             result.written["greedy soup"] = targets["greedy soup"]
     return result
+
+
+def _warn_of(members: list, soup: bool, note) -> None:
+    """Notes on members that combine, but not as the user may think: one given twice (it counts twice),
+    and, for a soup, runs whose heads started from different initialisations (their mean averages
+    unrelated hidden units: runs that share --init-seed soup well)."""
+    seen: dict = {}
+    for m in members:
+        where = Path(m.path).resolve()
+        if where in seen:
+            note(f"note: {m.path} is given twice (as {seen[where]} too): it counts twice in the mean")
+        seen.setdefault(where, m.path)
+    if soup:
+        args = [m.train_args for m in members]
+        inits = [a.get("init_seed") if a.get("init_seed") is not None else a.get("seed") for a in args]
+        if len(set(map(str, inits))) > 1:
+            note(f"warning: these runs' heads started from different initialisations (init seeds "
+                 f"{', '.join(map(str, inits))}): a soup of them averages unrelated head units and may answer worse "
+                 f"than each; runs that share --init-seed and differ in --seed soup well")
 
 
 def _save_soup(target: Path, model, members: list, kept: list[int], scored: Scored | None, command: str | None,

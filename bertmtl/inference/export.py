@@ -349,7 +349,7 @@ def card_metadata(ck, fmt: str) -> dict:
     encoder = encoder_of(args)
     builtin = BUILTINS.get(encoder)
     base = builtin.hub_id if builtin else (hub_name(encoder) or (None,))[0] if isinstance(encoder, str) else None
-    name = Path(ck.path).resolve().parent.name
+    name = ck.name
     results = []
     for task in ck.tasks:
         spec = ck.model.specs.get(task)
@@ -380,6 +380,21 @@ def model_card(ck, fmt: str, command: str, load_name: str = "DIR") -> str:
     return str(ModelCard(f"---\n{card_metadata(ck, fmt).to_yaml()}\n---\n\n{card_text(ck, fmt, command, load_name)}"))
 
 
+def _short(path: str | Path) -> str:
+    """A checkpoint's path for a card, which leaves this machine: its run's name and its own (`RUN/best`)."""
+    return f"{Path(path).parent.name}/{Path(path).name}"
+
+
+def _soup_of(path) -> list[str] | None:
+    """The checkpoints a soup averages (its soup.json), or None for a model that is not a soup."""
+    from ..runs.rundir import SOUP, read_json
+
+    if not (Path(path) / SOUP).is_file():
+        return None
+    members = read_json(Path(path) / SOUP).get("members")
+    return [str(m) for m in members] if isinstance(members, list) else None
+
+
 def card_text(ck, fmt: str, command: str, load_name: str = "DIR") -> str:
     """The card's text below its metadata; its example loads `load_name` (the ONNX one reads files, DIR)."""
     from ..tasks import metric_rows
@@ -391,10 +406,12 @@ def card_text(ck, fmt: str, command: str, load_name: str = "DIR") -> str:
     if ck.members:
         title = f"ONNX graph (an ensemble of {len(ck.members)} encoders with their task heads)"
         made = (f"an ensemble of {len(ck.members)} models, each answer the mean of theirs; its members: "
-                + "; ".join(f"`{Path(m.path).resolve().parent.name}` ({m.summary()})" for m in ck.members))
+                + "; ".join(f"`{_short(s)}` ({m.summary()})" for s, m in zip(ck.member_sources(), ck.members)))
     else:
         made = f"step {info.get('step', '?')}, epoch {_number(info.get('epoch', 0), '.2f')}"
-    lines = [f"# {Path(ck.path).resolve().parent.name}: {title}", "",
+        if (soup := _soup_of(ck.path)) is not None:
+            made += f"; a model soup: the mean of the weights of {', '.join(f'`{_short(m)}`' for m in soup)}"
+    lines = [f"# {ck.name}: {title}", "",
              f"Exported by bertmtl {__version__} from `{where.parent.name}/{where.name}` ({made}).", "", "## Use", ""]
     graph = OnnxGraph(ck.model)
     lines.append(USAGE[fmt].format(out="DIR" if fmt == "onnx" else load_name, pooling=ck.model.cfg.pooling,

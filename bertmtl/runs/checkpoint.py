@@ -16,7 +16,7 @@ from ..encoders.config import BertConfig
 from ..errors import UserError
 from ..fsutil import crash_point, save_safetensors, staged_dir, write_json
 from ..numbers import number_problem
-from .rundir import (ENCODER_CONFIG, ENSEMBLE, FORMAT, HEADS, MARKER, METRICS, OPTIMIZER_STATE, TASK_SPECS, TRAIN_ARGS,
+from .rundir import (BEST, ENCODER_CONFIG, ENSEMBLE, FORMAT, LAST, HEADS, MARKER, METRICS, OPTIMIZER_STATE, TASK_SPECS, TRAIN_ARGS,
                      TRAINER_STATE, WEIGHTS_FILE, check_checkpoint_dir, checkpoint_part, checkpoint_weights,
                      is_checkpoint, read_json, read_specs, read_tensors)
 from ..tasks import TASKS
@@ -140,9 +140,19 @@ class Checkpoint:
         members each so, by the checkpoint each was made from."""
         if not self.members:
             return f"{self.path} ({self.summary()})"
-        sources = {m["dir"]: m.get("source") for m in _ensemble_sources(self.path)}
-        listed = "; ".join(f"{sources.get(m.path.name) or m.path} ({m.summary()})" for m in self.members)
+        listed = "; ".join(f"{source} ({m.summary()})" for source, m in zip(self.member_sources(), self.members))
         return f"{self.path} (an ensemble of {len(self.members)}, {self.summary()}: {listed})"
+
+    def member_sources(self) -> list[str]:
+        """An ensemble's members by the checkpoint each was copied from (ensemble.json), else by their own path."""
+        sources = {m["dir"]: m.get("source") for m in _ensemble_sources(self.path)}
+        return [str(sources.get(m.path.name) or m.path) for m in self.members]
+
+    @property
+    def name(self) -> str:
+        """What to call the model: its run's name for a run's best/ or last/, else its directory's."""
+        where = Path(self.path).resolve()
+        return where.parent.name if where.name in (BEST, LAST) else where.name
 
     def summary(self) -> str:
         """Its step and dev overall score, e.g. "step 120, dev overall 0.7012" (an ensemble: no step)."""
