@@ -342,6 +342,7 @@ def card_metadata(ck, fmt: str) -> dict:
     from huggingface_hub import EvalResult, ModelCardData
 
     from ..encoders.hub import hub_name
+    from ..runs.checkpoint import checkpoint_name
     from ..tasks.builtin import HUB_DATASETS
     from ..encoders.weights import BUILTINS
 
@@ -349,7 +350,7 @@ def card_metadata(ck, fmt: str) -> dict:
     encoder = encoder_of(args)
     builtin = BUILTINS.get(encoder)
     base = builtin.hub_id if builtin else (hub_name(encoder) or (None,))[0] if isinstance(encoder, str) else None
-    name = ck.name
+    name = checkpoint_name(ck.path)
     results = []
     for task in ck.tasks:
         spec = ck.model.specs.get(task)

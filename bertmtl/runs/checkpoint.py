@@ -150,9 +150,7 @@ class Checkpoint:
 
     @property
     def name(self) -> str:
-        """What to call the model: its run's name for a run's best/ or last/, else its directory's."""
-        where = Path(self.path).resolve()
-        return where.parent.name if where.name in (BEST, LAST) else where.name
+        return checkpoint_name(self.path)
 
     def summary(self) -> str:
         """Its step and dev overall score, e.g. "step 120, dev overall 0.7012" (an ensemble: no step)."""
@@ -162,6 +160,12 @@ class Checkpoint:
             return score
         step = self.info.get("step")
         return f"step {step if isinstance(step, int) else '?'}, {score}"
+
+
+def checkpoint_name(path: str | Path) -> str:
+    """What to call a checkpoint's model: its run's name for a run's best/ or last/, else its directory's."""
+    where = Path(path).resolve()
+    return where.parent.name if where.name in (BEST, LAST) else where.name
 
 
 def _ensemble_sources(path: Path) -> list[dict]:
