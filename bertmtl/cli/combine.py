@@ -11,12 +11,11 @@ import click
 def run_combine(cfg, what: str) -> None:
     """Build `what` ("ensemble", "soup" or "greedy soup") of cfg.sources into cfg.out; print the
     dev table when cfg.data_dir is given."""
+    import signal
+
     from ..inference.combine import DevData, combine
     from ..runs.progress import progress_bar
     from ..threads import use_threads
-
-    import signal
-
     from ..training.stopping import Stopped
 
     def terminated(signum, frame):  # as Ctrl-C: the half-built output and its lock are removed on the way out
