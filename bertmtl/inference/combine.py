@@ -109,7 +109,9 @@ def mean_scored(parts: list[Scored], specs: dict) -> Scored:
     """The ensemble of models scored in `parts`: their mean outputs, and the metrics of those."""
     from .evaluate import overall, task_metrics
 
-    outputs, metrics, undefined = {}, {}, {}
+    outputs: dict = {}
+    metrics: dict = {}
+    undefined: dict = {}
     for task, (ids, _, labels) in parts[0].outputs.items():
         mean = torch.stack([p.outputs[task][1].float() for p in parts]).mean(0)
         outputs[task] = (ids, mean, labels)
