@@ -277,7 +277,8 @@ def _combined_markdown(report: dict) -> list[str]:
              "score is chosen on these dev examples). The single runs are their best/ checkpoints, scored with the "
              f"others. The comparisons are paired bootstraps of {lead} over the dev examples "
              f"({report['replicates']} replicates), against the single runs pooled over seeds and against the best "
-             "one. Passes: encoder passes per input at prediction (the cost); seconds: this dev evaluation's."]
+             "one. Passes: encoder passes per input at prediction (the cost); seconds: its dev evaluation's (an "
+             "ensemble's: its members' together, what evaluating it takes)."]
     for r in combined:
         lines += ["", f"### {_name(r)}", "",
                   "| Model | " + " | ".join(lbl for _, lbl in metrics) + f" | vs single runs ({lead}) | "
