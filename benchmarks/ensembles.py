@@ -55,7 +55,7 @@ def quality(report: dict) -> None:
 def own_init(report: dict, runs: list[str]) -> None:
     """The uniform soup of the first seed with runs of their own initialisation, against the soup of
     the sweep's first seeds (which share it), on the same dev examples."""
-    from bertmtl.inference.combine import DevData, combine
+    from bertmtl.inference.combine import DevData, combine, mean_scored
     from bertmtl.runs.catalog import run_info
     from bertmtl.sweep.stats import describe_difference, paired_bootstrap
 
@@ -73,6 +73,11 @@ def own_init(report: dict, runs: list[str]) -> None:
     print(f"  own initialisation: members {[round(s.overall, 4) for s in b.singles]} -> soup "
           f"{b.scores['soup'].overall:.4f}")
     d = paired_bootstrap([a.scores["soup"].outputs], [b.scores["soup"].outputs], specs, "overall", n=1000)
+    print(f"  own minus shared: {describe_difference(d)}")
+    ea, eb = mean_scored(a.singles, specs), mean_scored(b.singles, specs)
+    print(f"ensembles of the same runs, dev overall: shared --init-seed {ea.overall:.4f}, own initialisation "
+          f"{eb.overall:.4f}")
+    d = paired_bootstrap([ea.outputs], [eb.outputs], specs, "overall", n=1000)
     print(f"  own minus shared: {describe_difference(d)}")
 
 
@@ -117,6 +122,7 @@ def main() -> None:
     ap.add_argument("--own-init", nargs="*", default=[])
     ap.add_argument("--pairs", type=int, default=512)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-cost", action="store_true", help="leave out the prediction cost")
     args = ap.parse_args()
     import torch
 
@@ -127,7 +133,8 @@ def main() -> None:
     quality(report)
     if args.own_init:
         own_init(report, args.own_init)
-    cost(report, args.pairs, args.rounds)
+    if not args.no_cost:
+        cost(report, args.pairs, args.rounds)
 
 
 if __name__ == "__main__":

@@ -134,8 +134,8 @@ def test_what_combines_but_not_as_meant_is_said(runs, tiny_bert_dir, data_dir, t
     assert f"note: {runs[0] / 'best'} is given twice" in r.stderr
     own = _train(tiny_bert_dir, data_dir, tmp_path / "own", "--seed", 5)  # heads from seed 5, not init seed 0
     r = command("soup", runs[0], own, "--out", tmp_path / "apart", code=0, text=True)
-    assert "warning: these runs' heads started from different initialisations (init seeds 0, 5)" in r.stderr
-    assert "warning" not in command("soup", *runs, "--out", tmp_path / "close", code=0, text=True).stderr
+    assert "note: these runs' heads started from different initialisations (init seeds 0, 5)" in r.stderr
+    assert "initialisations" not in command("soup", *runs, "--out", tmp_path / "close", code=0, text=True).stderr
     # --overwrite replaces an output, never the data the command reads
     import shutil
 

@@ -233,9 +233,9 @@ def _warn_of(members: list, soup: bool, note) -> None:
         args = [m.train_args for m in members]
         inits = [a.get("init_seed") if a.get("init_seed") is not None else a.get("seed") for a in args]
         if len(set(map(str, inits))) > 1:
-            note(f"warning: these runs' heads started from different initialisations (init seeds "
-                 f"{', '.join(map(str, inits))}): a soup of them averages unrelated head units and may answer worse "
-                 f"than each; runs that share --init-seed and differ in --seed soup well")
+            note(f"note: these runs' heads started from different initialisations (init seeds "
+                 f"{', '.join(map(str, inits))}): the soup averages head units that did not start alike; runs that "
+                 f"share --init-seed and differ in --seed start from one point (docs: Ensembles and soups)")
 
 
 def _save_soup(target: Path, model, members: list, kept: list[int], scored: Scored | None, command: str | None,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from ..configuration.train_config import TrainConfig
 from ..data.batching import n_examples
 from ..errors import UserError
 from ..fsutil import crash_point, write_json
-from ..runs.progress import ThroughputWindow
+from ..runs.progress import PlainReporter, ThroughputWindow
 from ..runs.rundir import BEST, LAST, MARKER, SUMMARY, is_checkpoint, read_json
 from ..runs.status import Status
 from .callbacks import Callback, Patience, Pruner
@@ -68,8 +68,9 @@ class TrainResult(Mapping):
         return dict(self.summary)
 
 
-def train(cfg: TrainConfig, resume: str | Path | None = None, reporter=None, dist: Dist | None = None,
-          judge=None, callbacks: Sequence[Callback] = ()) -> TrainResult:
+def train(cfg: TrainConfig, resume: str | Path | None = None, reporter: PlainReporter | None = None,
+          dist: Dist | None = None, judge: Callable[[int, dict], bool] | None = None,
+          callbacks: Sequence[Callback] = ()) -> TrainResult:
     """Train a run, or resume one; returns how it ended (a TrainResult; RUN/summary.json holds the same).
 
     Args:
