@@ -7,10 +7,12 @@ lock; the lock file names the holder's host and pid, for refusals and `bertmtl r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import stat
+import threading
 from pathlib import Path
 
 from ..errors import UserError
@@ -25,10 +27,14 @@ class OwnerLock:
     """
 
     def __init__(self, path: Path, what: str, wait: bool = False):
-        import fcntl
-
         self.path = Path(path)
         self._fh = None
+        with _signals_deferred(wait):  # taken whole or not at all: a signal cannot leave the file behind
+            self._take(what, wait)
+
+    def _take(self, what: str, wait: bool) -> None:
+        import fcntl
+
         if wait:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(100):
@@ -64,8 +70,37 @@ class OwnerLock:
     def release(self) -> None:
         """Remove the lock file and drop the lock (in that order: see the inode check above)."""
         if self.held:
-            self.path.unlink(missing_ok=True)
-            self._fh.close()  # closing drops the lock
+            with _signals_deferred():
+                self.path.unlink(missing_ok=True)
+                self._fh.close()  # closing drops the lock
+
+
+@contextlib.contextmanager
+def _signals_deferred(waiting: bool = False):
+    """SIGINT and SIGTERM held back until the block ends (then handled as they would have been), so
+    that a Ctrl-C raised as KeyboardInterrupt cannot fall between creating a lock file and owning it,
+    or between removing it and letting go. Not while waiting for another holder (that may take long),
+    nor off the main thread, where Python runs no handlers."""
+    import signal
+
+    if waiting or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in before:
+        signal.signal(s, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+        for signum in pending[:1]:  # the first: its handler (or default action) now
+            handler = before[signum]
+            if callable(handler):
+                handler(signum, None)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)
 
 
 def _open_lock_file(path: Path):

@@ -118,9 +118,11 @@ def owned_output(out: str | Path, overwrite: bool, inputs: dict[str, str | Path 
     out = Path(out)
     check_output_dir(out, overwrite, inputs, option, derived)
     out = resolve(out, option)  # one lock whatever symlink or relative path names the output
-    lock = OwnerLock(out.parent / lock_name(out), f"{option} {out}")
-    try:
+    lock = None
+    try:  # (the lock taken inside: a signal just after it is taken still releases it)
+        lock = OwnerLock(out.parent / lock_name(out), f"{option} {out}")
         check_output_dir(out, overwrite, inputs, option, derived)  # again, now that nobody else can write it
         yield out
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
