@@ -29,8 +29,12 @@ class OwnerLock:
     def __init__(self, path: Path, what: str, wait: bool = False):
         self.path = Path(path)
         self._fh = None
-        with _signals_deferred(wait):  # taken whole or not at all: a signal cannot leave the file behind
-            self._take(what, wait)
+        try:
+            with _signals_deferred(wait):  # taken whole, then a signal that came meanwhile is handled
+                self._take(what, wait)
+        except BaseException:  # that signal's KeyboardInterrupt, or a refusal: no lock file left behind
+            self.release()
+            raise
 
     def _take(self, what: str, wait: bool) -> None:
         import fcntl
