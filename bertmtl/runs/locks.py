@@ -87,11 +87,12 @@ def _signals_deferred(waiting: bool = False):
     nor off the main thread, where Python runs no handlers."""
     import signal
 
-    if waiting or threading.current_thread() is not threading.main_thread():
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    # (None: a handler set outside Python, which Python could not put back)
+    if waiting or threading.current_thread() is not threading.main_thread() or None in before.values():
         yield
         return
     pending: list[int] = []
-    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     for s in before:
         signal.signal(s, lambda signum, frame: pending.append(signum))
     try:
