@@ -38,22 +38,25 @@ def build_combined(out: Path, groups: dict, ensemble: bool, soup: bool, say=prin
             continue
         runs = [Path(c["runs"][s]) for s in seeds]
         where = Path(out) / COMBINED / key
-        parts = {"ensemble": ensemble, "soup": soup}
         try:
             saved = read_json(where / INDEX, "missing")
         except Exception:  # noqa: BLE001 - none yet, or damaged: built again
             saved = {}
-        if saved.get("runs") == [str(r) for r in runs] and all(saved.get("parts", {}).get(p) for p, on in
-                                                                  parts.items() if on):
+        same_runs = saved.get("runs") == [str(r) for r in runs]
+        had = saved.get("parts", {}) if same_runs else {}
+        if all(had.get(p) for p, on in (("ensemble", ensemble), ("soup", soup)) if on):
             say(f"{key}: ensembles and soups of seeds {seeds} already built ({where})")
             continue
+        # what an earlier command built of the same runs is built again with the rest, not dropped
+        parts = {"ensemble": ensemble or bool(had.get("ensemble")), "soup": soup or bool(had.get("soup"))}
         cfg = run_info(runs[0])["config"]
         data = DevData(cfg["data_dir"], cfg.get("dev_limit"), cfg.get("eval_batch_size") or 64,
                        cfg.get("device") or "auto", bool(cfg.get("strict")))
         say(f"{key}: combining seeds {seeds}")
-        result = combine(runs, ensemble=where / "ensemble" if ensemble else None,
-                         soup=where / "soup" if soup else None, greedy_soup=where / "greedy-soup" if soup else None,
-                         data=data, subsets=ensemble, overwrite=True, note=say)
+        souped = parts["soup"]
+        result = combine(runs, ensemble=where / "ensemble" if parts["ensemble"] else None,
+                         soup=where / "soup" if souped else None, greedy_soup=where / "greedy-soup" if souped else None,
+                         data=data, subsets=parts["ensemble"], overwrite=True, note=say)
         n = len(runs)
         models = [{"name": f"seed {s}", "seed": s, "passes": 1, "members": [s], **_scored(r)}
                   for s, r in zip(seeds, result.singles)]
