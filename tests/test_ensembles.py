@@ -118,8 +118,8 @@ def test_a_soup_of_a_run_with_itself_is_that_run(runs, tmp_path):
     cli("soup", runs[0], runs[0], "--out", tmp_path / "soup")
     ours, theirs = load_file(tmp_path / "soup" / "multitask.safetensors"), load_file(runs[0] / "best" / "multitask.safetensors")
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
-    a = _json("predict", "--checkpoint", runs[0] / "best", *PAIR)
-    b = _json("predict", "--checkpoint", tmp_path / "soup", *PAIR)
+    a = _json("predict", "--checkpoint", runs[0] / "best", *PAIR, "--precision", "fp32")
+    b = _json("predict", "--checkpoint", tmp_path / "soup", *PAIR, "--precision", "fp32")
     assert a.pop("checkpoint") != b.pop("checkpoint") and a == b
     # the uniform soup of two is the mean of their weights
     cli("soup", *runs, "--out", tmp_path / "two")

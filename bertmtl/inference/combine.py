@@ -107,19 +107,11 @@ def score(model, datasets: dict, data: DevData, progress=None) -> Scored:
 
 def mean_scored(parts: list[Scored], specs: dict) -> Scored:
     """The ensemble of models scored in `parts`: their mean outputs, and the metrics of those."""
-    from .evaluate import overall, task_metrics
+    from .evaluate import kept_metrics
 
-    outputs: dict = {}
-    metrics: dict = {}
-    undefined: dict = {}
-    for task, (ids, _, labels) in parts[0].outputs.items():
-        mean = torch.stack([p.outputs[task][1].float() for p in parts]).mean(0)
-        outputs[task] = (ids, mean, labels)
-        metrics.update(task_metrics(specs[task], mean, labels, undefined))
-    metrics["overall"] = overall(metrics, [specs[t] for t in outputs], undefined)
-    if undefined:
-        metrics["undefined"] = undefined
-    return Scored(metrics, outputs, sum(p.seconds for p in parts))
+    outputs = {task: (ids, torch.stack([p.outputs[task][1].float() for p in parts]).mean(0), labels)
+               for task, (ids, _, labels) in parts[0].outputs.items()}
+    return Scored(kept_metrics(outputs, specs), outputs, sum(p.seconds for p in parts))
 
 
 def average_weights(members: list, weights: list[float] | None = None) -> dict[str, torch.Tensor]:

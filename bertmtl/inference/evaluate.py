@@ -152,6 +152,22 @@ def overall(metrics: dict, specs=BUILTIN, undefined: dict | None = None) -> floa
     return sum(parts) / len(parts) if parts else None
 
 
+def kept_metrics(kept: dict, specs: dict, index: dict | None = None) -> dict:
+    """The metrics and `overall` of kept dev outputs ({task: (ids, outputs, labels)}, as `evaluate`'s
+    `keep` receives them), on the examples `index[task]` picks (all by default): what a run's,
+    a resample's or an ensemble's outputs score, without the model."""
+    metrics: dict = {}
+    undefined: dict = {}
+    for task, (_, out, labels) in kept.items():
+        idx = None if index is None else index[task]
+        metrics.update(task_metrics(specs[task], out if idx is None else out[idx],
+                                    labels if idx is None else labels[idx], undefined))
+    metrics["overall"] = overall(metrics, [specs[t] for t in kept], undefined)
+    if undefined:
+        metrics["undefined"] = undefined
+    return metrics
+
+
 def leaderboard_overall(metrics: dict) -> float | None:
     """The CS224N course leaderboard's overall score: the mean of SST accuracy, Quora accuracy and
     STS Pearson r mapped to [0, 1] as (r + 1) / 2 (the plain `overall` averages r itself); None

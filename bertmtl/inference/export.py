@@ -413,7 +413,7 @@ def card_text(ck, fmt: str, command: str, load_name: str = "DIR") -> str:
         if (soup := _soup_of(ck.path)) is not None:
             made += f"; a model soup: the mean of the weights of {', '.join(f'`{_short(m)}`' for m in soup)}"
     lines = [f"# {ck.name}: {title}", "",
-             f"Exported by bertmtl {__version__} from `{where.parent.name}/{where.name}` ({made}).", "", "## Use", ""]
+             f"Exported by bertmtl {__version__} from `{_short(where)}` ({made}).", "", "## Use", ""]
     graph = OnnxGraph(ck.model)
     lines.append(USAGE[fmt].format(out="DIR" if fmt == "onnx" else load_name, pooling=ck.model.cfg.pooling,
                                    inputs="\n".join(f"- `{n}`" for n in graph.input_names),

@@ -50,17 +50,9 @@ def mean_ci(values: list[float], within: tuple[float, float] | None = None) -> d
 def score(outputs: dict, specs: dict, metric: str, index: dict | None = None) -> float | None:
     """A run's `metric` (a metric key such as sst_acc, or "overall") on its kept dev outputs
     ({task: (ids, outputs, labels)}), on the examples `index[task]` picks (all by default)."""
-    from ..inference.evaluate import overall, task_metrics
+    from ..inference.evaluate import kept_metrics
 
-    metrics: dict = {}
-    undefined: dict = {}
-    for task, (_, out, labels) in outputs.items():
-        idx = None if index is None else index[task]
-        metrics.update(task_metrics(specs[task], out if idx is None else out[idx],
-                                    labels if idx is None else labels[idx], undefined))
-    if metric == "overall":
-        return overall(metrics, [specs[t] for t in outputs], undefined)
-    return metrics.get(metric)
+    return kept_metrics(outputs, specs, index).get(metric)
 
 
 def common_examples(runs: list[dict]) -> dict[str, list[int]]:
